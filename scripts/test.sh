@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: services first, then every unit and integration test
+# against the real NATS and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/ensure-services.sh
+cargo test --locked "$@"

@@ -1,0 +1,56 @@
+//! `check`: one verdict now, from one sample or two taken a window apart.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::config::Config;
+use crate::evaluate::evaluate;
+use crate::output::CheckReport;
+use crate::probe::{Prober, ProberError};
+
+/// Samples (twice when `window` > 0), evaluates and returns the report.
+/// The second sample also counts rows written since the first, so
+/// `db_writes` compares rows with successes over the same span.
+pub async fn run(cfg: Config, window: Duration) -> Result<CheckReport, ProberError> {
+    let prober = Prober::new(cfg)?;
+    let t0 = Utc::now();
+    let first = prober.snapshot(t0, &[]).await;
+    let mut history = vec![first];
+    if !window.is_zero() {
+        tokio::time::sleep(window).await;
+        let t1 = Utc::now();
+        history.push(prober.snapshot(t1, &[t0]).await);
+    }
+    let cfg = prober.config();
+    let verdicts = evaluate(cfg, &history);
+    let last = history.pop().unwrap_or_else(|| unreachable_snapshot(t0));
+    let window_secs = (last.taken_at - t0).num_milliseconds() as f64 / 1000.0;
+    Ok(CheckReport {
+        soak: cfg.soak.name.clone(),
+        config: cfg.source.display().to_string(),
+        generated_at: last.taken_at,
+        window_secs: if window.is_zero() { 0.0 } else { window_secs },
+        verdicts,
+        last,
+    })
+}
+
+/// History always holds at least one snapshot; this only satisfies the types.
+fn unreachable_snapshot(t: chrono::DateTime<Utc>) -> crate::sample::Snapshot {
+    let f = |probe| crate::sample::ProbeFailure {
+        probe,
+        reason: "not sampled".into(),
+    };
+    use crate::sample::ProbeKind as K;
+    crate::sample::Snapshot {
+        taken_at: t,
+        streams: Default::default(),
+        consumer: Err(f(K::Consumer)),
+        metrics: Err(f(K::Metrics)),
+        db: Err(f(K::Database)),
+        log: Err(f(K::Log)),
+        env: Err(f(K::ServiceEnv)),
+        probe_ms: Default::default(),
+    }
+}

@@ -1,0 +1,375 @@
+//! Rendering a check: text, Markdown, JSON, Nagios and node_exporter textfile.
+//!
+//! Renderers are pure functions of a [`CheckReport`]; only [`write_atomic`]
+//! touches the disk, so a scraper never reads a half-written textfile.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::sample::Snapshot;
+use crate::verdict::{exit_code, overall, Status, Verdict};
+
+/// Version of the JSON document; bumped only on incompatible changes.
+pub const JSON_SCHEMA: &str = "soakwatch.check/v1";
+
+/// Everything a renderer needs about one check.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// Soak name from the config.
+    pub soak: String,
+    /// Config file used.
+    pub config: String,
+    /// When the (last) snapshot was taken.
+    pub generated_at: DateTime<Utc>,
+    /// Seconds between the two samples (0 = one sample).
+    pub window_secs: f64,
+    /// Verdicts in report order.
+    pub verdicts: Vec<Verdict>,
+    /// The last snapshot, for the state tables.
+    pub last: Snapshot,
+}
+
+impl CheckReport {
+    /// Worst status over all criteria.
+    pub fn overall(&self) -> Status {
+        overall(&self.verdicts)
+    }
+}
+
+/// Output formats of `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned table for a terminal.
+    Text,
+    /// Tables like the deployment record's.
+    Markdown,
+    /// Stable machine-readable document (schema soakwatch.check/v1).
+    Json,
+    /// One line plus perfdata, for Nagios/Icinga.
+    Nagios,
+    /// node_exporter textfile collector format.
+    Prometheus,
+}
+
+/// Renders in the chosen format.
+pub fn render(report: &CheckReport, format: Format) -> String {
+    match format {
+        Format::Text => text(report),
+        Format::Markdown => markdown(report),
+        Format::Json => json(report),
+        Format::Nagios => nagios(report),
+        Format::Prometheus => prometheus(report),
+    }
+}
+
+fn window_label(w: f64) -> String {
+    if w <= 0.0 {
+        "single sample".into()
+    } else {
+        format!("{w:.1}s between two samples")
+    }
+}
+
+fn icon(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "✅",
+        Status::Warn => "⚠️",
+        Status::Fail => "❌",
+        Status::Unknown => "❓",
+        Status::NotConfigured => "➖",
+    }
+}
+
+/// Terminal table.
+pub fn text(r: &CheckReport) -> String {
+    let mut out = format!(
+        "soakwatch check: {} ({}) at {}; window: {}\n",
+        r.soak,
+        r.config,
+        r.generated_at.format("%Y-%m-%d %H:%M:%SZ"),
+        window_label(r.window_secs)
+    );
+    let w = r.verdicts.iter().map(|v| v.id.as_str().len()).max().unwrap_or(10);
+    for v in &r.verdicts {
+        out.push_str(&format!(
+            "{:<8} {:<w$}  {}  [target {}]\n         {:<w$}  {}\n",
+            v.status.as_str().to_uppercase(),
+            v.id.as_str(),
+            v.observed,
+            v.target,
+            "",
+            v.evidence,
+        ));
+    }
+    let o = r.overall();
+    out.push_str(&format!("OVERALL: {} (exit {})\n", o.as_str().to_uppercase(), exit_code(o)));
+    out
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Markdown in the shape of the deployment record.
+pub fn markdown(r: &CheckReport) -> String {
+    let mut out = format!(
+        "# Soak check: {}\n\n**Checked:** {}  \n**Config:** `{}`  \n**Window:** {}  \n**Overall:** {} {}\n\n",
+        md_cell(&r.soak),
+        r.generated_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        md_cell(&r.config),
+        window_label(r.window_secs),
+        icon(r.overall()),
+        r.overall().as_str().to_uppercase()
+    );
+    out.push_str("## Stream state\n\n| Stream | Subjects | Messages | Bytes | First Seq | Last Seq | Last message |\n|---|---|---|---|---|---|---|\n");
+    for (name, s) in &r.last.streams {
+        match s {
+            Ok(Some(s)) => out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                md_cell(name),
+                md_cell(&s.subjects.join(", ")),
+                s.messages,
+                s.bytes,
+                s.first_seq,
+                s.last_seq,
+                s.last_ts.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into())
+            )),
+            Ok(None) => out.push_str(&format!("| {} | missing | | | | | |\n", md_cell(name))),
+            Err(f) => out.push_str(&format!("| {} | unknown: {} | | | | | |\n", md_cell(name), md_cell(&f.reason))),
+        }
+    }
+    out.push_str("\n## Consumer health\n\n");
+    match &r.last.consumer {
+        Ok(Some(c)) => out.push_str(&format!(
+            "**Consumer: {} on {}**\n\n| Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n",
+            md_cell(&c.name),
+            md_cell(&c.stream),
+            c.num_pending,
+            c.delivered_stream_seq,
+            c.ack_floor_stream_seq,
+            c.num_ack_pending,
+            c.num_redelivered,
+            c.num_waiting,
+            c.delivered_last_active.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "never".into())
+        )),
+        Ok(None) => out.push_str("The durable consumer does not exist.\n"),
+        Err(f) => out.push_str(&format!("Unknown: {}\n", md_cell(&f.reason))),
+    }
+    out.push_str("\n## Success criteria\n\n| Criteria | Target | Actual | Status | Evidence |\n|----------|--------|--------|--------|----------|\n");
+    for v in &r.verdicts {
+        out.push_str(&format!(
+            "| {} (`{}`) | {} | {} | {} | {} |\n",
+            v.id.title(),
+            v.id.as_str(),
+            md_cell(&v.target),
+            md_cell(&v.observed),
+            icon(v.status),
+            md_cell(&v.evidence)
+        ));
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonProbe<'a> {
+    ok: bool,
+    ms: Option<u64>,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonCriterion<'a> {
+    id: &'a str,
+    status: &'a str,
+    observed: &'a str,
+    target: &'a str,
+    evidence: &'a str,
+    value: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct JsonDoc<'a> {
+    schema: &'a str,
+    soak: &'a str,
+    config: &'a str,
+    generated_at: String,
+    window_seconds: f64,
+    overall: &'a str,
+    exit_code: u8,
+    criteria: Vec<JsonCriterion<'a>>,
+    probes: std::collections::BTreeMap<String, JsonProbe<'a>>,
+}
+
+/// Probe outcomes keyed by the label used for timings.
+fn probe_outcomes(s: &Snapshot) -> Vec<(String, Option<&str>)> {
+    let mut v: Vec<(String, Option<&str>)> = s
+        .streams
+        .iter()
+        .map(|(n, r)| (format!("stream {n}"), r.as_ref().err().map(|f| f.reason.as_str())))
+        .collect();
+    fn err(r: Option<&crate::sample::ProbeFailure>) -> Option<&str> {
+        r.map(|f| f.reason.as_str())
+    }
+    v.push((
+        s.probe_ms.keys().find(|k| k.starts_with("consumer")).cloned().unwrap_or_else(|| "consumer".into()),
+        err(s.consumer.as_ref().err()),
+    ));
+    v.push(("metrics".into(), err(s.metrics.as_ref().err())));
+    v.push(("database".into(), err(s.db.as_ref().err())));
+    v.push(("log".into(), err(s.log.as_ref().err())));
+    v.push(("service_env".into(), err(s.env.as_ref().err())));
+    v
+}
+
+/// The documented JSON document (see README, "JSON output").
+pub fn json(r: &CheckReport) -> String {
+    let o = r.overall();
+    let doc = JsonDoc {
+        schema: JSON_SCHEMA,
+        soak: &r.soak,
+        config: &r.config,
+        generated_at: r.generated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        window_seconds: r.window_secs,
+        overall: o.as_str(),
+        exit_code: exit_code(o),
+        criteria: r
+            .verdicts
+            .iter()
+            .map(|v| JsonCriterion {
+                id: v.id.as_str(),
+                status: v.status.as_str(),
+                observed: &v.observed,
+                target: &v.target,
+                evidence: &v.evidence,
+                value: v.value.filter(|x| x.is_finite()),
+            })
+            .collect(),
+        probes: probe_outcomes(&r.last)
+            .into_iter()
+            .map(|(k, e)| {
+                let ms = r.last.probe_ms.get(&k).copied();
+                (k, JsonProbe { ok: e.is_none(), ms, error: e })
+            })
+            .collect(),
+    };
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+fn perf_num(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// `STATUS summary | 'label'=value;warn;crit;min;max ...`
+pub fn nagios(r: &CheckReport) -> String {
+    let o = r.overall();
+    let count = |s: Status| r.verdicts.iter().filter(|v| v.status == s).count();
+    let names = |s: Status| {
+        r.verdicts
+            .iter()
+            .filter(|v| v.status == s)
+            .map(|v| v.id.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut summary = Vec::new();
+    for s in [Status::Fail, Status::Unknown, Status::Warn] {
+        if count(s) > 0 {
+            summary.push(format!("{} {} ({})", count(s), s.as_str(), names(s)));
+        }
+    }
+    summary.push(format!("{} pass", count(Status::Pass)));
+    let perf: Vec<String> = r
+        .verdicts
+        .iter()
+        .filter_map(|v| {
+            let val = v.value.filter(|x| x.is_finite())?;
+            Some(format!(
+                "'{}'={};{};{};0;",
+                v.id.as_str(),
+                perf_num(val),
+                v.warn_at.map(perf_num).unwrap_or_default(),
+                v.fail_at.map(perf_num).unwrap_or_default()
+            ))
+        })
+        .collect();
+    format!("SOAKWATCH {} - {} | {}\n", o.label(), summary.join(", "), perf.join(" "))
+}
+
+fn prom_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// node_exporter textfile: per-criterion status and value, probe health.
+pub fn prometheus(r: &CheckReport) -> String {
+    let soak = prom_escape(&r.soak);
+    let mut out = String::new();
+    out.push_str("# HELP soakwatch_criterion_status Criterion status: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.\n# TYPE soakwatch_criterion_status gauge\n");
+    for v in &r.verdicts {
+        out.push_str(&format!(
+            "soakwatch_criterion_status{{soak=\"{soak}\",criterion=\"{}\"}} {}\n",
+            v.id.as_str(),
+            v.status.code()
+        ));
+    }
+    out.push_str("# HELP soakwatch_criterion_value Main observed value of the criterion.\n# TYPE soakwatch_criterion_value gauge\n");
+    for v in &r.verdicts {
+        if let Some(x) = v.value.filter(|x| x.is_finite()) {
+            out.push_str(&format!(
+                "soakwatch_criterion_value{{soak=\"{soak}\",criterion=\"{}\"}} {x}\n",
+                v.id.as_str()
+            ));
+        }
+    }
+    out.push_str("# HELP soakwatch_overall_status Overall status: 0 pass, 1 warn, 2 fail, 3 unknown.\n# TYPE soakwatch_overall_status gauge\n");
+    out.push_str(&format!("soakwatch_overall_status{{soak=\"{soak}\"}} {}\n", r.overall().code()));
+    out.push_str("# HELP soakwatch_probe_up Whether the probe produced a sample (1) or failed (0).\n# TYPE soakwatch_probe_up gauge\n");
+    let outcomes = probe_outcomes(&r.last);
+    for (k, e) in &outcomes {
+        out.push_str(&format!(
+            "soakwatch_probe_up{{soak=\"{soak}\",probe=\"{}\"}} {}\n",
+            prom_escape(k),
+            u8::from(e.is_none())
+        ));
+    }
+    out.push_str("# HELP soakwatch_probe_duration_seconds Wall time of the probe.\n# TYPE soakwatch_probe_duration_seconds gauge\n");
+    for (k, ms) in &r.last.probe_ms {
+        out.push_str(&format!(
+            "soakwatch_probe_duration_seconds{{soak=\"{soak}\",probe=\"{}\"}} {}\n",
+            prom_escape(k),
+            *ms as f64 / 1000.0
+        ));
+    }
+    out.push_str("# HELP soakwatch_check_timestamp_seconds When the check ran.\n# TYPE soakwatch_check_timestamp_seconds gauge\n");
+    out.push_str(&format!(
+        "soakwatch_check_timestamp_seconds{{soak=\"{soak}\"}} {}\n",
+        r.generated_at.timestamp_millis() as f64 / 1000.0
+    ));
+    out
+}
+
+/// Writes via a temporary file in the same directory and a rename, so readers
+/// (node_exporter, a report viewer) see the old or the new file, never half.
+pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

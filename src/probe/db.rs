@@ -1,0 +1,246 @@
+//! The service's table: are rows being written, are they complete and correct.
+//!
+//! Every query is bounded by `statement_timeout` and filters on the write
+//! timestamp columns, so an index on them keeps it cheap; when one is missing
+//! the sample says so instead of silently scanning forever.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::config::{Config, DatabaseConfig};
+use crate::sample::{DbState, ProbeFailure, ProbeKind, Probed};
+
+fn fail(reason: String) -> ProbeFailure {
+    ProbeFailure {
+        probe: ProbeKind::Database,
+        reason,
+    }
+}
+
+/// Quotes an identifier for PostgreSQL (`"` doubled), so config names cannot inject SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table` or `table`, each part quoted.
+fn quote_table(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+/// A lazily connecting pool: creating it never touches the network, so a
+/// database that is down only fails the database probe.
+pub fn pool(cfg: &DatabaseConfig, timeout: Duration) -> Result<PgPool, ProbeFailure> {
+    let opts = PgConnectOptions::from_str(cfg.url.expose())
+        .map_err(|e| fail(format!("database url {}: {e}", cfg.url.shown())))?
+        .application_name("soakwatch")
+        .options([
+            ("statement_timeout", timeout.as_millis().to_string()),
+            ("TimeZone", "UTC".to_string()),
+        ]);
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .min_connections(0)
+        .acquire_timeout(timeout)
+        .connect_lazy_with(opts))
+}
+
+/// Describes a sqlx error in one line without the connection URL.
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => format!("{} ({})", db.message(), db.code().unwrap_or_default()),
+        sqlx::Error::PoolTimedOut => "no connection within the probe timeout (server down or unreachable?)".into(),
+        sqlx::Error::Io(io) => format!("connection failed: {io}"),
+        other => other.to_string().lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Type of a timestamp column, which decides how an instant is compared to it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TsKind {
+    /// `timestamp with time zone`.
+    WithTz,
+    /// `timestamp without time zone`, holding UTC (Prisma's default).
+    NoTz,
+}
+
+impl TsKind {
+    /// SQL for "the instant given as epoch seconds in parameter $n", comparable to the column.
+    fn instant_param(self, n: usize) -> String {
+        match self {
+            TsKind::WithTz => format!("to_timestamp(${n})"),
+            TsKind::NoTz => format!("(to_timestamp(${n}) AT TIME ZONE 'UTC')"),
+        }
+    }
+}
+
+/// Runs the database probe. `since` lists instants (service start, window
+/// start) for which the number of rows written after them is wanted.
+pub async fn probe(pool: &PgPool, cfg: &Config, now: DateTime<Utc>, since: &[DateTime<Utc>]) -> Probed<DbState> {
+    let d = &cfg.database;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| fail(format!("database {}: {}", cfg.database.url.shown(), describe(&e))))?;
+
+    let (schema, table) = match d.table.split_once('.') {
+        Some((s, t)) => (Some(s.to_string()), t.to_string()),
+        None => (None, d.table.clone()),
+    };
+    let cols: Vec<(String, String)> = sqlx::query(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
+    )
+    .bind(&schema)
+    .bind(&table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| fail(format!("table {}: {}", d.table, describe(&e))))?
+    .into_iter()
+    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+    .collect();
+    if cols.is_empty() {
+        return Err(fail(format!("table {} does not exist in the database", d.table)));
+    }
+    let kind_of = |col: &str| -> Result<TsKind, ProbeFailure> {
+        match cols.iter().find(|(c, _)| c == col) {
+            None => Err(fail(format!("table {} has no column {col}", d.table))),
+            Some((_, t)) if t == "timestamp with time zone" => Ok(TsKind::WithTz),
+            Some((_, t)) if t == "timestamp without time zone" => Ok(TsKind::NoTz),
+            Some((_, t)) => Err(fail(format!("column {}.{col} is {t}, not a timestamp", d.table))),
+        }
+    };
+    let mut write_cols = vec![(d.created_column.clone(), kind_of(&d.created_column)?)];
+    if let Some(u) = &d.updated_column {
+        write_cols.push((u.clone(), kind_of(u)?));
+    }
+    if let Some(der) = &d.derived {
+        for c in [&der.column, &der.source] {
+            if !cols.iter().any(|(name, _)| name == c) {
+                return Err(fail(format!("table {} has no column {c}", d.table)));
+            }
+        }
+    }
+
+    let mut state = DbState {
+        recent_window_secs: d.recent_window.as_secs_f64(),
+        write_columns: write_cols.iter().map(|(c, _)| c.clone()).collect(),
+        ..Default::default()
+    };
+
+    // Index check: each write column should lead some index.
+    let indexed: Vec<String> = sqlx::query(
+        "SELECT a.attname::text FROM pg_index i \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = to_regclass($1)",
+    )
+    .bind(quote_table(&d.table))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| fail(format!("index lookup on {}: {}", d.table, describe(&e))))?
+    .into_iter()
+    .map(|r| r.get::<String, _>(0))
+    .collect();
+    for (c, _) in &write_cols {
+        if !indexed.iter().any(|i| i == c) {
+            state.notes.push(format!(
+                "no index leads with {}.{c}: write counts scan the table (create one for a long soak)",
+                d.table
+            ));
+        }
+    }
+
+    let t = quote_table(&d.table);
+    let pred = |n: usize| -> String {
+        write_cols
+            .iter()
+            .map(|(c, k)| format!("{} > {}", quote_ident(c), k.instant_param(n)))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let epoch = |t: DateTime<Utc>| t.timestamp_micros() as f64 / 1e6;
+
+    let count_sql = format!("SELECT count(*) FROM {t} WHERE {}", pred(1));
+    let window_start = now - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
+    let mut instants = vec![window_start];
+    instants.extend_from_slice(since);
+    for (i, at) in instants.iter().enumerate() {
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(count_sql.clone()))
+            .bind(epoch(*at))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| fail(format!("counting writes in {}: {}", d.table, describe(&e))))?;
+        if i == 0 {
+            state.rows_recent = n;
+        } else {
+            state.written_since.push((*at, n));
+        }
+    }
+
+    let newest: Option<f64> = sqlx::query_scalar(AssertSqlSafe(newest_write_sql(&write_cols, &t)))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| fail(format!("newest write in {}: {}", d.table, describe(&e))))?;
+    state.newest_write = newest.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
+
+    if let Some(der) = &d.derived {
+        let (dc, sc) = (quote_ident(&der.column), quote_ident(&der.source));
+        let f = der.function.sql();
+        let expected = match der.function {
+            crate::config::DerivedFunction::Ln | crate::config::DerivedFunction::Log10 => {
+                format!("CASE WHEN s > 0 THEN {f}(s::float8) END")
+            }
+            crate::config::DerivedFunction::Sqrt => format!("CASE WHEN s >= 0 THEN {f}(s::float8) END"),
+        };
+        let sql = format!(
+            "SELECT count(*), \
+                    count(*) FILTER (WHERE d IS NULL OR e IS NULL OR abs(d::float8 - e) > $1), \
+                    max(abs(d::float8 - e)) \
+             FROM (SELECT d, {expected} AS e FROM \
+                     (SELECT {dc} AS d, {sc} AS s FROM {t} ORDER BY {} DESC LIMIT $2) raw) x",
+            quote_ident(&d.created_column)
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(der.tolerance)
+            .bind(der.sample_rows)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| fail(format!("derived-column check on {}: {}", d.table, describe(&e))))?;
+        state.derived_checked = Some(row.get::<i64, _>(0));
+        state.derived_bad = Some(row.get::<i64, _>(1));
+        state.derived_max_error = row.get::<Option<f64>, _>(2);
+    }
+    Ok(state)
+}
+
+/// `SELECT extract(epoch FROM greatest((SELECT max(c) FROM t), ...))::float8`:
+/// each max() is its own sub-select so each can use its column's index.
+fn newest_write_sql(write_cols: &[(String, TsKind)], t: &str) -> String {
+    let parts: Vec<String> = write_cols
+        .iter()
+        .map(|(c, k)| {
+            let col = quote_ident(c);
+            match k {
+                TsKind::WithTz => format!("(SELECT extract(epoch FROM max({col})) FROM {t})"),
+                // A UTC-holding timestamp: interpret it as UTC explicitly.
+                TsKind::NoTz => format!("(SELECT extract(epoch FROM max({col}) AT TIME ZONE 'UTC') FROM {t})"),
+            }
+        })
+        .collect();
+    format!("SELECT greatest({})::float8", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("createdAt"), "\"createdAt\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_table("public.hrv_data"), "\"public\".\"hrv_data\"");
+    }
+}

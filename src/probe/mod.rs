@@ -1,0 +1,194 @@
+//! Probes: the only code that talks to NATS, HTTP, PostgreSQL and files.
+//!
+//! [`Prober`] holds the clients (connected lazily, reconnected after a
+//! failure) and [`Prober::snapshot`] runs every probe concurrently, each under
+//! its own timeout, so one slow or dead dependency never hides the others.
+
+pub mod db;
+pub mod log;
+pub mod metrics;
+pub mod nats;
+pub mod service_env;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+
+use crate::config::Config;
+use crate::sample::{ProbeFailure, ProbeKind, Probed, Snapshot};
+
+/// Why the prober could not even be built (bad client settings).
+#[derive(Debug, thiserror::Error)]
+pub enum ProberError {
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Clients for every probe, reused across rounds.
+pub struct Prober {
+    cfg: Config,
+    http: reqwest::Client,
+    pg: Result<sqlx::PgPool, ProbeFailure>,
+    nats: Mutex<Option<async_nats::Client>>,
+}
+
+/// Runs a probe future under the probe timeout and records its wall time.
+async fn timed<T>(
+    kind: ProbeKind,
+    label: String,
+    timeout: std::time::Duration,
+    fut: impl Future<Output = Probed<T>>,
+) -> (String, u64, Probed<T>) {
+    let start = Instant::now();
+    let res = match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeFailure {
+            probe: kind,
+            reason: format!("{label}: no answer within {}", humantime::format_duration(timeout)),
+        }),
+    };
+    (label, start.elapsed().as_millis() as u64, res)
+}
+
+impl Prober {
+    /// Builds clients without connecting: a dead server fails its probe, not start-up.
+    pub fn new(cfg: Config) -> Result<Prober, ProberError> {
+        let http = metrics::http_client(cfg.probe_timeout)?;
+        let pg = db::pool(&cfg.database, cfg.probe_timeout);
+        Ok(Prober {
+            cfg,
+            http,
+            pg,
+            nats: Mutex::new(None),
+        })
+    }
+
+    /// The configuration the prober was built from.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// A connected NATS client, connecting (again) when needed.
+    async fn nats_client(&self) -> Result<async_nats::Client, String> {
+        let mut guard = self.nats.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.connection_state() == async_nats::connection::State::Connected {
+                return Ok(c.clone());
+            }
+            // A client that lost its server keeps retrying in the background;
+            // a probe reports the outage instead of waiting for it.
+            return Err(format!(
+                "NATS at {} is disconnected (reconnecting)",
+                self.cfg.nats.url.shown()
+            ));
+        }
+        let c = nats::connect(&self.cfg.nats, self.cfg.probe_timeout)
+            .await
+            .map_err(|e| e.0)?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// One round of every probe at `now`. `since` adds instants for which the
+    /// database counts rows written after them (the window start of `check`).
+    pub async fn snapshot(&self, now: DateTime<Utc>, since: &[DateTime<Utc>]) -> Snapshot {
+        let cfg = &self.cfg;
+        let timeout = cfg.probe_timeout;
+        let (metrics_tx, metrics_rx) = tokio::sync::oneshot::channel::<Option<f64>>();
+
+        let nats_part = async {
+            let client = self.nats_client().await;
+            let js = client.map(async_nats::jetstream::new);
+            let streams = futures::future::join_all(cfg.streams.all().into_iter().map(|spec| {
+                let js = js.clone();
+                let name = spec.name.clone();
+                timed(ProbeKind::Stream, format!("stream {name}"), timeout, async move {
+                    match js {
+                        Ok(js) => nats::stream_state(&js, &name, timeout).await,
+                        Err(reason) => Err(ProbeFailure {
+                            probe: ProbeKind::Stream,
+                            reason,
+                        }),
+                    }
+                })
+            }));
+            let consumer = timed(
+                ProbeKind::Consumer,
+                format!("consumer {}", cfg.consumer.durable),
+                timeout,
+                async {
+                    match &js {
+                        Ok(js) => nats::consumer_state(js, cfg, timeout).await,
+                        Err(reason) => Err(ProbeFailure {
+                            probe: ProbeKind::Consumer,
+                            reason: reason.clone(),
+                        }),
+                    }
+                },
+            );
+            futures::join!(streams, consumer)
+        };
+
+        let metrics_part = timed(ProbeKind::Metrics, "metrics".into(), timeout, async {
+            let r = metrics::probe(&self.http, cfg).await;
+            let start = r.as_ref().ok().and_then(|m| m.process_start);
+            let _ = metrics_tx.send(start);
+            r
+        });
+
+        // The database counts rows since the service started, which only the
+        // metrics know: it runs its other queries first, then waits for that.
+        let db_part = timed(ProbeKind::Database, "database".into(), timeout, async {
+            let pool = self.pg.as_ref().map_err(Clone::clone)?;
+            let process_start = metrics_rx.await.ok().flatten();
+            let mut instants: Vec<DateTime<Utc>> = since.to_vec();
+            if let Some(ps) = process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64)) {
+                instants.push(ps);
+            }
+            db::probe(pool, cfg, now, &instants).await
+        });
+
+        let log_part = timed(ProbeKind::Log, "log".into(), timeout, log::probe(&cfg.log));
+        let env_part = timed(
+            ProbeKind::ServiceEnv,
+            "service_env".into(),
+            timeout,
+            service_env::probe(&cfg.service_env),
+        );
+
+        let ((streams, consumer), metrics, db, log, env) =
+            futures::join!(nats_part, metrics_part, db_part, log_part, env_part);
+
+        let mut probe_ms = BTreeMap::new();
+        let mut stream_map = BTreeMap::new();
+        for (spec, (label, ms, res)) in cfg.streams.all().into_iter().zip(streams) {
+            probe_ms.insert(label, ms);
+            stream_map.insert(spec.name.clone(), res);
+        }
+        let consumer = record(&mut probe_ms, consumer);
+        let metrics = record(&mut probe_ms, metrics);
+        let db = record(&mut probe_ms, db);
+        let log = record(&mut probe_ms, log);
+        let env = record(&mut probe_ms, env);
+        Snapshot {
+            taken_at: now,
+            streams: stream_map,
+            consumer,
+            metrics,
+            db,
+            log,
+            env,
+            probe_ms,
+        }
+    }
+}
+
+/// Files a probe's timing under its label and returns its outcome.
+fn record<T>(probe_ms: &mut BTreeMap<String, u64>, (label, ms, res): (String, u64, Probed<T>)) -> Probed<T> {
+    probe_ms.insert(label, ms);
+    res
+}

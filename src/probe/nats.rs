@@ -1,0 +1,183 @@
+//! JetStream stream and consumer info: read-only requests, never creates anything.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, NatsConfig};
+use crate::sample::{ConsumerState, ProbeFailure, ProbeKind, Probed, StreamState};
+
+
+/// Why a NATS connection could not be made (one line, URL redacted).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NatsConnectError(pub String);
+
+/// Connects with the configured auth and TLS. Fails fast (within `timeout`)
+/// when the server is down, so `check` reports instead of hanging.
+pub async fn connect(cfg: &NatsConfig, timeout: Duration) -> Result<async_nats::Client, NatsConnectError> {
+    let shown = cfg.url.shown().to_string();
+    let mut opts = async_nats::ConnectOptions::new()
+        .connection_timeout(timeout)
+        .request_timeout(Some(timeout))
+        .name("soakwatch");
+    if !cfg.token.is_empty() {
+        opts = opts.token(cfg.token.expose().to_string());
+    }
+    if !cfg.user.is_empty() {
+        opts = opts.user_and_password(cfg.user.clone(), cfg.password.expose().to_string());
+    }
+    if let Some(creds) = &cfg.creds_file {
+        opts = opts
+            .credentials_file(creds)
+            .await
+            .map_err(|e| NatsConnectError(format!("cannot read NATS creds file {}: {e}", creds.display())))?;
+    }
+    if cfg.tls_required {
+        opts = opts.require_tls(true);
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    let addrs: Vec<async_nats::ServerAddr> = cfg
+        .url
+        .expose()
+        .split(',')
+        .map(|s| s.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| NatsConnectError(format!("bad NATS url {shown}")))?;
+    match tokio::time::timeout(timeout, opts.connect(addrs)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(NatsConnectError(format!(
+            "cannot connect to NATS at {shown}: {}",
+            one_line(&e.to_string())
+        ))),
+        Err(_) => Err(NatsConnectError(format!(
+            "cannot connect to NATS at {shown}: no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// async-nats reports times as `time::OffsetDateTime`; the rest of soakwatch uses chrono.
+fn to_chrono(t: time::OffsetDateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())
+}
+
+
+fn enum_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Info of one stream; `Ok(None)` when the server says it does not exist.
+pub async fn stream_state(js: &jetstream::Context, name: &str, timeout: Duration) -> Probed<Option<StreamState>> {
+    let fail = |reason: String| ProbeFailure {
+        probe: ProbeKind::Stream,
+        reason,
+    };
+    let res = tokio::time::timeout(timeout, js.get_stream(name)).await;
+    let stream = match res {
+        Err(_) => {
+            return Err(fail(format!(
+                "stream {name}: no answer within {}",
+                humantime::format_duration(timeout)
+            )))
+        }
+        Ok(Err(e)) => {
+            if let jetstream::context::GetStreamErrorKind::JetStream(js_err) = e.kind() {
+                if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND || js_err.code() == 404 {
+                    return Ok(None);
+                }
+            }
+            return Err(fail(format!("stream {name}: {}", one_line(&e.to_string()))));
+        }
+        Ok(Ok(s)) => s,
+    };
+    let info = stream.cached_info();
+    Ok(Some(StreamState {
+        name: name.to_string(),
+        subjects: info.config.subjects.clone(),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        first_seq: info.state.first_sequence,
+        last_seq: info.state.last_sequence,
+        last_ts: (info.state.last_sequence > 0)
+            .then(|| to_chrono(info.state.last_timestamp))
+            .flatten(),
+        storage: enum_name(&info.config.storage),
+        replicas: info.config.num_replicas,
+        max_age_secs: info.config.max_age.as_secs_f64(),
+        consumer_count: info.state.consumer_count,
+    }))
+}
+
+/// Info of the durable consumer; `Ok(None)` when it (or its stream) does not exist.
+pub async fn consumer_state(js: &jetstream::Context, cfg: &Config, timeout: Duration) -> Probed<Option<ConsumerState>> {
+    let stream_name = &cfg.consumer.stream;
+    let durable = &cfg.consumer.durable;
+    let fail = |reason: String| ProbeFailure {
+        probe: ProbeKind::Consumer,
+        reason,
+    };
+    let stream = js.get_stream_no_info(stream_name).await.map_err(|e| fail(format!("consumer {durable}: {e}")))?;
+    let info = match tokio::time::timeout(timeout, stream.consumer_info(durable)).await {
+        Err(_) => {
+            return Err(fail(format!(
+                "consumer {stream_name}/{durable}: no answer within {}",
+                humantime::format_duration(timeout)
+            )))
+        }
+        Ok(Err(e)) => {
+            use jetstream::context::ConsumerInfoErrorKind as K;
+            match e.kind() {
+                K::NotFound | K::StreamNotFound => return Ok(None),
+                K::JetStream(js_err)
+                    if js_err.code() == 404
+                        || js_err.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
+                        || js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+                {
+                    return Ok(None)
+                }
+                K::NoResponders => {
+                    return Err(fail(format!(
+                        "consumer {stream_name}/{durable}: JetStream is not available on the server (no responders)"
+                    )))
+                }
+                _ => return Err(fail(format!("consumer {stream_name}/{durable}: {}", one_line(&e.to_string())))),
+            }
+        }
+        Ok(Ok(i)) => i,
+    };
+    Ok(Some(ConsumerState {
+        stream: info.stream_name.clone(),
+        name: info.name.clone(),
+        num_pending: info.num_pending,
+        num_ack_pending: info.num_ack_pending as u64,
+        num_redelivered: info.num_redelivered as u64,
+        num_waiting: info.num_waiting as u64,
+        delivered_consumer_seq: info.delivered.consumer_sequence,
+        delivered_stream_seq: info.delivered.stream_sequence,
+        delivered_last_active: info.delivered.last_active.and_then(to_chrono),
+        ack_floor_consumer_seq: info.ack_floor.consumer_sequence,
+        ack_floor_stream_seq: info.ack_floor.stream_sequence,
+        ack_floor_last_active: info.ack_floor.last_active.and_then(to_chrono),
+        filter_subject: info.config.filter_subject.clone(),
+        ack_policy: enum_name(&info.config.ack_policy),
+        ack_wait_secs: info.config.ack_wait.as_secs_f64(),
+        max_deliver: info.config.max_deliver,
+        max_ack_pending: info.config.max_ack_pending,
+        durable_name: info.config.durable_name.clone(),
+        deliver_subject: info.config.deliver_subject.clone(),
+    }))
+}

@@ -1,0 +1,225 @@
+//! Samples: what the probes saw, timestamped, with no judgement attached.
+//!
+//! These types are the boundary between I/O and evaluation. They are plain
+//! serde data so a soak can be recorded and replayed later; each holds only
+//! the facts the criteria need (never whole env files or expositions, which
+//! may carry secrets and would bloat history).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Which probe produced a sample or a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// JetStream stream info.
+    Stream,
+    /// JetStream consumer info.
+    Consumer,
+    /// The service's `/metrics`.
+    Metrics,
+    /// The service's table in PostgreSQL.
+    Database,
+    /// The service's log file.
+    Log,
+    /// The service's env file.
+    ServiceEnv,
+}
+
+impl ProbeKind {
+    /// Stable short name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Stream => "stream",
+            ProbeKind::Consumer => "consumer",
+            ProbeKind::Metrics => "metrics",
+            ProbeKind::Database => "database",
+            ProbeKind::Log => "log",
+            ProbeKind::ServiceEnv => "service_env",
+        }
+    }
+}
+
+/// A probe that could not produce its sample, and why (one line, no secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeFailure {
+    /// The probe that failed.
+    pub probe: ProbeKind,
+    /// One line for a person: what was tried and what went wrong.
+    pub reason: String,
+}
+
+/// A probe outcome: a sample or the reason there is none.
+pub type Probed<T> = Result<T, ProbeFailure>;
+
+/// One JetStream stream as seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Stream name.
+    pub name: String,
+    /// Subject patterns it captures.
+    pub subjects: Vec<String>,
+    /// Messages currently held.
+    pub messages: u64,
+    /// Bytes currently held.
+    pub bytes: u64,
+    /// First sequence held.
+    pub first_seq: u64,
+    /// Last sequence ever assigned: grows on every write, even if old messages expire.
+    pub last_seq: u64,
+    /// Time of the last message, if any.
+    pub last_ts: Option<DateTime<Utc>>,
+    /// `file` or `memory`.
+    pub storage: String,
+    /// Replica count.
+    pub replicas: usize,
+    /// Max age in seconds (0 = unlimited).
+    pub max_age_secs: f64,
+    /// Consumers defined on it.
+    pub consumer_count: usize,
+}
+
+/// The durable consumer as seen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerState {
+    /// Stream it lives on.
+    pub stream: String,
+    /// Consumer name.
+    pub name: String,
+    /// Matching messages never delivered yet.
+    pub num_pending: u64,
+    /// Delivered, not yet acknowledged.
+    pub num_ack_pending: u64,
+    /// Messages currently being redelivered.
+    pub num_redelivered: u64,
+    /// Pull requests waiting (a live puller).
+    pub num_waiting: u64,
+    /// Last delivered consumer sequence.
+    pub delivered_consumer_seq: u64,
+    /// Last delivered stream sequence.
+    pub delivered_stream_seq: u64,
+    /// Time of the last delivery.
+    pub delivered_last_active: Option<DateTime<Utc>>,
+    /// Ack floor, consumer sequence.
+    pub ack_floor_consumer_seq: u64,
+    /// Ack floor, stream sequence.
+    pub ack_floor_stream_seq: u64,
+    /// Time of the last ack.
+    pub ack_floor_last_active: Option<DateTime<Utc>>,
+    /// Configured filter subject ("" = none).
+    pub filter_subject: String,
+    /// explicit, all or none.
+    pub ack_policy: String,
+    /// Ack wait in seconds.
+    pub ack_wait_secs: f64,
+    /// Max deliveries (-1 = unlimited).
+    pub max_deliver: i64,
+    /// Max ack pending.
+    pub max_ack_pending: i64,
+    /// Durable name, None for an ephemeral consumer.
+    pub durable_name: Option<String>,
+    /// Push consumers have a deliver subject; the service uses pull.
+    pub deliver_subject: Option<String>,
+}
+
+/// The facts taken from the service's `/metrics`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MetricsState {
+    /// Bytes of the exposition.
+    pub body_bytes: u64,
+    /// Bad lines: count and the first few (line number + message).
+    pub parse_errors: Vec<String>,
+    /// Count of bad lines.
+    pub parse_error_count: usize,
+    /// True when the selected counter exists at all.
+    pub counter_found: bool,
+    /// Selected counter summed by result label value.
+    pub by_result: BTreeMap<String, f64>,
+    /// Selected counter summed by stream label value.
+    pub by_stream: BTreeMap<String, f64>,
+    /// Any series, of any metric, labelled with the legacy stream: (series, value).
+    pub legacy_series: Vec<(String, f64)>,
+    /// Latency histogram buckets (upper bound, cumulative count); None when not found.
+    pub histogram: Option<Vec<(f64, f64)>>,
+    /// Process start time, seconds since epoch.
+    pub process_start: Option<f64>,
+}
+
+/// The facts taken from the service's table.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DbState {
+    /// Rows written (created or updated) within the recent window.
+    pub rows_recent: i64,
+    /// Length of that window in seconds.
+    pub recent_window_secs: f64,
+    /// Newest write time.
+    pub newest_write: Option<DateTime<Utc>>,
+    /// Rows written since each requested instant (e.g. service start).
+    pub written_since: Vec<(DateTime<Utc>, i64)>,
+    /// Which columns define "written".
+    pub write_columns: Vec<String>,
+    /// Derived-column spot check: rows checked.
+    pub derived_checked: Option<i64>,
+    /// Derived-column spot check: rows wrong.
+    pub derived_bad: Option<i64>,
+    /// Largest absolute error seen in the spot check.
+    pub derived_max_error: Option<f64>,
+    /// Facts a person should know (e.g. a missing index).
+    pub notes: Vec<String>,
+}
+
+impl DbState {
+    /// Rows written since the given instant, if it was asked for.
+    pub fn written_since(&self, at: DateTime<Utc>) -> Option<i64> {
+        self.written_since.iter().find(|(t, _)| *t == at).map(|(_, n)| *n)
+    }
+}
+
+/// The facts taken from the service's log.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogState {
+    /// File size in bytes.
+    pub size: u64,
+    /// Bytes scanned (the tail when the file is large).
+    pub scanned_bytes: u64,
+    /// Lines scanned.
+    pub lines_scanned: u64,
+    /// Lines that are fallback events.
+    pub fallback_count: u64,
+    /// First fallback line (trimmed, credentials hidden).
+    pub first_fallback: Option<String>,
+    /// Last fallback line.
+    pub last_fallback: Option<String>,
+    /// Lines that matched a fallback pattern but also an ignore pattern.
+    pub ignored_count: u64,
+}
+
+/// The values read from the service's env file (only configured keys).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EnvState {
+    /// Key -> (value, 1-based line).
+    pub values: BTreeMap<String, (String, usize)>,
+}
+
+/// Everything one round of probes saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the round started; the evaluator's notion of "now".
+    pub taken_at: DateTime<Utc>,
+    /// Per configured stream name; `Ok(None)` means the server says it does not exist.
+    pub streams: BTreeMap<String, Probed<Option<StreamState>>>,
+    /// The durable consumer; `Ok(None)` means it does not exist on its stream.
+    pub consumer: Probed<Option<ConsumerState>>,
+    /// The service's metrics.
+    pub metrics: Probed<MetricsState>,
+    /// The service's table.
+    pub db: Probed<DbState>,
+    /// The service's log.
+    pub log: Probed<LogState>,
+    /// The service's env file.
+    pub env: Probed<EnvState>,
+    /// Wall time each probe took, milliseconds.
+    pub probe_ms: BTreeMap<String, u64>,
+}
