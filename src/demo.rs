@@ -202,6 +202,7 @@ sample_rows = 200
 [log]
 path = {log}
 fallback_patterns = [
+  '\b{legacy_re}\b',
   '(?i)\bfall(ing|s)?[ -]?back\b',
   '(?i)consumer on {legacy_re}\b',
   '(?i)bound (to|on) {legacy_re}\b',

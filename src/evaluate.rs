@@ -33,6 +33,9 @@ fn combine(mut parts: Vec<Part>) -> (Status, String) {
         return (Status::Unknown, "nothing to evaluate".into());
     }
     parts.sort_by(|a, b| b.status.cmp(&a.status));
+    // One dead server explains many parts: say it once.
+    let mut seen = std::collections::HashSet::new();
+    parts.retain(|p| seen.insert(p.text.clone()));
     let worst = parts[0].status;
     let shown: Vec<&str> = if worst == Status::Pass {
         parts.iter().map(|p| p.text.as_str()).collect()
@@ -910,4 +913,379 @@ fn stream_drift(spec: &StreamSpec, s: &StreamState) -> Vec<Part> {
         }
     }
     parts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::sample::*;
+
+    fn cfg() -> Config {
+        let text = include_str!("../checks.toml");
+        let mut c =
+            Config::from_text(std::path::Path::new("checks.toml"), text, &|_: &str| None).expect("shipped config");
+        // The soak began shortly before the service started in these histories.
+        c.soak.started_at = Some(t(-200));
+        c
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("valid time")
+    }
+
+    fn stream(spec: &StreamSpec, messages: u64) -> StreamState {
+        StreamState {
+            name: spec.name.clone(),
+            subjects: spec.subjects.clone(),
+            messages,
+            bytes: messages * 200,
+            first_seq: 1,
+            last_seq: messages,
+            last_ts: None,
+            storage: "file".into(),
+            replicas: 1,
+            max_age_secs: spec.max_age.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            consumer_count: 0,
+        }
+    }
+
+    /// A healthy Phase B state at time `at` with `ok` successes so far.
+    fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
+        let mut streams = BTreeMap::new();
+        streams.insert(c.streams.legacy.name.clone(), Ok(Some(stream(&c.streams.legacy, 55))));
+        for h in &c.streams.hot {
+            streams.insert(h.name.clone(), Ok(Some(stream(h, ok as u64))));
+        }
+        streams.insert(c.streams.dlq.name.clone(), Ok(Some(stream(&c.streams.dlq, 1))));
+        let consumer = ConsumerState {
+            stream: c.consumer.stream.clone(),
+            name: c.consumer.durable.clone(),
+            num_pending: 0,
+            num_ack_pending: 0,
+            num_redelivered: 0,
+            num_waiting: 1,
+            delivered_consumer_seq: ok as u64,
+            delivered_stream_seq: ok as u64,
+            delivered_last_active: Some(t(at - 1)),
+            ack_floor_consumer_seq: ok as u64,
+            ack_floor_stream_seq: ok as u64,
+            ack_floor_last_active: Some(t(at - 1)),
+            filter_subject: c.consumer.filter_subject.clone(),
+            ack_policy: "explicit".into(),
+            ack_wait_secs: 60.0,
+            max_deliver: 5,
+            max_ack_pending: 1000,
+            durable_name: Some(c.consumer.durable.clone()),
+            deliver_subject: None,
+        };
+        let process_start = t(-100);
+        let metrics = MetricsState {
+            body_bytes: 1000,
+            counter_found: true,
+            by_result: [("success".to_string(), ok)].into_iter().collect(),
+            by_stream: [(c.consumer.stream.clone(), ok)].into_iter().collect(),
+            histogram: Some(vec![(0.05, ok * 0.9), (0.1, ok), (0.5, ok), (f64::INFINITY, ok)]),
+            process_start: Some(process_start.timestamp() as f64),
+            ..Default::default()
+        };
+        let db = DbState {
+            rows_recent: ok as i64,
+            recent_window_secs: 600.0,
+            newest_write: Some(t(at - 1)),
+            written_since: vec![(process_start, ok as i64)],
+            write_columns: vec!["createdAt".into(), "updatedAt".into()],
+            derived_checked: Some(ok as i64),
+            derived_bad: Some(0),
+            derived_max_error: Some(0.0),
+            notes: vec![],
+        };
+        let env = EnvState {
+            values: [
+                ("NORMALIZE_HRV_ACK_WAIT_MS".to_string(), ("60000".to_string(), 7)),
+                ("EVENT_STREAM_MODE".to_string(), ("multi".to_string(), 2)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        Snapshot {
+            taken_at: t(at),
+            streams,
+            consumer: Ok(Some(consumer)),
+            metrics: Ok(metrics),
+            db: Ok(db),
+            log: Ok(LogState {
+                lines_scanned: 6,
+                ignored_count: 1,
+                ..Default::default()
+            }),
+            env: Ok(env),
+            probe_ms: BTreeMap::new(),
+        }
+    }
+
+    /// Two healthy snapshots 10 s apart with 10 more successes and rows in between.
+    fn healthy_window(c: &Config) -> Vec<Snapshot> {
+        let a = healthy(c, 0, 100.0);
+        let mut b = healthy(c, 10, 110.0);
+        if let Ok(db) = &mut b.db {
+            db.written_since.push((t(0), 10));
+        }
+        vec![a, b]
+    }
+
+    fn statuses(v: &[Verdict]) -> BTreeMap<&'static str, Status> {
+        v.iter().map(|v| (v.id.as_str(), v.status)).collect()
+    }
+
+    /// Ids whose status is not pass.
+    fn not_passing(v: &[Verdict]) -> Vec<(&'static str, Status)> {
+        v.iter().filter(|v| v.status != Status::Pass).map(|v| (v.id.as_str(), v.status)).collect()
+    }
+
+    #[test]
+    fn healthy_history_passes_everything() {
+        let c = cfg();
+        let v = evaluate(&c, &healthy_window(&c));
+        assert_eq!(not_passing(&v), vec![], "{v:#?}");
+        assert_eq!(v.len(), 13);
+    }
+
+    #[test]
+    fn no_history_is_unknown_not_pass() {
+        let v = evaluate(&cfg(), &[]);
+        assert!(v.iter().all(|v| v.status == Status::Unknown));
+    }
+
+    #[test]
+    fn single_sample_leaves_db_writes_unknown_only() {
+        let c = cfg();
+        let v = evaluate(&c, &[healthy(&c, 0, 100.0)]);
+        assert_eq!(not_passing(&v), vec![("db_writes", Status::Unknown)]);
+    }
+
+    #[test]
+    fn dlq_growth_fails_dlq_even_with_metrics_down() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Some(Ok(Some(s))) = h[1].streams.get_mut(&c.streams.dlq.name) {
+            s.messages = 2;
+            s.last_seq = 2;
+        }
+        h[1].metrics = Err(ProbeFailure {
+            probe: ProbeKind::Metrics,
+            reason: "GET http://x/metrics: HTTP 500".into(),
+        });
+        let s = statuses(&evaluate(&c, &h));
+        assert_eq!(s["dlq"], Status::Fail);
+        assert_eq!(s["service_up"], Status::Fail);
+        assert_eq!(s["success_rate"], Status::Unknown);
+        assert_eq!(s["legacy_idle"], Status::Pass);
+    }
+
+    #[test]
+    fn dlq_counter_alone_fails_dlq_and_success_rate() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        for snap in &mut h {
+            if let Ok(m) = &mut snap.metrics {
+                m.by_result.insert("dlq".into(), 1.0);
+            }
+        }
+        let v = evaluate(&c, &h);
+        assert_eq!(
+            not_passing(&v),
+            vec![("dlq", Status::Fail), ("success_rate", Status::Fail)]
+        );
+    }
+
+    #[test]
+    fn lag_thresholds_and_stall() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        let set = |h: &mut Vec<Snapshot>, pending: u64, waiting: u64, last: i64| {
+            if let Ok(Some(cs)) = &mut h[1].consumer {
+                cs.num_pending = pending;
+                cs.num_waiting = waiting;
+                cs.delivered_last_active = Some(t(last));
+            }
+        };
+        set(&mut h, 9, 1, 9);
+        assert_eq!(statuses(&evaluate(&c, &h))["consumer_lag"], Status::Warn);
+        set(&mut h, 10, 1, 9);
+        assert_eq!(statuses(&evaluate(&c, &h))["consumer_lag"], Status::Fail);
+        // 2 pending, no puller, last delivery 61 s ago (> ack_wait 60 s): stalled.
+        set(&mut h, 2, 0, 10 - 61);
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("consumer_lag", Status::Fail)]);
+        assert!(v[2].evidence.contains("stalled"), "{}", v[2].evidence);
+        // Same, but a pull is waiting: not stalled.
+        set(&mut h, 2, 1, 10 - 61);
+        assert_eq!(statuses(&evaluate(&c, &h))["consumer_lag"], Status::Pass);
+    }
+
+    #[test]
+    fn legacy_write_fails_only_legacy_idle() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Some(Ok(Some(s))) = h[1].streams.get_mut(&c.streams.legacy.name) {
+            s.messages = 56;
+            s.last_seq = 56;
+        }
+        assert_eq!(not_passing(&evaluate(&c, &h)), vec![("legacy_idle", Status::Fail)]);
+    }
+
+    #[test]
+    fn legacy_expiry_is_not_a_write() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        for snap in &mut h {
+            if let Some(Ok(Some(s))) = snap.streams.get_mut(&c.streams.legacy.name) {
+                s.messages = 40;
+            }
+        }
+        assert_eq!(statuses(&evaluate(&c, &h))["legacy_idle"], Status::Pass);
+    }
+
+    #[test]
+    fn fallback_from_log_or_metrics() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        h[1].log = Ok(LogState {
+            fallback_count: 1,
+            last_fallback: Some("falling back to ATHLETE_ALLY_EVENTS".into()),
+            ..Default::default()
+        });
+        assert_eq!(not_passing(&evaluate(&c, &h)), vec![("fallback", Status::Fail)]);
+
+        let mut h = healthy_window(&c);
+        if let Ok(m) = &mut h[1].metrics {
+            m.legacy_series.push(("normalize_hrv_messages_total{stream=\"ATHLETE_ALLY_EVENTS\"}".into(), 3.0));
+            m.by_stream.insert("ATHLETE_ALLY_EVENTS".into(), 3.0);
+        }
+        let v = evaluate(&c, &h);
+        assert_eq!(
+            not_passing(&v),
+            vec![("fallback", Status::Fail), ("stream_purity", Status::Fail)]
+        );
+    }
+
+    #[test]
+    fn writes_stopped_fails_db_writes_and_integrity() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(db) = &mut h[1].db {
+            db.written_since = vec![(t(-100), 100), (t(0), 0)];
+        }
+        let v = evaluate(&c, &h);
+        assert_eq!(
+            not_passing(&v),
+            vec![("db_writes", Status::Fail), ("db_integrity", Status::Fail)]
+        );
+    }
+
+    #[test]
+    fn derived_column_error_fails_integrity() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(db) = &mut h[1].db {
+            db.derived_bad = Some(3);
+            db.derived_max_error = Some(0.5);
+        }
+        assert_eq!(not_passing(&evaluate(&c, &h)), vec![("db_integrity", Status::Fail)]);
+    }
+
+    #[test]
+    fn restart_in_window_and_after_t0() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(m) = &mut h[1].metrics {
+            m.process_start = Some(t(5).timestamp() as f64);
+            m.by_result.insert("success".into(), 3.0);
+            m.by_stream.insert(c.consumer.stream.clone(), 3.0);
+        }
+        let s = statuses(&evaluate(&c, &h));
+        assert_eq!(s["service_up"], Status::Fail);
+
+        // One sample, but the service started well after T0 (+ 5 min grace): a warning.
+        let mut c = cfg();
+        c.soak.started_at = Some(t(-1000));
+        let v = evaluate(&c, &[healthy(&c, 0, 10.0)]);
+        assert_eq!(statuses(&v)["service_up"], Status::Warn);
+        assert!(v[12].evidence.contains("after the soak began"), "{}", v[12].evidence);
+    }
+
+    #[test]
+    fn slow_processing_fails_p95_from_window_delta() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        // The window's 10 new observations all took 0.1 .. 0.5 s... then 1 s.
+        if let Ok(m) = &mut h[1].metrics {
+            m.histogram = Some(vec![(0.05, 90.0), (0.1, 100.0), (0.5, 100.0), (f64::INFINITY, 110.0)]);
+        }
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("p95_latency", Status::Fail)]);
+        assert!(v[9].evidence.contains("in the window"), "{}", v[9].evidence);
+    }
+
+    #[test]
+    fn histogram_not_configured_is_reported_as_such() {
+        let mut c = cfg();
+        c.metrics.latency_histogram = None;
+        let v = evaluate(&c, &healthy_window(&c));
+        assert_eq!(not_passing(&v), vec![("p95_latency", Status::NotConfigured)]);
+        assert_eq!(crate::verdict::overall(&v), Status::Pass);
+    }
+
+    #[test]
+    fn ack_wait_drift_in_env_file() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(env) = &mut h[1].env {
+            env.values.insert("NORMALIZE_HRV_ACK_WAIT_MS".into(), ("30000".into(), 7));
+        }
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("consumer_config", Status::Fail)]);
+        assert!(v[1].evidence.contains(":7: NORMALIZE_HRV_ACK_WAIT_MS=30000"), "{}", v[1].evidence);
+    }
+
+    #[test]
+    fn overlapping_and_missing_streams_fail_topology() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Some(Ok(Some(s))) = h[1].streams.get_mut(&c.streams.legacy.name) {
+            s.subjects = vec!["athlete-ally.>".into()];
+        }
+        h[1].streams.insert(c.streams.dlq.name.clone(), Ok(None));
+        let v = evaluate(&c, &h);
+        assert_eq!(v[0].status, Status::Fail);
+        assert!(v[0].evidence.contains("overlap"), "{}", v[0].evidence);
+        assert!(v[0].evidence.contains("DLQ stream AA_DLQ does not exist"), "{}", v[0].evidence);
+        // The DLQ's own criterion cannot judge a stream that is not there.
+        assert_eq!(v[5].status, Status::Unknown);
+    }
+
+    #[test]
+    fn probe_failures_make_dependents_unknown_never_pass() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        let f = |probe| ProbeFailure {
+            probe,
+            reason: "down".into(),
+        };
+        h[1].consumer = Err(f(ProbeKind::Consumer));
+        h[1].db = Err(f(ProbeKind::Database));
+        h[1].log = Err(f(ProbeKind::Log));
+        h[1].env = Err(f(ProbeKind::ServiceEnv));
+        let s = statuses(&evaluate(&c, &h));
+        for id in ["consumer_config", "consumer_lag", "redeliveries", "fallback", "db_writes", "db_integrity"] {
+            assert_eq!(s[id], Status::Unknown, "{id}");
+        }
+        for id in ["topology", "legacy_idle", "dlq", "stream_purity", "success_rate", "service_up"] {
+            assert_eq!(s[id], Status::Pass, "{id}");
+        }
+    }
 }

@@ -743,8 +743,12 @@ fn parse_labels<'a>(
     if labels.len() >= 32 {
         let mut names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
         names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return bad(Syntax::DuplicateLabel(clip(w[0], 24)), open);
+        let dup = names.windows(2).find_map(|w| match w {
+            [a, b] if a == b => Some(*a),
+            _ => None,
+        });
+        if let Some(dup) = dup {
+            return bad(Syntax::DuplicateLabel(clip(dup, 24)), open);
         }
     }
     Ok(())

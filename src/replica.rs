@@ -351,8 +351,14 @@ async fn publish_acked(
 fn legacy_message(names: &ReplicaNames, n: u64) -> Result<(String, Vec<u8>), ReplicaError> {
     let tag = &names.tag;
     let (subject, event_type) = match n % 3 {
-        0 => (format!("sw.{tag}.athlete-ally.hrv.raw-received"), "hrv.raw-received"),
-        1 => (format!("sw.{tag}.vendor.oura.webhook"), "vendor.oura.webhook"),
+        0 => (
+            format!("sw.{tag}.athlete-ally.hrv.raw-received"),
+            "hrv.raw-received",
+        ),
+        1 => (
+            format!("sw.{tag}.vendor.oura.webhook"),
+            "vendor.oura.webhook",
+        ),
         _ => (format!("sw.{tag}.sleep.raw-received"), "sleep.raw-received"),
     };
     let event = HrvEvent::synthetic(n, tag);
@@ -397,7 +403,10 @@ fn stream_config(name: &str, subjects: Vec<String>, max_age: Duration) -> stream
     }
 }
 
-async fn create_stream(js: &jetstream::Context, config: stream::Config) -> Result<(), ReplicaError> {
+async fn create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), ReplicaError> {
     let name = config.name.clone();
     js.create_stream(config)
         .await
@@ -522,14 +531,18 @@ pub async fn provision(
         publish_acked(&js, &subject, body, None).await?;
     }
     legacy.subjects = names.legacy_subjects.clone();
-    js.update_stream(legacy)
-        .await
-        .map_err(|e| ReplicaError::nats(format!("migrate subjects of {}", names.legacy_stream), e))?;
+    js.update_stream(legacy).await.map_err(|e| {
+        ReplicaError::nats(format!("migrate subjects of {}", names.legacy_stream), e)
+    })?;
 
     // (2) Hot streams.
     create_stream(
         &js,
-        stream_config(&names.core_stream, names.core_subjects.clone(), HOT_STREAM_MAX_AGE),
+        stream_config(
+            &names.core_stream,
+            names.core_subjects.clone(),
+            HOT_STREAM_MAX_AGE,
+        ),
     )
     .await?;
     create_stream(
@@ -545,7 +558,11 @@ pub async fn provision(
     // (3) DLQ with the one message left over from Phase 0.
     create_stream(
         &js,
-        stream_config(&names.dlq_stream, names.dlq_subjects.clone(), Duration::ZERO),
+        stream_config(
+            &names.dlq_stream,
+            names.dlq_subjects.clone(),
+            Duration::ZERO,
+        ),
     )
     .await?;
     let mut headers = async_nats::HeaderMap::new();
@@ -610,7 +627,7 @@ pub async fn teardown(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use futures::FutureExt;
     use std::panic::AssertUnwindSafe;
@@ -644,7 +661,15 @@ mod tests {
 
     #[test]
     fn bad_tags_are_rejected() {
-        for bad in ["", "ABC", "a-b", "a.b", "a b", "ä", &"a".repeat(MAX_TAG_LEN + 1)] {
+        for bad in [
+            "",
+            "ABC",
+            "a-b",
+            "a.b",
+            "a b",
+            "ä",
+            &"a".repeat(MAX_TAG_LEN + 1),
+        ] {
             assert!(
                 matches!(ReplicaNames::new(bad), Err(ReplicaError::InvalidTag(_))),
                 "{bad:?} accepted"
@@ -668,8 +693,7 @@ mod tests {
     fn replica_url_keeps_credentials_host_and_params() {
         let n = ReplicaNames::new("t1").expect("valid tag");
         assert_eq!(
-            replica_database_url("postgres://postgres@127.0.0.1:5432/postgres", &n)
-                .expect("url"),
+            replica_database_url("postgres://postgres@127.0.0.1:5432/postgres", &n).expect("url"),
             "postgres://postgres@127.0.0.1:5432/soakwatch_t1"
         );
         assert_eq!(
@@ -724,7 +748,9 @@ mod tests {
         F: FnOnce(async_nats::Client) -> Fut,
         Fut: std::future::Future<Output = ()>,
     {
-        let nats = async_nats::connect(NATS_URL).await.expect("connect to NATS");
+        let nats = async_nats::connect(NATS_URL)
+            .await
+            .expect("connect to NATS");
         let outcome = AssertUnwindSafe(async {
             provision(&nats, ADMIN_URL, names).await.expect("provision");
             body(nats.clone()).await;
@@ -741,7 +767,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn provision_replays_the_seed_and_teardown_removes_it() {
         let names = ReplicaNames::random();
-        let nats = async_nats::connect(NATS_URL).await.expect("connect to NATS");
+        let nats = async_nats::connect(NATS_URL)
+            .await
+            .expect("connect to NATS");
         let js = jetstream::new(nats.clone());
         with_replica(&names, |_nats| async {
             let mut legacy = js.get_stream(&names.legacy_stream).await.expect("legacy");
@@ -774,13 +802,19 @@ mod tests {
 
             let core = js.get_stream(&names.core_stream).await.expect("core");
             let ci = core.consumer_info(&names.durable).await.expect("consumer");
-            assert_eq!(ci.config.durable_name.as_deref(), Some("normalize-hrv-durable"));
+            assert_eq!(
+                ci.config.durable_name.as_deref(),
+                Some("normalize-hrv-durable")
+            );
             assert_eq!(ci.config.filter_subject, names.hrv_subject);
             assert_eq!(ci.config.ack_policy, consumer::AckPolicy::Explicit);
             assert_eq!(ci.config.max_deliver, 5);
             assert_eq!(ci.config.ack_wait, Duration::from_secs(60));
             assert_eq!(ci.config.max_ack_pending, 1000);
-            assert!(ci.config.deliver_subject.is_none(), "must be a pull consumer");
+            assert!(
+                ci.config.deliver_subject.is_none(),
+                "must be a pull consumer"
+            );
             assert_eq!(ci.num_pending, 0);
             assert_eq!(ci.delivered.stream_sequence, 0);
             assert_eq!(ci.ack_floor.stream_sequence, 0);
@@ -797,7 +831,9 @@ mod tests {
             assert_eq!(indexes.len(), 4, "{indexes:?}");
             assert!(indexes.iter().any(|d| d.contains("(\"createdAt\")")));
             assert!(indexes.iter().any(|d| d.contains("(\"updatedAt\")")));
-            assert!(indexes.iter().any(|d| d.contains("UNIQUE") && d.contains("(\"userId\", date)")));
+            assert!(indexes
+                .iter()
+                .any(|d| d.contains("UNIQUE") && d.contains("(\"userId\", date)")));
             let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM hrv_data")
                 .fetch_one(&mut conn)
                 .await
@@ -807,13 +843,19 @@ mod tests {
 
             // Provisioning twice must not replay the seed on top of itself.
             let again = provision(&nats, ADMIN_URL, &names).await;
-            assert!(matches!(again, Err(ReplicaError::AlreadyProvisioned { .. })), "{again:?}");
+            assert!(
+                matches!(again, Err(ReplicaError::AlreadyProvisioned { .. })),
+                "{again:?}"
+            );
         })
         .await;
 
         // with_replica tore everything down; check, then tear down again (idempotent).
         for name in names.streams() {
-            assert!(!stream_exists(&js, name).await.expect("lookup"), "{name} survived");
+            assert!(
+                !stream_exists(&js, name).await.expect("lookup"),
+                "{name} survived"
+            );
         }
         let mut admin = PgConnection::connect(ADMIN_URL).await.expect("admin db");
         let db: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")

@@ -296,7 +296,7 @@ impl LogSink {
         if let Err(e) = file.write_all(line.as_bytes()) {
             tracing::warn!(error = %e, "standin: cannot append to log file");
         }
-        tracing::info!(target: "soakwatch::standin", "{message}");
+        tracing::debug!(target: "soakwatch::standin", "{message}");
     }
 }
 
@@ -489,15 +489,12 @@ struct HttpState {
 }
 
 async fn metrics_handler(State(st): State<HttpState>) -> Response {
-    let body = st
-        .shared
-        .metrics()
-        .render(&st.shared.hrv_subject, &st.shared.durable, st.shared.start_time);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-        .into_response()
+    let body = st.shared.metrics().render(
+        &st.shared.hrv_subject,
+        &st.shared.durable,
+        st.shared.start_time,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn admin_ok(st: &HttpState, action: &str) -> Response {
@@ -763,7 +760,8 @@ impl Processor {
                 }
             }
         }
-        self.log.line("[normalize] HRV message processing loop stopped");
+        self.log
+            .line("[normalize] HRV message processing loop stopped");
     }
 
     async fn handle(&self, msg: jetstream::Message, shutdown: &CancellationToken) {
@@ -773,14 +771,10 @@ impl Processor {
             Err(_) => (0, 0, 0),
         };
         let subject = msg.subject.to_string();
+        // Key order as in the seed's log (serde_json's map would sort the keys).
+        let subject_json = serde_json::to_string(&subject).unwrap_or_else(|_| "\"\"".to_string());
         self.log.line(&format!(
-            "[normalize] Processing HRV message: {}",
-            serde_json::json!({
-                "streamSeq": stream_seq,
-                "deliverySeq": delivery_seq,
-                "redeliveries": delivered,
-                "subject": subject,
-            })
+            "[normalize] Processing HRV message: {{\"streamSeq\":{stream_seq},\"deliverySeq\":{delivery_seq},\"redeliveries\":{delivered},\"subject\":{subject_json}}}"
         ));
 
         let slow = self.shared.slow_ms.load(Ordering::SeqCst);
@@ -867,16 +861,15 @@ impl Processor {
         let clean = |s: &str| s.replace(['\r', '\n'], " ");
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(DLQ_REASON_HEADER, clean(reason).as_str());
-        headers.insert("X-DLQ-Original-Subject", clean(msg.subject.as_str()).as_str());
+        headers.insert(
+            "X-DLQ-Original-Subject",
+            clean(msg.subject.as_str()).as_str(),
+        );
         headers.insert("X-DLQ-Stream-Seq", stream_seq.to_string().as_str());
         headers.insert("X-DLQ-Deliveries", delivered.to_string().as_str());
         let published = match self
             .js
-            .publish_with_headers(
-                self.names.dlq_subject.clone(),
-                headers,
-                msg.payload.clone(),
-            )
+            .publish_with_headers(self.names.dlq_subject.clone(), headers, msg.payload.clone())
             .await
         {
             Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -1111,4 +1104,599 @@ impl BoundStandin {
 /// [`BoundStandin::run`].
 pub async fn run(opts: StandinOptions, shutdown: CancellationToken) -> Result<(), StandinError> {
     bind(opts).await?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::tests::{with_replica, ADMIN_URL, NATS_URL};
+    use crate::replica::{publish_hrv, replica_database_url, HrvEvent};
+    use sqlx::{Connection, PgConnection};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // ----- pure unit tests -----
+
+    #[test]
+    fn env_file_parsing_handles_comments_quotes_and_export() {
+        let vars = parse_env(
+            "# comment\n\
+             EVENT_STREAM_MODE=multi\n\
+             \n\
+             NORMALIZE_HRV_ACK_WAIT_MS=60000  # Changed from 30000\n\
+             export A='x # y'\n\
+             B=\"q\"\n\
+             C=a#b\n\
+             no equals sign\n\
+             =novalue\n",
+        );
+        assert_eq!(
+            vars.get("EVENT_STREAM_MODE").map(String::as_str),
+            Some("multi")
+        );
+        assert_eq!(
+            vars.get("NORMALIZE_HRV_ACK_WAIT_MS").map(String::as_str),
+            Some("60000")
+        );
+        assert_eq!(vars.get("A").map(String::as_str), Some("x # y"));
+        assert_eq!(vars.get("B").map(String::as_str), Some("q"));
+        assert_eq!(vars.get("C").map(String::as_str), Some("a#b"));
+        assert_eq!(vars.len(), 5);
+    }
+
+    #[test]
+    fn default_env_file_is_the_seed_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(".env");
+        write_default_env_file(&path).expect("write");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("NORMALIZE_HRV_ACK_WAIT_MS=60000  # Changed from 30000\n"));
+        assert!(text.contains("FEATURE_SERVICE_MANAGES_CONSUMERS=false\n"));
+        let c = read_env_config(&path).expect("config");
+        assert_eq!(c.mode, StreamMode::Multi);
+        assert_eq!(c.mode_raw.as_deref(), Some("multi"));
+        assert_eq!(c.ack_wait_ms, 60_000);
+        assert!(!c.manages_consumers);
+    }
+
+    #[test]
+    fn env_config_defaults_and_errors() {
+        let p = Path::new("x.env");
+        let c = env_config(&parse_env(""), p).expect("empty");
+        assert_eq!((c.mode, c.ack_wait_ms), (StreamMode::Single, 30_000));
+        let c = env_config(&parse_env("EVENT_STREAM_MODE=single"), p).expect("single");
+        assert_eq!(c.mode, StreamMode::Single);
+        assert!(env_config(&parse_env("EVENT_STREAM_MODE=dual"), p).is_err());
+        assert!(env_config(&parse_env("NORMALIZE_HRV_ACK_WAIT_MS=60s"), p).is_err());
+        assert!(matches!(
+            read_env_config(Path::new("/nonexistent/soakwatch/.env")),
+            Err(StandinError::EnvFile { .. })
+        ));
+    }
+
+    #[test]
+    fn validation_matches_the_seed_rules() {
+        let ok = br#"{"eventId":"e","payload":{"userId":"u","date":"2025-10-02","rMSSD":62,"capturedAt":"2025-10-01T17:06:24.028Z"}}"#;
+        let v = validate(ok).expect("valid");
+        assert_eq!(v.user_id, "u");
+        assert_eq!(v.rmssd, 62.0);
+        assert_eq!(v.ln_rmssd, 62f64.ln());
+        assert!((v.ln_rmssd - 4.127134385045092).abs() < 1e-15);
+        assert_eq!(
+            v.captured_at.map(|t| t.to_string()),
+            Some("2025-10-01 17:06:24.028".to_string())
+        );
+        for bad in [
+            &br#"not json"#[..],
+            br#"{"eventId":"e"}"#,
+            br#"{"payload":{"userId":"","date":"2025-10-02","rMSSD":62}}"#,
+            br#"{"payload":{"userId":"u","date":"2025-13-02","rMSSD":62}}"#,
+            br#"{"payload":{"userId":"u","date":"2025-1-2","rMSSD":62}}"#,
+            br#"{"payload":{"userId":"u","date":"2025-10-02","rMSSD":-1}}"#,
+            br#"{"payload":{"userId":"u","date":"2025-10-02","rMSSD":0}}"#,
+            br#"{"payload":{"userId":"u","date":"2025-10-02","rMSSD":"62"}}"#,
+            br#"{"payload":{"userId":"u","date":"2025-10-02"}}"#,
+        ] {
+            assert!(validate(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let poison = serde_json::to_vec(&HrvEvent::poison(1, "t")).expect("json");
+        assert!(validate(&poison).expect_err("poison").contains("rMSSD"));
+        let good = serde_json::to_vec(&HrvEvent::synthetic(1, "t")).expect("json");
+        assert!(validate(&good).is_ok());
+    }
+
+    #[test]
+    fn metrics_render_with_the_seed_labels() {
+        let mut m = Metrics::default();
+        let unbound = m.render("s", "d", 1.5);
+        assert!(!unbound.contains("normalize_hrv_messages_total{"));
+        assert!(unbound.contains("process_start_time_seconds 1.5\n"));
+        m.bound_stream = Some("AA_CORE_HOT".into());
+        m.count(Outcome::Success);
+        m.count(Outcome::Dlq);
+        m.observe(0.003);
+        m.observe(0.2);
+        m.observe(42.0);
+        let text = m.render(
+            "athlete-ally.hrv.raw-received",
+            "normalize-hrv-durable",
+            1759338384.028,
+        );
+        assert!(text.contains(
+            "normalize_hrv_messages_total{result=\"success\",subject=\"athlete-ally.hrv.raw-received\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 1\n"
+        ));
+        assert!(text.contains("normalize_hrv_messages_total{result=\"dlq\",subject=\"athlete-ally.hrv.raw-received\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 1\n"));
+        assert!(text.contains("normalize_hrv_messages_total{result=\"retry\","));
+        let b = |le: &str, n: u64| {
+            format!("normalize_hrv_processing_duration_seconds_bucket{{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",le=\"{le}\"}} {n}\n")
+        };
+        for (le, n) in [
+            ("0.005", 1),
+            ("0.1", 1),
+            ("0.25", 2),
+            ("1", 2),
+            ("10", 2),
+            ("+Inf", 3),
+        ] {
+            assert!(text.contains(&b(le, n)), "missing {}", b(le, n));
+        }
+        assert!(text.contains("normalize_hrv_processing_duration_seconds_count{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 3\n"));
+        assert!(text.contains("normalize_hrv_processing_duration_seconds_sum{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 42.203"));
+        assert!(text.contains("# TYPE normalize_hrv_processing_duration_seconds histogram\n"));
+        assert!(text.contains(
+            "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1759338384.028\n"
+        ));
+        // Every line is a comment or `name{labels} value` / `name value`.
+        for line in text.lines() {
+            assert!(
+                line.starts_with("# HELP ")
+                    || line.starts_with("# TYPE ")
+                    || line
+                        .rsplit_once(' ')
+                        .is_some_and(|(_, v)| v.parse::<f64>().is_ok()),
+                "{line}"
+            );
+        }
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_log_lines() {
+        let s = secrets_of("postgres://user:s3cr%40t@db:5432/x");
+        assert!(s.contains(&"s3cr%40t".to_string()));
+        assert!(s.contains(&"s3cr@t".to_string()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let log = LogSink::open(&path, s).expect("open");
+        log.line("failed: postgres://user:s3cr%40t@db:5432/x and s3cr@t");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(!text.contains("s3cr"), "{text}");
+        let (ts, rest) = text.trim_end().split_once(' ').expect("timestamp");
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+        assert!(ts.ends_with('Z'));
+        assert_eq!(rest, "failed: *** and ***");
+    }
+
+    // ----- helpers for the tests against the real services -----
+
+    /// Minimal HTTP/1.1 client (one request per connection); returns (status, head, body).
+    async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect http");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.expect("write http");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read http");
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status");
+        (status, head.to_string(), body.to_string())
+    }
+
+    /// Value of `normalize_hrv_messages_total{result=...}` (0 if absent).
+    fn counter(text: &str, result: &str) -> u64 {
+        let prefix = format!("normalize_hrv_messages_total{{result=\"{result}\",");
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn histogram_sum(text: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("normalize_hrv_processing_duration_seconds_sum{"))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    async fn metrics(addr: SocketAddr) -> String {
+        let (status, _, body) = http(addr, "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Polls `/metrics` until counter `result` reaches `want`.
+    async fn wait_counter(addr: SocketAddr, result: &str, want: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = metrics(addr).await;
+            if counter(&text, result) >= want {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "counter {result} did not reach {want}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_log(path: &Path, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never contained {needle:?}:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn row_count(conn: &mut PgConnection) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM hrv_data")
+            .fetch_one(conn)
+            .await
+            .expect("count rows")
+    }
+
+    /// A running stand-in plus what the tests need to drive and stop it.
+    struct Running {
+        addr: SocketAddr,
+        log_file: PathBuf,
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), StandinError>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Running {
+        /// Stops the stand-in and returns the final log (the temp dir goes away with `self`).
+        async fn stop(self) -> String {
+            self.stop.cancel();
+            let r = tokio::time::timeout(Duration::from_secs(15), self.task)
+                .await
+                .expect("stand-in stops within 15s")
+                .expect("stand-in task");
+            r.expect("stand-in result");
+            std::fs::read_to_string(&self.log_file).expect("read log")
+        }
+    }
+
+    async fn start(names: &ReplicaNames, env: Option<&str>, database_url: String) -> Running {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env_file = dir.path().join(".env");
+        match env {
+            Some(text) => std::fs::write(&env_file, text).expect("write env"),
+            None => write_default_env_file(&env_file).expect("write env"),
+        }
+        let log_file = dir.path().join("normalize.log");
+        let opts = StandinOptions {
+            nats_url: NATS_URL.to_string(),
+            database_url,
+            names: names.clone(),
+            env_file,
+            log_file: log_file.clone(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+        };
+        let bound = bind(opts).await.expect("bind stand-in");
+        let addr = bound.local_addr();
+        assert_ne!(addr.port(), 0);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(bound.run(stop.clone()));
+        Running {
+            addr,
+            log_file,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    // ----- tests against the real NATS and PostgreSQL -----
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn standin_processes_dead_letters_and_obeys_fault_switches() {
+        let names = ReplicaNames::random();
+        let n = &names;
+        with_replica(&names, |nats| async move {
+            let names = n;
+            let js = jetstream::new(nats);
+            let db_url = replica_database_url(ADMIN_URL, names).expect("db url");
+            let mut db = PgConnection::connect(&db_url).await.expect("replica db");
+            let run = start(names, None, db_url.clone()).await;
+            let addr = run.addr;
+
+            // Startup log: the seed's lines with the replica's names, each timestamped.
+            let log = wait_log(&run.log_file, "Starting HRV message processing loop...").await;
+            for expected in [
+                "[event-bus] Stream mode: multi (EVENT_STREAM_MODE=\"multi\")".to_string(),
+                format!("[normalize-service] Stream candidates: {}, {}", names.core_stream, names.legacy_stream),
+                format!("[normalize] Found existing HRV consumer on {}: normalize-hrv-durable", names.core_stream),
+                format!("[normalize] HRV durable pull consumer bound: normalize-hrv-durable, subject: {}, ackWait: 60000ms, maxDeliver: 5", names.hrv_subject),
+                format!("[normalize-hrv] DLQ subject prefix: {}", names.dlq_subject),
+                "[normalize] Starting HRV message processing loop...".to_string(),
+            ] {
+                let line = log
+                    .lines()
+                    .find(|l| l.ends_with(expected.as_str()))
+                    .unwrap_or_else(|| panic!("log lacks {expected:?}:\n{log}"));
+                let ts = line.split(' ').next().expect("timestamp");
+                assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{line}");
+                assert_eq!(line.len(), ts.len() + 1 + expected.len(), "{line}");
+            }
+
+            let (status, head, _) = http(addr, "GET", "/metrics").await;
+            assert_eq!(status, 200);
+            assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+
+            // 5 valid events -> 5 rows, success 5.
+            let mut events = Vec::new();
+            for i in 1..=5 {
+                let e = HrvEvent::synthetic(i, &names.tag);
+                publish_hrv(&js, &names.hrv_subject, &e).await.expect("publish");
+                events.push(e);
+            }
+            let text = wait_counter(addr, "success", 5).await;
+            assert_eq!(counter(&text, "dlq"), 0);
+            assert_eq!(counter(&text, "retry"), 0);
+            let labels = format!(
+                "normalize_hrv_messages_total{{result=\"success\",subject=\"{}\",stream=\"{}\",durable=\"normalize-hrv-durable\"}} 5",
+                names.hrv_subject, names.core_stream
+            );
+            assert!(text.contains(&labels), "{text}");
+            assert!(text.contains(&format!(
+                "normalize_hrv_processing_duration_seconds_count{{stream=\"{}\",durable=\"normalize-hrv-durable\"}} 5",
+                names.core_stream
+            )), "{text}");
+            assert_eq!(row_count(&mut db).await, 5);
+            for e in &events {
+                let (rmssd, ln, captured): (f64, Option<f64>, Option<chrono::NaiveDateTime>) = sqlx::query_as(
+                    "SELECT rmssd, \"lnRmssd\", \"capturedAt\" FROM hrv_data WHERE \"userId\" = $1",
+                )
+                .bind(&e.payload.user_id)
+                .fetch_one(&mut db)
+                .await
+                .expect("row");
+                assert_eq!(rmssd, e.payload.rmssd);
+                assert_eq!(ln, Some(e.payload.rmssd.ln()));
+                let want = chrono::DateTime::parse_from_rfc3339(&e.payload.captured_at).expect("ts").naive_utc();
+                assert_eq!(captured, Some(want));
+            }
+            let core = js.get_stream(&names.core_stream).await.expect("core");
+            let ci = core.consumer_info(&names.durable).await.expect("consumer");
+            assert_eq!((ci.num_pending, ci.num_ack_pending), (0, 0));
+
+            // A poison event goes to the DLQ stream (1 + 1 messages) and is acked.
+            publish_hrv(&js, &names.hrv_subject, &HrvEvent::poison(1, &names.tag)).await.expect("publish poison");
+            let text = wait_counter(addr, "dlq", 1).await;
+            assert_eq!(counter(&text, "success"), 5);
+            let dlq = js.get_stream(&names.dlq_stream).await.expect("dlq");
+            let info = dlq.get_info().await.expect("dlq info");
+            assert_eq!(info.state.messages, 2);
+            let dead = dlq.get_raw_message(info.state.last_sequence).await.expect("dlq msg");
+            assert_eq!(dead.subject.as_str(), names.dlq_subject);
+            let reason = dead.headers.get(DLQ_REASON_HEADER).map(|v| v.as_str().to_string()).unwrap_or_default();
+            assert!(reason.contains("rMSSD"), "{reason:?}");
+            let back: HrvEvent = serde_json::from_slice(&dead.payload).expect("original payload");
+            assert_eq!(back.payload.rmssd, -1.0);
+            wait_log(&run.log_file, "[normalize-hrv] Message sent to DLQ: rMSSD").await;
+            assert_eq!(row_count(&mut db).await, 5);
+
+            // skip-db: still acked and counted as success, but no rows are written.
+            let (status, _, body) = http(addr, "POST", "/admin/skip-db").await;
+            assert_eq!(status, 200, "{body}");
+            let state: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(state["skip_db"], true);
+            for i in 6..=8 {
+                publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(i, &names.tag)).await.expect("publish");
+            }
+            wait_counter(addr, "success", 8).await;
+            assert_eq!(row_count(&mut db).await, 5, "skip-db must stop row writes");
+            let ci = core.consumer_info(&names.durable).await.expect("consumer");
+            assert_eq!((ci.num_pending, ci.num_ack_pending), (0, 0));
+            let (status, _, _) = http(addr, "POST", "/admin/normal").await;
+            assert_eq!(status, 200);
+            publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(9, &names.tag)).await.expect("publish");
+            wait_counter(addr, "success", 9).await;
+            assert_eq!(row_count(&mut db).await, 6);
+
+            // pause: nothing is pulled, pending builds up; resume drains it.
+            let (status, _, body) = http(addr, "POST", "/admin/pause").await;
+            assert_eq!(status, 200, "{body}");
+            tokio::time::sleep(Duration::from_millis(1500)).await; // let an in-flight pull expire
+            for i in 10..=11 {
+                publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(i, &names.tag)).await.expect("publish");
+            }
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(counter(&metrics(addr).await, "success"), 9);
+            let ci = core.consumer_info(&names.durable).await.expect("consumer");
+            assert_eq!(ci.num_pending, 2, "paused stand-in must not pull");
+            let (_, _, body) = http(addr, "GET", "/admin/state").await;
+            let state: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(state["paused"], true);
+            assert_eq!(state["bound_stream"], names.core_stream.as_str());
+            let (status, _, _) = http(addr, "POST", "/admin/resume").await;
+            assert_eq!(status, 200);
+            wait_counter(addr, "success", 11).await;
+            assert_eq!(row_count(&mut db).await, 8);
+
+            // slow: latency shows up in the histogram.
+            let before = histogram_sum(&metrics(addr).await);
+            let (status, _, _) = http(addr, "POST", "/admin/slow?ms=300").await;
+            assert_eq!(status, 200);
+            let (status, _, _) = http(addr, "POST", "/admin/slow?ms=abc").await;
+            assert_eq!(status, 400);
+            publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(12, &names.tag)).await.expect("publish");
+            let text = wait_counter(addr, "success", 12).await;
+            assert!(histogram_sum(&text) - before >= 0.3, "{text}");
+            let (_, _, body) = http(addr, "POST", "/admin/slow?ms=0").await;
+            let state: serde_json::Value = serde_json::from_str(&body).expect("json");
+            assert_eq!(state["slow_ms"], 0);
+
+            let log = run.stop().await;
+            assert!(log.contains("[normalize-service] Shutdown complete"));
+            assert!(log.contains("[normalize] Processing HRV message: {\"streamSeq\":1,\"deliverySeq\":1,\"redeliveries\":1,\"subject\":"), "{log}");
+            let _ = db.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn standin_waits_for_the_consumer_and_never_creates_it() {
+        let names = ReplicaNames::random();
+        let n = &names;
+        with_replica(&names, |nats| async move {
+            let names = n;
+            let js = jetstream::new(nats);
+            let core = js.get_stream(&names.core_stream).await.expect("core");
+            core.delete_consumer(&names.durable)
+                .await
+                .expect("delete consumer");
+            let db_url = replica_database_url(ADMIN_URL, names).expect("db url");
+            let run = start(names, None, db_url).await;
+            wait_log(
+                &run.log_file,
+                "[normalize] Failed to bind HRV consumer normalize-hrv-durable",
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let err = core.consumer_info(&names.durable).await;
+            assert!(err.is_err(), "the stand-in must not create the consumer");
+            let text = metrics(run.addr).await;
+            assert!(!text.contains("normalize_hrv_messages_total{"), "{text}");
+
+            js.create_consumer_on_stream(
+                crate::replica::consumer_config(names),
+                names.core_stream.as_str(),
+            )
+            .await
+            .expect("create consumer");
+            wait_log(&run.log_file, "Starting HRV message processing loop...").await;
+            publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(1, &names.tag))
+                .await
+                .expect("publish");
+            wait_counter(run.addr, "success", 1).await;
+            run.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn standin_single_mode_binds_the_legacy_stream() {
+        let names = ReplicaNames::random();
+        let n = &names;
+        with_replica(&names, |nats| async move {
+            let names = n;
+            let js = jetstream::new(nats);
+            let db_url = replica_database_url(ADMIN_URL, names).expect("db url");
+            let env = "EVENT_STREAM_MODE=single\nNORMALIZE_HRV_ACK_WAIT_MS=30000\n";
+            let run = start(names, Some(env), db_url).await;
+            let log = wait_log(&run.log_file, "[normalize] Failed to bind HRV consumer").await;
+            assert!(
+                log.contains("[event-bus] Stream mode: single (EVENT_STREAM_MODE=\"single\")"),
+                "{log}"
+            );
+            assert!(
+                log.contains(&format!(
+                    "[normalize-service] Stream candidates: {}\n",
+                    names.legacy_stream
+                )),
+                "{log}"
+            );
+
+            let legacy_subject = format!("sw.{}.legacy.athlete-ally.hrv.raw-received", names.tag);
+            let mut cfg = crate::replica::consumer_config(names);
+            cfg.filter_subject = legacy_subject.clone();
+            cfg.deliver_policy = consumer::DeliverPolicy::New;
+            js.create_consumer_on_stream(cfg, names.legacy_stream.as_str())
+                .await
+                .expect("create legacy consumer");
+            let log = wait_log(&run.log_file, "Starting HRV message processing loop...").await;
+            assert!(
+                log.contains(&format!(
+                    "[normalize] Found existing HRV consumer on {}: normalize-hrv-durable",
+                    names.legacy_stream
+                )),
+                "{log}"
+            );
+            assert!(
+                log.contains(&format!(
+                    "subject: {legacy_subject}, ackWait: 30000ms, maxDeliver: 5"
+                )),
+                "{log}"
+            );
+            publish_hrv(&js, &legacy_subject, &HrvEvent::synthetic(1, &names.tag))
+                .await
+                .expect("publish");
+            let text = wait_counter(run.addr, "success", 1).await;
+            assert!(
+                text.contains(&format!("stream=\"{}\"", names.legacy_stream)),
+                "{text}"
+            );
+            assert!(
+                !text.contains(&format!("stream=\"{}\"", names.core_stream)),
+                "{text}"
+            );
+            run.stop().await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn standin_naks_on_database_errors_without_leaking_the_url() {
+        let names = ReplicaNames::random();
+        let n = &names;
+        with_replica(&names, |nats| async move {
+            let names = n;
+            let js = jetstream::new(nats);
+            // Trust auth ignores the password; the database does not exist, so every write fails.
+            let bad_url = format!(
+                "postgres://postgres:hunter2secret@127.0.0.1:5432/{}_missing",
+                names.database
+            );
+            let run = start(names, None, bad_url).await;
+            wait_log(&run.log_file, "Starting HRV message processing loop...").await;
+            publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(1, &names.tag))
+                .await
+                .expect("publish");
+            let text = wait_counter(run.addr, "retry", 2).await;
+            assert_eq!(counter(&text, "success"), 0);
+            let core = js.get_stream(&names.core_stream).await.expect("core");
+            let ci = core.consumer_info(&names.durable).await.expect("consumer");
+            assert!(ci.delivered.stream_sequence >= 1);
+            assert_eq!(
+                ci.ack_floor.stream_sequence, 0,
+                "a failed write must not be acked"
+            );
+            let log = std::fs::read_to_string(&run.log_file).expect("log");
+            assert!(
+                log.contains("[normalize] Database error processing HRV message"),
+                "{log}"
+            );
+            assert!(!log.contains("hunter2secret"), "{log}");
+            run.stop().await;
+        })
+        .await;
+    }
 }

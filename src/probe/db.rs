@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::config::{Config, DatabaseConfig};
 use crate::sample::{DbState, ProbeFailure, ProbeKind, Probed};
@@ -31,21 +31,18 @@ fn quote_table(name: &str) -> String {
     name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
 }
 
-/// A lazily connecting pool: creating it never touches the network, so a
-/// database that is down only fails the database probe.
-pub fn pool(cfg: &DatabaseConfig, timeout: Duration) -> Result<PgPool, ProbeFailure> {
+/// Connection options, parsed once. Each probe round opens one connection
+/// and closes it: a pool would retry a refused connection until its timeout
+/// and hide the real reason; one connection every poll interval is cheap.
+pub fn connect_options(cfg: &DatabaseConfig, timeout: Duration) -> Result<PgConnectOptions, ProbeFailure> {
     let opts = PgConnectOptions::from_str(cfg.url.expose())
-        .map_err(|e| fail(format!("database url {}: {e}", cfg.url.shown())))?
+        .map_err(|e| fail(format!("database url {}: {e}", cfg.url.shown())))?;
+    Ok(opts
         .application_name("soakwatch")
         .options([
             ("statement_timeout", timeout.as_millis().to_string()),
             ("TimeZone", "UTC".to_string()),
-        ]);
-    Ok(PgPoolOptions::new()
-        .max_connections(2)
-        .min_connections(0)
-        .acquire_timeout(timeout)
-        .connect_lazy_with(opts))
+        ]))
 }
 
 /// Describes a sqlx error in one line without the connection URL.
@@ -79,12 +76,27 @@ impl TsKind {
 
 /// Runs the database probe. `since` lists instants (service start, window
 /// start) for which the number of rows written after them is wanted.
-pub async fn probe(pool: &PgPool, cfg: &Config, now: DateTime<Utc>, since: &[DateTime<Utc>]) -> Probed<DbState> {
-    let d = &cfg.database;
-    let mut conn = pool
-        .acquire()
+pub async fn probe(
+    opts: &PgConnectOptions,
+    cfg: &Config,
+    now: DateTime<Utc>,
+    since: &[DateTime<Utc>],
+) -> Probed<DbState> {
+    let mut conn = PgConnection::connect_with(opts)
         .await
         .map_err(|e| fail(format!("database {}: {}", cfg.database.url.shown(), describe(&e))))?;
+    let res = query_state(&mut conn, cfg, now, since).await;
+    let _ = conn.close().await;
+    res
+}
+
+async fn query_state(
+    conn: &mut PgConnection,
+    cfg: &Config,
+    now: DateTime<Utc>,
+    since: &[DateTime<Utc>],
+) -> Probed<DbState> {
+    let d = &cfg.database;
 
     let (schema, table) = match d.table.split_once('.') {
         Some((s, t)) => (Some(s.to_string()), t.to_string()),

@@ -32,7 +32,7 @@ pub enum ProberError {
 pub struct Prober {
     cfg: Config,
     http: reqwest::Client,
-    pg: Result<sqlx::PgPool, ProbeFailure>,
+    pg: Result<sqlx::postgres::PgConnectOptions, ProbeFailure>,
     nats: Mutex<Option<async_nats::Client>>,
 }
 
@@ -58,7 +58,7 @@ impl Prober {
     /// Builds clients without connecting: a dead server fails its probe, not start-up.
     pub fn new(cfg: Config) -> Result<Prober, ProberError> {
         let http = metrics::http_client(cfg.probe_timeout)?;
-        let pg = db::pool(&cfg.database, cfg.probe_timeout);
+        let pg = db::connect_options(&cfg.database, cfg.probe_timeout);
         Ok(Prober {
             cfg,
             http,
@@ -143,13 +143,13 @@ impl Prober {
         // The database counts rows since the service started, which only the
         // metrics know: it runs its other queries first, then waits for that.
         let db_part = timed(ProbeKind::Database, "database".into(), timeout, async {
-            let pool = self.pg.as_ref().map_err(Clone::clone)?;
+            let opts = self.pg.as_ref().map_err(Clone::clone)?;
             let process_start = metrics_rx.await.ok().flatten();
             let mut instants: Vec<DateTime<Utc>> = since.to_vec();
             if let Some(ps) = process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64)) {
                 instants.push(ps);
             }
-            db::probe(pool, cfg, now, &instants).await
+            db::probe(opts, cfg, now, &instants).await
         });
 
         let log_part = timed(ProbeKind::Log, "log".into(), timeout, log::probe(&cfg.log));
