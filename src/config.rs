@@ -33,7 +33,13 @@ pub struct ConfigProblem {
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) => write!(f, "{}:{line}: {}: {}", self.file.display(), self.key, self.message),
+            Some(line) => write!(
+                f,
+                "{}:{line}: {}: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            ),
             None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
         }
     }
@@ -620,7 +626,10 @@ impl Config {
         let mut table: toml::Table = match toml::from_str(text) {
             Ok(t) => t,
             Err(e) => {
-                return Err(fail(vec![("(syntax)".into(), e.message().to_string())], &BTreeSet::new()))
+                return Err(fail(
+                    vec![("(syntax)".into(), e.message().to_string())],
+                    &BTreeSet::new(),
+                ))
             }
         };
 
@@ -733,7 +742,9 @@ pub fn expand_env(s: &str, env: &dyn EnvLookup) -> Result<(String, Vec<String>),
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid_name {
-            return Err(format!("bad environment variable name `{name}` in ${{...}}"));
+            return Err(format!(
+                "bad environment variable name `{name}` in ${{...}}"
+            ));
         }
         match (env.var(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => {
@@ -741,11 +752,9 @@ pub fn expand_env(s: &str, env: &dyn EnvLookup) -> Result<(String, Vec<String>),
                 used.push(v);
             }
             (None, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(format!(
-                    "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-                ))
-            }
+            (None, None) => return Err(format!(
+                "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+            )),
         }
         rest = &body_start[end + 1..];
     }
@@ -770,13 +779,20 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             Ok(u) if matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") => {}
             Ok(u) => p(
                 "nats.url",
-                format!("server {} has scheme `{}`; expected nats, tls, ws or wss", i + 1, u.scheme()),
+                format!(
+                    "server {} has scheme `{}`; expected nats, tls, ws or wss",
+                    i + 1,
+                    u.scheme()
+                ),
             ),
             Err(e) => p("nats.url", format!("server {} is not a URL: {e}", i + 1)),
         }
     }
     if raw.nats.user.is_empty() != raw.nats.password.is_empty() {
-        p("nats.password", "user and password must be set together".into());
+        p(
+            "nats.password",
+            "user and password must be set together".into(),
+        );
     }
     let auth_kinds = [
         !raw.nats.token.is_empty(),
@@ -787,30 +803,55 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     .filter(|b| **b)
     .count();
     if auth_kinds > 1 {
-        p("nats.token", "choose one of token, user/password or creds_file".into());
+        p(
+            "nats.token",
+            "choose one of token, user/password or creds_file".into(),
+        );
     }
     if raw.nats.tls_cert_file.is_empty() != raw.nats.tls_key_file.is_empty() {
-        p("nats.tls_key_file", "tls_cert_file and tls_key_file must be set together".into());
+        p(
+            "nats.tls_key_file",
+            "tls_cert_file and tls_key_file must be set together".into(),
+        );
     }
 
     // Streams
     let mut names = BTreeSet::new();
-    let roles: Vec<(String, &StreamSpec)> = std::iter::once(("streams.legacy".to_string(), &raw.streams.legacy))
-        .chain(raw.streams.hot.iter().enumerate().map(|(i, s)| (format!("streams.hot[{i}]"), s)))
-        .chain(std::iter::once(("streams.dlq".to_string(), &raw.streams.dlq)))
-        .collect();
+    let roles: Vec<(String, &StreamSpec)> =
+        std::iter::once(("streams.legacy".to_string(), &raw.streams.legacy))
+            .chain(
+                raw.streams
+                    .hot
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("streams.hot[{i}]"), s)),
+            )
+            .chain(std::iter::once((
+                "streams.dlq".to_string(),
+                &raw.streams.dlq,
+            )))
+            .collect();
     if raw.streams.hot.is_empty() {
         p("streams.hot", "at least one hot stream is required".into());
     }
     for (key, spec) in &roles {
         if spec.name.trim().is_empty() || spec.name.contains(['.', '*', '>', ' ']) {
-            p(&format!("{key}.name"), format!("`{}` is not a valid stream name", spec.name));
+            p(
+                &format!("{key}.name"),
+                format!("`{}` is not a valid stream name", spec.name),
+            );
         }
         if !names.insert(spec.name.clone()) {
-            p(&format!("{key}.name"), format!("stream `{}` is configured twice", spec.name));
+            p(
+                &format!("{key}.name"),
+                format!("stream `{}` is configured twice", spec.name),
+            );
         }
         if spec.subjects.is_empty() {
-            p(&format!("{key}.subjects"), "at least one subject is required".into());
+            p(
+                &format!("{key}.subjects"),
+                "at least one subject is required".into(),
+            );
         }
         for (i, s) in spec.subjects.iter().enumerate() {
             if let Err(e) = subjects::validate_pattern(s) {
@@ -819,18 +860,31 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         }
         if let Some(st) = &spec.storage {
             if st != "file" && st != "memory" {
-                p(&format!("{key}.storage"), format!("`{st}`: expected file or memory"));
+                p(
+                    &format!("{key}.storage"),
+                    format!("`{st}`: expected file or memory"),
+                );
             }
         }
     }
 
     // Consumer
-    if !raw.streams.hot.iter().any(|s| s.name == raw.consumer.stream) {
+    if !raw
+        .streams
+        .hot
+        .iter()
+        .any(|s| s.name == raw.consumer.stream)
+    {
         p(
             "consumer.stream",
             format!("`{}` is not one of the hot streams", raw.consumer.stream),
         );
-    } else if let Some(hot) = raw.streams.hot.iter().find(|s| s.name == raw.consumer.stream) {
+    } else if let Some(hot) = raw
+        .streams
+        .hot
+        .iter()
+        .find(|s| s.name == raw.consumer.stream)
+    {
         if !hot
             .subjects
             .iter()
@@ -848,17 +902,26 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     if raw.consumer.durable.trim().is_empty() {
         p("consumer.durable", "must not be empty".into());
     }
-    if !matches!(raw.consumer.ack_policy.as_str(), "explicit" | "all" | "none") {
+    if !matches!(
+        raw.consumer.ack_policy.as_str(),
+        "explicit" | "all" | "none"
+    ) {
         p(
             "consumer.ack_policy",
-            format!("`{}`: expected explicit, all or none", raw.consumer.ack_policy),
+            format!(
+                "`{}`: expected explicit, all or none",
+                raw.consumer.ack_policy
+            ),
         );
     }
 
     // Metrics
     match url::Url::parse(&raw.metrics.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-        Ok(u) => p("metrics.url", format!("scheme `{}`: expected http or https", u.scheme())),
+        Ok(u) => p(
+            "metrics.url",
+            format!("scheme `{}`: expected http or https", u.scheme()),
+        ),
         Err(e) => p("metrics.url", format!("not a URL: {e}")),
     }
     if !is_metric_name(&raw.metrics.messages_counter) {
@@ -866,7 +929,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     }
     for (key, name) in [
         ("metrics.latency_histogram", &raw.metrics.latency_histogram),
-        ("metrics.process_start_metric", &raw.metrics.process_start_metric),
+        (
+            "metrics.process_start_metric",
+            &raw.metrics.process_start_metric,
+        ),
     ] {
         if !name.is_empty() && !is_metric_name(name) {
             p(key, format!("`{name}` is not a valid metric name"));
@@ -876,7 +942,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     // Database
     match url::Url::parse(&raw.database.url) {
         Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
-        Ok(u) => p("database.url", format!("scheme `{}`: expected postgres", u.scheme())),
+        Ok(u) => p(
+            "database.url",
+            format!("scheme `{}`: expected postgres", u.scheme()),
+        ),
         Err(e) => p("database.url", format!("not a URL: {e}")),
     }
     for (key, v) in [
@@ -889,7 +958,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     }
     if let Some(d) = &raw.database.derived {
         if !(d.tolerance >= 0.0 && d.tolerance.is_finite()) {
-            p("database.derived.tolerance", "must be a finite number >= 0".into());
+            p(
+                "database.derived.tolerance",
+                "must be a finite number >= 0".into(),
+            );
         }
         if d.sample_rows <= 0 {
             p("database.derived.sample_rows", "must be > 0".into());
@@ -897,23 +969,36 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     }
 
     // Log
-    let compile = |key: &str, pats: &[String], p: &mut dyn FnMut(&str, String)| -> Vec<regex::Regex> {
-        pats.iter()
-            .enumerate()
-            .filter_map(|(i, s)| match regex::Regex::new(s) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    let first = e.to_string().lines().last().unwrap_or("invalid").trim().to_string();
-                    p(&format!("{key}[{i}]"), format!("bad regular expression: {first}"));
-                    None
-                }
-            })
-            .collect()
-    };
+    let compile =
+        |key: &str, pats: &[String], p: &mut dyn FnMut(&str, String)| -> Vec<regex::Regex> {
+            pats.iter()
+                .enumerate()
+                .filter_map(|(i, s)| match regex::Regex::new(s) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        let first = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("invalid")
+                            .trim()
+                            .to_string();
+                        p(
+                            &format!("{key}[{i}]"),
+                            format!("bad regular expression: {first}"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
     let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, &mut p);
     let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, &mut p);
     if raw.log.fallback_patterns.is_empty() {
-        p("log.fallback_patterns", "at least one pattern is required".into());
+        p(
+            "log.fallback_patterns",
+            "at least one pattern is required".into(),
+        );
     }
 
     // Service env
@@ -927,10 +1012,16 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     // Criteria
     let c = &raw.criteria;
     if c.lag_warn > c.lag_fail {
-        p("criteria.lag_warn", "must not exceed criteria.lag_fail".into());
+        p(
+            "criteria.lag_warn",
+            "must not exceed criteria.lag_fail".into(),
+        );
     }
     if c.redeliveries_warn > c.redeliveries_fail {
-        p("criteria.redeliveries_warn", "must not exceed criteria.redeliveries_fail".into());
+        p(
+            "criteria.redeliveries_warn",
+            "must not exceed criteria.redeliveries_fail".into(),
+        );
     }
     if !(c.success_rate_min > 0.0 && c.success_rate_min <= 1.0) {
         p("criteria.success_rate_min", "must be in (0, 1]".into());
@@ -1015,7 +1106,11 @@ impl<'t> LineLocator<'t> {
 
     fn line_of_offset(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
     }
 
     /// Line of the deepest existing part of the key path (so a missing
@@ -1036,13 +1131,17 @@ impl<'t> LineLocator<'t> {
                         },
                         (None, None) => break,
                     };
-                    let Some((kspan, v)) = t.get_key_value(k) else { break };
+                    let Some((kspan, v)) = t.get_key_value(k) else {
+                        break;
+                    };
                     best = Some(self.line_of_offset(kspan.span().start));
                     value = Some(v.get_ref());
                     table = None;
                 }
                 Seg::Index(i) => {
-                    let Some(arr) = value.and_then(|v| v.as_array()) else { break };
+                    let Some(arr) = value.and_then(|v| v.as_array()) else {
+                        break;
+                    };
                     let Some(item) = arr.get(i) else { break };
                     best = Some(self.line_of_offset(item.span().start));
                     value = Some(item.get_ref());
@@ -1085,7 +1184,8 @@ mod tests {
     use super::*;
 
     fn shipped() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml")).unwrap_or_default()
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+            .unwrap_or_default()
     }
 
     fn no_env(_: &str) -> Option<String> {
@@ -1120,9 +1220,17 @@ mod tests {
     #[test]
     fn expand_env_forms() {
         let env = |k: &str| (k == "A").then(|| "x".to_string());
-        assert_eq!(expand_env("${A}-${B:-d}", &env).map(|r| r.0), Ok("x-d".into()));
-        assert_eq!(expand_env("$${A} $5", &env).map(|r| r.0), Ok("${A} $5".into()));
-        assert!(expand_env("${B}", &env).unwrap_err().contains("B is not set"));
+        assert_eq!(
+            expand_env("${A}-${B:-d}", &env).map(|r| r.0),
+            Ok("x-d".into())
+        );
+        assert_eq!(
+            expand_env("$${A} $5", &env).map(|r| r.0),
+            Ok("${A} $5".into())
+        );
+        assert!(expand_env("${B}", &env)
+            .unwrap_err()
+            .contains("B is not set"));
         assert!(expand_env("${A", &env).is_err());
         assert!(expand_env("${1X}", &env).is_err());
     }
@@ -1131,8 +1239,13 @@ mod tests {
     fn typo_is_located_by_line_and_key() {
         let text = shipped().replace("max_deliver = 5", "max_delivr = 5");
         let err = Config::from_text(Path::new("bad.toml"), &text, &no_env).unwrap_err();
-        let ConfigError::Invalid { problems } = err else { panic!("expected Invalid") };
-        let line = text.lines().position(|l| l.starts_with("max_delivr")).map(|i| i + 1);
+        let ConfigError::Invalid { problems } = err else {
+            panic!("expected Invalid")
+        };
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("max_delivr"))
+            .map(|i| i + 1);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("max_delivr"), "{problems:?}");
         assert!(problems[0].key.starts_with("consumer"), "{problems:?}");
@@ -1149,8 +1262,17 @@ mod tests {
         let s = err.to_string();
         assert!(s.contains("criteria.lag_warn"), "{s}");
         assert!(s.contains("consumer.ack_policy"), "{s}");
-        let ack_line = text.lines().position(|l| l.starts_with("ack_policy")).map(|i| i + 1);
-        assert!(s.contains(&format!("bad.toml:{}: consumer.ack_policy", ack_line.unwrap_or(0))), "{s}");
+        let ack_line = text
+            .lines()
+            .position(|l| l.starts_with("ack_policy"))
+            .map(|i| i + 1);
+        assert!(
+            s.contains(&format!(
+                "bad.toml:{}: consumer.ack_policy",
+                ack_line.unwrap_or(0)
+            )),
+            "{s}"
+        );
     }
 
     #[test]
@@ -1158,7 +1280,9 @@ mod tests {
         let text = shipped()
             .replace("subjects = [\"vendor.>\"]", "subjects = [\"vendor.>.x\"]")
             .replace("'Stream mode: single'", "'(unclosed'");
-        let s = Config::from_text(Path::new("b.toml"), &text, &no_env).unwrap_err().to_string();
+        let s = Config::from_text(Path::new("b.toml"), &text, &no_env)
+            .unwrap_err()
+            .to_string();
         assert!(s.contains("streams.hot[1].subjects[0]"), "{s}");
         assert!(s.contains("log.fallback_patterns"), "{s}");
     }
@@ -1166,7 +1290,9 @@ mod tests {
     #[test]
     fn syntax_error_has_line() {
         let text = "[soak]\nname = \"x\"\nbroken = \n";
-        let s = Config::from_text(Path::new("s.toml"), text, &no_env).unwrap_err().to_string();
+        let s = Config::from_text(Path::new("s.toml"), text, &no_env)
+            .unwrap_err()
+            .to_string();
         assert!(s.starts_with("s.toml:3:"), "{s}");
     }
 
@@ -1174,7 +1300,9 @@ mod tests {
     fn type_error_does_not_leak_env_value() {
         let text = shipped().replace("max_deliver = 5", "max_deliver = \"${SECRETISH}\"");
         let env = |k: &str| (k == "SECRETISH").then(|| "hunter2hunter2".to_string());
-        let s = Config::from_text(Path::new("t.toml"), &text, &env).unwrap_err().to_string();
+        let s = Config::from_text(Path::new("t.toml"), &text, &env)
+            .unwrap_err()
+            .to_string();
         assert!(!s.contains("hunter2"), "{s}");
         assert!(s.contains("consumer.max_deliver"), "{s}");
     }

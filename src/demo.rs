@@ -24,7 +24,11 @@ pub struct DemoArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// A PostgreSQL URL allowed to CREATE DATABASE (the replica gets its own database).
-    #[arg(long, env = "DATABASE_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub admin_database_url: String,
     /// Where the replica's config, env file and log go (default: a new temp dir).
     #[arg(long)]
@@ -79,7 +83,11 @@ pub struct ReplicaArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Admin PostgreSQL URL.
-    #[arg(long, env = "DATABASE_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub admin_database_url: String,
     /// Directory for checks.toml, .env and the log (up only).
     #[arg(long)]
@@ -121,7 +129,12 @@ pub fn replica_config(
     started_at: DateTime<Utc>,
 ) -> String {
     let q = |s: &str| toml_string(s);
-    let list = |v: &[String]| format!("[{}]", v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "));
+    let list = |v: &[String]| {
+        format!(
+            "[{}]",
+            v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+        )
+    };
     let legacy = &names.legacy_stream;
     let legacy_re = regex::escape(legacy);
     format!(
@@ -260,9 +273,12 @@ fn toml_string(s: &str) -> String {
 /// `soakwatch replica up|down`.
 pub async fn run_replica(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     let names = ReplicaNames::new(&args.tag)?;
-    let nats = async_nats::connect(&args.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", crate::secret::redact_url(&args.nats_url)))?;
+    let nats = async_nats::connect(&args.nats_url).await.with_context(|| {
+        format!(
+            "connecting to NATS at {}",
+            crate::secret::redact_url(&args.nats_url)
+        )
+    })?;
     if args.action == "down" {
         replica::teardown(&nats, &args.admin_database_url, &names).await?;
         return Ok(ExitCode::SUCCESS);
@@ -273,7 +289,14 @@ pub async fn run_replica(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     let files = ReplicaFiles::in_dir(&dir);
     standin::write_default_env_file(&files.env_file)?;
     let db_url = replica::replica_database_url(&args.admin_database_url, &names)?;
-    let text = replica_config(&names, &args.nats_url, &db_url, &args.metrics_url, &files, Utc::now());
+    let text = replica_config(
+        &names,
+        &args.nats_url,
+        &db_url,
+        &args.metrics_url,
+        &files,
+        Utc::now(),
+    );
     output::write_atomic(&files.config, &text)?;
     println!("{}", files.config.display());
     Ok(ExitCode::SUCCESS)
@@ -376,14 +399,26 @@ async fn spawn_standin(
 }
 
 async fn success_count(http: &reqwest::Client, metrics_url: &str, result: &str) -> f64 {
-    let Ok(resp) = http.get(metrics_url).send().await else { return -1.0 };
-    let Ok(body) = resp.text().await else { return -1.0 };
+    let Ok(resp) = http.get(metrics_url).send().await else {
+        return -1.0;
+    };
+    let Ok(body) = resp.text().await else {
+        return -1.0;
+    };
     let expo = crate::promtext::parse(&body);
-    expo.sum("normalize_hrv_messages_total", &[("result".to_string(), result.to_string())])
-        .unwrap_or(0.0)
+    expo.sum(
+        "normalize_hrv_messages_total",
+        &[("result".to_string(), result.to_string())],
+    )
+    .unwrap_or(0.0)
 }
 
-async fn wait_for_count(http: &reqwest::Client, url: &str, result: &str, want: f64) -> anyhow::Result<()> {
+async fn wait_for_count(
+    http: &reqwest::Client,
+    url: &str,
+    result: &str,
+    want: f64,
+) -> anyhow::Result<()> {
     for _ in 0..200 {
         if success_count(http, url, result).await >= want {
             return Ok(());
@@ -405,10 +440,16 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let nats = async_nats::connect(&args.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", crate::secret::redact_url(&args.nats_url)))?;
-    println!("== Provisioning a replica of the Phase B topology (tag {})", names.tag);
+    let nats = async_nats::connect(&args.nats_url).await.with_context(|| {
+        format!(
+            "connecting to NATS at {}",
+            crate::secret::redact_url(&args.nats_url)
+        )
+    })?;
+    println!(
+        "== Provisioning a replica of the Phase B topology (tag {})",
+        names.tag
+    );
     println!(
         "   streams {}, {}, {}, {}; database {}; files in {}",
         names.legacy_stream,
@@ -433,19 +474,34 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     result
 }
 
-async fn demo_body(args: &DemoArgs, names: &ReplicaNames, nats: &async_nats::Client, dir: &Path) -> anyhow::Result<ExitCode> {
+async fn demo_body(
+    args: &DemoArgs,
+    names: &ReplicaNames,
+    nats: &async_nats::Client,
+    dir: &Path,
+) -> anyhow::Result<ExitCode> {
     let files = ReplicaFiles::in_dir(dir);
     standin::write_default_env_file(&files.env_file)?;
     let db_url = replica::replica_database_url(&args.admin_database_url, names)?;
     let mut standin = spawn_standin(names, &args.nats_url, &db_url, &files, dir).await?;
     let metrics_url = format!("http://{}/metrics", standin.addr.trim());
-    let text = replica_config(names, &args.nats_url, &db_url, &metrics_url, &files, Utc::now());
+    let text = replica_config(
+        names,
+        &args.nats_url,
+        &db_url,
+        &metrics_url,
+        &files,
+        Utc::now(),
+    );
     output::write_atomic(&files.config, &text)?;
     let cfg = Config::load(&files.config)?;
 
     let js = async_nats::jetstream::new(nats.clone());
     let http = crate::probe::metrics::http_client(Duration::from_secs(5))?;
-    println!("== Publishing {} synthetic HRV events to {}", args.events, names.hrv_subject);
+    println!(
+        "== Publishing {} synthetic HRV events to {}",
+        args.events, names.hrv_subject
+    );
     for n in 0..args.events {
         replica::publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(n, &names.tag)).await?;
     }
@@ -471,7 +527,12 @@ async fn demo_body(args: &DemoArgs, names: &ReplicaNames, nats: &async_nats::Cli
     print!("{}", output::render(&healthy, args.format));
 
     println!("\n== Injecting a poison HRV event (rMSSD = -1): the service dead-letters it");
-    replica::publish_hrv(&js, &names.hrv_subject, &HrvEvent::poison(9_999, &names.tag)).await?;
+    replica::publish_hrv(
+        &js,
+        &names.hrv_subject,
+        &HrvEvent::poison(9_999, &names.tag),
+    )
+    .await?;
     wait_for_count(&http, &metrics_url, "dlq", 1.0).await?;
 
     println!("\n== Check 2: after the DLQ'd message");
@@ -493,7 +554,11 @@ async fn demo_body(args: &DemoArgs, names: &ReplicaNames, nats: &async_nats::Cli
         exit_code(healthy.overall()),
         faulty.overall().as_str(),
         exit_code(faulty.overall()),
-        if dlq_failed { "failed as it should" } else { "DID NOT FAIL" }
+        if dlq_failed {
+            "failed as it should"
+        } else {
+            "DID NOT FAIL"
+        }
     );
     Ok(if healthy.overall() == Status::Pass && dlq_failed {
         ExitCode::SUCCESS

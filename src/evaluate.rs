@@ -32,7 +32,7 @@ fn combine(mut parts: Vec<Part>) -> (Status, String) {
     if parts.is_empty() {
         return (Status::Unknown, "nothing to evaluate".into());
     }
-    parts.sort_by(|a, b| b.status.cmp(&a.status));
+    parts.sort_by_key(|p| std::cmp::Reverse(p.status));
     // One dead server explains many parts: say it once.
     let mut seen = std::collections::HashSet::new();
     parts.retain(|p| seen.insert(p.text.clone()));
@@ -40,7 +40,11 @@ fn combine(mut parts: Vec<Part>) -> (Status, String) {
     let shown: Vec<&str> = if worst == Status::Pass {
         parts.iter().map(|p| p.text.as_str()).collect()
     } else {
-        parts.iter().filter(|p| p.status != Status::Pass).map(|p| p.text.as_str()).collect()
+        parts
+            .iter()
+            .filter(|p| p.status != Status::Pass)
+            .map(|p| p.text.as_str())
+            .collect()
     };
     (worst, shown.join("; "))
 }
@@ -51,7 +55,10 @@ fn secs(d: std::time::Duration) -> String {
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     let d = (now - t).to_std().unwrap_or_default();
-    format!("{} ago", humantime::format_duration(std::time::Duration::from_secs(d.as_secs())))
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(d.as_secs()))
+    )
 }
 
 fn pct(x: f64) -> String {
@@ -99,7 +106,8 @@ impl Ctx<'_> {
     }
 
     fn stream<'s>(&self, snap: &'s Snapshot, name: &str) -> &'s Probed<Option<StreamState>> {
-        static MISSING: std::sync::OnceLock<Probed<Option<StreamState>>> = std::sync::OnceLock::new();
+        static MISSING: std::sync::OnceLock<Probed<Option<StreamState>>> =
+            std::sync::OnceLock::new();
         snap.streams.get(name).unwrap_or_else(|| {
             MISSING.get_or_init(|| {
                 Err(crate::sample::ProbeFailure {
@@ -111,7 +119,8 @@ impl Ctx<'_> {
     }
 
     fn topology(&self) -> Verdict {
-        let target = "expected streams, subjects and settings; no subject overlap; DLQ present".to_string();
+        let target =
+            "expected streams, subjects and settings; no subject overlap; DLQ present".to_string();
         let mut parts = Vec::new();
         let mut seen: Vec<(String, Vec<String>)> = Vec::new();
         let specs = self.cfg.streams.all();
@@ -121,7 +130,11 @@ impl Ctx<'_> {
                 Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
                 Ok(None) => parts.push(part(
                     Status::Fail,
-                    format!("{}stream {} does not exist", if is_dlq { "DLQ " } else { "" }, spec.name),
+                    format!(
+                        "{}stream {} does not exist",
+                        if is_dlq { "DLQ " } else { "" },
+                        spec.name
+                    ),
                 )),
                 Ok(Some(s)) => {
                     parts.extend(stream_drift(spec, s));
@@ -142,7 +155,10 @@ impl Ctx<'_> {
         if problems == 0 {
             parts.push(part(
                 Status::Pass,
-                format!("{} streams as expected, no overlapping subjects", specs.len()),
+                format!(
+                    "{} streams as expected, no overlapping subjects",
+                    specs.len()
+                ),
             ));
         }
         let ok = seen.len();
@@ -150,7 +166,10 @@ impl Ctx<'_> {
         Verdict::new(
             C::Topology,
             status,
-            format!("{ok}/{} streams present, {problems} problem(s)", specs.len()),
+            format!(
+                "{ok}/{} streams present, {problems} problem(s)",
+                specs.len()
+            ),
             target,
             evidence,
         )
@@ -174,7 +193,10 @@ impl Ctx<'_> {
             Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
             Ok(None) => parts.push(part(
                 Status::Fail,
-                format!("durable {} does not exist on stream {}", cc.durable, cc.stream),
+                format!(
+                    "durable {} does not exist on stream {}",
+                    cc.durable, cc.stream
+                ),
             )),
             Ok(Some(c)) => {
                 actual_ack_wait = Some(c.ack_wait_secs);
@@ -183,29 +205,53 @@ impl Ctx<'_> {
                     diffs.push("not durable".to_string());
                 }
                 if let Some(ds) = &c.deliver_subject {
-                    diffs.push(format!("push consumer (deliver subject {ds}), expected pull"));
+                    diffs.push(format!(
+                        "push consumer (deliver subject {ds}), expected pull"
+                    ));
                 }
                 if c.filter_subject != cc.filter_subject {
-                    diffs.push(format!("filter `{}` (expected `{}`)", c.filter_subject, cc.filter_subject));
+                    diffs.push(format!(
+                        "filter `{}` (expected `{}`)",
+                        c.filter_subject, cc.filter_subject
+                    ));
                 }
                 if c.ack_policy != cc.ack_policy {
-                    diffs.push(format!("ack policy {} (expected {})", c.ack_policy, cc.ack_policy));
+                    diffs.push(format!(
+                        "ack policy {} (expected {})",
+                        c.ack_policy, cc.ack_policy
+                    ));
                 }
                 if (c.ack_wait_secs - cc.ack_wait.as_secs_f64()).abs() > 0.001 {
-                    diffs.push(format!("ack_wait {}s (expected {})", c.ack_wait_secs, secs(cc.ack_wait)));
+                    diffs.push(format!(
+                        "ack_wait {}s (expected {})",
+                        c.ack_wait_secs,
+                        secs(cc.ack_wait)
+                    ));
                 }
                 if c.max_deliver != cc.max_deliver {
-                    diffs.push(format!("max_deliver {} (expected {})", c.max_deliver, cc.max_deliver));
+                    diffs.push(format!(
+                        "max_deliver {} (expected {})",
+                        c.max_deliver, cc.max_deliver
+                    ));
                 }
                 if let Some(m) = cc.max_ack_pending {
                     if c.max_ack_pending != m {
-                        diffs.push(format!("max_ack_pending {} (expected {m})", c.max_ack_pending));
+                        diffs.push(format!(
+                            "max_ack_pending {} (expected {m})",
+                            c.max_ack_pending
+                        ));
                     }
                 }
                 if diffs.is_empty() {
-                    parts.push(part(Status::Pass, format!("{} on {} as expected", cc.durable, cc.stream)));
+                    parts.push(part(
+                        Status::Pass,
+                        format!("{} on {} as expected", cc.durable, cc.stream),
+                    ));
                 } else {
-                    parts.push(part(Status::Fail, format!("consumer drift: {}", diffs.join(", "))));
+                    parts.push(part(
+                        Status::Fail,
+                        format!("consumer drift: {}", diffs.join(", ")),
+                    ));
                 }
             }
         }
@@ -216,11 +262,18 @@ impl Ctx<'_> {
                 let path = env_cfg.path.display();
                 if let Some(key) = &env_cfg.ack_wait_key {
                     match env.values.get(key) {
-                        None => parts.push(part(Status::Fail, format!("{key} is not set in {path}"))),
+                        None => {
+                            parts.push(part(Status::Fail, format!("{key} is not set in {path}")))
+                        }
                         Some((v, line)) => {
                             let num = v.trim().parse::<f64>();
-                            let scale = if env_cfg.ack_wait_unit == "ms" { 0.001 } else { 1.0 };
-                            let consumer_secs = actual_ack_wait.unwrap_or(cc.ack_wait.as_secs_f64());
+                            let scale = if env_cfg.ack_wait_unit == "ms" {
+                                0.001
+                            } else {
+                                1.0
+                            };
+                            let consumer_secs =
+                                actual_ack_wait.unwrap_or(cc.ack_wait.as_secs_f64());
                             match num {
                                 Err(_) => parts.push(part(
                                     Status::Fail,
@@ -243,7 +296,10 @@ impl Ctx<'_> {
                 }
                 for (key, want) in &env_cfg.expect {
                     match env.values.get(key) {
-                        None => parts.push(part(Status::Fail, format!("{key} is not set in {path} (expected {want})"))),
+                        None => parts.push(part(
+                            Status::Fail,
+                            format!("{key} is not set in {path} (expected {want})"),
+                        )),
                         Some((v, line)) if v != want => parts.push(part(
                             Status::Fail,
                             format!("{path}:{line}: {key}={v} (expected {want})"),
@@ -281,12 +337,18 @@ impl Ctx<'_> {
             Ok(c) => c,
         };
         let lag = c.num_pending + c.num_ack_pending;
-        let observed = format!("{lag} (pending {} + ack pending {})", c.num_pending, c.num_ack_pending);
+        let observed = format!(
+            "{lag} (pending {} + ack pending {})",
+            c.num_pending, c.num_ack_pending
+        );
         let mut parts = Vec::new();
         if lag >= cr.lag_fail {
             parts.push(part(Status::Fail, format!("lag {lag} >= {}", cr.lag_fail)));
         } else if lag >= cr.lag_warn {
-            parts.push(part(Status::Warn, format!("lag {lag} >= warning level {}", cr.lag_warn)));
+            parts.push(part(
+                Status::Warn,
+                format!("lag {lag} >= warning level {}", cr.lag_warn),
+            ));
         } else {
             parts.push(part(Status::Pass, format!("lag {lag}")));
         }
@@ -300,7 +362,9 @@ impl Ctx<'_> {
             None => true,
         };
         if c.num_pending > 0 && c.num_waiting == 0 && idle_too_long {
-            let last = idle_since.map(|t| format!("last delivery {}", ago(now, t))).unwrap_or_else(|| "never delivered".into());
+            let last = idle_since
+                .map(|t| format!("last delivery {}", ago(now, t)))
+                .unwrap_or_else(|| "never delivered".into());
             parts.push(part(
                 Status::Fail,
                 format!(
@@ -319,7 +383,10 @@ impl Ctx<'_> {
 
     fn redeliveries(&self) -> Verdict {
         let cr = &self.cfg.criteria;
-        let target = format!("< {} redelivered (warn at {})", cr.redeliveries_fail, cr.redeliveries_warn);
+        let target = format!(
+            "< {} redelivered (warn at {})",
+            cr.redeliveries_fail, cr.redeliveries_warn
+        );
         let c = match self.consumer() {
             Err(r) => return Verdict::unknown(C::Redeliveries, target, r),
             Ok(c) => c,
@@ -342,7 +409,11 @@ impl Ctx<'_> {
                 c.ack_wait_secs, c.max_deliver
             ),
         )
-        .with_value(n as f64, Some(cr.redeliveries_warn as f64), Some(cr.redeliveries_fail as f64))
+        .with_value(
+            n as f64,
+            Some(cr.redeliveries_warn as f64),
+            Some(cr.redeliveries_fail as f64),
+        )
     }
 
     /// Growth of a baselined stream: (status part, messages now).
@@ -352,7 +423,10 @@ impl Ctx<'_> {
             Err(f) => return (vec![part(Status::Unknown, f.reason.clone())], None),
             Ok(None) => {
                 return (
-                    vec![part(Status::Unknown, format!("{what} stream {} does not exist", spec.name))],
+                    vec![part(
+                        Status::Unknown,
+                        format!("{what} stream {} does not exist", spec.name),
+                    )],
                     None,
                 )
             }
@@ -364,7 +438,12 @@ impl Ctx<'_> {
             if s.last_seq > b {
                 parts.push(part(
                     Status::Fail,
-                    format!("{} written to {} since cutover (last_seq {} > baseline {b})", s.last_seq - b, spec.name, s.last_seq),
+                    format!(
+                        "{} written to {} since cutover (last_seq {} > baseline {b})",
+                        s.last_seq - b,
+                        spec.name,
+                        s.last_seq
+                    ),
                 ));
             }
         }
@@ -373,18 +452,27 @@ impl Ctx<'_> {
             if s.messages > b {
                 parts.push(part(
                     Status::Fail,
-                    format!("{} holds {} messages (baseline {b}: +{})", spec.name, s.messages, s.messages - b),
+                    format!(
+                        "{} holds {} messages (baseline {b}: +{})",
+                        spec.name,
+                        s.messages,
+                        s.messages - b
+                    ),
                 ));
             } else if s.messages < b {
                 parts.push(part(
                     Status::Pass,
-                    format!("{} holds {} messages, fewer than the baseline {b} (expired or purged)", spec.name, s.messages),
+                    format!(
+                        "{} holds {} messages, fewer than the baseline {b} (expired or purged)",
+                        spec.name, s.messages
+                    ),
                 ));
             }
         }
         if let Ok(Some(f)) = self.stream(self.first, &spec.name) {
             if s.last_seq > f.last_seq {
-                let per_min = (s.last_seq - f.last_seq) as f64 / (self.window_secs() / 60.0).max(1.0 / 60.0);
+                let per_min =
+                    (s.last_seq - f.last_seq) as f64 / (self.window_secs() / 60.0).max(1.0 / 60.0);
                 parts.push(part(
                     Status::Fail,
                     format!(
@@ -399,13 +487,19 @@ impl Ctx<'_> {
         if !judged && self.window_secs() <= 0.0 {
             parts.push(part(
                 Status::Unknown,
-                format!("no baseline configured for {} and no window to compare", spec.name),
+                format!(
+                    "no baseline configured for {} and no window to compare",
+                    spec.name
+                ),
             ));
         }
         if parts.iter().all(|p| p.status == Status::Pass) {
             parts.push(part(
                 Status::Pass,
-                format!("{} unchanged: {} messages, last_seq {}", spec.name, s.messages, s.last_seq),
+                format!(
+                    "{} unchanged: {} messages, last_seq {}",
+                    spec.name, s.messages, s.last_seq
+                ),
             ));
         }
         (parts, Some(s.messages))
@@ -423,7 +517,9 @@ impl Ctx<'_> {
         let v = Verdict::new(
             C::LegacyIdle,
             status,
-            messages.map(|m| format!("{m} messages")).unwrap_or_else(|| "unknown".into()),
+            messages
+                .map(|m| format!("{m} messages"))
+                .unwrap_or_else(|| "unknown".into()),
             target,
             evidence,
         );
@@ -443,7 +539,9 @@ impl Ctx<'_> {
         let target = format!(
             "{} stays at {} message(s); {}{{{}=\"{}\"}} = 0",
             spec.name,
-            spec.baseline_messages.map(|b| b.to_string()).unwrap_or_else(|| "its baseline".into()),
+            spec.baseline_messages
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "its baseline".into()),
             m.messages_counter,
             m.result_label,
             m.dlq_result
@@ -462,19 +560,29 @@ impl Ctx<'_> {
                 if n > 0.0 {
                     parts.push(part(
                         Status::Fail,
-                        format!("{n} message(s) dead-lettered since the service started ({}=\"{}\")", m.result_label, m.dlq_result),
+                        format!(
+                            "{n} message(s) dead-lettered since the service started ({}=\"{}\")",
+                            m.result_label, m.dlq_result
+                        ),
                     ));
                 } else {
-                    parts.push(part(Status::Pass, format!("{}=\"{}\" count 0", m.result_label, m.dlq_result)));
+                    parts.push(part(
+                        Status::Pass,
+                        format!("{}=\"{}\" count 0", m.result_label, m.dlq_result),
+                    ));
                 }
             }
         }
         let (status, evidence) = combine(parts);
         let observed = format!(
             "{} in {}, {} by counter",
-            messages.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+            messages
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| "?".into()),
             spec.name,
-            dlq_count.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+            dlq_count
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into())
         );
         let growth = match (messages, spec.baseline_messages) {
             (Some(m), Some(b)) => m.saturating_sub(b) as f64,
@@ -519,28 +627,49 @@ impl Ctx<'_> {
         match self.metrics(self.last) {
             Err(r) => parts.push(part(Status::Unknown, r)),
             Ok(ms) => {
-                let active: Vec<&(String, f64)> = ms.legacy_series.iter().filter(|(_, v)| *v > 0.0).collect();
+                let active: Vec<&(String, f64)> =
+                    ms.legacy_series.iter().filter(|(_, v)| *v > 0.0).collect();
                 if let Some((series, v)) = active.first() {
                     events += active.iter().map(|(_, v)| v).sum::<f64>();
                     parts.push(part(
                         Status::Fail,
-                        format!("{} series labelled with {legacy}, e.g. {series} = {v}", active.len()),
+                        format!(
+                            "{} series labelled with {legacy}, e.g. {series} = {v}",
+                            active.len()
+                        ),
                     ));
                 } else if let Some((series, _)) = ms.legacy_series.first() {
-                    parts.push(part(Status::Warn, format!("series labelled with {legacy} exists (value 0): {series}")));
+                    parts.push(part(
+                        Status::Warn,
+                        format!("series labelled with {legacy} exists (value 0): {series}"),
+                    ));
                 } else {
-                    parts.push(part(Status::Pass, format!("no /metrics series labelled with {legacy}")));
+                    parts.push(part(
+                        Status::Pass,
+                        format!("no /metrics series labelled with {legacy}"),
+                    ));
                 }
             }
         }
         let (status, evidence) = combine(parts);
-        let observed = if status == Status::Unknown { "unknown".into() } else { format!("{events}") };
-        Verdict::new(C::Fallback, status, observed, target, evidence).with_value(events, None, Some(1.0))
+        let observed = if status == Status::Unknown {
+            "unknown".into()
+        } else {
+            format!("{events}")
+        };
+        Verdict::new(C::Fallback, status, observed, target, evidence).with_value(
+            events,
+            None,
+            Some(1.0),
+        )
     }
 
     fn stream_purity(&self) -> Verdict {
         let expected = &self.cfg.consumer.stream;
-        let target = format!("100% of processed messages labelled {}=\"{expected}\"", self.cfg.metrics.stream_label);
+        let target = format!(
+            "100% of processed messages labelled {}=\"{expected}\"",
+            self.cfg.metrics.stream_label
+        );
         let ms = match self.metrics(self.last) {
             Err(r) => return Verdict::unknown(C::StreamPurity, target, r),
             Ok(ms) => ms,
@@ -549,12 +678,19 @@ impl Ctx<'_> {
             return Verdict::unknown(
                 C::StreamPurity,
                 target,
-                format!("counter {} not found in /metrics", self.cfg.metrics.messages_counter),
+                format!(
+                    "counter {} not found in /metrics",
+                    self.cfg.metrics.messages_counter
+                ),
             );
         }
         let total: f64 = ms.by_stream.values().sum();
         if total <= 0.0 {
-            return Verdict::unknown(C::StreamPurity, target, "no messages processed since the service started");
+            return Verdict::unknown(
+                C::StreamPurity,
+                target,
+                "no messages processed since the service started",
+            );
         }
         let on = ms.by_stream.get(expected).copied().unwrap_or(0.0);
         let ratio = on / total;
@@ -564,13 +700,24 @@ impl Ctx<'_> {
             .filter(|(k, v)| *k != expected && **v > 0.0)
             .map(|(k, v)| format!("{}={v}", if k.is_empty() { "(no label)" } else { k }))
             .collect();
-        let status = if others.is_empty() { Status::Pass } else { Status::Fail };
+        let status = if others.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        };
         let evidence = if others.is_empty() {
             format!("{on} of {total} messages on {expected}")
         } else {
-            format!("{on} of {total} on {expected}; elsewhere: {}", others.join(", "))
+            format!(
+                "{on} of {total} on {expected}; elsewhere: {}",
+                others.join(", ")
+            )
         };
-        Verdict::new(C::StreamPurity, status, pct(ratio), target, evidence).with_value(ratio * 100.0, None, Some(100.0))
+        Verdict::new(C::StreamPurity, status, pct(ratio), target, evidence).with_value(
+            ratio * 100.0,
+            None,
+            Some(100.0),
+        )
     }
 
     /// (success, counted) totals from one metrics sample.
@@ -597,12 +744,19 @@ impl Ctx<'_> {
             return Verdict::unknown(
                 C::SuccessRate,
                 target,
-                format!("counter {} not found in /metrics", self.cfg.metrics.messages_counter),
+                format!(
+                    "counter {} not found in /metrics",
+                    self.cfg.metrics.messages_counter
+                ),
             );
         }
         let (success, counted) = self.success_counts(ms);
         if counted <= 0.0 {
-            return Verdict::unknown(C::SuccessRate, target, "no messages processed since the service started");
+            return Verdict::unknown(
+                C::SuccessRate,
+                target,
+                "no messages processed since the service started",
+            );
         }
         let rate = success / counted;
         let mut evidence = format!("{success}/{counted} since the service started");
@@ -612,21 +766,35 @@ impl Ctx<'_> {
             .filter_map(|s| s.metrics.as_ref().ok().map(|m| self.success_counts(m)))
             .collect();
         if series.len() >= 2 {
-            let (ds, _) = histogram::counter_increase(&series.iter().map(|x| x.0).collect::<Vec<_>>());
-            let (dc, _) = histogram::counter_increase(&series.iter().map(|x| x.1).collect::<Vec<_>>());
+            let (ds, _) =
+                histogram::counter_increase(&series.iter().map(|x| x.0).collect::<Vec<_>>());
+            let (dc, _) =
+                histogram::counter_increase(&series.iter().map(|x| x.1).collect::<Vec<_>>());
             if dc > 0.0 {
                 evidence.push_str(&format!("; {ds}/{dc} in the window"));
             }
         }
-        let status = if rate >= min { Status::Pass } else { Status::Fail };
-        Verdict::new(C::SuccessRate, status, pct(rate), target, evidence).with_value(rate * 100.0, None, Some(min * 100.0))
+        let status = if rate >= min {
+            Status::Pass
+        } else {
+            Status::Fail
+        };
+        Verdict::new(C::SuccessRate, status, pct(rate), target, evidence).with_value(
+            rate * 100.0,
+            None,
+            Some(min * 100.0),
+        )
     }
 
     fn p95_latency(&self) -> Verdict {
         let cr = &self.cfg.criteria;
         let q = cr.latency_quantile;
         let max_s = cr.p95_max.as_secs_f64();
-        let target = format!("p{} < {}", (q * 100.0).round(), humantime::format_duration(cr.p95_max));
+        let target = format!(
+            "p{} < {}",
+            (q * 100.0).round(),
+            humantime::format_duration(cr.p95_max)
+        );
         let Some(name) = &self.cfg.metrics.latency_histogram else {
             return Verdict::new(
                 C::P95Latency,
@@ -641,7 +809,11 @@ impl Ctx<'_> {
             Ok(ms) => ms,
         };
         let Some(buckets) = &ms.histogram else {
-            return Verdict::unknown(C::P95Latency, target, format!("histogram {name} not found in /metrics"));
+            return Verdict::unknown(
+                C::P95Latency,
+                target,
+                format!("histogram {name} not found in /metrics"),
+            );
         };
         // Prefer the window's own observations; with no traffic in the window
         // (or a reset), the cumulative histogram since start still tells.
@@ -659,15 +831,26 @@ impl Ctx<'_> {
         }
         let count = use_buckets.last().map(|(_, c)| *c).unwrap_or(0.0);
         let Some(v) = histogram::quantile(q, &use_buckets) else {
-            return Verdict::unknown(C::P95Latency, target, format!("histogram {name} has no observations"));
+            return Verdict::unknown(
+                C::P95Latency,
+                target,
+                format!("histogram {name} has no observations"),
+            );
         };
-        let status = if v < max_s { Status::Pass } else { Status::Fail };
+        let status = if v < max_s {
+            Status::Pass
+        } else {
+            Status::Fail
+        };
         Verdict::new(
             C::P95Latency,
             status,
             format!("{:.1} ms", v * 1000.0),
             target,
-            format!("p{} from {count} observations {scope} (bucket interpolation)", (q * 100.0).round()),
+            format!(
+                "p{} from {count} observations {scope} (bucket interpolation)",
+                (q * 100.0).round()
+            ),
         )
         .with_value(v * 1000.0, None, Some(max_s * 1000.0))
     }
@@ -688,7 +871,12 @@ impl Ctx<'_> {
         let successes: Vec<f64> = history
             .iter()
             .filter_map(|s| s.metrics.as_ref().ok())
-            .map(|m| m.by_result.get(&self.cfg.metrics.success_result).copied().unwrap_or(0.0))
+            .map(|m| {
+                m.by_result
+                    .get(&self.cfg.metrics.success_result)
+                    .copied()
+                    .unwrap_or(0.0)
+            })
             .collect();
         if self.metrics(self.first).is_err() || self.metrics(self.last).is_err() {
             let reason = self
@@ -700,7 +888,11 @@ impl Ctx<'_> {
         }
         let (delta, _) = histogram::counter_increase(&successes);
         let Some(rows) = db.written_since(self.first.taken_at) else {
-            return Verdict::unknown(C::DbWrites, target, "rows written in the window were not counted");
+            return Verdict::unknown(
+                C::DbWrites,
+                target,
+                "rows written in the window were not counted",
+            );
         };
         let newest = db
             .newest_write
@@ -713,7 +905,10 @@ impl Ctx<'_> {
                 format!("{delta} message(s) succeeded in the last {w:.0}s but no row was written ({newest})"),
             )
         } else if delta > 0.0 {
-            (Status::Pass, format!("{delta} success(es) and {rows} row(s) written in {w:.0}s ({newest})"))
+            (
+                Status::Pass,
+                format!("{delta} success(es) and {rows} row(s) written in {w:.0}s ({newest})"),
+            )
         } else {
             (
                 Status::Pass,
@@ -724,8 +919,14 @@ impl Ctx<'_> {
                 ),
             )
         };
-        Verdict::new(C::DbWrites, status, format!("{rows} rows / {delta} successes in {w:.0}s"), target, evidence)
-            .with_value(rows as f64, None, None)
+        Verdict::new(
+            C::DbWrites,
+            status,
+            format!("{rows} rows / {delta} successes in {w:.0}s"),
+            target,
+            evidence,
+        )
+        .with_value(rows as f64, None, None)
     }
 
     fn db_integrity(&self) -> Verdict {
@@ -783,12 +984,20 @@ impl Ctx<'_> {
                         der.column,
                         der.function.sql(),
                         der.source,
-                        db.derived_max_error.map(|e| format!("{e:e}")).unwrap_or_else(|| "n/a".into())
+                        db.derived_max_error
+                            .map(|e| format!("{e:e}"))
+                            .unwrap_or_else(|| "n/a".into())
                     ),
                 )),
                 (Some(n), Some(_)) => parts.push(part(
                     Status::Pass,
-                    format!("{} = {}({}) within {:e} on the {n} newest rows", der.column, der.function.sql(), der.source, der.tolerance),
+                    format!(
+                        "{} = {}({}) within {:e} on the {n} newest rows",
+                        der.column,
+                        der.function.sql(),
+                        der.source,
+                        der.tolerance
+                    ),
                 )),
                 _ => parts.push(part(Status::Unknown, "derived-column check did not run")),
             }
@@ -813,7 +1022,11 @@ impl Ctx<'_> {
         let target = "metrics endpoint answers; no restart".to_string();
         let ms = match self.metrics(self.last) {
             Err(r) => {
-                return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(0.0, None, Some(0.0))
+                return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(
+                    0.0,
+                    None,
+                    Some(0.0),
+                )
             }
             Ok(ms) => ms,
         };
@@ -833,22 +1046,37 @@ impl Ctx<'_> {
             .filter_map(|s| s.metrics.as_ref().ok().and_then(|m| m.process_start))
             .collect();
         if starts.windows(2).any(|w| (w[1] - w[0]).abs() > 0.5) {
-            parts.push(part(Status::Fail, "the service restarted during the window (process start time changed)"));
+            parts.push(part(
+                Status::Fail,
+                "the service restarted during the window (process start time changed)",
+            ));
         }
         let totals: Vec<f64> = history
             .iter()
-            .filter_map(|s| s.metrics.as_ref().ok().map(|m| m.by_result.values().sum::<f64>()))
+            .filter_map(|s| {
+                s.metrics
+                    .as_ref()
+                    .ok()
+                    .map(|m| m.by_result.values().sum::<f64>())
+            })
             .collect();
         let (_, resets) = histogram::counter_increase(&totals);
         if resets > 0 {
-            parts.push(part(Status::Fail, format!("counter reset seen {resets} time(s): the service restarted")));
+            parts.push(part(
+                Status::Fail,
+                format!("counter reset seen {resets} time(s): the service restarted"),
+            ));
         }
         let now = self.last.taken_at;
         let mut uptime = None;
-        if let Some(ps) = ms.process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64)) {
+        if let Some(ps) = ms
+            .process_start
+            .and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+        {
             uptime = Some((now - ps).num_seconds().max(0) as f64);
             if let Some(t0) = self.cfg.soak.started_at {
-                let grace = chrono::Duration::from_std(self.cfg.criteria.restart_grace).unwrap_or_default();
+                let grace =
+                    chrono::Duration::from_std(self.cfg.criteria.restart_grace).unwrap_or_default();
                 if ps > t0 + grace {
                     parts.push(part(
                         Status::Warn,
@@ -867,13 +1095,19 @@ impl Ctx<'_> {
                 "metrics answered ({} bytes){}",
                 ms.body_bytes,
                 uptime
-                    .map(|u| format!(", up {}", humantime::format_duration(std::time::Duration::from_secs(u as u64))))
+                    .map(|u| format!(
+                        ", up {}",
+                        humantime::format_duration(std::time::Duration::from_secs(u as u64))
+                    ))
                     .unwrap_or_default()
             ),
         ));
         let (status, evidence) = combine(parts);
         let observed = match uptime {
-            Some(u) => format!("up {}", humantime::format_duration(std::time::Duration::from_secs(u as u64))),
+            Some(u) => format!(
+                "up {}",
+                humantime::format_duration(std::time::Duration::from_secs(u as u64))
+            ),
             None => "up".into(),
         };
         let v = Verdict::new(C::ServiceUp, status, observed, target, evidence);
@@ -891,24 +1125,38 @@ fn stream_drift(spec: &StreamSpec, s: &StreamState) -> Vec<Part> {
     if want != have {
         parts.push(part(
             Status::Fail,
-            format!("{} subjects {:?} (expected {:?})", s.name, s.subjects, spec.subjects),
+            format!(
+                "{} subjects {:?} (expected {:?})",
+                s.name, s.subjects, spec.subjects
+            ),
         ));
     }
     if let Some(st) = &spec.storage {
         if &s.storage != st {
-            parts.push(part(Status::Fail, format!("{} storage {} (expected {st})", s.name, s.storage)));
+            parts.push(part(
+                Status::Fail,
+                format!("{} storage {} (expected {st})", s.name, s.storage),
+            ));
         }
     }
     if let Some(r) = spec.replicas {
         if s.replicas != r {
-            parts.push(part(Status::Fail, format!("{} replicas {} (expected {r})", s.name, s.replicas)));
+            parts.push(part(
+                Status::Fail,
+                format!("{} replicas {} (expected {r})", s.name, s.replicas),
+            ));
         }
     }
     if let Some(age) = spec.max_age {
         if (s.max_age_secs - age.as_secs_f64()).abs() > 0.5 {
             parts.push(part(
                 Status::Fail,
-                format!("{} max_age {}s (expected {})", s.name, s.max_age_secs, secs(age)),
+                format!(
+                    "{} max_age {}s (expected {})",
+                    s.name,
+                    s.max_age_secs,
+                    secs(age)
+                ),
             ));
         }
     }
@@ -926,15 +1174,17 @@ mod tests {
 
     fn cfg() -> Config {
         let text = include_str!("../checks.toml");
-        let mut c =
-            Config::from_text(std::path::Path::new("checks.toml"), text, &|_: &str| None).expect("shipped config");
+        let mut c = Config::from_text(std::path::Path::new("checks.toml"), text, &|_: &str| None)
+            .expect("shipped config");
         // The soak began shortly before the service started in these histories.
         c.soak.started_at = Some(t(-200));
         c
     }
 
     fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("valid time")
+        Utc.timestamp_opt(1_800_000_000 + s, 0)
+            .single()
+            .expect("valid time")
     }
 
     fn stream(spec: &StreamSpec, messages: u64) -> StreamState {
@@ -956,11 +1206,17 @@ mod tests {
     /// A healthy Phase B state at time `at` with `ok` successes so far.
     fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
         let mut streams = BTreeMap::new();
-        streams.insert(c.streams.legacy.name.clone(), Ok(Some(stream(&c.streams.legacy, 55))));
+        streams.insert(
+            c.streams.legacy.name.clone(),
+            Ok(Some(stream(&c.streams.legacy, 55))),
+        );
         for h in &c.streams.hot {
             streams.insert(h.name.clone(), Ok(Some(stream(h, ok as u64))));
         }
-        streams.insert(c.streams.dlq.name.clone(), Ok(Some(stream(&c.streams.dlq, 1))));
+        streams.insert(
+            c.streams.dlq.name.clone(),
+            Ok(Some(stream(&c.streams.dlq, 1))),
+        );
         let consumer = ConsumerState {
             stream: c.consumer.stream.clone(),
             name: c.consumer.durable.clone(),
@@ -988,7 +1244,12 @@ mod tests {
             counter_found: true,
             by_result: [("success".to_string(), ok)].into_iter().collect(),
             by_stream: [(c.consumer.stream.clone(), ok)].into_iter().collect(),
-            histogram: Some(vec![(0.05, ok * 0.9), (0.1, ok), (0.5, ok), (f64::INFINITY, ok)]),
+            histogram: Some(vec![
+                (0.05, ok * 0.9),
+                (0.1, ok),
+                (0.5, ok),
+                (f64::INFINITY, ok),
+            ]),
             process_start: Some(process_start.timestamp() as f64),
             ..Default::default()
         };
@@ -1005,7 +1266,10 @@ mod tests {
         };
         let env = EnvState {
             values: [
-                ("NORMALIZE_HRV_ACK_WAIT_MS".to_string(), ("60000".to_string(), 7)),
+                (
+                    "NORMALIZE_HRV_ACK_WAIT_MS".to_string(),
+                    ("60000".to_string(), 7),
+                ),
                 ("EVENT_STREAM_MODE".to_string(), ("multi".to_string(), 2)),
             ]
             .into_iter()
@@ -1043,7 +1307,10 @@ mod tests {
 
     /// Ids whose status is not pass.
     fn not_passing(v: &[Verdict]) -> Vec<(&'static str, Status)> {
-        v.iter().filter(|v| v.status != Status::Pass).map(|v| (v.id.as_str(), v.status)).collect()
+        v.iter()
+            .filter(|v| v.status != Status::Pass)
+            .map(|v| (v.id.as_str(), v.status))
+            .collect()
     }
 
     #[test]
@@ -1135,7 +1402,10 @@ mod tests {
             s.messages = 56;
             s.last_seq = 56;
         }
-        assert_eq!(not_passing(&evaluate(&c, &h)), vec![("legacy_idle", Status::Fail)]);
+        assert_eq!(
+            not_passing(&evaluate(&c, &h)),
+            vec![("legacy_idle", Status::Fail)]
+        );
     }
 
     #[test]
@@ -1159,11 +1429,17 @@ mod tests {
             last_fallback: Some("falling back to ATHLETE_ALLY_EVENTS".into()),
             ..Default::default()
         });
-        assert_eq!(not_passing(&evaluate(&c, &h)), vec![("fallback", Status::Fail)]);
+        assert_eq!(
+            not_passing(&evaluate(&c, &h)),
+            vec![("fallback", Status::Fail)]
+        );
 
         let mut h = healthy_window(&c);
         if let Ok(m) = &mut h[1].metrics {
-            m.legacy_series.push(("normalize_hrv_messages_total{stream=\"ATHLETE_ALLY_EVENTS\"}".into(), 3.0));
+            m.legacy_series.push((
+                "normalize_hrv_messages_total{stream=\"ATHLETE_ALLY_EVENTS\"}".into(),
+                3.0,
+            ));
             m.by_stream.insert("ATHLETE_ALLY_EVENTS".into(), 3.0);
         }
         let v = evaluate(&c, &h);
@@ -1195,7 +1471,10 @@ mod tests {
             db.derived_bad = Some(3);
             db.derived_max_error = Some(0.5);
         }
-        assert_eq!(not_passing(&evaluate(&c, &h)), vec![("db_integrity", Status::Fail)]);
+        assert_eq!(
+            not_passing(&evaluate(&c, &h)),
+            vec![("db_integrity", Status::Fail)]
+        );
     }
 
     #[test]
@@ -1215,7 +1494,11 @@ mod tests {
         c.soak.started_at = Some(t(-1000));
         let v = evaluate(&c, &[healthy(&c, 0, 10.0)]);
         assert_eq!(statuses(&v)["service_up"], Status::Warn);
-        assert!(v[12].evidence.contains("after the soak began"), "{}", v[12].evidence);
+        assert!(
+            v[12].evidence.contains("after the soak began"),
+            "{}",
+            v[12].evidence
+        );
     }
 
     #[test]
@@ -1224,7 +1507,12 @@ mod tests {
         let mut h = healthy_window(&c);
         // The window's 10 new observations all took 0.1 .. 0.5 s... then 1 s.
         if let Ok(m) = &mut h[1].metrics {
-            m.histogram = Some(vec![(0.05, 90.0), (0.1, 100.0), (0.5, 100.0), (f64::INFINITY, 110.0)]);
+            m.histogram = Some(vec![
+                (0.05, 90.0),
+                (0.1, 100.0),
+                (0.5, 100.0),
+                (f64::INFINITY, 110.0),
+            ]);
         }
         let v = evaluate(&c, &h);
         assert_eq!(not_passing(&v), vec![("p95_latency", Status::Fail)]);
@@ -1236,7 +1524,10 @@ mod tests {
         let mut c = cfg();
         c.metrics.latency_histogram = None;
         let v = evaluate(&c, &healthy_window(&c));
-        assert_eq!(not_passing(&v), vec![("p95_latency", Status::NotConfigured)]);
+        assert_eq!(
+            not_passing(&v),
+            vec![("p95_latency", Status::NotConfigured)]
+        );
         assert_eq!(crate::verdict::overall(&v), Status::Pass);
     }
 
@@ -1245,11 +1536,17 @@ mod tests {
         let c = cfg();
         let mut h = healthy_window(&c);
         if let Ok(env) = &mut h[1].env {
-            env.values.insert("NORMALIZE_HRV_ACK_WAIT_MS".into(), ("30000".into(), 7));
+            env.values
+                .insert("NORMALIZE_HRV_ACK_WAIT_MS".into(), ("30000".into(), 7));
         }
         let v = evaluate(&c, &h);
         assert_eq!(not_passing(&v), vec![("consumer_config", Status::Fail)]);
-        assert!(v[1].evidence.contains(":7: NORMALIZE_HRV_ACK_WAIT_MS=30000"), "{}", v[1].evidence);
+        assert!(
+            v[1].evidence
+                .contains(":7: NORMALIZE_HRV_ACK_WAIT_MS=30000"),
+            "{}",
+            v[1].evidence
+        );
     }
 
     #[test]
@@ -1263,7 +1560,11 @@ mod tests {
         let v = evaluate(&c, &h);
         assert_eq!(v[0].status, Status::Fail);
         assert!(v[0].evidence.contains("overlap"), "{}", v[0].evidence);
-        assert!(v[0].evidence.contains("DLQ stream AA_DLQ does not exist"), "{}", v[0].evidence);
+        assert!(
+            v[0].evidence.contains("DLQ stream AA_DLQ does not exist"),
+            "{}",
+            v[0].evidence
+        );
         // The DLQ's own criterion cannot judge a stream that is not there.
         assert_eq!(v[5].status, Status::Unknown);
     }
@@ -1281,10 +1582,24 @@ mod tests {
         h[1].log = Err(f(ProbeKind::Log));
         h[1].env = Err(f(ProbeKind::ServiceEnv));
         let s = statuses(&evaluate(&c, &h));
-        for id in ["consumer_config", "consumer_lag", "redeliveries", "fallback", "db_writes", "db_integrity"] {
+        for id in [
+            "consumer_config",
+            "consumer_lag",
+            "redeliveries",
+            "fallback",
+            "db_writes",
+            "db_integrity",
+        ] {
             assert_eq!(s[id], Status::Unknown, "{id}");
         }
-        for id in ["topology", "legacy_idle", "dlq", "stream_purity", "success_rate", "service_up"] {
+        for id in [
+            "topology",
+            "legacy_idle",
+            "dlq",
+            "stream_purity",
+            "success_rate",
+            "service_up",
+        ] {
             assert_eq!(s[id], Status::Pass, "{id}");
         }
     }

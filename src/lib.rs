@@ -5,8 +5,8 @@
 //! recorded history can be replayed; [`output`] renders them.
 
 pub mod check;
-pub mod demo;
 pub mod config;
+pub mod demo;
 pub mod envfile;
 pub mod evaluate;
 pub mod histogram;

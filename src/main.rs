@@ -19,7 +19,11 @@ use soakwatch::verdict::exit_code;
 const EXIT_CONFIG: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "soakwatch", version, about = "Soak-test monitor for NATS JetStream cutovers")]
+#[command(
+    name = "soakwatch",
+    version,
+    about = "Soak-test monitor for NATS JetStream cutovers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOAKWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -92,7 +92,12 @@ pub fn text(r: &CheckReport) -> String {
         r.generated_at.format("%Y-%m-%d %H:%M:%SZ"),
         window_label(r.window_secs)
     );
-    let w = r.verdicts.iter().map(|v| v.id.as_str().len()).max().unwrap_or(10);
+    let w = r
+        .verdicts
+        .iter()
+        .map(|v| v.id.as_str().len())
+        .max()
+        .unwrap_or(10);
     for v in &r.verdicts {
         out.push_str(&format!(
             "{:<8} {:<w$}  {}  [target {}]\n         {:<w$}  {}\n",
@@ -105,7 +110,11 @@ pub fn text(r: &CheckReport) -> String {
         ));
     }
     let o = r.overall();
-    out.push_str(&format!("OVERALL: {} (exit {})\n", o.as_str().to_uppercase(), exit_code(o)));
+    out.push_str(&format!(
+        "OVERALL: {} (exit {})\n",
+        o.as_str().to_uppercase(),
+        exit_code(o)
+    ));
     out
 }
 
@@ -135,10 +144,16 @@ pub fn markdown(r: &CheckReport) -> String {
                 s.bytes,
                 s.first_seq,
                 s.last_seq,
-                s.last_ts.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "-".into())
+                s.last_ts
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+                    .unwrap_or_else(|| "-".into())
             )),
             Ok(None) => out.push_str(&format!("| {} | missing | | | | | |\n", md_cell(name))),
-            Err(f) => out.push_str(&format!("| {} | unknown: {} | | | | | |\n", md_cell(name), md_cell(&f.reason))),
+            Err(f) => out.push_str(&format!(
+                "| {} | unknown: {} | | | | | |\n",
+                md_cell(name),
+                md_cell(&f.reason)
+            )),
         }
     }
     out.push_str("\n## Consumer health\n\n");
@@ -208,13 +223,22 @@ fn probe_outcomes(s: &Snapshot) -> Vec<(String, Option<&str>)> {
     let mut v: Vec<(String, Option<&str>)> = s
         .streams
         .iter()
-        .map(|(n, r)| (format!("stream {n}"), r.as_ref().err().map(|f| f.reason.as_str())))
+        .map(|(n, r)| {
+            (
+                format!("stream {n}"),
+                r.as_ref().err().map(|f| f.reason.as_str()),
+            )
+        })
         .collect();
     fn err(r: Option<&crate::sample::ProbeFailure>) -> Option<&str> {
         r.map(|f| f.reason.as_str())
     }
     v.push((
-        s.probe_ms.keys().find(|k| k.starts_with("consumer")).cloned().unwrap_or_else(|| "consumer".into()),
+        s.probe_ms
+            .keys()
+            .find(|k| k.starts_with("consumer"))
+            .cloned()
+            .unwrap_or_else(|| "consumer".into()),
         err(s.consumer.as_ref().err()),
     ));
     v.push(("metrics".into(), err(s.metrics.as_ref().err())));
@@ -231,7 +255,9 @@ pub fn json(r: &CheckReport) -> String {
         schema: JSON_SCHEMA,
         soak: &r.soak,
         config: &r.config,
-        generated_at: r.generated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        generated_at: r
+            .generated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         window_seconds: r.window_secs,
         overall: o.as_str(),
         exit_code: exit_code(o),
@@ -251,11 +277,19 @@ pub fn json(r: &CheckReport) -> String {
             .into_iter()
             .map(|(k, e)| {
                 let ms = r.last.probe_ms.get(&k).copied();
-                (k, JsonProbe { ok: e.is_none(), ms, error: e })
+                (
+                    k,
+                    JsonProbe {
+                        ok: e.is_none(),
+                        ms,
+                        error: e,
+                    },
+                )
             })
             .collect(),
     };
-    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let mut s =
+        serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     s.push('\n');
     s
 }
@@ -301,11 +335,18 @@ pub fn nagios(r: &CheckReport) -> String {
             ))
         })
         .collect();
-    format!("SOAKWATCH {} - {} | {}\n", o.label(), summary.join(", "), perf.join(" "))
+    format!(
+        "SOAKWATCH {} - {} | {}\n",
+        o.label(),
+        summary.join(", "),
+        perf.join(" ")
+    )
 }
 
 fn prom_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// node_exporter textfile: per-criterion status and value, probe health.
@@ -330,7 +371,10 @@ pub fn prometheus(r: &CheckReport) -> String {
         }
     }
     out.push_str("# HELP soakwatch_overall_status Overall status: 0 pass, 1 warn, 2 fail, 3 unknown.\n# TYPE soakwatch_overall_status gauge\n");
-    out.push_str(&format!("soakwatch_overall_status{{soak=\"{soak}\"}} {}\n", r.overall().code()));
+    out.push_str(&format!(
+        "soakwatch_overall_status{{soak=\"{soak}\"}} {}\n",
+        r.overall().code()
+    ));
     out.push_str("# HELP soakwatch_probe_up Whether the probe produced a sample (1) or failed (0).\n# TYPE soakwatch_probe_up gauge\n");
     let outcomes = probe_outcomes(&r.last);
     for (k, e) in &outcomes {
@@ -359,7 +403,10 @@ pub fn prometheus(r: &CheckReport) -> String {
 /// Writes via a temporary file in the same directory and a rename, so readers
 /// (node_exporter, a report viewer) see the old or the new file, never half.
 pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let res = (|| {

@@ -173,7 +173,10 @@ pub struct DbState {
 impl DbState {
     /// Rows written since the given instant, if it was asked for.
     pub fn written_since(&self, at: DateTime<Utc>) -> Option<i64> {
-        self.written_since.iter().find(|(t, _)| *t == at).map(|(_, n)| *n)
+        self.written_since
+            .iter()
+            .find(|(t, _)| *t == at)
+            .map(|(_, n)| *n)
     }
 }
 

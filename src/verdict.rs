@@ -165,7 +165,13 @@ pub struct Verdict {
 
 impl Verdict {
     /// A verdict with no number.
-    pub fn new(id: CriterionId, status: Status, observed: impl Into<String>, target: impl Into<String>, evidence: impl Into<String>) -> Self {
+    pub fn new(
+        id: CriterionId,
+        status: Status,
+        observed: impl Into<String>,
+        target: impl Into<String>,
+        evidence: impl Into<String>,
+    ) -> Self {
         Verdict {
             id,
             status,
@@ -222,10 +228,19 @@ mod tests {
 
     #[test]
     fn overall_precedence() {
-        assert_eq!(overall(&[v(Status::Pass), v(Status::NotConfigured)]), Status::Pass);
+        assert_eq!(
+            overall(&[v(Status::Pass), v(Status::NotConfigured)]),
+            Status::Pass
+        );
         assert_eq!(overall(&[v(Status::Pass), v(Status::Warn)]), Status::Warn);
-        assert_eq!(overall(&[v(Status::Warn), v(Status::Unknown)]), Status::Unknown);
-        assert_eq!(overall(&[v(Status::Unknown), v(Status::Fail)]), Status::Fail);
+        assert_eq!(
+            overall(&[v(Status::Warn), v(Status::Unknown)]),
+            Status::Unknown
+        );
+        assert_eq!(
+            overall(&[v(Status::Unknown), v(Status::Fail)]),
+            Status::Fail
+        );
         assert_eq!(overall(&[]), Status::Unknown);
         assert_eq!(exit_code(Status::Pass), 0);
         assert_eq!(exit_code(Status::Warn), 1);
@@ -235,8 +250,14 @@ mod tests {
 
     #[test]
     fn ids_are_stable_and_unique() {
-        let ids: std::collections::BTreeSet<_> = CriterionId::ALL.iter().map(|c| c.as_str()).collect();
+        let ids: std::collections::BTreeSet<_> =
+            CriterionId::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(ids.len(), 13);
-        assert_eq!(serde_json::to_string(&CriterionId::P95Latency).ok().as_deref(), Some("\"p95_latency\""));
+        assert_eq!(
+            serde_json::to_string(&CriterionId::P95Latency)
+                .ok()
+                .as_deref(),
+            Some("\"p95_latency\"")
+        );
     }
 }

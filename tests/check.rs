@@ -37,11 +37,23 @@ async fn healthy_replica_passes_every_criterion() {
     assert_eq!(j["schema"], "soakwatch.check/v1");
     assert_eq!(j["overall"], "pass");
     assert_eq!(j["exit_code"], 0);
-    let ids: Vec<&str> = j["criteria"].as_array().map(|a| a.iter().filter_map(|c| c["id"].as_str()).collect()).unwrap_or_default();
+    let ids: Vec<&str> = j["criteria"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["id"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(ids, ALL_IDS);
     assert!(j["window_seconds"].as_f64().unwrap_or(0.0) >= 2.0);
-    assert!(run.evidence("db_writes").contains("row(s) written"), "{}", run.evidence("db_writes"));
-    assert!(run.evidence("fallback").contains("candidate line(s) ignored"), "{}", run.evidence("fallback"));
+    assert!(
+        run.evidence("db_writes").contains("row(s) written"),
+        "{}",
+        run.evidence("db_writes")
+    );
+    assert!(
+        run.evidence("fallback")
+            .contains("candidate line(s) ignored"),
+        "{}",
+        run.evidence("fallback")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -77,7 +89,11 @@ async fn backlog_fails_consumer_lag_only() {
         run.stdout
     );
     assert_eq!(run.code, 2);
-    assert!(run.evidence("consumer_lag").contains("lag 12 >= 10"), "{}", run.evidence("consumer_lag"));
+    assert!(
+        run.evidence("consumer_lag").contains("lag 12 >= 10"),
+        "{}",
+        run.evidence("consumer_lag")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,13 +101,25 @@ async fn stalled_consumer_is_detected() {
     let mut r = Replica::provisioned().await;
     // Re-create the durable with a 1 s ack wait (and say so in config and env) so
     // "no delivery for longer than ack_wait" happens within the test.
-    let stream = r.js.get_stream(&r.names.core_stream).await.expect("core stream");
-    stream.delete_consumer(&r.names.durable).await.expect("delete consumer");
+    let stream =
+        r.js.get_stream(&r.names.core_stream)
+            .await
+            .expect("core stream");
+    stream
+        .delete_consumer(&r.names.durable)
+        .await
+        .expect("delete consumer");
     let mut cc = soakwatch::replica::consumer_config(&r.names);
     cc.ack_wait = Duration::from_secs(1);
-    stream.create_consumer(cc).await.expect("re-create consumer");
+    stream
+        .create_consumer(cc)
+        .await
+        .expect("re-create consumer");
     r.edit_config(|t| t.replace("ack_wait = \"60s\"", "ack_wait = \"1s\""));
-    let env = read(&r.files.env_file).replace("NORMALIZE_HRV_ACK_WAIT_MS=60000", "NORMALIZE_HRV_ACK_WAIT_MS=1000");
+    let env = read(&r.files.env_file).replace(
+        "NORMALIZE_HRV_ACK_WAIT_MS=60000",
+        "NORMALIZE_HRV_ACK_WAIT_MS=1000",
+    );
     std::fs::write(&r.files.env_file, env).expect("env");
     r.start_standin().await;
     r.publish(2).await;
@@ -115,26 +143,57 @@ async fn stalled_consumer_is_detected() {
 async fn legacy_write_fails_legacy_idle_only() {
     let mut r = Replica::healthy(3).await;
     let subject = format!("sw.{}.legacy.athlete-ally.hrv.raw-received", r.names.tag);
-    r.js.publish(subject, "{}".into()).await.expect("publish").await.expect("ack");
+    r.js.publish(subject, "{}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("ack");
     let run = r.check("1s", true).await;
-    assert_eq!(run.not_passing(), pairs(&[("legacy_idle", "fail")]), "{}", run.stdout);
-    assert!(run.evidence("legacy_idle").contains("last_seq 56 > baseline 55"), "{}", run.evidence("legacy_idle"));
+    assert_eq!(
+        run.not_passing(),
+        pairs(&[("legacy_idle", "fail")]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("legacy_idle")
+            .contains("last_seq 56 > baseline 55"),
+        "{}",
+        run.evidence("legacy_idle")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fallback_log_line_fails_fallback_but_candidates_line_does_not() {
     let mut r = Replica::healthy(3).await;
     let (core, legacy) = (r.names.core_stream.clone(), r.names.legacy_stream.clone());
-    r.append_log(&format!("2026-11-27T00:00:00Z [normalize-service] Stream candidates: {core}, {legacy}"));
+    r.append_log(&format!(
+        "2026-11-27T00:00:00Z [normalize-service] Stream candidates: {core}, {legacy}"
+    ));
     let run = r.check("1s", true).await;
-    assert_eq!(run.not_passing(), vec![], "decoy line must not count: {}", run.stdout);
+    assert_eq!(
+        run.not_passing(),
+        vec![],
+        "decoy line must not count: {}",
+        run.stdout
+    );
 
     r.append_log(&format!(
         "2026-11-27T00:00:01Z [normalize] Found existing HRV consumer on {legacy}: normalize-hrv-durable"
     ));
     let run = r.check("1s", true).await;
-    assert_eq!(run.not_passing(), pairs(&[("fallback", "fail")]), "{}", run.stdout);
-    assert!(run.evidence("fallback").contains(&format!("consumer on {legacy}")), "{}", run.evidence("fallback"));
+    assert_eq!(
+        run.not_passing(),
+        pairs(&[("fallback", "fail")]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("fallback")
+            .contains(&format!("consumer on {legacy}")),
+        "{}",
+        run.evidence("fallback")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,8 +207,16 @@ async fn stopped_writes_fail_db_writes_and_db_integrity() {
         "{}",
         run.stdout
     );
-    assert!(run.evidence("db_writes").contains("no row was written"), "{}", run.evidence("db_writes"));
-    assert!(run.evidence("db_integrity").contains("missing"), "{}", run.evidence("db_integrity"));
+    assert!(
+        run.evidence("db_writes").contains("no row was written"),
+        "{}",
+        run.evidence("db_writes")
+    );
+    assert!(
+        run.evidence("db_integrity").contains("missing"),
+        "{}",
+        run.evidence("db_integrity")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,37 +242,76 @@ async fn service_down_fails_service_up_and_leaves_metric_criteria_unknown() {
         "{}",
         run.stdout
     );
-    assert!(run.evidence("success_rate").contains("Connection refused"), "{}", run.evidence("success_rate"));
+    assert!(
+        run.evidence("success_rate").contains("Connection refused"),
+        "{}",
+        run.evidence("success_rate")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn env_file_drift_fails_consumer_config_only() {
     let mut r = Replica::healthy(3).await;
     // The seed's known issue 3: the service's ack wait left at 30 s.
-    let env = read(&r.files.env_file).replace("NORMALIZE_HRV_ACK_WAIT_MS=60000", "NORMALIZE_HRV_ACK_WAIT_MS=30000");
+    let env = read(&r.files.env_file).replace(
+        "NORMALIZE_HRV_ACK_WAIT_MS=60000",
+        "NORMALIZE_HRV_ACK_WAIT_MS=30000",
+    );
     std::fs::write(&r.files.env_file, env).expect("env");
     let run = r.check("1s", true).await;
-    assert_eq!(run.not_passing(), pairs(&[("consumer_config", "fail")]), "{}", run.stdout);
-    assert!(run.evidence("consumer_config").contains("NORMALIZE_HRV_ACK_WAIT_MS=30000"), "{}", run.evidence("consumer_config"));
+    assert_eq!(
+        run.not_passing(),
+        pairs(&[("consumer_config", "fail")]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("consumer_config")
+            .contains("NORMALIZE_HRV_ACK_WAIT_MS=30000"),
+        "{}",
+        run.evidence("consumer_config")
+    );
 
-    let env = read(&r.files.env_file).replace("EVENT_STREAM_MODE=multi", "EVENT_STREAM_MODE=single");
+    let env =
+        read(&r.files.env_file).replace("EVENT_STREAM_MODE=multi", "EVENT_STREAM_MODE=single");
     std::fs::write(&r.files.env_file, env).expect("env");
     let run = r.check("0s", false).await;
-    assert!(run.evidence("consumer_config").contains("EVENT_STREAM_MODE=single (expected multi)"), "{}", run.stdout);
+    assert!(
+        run.evidence("consumer_config")
+            .contains("EVENT_STREAM_MODE=single (expected multi)"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consumer_drift_and_missing_stream_fail_their_criteria() {
     let mut r = Replica::healthy(2).await;
-    let stream = r.js.get_stream(&r.names.core_stream).await.expect("core stream");
-    stream.delete_consumer(&r.names.durable).await.expect("delete consumer");
-    r.js.delete_stream(&r.names.vendor_stream).await.expect("delete vendor");
+    let stream =
+        r.js.get_stream(&r.names.core_stream)
+            .await
+            .expect("core stream");
+    stream
+        .delete_consumer(&r.names.durable)
+        .await
+        .expect("delete consumer");
+    r.js.delete_stream(&r.names.vendor_stream)
+        .await
+        .expect("delete vendor");
     let run = r.check("0s", false).await;
     let np = run.not_passing();
     assert!(np.contains(&("topology".into(), "fail".into())), "{np:?}");
-    assert!(np.contains(&("consumer_config".into(), "fail".into())), "{np:?}");
-    assert!(np.contains(&("consumer_lag".into(), "unknown".into())), "{np:?}");
-    assert!(run.evidence("topology").contains(&format!("stream {} does not exist", r.names.vendor_stream)));
+    assert!(
+        np.contains(&("consumer_config".into(), "fail".into())),
+        "{np:?}"
+    );
+    assert!(
+        np.contains(&("consumer_lag".into(), "unknown".into())),
+        "{np:?}"
+    );
+    assert!(run
+        .evidence("topology")
+        .contains(&format!("stream {} does not exist", r.names.vendor_stream)));
     assert!(run.evidence("consumer_config").contains("does not exist"));
 }
 
@@ -216,10 +322,25 @@ async fn missing_table_and_log_are_unknown_with_reasons() {
     std::fs::remove_file(&r.files.log_file).expect("rm log");
     let run = r.check("0s", false).await;
     let np = run.not_passing();
-    assert!(np.contains(&("db_integrity".into(), "unknown".into())), "{np:?}");
-    assert!(np.contains(&("fallback".into(), "unknown".into())), "{np:?}");
-    assert!(run.evidence("db_integrity").contains("table hrv_data_missing does not exist"), "{}", run.stdout);
-    assert!(run.evidence("fallback").contains("does not exist"), "{}", run.stdout);
+    assert!(
+        np.contains(&("db_integrity".into(), "unknown".into())),
+        "{np:?}"
+    );
+    assert!(
+        np.contains(&("fallback".into(), "unknown".into())),
+        "{np:?}"
+    );
+    assert!(
+        run.evidence("db_integrity")
+            .contains("table hrv_data_missing does not exist"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("fallback").contains("does not exist"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(run.code, 3, "nothing failed, something unknown");
 }
 
@@ -229,23 +350,60 @@ async fn unreachable_servers_give_reasons_within_the_timeout() {
     let dead_nats = format!("nats://127.0.0.1:{}", free_port());
     let dead_pg = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
     r.edit_config(|t| {
-        t.replace(&format!("url = \"{}\"", nats_url()), &format!("url = \"{dead_nats}\""))
-            .replace(&format!("url = \"{}\"", r.db_url), &format!("url = \"{dead_pg}\""))
-            .replace("timeout = \"5s\"", "timeout = \"2s\"")
+        t.replace(
+            &format!("url = \"{}\"", nats_url()),
+            &format!("url = \"{dead_nats}\""),
+        )
+        .replace(
+            &format!("url = \"{}\"", r.db_url),
+            &format!("url = \"{dead_pg}\""),
+        )
+        .replace("timeout = \"5s\"", "timeout = \"2s\"")
     });
     let started = Instant::now();
-    let run = run_bin(&["check", "-c", &r.config.display().to_string(), "--format", "json", "--window", "0s"], &[]).await;
-    assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+    let run = run_bin(
+        &[
+            "check",
+            "-c",
+            &r.config.display().to_string(),
+            "--format",
+            "json",
+            "--window",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
     let j = run.json();
-    assert_eq!(j["overall"], "fail", "service_up fails: nothing answers on the metrics port");
-    assert!(run.evidence("consumer_lag").contains("cannot connect to NATS"), "{}", run.stdout);
-    assert!(run.evidence("db_integrity").contains("database postgres://postgres@127.0.0.1"), "{}", run.stdout);
+    assert_eq!(
+        j["overall"], "fail",
+        "service_up fails: nothing answers on the metrics port"
+    );
+    assert!(
+        run.evidence("consumer_lag")
+            .contains("cannot connect to NATS"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("db_integrity")
+            .contains("database postgres://postgres@127.0.0.1"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(j["probes"]["database"]["ok"], false);
 }
 
 /// A loopback HTTP server answering every request with `response`.
 async fn serve_raw(response: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -262,32 +420,107 @@ async fn serve_raw(response: &'static str) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_500_and_garbage_metrics_are_reported() {
     let r = Replica::healthy(2).await;
-    let p500 = serve_raw("HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops").await;
+    let p500 = serve_raw(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops",
+    )
+    .await;
     let original = read(&r.config);
     r.edit_config(|t| t.replace(&r.metrics_url, &format!("http://127.0.0.1:{p500}/metrics")));
-    let run = run_bin(&["check", "-c", &r.config.display().to_string(), "--format", "json", "--window", "0s"], &[]).await;
-    assert!(run.evidence("service_up").contains("HTTP 500"), "{}", run.stdout);
-    assert!(run.evidence("stream_purity").contains("HTTP 500"), "{}", run.stdout);
+    let run = run_bin(
+        &[
+            "check",
+            "-c",
+            &r.config.display().to_string(),
+            "--format",
+            "json",
+            "--window",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        run.evidence("service_up").contains("HTTP 500"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("stream_purity").contains("HTTP 500"),
+        "{}",
+        run.stdout
+    );
 
     let garbage = serve_raw("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\nconnection: close\r\n\r\n<html><body>Login</body></html>\n").await;
-    std::fs::write(&r.config, original.replace(&r.metrics_url, &format!("http://127.0.0.1:{garbage}/metrics"))).expect("cfg");
-    let run = run_bin(&["check", "-c", &r.config.display().to_string(), "--format", "json", "--window", "0s"], &[]).await;
-    assert!(run.evidence("service_up").contains("not a Prometheus exposition"), "{}", run.stdout);
+    std::fs::write(
+        &r.config,
+        original.replace(
+            &r.metrics_url,
+            &format!("http://127.0.0.1:{garbage}/metrics"),
+        ),
+    )
+    .expect("cfg");
+    let run = run_bin(
+        &[
+            "check",
+            "-c",
+            &r.config.display().to_string(),
+            "--format",
+            "json",
+            "--window",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        run.evidence("service_up")
+            .contains("not a Prometheus exposition"),
+        "{}",
+        run.stdout
+    );
 
     // Declared length longer than the body: the body is cut off.
     let cut = serve_raw("HTTP/1.1 200 OK\r\ncontent-length: 500\r\nconnection: close\r\n\r\nnormalize_hrv_messages_total{result=\"succ").await;
-    std::fs::write(&r.config, original.replace(&r.metrics_url, &format!("http://127.0.0.1:{cut}/metrics"))).expect("cfg");
-    let run = run_bin(&["check", "-c", &r.config.display().to_string(), "--format", "json", "--window", "0s"], &[]).await;
-    assert_eq!(run.json()["criteria"][12]["status"], "fail", "{}", run.stdout);
+    std::fs::write(
+        &r.config,
+        original.replace(&r.metrics_url, &format!("http://127.0.0.1:{cut}/metrics")),
+    )
+    .expect("cfg");
+    let run = run_bin(
+        &[
+            "check",
+            "-c",
+            &r.config.display().to_string(),
+            "--format",
+            "json",
+            "--window",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        run.json()["criteria"][12]["status"],
+        "fail",
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_typo_is_refused_with_file_line_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = read(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml")));
+    let text = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/checks.toml"
+    )));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, text.replace("lag_fail = 10", "lag_fial = 10")).expect("write");
-    let line = text.lines().position(|l| l.starts_with("lag_fail")).map(|i| i + 1).unwrap_or(0);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("lag_fail"))
+        .map(|i| i + 1)
+        .unwrap_or(0);
     for cmd in ["validate", "check"] {
         let run = run_bin(&[cmd, "--config", &bad.display().to_string()], &[]).await;
         assert_eq!(run.code, 3, "{cmd}: {}", run.stderr);
@@ -297,7 +530,15 @@ async fn config_typo_is_refused_with_file_line_and_key() {
         assert!(run.stdout.is_empty());
         let _ = line;
     }
-    let run = run_bin(&["validate", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml")], &[]).await;
+    let run = run_bin(
+        &[
+            "validate",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"),
+        ],
+        &[],
+    )
+    .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
@@ -306,23 +547,43 @@ async fn output_formats_and_secret_hygiene() {
     let r = Replica::healthy(3).await;
     // Credentials in the database URL (trust auth ignores the password).
     let secret_url = r.db_url.replace("postgres@", "postgres:Sup3rS3cretPw@");
-    r.edit_config(|t| t.replace(&format!("url = \"{}\"", r.db_url), "url = \"${TEST_DB_URL}\""));
+    r.edit_config(|t| {
+        t.replace(
+            &format!("url = \"{}\"", r.db_url),
+            "url = \"${TEST_DB_URL}\"",
+        )
+    });
     let cfg = r.config.display().to_string();
     let envs = [("TEST_DB_URL", secret_url.as_str())];
     let mut outputs = String::new();
     for format in ["text", "markdown", "json", "nagios"] {
-        let run = run_bin(&["check", "-c", &cfg, "--format", format, "--window", "0s"], &envs).await;
-        assert!(!run.stdout.contains("Sup3rS3cretPw"), "{format} leaks the password");
-        assert!(!run.stderr.contains("Sup3rS3cretPw"), "{format} stderr leaks the password");
+        let run = run_bin(
+            &["check", "-c", &cfg, "--format", format, "--window", "0s"],
+            &envs,
+        )
+        .await;
+        assert!(
+            !run.stdout.contains("Sup3rS3cretPw"),
+            "{format} leaks the password"
+        );
+        assert!(
+            !run.stderr.contains("Sup3rS3cretPw"),
+            "{format} stderr leaks the password"
+        );
         outputs.push_str(&run.stdout);
         if format == "nagios" {
             let line = run.stdout.trim_end();
-            assert!(line.starts_with("SOAKWATCH UNKNOWN - 1 unknown (db_writes), 12 pass |"), "{line}");
+            assert!(
+                line.starts_with("SOAKWATCH UNKNOWN - 1 unknown (db_writes), 12 pass |"),
+                "{line}"
+            );
             assert!(line.contains("'consumer_lag'=0;5;10;0;"), "{line}");
             assert_eq!(run.code, 3);
         }
         if format == "markdown" {
-            assert!(run.stdout.contains("| Criteria | Target | Actual | Status | Evidence |"));
+            assert!(run
+                .stdout
+                .contains("| Criteria | Target | Actual | Status | Evidence |"));
             assert!(run.stdout.contains("## Stream state"));
             assert!(run.stdout.contains(&r.names.dlq_stream));
         }
@@ -330,7 +591,17 @@ async fn output_formats_and_secret_hygiene() {
     // The node_exporter textfile: written atomically, parses cleanly.
     let out = r.path("soakwatch.prom");
     let run = run_bin(
-        &["check", "-c", &cfg, "--format", "prometheus", "--window", "0s", "--outfile", &out.display().to_string()],
+        &[
+            "check",
+            "-c",
+            &cfg,
+            "--format",
+            "prometheus",
+            "--window",
+            "0s",
+            "--outfile",
+            &out.display().to_string(),
+        ],
         &envs,
     )
     .await;
@@ -354,7 +625,11 @@ async fn output_formats_and_secret_hygiene() {
 
     // Where a URL must be shown (an error), it is shown redacted.
     let missing_db = secret_url.replace(&r.names.database, "soakwatch_no_such_db");
-    let run = run_bin(&["check", "-c", &cfg, "--format", "json", "--window", "0s"], &[("TEST_DB_URL", missing_db.as_str())]).await;
+    let run = run_bin(
+        &["check", "-c", &cfg, "--format", "json", "--window", "0s"],
+        &[("TEST_DB_URL", missing_db.as_str())],
+    )
+    .await;
     let ev = run.evidence("db_integrity");
     assert!(ev.contains("postgres:***@127.0.0.1"), "{ev}");
     assert!(ev.contains("does not exist"), "{ev}");

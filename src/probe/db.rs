@@ -28,28 +28,36 @@ pub fn quote_ident(name: &str) -> String {
 
 /// `schema.table` or `table`, each part quoted.
 fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Connection options, parsed once. Each probe round opens one connection
 /// and closes it: a pool would retry a refused connection until its timeout
 /// and hide the real reason; one connection every poll interval is cheap.
-pub fn connect_options(cfg: &DatabaseConfig, timeout: Duration) -> Result<PgConnectOptions, ProbeFailure> {
+pub fn connect_options(
+    cfg: &DatabaseConfig,
+    timeout: Duration,
+) -> Result<PgConnectOptions, ProbeFailure> {
     let opts = PgConnectOptions::from_str(cfg.url.expose())
         .map_err(|e| fail(format!("database url {}: {e}", cfg.url.shown())))?;
-    Ok(opts
-        .application_name("soakwatch")
-        .options([
-            ("statement_timeout", timeout.as_millis().to_string()),
-            ("TimeZone", "UTC".to_string()),
-        ]))
+    Ok(opts.application_name("soakwatch").options([
+        ("statement_timeout", timeout.as_millis().to_string()),
+        ("TimeZone", "UTC".to_string()),
+    ]))
 }
 
 /// Describes a sqlx error in one line without the connection URL.
 fn describe(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::Database(db) => format!("{} ({})", db.message(), db.code().unwrap_or_default()),
-        sqlx::Error::PoolTimedOut => "no connection within the probe timeout (server down or unreachable?)".into(),
+        sqlx::Error::Database(db) => {
+            format!("{} ({})", db.message(), db.code().unwrap_or_default())
+        }
+        sqlx::Error::PoolTimedOut => {
+            "no connection within the probe timeout (server down or unreachable?)".into()
+        }
         sqlx::Error::Io(io) => format!("connection failed: {io}"),
         other => other.to_string().lines().next().unwrap_or("").to_string(),
     }
@@ -82,9 +90,13 @@ pub async fn probe(
     now: DateTime<Utc>,
     since: &[DateTime<Utc>],
 ) -> Probed<DbState> {
-    let mut conn = PgConnection::connect_with(opts)
-        .await
-        .map_err(|e| fail(format!("database {}: {}", cfg.database.url.shown(), describe(&e))))?;
+    let mut conn = PgConnection::connect_with(opts).await.map_err(|e| {
+        fail(format!(
+            "database {}: {}",
+            cfg.database.url.shown(),
+            describe(&e)
+        ))
+    })?;
     let res = query_state(&mut conn, cfg, now, since).await;
     let _ = conn.close().await;
     res
@@ -115,14 +127,20 @@ async fn query_state(
     .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
     .collect();
     if cols.is_empty() {
-        return Err(fail(format!("table {} does not exist in the database", d.table)));
+        return Err(fail(format!(
+            "table {} does not exist in the database",
+            d.table
+        )));
     }
     let kind_of = |col: &str| -> Result<TsKind, ProbeFailure> {
         match cols.iter().find(|(c, _)| c == col) {
             None => Err(fail(format!("table {} has no column {col}", d.table))),
             Some((_, t)) if t == "timestamp with time zone" => Ok(TsKind::WithTz),
             Some((_, t)) if t == "timestamp without time zone" => Ok(TsKind::NoTz),
-            Some((_, t)) => Err(fail(format!("column {}.{col} is {t}, not a timestamp", d.table))),
+            Some((_, t)) => Err(fail(format!(
+                "column {}.{col} is {t}, not a timestamp",
+                d.table
+            ))),
         }
     };
     let mut write_cols = vec![(d.created_column.clone(), kind_of(&d.created_column)?)];
@@ -176,7 +194,8 @@ async fn query_state(
     let epoch = |t: DateTime<Utc>| t.timestamp_micros() as f64 / 1e6;
 
     let count_sql = format!("SELECT count(*) FROM {t} WHERE {}", pred(1));
-    let window_start = now - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
+    let window_start = now
+        - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
     let mut instants = vec![window_start];
     instants.extend_from_slice(since);
     for (i, at) in instants.iter().enumerate() {
@@ -205,7 +224,9 @@ async fn query_state(
             crate::config::DerivedFunction::Ln | crate::config::DerivedFunction::Log10 => {
                 format!("CASE WHEN s > 0 THEN {f}(s::float8) END")
             }
-            crate::config::DerivedFunction::Sqrt => format!("CASE WHEN s >= 0 THEN {f}(s::float8) END"),
+            crate::config::DerivedFunction::Sqrt => {
+                format!("CASE WHEN s >= 0 THEN {f}(s::float8) END")
+            }
         };
         let sql = format!(
             "SELECT count(*), \
@@ -220,7 +241,13 @@ async fn query_state(
             .bind(der.sample_rows)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| fail(format!("derived-column check on {}: {}", d.table, describe(&e))))?;
+            .map_err(|e| {
+                fail(format!(
+                    "derived-column check on {}: {}",
+                    d.table,
+                    describe(&e)
+                ))
+            })?;
         state.derived_checked = Some(row.get::<i64, _>(0));
         state.derived_bad = Some(row.get::<i64, _>(1));
         state.derived_max_error = row.get::<Option<f64>, _>(2);
@@ -238,7 +265,9 @@ fn newest_write_sql(write_cols: &[(String, TsKind)], t: &str) -> String {
             match k {
                 TsKind::WithTz => format!("(SELECT extract(epoch FROM max({col})) FROM {t})"),
                 // A UTC-holding timestamp: interpret it as UTC explicitly.
-                TsKind::NoTz => format!("(SELECT extract(epoch FROM max({col}) AT TIME ZONE 'UTC') FROM {t})"),
+                TsKind::NoTz => {
+                    format!("(SELECT extract(epoch FROM max({col}) AT TIME ZONE 'UTC') FROM {t})")
+                }
             }
         })
         .collect();

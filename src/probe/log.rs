@@ -30,7 +30,10 @@ fn scan_file(cfg: &LogConfig) -> Probed<LogState> {
         std::io::ErrorKind::NotFound => fail(format!("log file {path} does not exist")),
         _ => fail(format!("log file {path}: {e}")),
     })?;
-    let size = file.metadata().map_err(|e| fail(format!("log file {path}: {e}")))?.len();
+    let size = file
+        .metadata()
+        .map_err(|e| fail(format!("log file {path}: {e}")))?
+        .len();
     let start = size.saturating_sub(cfg.max_scan_bytes);
     file.seek(SeekFrom::Start(start))
         .map_err(|e| fail(format!("log file {path}: {e}")))?;
@@ -78,7 +81,8 @@ pub fn scan_text(text: &str, cfg: &LogConfig) -> LogState {
 /// Trims a log line for evidence and hides credentials in any URL in it.
 pub fn evidence_line(line: &str) -> String {
     static CREDS: OnceLock<Option<regex::Regex>> = OnceLock::new();
-    let re = CREDS.get_or_init(|| regex::Regex::new(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@").ok());
+    let re = CREDS
+        .get_or_init(|| regex::Regex::new(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@").ok());
     let line = line.trim();
     let line = match re {
         Some(re) => re.replace_all(line, "${1}***:***@").into_owned(),
@@ -126,8 +130,16 @@ mod tests {
                    [event-bus] AA_CORE_HOT unavailable, falling back to ATHLETE_ALLY_EVENTS\n";
         let s = scan_text(log, &cfg());
         assert_eq!(s.fallback_count, 2);
-        assert!(s.first_fallback.as_deref().unwrap_or("").contains("consumer on ATHLETE_ALLY_EVENTS"));
-        assert!(s.last_fallback.as_deref().unwrap_or("").contains("falling back"));
+        assert!(s
+            .first_fallback
+            .as_deref()
+            .unwrap_or("")
+            .contains("consumer on ATHLETE_ALLY_EVENTS"));
+        assert!(s
+            .last_fallback
+            .as_deref()
+            .unwrap_or("")
+            .contains("falling back"));
     }
 
     #[test]
@@ -152,7 +164,10 @@ mod tests {
         c.path = path;
         c.max_scan_bytes = 300;
         let s = scan_file(&c).expect("scan");
-        assert_eq!(s.fallback_count, 0, "the early fallback line is outside the scanned tail");
+        assert_eq!(
+            s.fallback_count, 0,
+            "the early fallback line is outside the scanned tail"
+        );
         assert_eq!(s.size, text.len() as u64);
         assert!(s.lines_scanned < 100);
     }

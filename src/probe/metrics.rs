@@ -45,13 +45,20 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
     if !status.is_success() {
         return Err(fail(format!("GET {shown}: HTTP {status}")));
     }
-    if resp.content_length().is_some_and(|n| n as usize > MAX_BODY_BYTES) {
-        return Err(fail(format!("GET {shown}: body larger than {MAX_BODY_BYTES} bytes")));
+    if resp
+        .content_length()
+        .is_some_and(|n| n as usize > MAX_BODY_BYTES)
+    {
+        return Err(fail(format!(
+            "GET {shown}: body larger than {MAX_BODY_BYTES} bytes"
+        )));
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| fail(format!("GET {shown}: body cut off: {}", describe_reqwest(&e))))?;
+    let body = resp.bytes().await.map_err(|e| {
+        fail(format!(
+            "GET {shown}: body cut off: {}",
+            describe_reqwest(&e)
+        ))
+    })?;
     let text = String::from_utf8_lossy(&body);
     let expo = promtext::parse(&text);
     if expo.samples.is_empty() {
@@ -107,7 +114,9 @@ pub fn extract(expo: &Exposition, cfg: &Config, body_bytes: u64) -> MetricsState
     };
     if expo.truncated {
         state.parse_error_count += 1;
-        state.parse_errors.push("body ends mid-line (truncated exposition)".into());
+        state
+            .parse_errors
+            .push("body ends mid-line (truncated exposition)".into());
     }
     for s in expo.select(&m.messages_counter, &m.matchers) {
         state.counter_found = true;

@@ -48,7 +48,10 @@ async fn timed<T>(
         Ok(r) => r,
         Err(_) => Err(ProbeFailure {
             probe: kind,
-            reason: format!("{label}: no answer within {}", humantime::format_duration(timeout)),
+            reason: format!(
+                "{label}: no answer within {}",
+                humantime::format_duration(timeout)
+            ),
         }),
     };
     (label, start.elapsed().as_millis() as u64, res)
@@ -106,15 +109,20 @@ impl Prober {
             let streams = futures::future::join_all(cfg.streams.all().into_iter().map(|spec| {
                 let js = js.clone();
                 let name = spec.name.clone();
-                timed(ProbeKind::Stream, format!("stream {name}"), timeout, async move {
-                    match js {
-                        Ok(js) => nats::stream_state(&js, &name, timeout).await,
-                        Err(reason) => Err(ProbeFailure {
-                            probe: ProbeKind::Stream,
-                            reason,
-                        }),
-                    }
-                })
+                timed(
+                    ProbeKind::Stream,
+                    format!("stream {name}"),
+                    timeout,
+                    async move {
+                        match js {
+                            Ok(js) => nats::stream_state(&js, &name, timeout).await,
+                            Err(reason) => Err(ProbeFailure {
+                                probe: ProbeKind::Stream,
+                                reason,
+                            }),
+                        }
+                    },
+                )
             }));
             let consumer = timed(
                 ProbeKind::Consumer,
@@ -146,7 +154,9 @@ impl Prober {
             let opts = self.pg.as_ref().map_err(Clone::clone)?;
             let process_start = metrics_rx.await.ok().flatten();
             let mut instants: Vec<DateTime<Utc>> = since.to_vec();
-            if let Some(ps) = process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64)) {
+            if let Some(ps) =
+                process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+            {
                 instants.push(ps);
             }
             db::probe(opts, cfg, now, &instants).await
@@ -188,7 +198,10 @@ impl Prober {
 }
 
 /// Files a probe's timing under its label and returns its outcome.
-fn record<T>(probe_ms: &mut BTreeMap<String, u64>, (label, ms, res): (String, u64, Probed<T>)) -> Probed<T> {
+fn record<T>(
+    probe_ms: &mut BTreeMap<String, u64>,
+    (label, ms, res): (String, u64, Probed<T>),
+) -> Probed<T> {
     probe_ms.insert(label, ms);
     res
 }

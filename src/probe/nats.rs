@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, NatsConfig};
 use crate::sample::{ConsumerState, ProbeFailure, ProbeKind, Probed, StreamState};
 
-
 /// Why a NATS connection could not be made (one line, URL redacted).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -16,7 +15,10 @@ pub struct NatsConnectError(pub String);
 
 /// Connects with the configured auth and TLS. Fails fast (within `timeout`)
 /// when the server is down, so `check` reports instead of hanging.
-pub async fn connect(cfg: &NatsConfig, timeout: Duration) -> Result<async_nats::Client, NatsConnectError> {
+pub async fn connect(
+    cfg: &NatsConfig,
+    timeout: Duration,
+) -> Result<async_nats::Client, NatsConnectError> {
     let shown = cfg.url.shown().to_string();
     let mut opts = async_nats::ConnectOptions::new()
         .connection_timeout(timeout)
@@ -29,10 +31,12 @@ pub async fn connect(cfg: &NatsConfig, timeout: Duration) -> Result<async_nats::
         opts = opts.user_and_password(cfg.user.clone(), cfg.password.expose().to_string());
     }
     if let Some(creds) = &cfg.creds_file {
-        opts = opts
-            .credentials_file(creds)
-            .await
-            .map_err(|e| NatsConnectError(format!("cannot read NATS creds file {}: {e}", creds.display())))?;
+        opts = opts.credentials_file(creds).await.map_err(|e| {
+            NatsConnectError(format!(
+                "cannot read NATS creds file {}: {e}",
+                creds.display()
+            ))
+        })?;
     }
     if cfg.tls_required {
         opts = opts.require_tls(true);
@@ -72,7 +76,6 @@ fn to_chrono(t: time::OffsetDateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())
 }
 
-
 fn enum_name<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()
@@ -81,7 +84,11 @@ fn enum_name<T: serde::Serialize>(v: &T) -> String {
 }
 
 /// Info of one stream; `Ok(None)` when the server says it does not exist.
-pub async fn stream_state(js: &jetstream::Context, name: &str, timeout: Duration) -> Probed<Option<StreamState>> {
+pub async fn stream_state(
+    js: &jetstream::Context,
+    name: &str,
+    timeout: Duration,
+) -> Probed<Option<StreamState>> {
     let fail = |reason: String| ProbeFailure {
         probe: ProbeKind::Stream,
         reason,
@@ -96,7 +103,9 @@ pub async fn stream_state(js: &jetstream::Context, name: &str, timeout: Duration
         }
         Ok(Err(e)) => {
             if let jetstream::context::GetStreamErrorKind::JetStream(js_err) = e.kind() {
-                if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND || js_err.code() == 404 {
+                if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                    || js_err.code() == 404
+                {
                     return Ok(None);
                 }
             }
@@ -123,14 +132,21 @@ pub async fn stream_state(js: &jetstream::Context, name: &str, timeout: Duration
 }
 
 /// Info of the durable consumer; `Ok(None)` when it (or its stream) does not exist.
-pub async fn consumer_state(js: &jetstream::Context, cfg: &Config, timeout: Duration) -> Probed<Option<ConsumerState>> {
+pub async fn consumer_state(
+    js: &jetstream::Context,
+    cfg: &Config,
+    timeout: Duration,
+) -> Probed<Option<ConsumerState>> {
     let stream_name = &cfg.consumer.stream;
     let durable = &cfg.consumer.durable;
     let fail = |reason: String| ProbeFailure {
         probe: ProbeKind::Consumer,
         reason,
     };
-    let stream = js.get_stream_no_info(stream_name).await.map_err(|e| fail(format!("consumer {durable}: {e}")))?;
+    let stream = js
+        .get_stream_no_info(stream_name)
+        .await
+        .map_err(|e| fail(format!("consumer {durable}: {e}")))?;
     let info = match tokio::time::timeout(timeout, stream.consumer_info(durable)).await {
         Err(_) => {
             return Err(fail(format!(

@@ -7,13 +7,15 @@ use crate::sample::{EnvState, ProbeFailure, ProbeKind, Probed};
 /// Reads the env file and keeps the ack-wait key and the expected keys.
 pub async fn probe(cfg: &ServiceEnvConfig) -> Probed<EnvState> {
     let path = cfg.path.display();
-    let text = tokio::fs::read_to_string(&cfg.path).await.map_err(|e| ProbeFailure {
-        probe: ProbeKind::ServiceEnv,
-        reason: match e.kind() {
-            std::io::ErrorKind::NotFound => format!("env file {path} does not exist"),
-            _ => format!("env file {path}: {e}"),
-        },
-    })?;
+    let text = tokio::fs::read_to_string(&cfg.path)
+        .await
+        .map_err(|e| ProbeFailure {
+            probe: ProbeKind::ServiceEnv,
+            reason: match e.kind() {
+                std::io::ErrorKind::NotFound => format!("env file {path} does not exist"),
+                _ => format!("env file {path}: {e}"),
+            },
+        })?;
     Ok(extract(&EnvFile::parse(&text), cfg))
 }
 

@@ -22,7 +22,8 @@ pub fn nats_url() -> String {
 
 /// Admin PostgreSQL URL (or DATABASE_ADMIN_URL).
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A free loopback port (bound then released).
@@ -43,7 +44,8 @@ pub struct Run {
 impl Run {
     /// stdout as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
 
     /// (id, status) of every criterion whose status is not pass.
@@ -114,8 +116,12 @@ impl Replica {
     pub async fn provisioned() -> Replica {
         soakwatch::install_crypto_provider();
         let names = ReplicaNames::random();
-        let nats = async_nats::connect(nats_url()).await.expect("NATS is running");
-        replica::provision(&nats, &admin_url(), &names).await.expect("provision");
+        let nats = async_nats::connect(nats_url())
+            .await
+            .expect("NATS is running");
+        replica::provision(&nats, &admin_url(), &names)
+            .await
+            .expect("provision");
         let dir = tempfile::tempdir().expect("tempdir");
         let files = ReplicaFiles::in_dir(dir.path());
         soakwatch::standin::write_default_env_file(&files.env_file).expect("env file");
@@ -123,7 +129,14 @@ impl Replica {
         let metrics_url = format!("http://127.0.0.1:{port}/metrics");
         let db_url = replica::replica_database_url(&admin_url(), &names).expect("db url");
         let config = files.config.clone();
-        let text = replica_config(&names, &nats_url(), &db_url, &metrics_url, &files, chrono::Utc::now());
+        let text = replica_config(
+            &names,
+            &nats_url(),
+            &db_url,
+            &metrics_url,
+            &files,
+            chrono::Utc::now(),
+        );
         std::fs::write(&config, text).expect("write config");
         let js = async_nats::jetstream::new(nats.clone());
         Replica {
@@ -157,7 +170,13 @@ impl Replica {
     /// Starts the stand-in service process on the replica's port.
     pub async fn start_standin(&mut self) {
         let child = tokio::process::Command::new(BIN)
-            .args(["standin", "--tag", &self.names.tag, "--nats-url", &nats_url()])
+            .args([
+                "standin",
+                "--tag",
+                &self.names.tag,
+                "--nats-url",
+                &nats_url(),
+            ])
             .arg("--database-url")
             .arg(&self.db_url)
             .arg("--env-file")
@@ -179,7 +198,10 @@ impl Replica {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("stand-in did not answer on {} within 10 s", self.metrics_url);
+        panic!(
+            "stand-in did not answer on {} within 10 s",
+            self.metrics_url
+        );
     }
 
     /// Kills the stand-in (the service crashes).
@@ -195,7 +217,9 @@ impl Replica {
         for _ in 0..n {
             let ev = HrvEvent::synthetic(self.next_event, &self.names.tag);
             self.next_event += 1;
-            replica::publish_hrv(&self.js, &self.names.hrv_subject, &ev).await.expect("publish");
+            replica::publish_hrv(&self.js, &self.names.hrv_subject, &ev)
+                .await
+                .expect("publish");
         }
     }
 
@@ -203,15 +227,22 @@ impl Replica {
     pub async fn publish_poison(&mut self) {
         let ev = HrvEvent::poison(self.next_event, &self.names.tag);
         self.next_event += 1;
-        replica::publish_hrv(&self.js, &self.names.hrv_subject, &ev).await.expect("publish poison");
+        replica::publish_hrv(&self.js, &self.names.hrv_subject, &ev)
+            .await
+            .expect("publish poison");
     }
 
     /// Current value of the stand-in's counter for `result`.
     pub async fn count(&self, result: &str) -> f64 {
-        let Ok(resp) = self.http.get(&self.metrics_url).send().await else { return -1.0 };
+        let Ok(resp) = self.http.get(&self.metrics_url).send().await else {
+            return -1.0;
+        };
         let body = resp.text().await.unwrap_or_default();
         soakwatch::promtext::parse(&body)
-            .sum("normalize_hrv_messages_total", &[("result".to_string(), result.to_string())])
+            .sum(
+                "normalize_hrv_messages_total",
+                &[("result".to_string(), result.to_string())],
+            )
             .unwrap_or(0.0)
     }
 
@@ -223,14 +254,21 @@ impl Replica {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("counter result={result} did not reach {want} (now {})", self.count(result).await);
+        panic!(
+            "counter result={result} did not reach {want} (now {})",
+            self.count(result).await
+        );
     }
 
     /// POSTs to the stand-in's fault-injection endpoint.
     pub async fn admin(&self, path: &str) {
         let url = format!("http://127.0.0.1:{}/admin/{path}", self.port);
         let resp = self.http.post(&url).send().await.expect("admin call");
-        assert!(resp.status().is_success(), "admin {path}: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "admin {path}: {}",
+            resp.status()
+        );
     }
 
     /// Appends a line to the service log.
@@ -256,12 +294,19 @@ impl Replica {
         let feeder = trickle.then(|| {
             tokio::spawn(async move {
                 for n in start..start + 12 {
-                    let _ = replica::publish_hrv(&js, &subject, &HrvEvent::synthetic(n, &tag)).await;
+                    let _ =
+                        replica::publish_hrv(&js, &subject, &HrvEvent::synthetic(n, &tag)).await;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })
         });
-        let run = run_bin(&["check", "--config", &config, "--format", "json", "--window", window], &[]).await;
+        let run = run_bin(
+            &[
+                "check", "--config", &config, "--format", "json", "--window", window,
+            ],
+            &[],
+        )
+        .await;
         if let Some(f) = feeder {
             f.abort();
         }
@@ -287,7 +332,14 @@ impl Drop for Replica {
         }
         // Blocking is fine here: a plain process, no runtime needed.
         let _ = std::process::Command::new(BIN)
-            .args(["replica", "down", "--tag", &self.names.tag, "--nats-url", &nats_url()])
+            .args([
+                "replica",
+                "down",
+                "--tag",
+                &self.names.tag,
+                "--nats-url",
+                &nats_url(),
+            ])
             .arg("--admin-database-url")
             .arg(admin_url())
             .stdout(Stdio::null())
@@ -298,7 +350,9 @@ impl Drop for Replica {
 
 /// Sorted list of (id, status) pairs for comparisons.
 pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
 }
 
 /// Reads a file or panics with its path.
