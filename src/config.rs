@@ -752,9 +752,11 @@ pub fn expand_env(s: &str, env: &dyn EnvLookup) -> Result<(String, Vec<String>),
                 used.push(v);
             }
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(format!(
+            (None, None) => {
+                return Err(format!(
                 "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-            )),
+            ))
+            }
         }
         rest = &body_start[end + 1..];
     }

@@ -32,7 +32,7 @@ pub enum ProberError {
 pub struct Prober {
     cfg: Config,
     http: reqwest::Client,
-    pg: Result<sqlx::postgres::PgConnectOptions, ProbeFailure>,
+    pg: Result<Mutex<db::DbSession>, ProbeFailure>,
     nats: Mutex<Option<async_nats::Client>>,
 }
 
@@ -61,7 +61,8 @@ impl Prober {
     /// Builds clients without connecting: a dead server fails its probe, not start-up.
     pub fn new(cfg: Config) -> Result<Prober, ProberError> {
         let http = metrics::http_client(cfg.probe_timeout)?;
-        let pg = db::connect_options(&cfg.database, cfg.probe_timeout);
+        let pg = db::connect_options(&cfg.database, cfg.probe_timeout)
+            .map(|o| Mutex::new(db::DbSession::new(o)));
         Ok(Prober {
             cfg,
             http,
@@ -151,7 +152,7 @@ impl Prober {
         // The database counts rows since the service started, which only the
         // metrics know: it runs its other queries first, then waits for that.
         let db_part = timed(ProbeKind::Database, "database".into(), timeout, async {
-            let opts = self.pg.as_ref().map_err(Clone::clone)?;
+            let session = self.pg.as_ref().map_err(Clone::clone)?;
             let process_start = metrics_rx.await.ok().flatten();
             let mut instants: Vec<DateTime<Utc>> = since.to_vec();
             if let Some(ps) =
@@ -159,7 +160,7 @@ impl Prober {
             {
                 instants.push(ps);
             }
-            db::probe(opts, cfg, now, &instants).await
+            session.lock().await.probe(cfg, now, &instants).await
         });
 
         let log_part = timed(ProbeKind::Log, "log".into(), timeout, log::probe(&cfg.log));
