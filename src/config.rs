@@ -89,6 +89,37 @@ pub struct Config {
     pub service_env: ServiceEnvConfig,
     /// Thresholds per criterion.
     pub criteria: CriteriaConfig,
+    /// The daemon: interval, state, reports, soak policy.
+    pub watch: WatchConfig,
+}
+
+/// Settings of `soakwatch watch`, validated.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Time between sampling rounds.
+    pub interval: Duration,
+    /// The SQLite state database (history survives restarts).
+    pub state: PathBuf,
+    /// Where checkpoint reports and charts go.
+    pub reports_dir: PathBuf,
+    /// Checkpoints after T0 (the seed: 24 h and 48 h).
+    pub checkpoints: Vec<Duration>,
+    /// Below this share of judged time a criterion's soak verdict is unknown.
+    pub min_coverage: f64,
+    /// A longer silence between samples is a gap (unknown for its length).
+    pub max_gap: Duration,
+    /// A failing criterion must pass this long before it recovers.
+    pub recover_after: Duration,
+    /// A raw failure must hold this long before it counts, per criterion.
+    pub fail_for: BTreeMap<crate::verdict::CriterionId, Duration>,
+    /// DLQ growth above this rate (messages per minute) fails at once.
+    pub dlq_spike_per_min: f64,
+    /// The daemon's own /metrics and /healthz; None = no listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Full snapshots older than this are thinned (cycle records are kept).
+    pub keep_full_snapshots: Duration,
+    /// Thinned snapshots are kept one per this span.
+    pub thin_to: Duration,
 }
 
 /// The soak's identity and start.
@@ -423,6 +454,92 @@ struct RawConfig {
     service_env: RawServiceEnv,
     #[serde(default)]
     criteria: CriteriaConfig,
+    #[serde(default)]
+    watch: RawWatch,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    interval: Duration,
+    #[serde(default = "default_state")]
+    state: String,
+    #[serde(default = "default_reports_dir")]
+    reports_dir: String,
+    #[serde(default = "default_checkpoints")]
+    checkpoints: Vec<String>,
+    #[serde(default = "default_min_coverage")]
+    min_coverage: f64,
+    #[serde(default, with = "humantime_serde")]
+    max_gap: Option<Duration>,
+    #[serde(default = "default_recover_after", with = "humantime_serde")]
+    recover_after: Duration,
+    #[serde(default = "default_fail_for", rename = "for")]
+    fail_for: BTreeMap<crate::verdict::CriterionId, String>,
+    #[serde(default = "default_dlq_spike")]
+    dlq_spike_per_min: f64,
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_keep_full", with = "humantime_serde")]
+    keep_full_snapshots: Duration,
+    #[serde(default = "default_thin_to", with = "humantime_serde")]
+    thin_to: Duration,
+}
+
+impl Default for RawWatch {
+    fn default() -> Self {
+        RawWatch {
+            interval: default_interval(),
+            state: default_state(),
+            reports_dir: default_reports_dir(),
+            checkpoints: default_checkpoints(),
+            min_coverage: default_min_coverage(),
+            max_gap: None,
+            recover_after: default_recover_after(),
+            fail_for: default_fail_for(),
+            dlq_spike_per_min: default_dlq_spike(),
+            listen: default_listen(),
+            keep_full_snapshots: default_keep_full(),
+            thin_to: default_thin_to(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_state() -> String {
+    "reports/soakwatch-state.sqlite".into()
+}
+fn default_reports_dir() -> String {
+    "reports".into()
+}
+fn default_checkpoints() -> Vec<String> {
+    vec!["24h".into(), "48h".into()]
+}
+fn default_min_coverage() -> f64 {
+    0.95
+}
+fn default_recover_after() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_fail_for() -> BTreeMap<crate::verdict::CriterionId, String> {
+    [(crate::verdict::CriterionId::Dlq, "5m".to_string())]
+        .into_iter()
+        .collect()
+}
+fn default_dlq_spike() -> f64 {
+    10.0
+}
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+fn default_keep_full() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_thin_to() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_soak() -> SoakConfig {
@@ -1032,6 +1149,63 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         p("criteria.latency_quantile", "must be in (0, 1)".into());
     }
 
+    // Watch
+    let w = &raw.watch;
+    if w.interval.is_zero() {
+        p("watch.interval", "must be greater than 0".into());
+    }
+    let mut checkpoints = Vec::new();
+    for (i, c) in w.checkpoints.iter().enumerate() {
+        match humantime::parse_duration(c) {
+            Ok(d) => checkpoints.push(d),
+            Err(e) => p(&format!("watch.checkpoints[{i}]"), format!("`{c}`: {e}")),
+        }
+    }
+    let mut fail_for = BTreeMap::new();
+    for (id, d) in &w.fail_for {
+        match humantime::parse_duration(d) {
+            Ok(d) => {
+                fail_for.insert(*id, d);
+            }
+            Err(e) => p(&format!("watch.for.{}", id.as_str()), format!("`{d}`: {e}")),
+        }
+    }
+    if !(w.min_coverage > 0.0 && w.min_coverage <= 1.0) {
+        p("watch.min_coverage", "must be in (0, 1]".into());
+    }
+    let listen = if w.listen.trim().is_empty() {
+        None
+    } else {
+        match w.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                p(
+                    "watch.listen",
+                    format!("`{}`: {e} (use host:port, or \"\" for none)", w.listen),
+                );
+                None
+            }
+        }
+    };
+    let max_gap = w.max_gap.unwrap_or(w.interval * 3);
+    if max_gap < w.interval {
+        p("watch.max_gap", "must be at least watch.interval".into());
+    }
+    let watch = WatchConfig {
+        interval: w.interval,
+        state: PathBuf::from(&w.state),
+        reports_dir: PathBuf::from(&w.reports_dir),
+        checkpoints,
+        min_coverage: w.min_coverage,
+        max_gap,
+        recover_after: w.recover_after,
+        fail_for,
+        dlq_spike_per_min: w.dlq_spike_per_min,
+        listen,
+        keep_full_snapshots: w.keep_full_snapshots,
+        thin_to: w.thin_to,
+    };
+
     let opt = |s: String| (!s.trim().is_empty()).then_some(s);
     Config {
         source: path.to_path_buf(),
@@ -1083,6 +1257,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             expect: raw.service_env.expect,
         },
         criteria: raw.criteria,
+        watch,
     }
 }
 

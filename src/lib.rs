@@ -16,9 +16,12 @@ pub mod promtext;
 pub mod replica;
 pub mod sample;
 pub mod secret;
+pub mod soak;
 pub mod standin;
 pub mod subjects;
 pub mod verdict;
+pub mod watch;
+pub mod watch_http;
 
 /// Installs the one rustls crypto provider (ring). Must run before any TLS
 /// use: with none installed, the first TLS connection panics. A second call

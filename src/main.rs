@@ -45,6 +45,44 @@ enum Command {
         /// Write the output here (atomically) instead of stdout.
         #[arg(long)]
         outfile: Option<PathBuf>,
+        /// Judge the whole soak so far from the state database of `watch`
+        /// instead of sampling now.
+        #[arg(long)]
+        soak: bool,
+        /// State database (default: watch.state in the config).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// The 48-hour daemon: samples every interval, keeps history, writes
+    /// checkpoint reports, serves its own /metrics and /healthz.
+    Watch {
+        /// The checks file.
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+        /// State database (default: watch.state in the config).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Start a new soak even if one is in progress (the old one is kept).
+        #[arg(long)]
+        new_soak: bool,
+        /// T0 of a new soak, RFC 3339 (default: now).
+        #[arg(long)]
+        t0: Option<chrono::DateTime<chrono::Utc>>,
+        /// Stop after this many cycles.
+        #[arg(long)]
+        max_cycles: Option<u64>,
+    },
+    /// Renders the soak's current state as a Markdown report with charts.
+    Report {
+        /// The checks file.
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+        /// State database (default: watch.state in the config).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Report file (default: <reports_dir>/<soak id>-report.md).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Checks a config file alone: every problem with file, line and key.
     Validate {
@@ -112,12 +150,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
             window,
             outfile,
+            soak,
+            state,
         } => {
-            let cfg = match load(&config) {
+            let mut cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let report = soakwatch::check::run(cfg, window).await?;
+            if let Some(s) = state {
+                cfg.watch.state = s;
+            }
+            let report = if soak {
+                let (eff, summary) = soakwatch::watch::load_summary(&cfg).await?;
+                soakwatch::watch::summary_as_check(&eff, &summary)
+                    .context("the soak has no samples yet")?
+            } else {
+                soakwatch::check::run(cfg, window).await?
+            };
             let text = output::render(&report, format);
             match outfile {
                 Some(path) => output::write_atomic(&path, &text)
@@ -139,8 +188,101 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(code) => Ok(code),
         },
+        Command::Watch {
+            config,
+            state,
+            new_soak,
+            t0,
+            max_cycles,
+        } => {
+            let mut cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(s) = state {
+                cfg.watch.state = s;
+            }
+            run_watch(
+                cfg,
+                soakwatch::watch::StartOptions {
+                    new_soak,
+                    t0,
+                    max_cycles,
+                },
+            )
+            .await
+        }
+        Command::Report { config, state, out } => {
+            let mut cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(s) = state {
+                cfg.watch.state = s;
+            }
+            let (eff, summary) = soakwatch::watch::load_summary(&cfg).await?;
+            let path = out.unwrap_or_else(|| {
+                cfg.watch
+                    .reports_dir
+                    .join(format!("{}-report.md", summary.soak_id))
+            });
+            soakwatch::watch::write_summary_report(&eff, &summary, "on-demand report", &path)?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => soakwatch::demo::run_demo(args).await,
         Command::Standin(args) => soakwatch::demo::run_standin(args).await,
         Command::Replica(args) => soakwatch::demo::run_replica(args).await,
     }
+}
+
+/// Runs the daemon until SIGINT/SIGTERM: the current cycle finishes, a final
+/// report is written and the state database is closed.
+async fn run_watch(cfg: Config, start: soakwatch::watch::StartOptions) -> anyhow::Result<ExitCode> {
+    use soakwatch::watch::{SharedStatus, SystemClock, Watch};
+    let status = SharedStatus::default();
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        soakwatch::demo::shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing the cycle");
+        t.cancel();
+    });
+    let watch = match Watch::open(cfg.clone(), status.clone()).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("soakwatch watch: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let server = match cfg.watch.listen {
+        Some(addr) => {
+            let listener = soakwatch::watch_http::bind(addr)
+                .await
+                .with_context(|| format!("binding the status listener on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, "serving /metrics and /healthz");
+            Some(tokio::spawn(soakwatch::watch_http::serve(
+                listener,
+                status.clone(),
+                token.clone(),
+            )))
+        }
+        None => None,
+    };
+    let prober = soakwatch::probe::Prober::new(cfg)?;
+    let result = watch.run(&prober, &SystemClock, start, token.clone()).await;
+    token.cancel();
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    let summary = result?;
+    println!(
+        "soak {}: {} ({}) after {} samples",
+        summary.soak_id,
+        summary.verdict.as_str(),
+        summary.verdict_reason,
+        summary.samples
+    );
+    Ok(ExitCode::SUCCESS)
 }

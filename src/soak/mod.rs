@@ -1,0 +1,9 @@
+//! The soak: history of snapshots turned into spans, incidents, coverage and
+//! a verdict over the whole soak; checkpoint reports and charts.
+
+pub mod chart;
+pub mod model;
+pub mod report;
+pub mod store;
+pub mod synthetic;
+pub mod timeline;

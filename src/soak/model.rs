@@ -1,0 +1,143 @@
+//! What a soak's history boils down to: spans per criterion, incidents,
+//! coverage per probe, chart series and the soak verdict. Plain data, built by
+//! [`super::timeline`] and read by reports, charts and the daemon's /metrics.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::sample::Snapshot;
+use crate::verdict::{CriterionId, Status, Verdict};
+
+/// A stretch of time during which a criterion held one (debounced) status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Span {
+    /// The criterion.
+    pub criterion: CriterionId,
+    /// Its status over the span.
+    pub status: Status,
+    /// First sample of the span.
+    pub start: DateTime<Utc>,
+    /// Last instant covered (the next span's start, or "now").
+    pub end: DateTime<Utc>,
+    /// Worst value seen in the span (highest for "more is worse" numbers).
+    pub peak: Option<f64>,
+    /// Evidence of the first sample that opened the span.
+    pub evidence: String,
+}
+
+impl Span {
+    /// Length in seconds.
+    pub fn secs(&self) -> f64 {
+        (self.end - self.start).num_milliseconds() as f64 / 1000.0
+    }
+}
+
+/// Share of the soak window with good samples from one probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeCoverage {
+    /// Probe label (stream, consumer, metrics, database, log, service_env).
+    pub probe: String,
+    /// Seconds covered by successful samples.
+    pub good_secs: f64,
+    /// Seconds of the soak window so far.
+    pub total_secs: f64,
+    /// The last failure reason, if the probe ever failed.
+    pub last_error: Option<String>,
+}
+
+impl ProbeCoverage {
+    /// Fraction 0..1 (1 when the window is empty).
+    pub fn share(&self) -> f64 {
+        if self.total_secs <= 0.0 {
+            1.0
+        } else {
+            (self.good_secs / self.total_secs).clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// One criterion over the whole soak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CriterionSummary {
+    /// The criterion.
+    pub id: CriterionId,
+    /// Debounced status at the newest sample.
+    pub now: Status,
+    /// Verdict over the soak: fail if any fail span, unknown if coverage is
+    /// below the threshold, else the worst of pass/warn.
+    pub soak: Status,
+    /// Seconds spent failing.
+    pub fail_secs: f64,
+    /// Seconds with no judgement (probe down, gap in sampling).
+    pub unknown_secs: f64,
+    /// Share of the soak with a pass/warn/fail judgement.
+    pub coverage: f64,
+    /// Worst value seen over the soak.
+    pub worst_value: Option<f64>,
+    /// The newest raw verdict (target, observed, evidence).
+    pub last: Verdict,
+}
+
+/// Time series drawn in the report's charts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChartSeries {
+    /// Consumer lag (pending + ack pending).
+    pub lag: Vec<(DateTime<Utc>, f64)>,
+    /// Messages in the DLQ stream.
+    pub dlq: Vec<(DateTime<Utc>, f64)>,
+    /// Processed messages per minute.
+    pub throughput: Vec<(DateTime<Utc>, f64)>,
+    /// Success rate in percent (cumulative since service start).
+    pub success_rate: Vec<(DateTime<Utc>, f64)>,
+    /// Processing-time quantile in milliseconds.
+    pub p95_ms: Vec<(DateTime<Utc>, f64)>,
+}
+
+/// Everything known about a soak at one instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakSummary {
+    /// Soak id (stable across restarts).
+    pub soak_id: String,
+    /// Soak name from the config.
+    pub name: String,
+    /// T0.
+    pub t0: DateTime<Utc>,
+    /// The instant summarised (newest sample).
+    pub now: DateTime<Utc>,
+    /// Planned length in seconds.
+    pub planned_secs: f64,
+    /// Samples considered.
+    pub samples: usize,
+    /// Per criterion, in report order.
+    pub criteria: Vec<CriterionSummary>,
+    /// Fail spans, oldest first.
+    pub incidents: Vec<Span>,
+    /// All spans (for timelines), oldest first per criterion.
+    pub spans: Vec<Span>,
+    /// Per probe.
+    pub coverage: Vec<ProbeCoverage>,
+    /// Minimum coverage for a pass verdict.
+    pub min_coverage: f64,
+    /// Service restarts detected (process start changed or counters reset).
+    pub restarts: Vec<DateTime<Utc>>,
+    /// Chart data.
+    pub series: ChartSeries,
+    /// Overall soak verdict.
+    pub verdict: Status,
+    /// Why, in one line.
+    pub verdict_reason: String,
+    /// Newest snapshot, for the state tables.
+    pub last_snapshot: Option<Snapshot>,
+}
+
+impl SoakSummary {
+    /// Hours since T0 at `now`.
+    pub fn elapsed_hours(&self) -> f64 {
+        (self.now - self.t0).num_seconds() as f64 / 3600.0
+    }
+
+    /// The summary of one criterion.
+    pub fn criterion(&self, id: CriterionId) -> Option<&CriterionSummary> {
+        self.criteria.iter().find(|c| c.id == id)
+    }
+}

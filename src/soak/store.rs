@@ -1,0 +1,427 @@
+//! The state database: one SQLite file holding the soak's identity,
+//! baselines, every cycle and the (thinned) snapshots.
+//!
+//! Each cycle is one transaction in WAL mode, so a SIGKILL loses at most the
+//! cycle in flight. One daemon per file: an exclusive lock file refuses a
+//! second writer instead of letting two interleave. A file that is not a
+//! soakwatch database is refused, never silently replaced by a new soak.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use crate::sample::Snapshot;
+use crate::soak::timeline::{CycleRecord, SoakMeta};
+
+/// Schema version written in `meta`; bumped on incompatible changes.
+const SCHEMA_VERSION: &str = "1";
+
+/// Why the state database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the lock (a second `watch` on the same state).
+    #[error("state database {0} is locked by another soakwatch process (lock file {0}.lock)")]
+    Locked(PathBuf),
+    /// The file exists but is not a soakwatch database (or is corrupt).
+    #[error("state database {path} is not a usable soakwatch database: {reason}; refusing to start a new soak over it (move it away or pass another --state)")]
+    NotSoakwatch {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite or the schema check said.
+        reason: String,
+    },
+    /// Opening or creating the file failed.
+    #[error("cannot open state database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("state database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A stored record does not decode.
+    #[error("state database holds a record that does not decode: {0}")]
+    Decode(String),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+impl From<rmp_serde::decode::Error> for StoreError {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+impl From<rmp_serde::encode::Error> for StoreError {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+/// Records are MessagePack: compact, and unlike JSON it keeps +Inf/NaN
+/// (histogram buckets end at +Inf).
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(rmp_serde::to_vec_named(v)?)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    Ok(rmp_serde::from_slice(b)?)
+}
+
+/// Baselines recorded once at soak start (from the config, or observed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baselines {
+    /// Legacy stream messages at T0.
+    pub legacy_messages: Option<u64>,
+    /// Legacy stream last sequence at T0.
+    pub legacy_last_seq: Option<u64>,
+    /// DLQ stream messages at T0.
+    pub dlq_messages: Option<u64>,
+    /// DLQ stream last sequence at T0.
+    pub dlq_last_seq: Option<u64>,
+}
+
+/// A soak as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoakRecord {
+    /// Identity and T0.
+    pub meta: SoakMeta,
+    /// Baselines recorded at start.
+    pub baselines: Baselines,
+}
+
+/// An open state database.
+pub struct Store {
+    pool: SqlitePool,
+    path: PathBuf,
+    _lock: Option<std::fs::File>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating if missing) for writing, taking the exclusive lock.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Open {
+                path: lock_path.clone(),
+                reason: e.to_string(),
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(path.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Open {
+                    path: lock_path,
+                    reason: e.to_string(),
+                })
+            }
+        }
+        let store = Self::connect(path, false, Some(lock)).await?;
+        store.init_schema().await?;
+        Ok(store)
+    }
+
+    /// Opens an existing database for reading while a daemon may be writing it.
+    pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                reason: "no such file (has `soakwatch watch` run with this state path?)".into(),
+            });
+        }
+        let store = Self::connect(path, true, None).await?;
+        store.check_schema().await?;
+        Ok(store)
+    }
+
+    async fn connect(
+        path: &Path,
+        read_only: bool,
+        lock: Option<std::fs::File>,
+    ) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .filename(path)
+            .create_if_missing(!read_only)
+            .read_only(read_only)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::NotSoakwatch {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            pool,
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    fn not_ours(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::NotSoakwatch {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Tables of a fresh file; a file with other tables is refused.
+    async fn init_schema(&self) -> Result<(), StoreError> {
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.not_ours(e.to_string()))?;
+        if tables.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            for stmt in [
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+                "CREATE TABLE soak (id TEXT PRIMARY KEY, name TEXT NOT NULL, t0_ms INTEGER NOT NULL, \
+                 planned_secs REAL NOT NULL, baselines TEXT NOT NULL, created_ms INTEGER NOT NULL, active INTEGER NOT NULL)",
+                "CREATE TABLE cycle (soak_id TEXT NOT NULL, at_ms INTEGER NOT NULL, record BLOB NOT NULL, \
+                 PRIMARY KEY (soak_id, at_ms))",
+                "CREATE TABLE snapshot (soak_id TEXT NOT NULL, at_ms INTEGER NOT NULL, body BLOB NOT NULL, \
+                 PRIMARY KEY (soak_id, at_ms))",
+                "CREATE TABLE checkpoint (soak_id TEXT NOT NULL, label TEXT NOT NULL, written_ms INTEGER NOT NULL, \
+                 path TEXT NOT NULL, PRIMARY KEY (soak_id, label))",
+            ] {
+                sqlx::query(stmt).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO meta (key, value) VALUES ('schema', ?), ('app', 'soakwatch')")
+                .bind(SCHEMA_VERSION)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        self.check_schema().await
+    }
+
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let row: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'schema'")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.not_ours(e.to_string()))?;
+        match row.as_deref() {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(v) => Err(self.not_ours(format!(
+                "schema version {v}, this soakwatch reads {SCHEMA_VERSION}"
+            ))),
+            None => Err(self.not_ours("no soakwatch schema marker")),
+        }
+    }
+
+    /// The soak in progress, if any.
+    pub async fn active_soak(&self) -> Result<Option<SoakRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, t0_ms, planned_secs, baselines FROM soak WHERE active = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let t0_ms: i64 = row.get(2);
+        Ok(Some(SoakRecord {
+            meta: SoakMeta {
+                id: row.get(0),
+                name: row.get(1),
+                t0: DateTime::from_timestamp_millis(t0_ms).unwrap_or_default(),
+                planned_secs: row.get(3),
+            },
+            baselines: serde_json::from_str(row.get::<&str, _>(4))?,
+        }))
+    }
+
+    /// Records a new soak (once) and makes it the active one.
+    pub async fn start_soak(&self, rec: &SoakRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE soak SET active = 0")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO soak (id, name, t0_ms, planned_secs, baselines, created_ms, active) VALUES (?, ?, ?, ?, ?, ?, 1)",
+        )
+        .bind(&rec.meta.id)
+        .bind(&rec.meta.name)
+        .bind(ms(rec.meta.t0))
+        .bind(rec.meta.planned_secs)
+        .bind(serde_json::to_string(&rec.baselines)?)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends one cycle and its snapshot atomically.
+    pub async fn append(
+        &self,
+        soak_id: &str,
+        rec: &CycleRecord,
+        snap: &Snapshot,
+    ) -> Result<(), StoreError> {
+        let record = encode(rec)?;
+        let body = encode(snap)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT OR REPLACE INTO cycle (soak_id, at_ms, record) VALUES (?, ?, ?)")
+            .bind(soak_id)
+            .bind(ms(rec.at))
+            .bind(record)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT OR REPLACE INTO snapshot (soak_id, at_ms, body) VALUES (?, ?, ?)")
+            .bind(soak_id)
+            .bind(ms(snap.taken_at))
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every cycle of a soak, oldest first.
+    pub async fn cycles(&self, soak_id: &str) -> Result<Vec<CycleRecord>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT record FROM cycle WHERE soak_id = ? ORDER BY at_ms")
+                .bind(soak_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| decode(r)).collect()
+    }
+
+    /// The newest snapshot of a soak.
+    pub async fn last_snapshot(&self, soak_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT body FROM snapshot WHERE soak_id = ? ORDER BY at_ms DESC LIMIT 1",
+        )
+        .bind(soak_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|b| decode(&b)).transpose()
+    }
+
+    /// The newest `n` snapshots, oldest first.
+    pub async fn last_snapshots(&self, soak_id: &str, n: i64) -> Result<Vec<Snapshot>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT body FROM snapshot WHERE soak_id = ? ORDER BY at_ms DESC LIMIT ?",
+        )
+        .bind(soak_id)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut v: Vec<Snapshot> = rows.iter().map(|r| decode(r)).collect::<Result<_, _>>()?;
+        v.reverse();
+        Ok(v)
+    }
+
+    /// Every kept snapshot, oldest first (for replay).
+    pub async fn snapshots(&self, soak_id: &str) -> Result<Vec<Snapshot>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT body FROM snapshot WHERE soak_id = ? ORDER BY at_ms")
+                .bind(soak_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| decode(r)).collect()
+    }
+
+    /// Labels of checkpoints already written.
+    pub async fn checkpoints_done(&self, soak_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT label FROM checkpoint WHERE soak_id = ?")
+                .bind(soak_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records a written checkpoint so a restart does not write it again.
+    pub async fn mark_checkpoint(
+        &self,
+        soak_id: &str,
+        label: &str,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO checkpoint (soak_id, label, written_ms, path) VALUES (?, ?, ?, ?)")
+            .bind(soak_id)
+            .bind(label)
+            .bind(ms(now))
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Bounds the database: snapshots older than `before` are kept one per
+    /// `keep_every` (cycle records, which the soak verdict needs, are all kept).
+    pub async fn thin(
+        &self,
+        soak_id: &str,
+        before: DateTime<Utc>,
+        keep_every: Duration,
+    ) -> Result<u64, StoreError> {
+        let bucket = (keep_every.as_millis() as i64).max(1);
+        let res = sqlx::query(
+            "DELETE FROM snapshot WHERE soak_id = ?1 AND at_ms < ?2 AND at_ms NOT IN \
+             (SELECT min(at_ms) FROM snapshot WHERE soak_id = ?1 AND at_ms < ?2 GROUP BY at_ms / ?3)",
+        )
+        .bind(soak_id)
+        .bind(ms(before))
+        .bind(bucket)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    /// Size of the database file and its WAL, bytes.
+    pub fn size_bytes(&self) -> u64 {
+        let main = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let wal = std::fs::metadata(format!("{}-wal", self.path.display()))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        main + wal
+    }
+
+    /// Checkpoints the WAL into the main file and closes: a clean shutdown.
+    pub async fn close(self) {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+}

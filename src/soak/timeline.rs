@@ -1,0 +1,581 @@
+//! From per-cycle verdicts to a soak: debouncing (`for` durations and
+//! recovery hysteresis), gaps, spans, incidents, coverage and the verdict.
+//!
+//! Pure: cycles in, a [`SoakSummary`] out. Each cycle is compact (statuses
+//! and numbers, evidence only when not passing), so 48 h at 10 s (17,280
+//! cycles) stays small in memory and summarises in milliseconds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::evaluate::evaluate;
+use crate::histogram;
+use crate::sample::Snapshot;
+use crate::soak::model::{ChartSeries, CriterionSummary, ProbeCoverage, SoakSummary, Span};
+use crate::verdict::{CriterionId, Status, Verdict};
+
+/// How history is judged; from `[watch]` in checks.toml.
+#[derive(Debug, Clone)]
+pub struct SoakPolicy {
+    /// Expected time between samples.
+    pub interval: Duration,
+    /// A longer gap between samples is a gap: unknown for its length.
+    pub max_gap: Duration,
+    /// A raw failure must hold this long before it counts, per criterion.
+    pub fail_for: BTreeMap<CriterionId, Duration>,
+    /// A failing criterion must pass this long before it recovers.
+    pub recover_after: Duration,
+    /// Below this share of judged time a criterion (and the soak) is unknown.
+    pub min_coverage: f64,
+    /// DLQ growth above this many messages per minute fails at once (no `for`).
+    pub dlq_spike_per_min: f64,
+}
+
+impl SoakPolicy {
+    /// The `for` duration of a criterion (zero when none is set).
+    pub fn fail_for(&self, id: CriterionId) -> Duration {
+        self.fail_for.get(&id).copied().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The soak's identity, recorded once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakMeta {
+    /// Stable id.
+    pub id: String,
+    /// Name from the config when the soak began.
+    pub name: String,
+    /// T0.
+    pub t0: DateTime<Utc>,
+    /// Planned length.
+    pub planned_secs: f64,
+}
+
+/// One cycle, compact: what the timeline needs and nothing more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    /// When the cycle's samples were taken (the scheduled tick).
+    pub at: DateTime<Utc>,
+    /// Raw status per criterion, in [`CriterionId::ALL`] order.
+    pub status: Vec<Status>,
+    /// Main value per criterion.
+    pub value: Vec<Option<f64>>,
+    /// Evidence per criterion, kept only when not passing.
+    pub evidence: Vec<Option<String>>,
+    /// Probe label -> error (None = ok).
+    pub probes: BTreeMap<String, Option<String>>,
+    /// Service process start, if seen.
+    pub process_start: Option<f64>,
+    /// Sum of all results of the message counter, if seen.
+    pub processed_total: Option<f64>,
+    /// Messages in the DLQ stream, if seen.
+    pub dlq_messages: Option<u64>,
+    /// Consumer lag, if seen.
+    pub lag: Option<u64>,
+}
+
+impl CycleRecord {
+    /// Evaluates one cycle against the previous snapshot (the window) and
+    /// keeps the compact result. The DLQ spike rule is applied here: growth
+    /// faster than `dlq_spike_per_min` is marked so the timeline skips `for`.
+    pub fn evaluate(
+        cfg: &Config,
+        prev: Option<&Snapshot>,
+        snap: &Snapshot,
+        max_gap: Duration,
+    ) -> (CycleRecord, Vec<Verdict>) {
+        let usable_prev = prev.filter(|p| {
+            let gap = (snap.taken_at - p.taken_at)
+                .to_std()
+                .unwrap_or(Duration::MAX);
+            gap <= max_gap && p.taken_at < snap.taken_at
+        });
+        let verdicts = match usable_prev {
+            Some(p) => evaluate(cfg, &[p.clone(), snap.clone()]),
+            None => evaluate(cfg, std::slice::from_ref(snap)),
+        };
+        (CycleRecord::from_verdicts(cfg, snap, &verdicts), verdicts)
+    }
+
+    /// Compacts verdicts and the snapshot's chart facts.
+    pub fn from_verdicts(cfg: &Config, snap: &Snapshot, verdicts: &[Verdict]) -> CycleRecord {
+        let by_id: BTreeMap<CriterionId, &Verdict> = verdicts.iter().map(|v| (v.id, v)).collect();
+        let mut status = Vec::with_capacity(CriterionId::ALL.len());
+        let mut value = Vec::with_capacity(CriterionId::ALL.len());
+        let mut evidence = Vec::with_capacity(CriterionId::ALL.len());
+        for id in CriterionId::ALL {
+            match by_id.get(&id) {
+                Some(v) => {
+                    status.push(v.status);
+                    value.push(v.value);
+                    evidence.push((v.status != Status::Pass).then(|| v.evidence.clone()));
+                }
+                None => {
+                    status.push(Status::Unknown);
+                    value.push(None);
+                    evidence.push(Some("not evaluated".into()));
+                }
+            }
+        }
+        let mut probes = BTreeMap::new();
+        for (name, r) in &snap.streams {
+            probes.insert(
+                format!("stream {name}"),
+                r.as_ref().err().map(|f| f.reason.clone()),
+            );
+        }
+        probes.insert(
+            "consumer".into(),
+            snap.consumer.as_ref().err().map(|f| f.reason.clone()),
+        );
+        probes.insert(
+            "metrics".into(),
+            snap.metrics.as_ref().err().map(|f| f.reason.clone()),
+        );
+        probes.insert(
+            "database".into(),
+            snap.db.as_ref().err().map(|f| f.reason.clone()),
+        );
+        probes.insert(
+            "log".into(),
+            snap.log.as_ref().err().map(|f| f.reason.clone()),
+        );
+        probes.insert(
+            "service_env".into(),
+            snap.env.as_ref().err().map(|f| f.reason.clone()),
+        );
+        let metrics = snap.metrics.as_ref().ok();
+        CycleRecord {
+            at: snap.taken_at,
+            status,
+            value,
+            evidence,
+            probes,
+            process_start: metrics.and_then(|m| m.process_start),
+            processed_total: metrics
+                .filter(|m| m.counter_found)
+                .map(|m| m.by_result.values().sum()),
+            dlq_messages: snap
+                .streams
+                .get(&cfg.streams.dlq.name)
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|s| s.as_ref())
+                .map(|s| s.messages),
+            lag: snap
+                .consumer
+                .as_ref()
+                .ok()
+                .and_then(|c| c.as_ref())
+                .map(|c| c.num_pending + c.num_ack_pending),
+        }
+    }
+}
+
+fn idx(id: CriterionId) -> usize {
+    CriterionId::ALL.iter().position(|c| *c == id).unwrap_or(0)
+}
+
+/// Debounced status per cycle for one criterion.
+fn debounce(cycles: &[CycleRecord], id: CriterionId, policy: &SoakPolicy) -> Vec<Status> {
+    let i = idx(id);
+    let fail_for = chrono::Duration::from_std(policy.fail_for(id)).unwrap_or_default();
+    let recover = chrono::Duration::from_std(policy.recover_after).unwrap_or_default();
+    let max_gap = chrono::Duration::from_std(policy.max_gap).unwrap_or_default();
+    let mut out: Vec<Status> = Vec::with_capacity(cycles.len());
+    let mut current = Status::Unknown;
+    let mut pending_since: Option<usize> = None;
+    let mut recovering_since: Option<usize> = None;
+    for (k, c) in cycles.iter().enumerate() {
+        let raw = c.status.get(i).copied().unwrap_or(Status::Unknown);
+        let gap_before = k > 0 && c.at - cycles[k - 1].at > max_gap;
+        if gap_before {
+            // A gap breaks every running `for` and recovery clock.
+            pending_since = None;
+            recovering_since = None;
+        }
+        let spike = id == CriterionId::Dlq && dlq_spike(cycles, k, policy);
+        match raw {
+            Status::Fail => {
+                recovering_since = None;
+                if current == Status::Fail {
+                    // still failing
+                } else {
+                    let start = *pending_since.get_or_insert(k);
+                    if spike || c.at - cycles[start].at >= fail_for {
+                        // Confirmed: the incident began when the condition did.
+                        for s in out.iter_mut().skip(start) {
+                            *s = Status::Fail;
+                        }
+                        current = Status::Fail;
+                        pending_since = None;
+                    }
+                }
+            }
+            Status::Unknown | Status::NotConfigured => {
+                pending_since = None;
+                recovering_since = None;
+                current = raw;
+            }
+            Status::Pass | Status::Warn => {
+                pending_since = None;
+                if current == Status::Fail {
+                    let start = *recovering_since.get_or_insert(k);
+                    if c.at - cycles[start].at >= recover {
+                        current = raw;
+                        recovering_since = None;
+                    }
+                } else {
+                    current = raw;
+                }
+            }
+        }
+        out.push(current);
+    }
+    out
+}
+
+/// True when the DLQ grew faster than the spike rate since the previous cycle.
+fn dlq_spike(cycles: &[CycleRecord], k: usize, policy: &SoakPolicy) -> bool {
+    if k == 0 {
+        return false;
+    }
+    let (a, b) = (&cycles[k - 1], &cycles[k]);
+    match (a.dlq_messages, b.dlq_messages) {
+        (Some(x), Some(y)) if y > x => {
+            let minutes = (b.at - a.at).num_milliseconds() as f64 / 60_000.0;
+            minutes > 0.0 && (y - x) as f64 / minutes > policy.dlq_spike_per_min
+        }
+        _ => false,
+    }
+}
+
+/// Whether a value is worse when higher (for span peaks).
+fn higher_is_worse(id: CriterionId) -> bool {
+    !matches!(
+        id,
+        CriterionId::SuccessRate | CriterionId::StreamPurity | CriterionId::ServiceUp
+    )
+}
+
+/// Summarises a soak from its cycles (oldest first). `last_verdicts` are the
+/// newest cycle's full verdicts (targets, observed text) and `last_snapshot`
+/// its samples, for the tables.
+pub fn summarize(
+    meta: &SoakMeta,
+    cycles: &[CycleRecord],
+    last_verdicts: &[Verdict],
+    last_snapshot: Option<Snapshot>,
+    policy: &SoakPolicy,
+) -> SoakSummary {
+    let now = cycles.last().map(|c| c.at).unwrap_or(meta.t0);
+    let window_secs = ((now - meta.t0).num_milliseconds() as f64 / 1000.0).max(0.0);
+    let max_gap = chrono::Duration::from_std(policy.max_gap).unwrap_or_default();
+
+    // Time each cycle stands for: until the next cycle, capped by max_gap.
+    let mut weight = Vec::with_capacity(cycles.len());
+    for (k, c) in cycles.iter().enumerate() {
+        let next = cycles.get(k + 1).map(|n| n.at).unwrap_or(now);
+        let d = (next - c.at).min(max_gap).max(chrono::Duration::zero());
+        weight.push(d.num_milliseconds() as f64 / 1000.0);
+    }
+
+    let mut spans = Vec::new();
+    let mut criteria = Vec::new();
+    for id in CriterionId::ALL {
+        let i = idx(id);
+        let statuses = debounce(cycles, id, policy);
+        let mut judged = 0.0;
+        let mut fail_secs = 0.0;
+        let mut worst_value: Option<f64> = None;
+        let mut saw_warn = false;
+        let mut all_not_configured = !cycles.is_empty();
+        let mut criterion_spans: Vec<Span> = Vec::new();
+        for (k, c) in cycles.iter().enumerate() {
+            let s = statuses[k];
+            let w = weight[k];
+            if s != Status::NotConfigured {
+                all_not_configured = false;
+            }
+            if matches!(s, Status::Pass | Status::Warn | Status::Fail) {
+                judged += w;
+            }
+            if s == Status::Fail {
+                fail_secs += w;
+            }
+            if s == Status::Warn {
+                saw_warn = true;
+            }
+            let v = c.value.get(i).copied().flatten().filter(|v| v.is_finite());
+            if let Some(v) = v {
+                worst_value = Some(match worst_value {
+                    None => v,
+                    Some(w0) if higher_is_worse(id) => w0.max(v),
+                    Some(w0) => w0.min(v),
+                });
+            }
+            let gap_before = k > 0 && c.at - cycles[k - 1].at > max_gap;
+            if gap_before {
+                let prev_end = cycles[k - 1].at + max_gap;
+                if let Some(last) = criterion_spans.last_mut() {
+                    last.end = prev_end;
+                }
+                criterion_spans.push(Span {
+                    criterion: id,
+                    status: Status::Unknown,
+                    start: prev_end,
+                    end: c.at,
+                    peak: None,
+                    evidence: format!(
+                        "no samples for {}s (sampling gap)",
+                        (c.at - cycles[k - 1].at).num_seconds()
+                    ),
+                });
+            }
+            let continues = criterion_spans
+                .last()
+                .is_some_and(|sp| sp.status == s && !gap_before);
+            if continues {
+                if let Some(sp) = criterion_spans.last_mut() {
+                    sp.end = c.at;
+                    if let Some(v) = v {
+                        sp.peak = Some(match sp.peak {
+                            None => v,
+                            Some(p) if higher_is_worse(id) => p.max(v),
+                            Some(p) => p.min(v),
+                        });
+                    }
+                }
+            } else {
+                if let Some(last) = criterion_spans.last_mut() {
+                    if !gap_before {
+                        last.end = c.at;
+                    }
+                }
+                let evidence = c
+                    .evidence
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| {
+                        // A confirmed failure starts at a raw-fail cycle; its evidence is there.
+                        last_verdicts
+                            .iter()
+                            .find(|v| v.id == id)
+                            .map(|v| v.evidence.clone())
+                    })
+                    .unwrap_or_default();
+                criterion_spans.push(Span {
+                    criterion: id,
+                    status: s,
+                    start: c.at,
+                    end: c.at,
+                    peak: v,
+                    evidence,
+                });
+            }
+        }
+        if let Some(last) = criterion_spans.last_mut() {
+            last.end = now.max(last.end);
+        }
+        let coverage = if window_secs > 0.0 {
+            (judged / window_secs).clamp(0.0, 1.0)
+        } else if cycles.is_empty() {
+            0.0
+        } else {
+            1.0
+        };
+        let soak = if cycles.is_empty() {
+            Status::Unknown
+        } else if all_not_configured {
+            Status::NotConfigured
+        } else if fail_secs > 0.0 || statuses.contains(&Status::Fail) {
+            Status::Fail
+        } else if coverage < policy.min_coverage {
+            Status::Unknown
+        } else if saw_warn {
+            Status::Warn
+        } else {
+            Status::Pass
+        };
+        let last = last_verdicts
+            .iter()
+            .find(|v| v.id == id)
+            .cloned()
+            .unwrap_or_else(|| Verdict::unknown(id, "", "no samples"));
+        criteria.push(CriterionSummary {
+            id,
+            now: statuses.last().copied().unwrap_or(Status::Unknown),
+            soak,
+            fail_secs,
+            unknown_secs: (window_secs - judged).max(0.0),
+            coverage,
+            worst_value,
+            last,
+        });
+        spans.extend(criterion_spans);
+    }
+
+    // Probe coverage.
+    let mut probe_good: BTreeMap<String, (f64, Option<String>)> = BTreeMap::new();
+    for (k, c) in cycles.iter().enumerate() {
+        for (p, err) in &c.probes {
+            let e = probe_good.entry(p.clone()).or_insert((0.0, None));
+            match err {
+                None => e.0 += weight[k],
+                Some(reason) => e.1 = Some(reason.clone()),
+            }
+        }
+    }
+    let coverage: Vec<ProbeCoverage> = probe_good
+        .into_iter()
+        .map(|(probe, (good, err))| ProbeCoverage {
+            probe,
+            good_secs: good,
+            total_secs: window_secs,
+            last_error: err,
+        })
+        .collect();
+
+    // Restarts: process start moved, or the counter went down.
+    let mut restarts = Vec::new();
+    for w in cycles.windows(2) {
+        let moved = matches!((w[0].process_start, w[1].process_start), (Some(a), Some(b)) if (a - b).abs() > 0.5);
+        let reset =
+            matches!((w[0].processed_total, w[1].processed_total), (Some(a), Some(b)) if b < a);
+        if moved || reset {
+            restarts.push(w[1].at);
+        }
+    }
+
+    let series = chart_series(cycles);
+    let incidents: Vec<Span> = spans
+        .iter()
+        .filter(|s| s.status == Status::Fail)
+        .cloned()
+        .collect();
+    let (verdict, verdict_reason) = soak_verdict(&criteria, policy, cycles.is_empty());
+    SoakSummary {
+        soak_id: meta.id.clone(),
+        name: meta.name.clone(),
+        t0: meta.t0,
+        now,
+        planned_secs: meta.planned_secs,
+        samples: cycles.len(),
+        criteria,
+        incidents,
+        spans,
+        coverage,
+        min_coverage: policy.min_coverage,
+        restarts,
+        series,
+        verdict,
+        verdict_reason,
+        last_snapshot,
+    }
+}
+
+fn soak_verdict(
+    criteria: &[CriterionSummary],
+    policy: &SoakPolicy,
+    empty: bool,
+) -> (Status, String) {
+    if empty {
+        return (Status::Unknown, "no samples yet".into());
+    }
+    let with = |s: Status| {
+        criteria
+            .iter()
+            .filter(|c| c.soak == s)
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+    };
+    let failed = with(Status::Fail);
+    if !failed.is_empty() {
+        return (
+            Status::Fail,
+            format!("failed during the soak: {}", failed.join(", ")),
+        );
+    }
+    let unknown = with(Status::Unknown);
+    if !unknown.is_empty() {
+        return (
+            Status::Unknown,
+            format!(
+                "coverage below {:.0}% for: {}",
+                policy.min_coverage * 100.0,
+                unknown.join(", ")
+            ),
+        );
+    }
+    let warned = with(Status::Warn);
+    if !warned.is_empty() {
+        return (
+            Status::Warn,
+            format!("warnings during the soak: {}", warned.join(", ")),
+        );
+    }
+    (
+        Status::Pass,
+        "every criterion held with sufficient coverage".into(),
+    )
+}
+
+fn chart_series(cycles: &[CycleRecord]) -> ChartSeries {
+    let mut s = ChartSeries::default();
+    let sr = idx(CriterionId::SuccessRate);
+    let p95 = idx(CriterionId::P95Latency);
+    for (k, c) in cycles.iter().enumerate() {
+        if let Some(l) = c.lag {
+            s.lag.push((c.at, l as f64));
+        }
+        if let Some(d) = c.dlq_messages {
+            s.dlq.push((c.at, d as f64));
+        }
+        if let Some(v) = c.value.get(sr).copied().flatten() {
+            s.success_rate.push((c.at, v));
+        }
+        if let Some(v) = c.value.get(p95).copied().flatten() {
+            s.p95_ms.push((c.at, v));
+        }
+        if k > 0 {
+            let p = &cycles[k - 1];
+            if let (Some(a), Some(b)) = (p.processed_total, c.processed_total) {
+                let minutes = (c.at - p.at).num_milliseconds() as f64 / 60_000.0;
+                if minutes > 0.0 {
+                    let (inc, _) = histogram::counter_increase(&[a, b]);
+                    s.throughput.push((c.at, inc / minutes));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Replays recorded snapshots (oldest first) into a summary: what `watch`
+/// computes incrementally, in one call. Used by tests and `report --replay`.
+pub fn replay(
+    cfg: &Config,
+    meta: &SoakMeta,
+    snapshots: &[Snapshot],
+    policy: &SoakPolicy,
+) -> SoakSummary {
+    let mut cycles = Vec::with_capacity(snapshots.len());
+    let mut last_verdicts = Vec::new();
+    for (k, snap) in snapshots.iter().enumerate() {
+        let prev = k.checked_sub(1).map(|p| &snapshots[p]);
+        let (rec, verdicts) = CycleRecord::evaluate(cfg, prev, snap, policy.max_gap);
+        cycles.push(rec);
+        last_verdicts = verdicts;
+    }
+    summarize(
+        meta,
+        &cycles,
+        &last_verdicts,
+        snapshots.last().cloned(),
+        policy,
+    )
+}

@@ -1,0 +1,551 @@
+//! `soakwatch watch`: the long-running daemon.
+//!
+//! Every `interval` (on a jitter-free grid anchored at T0) it takes one
+//! snapshot, evaluates it against the previous one, appends the cycle to the
+//! state database, refreshes the soak summary, writes due checkpoint reports
+//! and publishes its own status. Time comes from a [`Clock`] and samples from
+//! a [`SampleSource`], so tests drive 48 h of soak with scripted samples.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::output::write_atomic;
+use crate::probe::Prober;
+use crate::sample::Snapshot;
+use crate::soak::chart::{self, ChartThresholds};
+use crate::soak::model::SoakSummary;
+use crate::soak::report;
+use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
+use crate::soak::timeline::{summarize, CycleRecord, SoakMeta, SoakPolicy};
+use crate::verdict::Verdict;
+
+/// A boxed future, so the traits below stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where "now" comes from; tests use [`ManualClock`].
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+    /// Resolves at `t` (at once if `t` is past).
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()>;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()> {
+        let d = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        Box::pin(tokio::time::sleep(d))
+    }
+}
+
+/// Virtual time: sleeping jumps the clock forward, so hours pass instantly.
+pub struct ManualClock {
+    now: StdMutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock that starts at `t`.
+    pub fn new(t: DateTime<Utc>) -> Self {
+        ManualClock {
+            now: StdMutex::new(t),
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.now.lock().map(|g| *g).unwrap_or_default()
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()> {
+        if let Ok(mut g) = self.now.lock() {
+            if t > *g {
+                *g = t;
+            }
+        }
+        Box::pin(async {})
+    }
+}
+
+/// Produces one snapshot per cycle; the real one is [`Prober`].
+pub trait SampleSource: Send + Sync {
+    /// Samples everything at `at`; `since` as in [`Prober::snapshot`].
+    fn snapshot<'a>(
+        &'a self,
+        at: DateTime<Utc>,
+        since: &'a [DateTime<Utc>],
+    ) -> BoxFuture<'a, Snapshot>;
+}
+
+impl SampleSource for Prober {
+    fn snapshot<'a>(
+        &'a self,
+        at: DateTime<Utc>,
+        since: &'a [DateTime<Utc>],
+    ) -> BoxFuture<'a, Snapshot> {
+        Box::pin(Prober::snapshot(self, at, since))
+    }
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The state database could not be used.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A report could not be written.
+    #[error("writing report {path}: {source}")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Charts could not be rendered.
+    #[error("rendering charts: {0}")]
+    Chart(String),
+}
+
+/// How `watch` begins.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Start a new soak even if one is in progress (the old one is kept).
+    pub new_soak: bool,
+    /// T0 of a new soak (default: now).
+    pub t0: Option<DateTime<Utc>>,
+    /// Stop after this many cycles (tests, compressed demos).
+    pub max_cycles: Option<u64>,
+}
+
+/// What the daemon publishes about itself (read by its HTTP listener).
+#[derive(Debug, Clone, Default)]
+pub struct DaemonStatus {
+    /// The latest soak summary.
+    pub summary: Option<SoakSummary>,
+    /// Cycles done since this process started.
+    pub cycles: u64,
+    /// Wall time of the last cycle, seconds.
+    pub last_cycle_secs: f64,
+    /// When the last cycle's samples were taken.
+    pub last_sample_at: Option<DateTime<Utc>>,
+    /// Probe failures since this process started, per probe.
+    pub probe_errors: std::collections::BTreeMap<String, u64>,
+    /// State database size, bytes.
+    pub state_bytes: u64,
+    /// Expected interval, seconds (health: is the last sample fresh?).
+    pub interval_secs: f64,
+    /// The soak's id.
+    pub soak_id: String,
+}
+
+/// Shared, read-mostly daemon status.
+pub type SharedStatus = Arc<RwLock<DaemonStatus>>;
+
+/// The policy part of the config.
+pub fn policy(cfg: &Config) -> SoakPolicy {
+    SoakPolicy {
+        interval: cfg.watch.interval,
+        max_gap: cfg.watch.max_gap,
+        fail_for: cfg.watch.fail_for.clone(),
+        recover_after: cfg.watch.recover_after,
+        min_coverage: cfg.watch.min_coverage,
+        dlq_spike_per_min: cfg.watch.dlq_spike_per_min,
+    }
+}
+
+/// The config with the soak's recorded baselines in force (no re-baselining on restart).
+pub fn with_baselines(cfg: &Config, b: &Baselines) -> Config {
+    let mut c = cfg.clone();
+    c.streams.legacy.baseline_messages = b.legacy_messages.or(c.streams.legacy.baseline_messages);
+    c.streams.legacy.baseline_last_seq = b.legacy_last_seq.or(c.streams.legacy.baseline_last_seq);
+    c.streams.dlq.baseline_messages = b.dlq_messages.or(c.streams.dlq.baseline_messages);
+    c.streams.dlq.baseline_last_seq = b.dlq_last_seq.or(c.streams.dlq.baseline_last_seq);
+    c
+}
+
+/// Baselines for a new soak: the config's numbers where given, else what the
+/// first snapshot shows.
+fn baselines_from(cfg: &Config, first: &Snapshot) -> Baselines {
+    let seen = |name: &str| {
+        first
+            .streams
+            .get(name)
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|s| s.as_ref())
+            .map(|s| (s.messages, s.last_seq))
+    };
+    let legacy = seen(&cfg.streams.legacy.name);
+    let dlq = seen(&cfg.streams.dlq.name);
+    Baselines {
+        legacy_messages: cfg.streams.legacy.baseline_messages.or(legacy.map(|l| l.0)),
+        legacy_last_seq: cfg.streams.legacy.baseline_last_seq.or(legacy.map(|l| l.1)),
+        dlq_messages: cfg.streams.dlq.baseline_messages.or(dlq.map(|d| d.0)),
+        dlq_last_seq: cfg.streams.dlq.baseline_last_seq.or(dlq.map(|d| d.1)),
+    }
+}
+
+/// A soak id: the name and T0, readable and unique per start.
+fn soak_id(name: &str, t0: DateTime<Utc>) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{clean}-{}", t0.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Label of a checkpoint offset: "24h", "48h", "90s".
+pub fn checkpoint_label(d: Duration) -> String {
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
+/// The running daemon's state between cycles.
+pub struct Watch {
+    cfg: Config,
+    eff: Config,
+    policy: SoakPolicy,
+    store: Store,
+    soak: SoakRecord,
+    cycles: Vec<CycleRecord>,
+    prev: Option<Snapshot>,
+    last_verdicts: Vec<Verdict>,
+    status: SharedStatus,
+}
+
+impl Watch {
+    /// Opens the state and resumes the active soak, or prepares a new one
+    /// (recorded at the first cycle, when baselines can be observed).
+    pub async fn open(cfg: Config, status: SharedStatus) -> Result<Watch, WatchError> {
+        let store = Store::open(&cfg.watch.state).await?;
+        let policy = policy(&cfg);
+        let placeholder = SoakRecord {
+            meta: SoakMeta {
+                id: String::new(),
+                name: cfg.soak.name.clone(),
+                t0: Utc::now(),
+                planned_secs: cfg.soak.duration.as_secs_f64(),
+            },
+            baselines: Baselines::default(),
+        };
+        Ok(Watch {
+            eff: cfg.clone(),
+            cfg,
+            policy,
+            store,
+            soak: placeholder,
+            cycles: Vec::new(),
+            prev: None,
+            last_verdicts: Vec::new(),
+            status,
+        })
+    }
+
+    /// The soak being watched.
+    pub fn soak(&self) -> &SoakRecord {
+        &self.soak
+    }
+
+    /// Runs cycles until `shutdown` (or `max_cycles`); then writes a final
+    /// report and closes the state database cleanly.
+    pub async fn run(
+        mut self,
+        source: &dyn SampleSource,
+        clock: &dyn Clock,
+        start: StartOptions,
+        shutdown: CancellationToken,
+    ) -> Result<SoakSummary, WatchError> {
+        let resumed = if start.new_soak {
+            None
+        } else {
+            self.store.active_soak().await?
+        };
+        let interval = chrono::Duration::from_std(self.cfg.watch.interval)
+            .unwrap_or(chrono::Duration::seconds(10));
+        let mut pending_new: Option<DateTime<Utc>> = None;
+        match resumed {
+            Some(rec) => {
+                tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
+                self.eff = with_baselines(&self.cfg, &rec.baselines);
+                self.cycles = self.store.cycles(&rec.meta.id).await?;
+                self.prev = self.store.last_snapshot(&rec.meta.id).await?;
+                self.soak = rec;
+            }
+            None => pending_new = Some(start.t0.unwrap_or_else(|| clock.now())),
+        }
+        let t0 = pending_new.unwrap_or(self.soak.meta.t0);
+        // Jitter-free grid: tick k is at T0 + k * interval; resume at the next one.
+        let now = clock.now();
+        let mut k: i64 = if now <= t0 {
+            0
+        } else {
+            ((now - t0).num_milliseconds() + interval.num_milliseconds() - 1)
+                / interval.num_milliseconds().max(1)
+        };
+        let mut done_cycles = 0u64;
+        let mut summary = self.summary();
+        loop {
+            let tick = t0 + interval * k as i32;
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = clock.sleep_until(tick) => {}
+            }
+            let started = std::time::Instant::now();
+            let since: Vec<DateTime<Utc>> = self.prev.iter().map(|p| p.taken_at).collect();
+            // A cycle's probes are bounded by the probe timeout; a cycle that
+            // runs long makes the next tick late, never two at once.
+            let snap = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                s = source.snapshot(tick, &since) => s,
+            };
+            if let Some(t0_new) = pending_new.take() {
+                let baselines = baselines_from(&self.cfg, &snap);
+                let rec = SoakRecord {
+                    meta: SoakMeta {
+                        id: soak_id(&self.cfg.soak.name, t0_new),
+                        name: self.cfg.soak.name.clone(),
+                        t0: t0_new,
+                        planned_secs: self.cfg.soak.duration.as_secs_f64(),
+                    },
+                    baselines,
+                };
+                self.store.start_soak(&rec, clock.now()).await?;
+                tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, baselines = ?rec.baselines, "new soak recorded");
+                self.eff = with_baselines(&self.cfg, &rec.baselines);
+                self.soak = rec;
+            }
+            let (rec, verdicts) =
+                CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
+            self.store.append(&self.soak.meta.id, &rec, &snap).await?;
+            let errors: Vec<String> = rec
+                .probes
+                .iter()
+                .filter(|(_, e)| e.is_some())
+                .map(|(p, _)| p.clone())
+                .collect();
+            for (p, e) in &rec.probes {
+                if let Some(e) = e {
+                    tracing::warn!(probe = %p, reason = %e, "probe failed");
+                }
+            }
+            self.cycles.push(rec);
+            self.last_verdicts = verdicts;
+            self.prev = Some(snap);
+            summary = self.summary();
+            self.write_due_checkpoints(&summary, clock.now()).await?;
+            if self.cycles.len().is_multiple_of(360) {
+                let before = tick
+                    - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots)
+                        .unwrap_or_default();
+                let thinned = self
+                    .store
+                    .thin(&self.soak.meta.id, before, self.cfg.watch.thin_to)
+                    .await?;
+                tracing::debug!(thinned, "old snapshots thinned");
+            }
+            if let Ok(mut st) = self.status.write() {
+                st.cycles += 1;
+                st.last_cycle_secs = started.elapsed().as_secs_f64();
+                st.last_sample_at = Some(tick);
+                for e in errors {
+                    *st.probe_errors.entry(e).or_default() += 1;
+                }
+                st.state_bytes = self.store.size_bytes();
+                st.interval_secs = self.cfg.watch.interval.as_secs_f64();
+                st.soak_id = self.soak.meta.id.clone();
+                st.summary = Some(summary.clone());
+            }
+            tracing::info!(
+                soak = %self.soak.meta.id,
+                cycle = self.cycles.len(),
+                verdict = summary.verdict.as_str(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "cycle done"
+            );
+            done_cycles += 1;
+            if start.max_cycles.is_some_and(|m| done_cycles >= m) {
+                break;
+            }
+            // Next tick on the grid after now (a slow cycle skips, never bunches).
+            let now = clock.now();
+            k += 1;
+            while t0 + interval * k as i32 <= now - interval {
+                k += 1;
+            }
+        }
+        if !self.soak.meta.id.is_empty() {
+            let path = self
+                .cfg
+                .watch
+                .reports_dir
+                .join(format!("{}-latest.md", self.soak.meta.id));
+            self.write_report(&summary, "latest", &path).await?;
+            tracing::info!(report = %path.display(), "final report written");
+        }
+        self.store.close().await;
+        Ok(summary)
+    }
+
+    fn summary(&self) -> SoakSummary {
+        summarize(
+            &self.soak.meta,
+            &self.cycles,
+            &self.last_verdicts,
+            self.prev.clone(),
+            &self.policy,
+        )
+    }
+
+    async fn write_due_checkpoints(
+        &self,
+        summary: &SoakSummary,
+        now: DateTime<Utc>,
+    ) -> Result<(), WatchError> {
+        let done = self.store.checkpoints_done(&self.soak.meta.id).await?;
+        for d in &self.cfg.watch.checkpoints {
+            let label = checkpoint_label(*d);
+            let due = self.soak.meta.t0 + chrono::Duration::from_std(*d).unwrap_or_default();
+            if summary.now >= due && !done.contains(&label) {
+                let path = self
+                    .cfg
+                    .watch
+                    .reports_dir
+                    .join(format!("{}-{label}.md", self.soak.meta.id));
+                self.write_report(summary, &format!("{label} checkpoint"), &path)
+                    .await?;
+                self.store
+                    .mark_checkpoint(&self.soak.meta.id, &label, &path, now)
+                    .await?;
+                tracing::info!(report = %path.display(), "checkpoint written");
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_report(
+        &self,
+        summary: &SoakSummary,
+        title: &str,
+        path: &std::path::Path,
+    ) -> Result<(), WatchError> {
+        write_summary_report(&self.eff, summary, title, path)
+    }
+}
+
+/// Writes a Markdown report with its charts beside it (atomically).
+pub fn write_summary_report(
+    cfg: &Config,
+    summary: &SoakSummary,
+    title: &str,
+    path: &std::path::Path,
+) -> Result<(), WatchError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| WatchError::Report {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("report")
+        .to_string();
+    let thresholds = ChartThresholds {
+        lag_fail: cfg.criteria.lag_fail as f64,
+        success_min_pct: cfg.criteria.success_rate_min * 100.0,
+        p95_max_ms: cfg.criteria.p95_max.as_secs_f64() * 1000.0,
+    };
+    let gap =
+        chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30));
+    let charts = chart::write_charts(summary, &thresholds, dir, &stem, gap)
+        .map_err(|e| WatchError::Chart(e.to_string()))?;
+    let text = report::render_markdown(summary, title, &charts);
+    write_atomic(path, &text).map_err(|source| WatchError::Report {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The soak in a state database as it stands, without a running daemon:
+/// for `report` and `check --soak` (read-only; a daemon may be writing).
+pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchError> {
+    let store = Store::open_read_only(&cfg.watch.state).await?;
+    let Some(soak) = store.active_soak().await? else {
+        return Err(WatchError::Store(StoreError::Open {
+            path: cfg.watch.state.clone(),
+            reason: "no soak recorded yet".into(),
+        }));
+    };
+    let eff = with_baselines(cfg, &soak.baselines);
+    let policy = policy(cfg);
+    let cycles = store.cycles(&soak.meta.id).await?;
+    let last = store.last_snapshots(&soak.meta.id, 2).await?;
+    let verdicts = match last.as_slice() {
+        [prev, snap] => CycleRecord::evaluate(&eff, Some(prev), snap, policy.max_gap).1,
+        [snap] => CycleRecord::evaluate(&eff, None, snap, policy.max_gap).1,
+        _ => Vec::new(),
+    };
+    let summary = summarize(
+        &soak.meta,
+        &cycles,
+        &verdicts,
+        last.last().cloned(),
+        &policy,
+    );
+    store.close().await;
+    Ok((eff, summary))
+}
+
+/// A soak summary as a one-shot report: each criterion's status is its
+/// status over the whole soak, so every output format of `check` works.
+pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::CheckReport> {
+    let last = s.last_snapshot.clone()?;
+    let verdicts = s
+        .criteria
+        .iter()
+        .map(|c| {
+            let mut v = c.last.clone();
+            v.status = c.soak;
+            let fails = s.incidents.iter().filter(|i| i.criterion == c.id).count();
+            v.evidence = format!(
+                "soak: {} fail span(s), {:.0}s failing, coverage {:.1}%; now: {}",
+                fails,
+                c.fail_secs,
+                c.coverage * 100.0,
+                v.evidence
+            );
+            v
+        })
+        .collect();
+    Some(crate::output::CheckReport {
+        soak: format!(
+            "{} (soak {}, {:.1}h of {:.0}h)",
+            cfg.soak.name,
+            s.soak_id,
+            s.elapsed_hours(),
+            s.planned_secs / 3600.0
+        ),
+        config: cfg.source.display().to_string(),
+        generated_at: s.now,
+        window_secs: (s.now - s.t0).num_milliseconds() as f64 / 1000.0,
+        verdicts,
+        last,
+    })
+}

@@ -1,0 +1,237 @@
+//! The daemon's own HTTP listener: `/metrics` (its state, for Prometheus)
+//! and `/healthz` (is it still sampling?).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::watch::{DaemonStatus, SharedStatus};
+
+/// Binds the listener; the bound address is returned for port 0.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    status: SharedStatus,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(status);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn metrics(State(status): State<SharedStatus>) -> impl IntoResponse {
+    let body = match status.read() {
+        Ok(s) => render_metrics(&s, Utc::now()),
+        Err(_) => String::from("# status unavailable\n"),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+async fn healthz(State(status): State<SharedStatus>) -> impl IntoResponse {
+    let (code, msg) = match status.read() {
+        Ok(s) => health(&s, Utc::now()),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "status unavailable".to_string(),
+        ),
+    };
+    (code, msg)
+}
+
+/// Healthy while samples are fresh (younger than three intervals).
+pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, String) {
+    match s.last_sample_at {
+        None => (StatusCode::OK, "starting: no cycle yet\n".into()),
+        Some(t) => {
+            let age = (now - t).num_milliseconds() as f64 / 1000.0;
+            if age <= 3.0 * s.interval_secs.max(1.0) {
+                (StatusCode::OK, format!("ok: last sample {age:.1}s ago\n"))
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "stale: last sample {age:.1}s ago (interval {}s)\n",
+                        s.interval_secs
+                    ),
+                )
+            }
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The exposition (valid for `promtool check metrics`).
+pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
+    let mut out = String::new();
+    let soak = esc(&s.soak_id);
+    fn block(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<String>) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for r in rows {
+            let _ = writeln!(out, "{name}{r}");
+        }
+    }
+    block(
+        &mut out,
+        "soakwatch_cycles_total",
+        "counter",
+        "Sampling cycles completed by this process.",
+        vec![format!(" {}", s.cycles)],
+    );
+    block(
+        &mut out,
+        "soakwatch_cycle_duration_seconds",
+        "gauge",
+        "Wall time of the last cycle.",
+        vec![format!(" {}", s.last_cycle_secs)],
+    );
+    if let Some(t) = s.last_sample_at {
+        block(
+            &mut out,
+            "soakwatch_last_sample_timestamp_seconds",
+            "gauge",
+            "When the last cycle's samples were taken.",
+            vec![format!(" {}", t.timestamp_millis() as f64 / 1000.0)],
+        );
+        block(
+            &mut out,
+            "soakwatch_last_sample_age_seconds",
+            "gauge",
+            "Seconds since the last cycle's samples.",
+            vec![format!(" {}", (now - t).num_milliseconds() as f64 / 1000.0)],
+        );
+    }
+    block(
+        &mut out,
+        "soakwatch_probe_errors_total",
+        "counter",
+        "Probe failures seen by this process.",
+        s.probe_errors
+            .iter()
+            .map(|(p, n)| format!("{{probe=\"{}\"}} {n}", esc(p)))
+            .collect(),
+    );
+    block(
+        &mut out,
+        "soakwatch_state_db_bytes",
+        "gauge",
+        "Size of the state database and its WAL.",
+        vec![format!(" {}", s.state_bytes)],
+    );
+    if let Some(sum) = &s.summary {
+        block(
+            &mut out,
+            "soakwatch_criterion_status",
+            "gauge",
+            "Debounced status now: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.",
+            sum.criteria
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{soak=\"{soak}\",criterion=\"{}\"}} {}",
+                        c.id.as_str(),
+                        c.now.code()
+                    )
+                })
+                .collect(),
+        );
+        block(
+            &mut out,
+            "soakwatch_criterion_soak_status",
+            "gauge",
+            "Status over the whole soak so far (same codes).",
+            sum.criteria
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{soak=\"{soak}\",criterion=\"{}\"}} {}",
+                        c.id.as_str(),
+                        c.soak.code()
+                    )
+                })
+                .collect(),
+        );
+        block(
+            &mut out,
+            "soakwatch_criterion_coverage_ratio",
+            "gauge",
+            "Share of the soak with a judgement for the criterion.",
+            sum.criteria
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{soak=\"{soak}\",criterion=\"{}\"}} {}",
+                        c.id.as_str(),
+                        c.coverage
+                    )
+                })
+                .collect(),
+        );
+        block(
+            &mut out,
+            "soakwatch_probe_coverage_ratio",
+            "gauge",
+            "Share of the soak with good samples from the probe.",
+            sum.coverage
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{{soak=\"{soak}\",probe=\"{}\"}} {}",
+                        esc(&c.probe),
+                        c.share()
+                    )
+                })
+                .collect(),
+        );
+        block(
+            &mut out,
+            "soakwatch_soak_verdict",
+            "gauge",
+            "Soak verdict so far: 0 pass, 1 warn, 2 fail, 3 unknown.",
+            vec![format!("{{soak=\"{soak}\"}} {}", sum.verdict.code())],
+        );
+        block(
+            &mut out,
+            "soakwatch_incidents",
+            "gauge",
+            "Fail spans recorded in the soak so far.",
+            vec![format!("{{soak=\"{soak}\"}} {}", sum.incidents.len())],
+        );
+        block(
+            &mut out,
+            "soakwatch_soak_elapsed_seconds",
+            "gauge",
+            "Seconds since T0.",
+            vec![format!(
+                "{{soak=\"{soak}\"}} {}",
+                (sum.now - sum.t0).num_seconds()
+            )],
+        );
+    }
+    out
+}

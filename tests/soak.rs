@@ -1,0 +1,407 @@
+//! The soak over time: 48 h replayed from synthetic samples (pure, virtual
+//! time), the daemon loop on a manual clock with a real SQLite state file,
+//! and the state database's refusal of corrupt or locked files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use soakwatch::config::Config;
+use soakwatch::soak::store::{Store, StoreError};
+use soakwatch::soak::synthetic::{Fault, Scenario};
+use soakwatch::soak::timeline::{replay, SoakMeta};
+use soakwatch::verdict::{CriterionId as C, Status};
+use soakwatch::watch::{
+    self, BoxFuture, ManualClock, SampleSource, SharedStatus, StartOptions, Watch,
+};
+use tokio_util::sync::CancellationToken;
+
+const H: f64 = 3600.0;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 2, 17, 8, 59)
+        .single()
+        .expect("valid")
+}
+
+fn cfg() -> Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+        .expect("checks.toml");
+    let mut c = Config::from_text(Path::new("checks.toml"), &text, &|_: &str| None).expect("valid");
+    c.soak.started_at = Some(t0());
+    c
+}
+
+fn meta() -> SoakMeta {
+    SoakMeta {
+        id: "phase-b-test".into(),
+        name: "phase-b-staging".into(),
+        t0: t0(),
+        planned_secs: 48.0 * H,
+    }
+}
+
+fn scenario(faults: Vec<Fault>) -> Scenario {
+    Scenario {
+        t0: t0(),
+        interval_secs: 10.0,
+        per_interval: 2.0,
+        faults,
+    }
+}
+
+fn at(hours: f64) -> DateTime<Utc> {
+    t0() + chrono::Duration::milliseconds((hours * H * 1000.0) as i64)
+}
+
+#[test]
+fn healthy_48h_soak_is_approved() {
+    let c = cfg();
+    let history = scenario(vec![]).history(&c, 48.0);
+    assert_eq!(history.len(), 17_281);
+    let s = replay(&c, &meta(), &history, &watch::policy(&c));
+    assert_eq!(s.verdict, Status::Pass, "{}", s.verdict_reason);
+    assert!(s.incidents.is_empty());
+    assert!(
+        s.criteria.iter().all(|c| c.soak == Status::Pass),
+        "{:?}",
+        s.criteria
+            .iter()
+            .map(|c| (c.id, c.soak))
+            .collect::<Vec<_>>()
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("soak-48h.md");
+    watch::write_summary_report(&c, &s, "48h checkpoint", &path).expect("report");
+    let md = std::fs::read_to_string(&path).expect("read");
+    assert!(md.contains("APPROVED FOR PRODUCTION"), "{md}");
+    assert_eq!(md.matches("- [x]").count(), 5, "{md}");
+    for chart in ["lag", "dlq", "throughput", "success", "p95"] {
+        let svg = dir.path().join(format!("soak-48h-{chart}.svg"));
+        let text = std::fs::read_to_string(&svg).expect("chart written");
+        let tree = resvg::usvg::Tree::from_str(&text, &resvg::usvg::Options::default())
+            .expect("valid SVG");
+        assert!(tree.size().width() > 100.0);
+        assert!(md.contains(&format!("soak-48h-{chart}.svg")));
+    }
+}
+
+#[test]
+fn faults_over_48h_become_incidents_gaps_and_a_failed_verdict() {
+    let c = cfg();
+    let faults = vec![
+        Fault::Restart { at: 10.0 * H },
+        Fault::NatsDown {
+            from: 20.0 * H,
+            to: 20.5 * H,
+        },
+        Fault::DlqBurst {
+            at: 30.0 * H,
+            count: 15,
+        },
+        Fault::Gap {
+            from: 40.0 * H,
+            to: 40.25 * H,
+        },
+    ];
+    let history = scenario(faults).history(&c, 48.0);
+    assert_eq!(history.len(), 17_281 - 90);
+    let s = replay(&c, &meta(), &history, &watch::policy(&c));
+
+    assert_eq!(s.restarts, vec![at(10.0)]);
+    assert_eq!(s.verdict, Status::Fail);
+    assert!(s.verdict_reason.contains("dlq"), "{}", s.verdict_reason);
+
+    // The DLQ burst (15 messages in 10 s, above 10/min) fails at once, not after the 5 min `for`.
+    // It never recovers (the DLQ stays above its baseline); the sampling gap at 40 h
+    // splits it in two fail spans around an unknown one.
+    let dlq: Vec<_> = s
+        .incidents
+        .iter()
+        .filter(|i| i.criterion == C::Dlq)
+        .collect();
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    assert_eq!(dlq[0].start, at(30.0));
+    assert_eq!(dlq[1].start, at(40.25));
+    assert_eq!(dlq[1].end, at(48.0));
+    assert!(dlq[0].peak.unwrap_or(0.0) >= 15.0, "{dlq:?}");
+
+    // The restart is an incident of service_up at 10 h, which then recovers (a warning remains).
+    let up: Vec<_> = s
+        .incidents
+        .iter()
+        .filter(|i| i.criterion == C::ServiceUp)
+        .collect();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].start, at(10.0));
+    assert!(up[0].secs() <= 120.0, "{up:?}");
+
+    // The NATS outage is unknown (never pass, never fail) for the NATS criteria.
+    let lag_unknown: Vec<_> = s
+        .spans
+        .iter()
+        .filter(|sp| sp.criterion == C::ConsumerLag && sp.status == Status::Unknown)
+        .collect();
+    assert!(
+        lag_unknown
+            .iter()
+            .any(|sp| sp.start == at(20.0) && sp.end == at(20.5)),
+        "{lag_unknown:?}"
+    );
+    assert!(
+        lag_unknown
+            .iter()
+            .any(|sp| sp.evidence.contains("sampling gap")),
+        "{lag_unknown:?}"
+    );
+    assert_eq!(
+        s.criterion(C::ConsumerLag).map(|c| c.soak),
+        Some(Status::Pass)
+    );
+
+    // Coverage: the gap costs every probe 15 min, the outage costs NATS another 30.
+    let cov = |p: &str| {
+        s.coverage
+            .iter()
+            .find(|c| c.probe == p)
+            .map(|c| c.share())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        (cov("metrics") - (1.0 - 0.25 / 48.0)).abs() < 0.002,
+        "{}",
+        cov("metrics")
+    );
+    assert!(
+        (cov("consumer") - (1.0 - 0.75 / 48.0)).abs() < 0.002,
+        "{}",
+        cov("consumer")
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("soak-48h.md");
+    watch::write_summary_report(&c, &s, "48h checkpoint", &path).expect("report");
+    let md = std::fs::read_to_string(&path).expect("read");
+    assert!(md.contains("NOT APPROVED"), "{md}");
+    assert!(md.contains("dlq"), "{md}");
+}
+
+#[test]
+fn a_single_dead_letter_counts_only_after_the_for_duration() {
+    let c = cfg();
+    let history = scenario(vec![Fault::DlqBurst {
+        at: 1.0 * H,
+        count: 1,
+    }])
+    .history(&c, 2.0);
+    let s = replay(&c, &meta(), &history, &watch::policy(&c));
+    let dlq: Vec<_> = s
+        .incidents
+        .iter()
+        .filter(|i| i.criterion == C::Dlq)
+        .collect();
+    assert_eq!(dlq.len(), 1);
+    // Confirmed after 5 min, but the incident starts when the DLQ grew.
+    assert_eq!(dlq[0].start, at(1.0));
+    // Before the 5 min had passed the criterion was still passing.
+    let short = scenario(vec![Fault::DlqBurst {
+        at: 1.0 * H,
+        count: 1,
+    }])
+    .history(&c, 1.0 + 240.0 / H);
+    let s = replay(&c, &meta(), &short, &watch::policy(&c));
+    assert_eq!(s.criterion(C::Dlq).map(|c| c.soak), Some(Status::Pass));
+}
+
+#[test]
+fn a_flapping_backlog_is_one_incident_not_many() {
+    let c = cfg();
+    // Lag 12 in every other 10 s sample for 10 minutes.
+    let faults: Vec<Fault> = (0..30)
+        .map(|i| {
+            let from = H + i as f64 * 20.0;
+            Fault::Backlog {
+                from,
+                to: from + 10.0,
+                lag: 12,
+            }
+        })
+        .collect();
+    let history = scenario(faults).history(&c, 2.0);
+    let s = replay(&c, &meta(), &history, &watch::policy(&c));
+    let lag: Vec<_> = s
+        .incidents
+        .iter()
+        .filter(|i| i.criterion == C::ConsumerLag)
+        .collect();
+    assert_eq!(lag.len(), 1, "{lag:?}");
+    assert_eq!(lag[0].start, at(1.0));
+    assert!(lag[0].peak == Some(12.0));
+}
+
+#[test]
+fn low_coverage_makes_the_soak_unknown_never_pass() {
+    let c = cfg();
+    let history = scenario(vec![Fault::Gap {
+        from: 10.0 * H,
+        to: 13.0 * H,
+    }])
+    .history(&c, 48.0);
+    let s = replay(&c, &meta(), &history, &watch::policy(&c));
+    assert_eq!(s.verdict, Status::Unknown, "{}", s.verdict_reason);
+    assert!(
+        s.verdict_reason.contains("coverage below 95%"),
+        "{}",
+        s.verdict_reason
+    );
+}
+
+/// Scripted samples for the daemon loop.
+struct ScenarioSource {
+    cfg: Config,
+    scenario: Scenario,
+}
+
+impl SampleSource for ScenarioSource {
+    fn snapshot<'a>(
+        &'a self,
+        at: DateTime<Utc>,
+        _since: &'a [DateTime<Utc>],
+    ) -> BoxFuture<'a, soakwatch::sample::Snapshot> {
+        let secs = (at - self.scenario.t0).num_milliseconds() as f64 / 1000.0;
+        let snap = self
+            .scenario
+            .snapshot(&self.cfg, secs)
+            .expect("no gaps in this scenario");
+        Box::pin(async move { snap })
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_resumes_the_same_soak_after_a_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut c = cfg();
+    c.watch.state = dir.path().join("state.sqlite");
+    c.watch.reports_dir = dir.path().join("reports");
+    c.watch.checkpoints = vec![Duration::from_secs(600), Duration::from_secs(1200)];
+    let source = ScenarioSource {
+        cfg: c.clone(),
+        scenario: scenario(vec![]),
+    };
+
+    let clock = ManualClock::new(t0());
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("open");
+    let first = w
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                max_cycles: Some(100),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+    assert_eq!(first.samples, 100);
+    assert_eq!(first.t0, t0());
+    let reports = dir.path().join("reports");
+    assert!(reports.join(format!("{}-10m.md", first.soak_id)).exists());
+    assert!(!reports.join(format!("{}-20m.md", first.soak_id)).exists());
+
+    // "Restart" 5 minutes later: same soak, same T0, no re-baselining; the silence is a gap.
+    let clock = ManualClock::new(clock_now_plus(&clock, 300));
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("reopen");
+    let second = w
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                max_cycles: Some(100),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run again");
+    assert_eq!(second.soak_id, first.soak_id);
+    assert_eq!(second.t0, t0());
+    assert_eq!(second.samples, 200);
+    assert!(reports.join(format!("{}-20m.md", first.soak_id)).exists());
+    assert!(second
+        .spans
+        .iter()
+        .any(|sp| sp.status == Status::Unknown && sp.evidence.contains("sampling gap")));
+
+    // The 10m checkpoint was not written twice: its file is unchanged by the second run.
+    let store = Store::open_read_only(&c.watch.state)
+        .await
+        .expect("read-only");
+    let done = store
+        .checkpoints_done(&first.soak_id)
+        .await
+        .expect("checkpoints");
+    assert_eq!(done.len(), 2, "{done:?}");
+
+    // --new-soak starts a fresh soak and keeps the old one.
+    let clock = ManualClock::new(clock_now_plus(&clock, 60));
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("reopen");
+    let third = w
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                new_soak: true,
+                max_cycles: Some(3),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .expect("new soak");
+    assert_ne!(third.soak_id, first.soak_id);
+    assert_eq!(third.samples, 3);
+}
+
+fn clock_now_plus(clock: &ManualClock, secs: i64) -> DateTime<Utc> {
+    use soakwatch::watch::Clock;
+    clock.now() + chrono::Duration::seconds(secs)
+}
+
+#[tokio::test]
+async fn a_corrupt_or_locked_state_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let corrupt = dir.path().join("corrupt.sqlite");
+    std::fs::write(
+        &corrupt,
+        b"this is not a database, it is a text file that someone put here\n".repeat(100),
+    )
+    .expect("write");
+    match Store::open(&corrupt).await {
+        Err(StoreError::NotSoakwatch { reason, .. }) => assert!(!reason.is_empty()),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a corrupt file was accepted"),
+    }
+    // The file is left as it was: no silent new soak.
+    assert!(std::fs::read(&corrupt)
+        .expect("read")
+        .starts_with(b"this is not a database"));
+
+    let state = dir.path().join("state.sqlite");
+    let first = Store::open(&state).await.expect("first opener");
+    match Store::open(&state).await {
+        Err(StoreError::Locked(p)) => assert_eq!(p, state),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("two writers on one state database"),
+    }
+    first.close().await;
+    Store::open(&state)
+        .await
+        .expect("the lock is released on close");
+}
