@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-services.sh
+./scripts/ensure-test-tools.sh
 cargo test --locked "$@"

@@ -42,6 +42,13 @@ pub struct DemoArgs {
     /// Output format of the two checks.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
+    /// Length of the compressed soak that follows the checks (48 h scaled
+    /// down; checkpoints at half and at the end); 0s skips it.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub soak: Duration,
+    /// Where the compressed soak's reports and charts go.
+    #[arg(long, default_value = "reports")]
+    pub reports_dir: PathBuf,
 }
 
 /// Arguments of the hidden `soakwatch standin`.
@@ -544,6 +551,15 @@ async fn demo_body(
     let _ = standin.child.start_kill();
     let _ = standin.child.wait().await;
 
+    if !args.soak.is_zero() {
+        // A fresh service process (counters from zero) for the soak.
+        let standin = spawn_standin(names, &args.nats_url, &db_url, &files, dir).await?;
+        let soak_url = format!("http://{}/metrics", standin.addr.trim());
+        let result = compressed_soak(args, names, &js, &db_url, &soak_url, &files, dir).await;
+        drop(standin);
+        result?;
+    }
+
     let dlq_failed = faulty
         .verdicts
         .iter()
@@ -565,4 +581,124 @@ async fn demo_body(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The soak, compressed: the replica's checks with 48 h scaled down to
+/// `args.soak`, sampled every half second, a DLQ'd message at 60 %, and the
+/// two checkpoint reports (with charts) written to `args.reports_dir`.
+async fn compressed_soak(
+    args: &DemoArgs,
+    names: &ReplicaNames,
+    js: &async_nats::jetstream::Context,
+    db_url: &str,
+    metrics_url: &str,
+    files: &ReplicaFiles,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let soak = args.soak;
+    let interval = Duration::from_millis(500);
+    let reports = args.reports_dir.join(format!("demo-{}", names.tag));
+    let state = dir.join("soak-state.sqlite");
+    // The DLQ already holds the checks' poison message: let the soak record
+    // its own DLQ baseline at T0 instead of the seed's 1.
+    let mut base = replica_config(
+        names,
+        &args.nats_url,
+        db_url,
+        metrics_url,
+        files,
+        Utc::now(),
+    )
+    .replace(
+        "duration = \"48h\"",
+        &format!("duration = \"{}\"", humantime::format_duration(soak)),
+    );
+    if let Some(dlq_at) = base.find("[streams.dlq]") {
+        if let Some(rel) = base[dlq_at..].find("baseline_messages = 1\n") {
+            base.replace_range(
+                dlq_at + rel..dlq_at + rel + "baseline_messages = 1\n".len(),
+                "",
+            );
+        }
+    }
+    let text = format!(
+        "{base}\n[watch]\ninterval = \"500ms\"\nmax_gap = \"2s\"\nrecover_after = \"2s\"\nstate = {}\nreports_dir = {}\ncheckpoints = [\"{}\", \"{}\"]\nlisten = \"\"\n\n[watch.for]\ndlq = \"3s\"\n",
+        toml_string(&state.display().to_string()),
+        toml_string(&reports.display().to_string()),
+        humantime::format_duration(soak / 2),
+        humantime::format_duration(soak),
+    );
+    let path = dir.join("checks-soak.toml");
+    output::write_atomic(&path, &text)?;
+    let cfg = Config::load(&path)?;
+    println!(
+        "\n== Compressed soak: 48 h scaled to {}, a sample every {:?}, checkpoints at {} and {}; a poison event at 60 %",
+        humantime::format_duration(soak),
+        interval,
+        humantime::format_duration(soak / 2),
+        humantime::format_duration(soak)
+    );
+    let cycles = (soak.as_millis() / interval.as_millis()) as u64 + 1;
+    let feeder = {
+        let js = js.clone();
+        let subject = names.hrv_subject.clone();
+        let tag = names.tag.clone();
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let mut n = 50_000;
+            let mut poisoned = false;
+            while start.elapsed() < soak {
+                let _ = replica::publish_hrv(&js, &subject, &HrvEvent::synthetic(n, &tag)).await;
+                n += 1;
+                if !poisoned && start.elapsed() >= soak.mul_f64(0.6) {
+                    let _ = replica::publish_hrv(&js, &subject, &HrvEvent::poison(n, &tag)).await;
+                    poisoned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let prober = crate::probe::Prober::new(cfg.clone())?;
+    let watch = crate::watch::Watch::open(cfg, crate::watch::SharedStatus::default()).await?;
+    let summary = watch
+        .run(
+            &prober,
+            &crate::watch::SystemClock,
+            crate::watch::StartOptions {
+                max_cycles: Some(cycles),
+                ..Default::default()
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await?;
+    feeder.abort();
+    println!(
+        "   {} samples; verdict {} ({}); {} incident(s)",
+        summary.samples,
+        summary.verdict.as_str().to_uppercase(),
+        summary.verdict_reason,
+        summary.incidents.len()
+    );
+    for i in &summary.incidents {
+        println!(
+            "   incident {}: {} .. {} peak {}",
+            i.criterion.as_str(),
+            i.start.format("%H:%M:%S"),
+            i.end.format("%H:%M:%S"),
+            i.peak.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("   reports and charts in {}:", reports.display());
+    let mut listing: Vec<String> = std::fs::read_dir(&reports)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    listing.sort();
+    for f in listing.iter().filter(|f| f.ends_with(".md")) {
+        println!("     {f}");
+    }
+    Ok(())
 }

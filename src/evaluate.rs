@@ -476,7 +476,7 @@ impl Ctx<'_> {
                 parts.push(part(
                     Status::Fail,
                     format!(
-                        "{} new message(s) on {} during the {:.0}s window ({per_min:.1}/min)",
+                        "{} new message(s) on {} during the {:.1}s window ({per_min:.1}/min)",
                         s.last_seq - f.last_seq,
                         spec.name,
                         self.window_secs()
@@ -902,18 +902,18 @@ impl Ctx<'_> {
         let (status, evidence) = if delta > 0.0 && rows == 0 {
             (
                 Status::Fail,
-                format!("{delta} message(s) succeeded in the last {w:.0}s but no row was written ({newest})"),
+                format!("{delta} message(s) succeeded in the last {w:.1}s but no row was written ({newest})"),
             )
         } else if delta > 0.0 {
             (
                 Status::Pass,
-                format!("{delta} success(es) and {rows} row(s) written in {w:.0}s ({newest})"),
+                format!("{delta} success(es) and {rows} row(s) written in {w:.1}s ({newest})"),
             )
         } else {
             (
                 Status::Pass,
                 format!(
-                    "no successful message in the {w:.0}s window, nothing to write ({newest}; {} row(s) in the last {})",
+                    "no successful message in the {w:.1}s window, nothing to write ({newest}; {} row(s) in the last {})",
                     db.rows_recent,
                     humantime::format_duration(std::time::Duration::from_secs(db.recent_window_secs as u64))
                 ),
@@ -922,7 +922,7 @@ impl Ctx<'_> {
         Verdict::new(
             C::DbWrites,
             status,
-            format!("{rows} rows / {delta} successes in {w:.0}s"),
+            format!("{rows} rows / {delta} successes in {w:.1}s"),
             target,
             evidence,
         )

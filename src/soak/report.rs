@@ -70,6 +70,13 @@ fn ts_short(t: DateTime<Utc>) -> String {
 /// Hours as in "24h" or "10.5h" (never rounds up across a boundary).
 fn hours(h: f64) -> String {
     let h = if h.is_finite() { h.max(0.0) } else { 0.0 };
+    if h < 1.0 {
+        // Compressed soaks (the demo) are minutes long: say "30s", "1m".
+        let secs = std::time::Duration::from_secs((h * 3600.0).floor() as u64);
+        return humantime::format_duration(secs)
+            .to_string()
+            .replace(' ', "");
+    }
     let tenths = (h * 10.0).floor() / 10.0;
     if tenths.fract() == 0.0 {
         format!("{tenths:.0}h")

@@ -359,3 +359,498 @@ pub fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of tests/watch.rs: a replica on a given NATS server, a private nats-server that a
+// test may stop and restart, and the `soakwatch watch` daemon as a child process.
+
+impl Replica {
+    /// Like [`Replica::provisioned`], but on the NATS server at `url` (not NATS_URL, so
+    /// tests running in parallel threads need no process environment). The config points
+    /// at `url`; Drop still drops the replica's database (the streams live in that
+    /// server's store).
+    pub async fn provisioned_on(url: &str) -> Replica {
+        soakwatch::install_crypto_provider();
+        let names = ReplicaNames::random();
+        let nats = async_nats::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("NATS at {url}: {e}"));
+        replica::provision(&nats, &admin_url(), &names)
+            .await
+            .expect("provision");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = ReplicaFiles::in_dir(dir.path());
+        soakwatch::standin::write_default_env_file(&files.env_file).expect("env file");
+        let port = free_port();
+        let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+        let db_url = replica::replica_database_url(&admin_url(), &names).expect("db url");
+        let config = files.config.clone();
+        let text = replica_config(
+            &names,
+            url,
+            &db_url,
+            &metrics_url,
+            &files,
+            chrono::Utc::now(),
+        );
+        std::fs::write(&config, text).expect("write config");
+        let js = async_nats::jetstream::new(nats.clone());
+        Replica {
+            names,
+            dir,
+            files,
+            config,
+            metrics_url,
+            port,
+            db_url,
+            nats,
+            js,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+            standin: None,
+            next_event: 0,
+        }
+    }
+
+    /// Like [`Replica::start_standin`], with the stand-in bound to the NATS server at `url`.
+    pub async fn start_standin_on(&mut self, url: &str) {
+        let child = tokio::process::Command::new(BIN)
+            .args(["standin", "--tag", &self.names.tag, "--nats-url", url])
+            .arg("--database-url")
+            .arg(&self.db_url)
+            .arg("--env-file")
+            .arg(&self.files.env_file)
+            .arg("--log-file")
+            .arg(&self.files.log_file)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("stand-in starts");
+        self.standin = Some(child);
+        for _ in 0..100 {
+            if self.http.get(&self.metrics_url).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "stand-in did not answer on {} within 10 s",
+            self.metrics_url
+        );
+    }
+
+    /// Appends a `[watch]` section for a fast daemon: 1 s interval, 3 s max gap, 2 s
+    /// recovery, a `5s` checkpoint, state and reports in the replica's tempdir, the status
+    /// listener on a free port. `extra` lines go at the end of the section.
+    ///
+    /// `min_coverage` is 0.5: the first cycle of a soak has no previous sample, so
+    /// `db_writes` is unknown for one interval, which is more than 5 % of a soak of a
+    /// few seconds (at 48 h it is nothing).
+    pub fn add_watch_section(&self, extra: &str) -> WatchFiles {
+        let files = WatchFiles {
+            state: self.path("state/soakwatch-state.sqlite"),
+            reports: self.path("reports"),
+            port: free_port(),
+        };
+        let text = format!(
+            "\n[watch]\ninterval = \"1s\"\nmax_gap = \"3s\"\nrecover_after = \"2s\"\n\
+             min_coverage = 0.5\ncheckpoints = [\"5s\"]\nstate = {}\nreports_dir = {}\n\
+             listen = \"127.0.0.1:{}\"\n{extra}\n",
+            toml_path(&files.state),
+            toml_path(&files.reports),
+            files.port
+        );
+        self.edit_config(|t| t + &text);
+        files
+    }
+}
+
+/// A path as a TOML string (`$` escaped so it is not read as `${VAR}`).
+pub fn toml_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    format!(
+        "\"{}\"",
+        s.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace("${", "$${")
+    )
+}
+
+/// Where a daemon configured by [`Replica::add_watch_section`] keeps things.
+#[derive(Debug, Clone)]
+pub struct WatchFiles {
+    /// The state database.
+    pub state: PathBuf,
+    /// The reports directory.
+    pub reports: PathBuf,
+    /// Port of the daemon's /metrics and /healthz.
+    pub port: u16,
+}
+
+/// Sends a signal (`TERM`, `KILL`, …) to a process with kill(1).
+pub fn send_signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill(1) runs");
+    assert!(st.success(), "kill -{sig} {pid} failed");
+}
+
+/// A private `nats-server -js` on a free port with its own store directory, so a test
+/// can stop and restart it (streams persist across restarts). Killed on drop.
+pub struct NatsServer {
+    pub port: u16,
+    pub url: String,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    starts: u32,
+}
+
+impl NatsServer {
+    fn binary() -> &'static str {
+        if Path::new("/usr/sbin/nats-server").exists() {
+            "/usr/sbin/nats-server"
+        } else {
+            "nats-server"
+        }
+    }
+
+    /// Starts a new server and waits until JetStream answers.
+    pub async fn start() -> NatsServer {
+        let port = free_port();
+        let mut s = NatsServer {
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            starts: 0,
+        };
+        s.spawn().await;
+        s
+    }
+
+    /// The server's own log of the n-th start (1-based).
+    pub fn log(&self, n: u32) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("nats-{n}.log"))).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("nats-{}.log", self.starts)))
+            .expect("nats log");
+        let store = self.dir.path().join("store");
+        let child = std::process::Command::new(Self::binary())
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut last_error = String::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(2), async_nats::connect(&self.url)).await
+            {
+                Ok(Ok(c)) => {
+                    // Any answer on the JetStream API (async-nats 0.51 cannot decode 2.9's
+                    // account info, so the raw request it is).
+                    let info = c.request("$JS.API.INFO", "".into());
+                    match tokio::time::timeout(Duration::from_secs(2), info).await {
+                        Ok(Ok(_)) => return,
+                        Ok(Err(e)) => last_error = format!("JetStream: {e}"),
+                        Err(_) => last_error = "JetStream: no answer within 2 s".into(),
+                    }
+                }
+                Ok(Err(e)) => last_error = format!("connect: {e}"),
+                Err(_) => last_error = "connect: no answer within 2 s".into(),
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "nats-server on port {} exited ({st}): {}",
+                    self.port,
+                    self.log(self.starts)
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server on port {} not ready within 15 s ({last_error}): {}",
+                self.port,
+                self.log(self.starts)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL after 10 s) and waits for it to exit.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        send_signal(child.id(), "TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts it again on the same port and store directory.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        self.spawn().await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running `soakwatch watch` with stdout and stderr captured to files; killed on drop.
+pub struct Daemon {
+    pub pid: u32,
+    pub port: u16,
+    child: Option<std::process::Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    /// Starts `soakwatch watch --config <config> <args>`; its output goes to
+    /// `<log_dir>/<name>.stdout|stderr`. `port` is the listener of the config.
+    pub fn start(config: &Path, args: &[&str], port: u16, log_dir: &Path, name: &str) -> Daemon {
+        soakwatch::install_crypto_provider();
+        let stdout = log_dir.join(format!("{name}.stdout"));
+        let stderr = log_dir.join(format!("{name}.stderr"));
+        let child = std::process::Command::new(BIN)
+            .arg("watch")
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("SOAKWATCH_LOG", "soakwatch=info,warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                std::fs::File::create(&stdout).expect("stdout file"),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(&stderr).expect("stderr file"),
+            ))
+            .spawn()
+            .expect("soakwatch watch starts");
+        Daemon {
+            pid: child.id(),
+            port,
+            child: Some(child),
+            stdout,
+            stderr,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// What the daemon wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// The exit status if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Panics (with stderr) if the daemon is no longer running.
+    pub fn assert_running(&mut self, during: &str) {
+        if let Some(st) = self.exited() {
+            panic!(
+                "the daemon exited ({st}) {during}\n--- stderr ---\n{}",
+                self.stderr()
+            );
+        }
+    }
+
+    /// GET a path of the daemon's listener: (status code, body).
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let resp = self.http.get(&url).send().await.ok()?;
+        let code = resp.status().as_u16();
+        Some((code, resp.text().await.ok()?))
+    }
+
+    /// The daemon's /metrics body.
+    pub async fn metrics(&self) -> Option<String> {
+        match self.get("/metrics").await {
+            Some((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// `soakwatch_criterion_status{criterion}` now (None before the first cycle).
+    pub async fn status(&self, criterion: &str) -> Option<f64> {
+        let body = self.metrics().await?;
+        criterion_status(&body, criterion)
+    }
+
+    /// Polls /metrics until `pred` holds, up to `timeout`; returns that body. Panics with
+    /// the last body and the daemon's stderr otherwise, or as soon as the daemon exits.
+    pub async fn wait_metrics(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&soakwatch::promtext::Exposition) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            self.assert_running(&format!("while waiting for {what}"));
+            if let Some(body) = self.metrics().await {
+                if pred(&soakwatch::promtext::parse(&body)) {
+                    return body;
+                }
+                last = body;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n--- last /metrics ---\n{last}\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until this process has completed at least `n` cycles.
+    pub async fn wait_cycles(&mut self, n: u64, timeout: Duration) -> String {
+        self.wait_metrics(&format!("{n} cycles"), timeout, |m| {
+            m.sum("soakwatch_cycles_total", &[]).unwrap_or(0.0) >= n as f64
+        })
+        .await
+    }
+
+    /// Waits until a criterion's status (debounced, now) satisfies `ok`.
+    pub async fn wait_status(
+        &mut self,
+        criterion: &str,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> String {
+        self.wait_metrics(
+            &format!("criterion {criterion} to be {what}"),
+            timeout,
+            |m| {
+                m.sum(
+                    "soakwatch_criterion_status",
+                    &[("criterion".into(), criterion.into())],
+                )
+                .is_some_and(&ok)
+            },
+        )
+        .await
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.pid, sig);
+    }
+
+    /// Waits for the exit code (panics with stderr after `timeout`).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.exited() {
+                self.child = None;
+                return st.code().unwrap_or(-1);
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "the daemon did not exit within {timeout:?}\n--- stderr ---\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `soakwatch_criterion_status{criterion=…}` in a /metrics body.
+pub fn criterion_status(body: &str, criterion: &str) -> Option<f64> {
+    soakwatch::promtext::parse(body).sum(
+        "soakwatch_criterion_status",
+        &[("criterion".to_string(), criterion.to_string())],
+    )
+}
+
+/// Keeps publishing one fresh valid event every `every` until dropped (a live service).
+pub struct Trickle(tokio::task::JoinHandle<()>);
+
+impl Trickle {
+    pub fn start(r: &mut Replica, every: Duration) -> Trickle {
+        let js = r.js.clone();
+        let subject = r.names.hrv_subject.clone();
+        let tag = r.names.tag.clone();
+        let start = r.next_event;
+        r.next_event += 1_000_000;
+        Trickle(tokio::spawn(async move {
+            for n in start.. {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    replica::publish_hrv(&js, &subject, &HrvEvent::synthetic(n, &tag)),
+                )
+                .await;
+                tokio::time::sleep(every).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,152 @@
+//! Benchmark: the soak over 48 h at a 10 s interval (17,280 samples).
+//!
+//! `cargo bench --bench soak` prints: replaying the whole history (evaluate
+//! every cycle + summarise), summarising alone (what the daemon does after
+//! each cycle), rendering a checkpoint report with its charts, and the state
+//! database: time per appended cycle and its size after 48 h with thinning.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use soakwatch::config::Config;
+use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+use soakwatch::soak::synthetic::{Fault, Scenario};
+use soakwatch::soak::timeline::{replay, summarize, CycleRecord, SoakMeta};
+use soakwatch::watch;
+
+fn main() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+        .expect("checks.toml");
+    let cfg = Config::from_text(Path::new("checks.toml"), &text, &|_: &str| None).expect("config");
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 10, 2, 17, 8, 59)
+        .single()
+        .expect("t0");
+    let h = 3600.0;
+    let scenario = Scenario {
+        t0,
+        interval_secs: 10.0,
+        per_interval: 2.0,
+        faults: vec![
+            Fault::Restart { at: 10.0 * h },
+            Fault::NatsDown {
+                from: 20.0 * h,
+                to: 20.5 * h,
+            },
+            Fault::DlqBurst {
+                at: 30.0 * h,
+                count: 15,
+            },
+        ],
+    };
+    let meta = SoakMeta {
+        id: "bench".into(),
+        name: "bench".into(),
+        t0,
+        planned_secs: 48.0 * h,
+    };
+    let policy = watch::policy(&cfg);
+    let history = scenario.history(&cfg, 48.0);
+    println!("history: {} snapshots (48 h at 10 s)", history.len());
+
+    let mut best = Duration::MAX;
+    let mut summary = None;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let s = replay(&cfg, &meta, &history, &policy);
+        best = best.min(t.elapsed());
+        summary = Some(s);
+    }
+    println!(
+        "replay 48 h (evaluate every cycle + summarise): {:.1} ms (best of 5)",
+        best.as_secs_f64() * 1e3
+    );
+
+    let mut cycles = Vec::with_capacity(history.len());
+    let mut last = Vec::new();
+    for (k, s) in history.iter().enumerate() {
+        let (rec, v) = CycleRecord::evaluate(
+            &cfg,
+            k.checked_sub(1).map(|p| &history[p]),
+            s,
+            policy.max_gap,
+        );
+        cycles.push(rec);
+        last = v;
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..10 {
+        let t = Instant::now();
+        std::hint::black_box(summarize(
+            &meta,
+            &cycles,
+            &last,
+            history.last().cloned(),
+            &policy,
+        ));
+        best = best.min(t.elapsed());
+    }
+    println!(
+        "summarise 17,280 cycles (per daemon cycle at 48 h): {:.2} ms (best of 10)",
+        best.as_secs_f64() * 1e3
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    if let Some(s) = &summary {
+        let t = Instant::now();
+        watch::write_summary_report(&cfg, s, "48h checkpoint", &dir.path().join("bench-48h.md"))
+            .expect("report");
+        let bytes: u64 = std::fs::read_dir(dir.path())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        println!(
+            "checkpoint report + 5 charts: {:.1} ms, {} KB on disk",
+            t.elapsed().as_secs_f64() * 1e3,
+            bytes / 1024
+        );
+    }
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let path = dir.path().join("state.sqlite");
+        let store = Store::open(&path).await.expect("store");
+        store
+            .start_soak(
+                &SoakRecord {
+                    meta: meta.clone(),
+                    baselines: Baselines::default(),
+                },
+                t0,
+            )
+            .await
+            .expect("soak");
+        let t = Instant::now();
+        for (k, (rec, snap)) in cycles.iter().zip(history.iter()).enumerate() {
+            store.append(&meta.id, rec, snap).await.expect("append");
+            if (k + 1) % 360 == 0 {
+                let before = snap.taken_at - chrono::Duration::hours(6);
+                store.thin(&meta.id, before, Duration::from_secs(300)).await.expect("thin");
+            }
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / cycles.len() as f64;
+        println!("state db: {per:.0} us per appended cycle (cycle + snapshot, one transaction, WAL)");
+        store.close().await;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "state db after 48 h: {:.1} MB ({} cycle records kept, full snapshots for the last 6 h, 1 per 5 min before)",
+            size as f64 / 1e6,
+            cycles.len()
+        );
+        let store = Store::open(&path).await.expect("reopen");
+        let t = Instant::now();
+        let loaded = store.cycles(&meta.id).await.expect("cycles");
+        println!("resume: load {} cycle records in {:.0} ms", loaded.len(), t.elapsed().as_secs_f64() * 1e3);
+        store.close().await;
+    });
+}
