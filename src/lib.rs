@@ -4,6 +4,7 @@
 //! them into [`verdict::Verdict`]s without any I/O or clock of its own, so
 //! recorded history can be replayed; [`output`] renders them.
 
+pub mod alert;
 pub mod check;
 pub mod config;
 pub mod demo;

@@ -23,7 +23,7 @@ use crate::soak::chart::{self, ChartThresholds};
 use crate::soak::model::SoakSummary;
 use crate::soak::report;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
-use crate::soak::timeline::{summarize, CycleRecord, SoakMeta, SoakPolicy};
+use crate::soak::timeline::{summarize, CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
 
 /// A boxed future, so the traits below stay object-safe.
@@ -161,6 +161,7 @@ pub fn policy(cfg: &Config) -> SoakPolicy {
         recover_after: cfg.watch.recover_after,
         min_coverage: cfg.watch.min_coverage,
         dlq_spike_per_min: cfg.watch.dlq_spike_per_min,
+        probe_labels: crate::soak::timeline::probe_labels(cfg),
     }
 }
 
@@ -226,6 +227,7 @@ pub struct Watch {
     prev: Option<Snapshot>,
     last_verdicts: Vec<Verdict>,
     status: SharedStatus,
+    dedupe: EvidenceDeduper,
 }
 
 impl Watch {
@@ -253,6 +255,7 @@ impl Watch {
             prev: None,
             last_verdicts: Vec::new(),
             status,
+            dedupe: EvidenceDeduper::default(),
         })
     }
 
@@ -283,6 +286,7 @@ impl Watch {
                 tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
                 self.eff = with_baselines(&self.cfg, &rec.baselines);
                 self.cycles = self.store.cycles(&rec.meta.id).await?;
+                self.dedupe = EvidenceDeduper::from_history(&self.cycles);
                 self.prev = self.store.last_snapshot(&rec.meta.id).await?;
                 self.soak = rec;
             }
@@ -329,19 +333,13 @@ impl Watch {
                 self.eff = with_baselines(&self.cfg, &rec.baselines);
                 self.soak = rec;
             }
-            let (rec, verdicts) =
+            let (mut rec, verdicts) =
                 CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
+            self.dedupe.apply(&mut rec);
             self.store.append(&self.soak.meta.id, &rec, &snap).await?;
-            let errors: Vec<String> = rec
-                .probes
-                .iter()
-                .filter(|(_, e)| e.is_some())
-                .map(|(p, _)| p.clone())
-                .collect();
-            for (p, e) in &rec.probes {
-                if let Some(e) = e {
-                    tracing::warn!(probe = %p, reason = %e, "probe failed");
-                }
+            let errors: Vec<String> = rec.probe_errors.keys().cloned().collect();
+            for (p, e) in &rec.probe_errors {
+                tracing::warn!(probe = %p, reason = %e, "probe failed");
             }
             self.cycles.push(rec);
             self.last_verdicts = verdicts;

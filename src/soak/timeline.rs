@@ -33,6 +33,8 @@ pub struct SoakPolicy {
     pub min_coverage: f64,
     /// DLQ growth above this many messages per minute fails at once (no `for`).
     pub dlq_spike_per_min: f64,
+    /// Every probe label, so coverage lists probes that never failed too.
+    pub probe_labels: Vec<String>,
 }
 
 impl SoakPolicy {
@@ -66,8 +68,8 @@ pub struct CycleRecord {
     pub value: Vec<Option<f64>>,
     /// Evidence per criterion, kept only when not passing.
     pub evidence: Vec<Option<String>>,
-    /// Probe label -> error (None = ok).
-    pub probes: BTreeMap<String, Option<String>>,
+    /// Probe label -> error, for the probes that failed (the others were ok).
+    pub probe_errors: BTreeMap<String, String>,
     /// Service process start, if seen.
     pub process_start: Option<f64>,
     /// Sum of all results of the message counter, if seen.
@@ -121,40 +123,19 @@ impl CycleRecord {
                 }
             }
         }
-        let mut probes = BTreeMap::new();
-        for (name, r) in &snap.streams {
-            probes.insert(
-                format!("stream {name}"),
-                r.as_ref().err().map(|f| f.reason.clone()),
-            );
+        let mut probe_errors = BTreeMap::new();
+        for (label, err) in probe_outcomes(snap) {
+            if let Some(e) = err {
+                probe_errors.insert(label, e);
+            }
         }
-        probes.insert(
-            "consumer".into(),
-            snap.consumer.as_ref().err().map(|f| f.reason.clone()),
-        );
-        probes.insert(
-            "metrics".into(),
-            snap.metrics.as_ref().err().map(|f| f.reason.clone()),
-        );
-        probes.insert(
-            "database".into(),
-            snap.db.as_ref().err().map(|f| f.reason.clone()),
-        );
-        probes.insert(
-            "log".into(),
-            snap.log.as_ref().err().map(|f| f.reason.clone()),
-        );
-        probes.insert(
-            "service_env".into(),
-            snap.env.as_ref().err().map(|f| f.reason.clone()),
-        );
         let metrics = snap.metrics.as_ref().ok();
         CycleRecord {
             at: snap.taken_at,
             status,
             value,
             evidence,
-            probes,
+            probe_errors,
             process_start: metrics.and_then(|m| m.process_start),
             processed_total: metrics
                 .filter(|m| m.counter_found)
@@ -173,6 +154,72 @@ impl CycleRecord {
                 .map(|c| c.num_pending + c.num_ack_pending),
         }
     }
+}
+
+/// Drops evidence that repeats the previous cycle's (same status, same
+/// text): 48 h of an unchanged failure then costs one string, not 17,280.
+/// A dropped evidence means "as in the previous cycle".
+#[derive(Debug, Default)]
+pub struct EvidenceDeduper {
+    last: Vec<(Status, Option<String>)>,
+}
+
+impl EvidenceDeduper {
+    /// State after a stored history (to resume deduplication after a restart).
+    pub fn from_history(cycles: &[CycleRecord]) -> Self {
+        let mut d = EvidenceDeduper::default();
+        for c in cycles {
+            d.remember(c);
+        }
+        d
+    }
+
+    fn remember(&mut self, rec: &CycleRecord) {
+        self.last.resize(rec.status.len(), (Status::Unknown, None));
+        for (i, st) in rec.status.iter().enumerate() {
+            let ev = rec.evidence.get(i).cloned().flatten();
+            if ev.is_some() || *st != self.last[i].0 || *st == Status::Pass {
+                self.last[i] = (*st, ev);
+            }
+        }
+    }
+
+    /// Deduplicates `rec` in place and remembers it.
+    pub fn apply(&mut self, rec: &mut CycleRecord) {
+        let full = rec.clone();
+        for i in 0..rec.evidence.len() {
+            if let (Some((st, Some(prev))), Some(Some(cur))) = (self.last.get(i), rec.evidence.get(i)) {
+                if rec.status.get(i) == Some(st) && prev == cur {
+                    rec.evidence[i] = None;
+                }
+            }
+        }
+        // Remember the full evidence, not the deduplicated one.
+        self.remember(&full);
+    }
+}
+
+/// Probe labels of a snapshot with their failure reason (None = ok).
+pub fn probe_outcomes(snap: &Snapshot) -> Vec<(String, Option<String>)> {
+    let err = |r: Option<&crate::sample::ProbeFailure>| r.map(|f| f.reason.clone());
+    let mut v: Vec<(String, Option<String>)> = snap
+        .streams
+        .iter()
+        .map(|(name, r)| (format!("stream {name}"), err(r.as_ref().err())))
+        .collect();
+    v.push(("consumer".into(), err(snap.consumer.as_ref().err())));
+    v.push(("metrics".into(), err(snap.metrics.as_ref().err())));
+    v.push(("database".into(), err(snap.db.as_ref().err())));
+    v.push(("log".into(), err(snap.log.as_ref().err())));
+    v.push(("service_env".into(), err(snap.env.as_ref().err())));
+    v
+}
+
+/// Probe labels a config produces (for coverage of probes that never failed).
+pub fn probe_labels(cfg: &Config) -> Vec<String> {
+    let mut v: Vec<String> = cfg.streams.all().iter().map(|s| format!("stream {}", s.name)).collect();
+    v.extend(["consumer", "metrics", "database", "log", "service_env"].map(String::from));
+    v
 }
 
 fn idx(id: CriterionId) -> usize {
@@ -355,11 +402,10 @@ pub fn summarize(
                         last.end = c.at;
                     }
                 }
-                let evidence = c
-                    .evidence
-                    .get(i)
-                    .cloned()
-                    .flatten()
+                let evidence = (0..=k)
+                    .rev()
+                    .take_while(|&j| j == k || cycles[j].status.get(i) == c.status.get(i))
+                    .find_map(|j| cycles[j].evidence.get(i).cloned().flatten())
                     .or_else(|| {
                         // A confirmed failure starts at a raw-fail cycle; its evidence is there.
                         last_verdicts
@@ -419,24 +465,32 @@ pub fn summarize(
         spans.extend(criterion_spans);
     }
 
-    // Probe coverage.
-    let mut probe_good: BTreeMap<String, (f64, Option<String>)> = BTreeMap::new();
-    for (k, c) in cycles.iter().enumerate() {
-        for (p, err) in &c.probes {
-            let e = probe_good.entry(p.clone()).or_insert((0.0, None));
-            match err {
-                None => e.0 += weight[k],
-                Some(reason) => e.1 = Some(reason.clone()),
+    // Probe coverage: a probe is good in a cycle unless it failed there.
+    let mut labels: Vec<String> = policy.probe_labels.clone();
+    for c in cycles {
+        for p in c.probe_errors.keys() {
+            if !labels.contains(p) {
+                labels.push(p.clone());
             }
         }
     }
-    let coverage: Vec<ProbeCoverage> = probe_good
+    let coverage: Vec<ProbeCoverage> = labels
         .into_iter()
-        .map(|(probe, (good, err))| ProbeCoverage {
-            probe,
-            good_secs: good,
-            total_secs: window_secs,
-            last_error: err,
+        .map(|probe| {
+            let mut good = 0.0;
+            let mut last_error = None;
+            for (k, c) in cycles.iter().enumerate() {
+                match c.probe_errors.get(&probe) {
+                    None => good += weight[k],
+                    Some(e) => last_error = Some(e.clone()),
+                }
+            }
+            ProbeCoverage {
+                probe,
+                good_secs: good,
+                total_secs: window_secs,
+                last_error,
+            }
         })
         .collect();
 
@@ -565,9 +619,11 @@ pub fn replay(
 ) -> SoakSummary {
     let mut cycles = Vec::with_capacity(snapshots.len());
     let mut last_verdicts = Vec::new();
+    let mut dedupe = EvidenceDeduper::default();
     for (k, snap) in snapshots.iter().enumerate() {
         let prev = k.checked_sub(1).map(|p| &snapshots[p]);
-        let (rec, verdicts) = CycleRecord::evaluate(cfg, prev, snap, policy.max_gap);
+        let (mut rec, verdicts) = CycleRecord::evaluate(cfg, prev, snap, policy.max_gap);
+        dedupe.apply(&mut rec);
         cycles.push(rec);
         last_verdicts = verdicts;
     }

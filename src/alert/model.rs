@@ -1,0 +1,156 @@
+//! What an alert notification carries, independent of how it is delivered.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How bad: decides routes and whether the rollback may fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Someone should look.
+    Warning,
+    /// Someone must act (rollback trigger class).
+    Critical,
+}
+
+impl Severity {
+    /// Lowercase name (also the Alertmanager `severity` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Lifecycle state of one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    /// The condition holds.
+    Firing,
+    /// The condition cleared.
+    Resolved,
+}
+
+impl AlertState {
+    /// Lowercase name (Alertmanager's `status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert inside a notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertItem {
+    /// Stable name: `soakwatch_<criterion>` or `soakwatch_rollback`, `soakwatch_test`.
+    pub name: String,
+    /// Criterion id, when the alert is about one.
+    pub criterion: Option<String>,
+    /// Severity.
+    pub severity: Severity,
+    /// Firing or resolved.
+    pub state: AlertState,
+    /// When the condition began.
+    pub starts_at: DateTime<Utc>,
+    /// When it ended (resolved only).
+    pub ends_at: Option<DateTime<Utc>>,
+    /// One line for a person (subject line material).
+    pub summary: String,
+    /// The evidence line (no secrets: it comes from the evaluator).
+    pub evidence: String,
+    /// Observed value, if numeric.
+    pub value: Option<f64>,
+    /// Target text.
+    pub target: String,
+}
+
+/// What kind of message a notification is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// State changes in one cycle (firing and/or resolved), grouped.
+    Change,
+    /// Still firing after the repeat interval.
+    Repeat,
+    /// The rollback's outcome.
+    Rollback,
+    /// `soakwatch alert test`.
+    Test,
+}
+
+/// One message to every matching route: the unit of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Unique and stable (the outbox key; receivers can de-duplicate on it).
+    pub id: String,
+    /// Soak id.
+    pub soak_id: String,
+    /// Soak name.
+    pub soak_name: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Kind.
+    pub kind: NotificationKind,
+    /// The alerts it reports.
+    pub alerts: Vec<AlertItem>,
+}
+
+impl Notification {
+    /// Highest severity among its alerts.
+    pub fn severity(&self) -> Severity {
+        self.alerts.iter().map(|a| a.severity).max().unwrap_or(Severity::Warning)
+    }
+
+    /// A subject line: "[soakwatch] FIRING critical: dlq, success_rate (phase-b-staging)".
+    pub fn subject(&self) -> String {
+        let firing: Vec<&str> = self
+            .alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| a.criterion.as_deref().unwrap_or(a.name.as_str()))
+            .collect();
+        let resolved: Vec<&str> = self
+            .alerts
+            .iter()
+            .filter(|a| a.state == AlertState::Resolved)
+            .map(|a| a.criterion.as_deref().unwrap_or(a.name.as_str()))
+            .collect();
+        let mut parts = Vec::new();
+        if !firing.is_empty() {
+            parts.push(format!("FIRING {}: {}", self.severity().as_str(), firing.join(", ")));
+        }
+        if !resolved.is_empty() {
+            parts.push(format!("RESOLVED: {}", resolved.join(", ")));
+        }
+        let what = match self.kind {
+            NotificationKind::Test => "TEST notification".to_string(),
+            NotificationKind::Rollback => format!("ROLLBACK {}", parts.join("; ")),
+            NotificationKind::Repeat => format!("still {}", parts.join("; ")),
+            NotificationKind::Change => parts.join("; "),
+        };
+        format!("[soakwatch] {what} ({})", self.soak_name)
+    }
+
+    /// Plain-text body for email and chat.
+    pub fn text(&self) -> String {
+        let mut out = format!("{}\nsoak {} at {}\n\n", self.subject(), self.soak_id, self.created_at.to_rfc3339());
+        for a in &self.alerts {
+            out.push_str(&format!(
+                "- [{}] {} ({}): {}\n  target: {}\n  evidence: {}\n  since {}{}\n",
+                a.state.as_str().to_uppercase(),
+                a.name,
+                a.severity.as_str(),
+                a.summary,
+                a.target,
+                a.evidence,
+                a.starts_at.to_rfc3339(),
+                a.ends_at.map(|e| format!(", ended {}", e.to_rfc3339())).unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
