@@ -91,6 +91,8 @@ pub struct Config {
     pub criteria: CriteriaConfig,
     /// The daemon: interval, state, reports, soak policy.
     pub watch: WatchConfig,
+    /// Alert routes and lifecycle.
+    pub alerts: std::sync::Arc<crate::alert::engine::AlertsConfig>,
 }
 
 /// Settings of `soakwatch watch`, validated.
@@ -456,6 +458,96 @@ struct RawConfig {
     criteria: CriteriaConfig,
     #[serde(default)]
     watch: RawWatch,
+    #[serde(default)]
+    alerts: RawAlerts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    #[serde(default = "default_repeat", with = "humantime_serde")]
+    repeat_interval: Duration,
+    #[serde(default = "default_unknown_after", with = "humantime_serde")]
+    unknown_after: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    max_backoff: Duration,
+    #[serde(default = "default_severity")]
+    severity: BTreeMap<crate::verdict::CriterionId, crate::alert::model::Severity>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            repeat_interval: default_repeat(),
+            unknown_after: default_unknown_after(),
+            max_backoff: default_max_backoff(),
+            severity: default_severity(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+fn default_repeat() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+fn default_unknown_after() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_severity() -> BTreeMap<crate::verdict::CriterionId, crate::alert::model::Severity> {
+    use crate::alert::model::Severity::Critical;
+    use crate::verdict::CriterionId as C;
+    [(C::Dlq, Critical), (C::ServiceUp, Critical), (C::DbWrites, Critical), (C::Fallback, Critical)]
+        .into_iter()
+        .collect()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_sink_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    /// email, webhook, slack or alertmanager.
+    kind: String,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default)]
+    severities: Vec<crate::alert::model::Severity>,
+    #[serde(default)]
+    criteria: Vec<crate::verdict::CriterionId>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    // email
+    #[serde(default)]
+    smtp_host: String,
+    #[serde(default)]
+    smtp_port: Option<u16>,
+    #[serde(default)]
+    smtp_tls: Option<crate::alert::sink::SmtpTls>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: Vec<String>,
+    // webhook, slack, alertmanager
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    hmac_secret: String,
+    #[serde(default)]
+    format: Option<crate::alert::sink::WebhookFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1206,6 +1298,102 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         thin_to: w.thin_to,
     };
 
+    // Alerts
+    let mut routes = Vec::new();
+    let mut route_names = BTreeSet::new();
+    for (i, r) in raw.alerts.routes.iter().enumerate() {
+        let key = |f: &str| format!("alerts.routes[{i}].{f}");
+        if r.name.trim().is_empty() {
+            p(&key("name"), "must not be empty".into());
+        }
+        if !route_names.insert(r.name.clone()) {
+            p(&key("name"), format!("route `{}` is configured twice", r.name));
+        }
+        if !r.enabled {
+            continue;
+        }
+        let timeout = r.timeout.unwrap_or_else(default_sink_timeout);
+        let http_url = |p: &mut dyn FnMut(&str, String)| match url::Url::parse(&r.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => true,
+            Ok(u) => {
+                p(&key("url"), format!("scheme `{}`: expected http or https", u.scheme()));
+                false
+            }
+            Err(e) => {
+                p(&key("url"), format!("not a URL: {e}"));
+                false
+            }
+        };
+        use crate::alert::sink::{AlertmanagerSink, EmailSink, Sink, SmtpTls, WebhookFormat, WebhookSink};
+        let sink = match r.kind.as_str() {
+            "email" => {
+                if r.smtp_host.trim().is_empty() {
+                    p(&key("smtp_host"), "required for an email route".into());
+                }
+                if r.from.trim().is_empty() {
+                    p(&key("from"), "required for an email route".into());
+                }
+                if r.to.is_empty() {
+                    p(&key("to"), "at least one recipient is required".into());
+                }
+                let tls = r.smtp_tls.unwrap_or(SmtpTls::Starttls);
+                let port = r.smtp_port.unwrap_or(match tls {
+                    SmtpTls::Starttls => 587,
+                    SmtpTls::Tls => 465,
+                    SmtpTls::None => 25,
+                });
+                Some(Sink::Email(EmailSink {
+                    host: r.smtp_host.clone(),
+                    port,
+                    tls,
+                    username: r.username.clone(),
+                    password: Secret::new(r.password.clone()),
+                    from: r.from.clone(),
+                    to: r.to.clone(),
+                    timeout,
+                }))
+            }
+            "webhook" | "slack" => http_url(&mut p).then(|| {
+                let format = if r.kind == "slack" {
+                    WebhookFormat::Slack
+                } else {
+                    r.format.unwrap_or(WebhookFormat::Soakwatch)
+                };
+                Sink::Webhook(WebhookSink {
+                    url: SecretUrl::new(r.url.clone()),
+                    hmac_secret: Secret::new(r.hmac_secret.clone()),
+                    format,
+                    timeout,
+                })
+            }),
+            "alertmanager" => http_url(&mut p).then(|| {
+                Sink::Alertmanager(AlertmanagerSink {
+                    base_url: SecretUrl::new(r.url.clone()),
+                    timeout,
+                })
+            }),
+            other => {
+                p(&key("kind"), format!("`{other}`: expected email, webhook, slack or alertmanager"));
+                None
+            }
+        };
+        if let Some(sink) = sink {
+            routes.push(crate::alert::engine::Route {
+                name: r.name.clone(),
+                severities: r.severities.clone(),
+                criteria: r.criteria.clone(),
+                sink,
+            });
+        }
+    }
+    let alerts = std::sync::Arc::new(crate::alert::engine::AlertsConfig {
+        repeat_interval: raw.alerts.repeat_interval,
+        unknown_after: raw.alerts.unknown_after,
+        severity: raw.alerts.severity.clone(),
+        max_backoff: raw.alerts.max_backoff,
+        routes,
+    });
+
     let opt = |s: String| (!s.trim().is_empty()).then_some(s);
     Config {
         source: path.to_path_buf(),
@@ -1258,6 +1446,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         },
         criteria: raw.criteria,
         watch,
+        alerts,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod output;
 pub mod probe;
 pub mod promtext;
 pub mod replica;
+pub mod rollback;
 pub mod sample;
 pub mod secret;
 pub mod soak;

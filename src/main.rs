@@ -90,6 +90,11 @@ enum Command {
         #[arg(long, short, default_value = "checks.toml")]
         config: PathBuf,
     },
+    /// Alert routes: `soakwatch alert test` sends a test notification to every route.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
     /// Provisions a disposable replica of the Phase B topology, runs a stand-in
     /// service, checks it healthy, injects a DLQ'd message, checks again.
     Demo(soakwatch_demo::DemoArgs),
@@ -99,6 +104,17 @@ enum Command {
     /// Creates or removes a replica topology (used by the tests).
     #[command(hide = true)]
     Replica(soakwatch_demo::ReplicaArgs),
+}
+
+#[derive(Subcommand)]
+enum AlertCommand {
+    /// Sends one test notification to every enabled route, directly (not via
+    /// the outbox), and reports each route's result. Exit 0 when all succeed.
+    Test {
+        /// The checks file.
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+    },
 }
 
 mod soakwatch_demo {
@@ -230,6 +246,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Alert {
+            command: AlertCommand::Test { config },
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            alert_test(&cfg).await
+        }
         Command::Demo(args) => soakwatch::demo::run_demo(args).await,
         Command::Standin(args) => soakwatch::demo::run_standin(args).await,
         Command::Replica(args) => soakwatch::demo::run_replica(args).await,
@@ -285,4 +310,45 @@ async fn run_watch(cfg: Config, start: soakwatch::watch::StartOptions) -> anyhow
         summary.samples
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `soakwatch alert test`.
+async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
+    use soakwatch::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
+    if cfg.alerts.routes.is_empty() {
+        println!("no enabled alert routes in {}", cfg.source.display());
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let now = chrono::Utc::now();
+    let n = Notification {
+        id: format!("test-{}-{}", now.timestamp_millis(), std::process::id()),
+        soak_id: "test".into(),
+        soak_name: cfg.soak.name.clone(),
+        created_at: now,
+        kind: NotificationKind::Test,
+        alerts: vec![AlertItem {
+            name: "soakwatch_test".into(),
+            criterion: None,
+            severity: Severity::Warning,
+            state: AlertState::Firing,
+            starts_at: now,
+            ends_at: None,
+            summary: "Test notification from soakwatch: this route works".into(),
+            evidence: format!("sent by `soakwatch alert test` with {}", cfg.source.display()),
+            value: None,
+            target: "delivered".into(),
+        }],
+    };
+    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let mut failed = 0;
+    for r in &cfg.alerts.routes {
+        match r.sink.send(&n, &http).await {
+            Ok(()) => println!("OK      {}: {}", r.name, r.sink.describe()),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {}: {}", r.name, e.reason);
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

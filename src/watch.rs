@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::engine::{self as alert_engine, AlertEngine, AlertsConfig};
 use crate::config::Config;
 use crate::output::write_atomic;
 use crate::probe::Prober;
@@ -147,6 +148,10 @@ pub struct DaemonStatus {
     pub interval_secs: f64,
     /// The soak's id.
     pub soak_id: String,
+    /// Outbox rows: (pending, delivered, given up).
+    pub outbox: (i64, i64, i64),
+    /// Alerts firing now: (criterion, severity).
+    pub firing: Vec<(String, String)>,
 }
 
 /// Shared, read-mostly daemon status.
@@ -221,8 +226,9 @@ pub struct Watch {
     cfg: Config,
     eff: Config,
     policy: SoakPolicy,
-    store: Store,
+    store: Arc<Store>,
     soak: SoakRecord,
+    alerts: AlertEngine,
     cycles: Vec<CycleRecord>,
     prev: Option<Snapshot>,
     last_verdicts: Vec<Verdict>,
@@ -234,7 +240,7 @@ impl Watch {
     /// Opens the state and resumes the active soak, or prepares a new one
     /// (recorded at the first cycle, when baselines can be observed).
     pub async fn open(cfg: Config, status: SharedStatus) -> Result<Watch, WatchError> {
-        let store = Store::open(&cfg.watch.state).await?;
+        let store = Arc::new(Store::open(&cfg.watch.state).await?);
         let policy = policy(&cfg);
         let placeholder = SoakRecord {
             meta: SoakMeta {
@@ -251,6 +257,7 @@ impl Watch {
             policy,
             store,
             soak: placeholder,
+            alerts: AlertEngine::default(),
             cycles: Vec::new(),
             prev: None,
             last_verdicts: Vec::new(),
@@ -287,6 +294,7 @@ impl Watch {
                 self.eff = with_baselines(&self.cfg, &rec.baselines);
                 self.cycles = self.store.cycles(&rec.meta.id).await?;
                 self.dedupe = EvidenceDeduper::from_history(&self.cycles);
+                self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
                 self.prev = self.store.last_snapshot(&rec.meta.id).await?;
                 self.soak = rec;
             }
@@ -303,6 +311,9 @@ impl Watch {
         };
         let mut done_cycles = 0u64;
         let mut summary = self.summary();
+        // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
+        let delivery_stop = CancellationToken::new();
+        let delivery = spawn_delivery(self.store.clone(), self.cfg.alerts.clone(), delivery_stop.clone());
         loop {
             let tick = t0 + interval * k as i32;
             tokio::select! {
@@ -345,7 +356,13 @@ impl Watch {
             self.last_verdicts = verdicts;
             self.prev = Some(snap);
             summary = self.summary();
+            let out = self.alerts.step(&self.cfg.alerts, &summary, tick);
+            for n in &out.notifications {
+                tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
+            }
+            alert_engine::enqueue(&self.store, &self.cfg.alerts, &self.soak.meta.id, &out, clock.now()).await?;
             self.write_due_checkpoints(&summary, clock.now()).await?;
+            let outbox = self.store.outbox_counts().await?;
             if self.cycles.len().is_multiple_of(360) {
                 let before = tick
                     - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots)
@@ -366,6 +383,12 @@ impl Watch {
                 st.state_bytes = self.store.size_bytes();
                 st.interval_secs = self.cfg.watch.interval.as_secs_f64();
                 st.soak_id = self.soak.meta.id.clone();
+                st.outbox = outbox;
+                st.firing = self
+                    .alerts
+                    .firing()
+                    .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
+                    .collect();
                 st.summary = Some(summary.clone());
             }
             tracing::info!(
@@ -386,6 +409,9 @@ impl Watch {
                 k += 1;
             }
         }
+        // One last delivery round for what the final cycle raised, then stop.
+        delivery_stop.cancel();
+        let _ = delivery.await;
         if !self.soak.meta.id.is_empty() {
             let path = self
                 .cfg
@@ -545,5 +571,34 @@ pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::
         window_secs: (s.now - s.t0).num_milliseconds() as f64 / 1000.0,
         verdicts,
         last,
+    })
+}
+
+/// The delivery loop: every second, one attempt per due outbox row; a final
+/// round when stopped.
+fn spawn_delivery(store: Arc<Store>, cfg: Arc<AlertsConfig>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client: alerts are queued, not delivered");
+                return;
+            }
+        };
+        if cfg.routes.is_empty() {
+            return;
+        }
+        loop {
+            let stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            };
+            if let Err(e) = alert_engine::deliver_due(&store, &cfg, &http, Utc::now()).await {
+                tracing::error!(error = %e, "outbox delivery failed");
+            }
+            if stopping {
+                break;
+            }
+        }
     })
 }

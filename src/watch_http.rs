@@ -143,6 +143,28 @@ pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
         "Size of the state database and its WAL.",
         vec![format!(" {}", s.state_bytes)],
     );
+    let (pending, delivered, dead) = s.outbox;
+    block(
+        &mut out,
+        "soakwatch_outbox_notifications",
+        "gauge",
+        "Notifications in the outbox by delivery state.",
+        vec![
+            format!("{{state=\"pending\"}} {pending}"),
+            format!("{{state=\"delivered\"}} {delivered}"),
+            format!("{{state=\"dead\"}} {dead}"),
+        ],
+    );
+    block(
+        &mut out,
+        "soakwatch_alert_firing",
+        "gauge",
+        "Alerts firing now (1 per firing criterion).",
+        s.firing
+            .iter()
+            .map(|(c, sev)| format!("{{soak=\"{soak}\",criterion=\"{}\",severity=\"{}\"}} 1", esc(c), esc(sev)))
+            .collect(),
+    );
     if let Some(sum) = &s.summary {
         block(
             &mut out,

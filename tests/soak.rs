@@ -405,3 +405,127 @@ async fn a_corrupt_or_locked_state_database_is_refused() {
         .await
         .expect("the lock is released on close");
 }
+
+/// A real webhook receiver on loopback: records (id header, body) and can be
+/// switched to answer 500.
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn receiver() -> Receiver {
+    use std::sync::atomic::Ordering;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, f, a) = (got.clone(), failing.clone(), attempts.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (g, f, a) = (g.clone(), f.clone(), a.clone());
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                if f.load(Ordering::SeqCst) {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let id = headers
+                    .get("x-soakwatch-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                if let Ok(mut v) = g.lock() {
+                    v.push((id, json));
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        got,
+        failing,
+        attempts,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
+    use soakwatch::alert::engine::{AlertsConfig, Route};
+    use soakwatch::alert::sink::{Sink, WebhookFormat, WebhookSink};
+    use std::sync::atomic::Ordering;
+    soakwatch::install_crypto_provider();
+    let rx = receiver().await;
+    rx.failing.store(true, Ordering::SeqCst);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut c = cfg();
+    c.watch.state = dir.path().join("state.sqlite");
+    c.watch.reports_dir = dir.path().join("reports");
+    c.watch.checkpoints = vec![];
+    c.alerts = std::sync::Arc::new(AlertsConfig {
+        repeat_interval: Duration::from_secs(4 * 3600),
+        unknown_after: Duration::from_secs(600),
+        severity: Default::default(),
+        max_backoff: Duration::from_secs(1),
+        routes: vec![Route {
+            name: "hook".into(),
+            severities: vec![],
+            criteria: vec![],
+            sink: Sink::Webhook(WebhookSink {
+                url: soakwatch::secret::SecretUrl::new(rx.url.clone()),
+                hmac_secret: soakwatch::secret::Secret::new("s3cret"),
+                format: WebhookFormat::Soakwatch,
+                timeout: Duration::from_secs(2),
+            }),
+        }],
+    });
+    // Lag 12 from 5 to 6 minutes: consumer_lag fires, then resolves after recover_after (1 min).
+    let source = ScenarioSource {
+        cfg: c.clone(),
+        scenario: scenario(vec![Fault::Backlog { from: 300.0, to: 360.0, lag: 12 }]),
+    };
+    let clock = ManualClock::new(t0());
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("open");
+    w.run(&source, &clock, StartOptions { max_cycles: Some(60), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run");
+    assert!(rx.attempts.load(Ordering::SeqCst) >= 1, "the receiver was tried");
+    assert!(rx.got.lock().map(|g| g.is_empty()).unwrap_or(false), "nothing accepted while it answered 500");
+    {
+        let store = Store::open_read_only(&c.watch.state).await.expect("state");
+        let (pending, delivered, dead) = store.outbox_counts().await.expect("counts");
+        assert_eq!((pending, delivered, dead), (2, 0, 0), "firing + resolved wait in the outbox");
+        store.close().await;
+    }
+
+    // The receiver is back; the daemon restarts (after the 1 s backoff): both are delivered, once.
+    rx.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let clock = ManualClock::new(clock_now_plus(&clock, 10));
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
+    w.run(&source, &clock, StartOptions { max_cycles: Some(2), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run 2");
+    let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let states: Vec<&str> = got.iter().map(|(_, b)| b["alerts"][0]["state"].as_str().unwrap_or("")).collect();
+    assert_eq!(states, ["firing", "resolved"]);
+    assert_eq!(got[0].1["alerts"][0]["criterion"], "consumer_lag");
+    assert_eq!(got[0].1["schema"], "soakwatch.alert/v1");
+    assert_ne!(got[0].0, got[1].0, "distinct notification ids");
+
+    // Another restart: nothing is sent again.
+    let clock = ManualClock::new(clock_now_plus(&clock, 10));
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
+    w.run(&source, &clock, StartOptions { max_cycles: Some(2), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run 3");
+    assert_eq!(rx.got.lock().map(|g| g.len()).unwrap_or(0), 2, "delivered notifications are never re-sent");
+}

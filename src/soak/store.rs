@@ -220,6 +220,13 @@ impl Store {
                  PRIMARY KEY (soak_id, at_ms))",
                 "CREATE TABLE checkpoint (soak_id TEXT NOT NULL, label TEXT NOT NULL, written_ms INTEGER NOT NULL, \
                  path TEXT NOT NULL, PRIMARY KEY (soak_id, label))",
+                "CREATE TABLE alert_state (soak_id TEXT NOT NULL, name TEXT NOT NULL, body BLOB NOT NULL, \
+                 PRIMARY KEY (soak_id, name))",
+                "CREATE TABLE outbox (id TEXT NOT NULL, route TEXT NOT NULL, soak_id TEXT NOT NULL, body BLOB NOT NULL, \
+                 created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_ms INTEGER NOT NULL, \
+                 delivered_ms INTEGER, dead INTEGER NOT NULL DEFAULT 0, last_error TEXT, PRIMARY KEY (id, route))",
+                "CREATE TABLE rollback (soak_id TEXT PRIMARY KEY, state TEXT NOT NULL, trigger TEXT NOT NULL, \
+                 started_ms INTEGER NOT NULL, finished_ms INTEGER, steps BLOB, outcome BLOB)",
             ] {
                 sqlx::query(stmt).execute(&mut *tx).await?;
             }
@@ -408,6 +415,172 @@ impl Store {
         Ok(res.rows_affected())
     }
 
+    /// Alert tracking states of a soak (opaque to the store).
+    pub async fn alert_states<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alert_state WHERE soak_id = ?")
+            .bind(soak_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| decode(r)).collect()
+    }
+
+    /// Saves alert states and enqueues notifications in one transaction, so a
+    /// crash never records a state change without its notification (or the reverse).
+    pub async fn commit_alerts<S: Serialize, N: Serialize>(
+        &self,
+        soak_id: &str,
+        states: &[(String, S)],
+        outbox: &[(String, String, N)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (name, st) in states {
+            sqlx::query("INSERT OR REPLACE INTO alert_state (soak_id, name, body) VALUES (?, ?, ?)")
+                .bind(soak_id)
+                .bind(name)
+                .bind(encode(st)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (id, route, n) in outbox {
+            sqlx::query(
+                "INSERT OR IGNORE INTO outbox (id, route, soak_id, body, created_ms, next_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(route)
+            .bind(soak_id)
+            .bind(encode(n)?)
+            .bind(ms(now))
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undelivered notifications due at `now`, oldest first.
+    pub async fn due_outbox<N: serde::de::DeserializeOwned>(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, route, body, attempts FROM outbox WHERE delivered_ms IS NULL AND dead = 0 AND next_ms <= ? \
+             ORDER BY created_ms, id LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    id: r.get(0),
+                    route: r.get(1),
+                    body: decode(r.get::<&[u8], _>(2))?,
+                    attempts: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    /// Records a delivery outcome: delivered, retry later, or given up.
+    pub async fn outbox_result(
+        &self,
+        id: &str,
+        route: &str,
+        outcome: OutboxOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let q = match &outcome {
+            OutboxOutcome::Delivered => sqlx::query(
+                "UPDATE outbox SET delivered_ms = ?3, attempts = attempts + 1, last_error = NULL WHERE id = ?1 AND route = ?2",
+            )
+            .bind(id)
+            .bind(route)
+            .bind(ms(now)),
+            OutboxOutcome::Retry { next, error } => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, next_ms = ?3, last_error = ?4 WHERE id = ?1 AND route = ?2",
+            )
+            .bind(id)
+            .bind(route)
+            .bind(ms(*next))
+            .bind(error.clone()),
+            OutboxOutcome::Dead { error } => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, dead = 1, last_error = ?3 WHERE id = ?1 AND route = ?2",
+            )
+            .bind(id)
+            .bind(route)
+            .bind(error.clone()),
+        };
+        q.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// (pending, delivered, dead) counts of the outbox.
+    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) FILTER (WHERE delivered_ms IS NULL AND dead = 0), \
+                    count(*) FILTER (WHERE delivered_ms IS NOT NULL), count(*) FILTER (WHERE dead = 1) FROM outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), row.get(1), row.get(2)))
+    }
+
+    /// Takes the one-shot rollback latch of a soak. False when it was already
+    /// taken (by this or an earlier process): the rollback never runs twice.
+    pub async fn take_rollback_latch(&self, soak_id: &str, trigger: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let res = sqlx::query(
+            "INSERT OR IGNORE INTO rollback (soak_id, state, trigger, started_ms) VALUES (?, 'started', ?, ?)",
+        )
+        .bind(soak_id)
+        .bind(trigger)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Saves the rollback's progress (steps so far) or its end.
+    pub async fn save_rollback<T: Serialize>(
+        &self,
+        soak_id: &str,
+        state: &str,
+        steps: &T,
+        finished: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE rollback SET state = ?, steps = ?, finished_ms = ? WHERE soak_id = ?")
+            .bind(state)
+            .bind(encode(steps)?)
+            .bind(finished.map(ms))
+            .bind(soak_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The rollback record of a soak: (state, trigger, started, finished, steps).
+    pub async fn rollback_record<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Option<RollbackRow<T>>, StoreError> {
+        let row = sqlx::query("SELECT state, trigger, started_ms, finished_ms, steps FROM rollback WHERE soak_id = ?")
+            .bind(soak_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let steps: Option<Vec<u8>> = r.get(4);
+        Ok(Some(RollbackRow {
+            state: r.get(0),
+            trigger: r.get(1),
+            started: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_default(),
+            finished: r.get::<Option<i64>, _>(3).and_then(DateTime::from_timestamp_millis),
+            steps: steps.map(|b| decode(&b)).transpose()?,
+        }))
+    }
+
     /// Size of the database file and its WAL, bytes.
     pub fn size_bytes(&self) -> u64 {
         let main = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
@@ -418,10 +591,57 @@ impl Store {
     }
 
     /// Checkpoints the WAL into the main file and closes: a clean shutdown.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await;
         self.pool.close().await;
     }
+}
+
+/// A notification waiting in the outbox for one route.
+#[derive(Debug, Clone)]
+pub struct OutboxItem<N> {
+    /// Notification id.
+    pub id: String,
+    /// Route name.
+    pub route: String,
+    /// The notification.
+    pub body: N,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+/// What happened to one delivery attempt.
+#[derive(Debug, Clone)]
+pub enum OutboxOutcome {
+    /// The receiver accepted it; never sent again.
+    Delivered,
+    /// A transient failure: try again at `next`.
+    Retry {
+        /// When to try again.
+        next: DateTime<Utc>,
+        /// The reason, one line.
+        error: String,
+    },
+    /// A permanent failure: give up (kept for the report).
+    Dead {
+        /// The reason, one line.
+        error: String,
+    },
+}
+
+/// The rollback latch and journal of a soak.
+#[derive(Debug, Clone)]
+pub struct RollbackRow<T> {
+    /// started, done or failed.
+    pub state: String,
+    /// What triggered it.
+    pub trigger: String,
+    /// When the latch was taken.
+    pub started: DateTime<Utc>,
+    /// When it ended (None while running, or if interrupted).
+    pub finished: Option<DateTime<Utc>>,
+    /// The steps recorded so far.
+    pub steps: Option<T>,
 }

@@ -563,7 +563,7 @@ impl NatsServer {
             .expect("nats-server starts");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        let mut last_error = String::new();
+        let mut last_error: String;
         loop {
             match tokio::time::timeout(Duration::from_secs(2), async_nats::connect(&self.url)).await
             {

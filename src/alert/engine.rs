@@ -1,0 +1,455 @@
+//! Alert lifecycle per criterion, and delivery through the outbox.
+//!
+//! The lifecycle is pure: each cycle, [`AlertEngine::step`] compares what
+//! should be firing (a criterion's debounced status is fail, or it has been
+//! unknown for `unknown_after`) with what was firing, and returns one grouped
+//! notification for the changes plus one for alerts that have fired longer
+//! than `repeat_interval` since their last notification. The `for` duration
+//! (pending) lives in the timeline's debouncing, so an alert fires exactly
+//! when the criterion's failure is confirmed.
+//!
+//! Notifications are written to the outbox together with the new states in
+//! one transaction; [`deliver_due`] sends them with backoff, so a receiver
+//! that is down gets the alert when it is back, also after a restart, and a
+//! delivered notification is never sent again.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
+use crate::alert::sink::Sink;
+use crate::soak::model::SoakSummary;
+use crate::soak::store::{OutboxOutcome, Store, StoreError};
+use crate::verdict::{CriterionId, Status};
+
+/// One route: which alerts go to which sink.
+#[derive(Debug)]
+pub struct Route {
+    /// Name (the outbox key with the notification id).
+    pub name: String,
+    /// Severities accepted; empty = all.
+    pub severities: Vec<Severity>,
+    /// Criteria accepted; empty = all.
+    pub criteria: Vec<CriterionId>,
+    /// Where it goes.
+    pub sink: Sink,
+}
+
+impl Route {
+    /// Whether this route takes the alert.
+    pub fn accepts(&self, a: &AlertItem) -> bool {
+        let sev = self.severities.is_empty() || self.severities.contains(&a.severity);
+        let crit = self.criteria.is_empty()
+            || a.criterion
+                .as_deref()
+                .is_none_or(|c| self.criteria.iter().any(|id| id.as_str() == c));
+        sev && crit
+    }
+
+    /// The notification as this route sees it (only the alerts it takes), or None.
+    pub fn filter(&self, n: &Notification) -> Option<Notification> {
+        let alerts: Vec<AlertItem> = n.alerts.iter().filter(|a| self.accepts(a)).cloned().collect();
+        (!alerts.is_empty()).then(|| Notification {
+            alerts,
+            ..n.clone()
+        })
+    }
+}
+
+/// Alerting policy from `[alerts]`.
+#[derive(Debug)]
+pub struct AlertsConfig {
+    /// Re-notify a firing alert this often.
+    pub repeat_interval: Duration,
+    /// A criterion unknown this long raises a warning (nobody can see it).
+    pub unknown_after: Duration,
+    /// Severity per criterion (default warning).
+    pub severity: BTreeMap<CriterionId, Severity>,
+    /// Longest wait between delivery retries.
+    pub max_backoff: Duration,
+    /// The routes.
+    pub routes: Vec<Route>,
+}
+
+impl AlertsConfig {
+    /// Severity of a failing criterion.
+    pub fn severity_of(&self, id: CriterionId) -> Severity {
+        self.severity.get(&id).copied().unwrap_or(Severity::Warning)
+    }
+}
+
+/// What is known about one alert between cycles (persisted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertTrack {
+    /// Alert name (`soakwatch_<criterion>`).
+    pub name: String,
+    /// Criterion id.
+    pub criterion: String,
+    /// Currently firing.
+    pub firing: bool,
+    /// Severity while firing.
+    pub severity: Severity,
+    /// When it began firing.
+    pub since: DateTime<Utc>,
+    /// When a notification about it was last created.
+    pub last_sent: DateTime<Utc>,
+}
+
+/// The lifecycle state of every criterion's alert.
+#[derive(Debug, Default)]
+pub struct AlertEngine {
+    tracks: BTreeMap<String, AlertTrack>,
+}
+
+/// What one cycle produced.
+#[derive(Debug, Default)]
+pub struct StepOutput {
+    /// Notifications to enqueue (changes first, then repeats).
+    pub notifications: Vec<Notification>,
+    /// Tracks that changed (to persist).
+    pub changed: Vec<AlertTrack>,
+}
+
+impl AlertEngine {
+    /// Resumes from persisted tracks (so a restart does not re-send what fired).
+    pub fn from_tracks(tracks: Vec<AlertTrack>) -> Self {
+        AlertEngine {
+            tracks: tracks.into_iter().map(|t| (t.name.clone(), t)).collect(),
+        }
+    }
+
+    /// Alerts firing now.
+    pub fn firing(&self) -> impl Iterator<Item = &AlertTrack> {
+        self.tracks.values().filter(|t| t.firing)
+    }
+
+    /// One cycle of the lifecycle over the soak summary at `now`.
+    pub fn step(&mut self, cfg: &AlertsConfig, s: &SoakSummary, now: DateTime<Utc>) -> StepOutput {
+        let mut changes = Vec::new();
+        let mut repeats = Vec::new();
+        let mut changed = Vec::new();
+        let unknown_after = chrono::Duration::from_std(cfg.unknown_after).unwrap_or_default();
+        let repeat = chrono::Duration::from_std(cfg.repeat_interval).unwrap_or(chrono::Duration::hours(4));
+        for c in &s.criteria {
+            let span_start = s
+                .spans
+                .iter()
+                .rev()
+                .find(|sp| sp.criterion == c.id)
+                .map(|sp| sp.start)
+                .unwrap_or(s.now);
+            let desired = match c.now {
+                Status::Fail => Some((cfg.severity_of(c.id), format!("{} failing", c.id.title()))),
+                Status::Unknown if now - span_start >= unknown_after => Some((
+                    Severity::Warning,
+                    format!("{} cannot be determined", c.id.title()),
+                )),
+                _ => None,
+            };
+            let name = format!("soakwatch_{}", c.id.as_str());
+            let track = self.tracks.get(&name).cloned();
+            let item = |state: AlertState, severity: Severity, since: DateTime<Utc>, summary: String| AlertItem {
+                name: name.clone(),
+                criterion: Some(c.id.as_str().to_string()),
+                severity,
+                state,
+                starts_at: since,
+                ends_at: (state == AlertState::Resolved).then_some(now),
+                summary,
+                evidence: c.last.evidence.clone(),
+                value: c.last.value,
+                target: c.last.target.clone(),
+            };
+            match (desired, track) {
+                (Some((sev, summary)), Some(t)) if t.firing => {
+                    if now - t.last_sent >= repeat {
+                        repeats.push(item(AlertState::Firing, sev, t.since, summary));
+                        let t2 = AlertTrack { last_sent: now, ..t };
+                        changed.push(t2.clone());
+                        self.tracks.insert(name.clone(), t2);
+                    }
+                }
+                (Some((sev, summary)), _) => {
+                    changes.push(item(AlertState::Firing, sev, span_start, summary));
+                    let t = AlertTrack {
+                        name: name.clone(),
+                        criterion: c.id.as_str().to_string(),
+                        firing: true,
+                        severity: sev,
+                        since: span_start,
+                        last_sent: now,
+                    };
+                    changed.push(t.clone());
+                    self.tracks.insert(name.clone(), t);
+                }
+                (None, Some(t)) if t.firing => {
+                    changes.push(item(
+                        AlertState::Resolved,
+                        t.severity,
+                        t.since,
+                        format!("{} recovered", c.id.title()),
+                    ));
+                    let t2 = AlertTrack {
+                        firing: false,
+                        last_sent: now,
+                        ..t
+                    };
+                    changed.push(t2.clone());
+                    self.tracks.insert(name.clone(), t2);
+                }
+                _ => {}
+            }
+        }
+        let mut notifications = Vec::new();
+        let mk = |kind: NotificationKind, alerts: Vec<AlertItem>| Notification {
+            id: format!("{}-{}-{}", s.soak_id, kind_str(kind), now.timestamp_millis()),
+            soak_id: s.soak_id.clone(),
+            soak_name: s.name.clone(),
+            created_at: now,
+            kind,
+            alerts,
+        };
+        if !changes.is_empty() {
+            notifications.push(mk(NotificationKind::Change, changes));
+        }
+        if !repeats.is_empty() {
+            notifications.push(mk(NotificationKind::Repeat, repeats));
+        }
+        StepOutput { notifications, changed }
+    }
+}
+
+fn kind_str(k: NotificationKind) -> &'static str {
+    match k {
+        NotificationKind::Change => "change",
+        NotificationKind::Repeat => "repeat",
+        NotificationKind::Rollback => "rollback",
+        NotificationKind::Test => "test",
+    }
+}
+
+/// Writes a step's notifications (one outbox row per accepting route) and
+/// the changed tracks in one transaction.
+pub async fn enqueue(
+    store: &Store,
+    cfg: &AlertsConfig,
+    soak_id: &str,
+    out: &StepOutput,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    enqueue_notifications(store, cfg, soak_id, &out.notifications, &out.changed, now).await
+}
+
+/// Enqueues notifications for every route that takes them (and saves tracks).
+pub async fn enqueue_notifications(
+    store: &Store,
+    cfg: &AlertsConfig,
+    soak_id: &str,
+    notifications: &[Notification],
+    tracks: &[AlertTrack],
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut rows = Vec::new();
+    for n in notifications {
+        for r in &cfg.routes {
+            if let Some(f) = r.filter(n) {
+                rows.push((n.id.clone(), r.name.clone(), f));
+            }
+        }
+    }
+    let states: Vec<(String, AlertTrack)> = tracks.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    if rows.is_empty() && states.is_empty() {
+        return Ok(0);
+    }
+    store.commit_alerts(soak_id, &states, &rows, now).await?;
+    Ok(rows.len())
+}
+
+/// Backoff after `attempts` failed tries: 1 s, 2 s, 4 s, … capped.
+pub fn backoff(attempts: i64, max: Duration) -> Duration {
+    let secs = 1u64.checked_shl(attempts.clamp(0, 30) as u32).unwrap_or(u64::MAX);
+    Duration::from_secs(secs).min(max)
+}
+
+/// One delivery attempt per due outbox row. Returns (delivered, failed).
+pub async fn deliver_due(
+    store: &Store,
+    cfg: &AlertsConfig,
+    http: &reqwest::Client,
+    now: DateTime<Utc>,
+) -> Result<(usize, usize), StoreError> {
+    let due = store.due_outbox::<Notification>(now, 50).await?;
+    let (mut ok, mut failed) = (0, 0);
+    for item in due {
+        let Some(route) = cfg.routes.iter().find(|r| r.name == item.route) else {
+            store
+                .outbox_result(
+                    &item.id,
+                    &item.route,
+                    OutboxOutcome::Dead {
+                        error: format!("route {} is no longer configured", item.route),
+                    },
+                    now,
+                )
+                .await?;
+            failed += 1;
+            continue;
+        };
+        match route.sink.send(&item.body, http).await {
+            Ok(()) => {
+                tracing::info!(route = %route.name, id = %item.id, "notification delivered");
+                store.outbox_result(&item.id, &item.route, OutboxOutcome::Delivered, now).await?;
+                ok += 1;
+            }
+            Err(e) if e.retryable => {
+                let wait = backoff(item.attempts, cfg.max_backoff);
+                tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in = ?wait, "delivery failed");
+                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                store
+                    .outbox_result(&item.id, &item.route, OutboxOutcome::Retry { next, error: e.reason }, now)
+                    .await?;
+                failed += 1;
+            }
+            Err(e) => {
+                tracing::error!(route = %route.name, id = %item.id, error = %e.reason, "delivery failed permanently");
+                store
+                    .outbox_result(&item.id, &item.route, OutboxOutcome::Dead { error: e.reason }, now)
+                    .await?;
+                failed += 1;
+            }
+        }
+    }
+    Ok((ok, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::soak::model::{CriterionSummary, Span};
+    use crate::verdict::Verdict;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("time")
+    }
+
+    fn cfg() -> AlertsConfig {
+        AlertsConfig {
+            repeat_interval: Duration::from_secs(3600),
+            unknown_after: Duration::from_secs(600),
+            severity: [(CriterionId::Dlq, Severity::Critical)].into_iter().collect(),
+            max_backoff: Duration::from_secs(300),
+            routes: Vec::new(),
+        }
+    }
+
+    fn summary(now: i64, statuses: &[(CriterionId, Status, i64)]) -> SoakSummary {
+        let criteria = statuses
+            .iter()
+            .map(|(id, st, _)| CriterionSummary {
+                id: *id,
+                now: *st,
+                soak: *st,
+                fail_secs: 0.0,
+                unknown_secs: 0.0,
+                coverage: 1.0,
+                worst_value: None,
+                last: Verdict::new(*id, *st, "x", "target", "evidence"),
+            })
+            .collect();
+        let spans = statuses
+            .iter()
+            .map(|(id, st, since)| Span {
+                criterion: *id,
+                status: *st,
+                start: t(*since),
+                end: t(now),
+                peak: None,
+                evidence: String::new(),
+            })
+            .collect();
+        SoakSummary {
+            soak_id: "s".into(),
+            name: "soak".into(),
+            t0: t(0),
+            now: t(now),
+            planned_secs: 172_800.0,
+            samples: 1,
+            criteria,
+            incidents: vec![],
+            spans,
+            coverage: vec![],
+            min_coverage: 0.95,
+            restarts: vec![],
+            series: Default::default(),
+            verdict: Status::Pass,
+            verdict_reason: String::new(),
+            last_snapshot: None,
+        }
+    }
+
+    #[test]
+    fn fires_once_repeats_after_interval_and_resolves() {
+        let c = cfg();
+        let mut e = AlertEngine::default();
+        let out = e.step(&c, &summary(100, &[(CriterionId::Dlq, Status::Fail, 40)]), t(100));
+        assert_eq!(out.notifications.len(), 1);
+        let a = &out.notifications[0].alerts[0];
+        assert_eq!((a.state, a.severity, a.starts_at), (AlertState::Firing, Severity::Critical, t(40)));
+        // Still failing: nothing new.
+        let out = e.step(&c, &summary(110, &[(CriterionId::Dlq, Status::Fail, 40)]), t(110));
+        assert!(out.notifications.is_empty());
+        // An hour later: one repeat.
+        let out = e.step(&c, &summary(3700, &[(CriterionId::Dlq, Status::Fail, 40)]), t(3700));
+        assert_eq!(out.notifications.len(), 1);
+        assert_eq!(out.notifications[0].kind, NotificationKind::Repeat);
+        // Recovered.
+        let out = e.step(&c, &summary(3710, &[(CriterionId::Dlq, Status::Pass, 3705)]), t(3710));
+        assert_eq!(out.notifications[0].alerts[0].state, AlertState::Resolved);
+        assert_eq!(out.notifications[0].alerts[0].ends_at, Some(t(3710)));
+        // A restart resumes the tracks: no second firing notification.
+        let tracks: Vec<AlertTrack> = e.tracks.values().cloned().collect();
+        let mut e2 = AlertEngine::from_tracks(tracks);
+        let out = e2.step(&c, &summary(3720, &[(CriterionId::Dlq, Status::Pass, 3705)]), t(3720));
+        assert!(out.notifications.is_empty());
+    }
+
+    #[test]
+    fn long_unknown_warns_short_unknown_does_not() {
+        let c = cfg();
+        let mut e = AlertEngine::default();
+        let out = e.step(&c, &summary(500, &[(CriterionId::ConsumerLag, Status::Unknown, 0)]), t(500));
+        assert!(out.notifications.is_empty());
+        let out = e.step(&c, &summary(700, &[(CriterionId::ConsumerLag, Status::Unknown, 0)]), t(700));
+        assert_eq!(out.notifications[0].alerts[0].severity, Severity::Warning);
+        assert!(out.notifications[0].alerts[0].summary.contains("cannot be determined"));
+    }
+
+    #[test]
+    fn changes_in_one_cycle_are_grouped() {
+        let c = cfg();
+        let mut e = AlertEngine::default();
+        let out = e.step(
+            &c,
+            &summary(
+                100,
+                &[(CriterionId::Dlq, Status::Fail, 90), (CriterionId::SuccessRate, Status::Fail, 90)],
+            ),
+            t(100),
+        );
+        assert_eq!(out.notifications.len(), 1);
+        assert_eq!(out.notifications[0].alerts.len(), 2);
+        assert_eq!(out.changed.len(), 2);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(60);
+        assert_eq!(backoff(0, max), Duration::from_secs(1));
+        assert_eq!(backoff(3, max), Duration::from_secs(8));
+        assert_eq!(backoff(40, max), max);
+    }
+}

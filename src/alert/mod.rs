@@ -1,0 +1,6 @@
+//! Alerts: lifecycle per criterion, a durable outbox, and the sinks that
+//! deliver notifications (email, webhook, Slack, Alertmanager).
+
+pub mod engine;
+pub mod model;
+pub mod sink;

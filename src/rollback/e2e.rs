@@ -1,0 +1,570 @@
+//! The end-to-end probe: one synthetic HRV event in, one database row out.
+//!
+//! The seed's last rollback step ("E2E test: POST /ingest/hrv → DB row
+//! appears") proves the service really consumes and writes after a restart,
+//! which log lines alone cannot. [`run_e2e`] publishes an event shaped like
+//! [`crate::replica::HrvEvent`] to the service's subject through JetStream
+//! (waiting for the stream's ack, so "not stored" and "not processed" are told
+//! apart), then polls the service's table for the row and checks the derived
+//! column (`lnRmssd = ln(rmssd)`). The user id carries a fixed prefix
+//! (`soakwatch-e2e-`), so test rows are recognisable and [`cleanup_e2e_rows`]
+//! can delete exactly them. `soakwatch e2e` runs it alone.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use chrono::{SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, Connection};
+
+use crate::replica::{HrvEvent, HrvPayload};
+use crate::secret::redact_url;
+
+/// The rMSSD of the synthetic event (ms); any positive value works, this one is typical.
+pub const E2E_RMSSD: f64 = 62.0;
+/// How often the table is polled for the row.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+/// How close the derived column must be to ln(value).
+const DERIVED_TOLERANCE: f64 = 1e-9;
+
+/// Where the probe publishes and where it expects the row.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct E2eConfig {
+    /// NATS server (a token or password in it is never shown).
+    pub nats_url: String,
+    /// Subject the service consumes (through a stream, since the publish waits for its ack).
+    pub subject: String,
+    /// The service's database (never shown unredacted).
+    pub database_url: String,
+    /// The service's table (`schema.table` allowed; each part is quoted).
+    pub table: String,
+    /// Column holding the user id (default `userId`).
+    #[serde(default = "default_user_column")]
+    pub user_column: String,
+    /// Column holding rMSSD (default `rmssd`).
+    #[serde(default = "default_value_column")]
+    pub value_column: String,
+    /// Column holding ln(rMSSD) (default `lnRmssd`).
+    #[serde(default = "default_derived_column")]
+    pub derived_column: String,
+    /// Longest to wait for the row after the publish (default 30s); also bounds each connect.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Prefix of the synthetic user ids (default `soakwatch-e2e-`), so test rows can be found and removed.
+    #[serde(default = "default_user_prefix")]
+    pub user_prefix: String,
+}
+
+fn default_user_column() -> String {
+    "userId".to_string()
+}
+fn default_value_column() -> String {
+    "rmssd".to_string()
+}
+fn default_derived_column() -> String {
+    "lnRmssd".to_string()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_user_prefix() -> String {
+    "soakwatch-e2e-".to_string()
+}
+
+impl std::fmt::Debug for E2eConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("E2eConfig")
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("subject", &self.subject)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("table", &self.table)
+            .field("user_column", &self.user_column)
+            .field("value_column", &self.value_column)
+            .field("derived_column", &self.derived_column)
+            .field("timeout", &self.timeout)
+            .field("user_prefix", &self.user_prefix)
+            .finish()
+    }
+}
+
+impl E2eConfig {
+    /// A config with the default columns, prefix and a 30 s timeout.
+    pub fn new(nats_url: &str, subject: &str, database_url: &str, table: &str) -> Self {
+        E2eConfig {
+            nats_url: nats_url.to_string(),
+            subject: subject.to_string(),
+            database_url: database_url.to_string(),
+            table: table.to_string(),
+            user_column: default_user_column(),
+            value_column: default_value_column(),
+            derived_column: default_derived_column(),
+            timeout: default_timeout(),
+            user_prefix: default_user_prefix(),
+        }
+    }
+
+    /// Problems known without connecting, one line each (`field: message`).
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for (field, v) in [
+            ("nats_url", &self.nats_url),
+            ("subject", &self.subject),
+            ("database_url", &self.database_url),
+            ("table", &self.table),
+            ("user_column", &self.user_column),
+            ("value_column", &self.value_column),
+            ("derived_column", &self.derived_column),
+        ] {
+            if v.trim().is_empty() {
+                p.push(format!("{field}: must not be empty"));
+            }
+        }
+        if self.subject.contains(['*', '>', ' ']) {
+            p.push("subject: must be a concrete subject (no wildcards or spaces)".to_string());
+        }
+        if self.table.split('.').any(str::is_empty) {
+            p.push("table: empty name part".to_string());
+        }
+        if self.user_prefix.is_empty() {
+            p.push(
+                "user_prefix: must not be empty (it is what makes test rows removable)".to_string(),
+            );
+        }
+        if self.user_prefix.contains(['%', '_', '\\']) {
+            p.push("user_prefix: must not contain LIKE wildcards (%, _, \\)".to_string());
+        }
+        if self.timeout.is_zero() {
+            p.push("timeout: must be > 0".to_string());
+        }
+        if PgConnectOptions::from_str(&self.database_url).is_err() {
+            p.push(format!(
+                "database_url: {} is not a PostgreSQL URL",
+                redact_url(&self.database_url)
+            ));
+        }
+        p
+    }
+
+    /// The plan line of the probe (URLs redacted).
+    pub fn describe(&self) -> String {
+        format!(
+            "publish one HRV event (rMSSD {E2E_RMSSD}, userId {}<ts>-<pid>-<n>) to {} on {} and wait for the JetStream ack; \
+             then expect a row in {} ({} = that user) on {} within {}, with {} = ln({}) within {DERIVED_TOLERANCE:e}",
+            self.user_prefix,
+            self.subject,
+            redact_url(&self.nats_url),
+            quote_table(&self.table),
+            quote_ident(&self.user_column),
+            redact_url(&self.database_url),
+            humantime::format_duration(self.timeout),
+            quote_ident(&self.derived_column),
+            quote_ident(&self.value_column),
+        )
+    }
+
+    /// Removes the URLs and the database password from a message, in case a
+    /// client library ever echoes them.
+    fn scrub(&self, msg: &str) -> String {
+        let mut s = msg.to_string();
+        for url in [&self.database_url, &self.nats_url] {
+            if !url.is_empty() && s.contains(url.as_str()) {
+                s = s.replace(url.as_str(), &redact_url(url));
+            }
+            if let Ok(u) = url::Url::parse(url) {
+                if let Some(pw) = u.password().filter(|p| p.len() >= 4) {
+                    s = s.replace(pw, "***");
+                }
+            }
+        }
+        super::redact_urls(&s)
+    }
+}
+
+/// Errors of [`cleanup_e2e_rows`] (and the probe's own steps); messages never hold the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum E2eError {
+    /// The database URL does not parse.
+    #[error("database URL {0} is not a PostgreSQL URL")]
+    DatabaseUrl(String),
+    /// The prefix is empty or has LIKE wildcards, which could delete real rows.
+    #[error("refusing user prefix {0:?}: it must be non-empty and free of %, _ and \\")]
+    Prefix(String),
+    /// A database operation failed.
+    #[error("database {op}: {message}")]
+    Database {
+        /// What was being done.
+        op: &'static str,
+        /// The error, without the URL.
+        message: String,
+    },
+    /// A database operation took too long.
+    #[error("database {op}: no answer within {after}")]
+    Timeout {
+        /// What was being done.
+        op: &'static str,
+        /// The timeout.
+        after: String,
+    },
+}
+
+/// What the probe saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct E2eResult {
+    /// Id of the published event.
+    pub event_id: String,
+    /// The synthetic user (prefix + unique part).
+    pub user_id: String,
+    /// rMSSD published.
+    pub rmssd: f64,
+    /// From the publish until the row was seen (or the time spent, when it was not).
+    pub latency_ms: u64,
+    /// The derived column as stored (None: no row, or NULL).
+    pub ln_rmssd: Option<f64>,
+    /// Row seen with the right value and derived value.
+    pub ok: bool,
+    /// Why not ok, or what was verified.
+    pub reason: String,
+}
+
+impl E2eResult {
+    /// One line for a step record.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: event {} (userId {}, rMSSD {}), latency {} ms{}",
+            self.reason,
+            self.event_id,
+            self.user_id,
+            self.rmssd,
+            self.latency_ms,
+            match self.ln_rmssd {
+                Some(v) => format!(", lnRmssd {v}"),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+/// Process-wide counter for unique ids.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A unique suffix from the clock, the process id and a counter (no uuid crate here).
+fn unique_suffix() -> String {
+    let ms = Utc::now().timestamp_millis();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{ms}-{}-{n}", std::process::id())
+}
+
+/// Quotes one identifier (`"` doubled).
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table` or `table`, each part quoted.
+fn quote_table(name: &str) -> String {
+    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+}
+
+/// Describes a sqlx error in one line, without connection details.
+fn describe_db(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(db) => match db.code() {
+            Some(code) => format!("{} ({code})", db.message()),
+            None => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+async fn connect_db(url: &str, timeout: Duration) -> Result<PgConnection, E2eError> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(|_| E2eError::DatabaseUrl(redact_url(url)))?
+        .application_name("soakwatch-e2e")
+        .options([("statement_timeout", timeout.as_millis().max(1).to_string())]);
+    match tokio::time::timeout(timeout, PgConnection::connect_with(&opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(E2eError::Database {
+            op: "connect",
+            message: describe_db(&e),
+        }),
+        Err(_) => Err(E2eError::Timeout {
+            op: "connect",
+            after: humantime::format_duration(timeout).to_string(),
+        }),
+    }
+}
+
+/// Publishes a synthetic HRV event and waits for its row; never panics and
+/// never returns an error: every failure is an `ok: false` result with a
+/// one-line reason (connecting to NATS with the URL alone; see
+/// [`run_e2e_with`] for a caller-built client with auth/TLS).
+pub async fn run_e2e(cfg: &E2eConfig) -> E2eResult {
+    let suffix = unique_suffix();
+    let connect = async_nats::ConnectOptions::new()
+        .name("soakwatch-e2e")
+        .connection_timeout(cfg.timeout)
+        .connect(cfg.nats_url.as_str());
+    let client = match tokio::time::timeout(cfg.timeout + Duration::from_secs(1), connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return not_run(
+                cfg,
+                &suffix,
+                format!("cannot connect to NATS {}: {e}", redact_url(&cfg.nats_url)),
+            )
+        }
+        Err(_) => {
+            return not_run(
+                cfg,
+                &suffix,
+                format!(
+                    "cannot connect to NATS {}: no answer within {}",
+                    redact_url(&cfg.nats_url),
+                    humantime::format_duration(cfg.timeout)
+                ),
+            )
+        }
+    };
+    let js = jetstream::new(client.clone());
+    let result = probe(&js, cfg, &suffix).await;
+    let _ = client.drain().await;
+    result
+}
+
+/// Like [`run_e2e`], on a JetStream context the caller connected (so the
+/// config's NATS auth, TLS and credentials files apply); `cfg.nats_url` is
+/// then only shown.
+pub async fn run_e2e_with(js: &jetstream::Context, cfg: &E2eConfig) -> E2eResult {
+    probe(js, cfg, &unique_suffix()).await
+}
+
+/// A result for a probe that published nothing.
+fn not_run(cfg: &E2eConfig, suffix: &str, reason: String) -> E2eResult {
+    E2eResult {
+        event_id: format!("soakwatch-e2e-{suffix}"),
+        user_id: format!("{}{suffix}", cfg.user_prefix),
+        rmssd: E2E_RMSSD,
+        latency_ms: 0,
+        ln_rmssd: None,
+        ok: false,
+        reason: cfg.scrub(&reason),
+    }
+}
+
+async fn probe(js: &jetstream::Context, cfg: &E2eConfig, suffix: &str) -> E2eResult {
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        return not_run(cfg, suffix, format!("invalid e2e config: {}", problems.join("; ")));
+    }
+    // The database first: publishing an event nobody can check would only leave a stray row.
+    let mut db = match connect_db(&cfg.database_url, cfg.timeout).await {
+        Ok(c) => c,
+        Err(e) => return not_run(cfg, suffix, format!("nothing published: {e}")),
+    };
+    let result = publish_and_wait(js, &mut db, cfg, suffix).await;
+    let _ = db.close().await;
+    result
+}
+
+async fn publish_and_wait(
+    js: &jetstream::Context,
+    db: &mut PgConnection,
+    cfg: &E2eConfig,
+    suffix: &str,
+) -> E2eResult {
+    let now = Utc::now();
+    let event = HrvEvent {
+        event_id: format!("soakwatch-e2e-{suffix}"),
+        payload: HrvPayload {
+            user_id: format!("{}{suffix}", cfg.user_prefix),
+            date: now.date_naive().format("%Y-%m-%d").to_string(),
+            rmssd: E2E_RMSSD,
+            captured_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        },
+    };
+    let mut res = E2eResult {
+        event_id: event.event_id.clone(),
+        user_id: event.payload.user_id.clone(),
+        rmssd: E2E_RMSSD,
+        latency_ms: 0,
+        ln_rmssd: None,
+        ok: false,
+        reason: String::new(),
+    };
+    let fail = |mut res: E2eResult, reason: String| {
+        res.reason = cfg.scrub(&reason);
+        res
+    };
+    let body = match serde_json::to_vec(&event) {
+        Ok(b) => b,
+        Err(e) => return fail(res, format!("cannot serialize the event: {e}")),
+    };
+    let sql = format!(
+        "SELECT {v}::float8, {d}::float8 FROM {t} WHERE {u} = $1 LIMIT 1",
+        v = quote_ident(&cfg.value_column),
+        d = quote_ident(&cfg.derived_column),
+        t = quote_table(&cfg.table),
+        u = quote_ident(&cfg.user_column),
+    );
+
+    let t0 = Instant::now();
+    let elapsed_ms = |t0: Instant| u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let publish = async {
+        let ack = js
+            .publish(cfg.subject.clone(), body.into())
+            .await
+            .map_err(|e| e.to_string())?;
+        ack.await.map(|a| a.stream).map_err(|e| e.to_string())
+    };
+    let stream = match tokio::time::timeout(cfg.timeout, publish).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            return fail(
+                res,
+                format!("publish to {} was not stored by JetStream: {e}", cfg.subject),
+            )
+        }
+        Err(_) => {
+            return fail(
+                res,
+                format!(
+                    "publish to {}: no JetStream ack within {}",
+                    cfg.subject,
+                    humantime::format_duration(cfg.timeout)
+                ),
+            )
+        }
+    };
+
+    let deadline = t0 + cfg.timeout;
+    loop {
+        let q = sqlx::query_as::<_, (Option<f64>, Option<f64>)>(AssertSqlSafe(sql.clone()))
+            .bind(&res.user_id)
+            .fetch_optional(&mut *db);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let row = match tokio::time::timeout(remaining.max(POLL_EVERY), q).await {
+            Ok(Ok(row)) => row,
+            Ok(Err(e)) => {
+                res.latency_ms = elapsed_ms(t0);
+                return fail(res, format!("query of {}: {}", quote_table(&cfg.table), describe_db(&e)));
+            }
+            Err(_) => None,
+        };
+        if let Some((value, derived)) = row {
+            res.latency_ms = elapsed_ms(t0);
+            res.ln_rmssd = derived;
+            let want = E2E_RMSSD.ln();
+            return match (value, derived) {
+                (Some(v), _) if (v - E2E_RMSSD).abs() > DERIVED_TOLERANCE => {
+                    fail(res, format!("row seen but {} = {v}, published {E2E_RMSSD}", cfg.value_column))
+                }
+                (None, _) => fail(res, format!("row seen but {} is NULL", cfg.value_column)),
+                (_, None) => fail(res, format!("row seen but {} is NULL", cfg.derived_column)),
+                (Some(_), Some(d)) if (d - want).abs() > DERIVED_TOLERANCE => fail(
+                    res,
+                    format!(
+                        "row seen but {} = {d}, expected ln({E2E_RMSSD}) = {want} (off by {:e})",
+                        cfg.derived_column,
+                        (d - want).abs()
+                    ),
+                ),
+                (Some(_), Some(_)) => {
+                    res.ok = true;
+                    res.reason = format!(
+                        "row seen in {} (stored by stream {stream}); {} = ln({}) within {DERIVED_TOLERANCE:e}",
+                        cfg.table, cfg.derived_column, cfg.value_column
+                    );
+                    res
+                }
+            };
+        }
+        if Instant::now() >= deadline {
+            res.latency_ms = elapsed_ms(t0);
+            return fail(
+                res,
+                format!(
+                    "no row within {} (event stored by stream {stream}, not processed into {})",
+                    humantime::format_duration(cfg.timeout),
+                    cfg.table
+                ),
+            );
+        }
+        tokio::time::sleep(POLL_EVERY.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+/// Deletes the probe's rows (user id starting with `user_prefix`), so
+/// repeated probes leave no trace; returns how many were deleted. The prefix
+/// must be non-empty and free of LIKE wildcards, so this can never match
+/// real users wholesale.
+pub async fn cleanup_e2e_rows(
+    database_url: &str,
+    table: &str,
+    user_column: &str,
+    user_prefix: &str,
+) -> Result<u64, E2eError> {
+    if user_prefix.is_empty() || user_prefix.contains(['%', '_', '\\']) {
+        return Err(E2eError::Prefix(user_prefix.to_string()));
+    }
+    let timeout = Duration::from_secs(30);
+    let mut db = connect_db(database_url, timeout).await?;
+    let sql = format!(
+        "DELETE FROM {} WHERE {} LIKE $1",
+        quote_table(table),
+        quote_ident(user_column)
+    );
+    let r = tokio::time::timeout(
+        timeout,
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(format!("{user_prefix}%"))
+            .execute(&mut db),
+    )
+    .await;
+    let _ = db.close().await;
+    match r {
+        Ok(Ok(done)) => Ok(done.rows_affected()),
+        Ok(Err(e)) => Err(E2eError::Database {
+            op: "delete",
+            message: describe_db(&e),
+        }),
+        Err(_) => Err(E2eError::Timeout {
+            op: "delete",
+            after: humantime::format_duration(timeout).to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted_and_ids_unique() {
+        assert_eq!(quote_table("public.hrv_data"), "\"public\".\"hrv_data\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_ne!(unique_suffix(), unique_suffix());
+    }
+
+    #[test]
+    fn config_is_checked_and_never_shows_secrets() {
+        let mut c = E2eConfig::new(
+            "nats://tok3nvalue@127.0.0.1:4222",
+            "a.b",
+            "postgres://u:hunter2pw@h/db",
+            "hrv_data",
+        );
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        let shown = format!("{c:?} {}", c.describe());
+        assert!(!shown.contains("hunter2pw") && !shown.contains("tok3nvalue"), "{shown}");
+        assert_eq!(
+            c.scrub("failed postgres://u:hunter2pw@h/db with hunter2pw"),
+            "failed postgres://u:***@h/db with ***"
+        );
+        c.user_prefix = "%".into();
+        c.subject = "a.>".into();
+        assert_eq!(c.validate().len(), 2, "{:?}", c.validate());
+    }
+}
