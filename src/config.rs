@@ -93,6 +93,28 @@ pub struct Config {
     pub watch: WatchConfig,
     /// Alert routes and lifecycle.
     pub alerts: std::sync::Arc<crate::alert::engine::AlertsConfig>,
+    /// The one-shot rollback and what triggers it; None when not configured.
+    pub rollback: Option<RollbackSettings>,
+}
+
+/// `[rollback]`: the runbook's steps plus the triggers that fire it.
+#[derive(Debug, Clone)]
+pub struct RollbackSettings {
+    /// Steps and mode.
+    pub run: crate::rollback::RollbackConfig,
+    /// What fires it, each held for a duration.
+    pub triggers: Vec<RollbackTrigger>,
+}
+
+/// One trigger: a criterion failing for `hold`, or the DLQ spike rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackTrigger {
+    /// Name as configured (a criterion id or `dlq_spike`).
+    pub name: String,
+    /// The criterion, unless this is the DLQ spike rule.
+    pub criterion: Option<crate::verdict::CriterionId>,
+    /// How long the failure must have lasted.
+    pub hold: Duration,
 }
 
 /// Settings of `soakwatch watch`, validated.
@@ -460,6 +482,8 @@ struct RawConfig {
     watch: RawWatch,
     #[serde(default)]
     alerts: RawAlerts,
+    #[serde(default)]
+    rollback: Option<toml::Table>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1394,6 +1418,54 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         routes,
     });
 
+    // Rollback: `triggers` is ours; the rest is the runbook's config.
+    let rollback = match raw.rollback.clone() {
+        None => None,
+        Some(mut t) => {
+            let raw_triggers = t.remove("triggers");
+            let mut triggers = Vec::new();
+            match raw_triggers {
+                None => {
+                    for (name, secs) in [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)] {
+                        triggers.push(RollbackTrigger {
+                            name: name.into(),
+                            criterion: crate::verdict::CriterionId::parse(name),
+                            hold: Duration::from_secs(secs),
+                        });
+                    }
+                }
+                Some(toml::Value::Table(tt)) => {
+                    for (name, v) in tt {
+                        let key = format!("rollback.triggers.{name}");
+                        let criterion = crate::verdict::CriterionId::parse(&name);
+                        if criterion.is_none() && name != "dlq_spike" {
+                            p(&key, format!("`{name}`: expected a criterion id or dlq_spike"));
+                        }
+                        match v.as_str().map(humantime::parse_duration) {
+                            Some(Ok(hold)) => triggers.push(RollbackTrigger { name, criterion, hold }),
+                            Some(Err(e)) => p(&key, format!("bad duration: {e}")),
+                            None => p(&key, "expected a duration string like \"2m\"".into()),
+                        }
+                    }
+                }
+                Some(_) => p("rollback.triggers", "expected a table of trigger = \"duration\"".into()),
+            }
+            match serde_path_to_error::deserialize::<_, crate::rollback::RollbackConfig>(toml::Value::Table(t)) {
+                Ok(run) => {
+                    for problem in run.validate() {
+                        let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
+                        p(&format!("rollback.{}", k.trim()), m.trim().to_string());
+                    }
+                    Some(RollbackSettings { run, triggers })
+                }
+                Err(e) => {
+                    p(&format!("rollback.{}", e.path()), e.inner().message().to_string());
+                    None
+                }
+            }
+        }
+    };
+
     let opt = |s: String| (!s.trim().is_empty()).then_some(s);
     Config {
         source: path.to_path_buf(),
@@ -1447,8 +1519,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         criteria: raw.criteria,
         watch,
         alerts,
+        rollback,
     }
 }
+
 
 fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();

@@ -16,6 +16,7 @@ pub mod probe;
 pub mod promtext;
 pub mod replica;
 pub mod rollback;
+pub mod rollback_run;
 pub mod sample;
 pub mod secret;
 pub mod soak;

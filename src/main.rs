@@ -90,6 +90,28 @@ enum Command {
         #[arg(long, short, default_value = "checks.toml")]
         config: PathBuf,
     },
+    /// The one-shot rollback: `--dry-run` prints the plan, `--execute` runs it
+    /// by hand (taking the soak's latch, so it never runs twice).
+    Rollback {
+        /// The checks file.
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+        /// State database (default: watch.state in the config).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Print the plan, the triggers and the latch; change nothing.
+        #[arg(long, conflicts_with = "execute")]
+        dry_run: bool,
+        /// Run the rollback now (armed, whatever the configured mode).
+        #[arg(long)]
+        execute: bool,
+    },
+    /// The end-to-end probe alone: an HRV event in, its row out (exit 0 ok, 2 failed).
+    E2e {
+        /// The checks file.
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+    },
     /// Alert routes: `soakwatch alert test` sends a test notification to every route.
     Alert {
         #[command(subcommand)]
@@ -246,6 +268,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rollback {
+            config,
+            state,
+            dry_run,
+            execute,
+        } => {
+            let mut cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(s) = state {
+                cfg.watch.state = s;
+            }
+            rollback_command(&cfg, dry_run || !execute).await
+        }
+        Command::E2e { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let e2e = cfg
+                .rollback
+                .as_ref()
+                .and_then(|r| r.run.e2e.clone())
+                .context("no [rollback.e2e] section in the config")?;
+            let r = soakwatch::rollback::run_e2e(&e2e).await;
+            println!("{}", r.summary());
+            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
         Command::Alert {
             command: AlertCommand::Test { config },
         } => {
@@ -351,4 +402,68 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// `soakwatch rollback --dry-run | --execute`.
+async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCode> {
+    use soakwatch::soak::store::Store;
+    let settings = cfg.rollback.clone().context("no [rollback] section in the config")?;
+    if dry_run {
+        for line in soakwatch::rollback::plan(&settings.run) {
+            println!("{line}");
+        }
+        println!("triggers:");
+        for t in &settings.triggers {
+            println!("  {} held for {}", t.name, humantime::format_duration(t.hold));
+        }
+        match Store::open_read_only(&cfg.watch.state).await {
+            Ok(store) => {
+                if let Some(soak) = store.active_soak().await? {
+                    match soakwatch::rollback_run::view(&store, &soak.meta.id).await? {
+                        Some(v) => println!("latch: TAKEN for soak {} ({}, trigger: {})", soak.meta.id, v.state, v.trigger),
+                        None => println!("latch: free for soak {}", soak.meta.id),
+                    }
+                }
+                store.close().await;
+            }
+            Err(e) => println!("latch: unknown ({e})"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = std::sync::Arc::new(Store::open_shared(&cfg.watch.state).await?);
+    let soak = store
+        .active_soak()
+        .await?
+        .context("no soak recorded in the state database: the latch belongs to a soak")?;
+    let now = chrono::Utc::now();
+    let trigger = "manual: soakwatch rollback --execute".to_string();
+    if !store.take_rollback_latch(&soak.meta.id, &trigger, now).await? {
+        if let Some(v) = soakwatch::rollback_run::view(&store, &soak.meta.id).await? {
+            eprintln!(
+                "the rollback of soak {} already fired at {} ({}; trigger: {}): not running it again",
+                soak.meta.id, v.started, v.state, v.trigger
+            );
+        }
+        return Ok(ExitCode::from(2));
+    }
+    let mut settings = settings;
+    settings.run.mode = soakwatch::rollback::RollbackMode::Armed;
+    let outcome = soakwatch::rollback_run::run(
+        store.clone(),
+        settings,
+        cfg.alerts.clone(),
+        soak.meta.id.clone(),
+        soak.meta.name.clone(),
+        trigger,
+        now,
+    )
+    .await?;
+    for line in soakwatch::rollback_run::step_lines(&outcome.steps) {
+        println!("{line}");
+    }
+    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let (ok, failed) = soakwatch::alert::engine::deliver_due(&store, &cfg.alerts, &http, chrono::Utc::now()).await?;
+    println!("notifications: {ok} delivered, {failed} failed (retried by the daemon's outbox)");
+    store.close().await;
+    Ok(if outcome.success { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

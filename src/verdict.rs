@@ -122,6 +122,11 @@ impl CriterionId {
         }
     }
 
+    /// The criterion with this stable id, if any.
+    pub fn parse(id: &str) -> Option<CriterionId> {
+        CriterionId::ALL.into_iter().find(|c| c.as_str() == id)
+    }
+
     /// A short title for tables.
     pub fn title(self) -> &'static str {
         match self {

@@ -234,6 +234,9 @@ pub struct Watch {
     last_verdicts: Vec<Verdict>,
     status: SharedStatus,
     dedupe: EvidenceDeduper,
+    rollback_latched: bool,
+    rollback_task: Option<tokio::task::JoinHandle<()>>,
+    rollback_view: Option<crate::rollback_run::RollbackView>,
 }
 
 impl Watch {
@@ -263,6 +266,9 @@ impl Watch {
             last_verdicts: Vec::new(),
             status,
             dedupe: EvidenceDeduper::default(),
+            rollback_latched: false,
+            rollback_task: None,
+            rollback_view: None,
         })
     }
 
@@ -295,6 +301,14 @@ impl Watch {
                 self.cycles = self.store.cycles(&rec.meta.id).await?;
                 self.dedupe = EvidenceDeduper::from_history(&self.cycles);
                 self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
+                self.rollback_latched = crate::rollback_run::check_interrupted(
+                    &self.store,
+                    &self.cfg.alerts,
+                    &rec.meta.id,
+                    &rec.meta.name,
+                )
+                .await?;
+                self.rollback_view = crate::rollback_run::view(&self.store, &rec.meta.id).await?;
                 self.prev = self.store.last_snapshot(&rec.meta.id).await?;
                 self.soak = rec;
             }
@@ -363,6 +377,10 @@ impl Watch {
             alert_engine::enqueue(&self.store, &self.cfg.alerts, &self.soak.meta.id, &out, clock.now()).await?;
             self.write_due_checkpoints(&summary, clock.now()).await?;
             let outbox = self.store.outbox_counts().await?;
+            self.maybe_fire_rollback(&summary, clock.now()).await?;
+            if self.rollback_latched {
+                self.rollback_view = crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
+            }
             if self.cycles.len().is_multiple_of(360) {
                 let before = tick
                     - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots)
@@ -409,6 +427,13 @@ impl Watch {
                 k += 1;
             }
         }
+        // A rollback in flight finishes (its steps have their own timeouts).
+        if let Some(task) = self.rollback_task.take() {
+            tracing::info!("waiting for the rollback in flight to finish");
+            let _ = task.await;
+            self.rollback_view = crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
+            summary.rollback = self.rollback_view.clone();
+        }
         // One last delivery round for what the final cycle raised, then stop.
         delivery_stop.cancel();
         let _ = delivery.await;
@@ -426,13 +451,39 @@ impl Watch {
     }
 
     fn summary(&self) -> SoakSummary {
-        summarize(
-            &self.soak.meta,
+        let mut s = summarize(&self.soak.meta, &self.cycles, &self.last_verdicts, self.prev.clone(), &self.policy);
+        s.rollback = self.rollback_view.clone();
+        s
+    }
+
+    /// Takes the latch and starts the rollback (beside the cycles) when a
+    /// trigger holds and the rollback is armed or in dry-run mode.
+    async fn maybe_fire_rollback(&mut self, summary: &SoakSummary, now: DateTime<Utc>) -> Result<(), WatchError> {
+        let Some(settings) = self.cfg.rollback.clone() else { return Ok(()) };
+        if self.rollback_latched || !crate::rollback_run::enabled(&self.cfg.rollback) {
+            return Ok(());
+        }
+        let Some(trigger) = crate::rollback_run::fired_trigger(
+            &settings.triggers,
+            summary,
             &self.cycles,
-            &self.last_verdicts,
-            self.prev.clone(),
-            &self.policy,
-        )
+            self.policy.dlq_spike_per_min,
+        ) else {
+            return Ok(());
+        };
+        self.rollback_latched = true;
+        if !self.store.take_rollback_latch(&self.soak.meta.id, &trigger, now).await? {
+            tracing::info!("rollback trigger holds but the latch was already taken: not firing again");
+            return Ok(());
+        }
+        let (store, alerts) = (self.store.clone(), self.cfg.alerts.clone());
+        let (id, name) = (self.soak.meta.id.clone(), self.soak.meta.name.clone());
+        self.rollback_task = Some(tokio::spawn(async move {
+            if let Err(e) = crate::rollback_run::run(store, settings, alerts, id, name, trigger, now).await {
+                tracing::error!(error = %e, "rollback journal failed");
+            }
+        }));
+        Ok(())
     }
 
     async fn write_due_checkpoints(

@@ -29,7 +29,8 @@ use soakwatch::alert::sink::{
 use soakwatch::secret::{Secret, SecretUrl};
 
 const PYTHON: &str = "/usr/bin/python3";
-const HOW_TO_INSTALL: &str = "run scripts/ensure-test-tools.sh (installs python3-aiosmtpd and prometheus-alertmanager)";
+const HOW_TO_INSTALL: &str =
+    "run scripts/ensure-test-tools.sh (installs python3-aiosmtpd and prometheus-alertmanager)";
 
 // Secrets used below: none of them may ever appear in an error string.
 const SMTP_PASSWORD: &str = "smtp-pw-Zq81x";
@@ -59,7 +60,12 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-fn alert(criterion: &str, severity: Severity, state: AlertState, starts_at: DateTime<Utc>) -> AlertItem {
+fn alert(
+    criterion: &str,
+    severity: Severity,
+    state: AlertState,
+    starts_at: DateTime<Utc>,
+) -> AlertItem {
     AlertItem {
         name: format!("soakwatch_{criterion}"),
         criterion: Some(criterion.to_string()),
@@ -99,8 +105,17 @@ fn sample(soak: &str) -> Notification {
 /// Asserts that an error string carries none of the test's secrets.
 fn assert_no_secrets(e: &SinkError) {
     eprintln!("sink error (retryable {}): {}", e.retryable, e.reason);
-    for s in [SMTP_PASSWORD, HMAC_SECRET, URL_PATH_SECRET, URL_QUERY_SECRET] {
-        assert!(!e.reason.contains(s), "secret {s:?} leaked into: {}", e.reason);
+    for s in [
+        SMTP_PASSWORD,
+        HMAC_SECRET,
+        URL_PATH_SECRET,
+        URL_QUERY_SECRET,
+    ] {
+        assert!(
+            !e.reason.contains(s),
+            "secret {s:?} leaked into: {}",
+            e.reason
+        );
     }
     assert!(!e.reason.contains('\n'), "not one line: {:?}", e.reason);
 }
@@ -132,13 +147,23 @@ impl Proc {
     async fn wait_port(&mut self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited ({status}) before listening on {port}:\n{}", self.log());
+                panic!(
+                    "server exited ({status}) before listening on {port}:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "server not listening on {port} after 20 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server not listening on {port} after 20 s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -161,7 +186,10 @@ fn require_aiosmtpd() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "{PYTHON} cannot import aiosmtpd (Debian package python3-aiosmtpd); {HOW_TO_INSTALL}");
+    assert!(
+        ok,
+        "{PYTHON} cannot import aiosmtpd (Debian package python3-aiosmtpd); {HOW_TO_INSTALL}"
+    );
 }
 
 /// aiosmtpd's own command line, writing every message to a Maildir.
@@ -235,7 +263,10 @@ fn maildir_messages(maildir: &Path) -> Vec<String> {
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.sort();
-    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect()
+    files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect()
 }
 
 /// Headers (unfolded, names lowercased) and body of a stored message.
@@ -256,7 +287,10 @@ fn parse_mail(raw: &str) -> (BTreeMap<String, Vec<String>>, String) {
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for line in unfolded {
         if let Some((k, v)) = line.split_once(':') {
-            headers.entry(k.trim().to_ascii_lowercase()).or_default().push(v.trim().to_string());
+            headers
+                .entry(k.trim().to_ascii_lowercase())
+                .or_default()
+                .push(v.trim().to_string());
         }
     }
     (headers, body.to_string())
@@ -265,7 +299,10 @@ fn parse_mail(raw: &str) -> (BTreeMap<String, Vec<String>>, String) {
 /// The body as a mail client shows it: quoted-printable decoded when the
 /// message says so (lettre picks it for lines over 76 characters).
 fn decoded_body(h: &BTreeMap<String, Vec<String>>, body: &str) -> String {
-    let cte = h.get("content-transfer-encoding").and_then(|v| v.first()).map(|v| v.to_ascii_lowercase());
+    let cte = h
+        .get("content-transfer-encoding")
+        .and_then(|v| v.first())
+        .map(|v| v.to_ascii_lowercase());
     if cte.as_deref() != Some("quoted-printable") {
         return body.to_string();
     }
@@ -275,7 +312,10 @@ fn decoded_body(h: &BTreeMap<String, Vec<String>>, body: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'=' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;
@@ -288,7 +328,10 @@ fn decoded_body(h: &BTreeMap<String, Vec<String>>, body: &str) -> String {
 }
 
 fn header<'a>(h: &'a BTreeMap<String, Vec<String>>, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.first()).map(String::as_str).unwrap_or_else(|| panic!("no {name} header in {h:?}"))
+    h.get(name)
+        .and_then(|v| v.first())
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("no {name} header in {h:?}"))
 }
 
 /// Whitespace-normalised, so folding by either side does not matter.
@@ -301,7 +344,12 @@ async fn smtp_delivers_subject_recipients_body_and_message_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_smtpd, port, maildir) = start_smtp_maildir(dir.path()).await;
     let sink = Sink::Email(email_sink(port, SmtpTls::None));
-    assert_eq!(sink.describe(), format!("email to ops@example.org, Lead <lead@example.net> via smtp 127.0.0.1:{port} (plain)"));
+    assert_eq!(
+        sink.describe(),
+        format!(
+            "email to ops@example.org, Lead <lead@example.net> via smtp 127.0.0.1:{port} (plain)"
+        )
+    );
     let n = sample("phase-b-staging");
     let http = http_client();
     sink.send(&n, &http).await.expect("delivered");
@@ -311,28 +359,55 @@ async fn smtp_delivers_subject_recipients_body_and_message_id() {
     let (h, raw_body) = parse_mail(&mails[0]);
     let body = decoded_body(&h, &raw_body);
     assert_eq!(norm(header(&h, "subject")), n.subject());
-    assert_eq!(n.subject(), "[soakwatch] FIRING critical: dlq; RESOLVED: consumer_lag (phase-b-staging)");
-    assert_eq!(norm(header(&h, "to")), "ops@example.org, Lead <lead@example.net>");
-    assert_eq!(norm(header(&h, "from")), "Soakwatch <soakwatch@example.org>");
+    assert_eq!(
+        n.subject(),
+        "[soakwatch] FIRING critical: dlq; RESOLVED: consumer_lag (phase-b-staging)"
+    );
+    assert_eq!(
+        norm(header(&h, "to")),
+        "ops@example.org, Lead <lead@example.net>"
+    );
+    assert_eq!(
+        norm(header(&h, "from")),
+        "Soakwatch <soakwatch@example.org>"
+    );
     // The id is made of Message-ID-safe characters, so it appears verbatim.
     let expected_id = format!("<soakwatch.{}@example.org>", n.id);
     assert_eq!(header(&h, "message-id"), expected_id);
     assert_eq!(header(&h, "x-soakwatch-id"), n.id);
-    assert!(header(&h, "content-type").starts_with("text/plain"), "{h:?}");
+    assert!(
+        header(&h, "content-type").starts_with("text/plain"),
+        "{h:?}"
+    );
     // aiosmtpd records the envelope: both recipients got it.
     let rcpt = header(&h, "x-rcptto");
-    assert!(rcpt.contains("ops@example.org") && rcpt.contains("lead@example.net"), "{rcpt}");
+    assert!(
+        rcpt.contains("ops@example.org") && rcpt.contains("lead@example.net"),
+        "{rcpt}"
+    );
     for line in n.text().lines().filter(|l| !l.is_empty()) {
-        assert!(body.lines().any(|b| b.trim_end() == line), "body lacks {line:?}:\n{body}");
+        assert!(
+            body.lines().any(|b| b.trim_end() == line),
+            "body lacks {line:?}:\n{body}"
+        );
     }
-    assert!(body.contains("- [FIRING] soakwatch_dlq (critical): dlq is out of bounds"), "{body}");
-    assert!(body.contains("evidence: dlq: observed 2, baseline 1"), "{body}");
+    assert!(
+        body.contains("- [FIRING] soakwatch_dlq (critical): dlq is out of bounds"),
+        "{body}"
+    );
+    assert!(
+        body.contains("evidence: dlq: observed 2, baseline 1"),
+        "{body}"
+    );
 
     // A retry of the same notification is recognisable as a duplicate.
     sink.send(&n, &http).await.expect("delivered again");
     let mails = maildir_messages(&maildir);
     assert_eq!(mails.len(), 2);
-    let ids: Vec<String> = mails.iter().map(|m| header(&parse_mail(m).0, "message-id").to_string()).collect();
+    let ids: Vec<String> = mails
+        .iter()
+        .map(|m| header(&parse_mail(m).0, "message-id").to_string())
+        .collect();
     assert_eq!(ids[0], ids[1]);
     let other = sample("phase-b-staging");
     sink.send(&other, &http).await.expect("delivered");
@@ -340,7 +415,10 @@ async fn smtp_delivers_subject_recipients_body_and_message_id() {
         .iter()
         .map(|m| header(&parse_mail(m).0, "message-id").to_string())
         .collect();
-    assert!(third.iter().any(|id| id != &ids[0]), "another notification gets another Message-ID");
+    assert!(
+        third.iter().any(|id| id != &ids[0]),
+        "another notification gets another Message-ID"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -358,7 +436,10 @@ async fn smtp_auth_uses_credentials_and_a_rejected_password_is_permanent() {
 
     let mut good = email_sink(port, SmtpTls::None);
     good.username = "alerts".into();
-    Sink::Email(good.clone()).send(&n, &http).await.expect("delivered with credentials");
+    Sink::Email(good.clone())
+        .send(&n, &http)
+        .await
+        .expect("delivered with credentials");
     assert_eq!(maildir_messages(&maildir).len(), 1);
 
     let mut bad = good;
@@ -368,7 +449,11 @@ async fn smtp_auth_uses_credentials_and_a_rejected_password_is_permanent() {
     assert!(e.reason.contains("535"), "{}", e.reason);
     assert!(!e.reason.contains("wrong-pw"), "{}", e.reason);
     assert_no_secrets(&e);
-    assert_eq!(maildir_messages(&maildir).len(), 1, "nothing delivered on a rejected login");
+    assert_eq!(
+        maildir_messages(&maildir).len(),
+        1,
+        "nothing delivered on a rejected login"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -381,17 +466,34 @@ async fn smtp_tls_modes_never_fall_back_to_plain() {
     // The server offers no STARTTLS: refuse rather than send credentials or mail in clear.
     let mut starttls = email_sink(port, SmtpTls::Starttls);
     starttls.username = "alerts".into();
-    let e = Sink::Email(starttls).send(&n, &http).await.expect_err("no STARTTLS offered");
+    let e = Sink::Email(starttls)
+        .send(&n, &http)
+        .await
+        .expect_err("no STARTTLS offered");
     assert!(!e.retryable, "a configuration mismatch: {e:?}");
-    assert!(e.reason.to_ascii_lowercase().contains("starttls"), "{}", e.reason);
+    assert!(
+        e.reason.to_ascii_lowercase().contains("starttls"),
+        "{}",
+        e.reason
+    );
     assert_no_secrets(&e);
 
     // Implicit TLS against a plain server fails the handshake.
     let started = Instant::now();
-    let e = Sink::Email(email_sink(port, SmtpTls::Tls)).send(&n, &http).await.expect_err("not TLS");
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    let e = Sink::Email(email_sink(port, SmtpTls::Tls))
+        .send(&n, &http)
+        .await
+        .expect_err("not TLS");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     assert_no_secrets(&e);
-    assert!(maildir_messages(&maildir).is_empty(), "nothing may be delivered without TLS");
+    assert!(
+        maildir_messages(&maildir).is_empty(),
+        "nothing may be delivered without TLS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -402,14 +504,27 @@ async fn smtp_down_or_silent_is_retryable_and_bounded() {
     // Nothing listens: connection refused at once.
     let port = free_port();
     let started = Instant::now();
-    let e = Sink::Email(email_sink(port, SmtpTls::None)).send(&n, &http).await.expect_err("down");
+    let e = Sink::Email(email_sink(port, SmtpTls::None))
+        .send(&n, &http)
+        .await
+        .expect_err("down");
     assert!(e.retryable, "{e:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
-    assert!(e.reason.contains(&format!("127.0.0.1:{port}")), "{}", e.reason);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.reason.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        e.reason
+    );
     assert_no_secrets(&e);
 
     // A server that accepts but never greets: the timeout bounds the attempt.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let silent_port = listener.local_addr().expect("addr").port();
     let held = tokio::spawn(async move {
         let mut conns = Vec::new();
@@ -424,7 +539,10 @@ async fn smtp_down_or_silent_is_retryable_and_bounded() {
     let took = started.elapsed();
     held.abort();
     assert!(e.retryable, "{e:?}");
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert!(e.reason.contains("timed out"), "{}", e.reason);
     assert_no_secrets(&e);
 }
@@ -449,7 +567,10 @@ struct Receiver {
 /// the configured status; error answers echo the request path and query, as
 /// careless receivers do, so the scrubbing is put to the test.
 async fn start_receiver() -> (Receiver, u16) {
-    let r = Receiver { seen: Arc::default(), status: Arc::new(Mutex::new(StatusCode::OK)) };
+    let r = Receiver {
+        seen: Arc::default(),
+        status: Arc::new(Mutex::new(StatusCode::OK)),
+    };
     async fn handle(
         State(r): State<Receiver>,
         method: Method,
@@ -457,8 +578,16 @@ async fn start_receiver() -> (Receiver, u16) {
         headers: HeaderMap,
         body: Bytes,
     ) -> (StatusCode, String) {
-        let pq = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-        r.seen.lock().expect("lock").push(Captured { method, path_and_query: pq.clone(), headers, body });
+        let pq = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        r.seen.lock().expect("lock").push(Captured {
+            method,
+            path_and_query: pq.clone(),
+            headers,
+            body,
+        });
         let status = *r.status.lock().expect("lock");
         if status.is_success() {
             (status, "ok".into())
@@ -467,7 +596,9 @@ async fn start_receiver() -> (Receiver, u16) {
         }
     }
     let app = Router::new().fallback(handle).with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -476,7 +607,9 @@ async fn start_receiver() -> (Receiver, u16) {
 }
 
 fn secret_url(port: u16) -> SecretUrl {
-    SecretUrl::new(format!("http://127.0.0.1:{port}/services/{URL_PATH_SECRET}?token={URL_QUERY_SECRET}"))
+    SecretUrl::new(format!(
+        "http://127.0.0.1:{port}/services/{URL_PATH_SECRET}?token={URL_QUERY_SECRET}"
+    ))
 }
 
 fn webhook(port: u16, format: WebhookFormat, signed: bool) -> Sink {
@@ -489,7 +622,12 @@ fn webhook(port: u16, format: WebhookFormat, signed: bool) -> Sink {
 }
 
 fn last(r: &Receiver) -> Captured {
-    r.seen.lock().expect("lock").last().cloned().expect("a request arrived")
+    r.seen
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("a request arrived")
 }
 
 fn hv<'a>(c: &'a Captured, name: &str) -> Option<&'a str> {
@@ -501,13 +639,19 @@ async fn webhook_soakwatch_body_is_signed_and_carries_the_id() {
     let (r, port) = start_receiver().await;
     let http = http_client();
     let sink = webhook(port, WebhookFormat::Soakwatch, true);
-    assert_eq!(sink.describe(), format!("webhook http://127.0.0.1:{port}/*** (soakwatch, signed)"));
+    assert_eq!(
+        sink.describe(),
+        format!("webhook http://127.0.0.1:{port}/*** (soakwatch, signed)")
+    );
     let n = sample("phase-b-staging");
     sink.send(&n, &http).await.expect("delivered");
 
     let c = last(&r);
     assert_eq!(c.method, Method::POST);
-    assert_eq!(c.path_and_query, format!("/services/{URL_PATH_SECRET}?token={URL_QUERY_SECRET}"));
+    assert_eq!(
+        c.path_and_query,
+        format!("/services/{URL_PATH_SECRET}?token={URL_QUERY_SECRET}")
+    );
     assert_eq!(hv(&c, "content-type"), Some("application/json"));
     assert_eq!(hv(&c, "x-soakwatch-id"), Some(n.id.as_str()));
     // The signature verifies with the shared secret over the exact bytes received.
@@ -515,10 +659,13 @@ async fn webhook_soakwatch_body_is_signed_and_carries_the_id() {
     let hex_sig = sig.strip_prefix("sha256=").expect("sha256= prefix");
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(HMAC_SECRET.as_bytes()).expect("key");
     mac.update(&c.body);
-    mac.verify_slice(&hex::decode(hex_sig).expect("hex")).expect("signature verifies");
+    mac.verify_slice(&hex::decode(hex_sig).expect("hex"))
+        .expect("signature verifies");
     let mut wrong = <Hmac<Sha256> as Mac>::new_from_slice(b"other").expect("key");
     wrong.update(&c.body);
-    assert!(wrong.verify_slice(&hex::decode(hex_sig).expect("hex")).is_err());
+    assert!(wrong
+        .verify_slice(&hex::decode(hex_sig).expect("hex"))
+        .is_err());
 
     let v: Value = serde_json::from_slice(&c.body).expect("JSON body");
     assert_eq!(v["schema"], "soakwatch.alert/v1");
@@ -546,7 +693,10 @@ async fn webhook_soakwatch_body_is_signed_and_carries_the_id() {
     assert!(alerts[1]["starts_at"].is_string());
 
     // Unsigned when no key is configured.
-    webhook(port, WebhookFormat::Soakwatch, false).send(&n, &http).await.expect("delivered");
+    webhook(port, WebhookFormat::Soakwatch, false)
+        .send(&n, &http)
+        .await
+        .expect("delivered");
     let c = last(&r);
     assert!(hv(&c, "x-soakwatch-signature").is_none());
     assert_eq!(hv(&c, "x-soakwatch-id"), Some(n.id.as_str()));
@@ -558,14 +708,22 @@ async fn webhook_alertmanager_and_slack_bodies() {
     let http = http_client();
     let n = sample("phase-b-staging");
 
-    webhook(port, WebhookFormat::Alertmanager, true).send(&n, &http).await.expect("delivered");
+    webhook(port, WebhookFormat::Alertmanager, true)
+        .send(&n, &http)
+        .await
+        .expect("delivered");
     let v: Value = serde_json::from_slice(&last(&r).body).expect("JSON");
     assert_eq!(v["version"], "4");
     assert_eq!(v["status"], "firing");
     assert_eq!(v["receiver"], "soakwatch");
     assert_eq!(v["truncatedAlerts"], 0);
     assert_eq!(v["externalURL"], "");
-    assert!(v["groupKey"].as_str().is_some_and(|k| k.contains("soak=\"phase-b-staging\"")), "{v}");
+    assert!(
+        v["groupKey"]
+            .as_str()
+            .is_some_and(|k| k.contains("soak=\"phase-b-staging\"")),
+        "{v}"
+    );
     assert_eq!(v["groupLabels"]["soak"], "phase-b-staging");
     assert_eq!(v["commonLabels"]["soak"], "phase-b-staging");
     assert!(v["commonAnnotations"].is_object());
@@ -576,14 +734,21 @@ async fn webhook_alertmanager_and_slack_bodies() {
     assert_eq!(a["labels"]["severity"], "critical");
     assert_eq!(a["labels"]["soak"], "phase-b-staging");
     assert_eq!(a["annotations"]["summary"], "dlq is out of bounds");
-    assert!(a["annotations"]["description"].as_str().is_some_and(|d| d.contains("observed 2")));
+    assert!(a["annotations"]["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("observed 2")));
     assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
     assert_eq!(a["generatorURL"], "");
     assert_eq!(a["fingerprint"].as_str().map(str::len), Some(16));
     assert_eq!(v["alerts"][1]["status"], "resolved");
-    assert!(DateTime::parse_from_rfc3339(v["alerts"][1]["endsAt"].as_str().expect("endsAt")).is_ok());
+    assert!(
+        DateTime::parse_from_rfc3339(v["alerts"][1]["endsAt"].as_str().expect("endsAt")).is_ok()
+    );
 
-    webhook(port, WebhookFormat::Slack, false).send(&n, &http).await.expect("delivered");
+    webhook(port, WebhookFormat::Slack, false)
+        .send(&n, &http)
+        .await
+        .expect("delivered");
     let c = last(&r);
     let v: Value = serde_json::from_slice(&c.body).expect("JSON");
     let obj = v.as_object().expect("object");
@@ -591,7 +756,10 @@ async fn webhook_alertmanager_and_slack_bodies() {
     let text = v["text"].as_str().expect("text");
     assert!(text.starts_with(&format!("*{}*", n.subject())), "{text}");
     assert!(text.contains("*FIRING* `soakwatch_dlq`"), "{text}");
-    assert!(text.contains("*RESOLVED* `soakwatch_consumer_lag`"), "{text}");
+    assert!(
+        text.contains("*RESOLVED* `soakwatch_consumer_lag`"),
+        "{text}"
+    );
     assert_eq!(hv(&c, "x-soakwatch-id"), Some(n.id.as_str()));
 }
 
@@ -614,8 +782,17 @@ async fn webhook_status_classes_and_no_secret_in_errors() {
         *r.status.lock().expect("lock") = status;
         let e = sink.send(&n, &http).await.expect_err("error status");
         assert_eq!(e.retryable, retryable, "{status}: {e:?}");
-        assert!(e.reason.contains(&format!("HTTP {}", status.as_u16())), "{}", e.reason);
-        assert!(e.reason.starts_with(&format!("webhook http://127.0.0.1:{port}/***")), "{}", e.reason);
+        assert!(
+            e.reason.contains(&format!("HTTP {}", status.as_u16())),
+            "{}",
+            e.reason
+        );
+        assert!(
+            e.reason
+                .starts_with(&format!("webhook http://127.0.0.1:{port}/***")),
+            "{}",
+            e.reason
+        );
         // The receiver echoed the secret path and query; they are scrubbed.
         assert!(e.reason.contains("no such hook"), "{}", e.reason);
         assert_no_secrets(&e);
@@ -629,7 +806,9 @@ async fn webhook_timeout_and_refused_are_retryable() {
     let n = sample("timeout-soak");
 
     // Accepts connections, reads nothing, answers nothing.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let held = tokio::spawn(async move {
         let mut conns = Vec::new();
@@ -648,12 +827,18 @@ async fn webhook_timeout_and_refused_are_retryable() {
     let took = started.elapsed();
     held.abort();
     assert!(e.retryable, "{e:?}");
-    assert!(took >= Duration::from_millis(550) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert!(e.reason.contains("timed out"), "{}", e.reason);
     assert_no_secrets(&e);
 
     let closed = free_port();
-    let e = webhook(closed, WebhookFormat::Soakwatch, true).send(&n, &http).await.expect_err("refused");
+    let e = webhook(closed, WebhookFormat::Soakwatch, true)
+        .send(&n, &http)
+        .await
+        .expect_err("refused");
     assert!(e.retryable, "{e:?}");
     assert_no_secrets(&e);
 
@@ -710,11 +895,19 @@ async fn start_alertmanager(dir: &Path) -> (Proc, String) {
     let http = http_client();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ready = http.get(format!("{base}/-/ready")).send().await.map(|r| r.status().is_success());
+        let ready = http
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .map(|r| r.status().is_success());
         if matches!(ready, Ok(true)) {
             break;
         }
-        assert!(Instant::now() < deadline, "alertmanager not ready:\n{}", p.log());
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager not ready:\n{}",
+            p.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (p, base)
@@ -753,14 +946,20 @@ async fn alertmanager_receives_firing_then_resolved() {
     assert_eq!(sink.describe(), format!("alertmanager {base}"));
 
     let t0 = Utc::now() - chrono::Duration::minutes(3);
-    let firing = notification(&soak, vec![alert("dlq", Severity::Critical, AlertState::Firing, t0)]);
+    let firing = notification(
+        &soak,
+        vec![alert("dlq", Severity::Critical, AlertState::Firing, t0)],
+    );
     let sent_at = Utc::now();
-    sink.send(&firing, &http).await.unwrap_or_else(|e| panic!("{e}\n{}", am.log()));
+    sink.send(&firing, &http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", am.log()));
 
     let alerts = listed(&http, &base, &soak).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}\n{}", am.log());
     let a = &alerts[0];
-    let labels: BTreeMap<String, String> = serde_json::from_value(a["labels"].clone()).expect("labels");
+    let labels: BTreeMap<String, String> =
+        serde_json::from_value(a["labels"].clone()).expect("labels");
     let expected: BTreeMap<String, String> = [
         ("alertname", "soakwatch_dlq"),
         ("criterion", "dlq"),
@@ -774,43 +973,68 @@ async fn alertmanager_receives_firing_then_resolved() {
     assert_eq!(a["status"]["state"], "active", "{a}");
     assert_eq!(a["annotations"]["summary"], "dlq is out of bounds");
     // Our fingerprint is Alertmanager's.
-    assert_eq!(a["fingerprint"].as_str(), Some(alertmanager_fingerprint(&labels).as_str()), "{a}");
-    let starts = DateTime::parse_from_rfc3339(a["startsAt"].as_str().expect("startsAt")).expect("time");
     assert_eq!(
-        starts.with_timezone(&Utc).to_rfc3339_opts(SecondsFormat::Millis, true),
+        a["fingerprint"].as_str(),
+        Some(alertmanager_fingerprint(&labels).as_str()),
+        "{a}"
+    );
+    let starts =
+        DateTime::parse_from_rfc3339(a["startsAt"].as_str().expect("startsAt")).expect("time");
+    assert_eq!(
+        starts
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::Millis, true),
         t0.to_rfc3339_opts(SecondsFormat::Millis, true)
     );
-    let ends = DateTime::parse_from_rfc3339(a["endsAt"].as_str().expect("endsAt")).expect("time").with_timezone(&Utc);
+    let ends = DateTime::parse_from_rfc3339(a["endsAt"].as_str().expect("endsAt"))
+        .expect("time")
+        .with_timezone(&Utc);
     let horizon = ends - sent_at;
     assert!(
-        horizon > chrono::Duration::minutes(55) && horizon < chrono::Duration::minutes(65),
-        "firing alerts are held for about an hour: {horizon}"
+        horizon > chrono::Duration::minutes(359) && horizon < chrono::Duration::minutes(361),
+        "firing alerts are held for AM_RESEND_HORIZON (6 h): {horizon}"
+    );
+    assert_eq!(
+        soakwatch::alert::sink::AM_RESEND_HORIZON,
+        Duration::from_secs(6 * 3600)
     );
 
     // The resolved version ends it: Alertmanager no longer lists it as active.
     let mut resolved_alert = alert("dlq", Severity::Critical, AlertState::Resolved, t0);
     resolved_alert.ends_at = Some(Utc::now());
     let resolved = notification(&soak, vec![resolved_alert]);
-    sink.send(&resolved, &http).await.unwrap_or_else(|e| panic!("{e}\n{}", am.log()));
+    sink.send(&resolved, &http)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", am.log()));
     let now = Utc::now();
     let after = listed(&http, &base, &soak).await;
     eprintln!("after resolve, Alertmanager lists: {after:?}");
     for a in after {
-        let ends = DateTime::parse_from_rfc3339(a["endsAt"].as_str().unwrap_or("")).map(|t| t.with_timezone(&Utc));
+        let ends = DateTime::parse_from_rfc3339(a["endsAt"].as_str().unwrap_or(""))
+            .map(|t| t.with_timezone(&Utc));
         assert!(
             a["status"]["state"] != "active" || matches!(ends, Ok(e) if e <= now),
             "still active after resolve: {a}"
         );
     }
     let active: Vec<Value> = http
-        .get(alerts_url(&base, &[("active", "true"), ("filter", &format!("soak=\"{soak}\""))]))
+        .get(alerts_url(
+            &base,
+            &[("active", "true"), ("filter", &format!("soak=\"{soak}\""))],
+        ))
         .send()
         .await
         .expect("GET")
         .json()
         .await
         .expect("JSON");
-    assert!(active.iter().all(|a| a["endsAt"].as_str().and_then(|e| DateTime::parse_from_rfc3339(e).ok()).is_some_and(|e| e.with_timezone(&Utc) <= now)), "{active:?}");
+    assert!(
+        active.iter().all(|a| a["endsAt"]
+            .as_str()
+            .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+            .is_some_and(|e| e.with_timezone(&Utc) <= now)),
+        "{active:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -820,7 +1044,15 @@ async fn alertmanager_errors_are_classified() {
     let http = http_client();
 
     // A wrong route prefix: Alertmanager answers 404, which a retry cannot fix.
-    let n = notification(&unique("prefix"), vec![alert("dlq", Severity::Warning, AlertState::Firing, Utc::now())]);
+    let n = notification(
+        &unique("prefix"),
+        vec![alert(
+            "dlq",
+            Severity::Warning,
+            AlertState::Firing,
+            Utc::now(),
+        )],
+    );
     let wrong = Sink::Alertmanager(AlertmanagerSink {
         base_url: SecretUrl::new(format!("{base}/no-such-prefix?token={URL_QUERY_SECRET}")),
         timeout: Duration::from_secs(5),
@@ -832,10 +1064,17 @@ async fn alertmanager_errors_are_classified() {
 
     // Down: retryable, and the credential of the URL is not shown.
     let down = Sink::Alertmanager(AlertmanagerSink {
-        base_url: SecretUrl::new(format!("http://admin:{URL_QUERY_SECRET}@127.0.0.1:{}", free_port())),
+        base_url: SecretUrl::new(format!(
+            "http://admin:{URL_QUERY_SECRET}@127.0.0.1:{}",
+            free_port()
+        )),
         timeout: Duration::from_secs(2),
     });
-    assert!(!down.describe().contains(URL_QUERY_SECRET), "{}", down.describe());
+    assert!(
+        !down.describe().contains(URL_QUERY_SECRET),
+        "{}",
+        down.describe()
+    );
     let e = down.send(&n, &http).await.expect_err("down");
     assert!(e.retryable, "{e:?}");
     assert_no_secrets(&e);

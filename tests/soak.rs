@@ -529,3 +529,144 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
         .expect("run 3");
     assert_eq!(rx.got.lock().map(|g| g.len()).unwrap_or(0), 2, "delivered notifications are never re-sent");
 }
+
+fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::engine::AlertsConfig> {
+    use soakwatch::alert::engine::{AlertsConfig, Route};
+    use soakwatch::alert::sink::{Sink, WebhookFormat, WebhookSink};
+    std::sync::Arc::new(AlertsConfig {
+        repeat_interval: Duration::from_secs(4 * 3600),
+        unknown_after: Duration::from_secs(600),
+        severity: Default::default(),
+        max_backoff: Duration::from_secs(1),
+        routes: vec![Route {
+            name: "hook".into(),
+            severities: vec![],
+            criteria: vec![],
+            sink: Sink::Webhook(WebhookSink {
+                url: soakwatch::secret::SecretUrl::new(url.to_string()),
+                hmac_secret: soakwatch::secret::Secret::default(),
+                format: WebhookFormat::Soakwatch,
+                timeout: Duration::from_secs(2),
+            }),
+        }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
+    use soakwatch::config::{RollbackSettings, RollbackTrigger};
+    use soakwatch::rollback::{RollbackConfig, RollbackMode};
+    soakwatch::install_crypto_provider();
+    let rx = receiver().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let env_file = dir.path().join("normalize.env");
+    let original = "# Phase B\nEVENT_STREAM_MODE=multi  # cutover\nNORMALIZE_HRV_ACK_WAIT_MS=60000\n";
+    std::fs::write(&env_file, original).expect("env");
+    let log = dir.path().join("service.log");
+    std::fs::write(&log, "old line\n").expect("log");
+    let restart = format!(
+        "echo \"$(date -u) [event-bus] Stream mode: single\" >> {0}; echo '[normalize-service] Stream candidates: ATHLETE_ALLY_EVENTS' >> {0}",
+        log.display()
+    );
+    let mut run = RollbackConfig::new(env_file.clone(), vec!["sh".into(), "-c".into(), restart], log.clone());
+    run.mode = RollbackMode::Armed;
+    run.verify_timeout = Duration::from_secs(5);
+    let mut c = cfg();
+    c.watch.state = dir.path().join("state.sqlite");
+    c.watch.reports_dir = dir.path().join("reports");
+    c.watch.checkpoints = vec![];
+    c.alerts = webhook_alerts(&rx.url);
+    c.rollback = Some(RollbackSettings {
+        run,
+        triggers: vec![RollbackTrigger {
+            name: "dlq_spike".into(),
+            criterion: None,
+            hold: Duration::ZERO,
+        }],
+    });
+    let source = ScenarioSource {
+        cfg: c.clone(),
+        scenario: scenario(vec![Fault::DlqBurst { at: 300.0, count: 15 }]),
+    };
+    let clock = ManualClock::new(t0());
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("open");
+    let s = w
+        .run(&source, &clock, StartOptions { max_cycles: Some(40), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run");
+    let rb = s.rollback.clone().expect("the rollback fired");
+    assert_eq!(rb.state, "done", "{rb:?}");
+    assert!(rb.trigger.starts_with("dlq_spike"), "{}", rb.trigger);
+    let names: Vec<(&str, &str)> = rb.steps.iter().map(|s| (s.name.as_str(), s.status.as_str())).collect();
+    assert_eq!(names[0], ("edit_env", "ok"), "{names:?}");
+    assert_eq!(names[1], ("restart", "ok"), "{names:?}");
+    assert_eq!(names[2], ("verify_logs", "ok"), "{names:?}");
+    let edited = std::fs::read_to_string(&env_file).expect("env");
+    assert_eq!(edited, original.replace("EVENT_STREAM_MODE=multi", "EVENT_STREAM_MODE=single"));
+    let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert!(
+        got.iter().any(|(_, b)| b["kind"] == "rollback" && b["alerts"][0]["summary"].as_str().unwrap_or("").contains("completed")),
+        "{got:?}"
+    );
+    let report = std::fs::read_to_string(c.watch.reports_dir.join(format!("{}-latest.md", s.soak_id))).expect("report");
+    assert!(report.contains("## Rollback") && report.contains("verify_logs"), "{report}");
+
+    // Put the env file back; a restart of the daemon must not roll back again.
+    std::fs::write(&env_file, original).expect("env");
+    let clock = ManualClock::new(clock_now_plus(&clock, 10));
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
+    let s2 = w
+        .run(&source, &clock, StartOptions { max_cycles: Some(5), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run 2");
+    assert_eq!(s2.rollback.map(|r| r.state), Some("done".to_string()));
+    assert_eq!(std::fs::read_to_string(&env_file).expect("env"), original, "the latch held: no second rollback");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_rollback_is_reported_not_rerun() {
+    use soakwatch::config::{RollbackSettings, RollbackTrigger};
+    use soakwatch::rollback::{RollbackConfig, RollbackMode};
+    soakwatch::install_crypto_provider();
+    let rx = receiver().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let env_file = dir.path().join("normalize.env");
+    std::fs::write(&env_file, "EVENT_STREAM_MODE=multi\n").expect("env");
+    let mut run = RollbackConfig::new(env_file.clone(), vec!["true".into()], dir.path().join("log"));
+    run.mode = RollbackMode::Armed;
+    let mut c = cfg();
+    c.watch.state = dir.path().join("state.sqlite");
+    c.watch.reports_dir = dir.path().join("reports");
+    c.watch.checkpoints = vec![];
+    c.alerts = webhook_alerts(&rx.url);
+    c.rollback = Some(RollbackSettings {
+        run,
+        triggers: vec![RollbackTrigger { name: "dlq_spike".into(), criterion: None, hold: Duration::ZERO }],
+    });
+    let source = ScenarioSource { cfg: c.clone(), scenario: scenario(vec![]) };
+    let clock = ManualClock::new(t0());
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("open");
+    let s = w
+        .run(&source, &clock, StartOptions { max_cycles: Some(3), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run");
+    // A crash half-way through a rollback: the latch taken, the journal says "started".
+    {
+        let store = Store::open(&c.watch.state).await.expect("store");
+        assert!(store.take_rollback_latch(&s.soak_id, "dlq_spike (test)", t0()).await.expect("latch"));
+        store.close().await;
+    }
+    let clock = ManualClock::new(clock_now_plus(&clock, 10));
+    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
+    let s2 = w
+        .run(&source, &clock, StartOptions { max_cycles: Some(2), ..Default::default() }, CancellationToken::new())
+        .await
+        .expect("run 2");
+    assert_eq!(s2.rollback.map(|r| r.state), Some("interrupted".to_string()));
+    assert_eq!(std::fs::read_to_string(&env_file).expect("env"), "EVENT_STREAM_MODE=multi\n", "not re-run");
+    let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
+    assert!(
+        got.iter().any(|(_, b)| b["alerts"][0]["summary"].as_str().unwrap_or("").contains("interrupted")),
+        "{got:?}"
+    );
+}

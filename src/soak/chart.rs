@@ -708,6 +708,7 @@ mod tests {
             verdict: Status::Pass,
             verdict_reason: String::new(),
             last_snapshot: None,
+            rollback: None,
         }
     }
 

@@ -128,6 +128,9 @@ pub struct SoakSummary {
     pub verdict_reason: String,
     /// Newest snapshot, for the state tables.
     pub last_snapshot: Option<Snapshot>,
+    /// The rollback, if it fired (filled by the daemon, not by the timeline).
+    #[serde(default)]
+    pub rollback: Option<crate::rollback_run::RollbackView>,
 }
 
 impl SoakSummary {

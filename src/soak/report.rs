@@ -466,6 +466,33 @@ fn alt_text(title: &str) -> String {
     line(title).replace('[', "\\[").replace(']', "\\]")
 }
 
+/// The rollback, when it fired: trigger, state and every step with timing.
+fn rollback_section(s: &SoakSummary, out: &mut String) {
+    let Some(r) = &s.rollback else { return };
+    out.push_str("## Rollback\n\n");
+    out.push_str(&format!(
+        "**State:** {}  \n**Trigger:** {}  \n**Started:** {}  \n**Finished:** {}\n\n",
+        cell(&r.state),
+        cell(&r.trigger),
+        ts(r.started),
+        r.finished.map(ts).unwrap_or_else(|| "-".into())
+    ));
+    if !r.steps.is_empty() {
+        out.push_str("| Step | Name | Status | Duration | Output |\n|---|---|---|---|---|\n");
+        for st in &r.steps {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} ms | {} |\n",
+                st.n,
+                cell(&st.name),
+                st.status.as_str(),
+                st.duration_ms,
+                cell(st.output.lines().next().unwrap_or(""))
+            ));
+        }
+        out.push('\n');
+    }
+}
+
 /// A checkpoint or on-demand report in Markdown, in the style of the
 /// deployment record: header, verdict, health checks, stream and consumer
 /// state, criteria, probe coverage, incidents and restarts, chart links
@@ -504,6 +531,7 @@ pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, St
     criteria_table(s, &mut out);
     coverage_table(s, &mut out);
     incidents(s, &mut out);
+    rollback_section(s, &mut out);
 
     if !charts.is_empty() {
         out.push_str("## Charts\n\n");
@@ -697,6 +725,7 @@ mod tests {
             verdict: Status::Pass,
             verdict_reason: "every criterion held with sufficient coverage".into(),
             last_snapshot: Some(snapshot(now)),
+            rollback: None,
         }
     }
 

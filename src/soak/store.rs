@@ -150,6 +150,21 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing database for a small write beside a running daemon
+    /// (the manual rollback takes the latch): no lock file, SQLite's own
+    /// locking serialises the writes.
+    pub async fn open_shared(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                reason: "no such file (has `soakwatch watch` run with this state path?)".into(),
+            });
+        }
+        let store = Self::connect(path, false, None).await?;
+        store.check_schema().await?;
+        Ok(store)
+    }
+
     /// Opens an existing database for reading while a daemon may be writing it.
     pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         if !path.exists() {

@@ -529,6 +529,7 @@ pub fn summarize(
         verdict,
         verdict_reason,
         last_snapshot,
+        rollback: None,
     }
 }
 

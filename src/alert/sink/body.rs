@@ -14,19 +14,21 @@ use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind}
 /// Schema id of [`soakwatch_json`]; bumped on incompatible changes.
 pub const SOAKWATCH_SCHEMA: &str = "soakwatch.alert/v1";
 
-/// How far ahead a firing alert's `endsAt` is set when pushed to Alertmanager's API.
+/// How far ahead a firing alert's `endsAt` is set when pushed to Alertmanager's API (6 h).
 ///
-/// Alertmanager resolves an alert by itself once `endsAt` passes, and
-/// Prometheus does the same thing (it sends `endsAt = now + 4 × resend
-/// interval`). Setting it explicitly is better than omitting it: without
-/// `endsAt` Alertmanager uses its `resolve_timeout` (5 min by default), which
-/// would resolve a soak alert between two of our repeat notifications. One
-/// hour means: if soakwatch dies, its alerts disappear within an hour instead
-/// of firing forever, and as long as soakwatch re-sends firing alerts (every
-/// change and every repeat notification) more often than hourly they stay
-/// active. Routes to Alertmanager should therefore use a repeat interval
-/// below this horizon.
-pub const AM_RESEND_HORIZON: Duration = Duration::from_secs(3600);
+/// Alertmanager resolves an alert by itself once `endsAt` passes; Prometheus
+/// relies on this and sends `endsAt = now + 4 × its resend interval`.
+/// Omitting `endsAt` would be worse: Alertmanager then uses its
+/// `resolve_timeout` (5 min by default) and would resolve a soak alert
+/// between two of our notifications. soakwatch refreshes a firing alert with
+/// every change and every repeat notification, and `alerts.repeat_interval`
+/// defaults to 4 h (outbox retries back off to at most 5 min), so 6 h keeps
+/// a still-firing alert active in Alertmanager with 2 h to spare. A false
+/// "resolved" is the dangerous failure during a soak; the price is that the
+/// alerts of a soakwatch that died stay active for up to 6 h (its liveness
+/// must be watched separately anyway). Routes to Alertmanager need a repeat
+/// interval below this horizon.
+pub const AM_RESEND_HORIZON: Duration = Duration::from_secs(6 * 3600);
 
 /// What Alertmanager uses for "no end": the zero `time.Time` of Go.
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -49,7 +51,9 @@ fn kind_str(k: NotificationKind) -> &'static str {
 
 /// A JSON number, or null for NaN/infinity (JSON has no such numbers).
 fn number(v: Option<f64>) -> Value {
-    v.and_then(serde_json::Number::from_f64).map(Value::Number).unwrap_or(Value::Null)
+    v.and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 /// The generic JSON body (schema `soakwatch.alert/v1`), for receivers written for soakwatch.
@@ -171,7 +175,11 @@ fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
 }
 
 fn to_object(m: &BTreeMap<String, String>) -> Value {
-    Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>())
+    Value::Object(
+        m.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 /// The end of a resolved alert: never before its start (Alertmanager rejects that).
@@ -190,7 +198,8 @@ fn resolved_end(n: &Notification, a: &AlertItem) -> DateTime<Utc> {
 /// fires. Firing alerts carry `endsAt` `0001-01-01T00:00:00Z`; `fingerprint`
 /// is [`alertmanager_fingerprint`] of the labels.
 pub fn alertmanager_webhook_json(n: &Notification) -> Value {
-    let labels: Vec<BTreeMap<String, String>> = n.alerts.iter().map(|a| alertmanager_labels(n, a)).collect();
+    let labels: Vec<BTreeMap<String, String>> =
+        n.alerts.iter().map(|a| alertmanager_labels(n, a)).collect();
     let annots: Vec<BTreeMap<String, String>> = n.alerts.iter().map(annotations).collect();
     let common_labels = common(&labels);
     let mut group_labels = BTreeMap::new();
@@ -260,7 +269,8 @@ pub fn alertmanager_api_alerts(n: &Notification) -> Value {
 /// already expired on arrival. `generatorURL` is left out: soakwatch has no
 /// page per alert and Alertmanager validates it as a URI.
 pub fn alertmanager_api_alerts_at(n: &Notification, now: DateTime<Utc>) -> Value {
-    let horizon = chrono::Duration::from_std(AM_RESEND_HORIZON).unwrap_or(chrono::Duration::hours(1));
+    let horizon =
+        chrono::Duration::from_std(AM_RESEND_HORIZON).unwrap_or(chrono::Duration::hours(6));
     Value::Array(
         n.alerts
             .iter()
@@ -282,7 +292,9 @@ pub fn alertmanager_api_alerts_at(n: &Notification, now: DateTime<Utc>) -> Value
 
 /// Escapes the three characters Slack's mrkdwn treats as markup.
 fn slack_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Slack's limit for `text` is 40 000 characters; stay well below.
@@ -347,7 +359,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     fn sample() -> Notification {
@@ -398,7 +412,18 @@ mod tests {
         assert_eq!(v["severity"], "critical");
         assert_eq!(v["subject"], sample().subject());
         let a = &v["alerts"][0];
-        for key in ["name", "criterion", "severity", "state", "starts_at", "ends_at", "summary", "evidence", "value", "target"] {
+        for key in [
+            "name",
+            "criterion",
+            "severity",
+            "state",
+            "starts_at",
+            "ends_at",
+            "summary",
+            "evidence",
+            "value",
+            "target",
+        ] {
             assert!(a.get(key).is_some(), "missing {key}");
         }
         assert_eq!(a["state"], "firing");
@@ -407,8 +432,14 @@ mod tests {
         assert_eq!(v["alerts"][1]["value"], Value::Null, "NaN becomes null");
         assert_eq!(v["alerts"][1]["ends_at"], "2026-11-27T05:37:00.000Z");
         // Kind names match the model's serde names.
-        assert_eq!(json!(NotificationKind::Rollback), json!(kind_str(NotificationKind::Rollback)));
-        assert_eq!(json!(NotificationKind::Test), json!(kind_str(NotificationKind::Test)));
+        assert_eq!(
+            json!(NotificationKind::Rollback),
+            json!(kind_str(NotificationKind::Rollback))
+        );
+        assert_eq!(
+            json!(NotificationKind::Test),
+            json!(kind_str(NotificationKind::Test))
+        );
     }
 
     #[test]
@@ -424,7 +455,10 @@ mod tests {
         assert_eq!(v["commonLabels"], json!({"soak": "phase-b-staging"}));
         let a = &v["alerts"][0];
         assert_eq!(a["status"], "firing");
-        assert_eq!(a["labels"], json!({"alertname": "soakwatch_dlq", "criterion": "dlq", "severity": "critical", "soak": "phase-b-staging"}));
+        assert_eq!(
+            a["labels"],
+            json!({"alertname": "soakwatch_dlq", "criterion": "dlq", "severity": "critical", "soak": "phase-b-staging"})
+        );
         assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
         assert_eq!(a["startsAt"], "2026-11-27T05:30:00.000Z");
         assert_eq!(a["annotations"]["summary"], "DLQ grew");
@@ -435,8 +469,14 @@ mod tests {
         let mut one = sample();
         one.alerts.truncate(1);
         let v = alertmanager_webhook_json(&one);
-        assert_eq!(v["groupLabels"], json!({"alertname": "soakwatch_dlq", "soak": "phase-b-staging"}));
-        assert_eq!(v["groupKey"], r#"{}:{alertname="soakwatch_dlq", soak="phase-b-staging"}"#);
+        assert_eq!(
+            v["groupLabels"],
+            json!({"alertname": "soakwatch_dlq", "soak": "phase-b-staging"})
+        );
+        assert_eq!(
+            v["groupKey"],
+            r#"{}:{alertname="soakwatch_dlq", soak="phase-b-staging"}"#
+        );
         assert_eq!(v["commonAnnotations"]["summary"], "DLQ grew");
         one.alerts[0].state = AlertState::Resolved;
         assert_eq!(alertmanager_webhook_json(&one)["status"], "resolved");
@@ -447,7 +487,11 @@ mod tests {
         // Prometheus' model.LabelSet{"a": "b"}.Fingerprint() == 0x...; computed independently:
         // FNV-1a 64 of "a\xffb\xff".
         let mut l = BTreeMap::new();
-        assert_eq!(alertmanager_fingerprint(&l), "cbf29ce484222325", "empty set is the FNV offset");
+        assert_eq!(
+            alertmanager_fingerprint(&l),
+            "cbf29ce484222325",
+            "empty set is the FNV offset"
+        );
         l.insert("a".to_string(), "b".to_string());
         let mut h: u64 = 0xcbf29ce484222325;
         for b in b"a\xffb\xff" {
@@ -459,30 +503,56 @@ mod tests {
 
     #[test]
     fn api_alerts_end_times() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).single().expect("time");
+        let now = Utc
+            .with_ymd_and_hms(2026, 11, 27, 6, 0, 0)
+            .single()
+            .expect("time");
         let v = alertmanager_api_alerts_at(&sample(), now);
-        assert_eq!(v[0]["endsAt"], "2026-11-27T07:00:00.000Z", "firing: now + horizon");
-        assert_eq!(v[1]["endsAt"], "2026-11-27T05:37:00.000Z", "resolved: its end");
+        assert_eq!(
+            v[0]["endsAt"], "2026-11-27T12:00:00.000Z",
+            "firing: now + horizon"
+        );
+        assert_eq!(
+            v[1]["endsAt"], "2026-11-27T05:37:00.000Z",
+            "resolved: its end"
+        );
         assert!(v[0].get("generatorURL").is_none());
         assert_eq!(v[0]["labels"]["criterion"], "dlq");
 
         let mut bad = sample();
         bad.alerts[1].ends_at = Some(t("2026-11-27T04:00:00Z"));
         let v = alertmanager_api_alerts_at(&bad, now);
-        assert_eq!(v[1]["endsAt"], v[1]["startsAt"], "an end before the start is clamped");
+        assert_eq!(
+            v[1]["endsAt"], v[1]["startsAt"],
+            "an end before the start is clamped"
+        );
         bad.alerts[1].ends_at = None;
         let v = alertmanager_api_alerts_at(&bad, now);
-        assert_eq!(v[1]["endsAt"], "2026-11-27T05:37:33.120Z", "resolved without end: created_at");
+        assert_eq!(
+            v[1]["endsAt"], "2026-11-27T05:37:33.120Z",
+            "resolved without end: created_at"
+        );
     }
 
     #[test]
     fn slack_text_is_escaped_mrkdwn() {
         let v = slack_json(&sample());
         let text = v["text"].as_str().expect("text");
-        assert!(text.starts_with("*[soakwatch] FIRING critical: dlq; RESOLVED: consumer_lag (phase-b-staging)*\n"), "{text}");
+        assert!(
+            text.starts_with(
+                "*[soakwatch] FIRING critical: dlq; RESOLVED: consumer_lag (phase-b-staging)*\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("&amp; &lt;rising&gt;"), "{text}");
-        assert!(text.contains(":red_circle: *FIRING* `soakwatch_dlq` (critical): DLQ grew"), "{text}");
-        assert!(text.contains("*RESOLVED* `soakwatch_consumer_lag`"), "{text}");
+        assert!(
+            text.contains(":red_circle: *FIRING* `soakwatch_dlq` (critical): DLQ grew"),
+            "{text}"
+        );
+        assert!(
+            text.contains("*RESOLVED* `soakwatch_consumer_lag`"),
+            "{text}"
+        );
         assert!(text.contains("target: &lt; 10"), "{text}");
         assert_eq!(v.as_object().map(|o| o.len()), Some(1));
     }

@@ -16,7 +16,13 @@ use crate::alert::model::Notification;
 
 /// `email to a@x, b@y via smtp host:port (starttls)`.
 pub(super) fn describe(s: &EmailSink) -> String {
-    format!("email to {} via smtp {}:{} ({})", s.to.join(", "), s.host, s.port, s.tls.label())
+    format!(
+        "email to {} via smtp {}:{} ({})",
+        s.to.join(", "),
+        s.host,
+        s.port,
+        s.tls.label()
+    )
 }
 
 /// The Message-ID of a notification's email: `<soakwatch.{id}@{domain}>`.
@@ -38,8 +44,14 @@ pub(super) fn message_id(notification_id: &str, domain: &str) -> String {
         left.push_str("none");
     }
     let domain_ok = !domain.is_empty()
-        && domain.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    let right = if domain_ok { domain } else { "soakwatch.invalid" };
+        && domain
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let right = if domain_ok {
+        domain
+    } else {
+        "soakwatch.invalid"
+    };
     format!("<{left}@{right}>")
 }
 
@@ -54,7 +66,9 @@ pub(super) fn build_message(s: &EmailSink, n: &Notification) -> Result<Message, 
     let ctx = describe(s);
     let from = parse_mailbox("from", &s.from, &ctx)?;
     if s.to.is_empty() {
-        return Err(SinkError::permanent(format!("{ctx}: no recipient configured")));
+        return Err(SinkError::permanent(format!(
+            "{ctx}: no recipient configured"
+        )));
     }
     let domain = from.email.domain().to_string();
     let mut builder = Message::builder()
@@ -63,7 +77,10 @@ pub(super) fn build_message(s: &EmailSink, n: &Notification) -> Result<Message, 
         .message_id(Some(message_id(&n.id, &domain)))
         .date(SystemTime::from(n.created_at))
         .header(ContentType::TEXT_PLAIN)
-        .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Soakwatch-Id"), n.id.clone()));
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("X-Soakwatch-Id"),
+            n.id.clone(),
+        ));
     for to in &s.to {
         builder = builder.to(parse_mailbox("to", to, &ctx)?);
     }
@@ -72,7 +89,9 @@ pub(super) fn build_message(s: &EmailSink, n: &Notification) -> Result<Message, 
         .map_err(|e| SinkError::permanent(format!("{ctx}: cannot build message: {e}")))
 }
 
-fn transport(s: &EmailSink) -> Result<AsyncSmtpTransport<Tokio1Executor>, lettre::transport::smtp::Error> {
+fn transport(
+    s: &EmailSink,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, lettre::transport::smtp::Error> {
     let builder = match s.tls {
         SmtpTls::Tls => {
             crate::install_crypto_provider();
@@ -86,7 +105,10 @@ fn transport(s: &EmailSink) -> Result<AsyncSmtpTransport<Tokio1Executor>, lettre
     };
     let mut builder = builder.port(s.port).timeout(Some(s.timeout));
     if !s.username.is_empty() {
-        builder = builder.credentials(Credentials::new(s.username.clone(), s.password.expose().to_string()));
+        builder = builder.credentials(Credentials::new(
+            s.username.clone(),
+            s.password.expose().to_string(),
+        ));
     }
     Ok(builder.build())
 }
@@ -96,7 +118,11 @@ fn transport(s: &EmailSink) -> Result<AsyncSmtpTransport<Tokio1Executor>, lettre
 /// timeouts may pass.
 fn map_error(s: &EmailSink, e: &lettre::transport::smtp::Error) -> SinkError {
     let retryable = !(e.is_permanent() || e.is_client());
-    let what = if e.is_timeout() { format!("timed out: {}", error_chain(e)) } else { error_chain(e) };
+    let what = if e.is_timeout() {
+        format!("timed out: {}", error_chain(e))
+    } else {
+        error_chain(e)
+    };
     let reason = format!("{}: {}", describe(s), scrub(&what, &[s.password.expose()]));
     if retryable {
         SinkError::retryable(reason)
@@ -170,22 +196,40 @@ mod tests {
 
     #[test]
     fn message_id_is_stable_valid_and_injective() {
-        assert_eq!(message_id("n-42_x", "example.org"), "<soakwatch.n-42_x@example.org>");
-        assert_eq!(message_id("a b", "example.org"), "<soakwatch.a=20b@example.org>");
+        assert_eq!(
+            message_id("n-42_x", "example.org"),
+            "<soakwatch.n-42_x@example.org>"
+        );
+        assert_eq!(
+            message_id("a b", "example.org"),
+            "<soakwatch.a=20b@example.org>"
+        );
         assert_ne!(message_id("a b", "x.org"), message_id("a_b", "x.org"));
         assert_ne!(message_id("a=20b", "x.org"), message_id("a b", "x.org"));
-        assert_eq!(message_id("x", "[127.0.0.1]"), "<soakwatch.x@soakwatch.invalid>");
+        assert_eq!(
+            message_id("x", "[127.0.0.1]"),
+            "<soakwatch.x@soakwatch.invalid>"
+        );
     }
 
     #[test]
     fn message_has_headers_and_body() {
         let m = build_message(&sink(), &note()).expect("builds");
         let raw = String::from_utf8_lossy(&m.formatted()).to_string();
-        assert!(raw.contains("Message-ID: <soakwatch.n=201=2F=C3=A9@example.org>"), "{raw}");
+        assert!(
+            raw.contains("Message-ID: <soakwatch.n=201=2F=C3=A9@example.org>"),
+            "{raw}"
+        );
         assert!(raw.contains("To: ops@example.org, b@example.net"), "{raw}");
-        assert!(raw.contains("Content-Type: text/plain; charset=utf-8"), "{raw}");
+        assert!(
+            raw.contains("Content-Type: text/plain; charset=utf-8"),
+            "{raw}"
+        );
         assert!(raw.contains("X-Soakwatch-Id: "), "{raw}");
-        assert!(raw.contains("[soakwatch] TEST notification (phase-b)"), "{raw}");
+        assert!(
+            raw.contains("[soakwatch] TEST notification (phase-b)"),
+            "{raw}"
+        );
         assert_eq!(m.envelope().to().len(), 2);
     }
 

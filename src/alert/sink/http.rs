@@ -81,7 +81,9 @@ fn http_url(url: &SecretUrl, ctx: &str) -> Result<url::Url, SinkError> {
         .map_err(|e| SinkError::permanent(format!("{ctx}: invalid URL: {e}")))?;
     match u.scheme() {
         "http" | "https" => Ok(u),
-        other => Err(SinkError::permanent(format!("{ctx}: unsupported URL scheme {other:?}"))),
+        other => Err(SinkError::permanent(format!(
+            "{ctx}: unsupported URL scheme {other:?}"
+        ))),
     }
 }
 
@@ -107,7 +109,9 @@ fn map_reqwest(ctx: &str, e: reqwest::Error, timeout: Duration, secrets: &[&str]
         return SinkError::retryable(format!("{ctx}: timed out after {timeout:?}"));
     }
     if e.is_redirect() {
-        return SinkError::permanent(format!("{ctx}: redirect error (too many or refused redirects)"));
+        return SinkError::permanent(format!(
+            "{ctx}: redirect error (too many or refused redirects)"
+        ));
     }
     let what = scrub(&error_chain(&e), secrets);
     if e.is_builder() {
@@ -135,18 +139,28 @@ async fn post(
     for (name, value) in extra {
         req = req.header(name, value);
     }
-    let resp = req.body(body).send().await.map_err(|e| map_reqwest(ctx, e, timeout, secrets))?;
+    let resp = req
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| map_reqwest(ctx, e, timeout, secrets))?;
     let status = resp.status();
     // Read the body in both cases: on success it lets the connection be reused,
     // on failure it usually says why. A body that fails to arrive after a 2xx
     // does not undo the delivery.
-    let text = resp.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let text = resp
+        .bytes()
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
     if status.is_success() {
         return Ok(());
     }
     let snippet = match text {
         Ok(t) if !t.trim().is_empty() => {
-            format!(": {}", truncate_chars(&scrub(&one_line(&t), secrets), SNIPPET_CHARS))
+            format!(
+                ": {}",
+                truncate_chars(&scrub(&one_line(&t), secrets), SNIPPET_CHARS)
+            )
         }
         _ => String::new(),
     };
@@ -166,12 +180,19 @@ fn status_text(s: StatusCode) -> String {
 }
 
 /// Delivers to a webhook: body per format, `X-Soakwatch-Id`, and the signature when a key is set.
-pub(super) async fn send_webhook(s: &WebhookSink, n: &Notification, http: &reqwest::Client) -> Result<(), SinkError> {
+pub(super) async fn send_webhook(
+    s: &WebhookSink,
+    n: &Notification,
+    http: &reqwest::Client,
+) -> Result<(), SinkError> {
     let ctx = format!("webhook {}", webhook_shown(&s.url));
     let owned = url_secrets(&s.url);
     let mut secrets: Vec<&str> = owned.iter().map(String::as_str).collect();
     secrets.push(s.hmac_secret.expose());
-    let url = http_url(&s.url, &ctx).map_err(|e| SinkError { reason: scrub(&e.reason, &secrets), ..e })?;
+    let url = http_url(&s.url, &ctx).map_err(|e| SinkError {
+        reason: scrub(&e.reason, &secrets),
+        ..e
+    })?;
     let value = match s.format {
         WebhookFormat::Soakwatch => soakwatch_json(n),
         WebhookFormat::Alertmanager => alertmanager_webhook_json(n),
@@ -220,7 +241,16 @@ pub(super) async fn send_alertmanager(
     }
     let body = serde_json::to_vec(&alertmanager_api_alerts(n))
         .map_err(|e| SinkError::permanent(format!("{ctx}: cannot encode body: {e}")))?;
-    post(http, url, body, vec![(ID_HEADER, id_header(&n.id))], s.timeout, &ctx, &secrets).await
+    post(
+        http,
+        url,
+        body,
+        vec![(ID_HEADER, id_header(&n.id))],
+        s.timeout,
+        &ctx,
+        &secrets,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -240,15 +270,26 @@ mod tests {
     #[test]
     fn endpoint_keeps_prefix() {
         let u = |s: &str| alerts_endpoint(url::Url::parse(s).expect("url")).to_string();
-        assert_eq!(u("http://127.0.0.1:9093"), "http://127.0.0.1:9093/api/v2/alerts");
+        assert_eq!(
+            u("http://127.0.0.1:9093"),
+            "http://127.0.0.1:9093/api/v2/alerts"
+        );
         assert_eq!(u("http://h:9093/am/"), "http://h:9093/am/api/v2/alerts");
         assert_eq!(u("http://h/am?x=1"), "http://h/am/api/v2/alerts");
     }
 
     #[test]
     fn url_secret_parts() {
-        let s = url_secrets(&SecretUrl::new("https://user:pw9@h/services/T0/B%2F1/tok?token=abc"));
-        for part in ["/services/T0/B%2F1/tok", "/services/T0/B/1/tok", "token=abc", "pw9", "user"] {
+        let s = url_secrets(&SecretUrl::new(
+            "https://user:pw9@h/services/T0/B%2F1/tok?token=abc",
+        ));
+        for part in [
+            "/services/T0/B%2F1/tok",
+            "/services/T0/B/1/tok",
+            "token=abc",
+            "pw9",
+            "user",
+        ] {
             assert!(s.iter().any(|x| x == part), "{part} missing in {s:?}");
         }
     }

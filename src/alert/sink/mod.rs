@@ -55,12 +55,18 @@ pub struct SinkError {
 impl SinkError {
     /// A failure that a later attempt may not see (network, 5xx, timeout).
     pub fn retryable(reason: impl Into<String>) -> Self {
-        SinkError { reason: one_line(&reason.into()), retryable: true }
+        SinkError {
+            reason: one_line(&reason.into()),
+            retryable: true,
+        }
     }
 
     /// A failure that repeats until someone changes the configuration or the receiver.
     pub fn permanent(reason: impl Into<String>) -> Self {
-        SinkError { reason: one_line(&reason.into()), retryable: false }
+        SinkError {
+            reason: one_line(&reason.into()),
+            retryable: false,
+        }
     }
 }
 
@@ -174,8 +180,12 @@ impl Sink {
             Sink::Alertmanager(s) => http::send_alertmanager(s, n, http).await,
         };
         match &result {
-            Ok(()) => tracing::debug!(sink = %self.describe(), id = %n.id, "notification delivered"),
-            Err(e) => tracing::debug!(sink = %self.describe(), id = %n.id, retryable = e.retryable, error = %e.reason, "notification not delivered"),
+            Ok(()) => {
+                tracing::debug!(sink = %self.describe(), id = %n.id, "notification delivered")
+            }
+            Err(e) => {
+                tracing::debug!(sink = %self.describe(), id = %n.id, retryable = e.retryable, error = %e.reason, "notification not delivered")
+            }
         }
         result
     }
@@ -186,10 +196,20 @@ impl Sink {
         match self {
             Sink::Email(s) => email::describe(s),
             Sink::Webhook(s) => {
-                let signed = if s.hmac_secret.is_empty() { "" } else { ", signed" };
-                format!("webhook {} ({}{signed})", webhook_shown(&s.url), s.format.label())
+                let signed = if s.hmac_secret.is_empty() {
+                    ""
+                } else {
+                    ", signed"
+                };
+                format!(
+                    "webhook {} ({}{signed})",
+                    webhook_shown(&s.url),
+                    s.format.label()
+                )
             }
-            Sink::Alertmanager(s) => format!("alertmanager {}", s.base_url.shown().trim_end_matches('/')),
+            Sink::Alertmanager(s) => {
+                format!("alertmanager {}", s.base_url.shown().trim_end_matches('/'))
+            }
         }
     }
 }
@@ -317,7 +337,10 @@ mod tests {
         assert_eq!(shown, "https://hooks.slack.com/***");
         let u = SecretUrl::new("http://127.0.0.1:8080");
         assert_eq!(webhook_shown(&u), "http://127.0.0.1:8080/");
-        assert_eq!(webhook_shown(&SecretUrl::new("not a url XYZsecret")), "<unparsable url hidden>");
+        assert_eq!(
+            webhook_shown(&SecretUrl::new("not a url XYZsecret")),
+            "<unparsable url hidden>"
+        );
     }
 
     #[test]
@@ -331,10 +354,16 @@ mod tests {
         let d = w.describe();
         assert_eq!(d, "webhook https://hooks.slack.com/*** (slack, signed)");
         let dbg = format!("{w:?}");
-        assert!(!dbg.contains("XYZsecret") && !dbg.contains("hmackey"), "{dbg}");
+        assert!(
+            !dbg.contains("XYZsecret") && !dbg.contains("hmackey"),
+            "{dbg}"
+        );
         if let Sink::Webhook(inner) = &w {
             let dbg = format!("{inner:?}");
-            assert!(!dbg.contains("XYZsecret") && !dbg.contains("hmackey"), "{dbg}");
+            assert!(
+                !dbg.contains("XYZsecret") && !dbg.contains("hmackey"),
+                "{dbg}"
+            );
         }
         let e = Sink::Email(EmailSink {
             host: "127.0.0.1".into(),
@@ -346,7 +375,10 @@ mod tests {
             to: vec!["a@x".into(), "b@y".into()],
             timeout: Duration::from_secs(5),
         });
-        assert_eq!(e.describe(), "email to a@x, b@y via smtp 127.0.0.1:2525 (starttls)");
+        assert_eq!(
+            e.describe(),
+            "email to a@x, b@y via smtp 127.0.0.1:2525 (starttls)"
+        );
         assert!(!format!("{e:?}").contains("pw-secret"));
         let a = Sink::Alertmanager(AlertmanagerSink {
             base_url: SecretUrl::new("http://admin:pw-secret@127.0.0.1:9093"),
@@ -358,7 +390,10 @@ mod tests {
 
     #[test]
     fn scrub_replaces_longest_first_and_skips_tiny() {
-        assert_eq!(scrub("a /p/secret9 b secret9", &["/p/secret9", "secret9", "a"]), "a *** b ***");
+        assert_eq!(
+            scrub("a /p/secret9 b secret9", &["/p/secret9", "secret9", "a"]),
+            "a *** b ***"
+        );
     }
 
     #[test]
@@ -395,7 +430,8 @@ mod tests {
             tls: SmtpTls,
             format: WebhookFormat,
         }
-        let t: T = serde_json::from_str(r#"{"tls":"starttls","format":"alertmanager"}"#).expect("parses");
+        let t: T =
+            serde_json::from_str(r#"{"tls":"starttls","format":"alertmanager"}"#).expect("parses");
         assert_eq!(t.tls, SmtpTls::Starttls);
         assert_eq!(t.format, WebhookFormat::Alertmanager);
         assert!(serde_json::from_str::<SmtpTls>(r#""none""#).is_ok());

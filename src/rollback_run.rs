@@ -1,0 +1,251 @@
+//! Firing the rollback: triggers, the one-shot latch, the journal and the
+//! outcome notification. The steps themselves are [`crate::rollback`].
+//!
+//! The latch is a row in the state database taken before anything runs, so
+//! the rollback fires at most once per soak, across restarts and crashes. A
+//! rollback found `started` at start-up was interrupted half-way: it is
+//! reported as such (alert and report), never re-run blindly.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::engine::{enqueue_notifications, AlertsConfig};
+use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
+use crate::config::{RollbackSettings, RollbackTrigger};
+use crate::rollback::{execute, RollbackMode, RollbackOutcome, StepRecord, StepStatus};
+use crate::soak::model::SoakSummary;
+use crate::soak::store::{Store, StoreError};
+use crate::soak::timeline::CycleRecord;
+use crate::verdict::Status;
+
+/// The rollback as shown in reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackView {
+    /// started (running or interrupted), done, failed, interrupted.
+    pub state: String,
+    /// What fired it.
+    pub trigger: String,
+    /// When the latch was taken.
+    pub started: DateTime<Utc>,
+    /// When it ended.
+    pub finished: Option<DateTime<Utc>>,
+    /// Steps recorded.
+    pub steps: Vec<StepRecord>,
+}
+
+/// The rollback record of a soak, if the latch was ever taken.
+pub async fn view(store: &Store, soak_id: &str) -> Result<Option<RollbackView>, StoreError> {
+    Ok(store
+        .rollback_record::<Vec<StepRecord>>(soak_id)
+        .await?
+        .map(|r| RollbackView {
+            state: r.state,
+            trigger: r.trigger,
+            started: r.started,
+            finished: r.finished,
+            steps: r.steps.unwrap_or_default(),
+        }))
+}
+
+/// DLQ growth rate between the last two cycles, messages per minute.
+pub fn dlq_rate_per_min(cycles: &[CycleRecord]) -> Option<f64> {
+    let [a, b] = cycles.get(cycles.len().checked_sub(2)?..)? else {
+        return None;
+    };
+    let (x, y) = (a.dlq_messages?, b.dlq_messages?);
+    let minutes = (b.at - a.at).num_milliseconds() as f64 / 60_000.0;
+    (minutes > 0.0).then(|| y.saturating_sub(x) as f64 / minutes)
+}
+
+/// The first trigger that holds now, described for the latch and the alert.
+pub fn fired_trigger(
+    triggers: &[RollbackTrigger],
+    summary: &SoakSummary,
+    cycles: &[CycleRecord],
+    dlq_spike_per_min: f64,
+) -> Option<String> {
+    for t in triggers {
+        match t.criterion {
+            Some(id) => {
+                let Some(c) = summary.criterion(id) else { continue };
+                if c.now != Status::Fail {
+                    continue;
+                }
+                let since = summary
+                    .spans
+                    .iter()
+                    .rev()
+                    .find(|sp| sp.criterion == id)
+                    .map(|sp| sp.start)
+                    .unwrap_or(summary.now);
+                let held = (summary.now - since).to_std().unwrap_or_default();
+                if held >= t.hold {
+                    return Some(format!(
+                        "{} failing for {} (trigger after {}): {}",
+                        id.as_str(),
+                        humantime::format_duration(std::time::Duration::from_secs(held.as_secs())),
+                        humantime::format_duration(t.hold),
+                        c.last.evidence
+                    ));
+                }
+            }
+            None => {
+                if let Some(rate) = dlq_rate_per_min(cycles) {
+                    if rate > dlq_spike_per_min {
+                        return Some(format!(
+                            "dlq_spike: DLQ growing at {rate:.1} msg/min (> {dlq_spike_per_min}/min)"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One line per step for alerts and the CLI.
+pub fn step_lines(steps: &[StepRecord]) -> Vec<String> {
+    steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{}. {} {} ({} ms){}",
+                s.n,
+                s.name,
+                s.status.as_str(),
+                s.duration_ms,
+                if s.output.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.output.lines().next().unwrap_or(""))
+                }
+            )
+        })
+        .collect()
+}
+
+/// The notification every route gets about a rollback.
+pub fn outcome_notification(
+    soak_id: &str,
+    soak_name: &str,
+    trigger: &str,
+    started: DateTime<Utc>,
+    outcome: Option<&RollbackOutcome>,
+    interrupted: bool,
+    now: DateTime<Utc>,
+) -> Notification {
+    let summary = match (outcome, interrupted) {
+        (_, true) => "rollback was interrupted half-way (soakwatch restarted): NOT re-run; check the service by hand".to_string(),
+        (Some(o), _) if o.dry_run => "rollback triggered (dry run): nothing was changed".to_string(),
+        (Some(o), _) if o.success => "rollback completed successfully".to_string(),
+        (Some(o), _) => match o.failed_step.and_then(|n| o.steps.iter().find(|s| s.n == n)) {
+            Some(s) => format!("rollback FAILED at step {} ({}): {}", s.n, s.name, s.output.lines().next().unwrap_or("")),
+            None => "rollback did not run (disarmed or refused)".to_string(),
+        },
+        (None, false) => "rollback started".to_string(),
+    };
+    let evidence = outcome
+        .map(|o| step_lines(&o.steps).join(" | "))
+        .unwrap_or_default();
+    Notification {
+        id: format!("{soak_id}-rollback-{}", now.timestamp_millis()),
+        soak_id: soak_id.to_string(),
+        soak_name: soak_name.to_string(),
+        created_at: now,
+        kind: NotificationKind::Rollback,
+        alerts: vec![AlertItem {
+            name: "soakwatch_rollback".into(),
+            criterion: None,
+            severity: Severity::Critical,
+            state: AlertState::Firing,
+            starts_at: started,
+            ends_at: None,
+            summary,
+            evidence: if evidence.is_empty() { format!("trigger: {trigger}") } else { format!("trigger: {trigger}; steps: {evidence}") },
+            value: None,
+            target: "rollback completes every step".into(),
+        }],
+    }
+}
+
+/// Runs the rollback (the latch is already taken), journaling each step,
+/// then records the outcome and notifies every route.
+pub async fn run(
+    store: Arc<Store>,
+    settings: RollbackSettings,
+    alerts: Arc<AlertsConfig>,
+    soak_id: String,
+    soak_name: String,
+    trigger: String,
+    started: DateTime<Utc>,
+) -> Result<RollbackOutcome, StoreError> {
+    tracing::error!(soak = %soak_id, trigger = %trigger, mode = settings.run.mode.as_str(), "ROLLBACK triggered");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepRecord>();
+    let journal = {
+        let store = store.clone();
+        let soak_id = soak_id.clone();
+        tokio::spawn(async move {
+            let mut steps = Vec::new();
+            while let Some(rec) = rx.recv().await {
+                tracing::warn!(step = rec.n, name = %rec.name, status = rec.status.as_str(), "rollback step");
+                steps.push(rec);
+                if let Err(e) = store.save_rollback(&soak_id, "started", &steps, None).await {
+                    tracing::error!(error = %e, "cannot journal the rollback step");
+                }
+            }
+        })
+    };
+    let outcome = execute(&settings.run, &mut |rec: &StepRecord| {
+        let _ = tx.send(rec.clone());
+    })
+    .await;
+    drop(tx);
+    let _ = journal.await;
+    let state = if outcome.dry_run {
+        "dry_run"
+    } else if outcome.success {
+        "done"
+    } else {
+        "failed"
+    };
+    let now = Utc::now();
+    store.save_rollback(&soak_id, state, &outcome.steps, Some(now)).await?;
+    let n = outcome_notification(&soak_id, &soak_name, &trigger, started, Some(&outcome), false, now);
+    enqueue_notifications(&store, &alerts, &soak_id, &[n], &[], now).await?;
+    tracing::error!(soak = %soak_id, state, "ROLLBACK finished");
+    Ok(outcome)
+}
+
+/// At start-up: a rollback left `started` was interrupted. Marks it and
+/// notifies; returns true when the latch is taken (so nothing fires again).
+pub async fn check_interrupted(
+    store: &Store,
+    alerts: &AlertsConfig,
+    soak_id: &str,
+    soak_name: &str,
+) -> Result<bool, StoreError> {
+    let Some(v) = view(store, soak_id).await? else {
+        return Ok(false);
+    };
+    if v.state == "started" {
+        tracing::error!(soak = %soak_id, steps = v.steps.len(), "an interrupted rollback was found: it is NOT re-run");
+        store.save_rollback(soak_id, "interrupted", &v.steps, None).await?;
+        let now = Utc::now();
+        let o = RollbackOutcome {
+            success: false,
+            failed_step: v.steps.iter().find(|s| s.status == StepStatus::Failed).map(|s| s.n),
+            dry_run: false,
+            steps: v.steps.clone(),
+        };
+        let n = outcome_notification(soak_id, soak_name, &v.trigger, v.started, Some(&o), true, now);
+        enqueue_notifications(store, alerts, soak_id, &[n], &[], now).await?;
+    }
+    Ok(true)
+}
+
+/// Whether the rollback can fire at all.
+pub fn enabled(settings: &Option<RollbackSettings>) -> bool {
+    settings.as_ref().is_some_and(|s| s.run.mode != RollbackMode::Disarmed)
+}
