@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Real peers the tests use besides the servers: promtool (Debian package
-# prometheus) validates the daemon's own /metrics. Installed when missing;
-# the Prometheus server it comes with is not started.
+# Real peers the tests use besides the servers, from Debian's packages:
+# promtool (package prometheus) validates the daemon's own /metrics; an SMTP
+# server (python3-aiosmtpd) and Alertmanager (prometheus-alertmanager) receive
+# alerts. Installed when missing; the services they come with are not started.
 set -euo pipefail
 log() { printf 'ensure-test-tools: %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-if command -v promtool >/dev/null 2>&1; then
-  log "promtool present"
+missing=()
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+if [ "${#missing[@]}" -eq 0 ]; then
+  log "promtool, prometheus-alertmanager and python3-aiosmtpd present"
   exit 0
 fi
-log "installing prometheus (for promtool)"
+log "installing ${missing[*]}"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 # Keep the package's service from starting: only the promtool binary is wanted.
 created_policy=0
@@ -21,8 +26,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   created_policy=1
 fi
 status=0
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null || status=$?
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
 if [ "$created_policy" -eq 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
-[ "$status" -eq 0 ] || { log "apt-get install prometheus failed ($status)"; exit "$status"; }
+[ "$status" -eq 0 ] || { log "apt-get install ${missing[*]} failed ($status)"; exit "$status"; }
 command -v promtool >/dev/null 2>&1 || { log "promtool still missing after install"; exit 1; }
-log "promtool installed"
+[ -x /usr/bin/prometheus-alertmanager ] || { log "prometheus-alertmanager still missing"; exit 1; }
+/usr/bin/python3 -c 'import aiosmtpd' || { log "python3-aiosmtpd still missing"; exit 1; }
+log "installed ${missing[*]}"

@@ -462,7 +462,7 @@ impl Default for CriteriaConfig {
 // ---------------------------------------------------------------------------
 // Raw forms: exactly what the file says, before meaning is checked.
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default = "default_soak")]
@@ -486,7 +486,7 @@ struct RawConfig {
     rollback: Option<toml::Table>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
     #[serde(default = "default_repeat", with = "humantime_serde")]
@@ -525,9 +525,14 @@ fn default_max_backoff() -> Duration {
 fn default_severity() -> BTreeMap<crate::verdict::CriterionId, crate::alert::model::Severity> {
     use crate::alert::model::Severity::Critical;
     use crate::verdict::CriterionId as C;
-    [(C::Dlq, Critical), (C::ServiceUp, Critical), (C::DbWrites, Critical), (C::Fallback, Critical)]
-        .into_iter()
-        .collect()
+    [
+        (C::Dlq, Critical),
+        (C::ServiceUp, Critical),
+        (C::DbWrites, Critical),
+        (C::Fallback, Critical),
+    ]
+    .into_iter()
+    .collect()
 }
 fn default_true() -> bool {
     true
@@ -536,7 +541,7 @@ fn default_sink_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     name: String,
@@ -574,7 +579,7 @@ struct RawRoute {
     format: Option<crate::alert::sink::WebhookFormat>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWatch {
     #[serde(default = "default_interval", with = "humantime_serde")]
@@ -666,7 +671,7 @@ fn default_soak() -> SoakConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawProbes {
     #[serde(default = "default_timeout", with = "humantime_serde")]
@@ -685,7 +690,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNats {
     url: String,
@@ -707,7 +712,7 @@ struct RawNats {
     tls_key_file: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     url: String,
@@ -743,7 +748,7 @@ fn default_stream_label() -> String {
     "stream".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: String,
@@ -761,7 +766,7 @@ fn default_recent() -> Duration {
     Duration::from_secs(600)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
     path: String,
@@ -777,7 +782,7 @@ fn default_max_scan() -> u64 {
     64 * 1024 * 1024
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServiceEnv {
     path: String,
@@ -1331,7 +1336,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             p(&key("name"), "must not be empty".into());
         }
         if !route_names.insert(r.name.clone()) {
-            p(&key("name"), format!("route `{}` is configured twice", r.name));
+            p(
+                &key("name"),
+                format!("route `{}` is configured twice", r.name),
+            );
         }
         if !r.enabled {
             continue;
@@ -1340,7 +1348,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         let http_url = |p: &mut dyn FnMut(&str, String)| match url::Url::parse(&r.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => true,
             Ok(u) => {
-                p(&key("url"), format!("scheme `{}`: expected http or https", u.scheme()));
+                p(
+                    &key("url"),
+                    format!("scheme `{}`: expected http or https", u.scheme()),
+                );
                 false
             }
             Err(e) => {
@@ -1348,7 +1359,9 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                 false
             }
         };
-        use crate::alert::sink::{AlertmanagerSink, EmailSink, Sink, SmtpTls, WebhookFormat, WebhookSink};
+        use crate::alert::sink::{
+            AlertmanagerSink, EmailSink, Sink, SmtpTls, WebhookFormat, WebhookSink,
+        };
         let sink = match r.kind.as_str() {
             "email" => {
                 if r.smtp_host.trim().is_empty() {
@@ -1384,7 +1397,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                     r.format.unwrap_or(WebhookFormat::Soakwatch)
                 };
                 Sink::Webhook(WebhookSink {
-                    url: SecretUrl::new(r.url.clone()),
+                    url: SecretUrl::with_secret_path(r.url.clone()),
                     hmac_secret: Secret::new(r.hmac_secret.clone()),
                     format,
                     timeout,
@@ -1397,7 +1410,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                 })
             }),
             other => {
-                p(&key("kind"), format!("`{other}`: expected email, webhook, slack or alertmanager"));
+                p(
+                    &key("kind"),
+                    format!("`{other}`: expected email, webhook, slack or alertmanager"),
+                );
                 None
             }
         };
@@ -1409,6 +1425,18 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                 sink,
             });
         }
+    }
+    let has_am = routes
+        .iter()
+        .any(|r| matches!(r.sink, crate::alert::sink::Sink::Alertmanager(_)));
+    if has_am && raw.alerts.repeat_interval >= crate::alert::sink::AM_RESEND_HORIZON {
+        p(
+            "alerts.repeat_interval",
+            format!(
+                "must be shorter than {} with an alertmanager route (Alertmanager ends alerts not re-sent in time)",
+                humantime::format_duration(crate::alert::sink::AM_RESEND_HORIZON)
+            ),
+        );
     }
     let alerts = std::sync::Arc::new(crate::alert::engine::AlertsConfig {
         repeat_interval: raw.alerts.repeat_interval,
@@ -1426,7 +1454,8 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             let mut triggers = Vec::new();
             match raw_triggers {
                 None => {
-                    for (name, secs) in [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)] {
+                    for (name, secs) in [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)]
+                    {
                         triggers.push(RollbackTrigger {
                             name: name.into(),
                             criterion: crate::verdict::CriterionId::parse(name),
@@ -1439,18 +1468,30 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                         let key = format!("rollback.triggers.{name}");
                         let criterion = crate::verdict::CriterionId::parse(&name);
                         if criterion.is_none() && name != "dlq_spike" {
-                            p(&key, format!("`{name}`: expected a criterion id or dlq_spike"));
+                            p(
+                                &key,
+                                format!("`{name}`: expected a criterion id or dlq_spike"),
+                            );
                         }
                         match v.as_str().map(humantime::parse_duration) {
-                            Some(Ok(hold)) => triggers.push(RollbackTrigger { name, criterion, hold }),
+                            Some(Ok(hold)) => triggers.push(RollbackTrigger {
+                                name,
+                                criterion,
+                                hold,
+                            }),
                             Some(Err(e)) => p(&key, format!("bad duration: {e}")),
                             None => p(&key, "expected a duration string like \"2m\"".into()),
                         }
                     }
                 }
-                Some(_) => p("rollback.triggers", "expected a table of trigger = \"duration\"".into()),
+                Some(_) => p(
+                    "rollback.triggers",
+                    "expected a table of trigger = \"duration\"".into(),
+                ),
             }
-            match serde_path_to_error::deserialize::<_, crate::rollback::RollbackConfig>(toml::Value::Table(t)) {
+            match serde_path_to_error::deserialize::<_, crate::rollback::RollbackConfig>(
+                toml::Value::Table(t),
+            ) {
                 Ok(run) => {
                     for problem in run.validate() {
                         let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
@@ -1459,7 +1500,10 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                     Some(RollbackSettings { run, triggers })
                 }
                 Err(e) => {
-                    p(&format!("rollback.{}", e.path()), e.inner().message().to_string());
+                    p(
+                        &format!("rollback.{}", e.path()),
+                        e.inner().message().to_string(),
+                    );
                     None
                 }
             }
@@ -1522,7 +1566,6 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         rollback,
     }
 }
-
 
 fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();

@@ -295,7 +295,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("no [rollback.e2e] section in the config")?;
             let r = soakwatch::rollback::run_e2e(&e2e).await;
             println!("{}", r.summary());
-            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Command::Alert {
             command: AlertCommand::Test { config },
@@ -365,7 +369,9 @@ async fn run_watch(cfg: Config, start: soakwatch::watch::StartOptions) -> anyhow
 
 /// `soakwatch alert test`.
 async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
-    use soakwatch::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
+    use soakwatch::alert::model::{
+        AlertItem, AlertState, Notification, NotificationKind, Severity,
+    };
     if cfg.alerts.routes.is_empty() {
         println!("no enabled alert routes in {}", cfg.source.display());
         return Ok(ExitCode::from(EXIT_CONFIG));
@@ -385,7 +391,10 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
             starts_at: now,
             ends_at: None,
             summary: "Test notification from soakwatch: this route works".into(),
-            evidence: format!("sent by `soakwatch alert test` with {}", cfg.source.display()),
+            evidence: format!(
+                "sent by `soakwatch alert test` with {}",
+                cfg.source.display()
+            ),
             value: None,
             target: "delivered".into(),
         }],
@@ -401,26 +410,40 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// `soakwatch rollback --dry-run | --execute`.
 async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCode> {
     use soakwatch::soak::store::Store;
-    let settings = cfg.rollback.clone().context("no [rollback] section in the config")?;
+    let settings = cfg
+        .rollback
+        .clone()
+        .context("no [rollback] section in the config")?;
     if dry_run {
         for line in soakwatch::rollback::plan(&settings.run) {
             println!("{line}");
         }
         println!("triggers:");
         for t in &settings.triggers {
-            println!("  {} held for {}", t.name, humantime::format_duration(t.hold));
+            println!(
+                "  {} held for {}",
+                t.name,
+                humantime::format_duration(t.hold)
+            );
         }
         match Store::open_read_only(&cfg.watch.state).await {
             Ok(store) => {
                 if let Some(soak) = store.active_soak().await? {
                     match soakwatch::rollback_run::view(&store, &soak.meta.id).await? {
-                        Some(v) => println!("latch: TAKEN for soak {} ({}, trigger: {})", soak.meta.id, v.state, v.trigger),
+                        Some(v) => println!(
+                            "latch: TAKEN for soak {} ({}, trigger: {})",
+                            soak.meta.id, v.state, v.trigger
+                        ),
                         None => println!("latch: free for soak {}", soak.meta.id),
                     }
                 }
@@ -437,7 +460,10 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
         .context("no soak recorded in the state database: the latch belongs to a soak")?;
     let now = chrono::Utc::now();
     let trigger = "manual: soakwatch rollback --execute".to_string();
-    if !store.take_rollback_latch(&soak.meta.id, &trigger, now).await? {
+    if !store
+        .take_rollback_latch(&soak.meta.id, &trigger, now)
+        .await?
+    {
         if let Some(v) = soakwatch::rollback_run::view(&store, &soak.meta.id).await? {
             eprintln!(
                 "the rollback of soak {} already fired at {} ({}; trigger: {}): not running it again",
@@ -462,8 +488,14 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
         println!("{line}");
     }
     let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
-    let (ok, failed) = soakwatch::alert::engine::deliver_due(&store, &cfg.alerts, &http, chrono::Utc::now()).await?;
+    let (ok, failed) =
+        soakwatch::alert::engine::deliver_due(&store, &cfg.alerts, &http, chrono::Utc::now())
+            .await?;
     println!("notifications: {ok} delivered, {failed} failed (retried by the daemon's outbox)");
     store.close().await;
-    Ok(if outcome.success { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if outcome.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

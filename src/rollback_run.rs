@@ -69,7 +69,9 @@ pub fn fired_trigger(
     for t in triggers {
         match t.criterion {
             Some(id) => {
-                let Some(c) = summary.criterion(id) else { continue };
+                let Some(c) = summary.criterion(id) else {
+                    continue;
+                };
                 if c.now != Status::Fail {
                     continue;
                 }
@@ -163,7 +165,11 @@ pub fn outcome_notification(
             starts_at: started,
             ends_at: None,
             summary,
-            evidence: if evidence.is_empty() { format!("trigger: {trigger}") } else { format!("trigger: {trigger}; steps: {evidence}") },
+            evidence: if evidence.is_empty() {
+                format!("trigger: {trigger}")
+            } else {
+                format!("trigger: {trigger}; steps: {evidence}")
+            },
             value: None,
             target: "rollback completes every step".into(),
         }],
@@ -211,8 +217,18 @@ pub async fn run(
         "failed"
     };
     let now = Utc::now();
-    store.save_rollback(&soak_id, state, &outcome.steps, Some(now)).await?;
-    let n = outcome_notification(&soak_id, &soak_name, &trigger, started, Some(&outcome), false, now);
+    store
+        .save_rollback(&soak_id, state, &outcome.steps, Some(now))
+        .await?;
+    let n = outcome_notification(
+        &soak_id,
+        &soak_name,
+        &trigger,
+        started,
+        Some(&outcome),
+        false,
+        now,
+    );
     enqueue_notifications(&store, &alerts, &soak_id, &[n], &[], now).await?;
     tracing::error!(soak = %soak_id, state, "ROLLBACK finished");
     Ok(outcome)
@@ -231,15 +247,29 @@ pub async fn check_interrupted(
     };
     if v.state == "started" {
         tracing::error!(soak = %soak_id, steps = v.steps.len(), "an interrupted rollback was found: it is NOT re-run");
-        store.save_rollback(soak_id, "interrupted", &v.steps, None).await?;
+        store
+            .save_rollback(soak_id, "interrupted", &v.steps, None)
+            .await?;
         let now = Utc::now();
         let o = RollbackOutcome {
             success: false,
-            failed_step: v.steps.iter().find(|s| s.status == StepStatus::Failed).map(|s| s.n),
+            failed_step: v
+                .steps
+                .iter()
+                .find(|s| s.status == StepStatus::Failed)
+                .map(|s| s.n),
             dry_run: false,
             steps: v.steps.clone(),
         };
-        let n = outcome_notification(soak_id, soak_name, &v.trigger, v.started, Some(&o), true, now);
+        let n = outcome_notification(
+            soak_id,
+            soak_name,
+            &v.trigger,
+            v.started,
+            Some(&o),
+            true,
+            now,
+        );
         enqueue_notifications(store, alerts, soak_id, &[n], &[], now).await?;
     }
     Ok(true)
@@ -247,5 +277,7 @@ pub async fn check_interrupted(
 
 /// Whether the rollback can fire at all.
 pub fn enabled(settings: &Option<RollbackSettings>) -> bool {
-    settings.as_ref().is_some_and(|s| s.run.mode != RollbackMode::Disarmed)
+    settings
+        .as_ref()
+        .is_some_and(|s| s.run.mode != RollbackMode::Disarmed)
 }

@@ -58,6 +58,25 @@ impl SecretUrl {
         }
     }
 
+    /// A URL whose path is itself a credential (Slack-style webhooks put the
+    /// token there): shown as `scheme://host:port/***`.
+    pub fn with_secret_path(raw: impl Into<String>) -> Self {
+        let raw = raw.into();
+        let shown = match url::Url::parse(&raw) {
+            Ok(u) => format!(
+                "{}://{}{}/***",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "<unparsable url hidden>".into(),
+        };
+        SecretUrl {
+            raw: Secret(raw),
+            shown,
+        }
+    }
+
     /// The real URL, for handing to a client library.
     pub fn expose(&self) -> &str {
         self.raw.expose()
@@ -160,6 +179,15 @@ mod tests {
             "http://127.0.0.1:4102/metrics"
         );
         assert_eq!(redact_url("not a url pw"), "<unparsable url hidden>");
+    }
+
+    #[test]
+    fn secret_paths_are_hidden() {
+        let u = SecretUrl::with_secret_path(
+            "https://hooks.example.com:8443/services/T0/B0/XYZsecret?x=1",
+        );
+        assert_eq!(u.shown(), "https://hooks.example.com:8443/***");
+        assert!(!format!("{u} {u:?}").contains("XYZsecret"));
     }
 
     #[test]

@@ -300,7 +300,8 @@ impl Watch {
                 self.eff = with_baselines(&self.cfg, &rec.baselines);
                 self.cycles = self.store.cycles(&rec.meta.id).await?;
                 self.dedupe = EvidenceDeduper::from_history(&self.cycles);
-                self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
+                self.alerts =
+                    AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
                 self.rollback_latched = crate::rollback_run::check_interrupted(
                     &self.store,
                     &self.cfg.alerts,
@@ -327,7 +328,11 @@ impl Watch {
         let mut summary = self.summary();
         // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
         let delivery_stop = CancellationToken::new();
-        let delivery = spawn_delivery(self.store.clone(), self.cfg.alerts.clone(), delivery_stop.clone());
+        let delivery = spawn_delivery(
+            self.store.clone(),
+            self.cfg.alerts.clone(),
+            delivery_stop.clone(),
+        );
         loop {
             let tick = t0 + interval * k as i32;
             tokio::select! {
@@ -374,12 +379,20 @@ impl Watch {
             for n in &out.notifications {
                 tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
             }
-            alert_engine::enqueue(&self.store, &self.cfg.alerts, &self.soak.meta.id, &out, clock.now()).await?;
+            alert_engine::enqueue(
+                &self.store,
+                &self.cfg.alerts,
+                &self.soak.meta.id,
+                &out,
+                clock.now(),
+            )
+            .await?;
             self.write_due_checkpoints(&summary, clock.now()).await?;
             let outbox = self.store.outbox_counts().await?;
             self.maybe_fire_rollback(&summary, clock.now()).await?;
             if self.rollback_latched {
-                self.rollback_view = crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
+                self.rollback_view =
+                    crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
             }
             if self.cycles.len().is_multiple_of(360) {
                 let before = tick
@@ -451,15 +464,27 @@ impl Watch {
     }
 
     fn summary(&self) -> SoakSummary {
-        let mut s = summarize(&self.soak.meta, &self.cycles, &self.last_verdicts, self.prev.clone(), &self.policy);
+        let mut s = summarize(
+            &self.soak.meta,
+            &self.cycles,
+            &self.last_verdicts,
+            self.prev.clone(),
+            &self.policy,
+        );
         s.rollback = self.rollback_view.clone();
         s
     }
 
     /// Takes the latch and starts the rollback (beside the cycles) when a
     /// trigger holds and the rollback is armed or in dry-run mode.
-    async fn maybe_fire_rollback(&mut self, summary: &SoakSummary, now: DateTime<Utc>) -> Result<(), WatchError> {
-        let Some(settings) = self.cfg.rollback.clone() else { return Ok(()) };
+    async fn maybe_fire_rollback(
+        &mut self,
+        summary: &SoakSummary,
+        now: DateTime<Utc>,
+    ) -> Result<(), WatchError> {
+        let Some(settings) = self.cfg.rollback.clone() else {
+            return Ok(());
+        };
         if self.rollback_latched || !crate::rollback_run::enabled(&self.cfg.rollback) {
             return Ok(());
         }
@@ -472,14 +497,22 @@ impl Watch {
             return Ok(());
         };
         self.rollback_latched = true;
-        if !self.store.take_rollback_latch(&self.soak.meta.id, &trigger, now).await? {
-            tracing::info!("rollback trigger holds but the latch was already taken: not firing again");
+        if !self
+            .store
+            .take_rollback_latch(&self.soak.meta.id, &trigger, now)
+            .await?
+        {
+            tracing::info!(
+                "rollback trigger holds but the latch was already taken: not firing again"
+            );
             return Ok(());
         }
         let (store, alerts) = (self.store.clone(), self.cfg.alerts.clone());
         let (id, name) = (self.soak.meta.id.clone(), self.soak.meta.name.clone());
         self.rollback_task = Some(tokio::spawn(async move {
-            if let Err(e) = crate::rollback_run::run(store, settings, alerts, id, name, trigger, now).await {
+            if let Err(e) =
+                crate::rollback_run::run(store, settings, alerts, id, name, trigger, now).await
+            {
                 tracing::error!(error = %e, "rollback journal failed");
             }
         }));
@@ -627,7 +660,11 @@ pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::
 
 /// The delivery loop: every second, one attempt per due outbox row; a final
 /// round when stopped.
-fn spawn_delivery(store: Arc<Store>, cfg: Arc<AlertsConfig>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_delivery(
+    store: Arc<Store>,
+    cfg: Arc<AlertsConfig>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
             Ok(h) => h,

@@ -162,7 +162,13 @@ pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
         "Alerts firing now (1 per firing criterion).",
         s.firing
             .iter()
-            .map(|(c, sev)| format!("{{soak=\"{soak}\",criterion=\"{}\",severity=\"{}\"}} 1", esc(c), esc(sev)))
+            .map(|(c, sev)| {
+                format!(
+                    "{{soak=\"{soak}\",criterion=\"{}\",severity=\"{}\"}} 1",
+                    esc(c),
+                    esc(sev)
+                )
+            })
             .collect(),
     );
     if let Some(sum) = &s.summary {

@@ -154,7 +154,10 @@ fn edit_env_changes_one_value_keeps_every_other_byte_backs_up_and_is_idempotent(
     // Idempotent: a second run touches nothing, not even the backup.
     let ino_after = ino_of(&env);
     let again = steps::edit_env(&env, &default_set(), ".soakwatch-bak").expect("second run ok");
-    assert!(again.starts_with("already set: EVENT_STREAM_MODE=single"), "{again}");
+    assert!(
+        again.starts_with("already set: EVENT_STREAM_MODE=single"),
+        "{again}"
+    );
     assert_eq!(ino_of(&env), ino_after);
     assert_eq!(std::fs::read(&env).expect("read"), new);
     assert_eq!(std::fs::read_to_string(&backup).expect("backup"), ENV_TEXT);
@@ -177,8 +180,14 @@ fn edit_env_follows_a_symlink_and_keeps_it() {
     let link = dir.path().join(".env");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
     steps::edit_env(&link, &default_set(), ".bak").expect("edit ok");
-    assert!(std::fs::symlink_metadata(&link).expect("lstat").file_type().is_symlink());
-    assert_eq!(std::fs::read_to_string(&real).expect("read"), "EVENT_STREAM_MODE=single\n");
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("lstat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&real).expect("read"),
+        "EVENT_STREAM_MODE=single\n"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join(".env.bak")).expect("backup"),
         "EVENT_STREAM_MODE=multi\n"
@@ -225,7 +234,10 @@ fn edit_env_fails_with_a_reason_and_changes_nothing_when_it_cannot_read_or_write
     for missing in [dir.path().join(".env"), dir.path().join("no/such/dir/.env")] {
         let err = steps::edit_env(&missing, &default_set(), ".bak").expect_err("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("does not exist") && msg.contains("nothing was changed"), "{msg}");
+        assert!(
+            msg.contains("does not exist") && msg.contains("nothing was changed"),
+            "{msg}"
+        );
     }
 
     // The env path is a directory: unreadable as a file.
@@ -247,9 +259,15 @@ fn edit_env_fails_with_a_reason_and_changes_nothing_when_it_cannot_read_or_write
     let msg = steps::edit_env(&env, &default_set(), ".bak")
         .expect_err("must fail")
         .to_string();
-    assert!(msg.contains("cannot write backup") && msg.contains("not changed"), "{msg}");
+    assert!(
+        msg.contains("cannot write backup") && msg.contains("not changed"),
+        "{msg}"
+    );
     assert_eq!(std::fs::read_to_string(&env).expect("read"), ENV_TEXT);
-    assert_eq!(names_in(dir.path()), vec!["env-dir", "svc.env", "svc.env.bak"]);
+    assert_eq!(
+        names_in(dir.path()),
+        vec!["env-dir", "svc.env", "svc.env.bak"]
+    );
 
     // A read-only file system (EROFS stops root as well): a tmpfs remounted ro.
     let ro = dir.path().join("ro");
@@ -305,13 +323,20 @@ async fn restart_reports_success_exit_codes_and_missing_programs() {
 
     // A flood of output is bounded (head and tail kept).
     let ok = steps::restart(
-        &strings(&["sh", "-c", "echo FIRST; head -c 200000 /dev/zero | tr '\\0' x; echo; echo LAST"]),
+        &strings(&[
+            "sh",
+            "-c",
+            "echo FIRST; head -c 200000 /dev/zero | tr '\\0' x; echo; echo LAST",
+        ]),
         Duration::from_secs(10),
     )
     .await
     .expect("flood succeeds");
     assert!(ok.len() < 5000, "{}", ok.len());
-    assert!(ok.contains("FIRST") && ok.ends_with("LAST") && ok.contains("bytes cut"), "{ok}");
+    assert!(
+        ok.contains("FIRST") && ok.ends_with("LAST") && ok.contains("bytes cut"),
+        "{ok}"
+    );
 }
 
 #[tokio::test]
@@ -328,8 +353,15 @@ async fn restart_timeout_kills_the_whole_process_group() {
         .to_string();
     let took = t0.elapsed();
     assert!(err.contains("timed out after 1s"), "{err}");
-    assert!(took < Duration::from_millis(2500), "returned after {took:?}");
-    assert_eq!(gone(&marker, Duration::from_secs(2)).await, Vec::<u32>::new(), "the shell survived");
+    assert!(
+        took < Duration::from_millis(2500),
+        "returned after {took:?}"
+    );
+    assert_eq!(
+        gone(&marker, Duration::from_secs(2)).await,
+        Vec::<u32>::new(),
+        "the shell survived"
+    );
     assert_eq!(
         gone(&format!("sleep {secs}"), Duration::from_secs(2)).await,
         Vec::<u32>::new(),
@@ -341,7 +373,11 @@ async fn restart_timeout_kills_the_whole_process_group() {
 async fn restart_does_not_hang_on_a_daemon_that_keeps_the_output_pipe() {
     // Like an init script that starts the service in the background without
     // redirecting its output: the step ends when the command exits.
-    let secs = format!("20.{}{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    let secs = format!(
+        "20.{}{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
     let script = format!("sleep {secs} & echo started");
     let t0 = Instant::now();
     let ok = steps::restart(&strings(&["sh", "-c", &script]), Duration::from_secs(10))
@@ -351,7 +387,9 @@ async fn restart_does_not_hang_on_a_daemon_that_keeps_the_output_pipe() {
     assert!(ok.contains("started"), "{ok}");
     // The daemon is left alone on success; this test started it, so it ends it.
     for pid in pgrep(&format!("sleep {secs}")) {
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
     }
 }
 
@@ -363,9 +401,18 @@ async fn verify_logs_waits_for_new_lines_and_ignores_old_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("service.log");
     // Old lines (a previous single-mode start) must not count.
-    append(&log, "2025-10-01T00:00:00Z [event-bus] Stream mode: single\n");
-    append(&log, "2025-10-01T00:00:00Z [normalize-service] Stream candidates: ATHLETE_ALLY_EVENTS\n");
-    let patterns = strings(&["Stream mode: single", "Stream candidates: ATHLETE_ALLY_EVENTS"]);
+    append(
+        &log,
+        "2025-10-01T00:00:00Z [event-bus] Stream mode: single\n",
+    );
+    append(
+        &log,
+        "2025-10-01T00:00:00Z [normalize-service] Stream candidates: ATHLETE_ALLY_EVENTS\n",
+    );
+    let patterns = strings(&[
+        "Stream mode: single",
+        "Stream candidates: ATHLETE_ALLY_EVENTS",
+    ]);
 
     let mark = LogMark::of(&log);
     let err = steps::verify_logs(&log, &mark, &patterns, Duration::from_millis(700))
@@ -373,7 +420,8 @@ async fn verify_logs_waits_for_new_lines_and_ignores_old_ones() {
         .expect_err("old lines do not count")
         .to_string();
     assert!(
-        err.contains("after 700ms") && err.contains("\"Stream mode: single\", \"Stream candidates: ATHLETE_ALLY_EVENTS\""),
+        err.contains("after 700ms")
+            && err.contains("\"Stream mode: single\", \"Stream candidates: ATHLETE_ALLY_EVENTS\""),
         "{err}"
     );
 
@@ -382,7 +430,10 @@ async fn verify_logs_waits_for_new_lines_and_ignores_old_ones() {
     let writer_log = log.clone();
     let writer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        append(&writer_log, "2025-10-02T00:00:00Z [event-bus] Stream mode: single (EVENT_STREAM_MODE=\"single\")\n");
+        append(
+            &writer_log,
+            "2025-10-02T00:00:00Z [event-bus] Stream mode: single (EVENT_STREAM_MODE=\"single\")\n",
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         append(&writer_log, "noise\n2025-10-02T00:00:00Z [normalize-service] Stream candidates: ATHLETE_ALLY_EVENTS\r\n");
     });
@@ -392,7 +443,10 @@ async fn verify_logs_waits_for_new_lines_and_ignores_old_ones() {
         .expect("new lines match");
     let took = t0.elapsed();
     writer.await.expect("writer");
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert!(ok.contains("all 2 pattern(s) matched"), "{ok}");
 
     // One pattern present, one missing: the failure names which.
@@ -403,23 +457,35 @@ async fn verify_logs_waits_for_new_lines_and_ignores_old_ones() {
         .expect_err("candidates line missing")
         .to_string();
     assert!(
-        err.contains("matched \"Stream candidates: ATHLETE_ALLY_EVENTS\" (matched: \"Stream mode: single\")"),
+        err.contains(
+            "matched \"Stream candidates: ATHLETE_ALLY_EVENTS\" (matched: \"Stream mode: single\")"
+        ),
         "{err}"
     );
 
     // A log that never appears says so.
     let nowhere = dir.path().join("never.log");
-    let err = steps::verify_logs(&nowhere, &LogMark::of(&nowhere), &patterns, Duration::from_millis(300))
-        .await
-        .expect_err("no log")
-        .to_string();
+    let err = steps::verify_logs(
+        &nowhere,
+        &LogMark::of(&nowhere),
+        &patterns,
+        Duration::from_millis(300),
+    )
+    .await
+    .expect_err("no log")
+    .to_string();
     assert!(err.contains("the log file does not exist"), "{err}");
 
     // A bad regex is refused at once.
-    let err = steps::verify_logs(&log, &mark, &strings(&["(unclosed"]), Duration::from_secs(5))
-        .await
-        .expect_err("bad regex")
-        .to_string();
+    let err = steps::verify_logs(
+        &log,
+        &mark,
+        &strings(&["(unclosed"]),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect_err("bad regex")
+    .to_string();
     assert!(err.contains("not a valid regex"), "{err}");
 }
 
@@ -427,7 +493,10 @@ async fn verify_logs_waits_for_new_lines_and_ignores_old_ones() {
 async fn verify_logs_follows_rotation_and_truncation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("service.log");
-    let patterns = strings(&["Stream mode: single", "Stream candidates: ATHLETE_ALLY_EVENTS$"]);
+    let patterns = strings(&[
+        "Stream mode: single",
+        "Stream candidates: ATHLETE_ALLY_EVENTS$",
+    ]);
     append(&log, &"old line of the multi-mode service\n".repeat(200));
 
     // Rotation: the log is renamed away and a new, shorter one starts.
@@ -436,7 +505,10 @@ async fn verify_logs_follows_rotation_and_truncation() {
     let rot = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         std::fs::rename(&l, &rotated).expect("rotate");
-        append(&l, "Stream mode: single\nStream candidates: ATHLETE_ALLY_EVENTS\n");
+        append(
+            &l,
+            "Stream mode: single\nStream candidates: ATHLETE_ALLY_EVENTS\n",
+        );
     });
     steps::verify_logs(&log, &mark, &patterns, Duration::from_secs(5))
         .await
@@ -449,10 +521,16 @@ async fn verify_logs_follows_rotation_and_truncation() {
     let l = log.clone();
     let tr = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let f = std::fs::OpenOptions::new().write(true).open(&l).expect("open");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&l)
+            .expect("open");
         f.set_len(0).expect("truncate");
         drop(f);
-        append(&l, "Stream mode: single\nStream candidates: ATHLETE_ALLY_EVENTS\n");
+        append(
+            &l,
+            "Stream mode: single\nStream candidates: ATHLETE_ALLY_EVENTS\n",
+        );
     });
     steps::verify_logs(&log, &mark, &patterns, Duration::from_secs(5))
         .await
@@ -461,7 +539,10 @@ async fn verify_logs_follows_rotation_and_truncation() {
 
     // The anchored pattern rejects the multi-mode candidates line.
     let mark = LogMark::of(&log);
-    append(&log, "Stream mode: single\nStream candidates: ATHLETE_ALLY_EVENTS, AA_CORE_HOT\n");
+    append(
+        &log,
+        "Stream mode: single\nStream candidates: ATHLETE_ALLY_EVENTS, AA_CORE_HOT\n",
+    );
     let err = steps::verify_logs(&log, &mark, &patterns, Duration::from_millis(400))
         .await
         .expect_err("anchored pattern")
@@ -480,7 +561,10 @@ fn fake_service(dir: &Path, env: &Path, log: &Path, broken: bool) -> PathBuf {
     let mode = if broken {
         "mode=multi".to_string()
     } else {
-        format!("mode=$(sed -n 's/^EVENT_STREAM_MODE=\\([a-z]*\\).*/\\1/p' '{}')", env.display())
+        format!(
+            "mode=$(sed -n 's/^EVENT_STREAM_MODE=\\([a-z]*\\).*/\\1/p' '{}')",
+            env.display()
+        )
     };
     let text = format!(
         "#!/bin/sh\nset -e\n{mode}\n\
@@ -499,11 +583,16 @@ fn collect() -> (
 ) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
-    (seen, move |r: &StepRecord| s.lock().expect("lock").push(r.clone()))
+    (seen, move |r: &StepRecord| {
+        s.lock().expect("lock").push(r.clone())
+    })
 }
 
 fn statuses(steps: &[StepRecord]) -> Vec<(usize, &str, StepStatus)> {
-    steps.iter().map(|s| (s.n, s.name.as_str(), s.status)).collect()
+    steps
+        .iter()
+        .map(|s| (s.n, s.name.as_str(), s.status))
+        .collect()
 }
 
 #[tokio::test]
@@ -520,7 +609,10 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
         log.clone(),
     );
     cfg.verify_timeout = Duration::from_secs(5);
-    cfg.expect_log_lines = strings(&["Stream mode: single$", "Stream candidates: ATHLETE_ALLY_EVENTS$"]);
+    cfg.expect_log_lines = strings(&[
+        "Stream mode: single$",
+        "Stream candidates: ATHLETE_ALLY_EVENTS$",
+    ]);
 
     // Disarmed: nothing happens.
     let (seen, mut on_step) = collect();
@@ -544,11 +636,20 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
             (4, "e2e", StepStatus::Planned),
         ]
     );
-    assert!(out.steps[1].output.contains(&format!("{:?}", cfg.restart_command)), "{}", out.steps[1].output);
+    assert!(
+        out.steps[1]
+            .output
+            .contains(&format!("{:?}", cfg.restart_command)),
+        "{}",
+        out.steps[1].output
+    );
     assert_eq!(std::fs::read_to_string(&env).expect("env"), ENV_TEXT);
     assert!(!cfg.backup_path().exists());
     let plan = rollback::plan(&cfg).join("\n");
-    assert!(plan.contains("EVENT_STREAM_MODE=single") && plan.contains("4. e2e: skipped"), "{plan}");
+    assert!(
+        plan.contains("EVENT_STREAM_MODE=single") && plan.contains("4. e2e: skipped"),
+        "{plan}"
+    );
 
     // A config problem refuses everything up front.
     cfg.mode = RollbackMode::Armed;
@@ -558,7 +659,11 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
     let out = rollback::execute(&bad, &mut on_step).await;
     assert_eq!(out.failed_step, Some(0));
     assert_eq!(out.steps[0].name, "preflight");
-    assert!(out.steps[0].output.contains("not a valid regex"), "{}", out.steps[0].output);
+    assert!(
+        out.steps[0].output.contains("not a valid regex"),
+        "{}",
+        out.steps[0].output
+    );
     assert_eq!(std::fs::read_to_string(&env).expect("env"), ENV_TEXT);
 
     // Armed: edit, "restart", verify; e2e not configured -> skipped.
@@ -574,10 +679,20 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
             (4, "e2e", StepStatus::Skipped),
         ]
     );
-    assert_eq!(*seen.lock().expect("lock"), out.steps, "on_step saw every step, in order");
-    assert!(out.steps[1].output.contains("restarted in single mode"), "{}", out.steps[1].output);
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        out.steps,
+        "on_step saw every step, in order"
+    );
+    assert!(
+        out.steps[1].output.contains("restarted in single mode"),
+        "{}",
+        out.steps[1].output
+    );
     assert!(out.steps[2].duration_ms >= 100, "{:?}", out.steps[2]);
-    assert!(std::fs::read_to_string(&env).expect("env").contains("EVENT_STREAM_MODE=single  # flipped"));
+    assert!(std::fs::read_to_string(&env)
+        .expect("env")
+        .contains("EVENT_STREAM_MODE=single  # flipped"));
 
     // A service that comes back in the wrong mode fails step 3; step 4 is not run.
     std::fs::write(&env, ENV_TEXT).expect("env");
@@ -587,18 +702,32 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
     assert!(!out.success);
     assert_eq!(out.failed_step, Some(3));
     assert_eq!(out.steps[2].status, StepStatus::Failed);
-    assert!(out.steps[2].output.contains("\"Stream mode: single$\""), "{}", out.steps[2].output);
+    assert!(
+        out.steps[2].output.contains("\"Stream mode: single$\""),
+        "{}",
+        out.steps[2].output
+    );
     assert_eq!(out.steps[3].status, StepStatus::Skipped);
-    assert!(out.steps[3].output.contains("step 3 (verify_logs) failed"), "{}", out.steps[3].output);
+    assert!(
+        out.steps[3].output.contains("step 3 (verify_logs) failed"),
+        "{}",
+        out.steps[3].output
+    );
 
     // A failing restart stops at step 2.
     cfg.restart_command = strings(&["sh", "-c", "echo unit failed >&2; exit 7"]);
     let out = rollback::execute(&cfg, &mut |_| {}).await;
     assert_eq!(out.failed_step, Some(2));
-    assert!(out.steps[1].output.contains("exited with code 7") && out.steps[1].output.contains("unit failed"));
+    assert!(
+        out.steps[1].output.contains("exited with code 7")
+            && out.steps[1].output.contains("unit failed")
+    );
     assert_eq!(
         statuses(&out.steps)[2..],
-        [(3, "verify_logs", StepStatus::Skipped), (4, "e2e", StepStatus::Skipped)]
+        [
+            (3, "verify_logs", StepStatus::Skipped),
+            (4, "e2e", StepStatus::Skipped)
+        ]
     );
 
     // A missing .env stops at step 1: the restart never runs.
@@ -607,7 +736,11 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
     cfg.restart_command = vec!["touch".into(), flag.display().to_string()];
     let out = rollback::execute(&cfg, &mut |_| {}).await;
     assert_eq!(out.failed_step, Some(1));
-    assert!(out.steps[0].output.contains("does not exist"), "{}", out.steps[0].output);
+    assert!(
+        out.steps[0].output.contains("does not exist"),
+        "{}",
+        out.steps[0].output
+    );
     assert!(!flag.exists(), "restart ran after a failed edit");
 
     // An empty restart command is a recorded skip.
@@ -636,7 +769,9 @@ async fn e2e_sees_the_row_and_reports_when_it_does_not_come() {
 
     let res = run_e2e(&cfg).await;
     assert!(res.ok, "{res:?}");
-    assert!(res.user_id.starts_with("soakwatch-e2e-") && res.event_id.starts_with("soakwatch-e2e-"));
+    assert!(
+        res.user_id.starts_with("soakwatch-e2e-") && res.event_id.starts_with("soakwatch-e2e-")
+    );
     assert_eq!(res.rmssd, 62.0);
     let ln = res.ln_rmssd.expect("lnRmssd");
     assert!((ln - 62f64.ln()).abs() < 1e-12, "{ln}");
@@ -673,10 +808,18 @@ async fn e2e_failures_say_why_without_leaking_credentials() {
     let r = Replica::provisioned().await;
 
     // No stream captures the subject: JetStream does not store it.
-    let cfg = e2e_config(&r, &format!("sw.{}.nowhere.hrv", r.names.tag), Duration::from_secs(3));
+    let cfg = e2e_config(
+        &r,
+        &format!("sw.{}.nowhere.hrv", r.names.tag),
+        Duration::from_secs(3),
+    );
     let res = run_e2e(&cfg).await;
     assert!(!res.ok);
-    assert!(res.reason.contains("not stored by JetStream"), "{}", res.reason);
+    assert!(
+        res.reason.contains("not stored by JetStream"),
+        "{}",
+        res.reason
+    );
 
     // Database that cannot be reached: nothing is published, the password is never shown.
     let mut cfg = e2e_config(&r, &r.names.hrv_subject, Duration::from_secs(3));
@@ -686,23 +829,33 @@ async fn e2e_failures_say_why_without_leaking_credentials() {
     );
     let res = run_e2e(&cfg).await;
     assert!(!res.ok);
-    assert!(res.reason.starts_with("nothing published"), "{}", res.reason);
+    assert!(
+        res.reason.starts_with("nothing published"),
+        "{}",
+        res.reason
+    );
     assert!(!format!("{res:?} {cfg:?}").contains("hunter2secret"));
-    let info = r
-        .js
-        .get_stream(&r.names.core_stream)
-        .await
-        .expect("core")
-        .get_info()
-        .await
-        .expect("info");
-    assert_eq!(info.state.messages, 0, "no event may be published when the row cannot be checked");
+    let info =
+        r.js.get_stream(&r.names.core_stream)
+            .await
+            .expect("core")
+            .get_info()
+            .await
+            .expect("info");
+    assert_eq!(
+        info.state.messages, 0,
+        "no event may be published when the row cannot be checked"
+    );
 
     // NATS down.
     let mut cfg = e2e_config(&r, &r.names.hrv_subject, Duration::from_secs(2));
     cfg.nats_url = format!("nats://s3cretoken@127.0.0.1:{}", common::free_port());
     let res = run_e2e(&cfg).await;
-    assert!(!res.ok && res.reason.contains("cannot connect to NATS"), "{}", res.reason);
+    assert!(
+        !res.ok && res.reason.contains("cannot connect to NATS"),
+        "{}",
+        res.reason
+    );
     assert!(!res.reason.contains("s3cretoken"), "{}", res.reason);
 }
 
@@ -806,7 +959,10 @@ async fn full_rollback_restarts_the_standin_into_single_mode_and_sees_a_row() {
     let pidfile = r.path("normalize.pid");
     let _standin = StandinPid(pidfile.clone());
     let script = restart_script(&r, &pidfile);
-    let st = std::process::Command::new("sh").arg(&script).status().expect("start");
+    let st = std::process::Command::new("sh")
+        .arg(&script)
+        .status()
+        .expect("start");
     assert!(st.success());
     wait_metrics_up(&r).await;
     r.publish(2).await;
@@ -829,46 +985,95 @@ async fn full_rollback_restarts_the_standin_into_single_mode_and_sees_a_row() {
     ];
     cfg.e2e = Some(e2e_config(&r, &legacy_subject, Duration::from_secs(20)));
     let plan = rollback::plan(&cfg).join("\n");
-    assert!(plan.contains(&format!("{:?}", cfg.restart_command)), "{plan}");
+    assert!(
+        plan.contains(&format!("{:?}", cfg.restart_command)),
+        "{plan}"
+    );
 
     let (seen, mut on_step) = collect();
     let out = rollback::execute(&cfg, &mut on_step).await;
     assert!(out.success, "{:#?}\nplan:\n{plan}", out.steps);
     assert_eq!(*seen.lock().expect("lock"), out.steps);
-    assert!(out.steps.iter().all(|s| s.status == StepStatus::Ok), "{:#?}", out.steps);
-    assert!(out.steps[0].output.contains("EVENT_STREAM_MODE: multi -> single"), "{}", out.steps[0].output);
-    assert!(out.steps[1].output.contains(&format!("stopped normalize-service (pid {first_pid})")));
-    assert!(out.steps[3].output.contains(&r.names.legacy_stream), "{}", out.steps[3].output);
-    assert!(!out.steps[3].output.contains("postgres://postgres@"), "URLs are not in step output");
+    assert!(
+        out.steps.iter().all(|s| s.status == StepStatus::Ok),
+        "{:#?}",
+        out.steps
+    );
+    assert!(
+        out.steps[0]
+            .output
+            .contains("EVENT_STREAM_MODE: multi -> single"),
+        "{}",
+        out.steps[0].output
+    );
+    assert!(out.steps[1]
+        .output
+        .contains(&format!("stopped normalize-service (pid {first_pid})")));
+    assert!(
+        out.steps[3].output.contains(&r.names.legacy_stream),
+        "{}",
+        out.steps[3].output
+    );
+    assert!(
+        !out.steps[3].output.contains("postgres://postgres@"),
+        "URLs are not in step output"
+    );
 
     // The .env: one value changed; the original is the backup.
     assert_eq!(
         std::fs::read_to_string(&r.files.env_file).expect("env"),
         original_env.replace("EVENT_STREAM_MODE=multi", "EVENT_STREAM_MODE=single")
     );
-    assert_eq!(std::fs::read_to_string(cfg.backup_path()).expect("backup"), original_env);
+    assert_eq!(
+        std::fs::read_to_string(cfg.backup_path()).expect("backup"),
+        original_env
+    );
 
     // The service really runs in single mode on the legacy stream, and processed the e2e event there.
     let second_pid = _standin.pid().expect("pid");
     assert_ne!(first_pid, second_pid);
-    let cmdline = std::fs::read_to_string(format!("/proc/{second_pid}/cmdline")).unwrap_or_default();
+    let cmdline =
+        std::fs::read_to_string(format!("/proc/{second_pid}/cmdline")).unwrap_or_default();
     assert!(cmdline.contains("standin"), "{cmdline:?}");
     let state = standin_state(&r).await;
     assert_eq!(state["mode"], "single");
     assert_eq!(state["bound_stream"], r.names.legacy_stream.as_str());
-    let metrics = r.http.get(&r.metrics_url).send().await.expect("metrics").text().await.expect("body");
-    assert!(metrics.contains(&format!("stream=\"{}\"", r.names.legacy_stream)), "{metrics}");
+    let metrics = r
+        .http
+        .get(&r.metrics_url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        metrics.contains(&format!("stream=\"{}\"", r.names.legacy_stream)),
+        "{metrics}"
+    );
 
     // Again: the .env is already set, the service restarts, verifies and works.
     let out = rollback::execute(&cfg, &mut |_| {}).await;
     assert!(out.success, "{:#?}", out.steps);
-    assert!(out.steps[0].output.starts_with("already set"), "{}", out.steps[0].output);
-    assert_eq!(std::fs::read_to_string(cfg.backup_path()).expect("backup"), original_env);
+    assert!(
+        out.steps[0].output.starts_with("already set"),
+        "{}",
+        out.steps[0].output
+    );
+    assert_eq!(
+        std::fs::read_to_string(cfg.backup_path()).expect("backup"),
+        original_env
+    );
     assert_ne!(_standin.pid(), Some(second_pid));
 
     let e2e = cfg.e2e.as_ref().expect("e2e");
-    let deleted = cleanup_e2e_rows(&e2e.database_url, &e2e.table, &e2e.user_column, &e2e.user_prefix)
-        .await
-        .expect("cleanup");
+    let deleted = cleanup_e2e_rows(
+        &e2e.database_url,
+        &e2e.table,
+        &e2e.user_column,
+        &e2e.user_prefix,
+    )
+    .await
+    .expect("cleanup");
     assert_eq!(deleted, 2);
 }

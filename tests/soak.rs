@@ -443,7 +443,9 @@ async fn receiver() -> Receiver {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -489,19 +491,43 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     // Lag 12 from 5 to 6 minutes: consumer_lag fires, then resolves after recover_after (1 min).
     let source = ScenarioSource {
         cfg: c.clone(),
-        scenario: scenario(vec![Fault::Backlog { from: 300.0, to: 360.0, lag: 12 }]),
+        scenario: scenario(vec![Fault::Backlog {
+            from: 300.0,
+            to: 360.0,
+            lag: 12,
+        }]),
     };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("open");
-    w.run(&source, &clock, StartOptions { max_cycles: Some(60), ..Default::default() }, CancellationToken::new())
+    let w = Watch::open(c.clone(), SharedStatus::default())
         .await
-        .expect("run");
-    assert!(rx.attempts.load(Ordering::SeqCst) >= 1, "the receiver was tried");
-    assert!(rx.got.lock().map(|g| g.is_empty()).unwrap_or(false), "nothing accepted while it answered 500");
+        .expect("open");
+    w.run(
+        &source,
+        &clock,
+        StartOptions {
+            max_cycles: Some(60),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run");
+    assert!(
+        rx.attempts.load(Ordering::SeqCst) >= 1,
+        "the receiver was tried"
+    );
+    assert!(
+        rx.got.lock().map(|g| g.is_empty()).unwrap_or(false),
+        "nothing accepted while it answered 500"
+    );
     {
         let store = Store::open_read_only(&c.watch.state).await.expect("state");
         let (pending, delivered, dead) = store.outbox_counts().await.expect("counts");
-        assert_eq!((pending, delivered, dead), (2, 0, 0), "firing + resolved wait in the outbox");
+        assert_eq!(
+            (pending, delivered, dead),
+            (2, 0, 0),
+            "firing + resolved wait in the outbox"
+        );
         store.close().await;
     }
 
@@ -509,13 +535,26 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     rx.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
-    w.run(&source, &clock, StartOptions { max_cycles: Some(2), ..Default::default() }, CancellationToken::new())
+    let w = Watch::open(c.clone(), SharedStatus::default())
         .await
-        .expect("run 2");
+        .expect("reopen");
+    w.run(
+        &source,
+        &clock,
+        StartOptions {
+            max_cycles: Some(2),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run 2");
     let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
     assert_eq!(got.len(), 2, "{got:?}");
-    let states: Vec<&str> = got.iter().map(|(_, b)| b["alerts"][0]["state"].as_str().unwrap_or("")).collect();
+    let states: Vec<&str> = got
+        .iter()
+        .map(|(_, b)| b["alerts"][0]["state"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(states, ["firing", "resolved"]);
     assert_eq!(got[0].1["alerts"][0]["criterion"], "consumer_lag");
     assert_eq!(got[0].1["schema"], "soakwatch.alert/v1");
@@ -523,11 +562,25 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
 
     // Another restart: nothing is sent again.
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
-    w.run(&source, &clock, StartOptions { max_cycles: Some(2), ..Default::default() }, CancellationToken::new())
+    let w = Watch::open(c.clone(), SharedStatus::default())
         .await
-        .expect("run 3");
-    assert_eq!(rx.got.lock().map(|g| g.len()).unwrap_or(0), 2, "delivered notifications are never re-sent");
+        .expect("reopen");
+    w.run(
+        &source,
+        &clock,
+        StartOptions {
+            max_cycles: Some(2),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run 3");
+    assert_eq!(
+        rx.got.lock().map(|g| g.len()).unwrap_or(0),
+        2,
+        "delivered notifications are never re-sent"
+    );
 }
 
 fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::engine::AlertsConfig> {
@@ -560,7 +613,8 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
     let rx = receiver().await;
     let dir = tempfile::tempdir().expect("tmp");
     let env_file = dir.path().join("normalize.env");
-    let original = "# Phase B\nEVENT_STREAM_MODE=multi  # cutover\nNORMALIZE_HRV_ACK_WAIT_MS=60000\n";
+    let original =
+        "# Phase B\nEVENT_STREAM_MODE=multi  # cutover\nNORMALIZE_HRV_ACK_WAIT_MS=60000\n";
     std::fs::write(&env_file, original).expect("env");
     let log = dir.path().join("service.log");
     std::fs::write(&log, "old line\n").expect("log");
@@ -568,7 +622,11 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
         "echo \"$(date -u) [event-bus] Stream mode: single\" >> {0}; echo '[normalize-service] Stream candidates: ATHLETE_ALLY_EVENTS' >> {0}",
         log.display()
     );
-    let mut run = RollbackConfig::new(env_file.clone(), vec!["sh".into(), "-c".into(), restart], log.clone());
+    let mut run = RollbackConfig::new(
+        env_file.clone(),
+        vec!["sh".into(), "-c".into(), restart],
+        log.clone(),
+    );
     run.mode = RollbackMode::Armed;
     run.verify_timeout = Duration::from_secs(5);
     let mut c = cfg();
@@ -586,41 +644,84 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
     });
     let source = ScenarioSource {
         cfg: c.clone(),
-        scenario: scenario(vec![Fault::DlqBurst { at: 300.0, count: 15 }]),
+        scenario: scenario(vec![Fault::DlqBurst {
+            at: 300.0,
+            count: 15,
+        }]),
     };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("open");
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("open");
     let s = w
-        .run(&source, &clock, StartOptions { max_cycles: Some(40), ..Default::default() }, CancellationToken::new())
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                max_cycles: Some(40),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .expect("run");
     let rb = s.rollback.clone().expect("the rollback fired");
     assert_eq!(rb.state, "done", "{rb:?}");
     assert!(rb.trigger.starts_with("dlq_spike"), "{}", rb.trigger);
-    let names: Vec<(&str, &str)> = rb.steps.iter().map(|s| (s.name.as_str(), s.status.as_str())).collect();
+    let names: Vec<(&str, &str)> = rb
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str()))
+        .collect();
     assert_eq!(names[0], ("edit_env", "ok"), "{names:?}");
     assert_eq!(names[1], ("restart", "ok"), "{names:?}");
     assert_eq!(names[2], ("verify_logs", "ok"), "{names:?}");
     let edited = std::fs::read_to_string(&env_file).expect("env");
-    assert_eq!(edited, original.replace("EVENT_STREAM_MODE=multi", "EVENT_STREAM_MODE=single"));
+    assert_eq!(
+        edited,
+        original.replace("EVENT_STREAM_MODE=multi", "EVENT_STREAM_MODE=single")
+    );
     let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
     assert!(
-        got.iter().any(|(_, b)| b["kind"] == "rollback" && b["alerts"][0]["summary"].as_str().unwrap_or("").contains("completed")),
+        got.iter().any(|(_, b)| b["kind"] == "rollback"
+            && b["alerts"][0]["summary"]
+                .as_str()
+                .unwrap_or("")
+                .contains("completed")),
         "{got:?}"
     );
-    let report = std::fs::read_to_string(c.watch.reports_dir.join(format!("{}-latest.md", s.soak_id))).expect("report");
-    assert!(report.contains("## Rollback") && report.contains("verify_logs"), "{report}");
+    let report =
+        std::fs::read_to_string(c.watch.reports_dir.join(format!("{}-latest.md", s.soak_id)))
+            .expect("report");
+    assert!(
+        report.contains("## Rollback") && report.contains("verify_logs"),
+        "{report}"
+    );
 
     // Put the env file back; a restart of the daemon must not roll back again.
     std::fs::write(&env_file, original).expect("env");
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("reopen");
     let s2 = w
-        .run(&source, &clock, StartOptions { max_cycles: Some(5), ..Default::default() }, CancellationToken::new())
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                max_cycles: Some(5),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .expect("run 2");
     assert_eq!(s2.rollback.map(|r| r.state), Some("done".to_string()));
-    assert_eq!(std::fs::read_to_string(&env_file).expect("env"), original, "the latch held: no second rollback");
+    assert_eq!(
+        std::fs::read_to_string(&env_file).expect("env"),
+        original,
+        "the latch held: no second rollback"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -632,7 +733,11 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
     let dir = tempfile::tempdir().expect("tmp");
     let env_file = dir.path().join("normalize.env");
     std::fs::write(&env_file, "EVENT_STREAM_MODE=multi\n").expect("env");
-    let mut run = RollbackConfig::new(env_file.clone(), vec!["true".into()], dir.path().join("log"));
+    let mut run = RollbackConfig::new(
+        env_file.clone(),
+        vec!["true".into()],
+        dir.path().join("log"),
+    );
     run.mode = RollbackMode::Armed;
     let mut c = cfg();
     c.watch.state = dir.path().join("state.sqlite");
@@ -641,32 +746,72 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
     c.alerts = webhook_alerts(&rx.url);
     c.rollback = Some(RollbackSettings {
         run,
-        triggers: vec![RollbackTrigger { name: "dlq_spike".into(), criterion: None, hold: Duration::ZERO }],
+        triggers: vec![RollbackTrigger {
+            name: "dlq_spike".into(),
+            criterion: None,
+            hold: Duration::ZERO,
+        }],
     });
-    let source = ScenarioSource { cfg: c.clone(), scenario: scenario(vec![]) };
+    let source = ScenarioSource {
+        cfg: c.clone(),
+        scenario: scenario(vec![]),
+    };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("open");
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("open");
     let s = w
-        .run(&source, &clock, StartOptions { max_cycles: Some(3), ..Default::default() }, CancellationToken::new())
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                max_cycles: Some(3),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .expect("run");
     // A crash half-way through a rollback: the latch taken, the journal says "started".
     {
         let store = Store::open(&c.watch.state).await.expect("store");
-        assert!(store.take_rollback_latch(&s.soak_id, "dlq_spike (test)", t0()).await.expect("latch"));
+        assert!(store
+            .take_rollback_latch(&s.soak_id, "dlq_spike (test)", t0())
+            .await
+            .expect("latch"));
         store.close().await;
     }
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default()).await.expect("reopen");
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("reopen");
     let s2 = w
-        .run(&source, &clock, StartOptions { max_cycles: Some(2), ..Default::default() }, CancellationToken::new())
+        .run(
+            &source,
+            &clock,
+            StartOptions {
+                max_cycles: Some(2),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
         .await
         .expect("run 2");
-    assert_eq!(s2.rollback.map(|r| r.state), Some("interrupted".to_string()));
-    assert_eq!(std::fs::read_to_string(&env_file).expect("env"), "EVENT_STREAM_MODE=multi\n", "not re-run");
+    assert_eq!(
+        s2.rollback.map(|r| r.state),
+        Some("interrupted".to_string())
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env_file).expect("env"),
+        "EVENT_STREAM_MODE=multi\n",
+        "not re-run"
+    );
     let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
     assert!(
-        got.iter().any(|(_, b)| b["alerts"][0]["summary"].as_str().unwrap_or("").contains("interrupted")),
+        got.iter().any(|(_, b)| b["alerts"][0]["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("interrupted")),
         "{got:?}"
     );
 }

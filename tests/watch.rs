@@ -625,7 +625,12 @@ async fn log_truncated_and_rotated() {
 /// Returns (config file, listen port).
 fn dead_config(dir: &Path, name: &str, state: &Path) -> (std::path::PathBuf, u16) {
     let closed = free_port();
-    dead_config_with_metrics(dir, name, state, &format!("http://127.0.0.1:{closed}/metrics"))
+    dead_config_with_metrics(
+        dir,
+        name,
+        state,
+        &format!("http://127.0.0.1:{closed}/metrics"),
+    )
 }
 
 /// [`dead_config`] with the service's /metrics at `metrics_url`.
@@ -759,7 +764,8 @@ async fn slow_metrics(delay: Duration) -> (u16, tokio::sync::mpsc::UnboundedRece
                 let _ = s.read(&mut buf).await;
                 let _ = tx.send(Instant::now());
                 tokio::time::sleep(delay).await;
-                let body = "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1\n";
+                let body =
+                    "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1\n";
                 let resp = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -812,7 +818,8 @@ async fn sigterm_during_a_slow_cycle_finishes_that_cycle() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no summary line: {body}"));
     assert_eq!(
-        samples, scrapes,
+        samples,
+        scrapes,
         "cycles recorded vs cycles started (a scrape each) at SIGTERM\n{}",
         d.stderr()
     );

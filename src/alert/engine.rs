@@ -51,7 +51,12 @@ impl Route {
 
     /// The notification as this route sees it (only the alerts it takes), or None.
     pub fn filter(&self, n: &Notification) -> Option<Notification> {
-        let alerts: Vec<AlertItem> = n.alerts.iter().filter(|a| self.accepts(a)).cloned().collect();
+        let alerts: Vec<AlertItem> = n
+            .alerts
+            .iter()
+            .filter(|a| self.accepts(a))
+            .cloned()
+            .collect();
         (!alerts.is_empty()).then(|| Notification {
             alerts,
             ..n.clone()
@@ -132,7 +137,8 @@ impl AlertEngine {
         let mut repeats = Vec::new();
         let mut changed = Vec::new();
         let unknown_after = chrono::Duration::from_std(cfg.unknown_after).unwrap_or_default();
-        let repeat = chrono::Duration::from_std(cfg.repeat_interval).unwrap_or(chrono::Duration::hours(4));
+        let repeat =
+            chrono::Duration::from_std(cfg.repeat_interval).unwrap_or(chrono::Duration::hours(4));
         for c in &s.criteria {
             let span_start = s
                 .spans
@@ -151,7 +157,10 @@ impl AlertEngine {
             };
             let name = format!("soakwatch_{}", c.id.as_str());
             let track = self.tracks.get(&name).cloned();
-            let item = |state: AlertState, severity: Severity, since: DateTime<Utc>, summary: String| AlertItem {
+            let item = |state: AlertState,
+                        severity: Severity,
+                        since: DateTime<Utc>,
+                        summary: String| AlertItem {
                 name: name.clone(),
                 criterion: Some(c.id.as_str().to_string()),
                 severity,
@@ -164,14 +173,17 @@ impl AlertEngine {
                 target: c.last.target.clone(),
             };
             match (desired, track) {
-                (Some((sev, summary)), Some(t)) if t.firing => {
-                    if now - t.last_sent >= repeat {
-                        repeats.push(item(AlertState::Firing, sev, t.since, summary));
-                        let t2 = AlertTrack { last_sent: now, ..t };
-                        changed.push(t2.clone());
-                        self.tracks.insert(name.clone(), t2);
-                    }
+                (Some((sev, summary)), Some(t)) if t.firing && now - t.last_sent >= repeat => {
+                    repeats.push(item(AlertState::Firing, sev, t.since, summary));
+                    let t2 = AlertTrack {
+                        last_sent: now,
+                        ..t
+                    };
+                    changed.push(t2.clone());
+                    self.tracks.insert(name.clone(), t2);
                 }
+                // Still firing, repeat not due: nothing to say.
+                (Some(_), Some(t)) if t.firing => {}
                 (Some((sev, summary)), _) => {
                     changes.push(item(AlertState::Firing, sev, span_start, summary));
                     let t = AlertTrack {
@@ -205,7 +217,12 @@ impl AlertEngine {
         }
         let mut notifications = Vec::new();
         let mk = |kind: NotificationKind, alerts: Vec<AlertItem>| Notification {
-            id: format!("{}-{}-{}", s.soak_id, kind_str(kind), now.timestamp_millis()),
+            id: format!(
+                "{}-{}-{}",
+                s.soak_id,
+                kind_str(kind),
+                now.timestamp_millis()
+            ),
             soak_id: s.soak_id.clone(),
             soak_name: s.name.clone(),
             created_at: now,
@@ -218,7 +235,10 @@ impl AlertEngine {
         if !repeats.is_empty() {
             notifications.push(mk(NotificationKind::Repeat, repeats));
         }
-        StepOutput { notifications, changed }
+        StepOutput {
+            notifications,
+            changed,
+        }
     }
 }
 
@@ -260,7 +280,8 @@ pub async fn enqueue_notifications(
             }
         }
     }
-    let states: Vec<(String, AlertTrack)> = tracks.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let states: Vec<(String, AlertTrack)> =
+        tracks.iter().map(|t| (t.name.clone(), t.clone())).collect();
     if rows.is_empty() && states.is_empty() {
         return Ok(0);
     }
@@ -270,7 +291,9 @@ pub async fn enqueue_notifications(
 
 /// Backoff after `attempts` failed tries: 1 s, 2 s, 4 s, … capped.
 pub fn backoff(attempts: i64, max: Duration) -> Duration {
-    let secs = 1u64.checked_shl(attempts.clamp(0, 30) as u32).unwrap_or(u64::MAX);
+    let secs = 1u64
+        .checked_shl(attempts.clamp(0, 30) as u32)
+        .unwrap_or(u64::MAX);
     Duration::from_secs(secs).min(max)
 }
 
@@ -301,7 +324,9 @@ pub async fn deliver_due(
         match route.sink.send(&item.body, http).await {
             Ok(()) => {
                 tracing::info!(route = %route.name, id = %item.id, "notification delivered");
-                store.outbox_result(&item.id, &item.route, OutboxOutcome::Delivered, now).await?;
+                store
+                    .outbox_result(&item.id, &item.route, OutboxOutcome::Delivered, now)
+                    .await?;
                 ok += 1;
             }
             Err(e) if e.retryable => {
@@ -309,14 +334,27 @@ pub async fn deliver_due(
                 tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in = ?wait, "delivery failed");
                 let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 store
-                    .outbox_result(&item.id, &item.route, OutboxOutcome::Retry { next, error: e.reason }, now)
+                    .outbox_result(
+                        &item.id,
+                        &item.route,
+                        OutboxOutcome::Retry {
+                            next,
+                            error: e.reason,
+                        },
+                        now,
+                    )
                     .await?;
                 failed += 1;
             }
             Err(e) => {
                 tracing::error!(route = %route.name, id = %item.id, error = %e.reason, "delivery failed permanently");
                 store
-                    .outbox_result(&item.id, &item.route, OutboxOutcome::Dead { error: e.reason }, now)
+                    .outbox_result(
+                        &item.id,
+                        &item.route,
+                        OutboxOutcome::Dead { error: e.reason },
+                        now,
+                    )
                     .await?;
                 failed += 1;
             }
@@ -333,14 +371,18 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_800_000_000 + s, 0).single().expect("time")
+        Utc.timestamp_opt(1_800_000_000 + s, 0)
+            .single()
+            .expect("time")
     }
 
     fn cfg() -> AlertsConfig {
         AlertsConfig {
             repeat_interval: Duration::from_secs(3600),
             unknown_after: Duration::from_secs(600),
-            severity: [(CriterionId::Dlq, Severity::Critical)].into_iter().collect(),
+            severity: [(CriterionId::Dlq, Severity::Critical)]
+                .into_iter()
+                .collect(),
             max_backoff: Duration::from_secs(300),
             routes: Vec::new(),
         }
@@ -396,25 +438,48 @@ mod tests {
     fn fires_once_repeats_after_interval_and_resolves() {
         let c = cfg();
         let mut e = AlertEngine::default();
-        let out = e.step(&c, &summary(100, &[(CriterionId::Dlq, Status::Fail, 40)]), t(100));
+        let out = e.step(
+            &c,
+            &summary(100, &[(CriterionId::Dlq, Status::Fail, 40)]),
+            t(100),
+        );
         assert_eq!(out.notifications.len(), 1);
         let a = &out.notifications[0].alerts[0];
-        assert_eq!((a.state, a.severity, a.starts_at), (AlertState::Firing, Severity::Critical, t(40)));
+        assert_eq!(
+            (a.state, a.severity, a.starts_at),
+            (AlertState::Firing, Severity::Critical, t(40))
+        );
         // Still failing: nothing new.
-        let out = e.step(&c, &summary(110, &[(CriterionId::Dlq, Status::Fail, 40)]), t(110));
+        let out = e.step(
+            &c,
+            &summary(110, &[(CriterionId::Dlq, Status::Fail, 40)]),
+            t(110),
+        );
         assert!(out.notifications.is_empty());
         // An hour later: one repeat.
-        let out = e.step(&c, &summary(3700, &[(CriterionId::Dlq, Status::Fail, 40)]), t(3700));
+        let out = e.step(
+            &c,
+            &summary(3700, &[(CriterionId::Dlq, Status::Fail, 40)]),
+            t(3700),
+        );
         assert_eq!(out.notifications.len(), 1);
         assert_eq!(out.notifications[0].kind, NotificationKind::Repeat);
         // Recovered.
-        let out = e.step(&c, &summary(3710, &[(CriterionId::Dlq, Status::Pass, 3705)]), t(3710));
+        let out = e.step(
+            &c,
+            &summary(3710, &[(CriterionId::Dlq, Status::Pass, 3705)]),
+            t(3710),
+        );
         assert_eq!(out.notifications[0].alerts[0].state, AlertState::Resolved);
         assert_eq!(out.notifications[0].alerts[0].ends_at, Some(t(3710)));
         // A restart resumes the tracks: no second firing notification.
         let tracks: Vec<AlertTrack> = e.tracks.values().cloned().collect();
         let mut e2 = AlertEngine::from_tracks(tracks);
-        let out = e2.step(&c, &summary(3720, &[(CriterionId::Dlq, Status::Pass, 3705)]), t(3720));
+        let out = e2.step(
+            &c,
+            &summary(3720, &[(CriterionId::Dlq, Status::Pass, 3705)]),
+            t(3720),
+        );
         assert!(out.notifications.is_empty());
     }
 
@@ -422,11 +487,21 @@ mod tests {
     fn long_unknown_warns_short_unknown_does_not() {
         let c = cfg();
         let mut e = AlertEngine::default();
-        let out = e.step(&c, &summary(500, &[(CriterionId::ConsumerLag, Status::Unknown, 0)]), t(500));
+        let out = e.step(
+            &c,
+            &summary(500, &[(CriterionId::ConsumerLag, Status::Unknown, 0)]),
+            t(500),
+        );
         assert!(out.notifications.is_empty());
-        let out = e.step(&c, &summary(700, &[(CriterionId::ConsumerLag, Status::Unknown, 0)]), t(700));
+        let out = e.step(
+            &c,
+            &summary(700, &[(CriterionId::ConsumerLag, Status::Unknown, 0)]),
+            t(700),
+        );
         assert_eq!(out.notifications[0].alerts[0].severity, Severity::Warning);
-        assert!(out.notifications[0].alerts[0].summary.contains("cannot be determined"));
+        assert!(out.notifications[0].alerts[0]
+            .summary
+            .contains("cannot be determined"));
     }
 
     #[test]
@@ -437,7 +512,10 @@ mod tests {
             &c,
             &summary(
                 100,
-                &[(CriterionId::Dlq, Status::Fail, 90), (CriterionId::SuccessRate, Status::Fail, 90)],
+                &[
+                    (CriterionId::Dlq, Status::Fail, 90),
+                    (CriterionId::SuccessRate, Status::Fail, 90),
+                ],
             ),
             t(100),
         );

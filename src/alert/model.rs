@@ -102,7 +102,11 @@ pub struct Notification {
 impl Notification {
     /// Highest severity among its alerts.
     pub fn severity(&self) -> Severity {
-        self.alerts.iter().map(|a| a.severity).max().unwrap_or(Severity::Warning)
+        self.alerts
+            .iter()
+            .map(|a| a.severity)
+            .max()
+            .unwrap_or(Severity::Warning)
     }
 
     /// A subject line: "[soakwatch] FIRING critical: dlq, success_rate (phase-b-staging)".
@@ -121,7 +125,11 @@ impl Notification {
             .collect();
         let mut parts = Vec::new();
         if !firing.is_empty() {
-            parts.push(format!("FIRING {}: {}", self.severity().as_str(), firing.join(", ")));
+            parts.push(format!(
+                "FIRING {}: {}",
+                self.severity().as_str(),
+                firing.join(", ")
+            ));
         }
         if !resolved.is_empty() {
             parts.push(format!("RESOLVED: {}", resolved.join(", ")));
@@ -137,7 +145,12 @@ impl Notification {
 
     /// Plain-text body for email and chat.
     pub fn text(&self) -> String {
-        let mut out = format!("{}\nsoak {} at {}\n\n", self.subject(), self.soak_id, self.created_at.to_rfc3339());
+        let mut out = format!(
+            "{}\nsoak {} at {}\n\n",
+            self.subject(),
+            self.soak_id,
+            self.created_at.to_rfc3339()
+        );
         for a in &self.alerts {
             out.push_str(&format!(
                 "- [{}] {} ({}): {}\n  target: {}\n  evidence: {}\n  since {}{}\n",
@@ -148,7 +161,9 @@ impl Notification {
                 a.target,
                 a.evidence,
                 a.starts_at.to_rfc3339(),
-                a.ends_at.map(|e| format!(", ended {}", e.to_rfc3339())).unwrap_or_default()
+                a.ends_at
+                    .map(|e| format!(", ended {}", e.to_rfc3339()))
+                    .unwrap_or_default()
             ));
         }
         out

@@ -265,7 +265,10 @@ fn quote_ident(name: &str) -> String {
 
 /// `schema.table` or `table`, each part quoted.
 fn quote_table(name: &str) -> String {
-    name.split('.').map(quote_ident).collect::<Vec<_>>().join(".")
+    name.split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Describes a sqlx error in one line, without connection details.
@@ -357,7 +360,11 @@ fn not_run(cfg: &E2eConfig, suffix: &str, reason: String) -> E2eResult {
 async fn probe(js: &jetstream::Context, cfg: &E2eConfig, suffix: &str) -> E2eResult {
     let problems = cfg.validate();
     if !problems.is_empty() {
-        return not_run(cfg, suffix, format!("invalid e2e config: {}", problems.join("; ")));
+        return not_run(
+            cfg,
+            suffix,
+            format!("invalid e2e config: {}", problems.join("; ")),
+        );
     }
     // The database first: publishing an event nobody can check would only leave a stray row.
     let mut db = match connect_db(&cfg.database_url, cfg.timeout).await {
@@ -424,7 +431,10 @@ async fn publish_and_wait(
         Ok(Err(e)) => {
             return fail(
                 res,
-                format!("publish to {} was not stored by JetStream: {e}", cfg.subject),
+                format!(
+                    "publish to {} was not stored by JetStream: {e}",
+                    cfg.subject
+                ),
             )
         }
         Err(_) => {
@@ -449,7 +459,10 @@ async fn publish_and_wait(
             Ok(Ok(row)) => row,
             Ok(Err(e)) => {
                 res.latency_ms = elapsed_ms(t0);
-                return fail(res, format!("query of {}: {}", quote_table(&cfg.table), describe_db(&e)));
+                return fail(
+                    res,
+                    format!("query of {}: {}", quote_table(&cfg.table), describe_db(&e)),
+                );
             }
             Err(_) => None,
         };
@@ -458,9 +471,13 @@ async fn publish_and_wait(
             res.ln_rmssd = derived;
             let want = E2E_RMSSD.ln();
             return match (value, derived) {
-                (Some(v), _) if (v - E2E_RMSSD).abs() > DERIVED_TOLERANCE => {
-                    fail(res, format!("row seen but {} = {v}, published {E2E_RMSSD}", cfg.value_column))
-                }
+                (Some(v), _) if (v - E2E_RMSSD).abs() > DERIVED_TOLERANCE => fail(
+                    res,
+                    format!(
+                        "row seen but {} = {v}, published {E2E_RMSSD}",
+                        cfg.value_column
+                    ),
+                ),
                 (None, _) => fail(res, format!("row seen but {} is NULL", cfg.value_column)),
                 (_, None) => fail(res, format!("row seen but {} is NULL", cfg.derived_column)),
                 (Some(_), Some(d)) if (d - want).abs() > DERIVED_TOLERANCE => fail(
@@ -492,7 +509,8 @@ async fn publish_and_wait(
                 ),
             );
         }
-        tokio::time::sleep(POLL_EVERY.min(deadline.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(POLL_EVERY.min(deadline.saturating_duration_since(Instant::now())))
+            .await;
     }
 }
 
@@ -558,7 +576,10 @@ mod tests {
         );
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         let shown = format!("{c:?} {}", c.describe());
-        assert!(!shown.contains("hunter2pw") && !shown.contains("tok3nvalue"), "{shown}");
+        assert!(
+            !shown.contains("hunter2pw") && !shown.contains("tok3nvalue"),
+            "{shown}"
+        );
         assert_eq!(
             c.scrub("failed postgres://u:hunter2pw@h/db with hunter2pw"),
             "failed postgres://u:***@h/db with ***"

@@ -171,7 +171,9 @@ impl RollbackConfig {
         for p in &self.expect_log_lines {
             if let Err(e) = regex::Regex::new(p) {
                 let first = e.to_string().lines().last().unwrap_or_default().to_string();
-                problems.push(format!("expect_log_lines: {p:?} is not a valid regex: {first}"));
+                problems.push(format!(
+                    "expect_log_lines: {p:?} is not a valid regex: {first}"
+                ));
             }
         }
         if self.verify_timeout.is_zero() {
@@ -257,7 +259,11 @@ const STEP_NAMES: [&str; 4] = ["edit_env", "restart", "verify_logs", "e2e"];
 pub fn plan(cfg: &RollbackConfig) -> Vec<String> {
     let mut lines = vec![format!("rollback plan (mode: {})", cfg.mode.as_str())];
     for n in 1..=STEP_NAMES.len() {
-        lines.push(format!("{n}. {}: {}", STEP_NAMES[n - 1], describe_step(cfg, n)));
+        lines.push(format!(
+            "{n}. {}: {}",
+            STEP_NAMES[n - 1],
+            describe_step(cfg, n)
+        ));
     }
     let problems = cfg.validate();
     if !problems.is_empty() {
@@ -286,17 +292,13 @@ fn describe_step(cfg: &RollbackConfig, n: usize) -> String {
                 cfg.backup_path().display()
             )
         }
-        2 if cfg.restart_command.is_empty() => {
-            "skipped (restart_command is empty)".to_string()
-        }
+        2 if cfg.restart_command.is_empty() => "skipped (restart_command is empty)".to_string(),
         2 => format!(
             "run {:?} (no shell), timeout {}; its process group is killed on timeout",
             cfg.restart_command,
             humantime::format_duration(cfg.restart_timeout)
         ),
-        3 if cfg.expect_log_lines.is_empty() => {
-            "skipped (expect_log_lines is empty)".to_string()
-        }
+        3 if cfg.expect_log_lines.is_empty() => "skipped (expect_log_lines is empty)".to_string(),
         3 => format!(
             "in {}, lines written after the restart must match each of {:?} within {}",
             cfg.log_file.display(),
@@ -314,9 +316,18 @@ fn describe_step(cfg: &RollbackConfig, n: usize) -> String {
 /// A value as it may be shown: hidden for keys that look like credentials.
 pub(crate) fn shown_value(key: &str, value: &str) -> String {
     let k = key.to_ascii_uppercase();
-    let secret = ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE", "API_KEY", "APIKEY"]
-        .iter()
-        .any(|s| k.contains(s));
+    let secret = [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "PRIVATE",
+        "API_KEY",
+        "APIKEY",
+    ]
+    .iter()
+    .any(|s| k.contains(s));
     if secret {
         "***".to_string()
     } else if value.contains("://") {
@@ -349,13 +360,23 @@ pub async fn execute(
     match cfg.mode {
         RollbackMode::Disarmed => {
             for n in 1..=STEP_NAMES.len() {
-                push(&mut out, instant_record(n, StepStatus::Skipped, "not run: rollback mode is disarmed".to_string()));
+                push(
+                    &mut out,
+                    instant_record(
+                        n,
+                        StepStatus::Skipped,
+                        "not run: rollback mode is disarmed".to_string(),
+                    ),
+                );
             }
             return out;
         }
         RollbackMode::DryRun => {
             for n in 1..=STEP_NAMES.len() {
-                push(&mut out, instant_record(n, StepStatus::Planned, describe_step(cfg, n)));
+                push(
+                    &mut out,
+                    instant_record(n, StepStatus::Planned, describe_step(cfg, n)),
+                );
             }
             let problems = cfg.validate();
             if problems.is_empty() {
@@ -374,7 +395,14 @@ pub async fn execute(
         out.failed_step = Some(0);
         push(&mut out, preflight_failure(&problems));
         for n in 1..=STEP_NAMES.len() {
-            push(&mut out, instant_record(n, StepStatus::Skipped, "not run: preflight failed".to_string()));
+            push(
+                &mut out,
+                instant_record(
+                    n,
+                    StepStatus::Skipped,
+                    "not run: preflight failed".to_string(),
+                ),
+            );
         }
         return out;
     }
@@ -397,7 +425,9 @@ pub async fn execute(
     let r = if cfg.restart_command.is_empty() {
         Ok(None)
     } else {
-        steps::restart(&cfg.restart_command, cfg.restart_timeout).await.map(Some)
+        steps::restart(&cfg.restart_command, cfg.restart_timeout)
+            .await
+            .map(Some)
     };
     let rec = t.record_or_skip(2, r, "restart_command is empty");
     let failed = rec.status == StepStatus::Failed;
@@ -411,9 +441,14 @@ pub async fn execute(
     let r = if cfg.expect_log_lines.is_empty() {
         Ok(None)
     } else {
-        steps::verify_logs(&cfg.log_file, &mark, &cfg.expect_log_lines, cfg.verify_timeout)
-            .await
-            .map(Some)
+        steps::verify_logs(
+            &cfg.log_file,
+            &mark,
+            &cfg.expect_log_lines,
+            cfg.verify_timeout,
+        )
+        .await
+        .map(Some)
     };
     let rec = t.record_or_skip(3, r, "expect_log_lines is empty");
     let failed = rec.status == StepStatus::Failed;
@@ -545,7 +580,9 @@ pub(crate) fn redact_urls(s: &str) -> String {
     let re = URL.get_or_init(|| regex::Regex::new(r#"[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>]+"#).ok());
     match re {
         Some(re) => re
-            .replace_all(s, |c: &regex::Captures<'_>| crate::secret::redact_url(&c[0]))
+            .replace_all(s, |c: &regex::Captures<'_>| {
+                crate::secret::redact_url(&c[0])
+            })
             .into_owned(),
         None => s.to_string(),
     }
@@ -581,7 +618,10 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(cfg.mode, RollbackMode::Disarmed);
-        assert_eq!(cfg.set.get("EVENT_STREAM_MODE").map(String::as_str), Some("single"));
+        assert_eq!(
+            cfg.set.get("EVENT_STREAM_MODE").map(String::as_str),
+            Some("single")
+        );
         assert_eq!(cfg.backup_suffix, ".soakwatch-bak");
         assert_eq!(cfg.restart_timeout, Duration::from_secs(90));
         assert_eq!(cfg.verify_timeout, Duration::from_secs(60));
@@ -625,7 +665,10 @@ mod tests {
 
     #[test]
     fn outputs_are_bounded_and_redacted() {
-        let s = format!("connect postgres://u:hunter2@h/db failed {}", "x".repeat(10_000));
+        let s = format!(
+            "connect postgres://u:hunter2@h/db failed {}",
+            "x".repeat(10_000)
+        );
         let c = clean_output(&s);
         assert!(c.len() <= MAX_OUTPUT_BYTES, "{}", c.len());
         assert!(c.ends_with("xxx"));

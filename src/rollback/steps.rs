@@ -294,7 +294,11 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes `content` to `path` via a temp file in the same directory and a
 /// rename, giving it `like`'s permissions (and owner, on unix), so readers
 /// see either the old or the new file, never a partial one.
-fn replace_atomically(path: &Path, content: &[u8], like: &std::fs::Metadata) -> std::io::Result<()> {
+fn replace_atomically(
+    path: &Path,
+    content: &[u8],
+    like: &std::fs::Metadata,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -459,10 +463,7 @@ pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepE
             source,
         }),
         Ok(Ok(status)) if status.success() => {
-            let mut s = format!(
-                "{program} exited with code 0 after {} ms",
-                took.as_millis()
-            );
+            let mut s = format!("{program} exited with code 0 after {} ms", took.as_millis());
             if !output.is_empty() {
                 s.push_str(&format!("; output:\n{output}"));
             }

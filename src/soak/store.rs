@@ -431,11 +431,15 @@ impl Store {
     }
 
     /// Alert tracking states of a soak (opaque to the store).
-    pub async fn alert_states<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Vec<T>, StoreError> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM alert_state WHERE soak_id = ?")
-            .bind(soak_id)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn alert_states<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT body FROM alert_state WHERE soak_id = ?")
+                .bind(soak_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|r| decode(r)).collect()
     }
 
@@ -450,12 +454,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for (name, st) in states {
-            sqlx::query("INSERT OR REPLACE INTO alert_state (soak_id, name, body) VALUES (?, ?, ?)")
-                .bind(soak_id)
-                .bind(name)
-                .bind(encode(st)?)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT OR REPLACE INTO alert_state (soak_id, name, body) VALUES (?, ?, ?)",
+            )
+            .bind(soak_id)
+            .bind(name)
+            .bind(encode(st)?)
+            .execute(&mut *tx)
+            .await?;
         }
         for (id, route, n) in outbox {
             sqlx::query(
@@ -546,7 +552,12 @@ impl Store {
 
     /// Takes the one-shot rollback latch of a soak. False when it was already
     /// taken (by this or an earlier process): the rollback never runs twice.
-    pub async fn take_rollback_latch(&self, soak_id: &str, trigger: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn take_rollback_latch(
+        &self,
+        soak_id: &str,
+        trigger: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let res = sqlx::query(
             "INSERT OR IGNORE INTO rollback (soak_id, state, trigger, started_ms) VALUES (?, 'started', ?, ?)",
         )
@@ -581,17 +592,21 @@ impl Store {
         &self,
         soak_id: &str,
     ) -> Result<Option<RollbackRow<T>>, StoreError> {
-        let row = sqlx::query("SELECT state, trigger, started_ms, finished_ms, steps FROM rollback WHERE soak_id = ?")
-            .bind(soak_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT state, trigger, started_ms, finished_ms, steps FROM rollback WHERE soak_id = ?",
+        )
+        .bind(soak_id)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(r) = row else { return Ok(None) };
         let steps: Option<Vec<u8>> = r.get(4);
         Ok(Some(RollbackRow {
             state: r.get(0),
             trigger: r.get(1),
             started: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_default(),
-            finished: r.get::<Option<i64>, _>(3).and_then(DateTime::from_timestamp_millis),
+            finished: r
+                .get::<Option<i64>, _>(3)
+                .and_then(DateTime::from_timestamp_millis),
             steps: steps.map(|b| decode(&b)).transpose()?,
         }))
     }

@@ -188,7 +188,9 @@ impl EvidenceDeduper {
     pub fn apply(&mut self, rec: &mut CycleRecord) {
         let full = rec.clone();
         for i in 0..rec.evidence.len() {
-            if let (Some((st, Some(prev))), Some(Some(cur))) = (self.last.get(i), rec.evidence.get(i)) {
+            if let (Some((st, Some(prev))), Some(Some(cur))) =
+                (self.last.get(i), rec.evidence.get(i))
+            {
                 if rec.status.get(i) == Some(st) && prev == cur {
                     rec.evidence[i] = None;
                 }
@@ -217,7 +219,12 @@ pub fn probe_outcomes(snap: &Snapshot) -> Vec<(String, Option<String>)> {
 
 /// Probe labels a config produces (for coverage of probes that never failed).
 pub fn probe_labels(cfg: &Config) -> Vec<String> {
-    let mut v: Vec<String> = cfg.streams.all().iter().map(|s| format!("stream {}", s.name)).collect();
+    let mut v: Vec<String> = cfg
+        .streams
+        .all()
+        .iter()
+        .map(|s| format!("stream {}", s.name))
+        .collect();
     v.extend(["consumer", "metrics", "database", "log", "service_env"].map(String::from));
     v
 }
