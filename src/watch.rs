@@ -237,6 +237,7 @@ pub struct Watch {
     rollback_latched: bool,
     rollback_task: Option<tokio::task::JoinHandle<()>>,
     rollback_view: Option<crate::rollback_run::RollbackView>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Watch {
@@ -269,6 +270,7 @@ impl Watch {
             rollback_latched: false,
             rollback_task: None,
             rollback_view: None,
+            wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -332,6 +334,7 @@ impl Watch {
             self.store.clone(),
             self.cfg.alerts.clone(),
             delivery_stop.clone(),
+            self.wake.clone(),
         );
         loop {
             let tick = t0 + interval * k as i32;
@@ -341,12 +344,10 @@ impl Watch {
             }
             let started = std::time::Instant::now();
             let since: Vec<DateTime<Utc>> = self.prev.iter().map(|p| p.taken_at).collect();
-            // A cycle's probes are bounded by the probe timeout; a cycle that
-            // runs long makes the next tick late, never two at once.
-            let snap = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                s = source.snapshot(tick, &since) => s,
-            };
+            // A cycle's probes are bounded by the probe timeout, so a cycle
+            // that has started is finished even when shutdown is requested;
+            // a cycle that runs long makes the next tick late, never two at once.
+            let snap = source.snapshot(tick, &since).await;
             if let Some(t0_new) = pending_new.take() {
                 let baselines = baselines_from(&self.cfg, &snap);
                 let rec = SoakRecord {
@@ -379,7 +380,7 @@ impl Watch {
             for n in &out.notifications {
                 tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
             }
-            alert_engine::enqueue(
+            let queued = alert_engine::enqueue(
                 &self.store,
                 &self.cfg.alerts,
                 &self.soak.meta.id,
@@ -387,6 +388,10 @@ impl Watch {
                 clock.now(),
             )
             .await?;
+            if queued > 0 {
+                // Deliver now rather than at the next delivery tick.
+                self.wake.notify_one();
+            }
             self.write_due_checkpoints(&summary, clock.now()).await?;
             let outbox = self.store.outbox_counts().await?;
             self.maybe_fire_rollback(&summary, clock.now()).await?;
@@ -664,6 +669,7 @@ fn spawn_delivery(
     store: Arc<Store>,
     cfg: Arc<AlertsConfig>,
     stop: CancellationToken,
+    wake: Arc<tokio::sync::Notify>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
@@ -679,6 +685,7 @@ fn spawn_delivery(
         loop {
             let stopping = tokio::select! {
                 _ = stop.cancelled() => true,
+                _ = wake.notified() => false,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => false,
             };
             if let Err(e) = alert_engine::deliver_due(&store, &cfg, &http, Utc::now()).await {

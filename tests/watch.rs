@@ -481,7 +481,6 @@ async fn metrics_down_and_back() {
 /// A crash whose downtime spans at least one cycle is not listed: the restart detector
 /// only compares two consecutive cycles that both saw the metrics.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/soak/timeline.rs summarize() misses a restart when the metrics probe failed in between"]
 async fn a_crash_and_restart_across_cycles_is_listed_as_a_restart() {
     let mut r = Replica::healthy(3).await;
     let w = r.add_watch_section("");
@@ -710,7 +709,6 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
 /// was. It is refused, but only after the connection options have switched it to WAL
 /// journal mode (a persistent change to its header) and left an empty `-wal` beside it.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/soak/store.rs Store::connect sets journal_mode=WAL before checking the file is a soakwatch database"]
 async fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");
     let foreign = dir.path().join("foreign.sqlite");
@@ -783,7 +781,6 @@ async fn slow_metrics(delay: Duration) -> (u16, tokio::sync::mpsc::UnboundedRece
 /// are still running when the signal arrives is dropped instead: the loop selects on the
 /// shutdown token around `source.snapshot(..)` and breaks out of it.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "bug: src/watch.rs Watch::run abandons the in-flight cycle on SIGTERM instead of finishing it"]
 async fn sigterm_during_a_slow_cycle_finishes_that_cycle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (metrics_port, mut arrivals) = slow_metrics(Duration::from_millis(2500)).await;

@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Row;
 
 use crate::sample::Snapshot;
@@ -124,6 +122,7 @@ impl Store {
             })?;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock_existed = lock_path.exists();
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -145,9 +144,21 @@ impl Store {
                 })
             }
         }
-        let store = Self::connect(path, false, Some(lock)).await?;
-        store.init_schema().await?;
-        Ok(store)
+        let lock_was_new = !lock_existed;
+        let result = async {
+            let store = Self::connect(path, false, Some(lock)).await?;
+            store.init_schema().await?;
+            // Ours (or new): now WAL, so a SIGKILL loses at most the cycle in flight.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&store.pool)
+                .await?;
+            Ok::<_, StoreError>(store)
+        }
+        .await;
+        if result.is_err() && lock_was_new {
+            let _ = std::fs::remove_file(&lock_path);
+        }
+        result
     }
 
     /// Opens an existing database for a small write beside a running daemon
@@ -191,7 +202,8 @@ impl Store {
             .filename(path)
             .create_if_missing(!read_only)
             .read_only(read_only)
-            .journal_mode(SqliteJournalMode::Wal)
+            // No journal_mode here: setting it rewrites the file header, and a
+            // file that turns out not to be ours must be left untouched.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()

@@ -501,15 +501,19 @@ pub fn summarize(
         })
         .collect();
 
-    // Restarts: process start moved, or the counter went down.
+    // Restarts: process start moved, or the counter went down, compared with
+    // the last known values (a crash leaves cycles without metrics in between).
     let mut restarts = Vec::new();
-    for w in cycles.windows(2) {
-        let moved = matches!((w[0].process_start, w[1].process_start), (Some(a), Some(b)) if (a - b).abs() > 0.5);
-        let reset =
-            matches!((w[0].processed_total, w[1].processed_total), (Some(a), Some(b)) if b < a);
+    let (mut last_start, mut last_total): (Option<f64>, Option<f64>) = (None, None);
+    for c in cycles {
+        let moved =
+            matches!((last_start, c.process_start), (Some(a), Some(b)) if (a - b).abs() > 0.5);
+        let reset = matches!((last_total, c.processed_total), (Some(a), Some(b)) if b < a);
         if moved || reset {
-            restarts.push(w[1].at);
+            restarts.push(c.at);
         }
+        last_start = c.process_start.or(last_start);
+        last_total = c.processed_total.or(last_total);
     }
 
     let series = chart_series(cycles);
