@@ -105,7 +105,8 @@ pub struct SoakRecord {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
-    _lock: Option<std::fs::File>,
+    /// Held for the store's life; released by [`Store::close`].
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -217,7 +218,7 @@ impl Store {
         Ok(Store {
             pool,
             path: path.to_path_buf(),
-            _lock: lock,
+            lock: std::sync::Mutex::new(lock),
         })
     }
 
@@ -638,6 +639,9 @@ impl Store {
             .execute(&self.pool)
             .await;
         self.pool.close().await;
+        if let Ok(mut l) = self.lock.lock() {
+            l.take();
+        }
     }
 }
 
