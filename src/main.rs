@@ -25,6 +25,9 @@ const EXIT_CONFIG: u8 = 3;
     about = "Soak-test monitor for NATS JetStream cutovers"
 )]
 struct Cli {
+    /// Log format on stderr (the daemon's structured logs).
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -159,12 +162,22 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     soakwatch::install_crypto_provider();
     let cli = Cli::parse();
+    // The daemon logs its cycles; one-shot commands only warnings.
+    let default_level = if matches!(cli.command, Command::Watch { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOAKWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -821,3 +821,65 @@ async fn sigterm_during_a_slow_cycle_finishes_that_cycle() {
         d.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_and_secrets_stay_hidden() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let closed = free_port();
+    let state = dir.path().join("state.sqlite");
+    let reports = dir.path().join("reports");
+    let db = format!("postgres://athlete:Hunter2Secret@127.0.0.1:{closed}/athlete_normalize");
+    let nats = format!("nats://127.0.0.1:{closed}");
+    let metrics = format!("http://127.0.0.1:{closed}/metrics");
+    let state_s = state.display().to_string();
+    let reports_s = reports.display().to_string();
+    let run = run_bin(
+        &[
+            "--log-format",
+            "json",
+            "watch",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"),
+            "--max-cycles",
+            "1",
+        ],
+        &[
+            ("NATS_URL", nats.as_str()),
+            ("DATABASE_URL", db.as_str()),
+            ("METRICS_URL", metrics.as_str()),
+            ("SOAKWATCH_STATE", state_s.as_str()),
+            ("SOAKWATCH_REPORTS", reports_s.as_str()),
+            ("SOAKWATCH_LISTEN", ""),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(run.stderr.contains("\"cycle done\""), "{}", run.stderr);
+    assert!(run.stderr.contains("probe failed"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("Hunter2Secret"),
+        "a password leaked into the logs"
+    );
+    assert!(!run.stdout.contains("Hunter2Secret"));
+    let report = std::fs::read_dir(&reports)
+        .expect("reports dir")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with("-latest.md"))
+        .expect("latest report");
+    let text = std::fs::read_to_string(report.path()).expect("report");
+    assert!(
+        !text.contains("Hunter2Secret"),
+        "a password leaked into the report"
+    );
+}
