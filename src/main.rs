@@ -159,6 +159,15 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Loads the config, with `--state` overriding `watch.state`.
+fn load_with_state(path: &std::path::Path, state: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let mut cfg = load(path)?;
+    if let Some(s) = state {
+        cfg.watch.state = s;
+    }
+    Ok(cfg)
+}
+
 fn main() -> ExitCode {
     soakwatch::install_crypto_provider();
     let cli = Cli::parse();
@@ -204,13 +213,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             soak,
             state,
         } => {
-            let mut cfg = match load(&config) {
+            let cfg = match load_with_state(&config, state) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if let Some(s) = state {
-                cfg.watch.state = s;
-            }
             let report = if soak {
                 let (eff, summary) = soakwatch::watch::load_summary(&cfg).await?;
                 soakwatch::watch::summary_as_check(&eff, &summary)
@@ -246,13 +252,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             t0,
             max_cycles,
         } => {
-            let mut cfg = match load(&config) {
+            let cfg = match load_with_state(&config, state) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if let Some(s) = state {
-                cfg.watch.state = s;
-            }
             run_watch(
                 cfg,
                 soakwatch::watch::StartOptions {
@@ -264,13 +267,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await
         }
         Command::Report { config, state, out } => {
-            let mut cfg = match load(&config) {
+            let cfg = match load_with_state(&config, state) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if let Some(s) = state {
-                cfg.watch.state = s;
-            }
             let (eff, summary) = soakwatch::watch::load_summary(&cfg).await?;
             let path = out.unwrap_or_else(|| {
                 cfg.watch
@@ -287,13 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             execute,
         } => {
-            let mut cfg = match load(&config) {
+            let cfg = match load_with_state(&config, state) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            if let Some(s) = state {
-                cfg.watch.state = s;
-            }
             rollback_command(&cfg, dry_run || !execute).await
         }
         Command::E2e { config } => {

@@ -118,8 +118,80 @@ pub fn text(r: &CheckReport) -> String {
     out
 }
 
-fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+/// A table cell: pipes escaped (they would split the cell), `*` escaped
+/// (subject wildcards would turn into emphasis), `<` escaped where it could
+/// open an HTML tag (`<none>`), line breaks flattened.
+pub fn md_cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '*' => out.push_str("\\*"),
+            '<' if chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?')) =>
+            {
+                out.push_str("\\<")
+            }
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push(' ');
+            }
+            '\n' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The deployment record's "stream state" and "consumer health" tables for a
+/// snapshot; shared by `check --format markdown` and the soak reports.
+pub fn state_tables_markdown(snap: &Snapshot) -> String {
+    let t = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
+    let mut out = String::from(
+        "## Stream state\n\n| Stream | Subjects | Messages | Bytes | First Seq | Last Seq | Last message |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (name, s) in &snap.streams {
+        match s {
+            Ok(Some(s)) => out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                md_cell(name),
+                md_cell(&s.subjects.join(", ")),
+                s.messages,
+                s.bytes,
+                s.first_seq,
+                s.last_seq,
+                s.last_ts.map(t).unwrap_or_else(|| "-".into())
+            )),
+            Ok(None) => out.push_str(&format!("| {} | missing | | | | | |\n", md_cell(name))),
+            Err(f) => out.push_str(&format!(
+                "| {} | unknown: {} | | | | | |\n",
+                md_cell(name),
+                md_cell(&f.reason)
+            )),
+        }
+    }
+    out.push_str("\n## Consumer health\n\n");
+    match &snap.consumer {
+        Ok(Some(c)) => out.push_str(&format!(
+            "**Consumer: {} on {}**\n\n| Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n\n",
+            md_cell(&c.name),
+            md_cell(&c.stream),
+            c.num_pending,
+            c.delivered_stream_seq,
+            c.ack_floor_stream_seq,
+            c.num_ack_pending,
+            c.num_redelivered,
+            c.num_waiting,
+            c.delivered_last_active.map(t).unwrap_or_else(|| "never".into())
+        )),
+        Ok(None) => out.push_str("The durable consumer does not exist.\n\n"),
+        Err(f) => out.push_str(&format!("Unknown: {}\n\n", md_cell(&f.reason))),
+    }
+    out
 }
 
 /// Markdown in the shape of the deployment record.
@@ -133,47 +205,8 @@ pub fn markdown(r: &CheckReport) -> String {
         icon(r.overall()),
         r.overall().as_str().to_uppercase()
     );
-    out.push_str("## Stream state\n\n| Stream | Subjects | Messages | Bytes | First Seq | Last Seq | Last message |\n|---|---|---|---|---|---|---|\n");
-    for (name, s) in &r.last.streams {
-        match s {
-            Ok(Some(s)) => out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                md_cell(name),
-                md_cell(&s.subjects.join(", ")),
-                s.messages,
-                s.bytes,
-                s.first_seq,
-                s.last_seq,
-                s.last_ts
-                    .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-                    .unwrap_or_else(|| "-".into())
-            )),
-            Ok(None) => out.push_str(&format!("| {} | missing | | | | | |\n", md_cell(name))),
-            Err(f) => out.push_str(&format!(
-                "| {} | unknown: {} | | | | | |\n",
-                md_cell(name),
-                md_cell(&f.reason)
-            )),
-        }
-    }
-    out.push_str("\n## Consumer health\n\n");
-    match &r.last.consumer {
-        Ok(Some(c)) => out.push_str(&format!(
-            "**Consumer: {} on {}**\n\n| Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n",
-            md_cell(&c.name),
-            md_cell(&c.stream),
-            c.num_pending,
-            c.delivered_stream_seq,
-            c.ack_floor_stream_seq,
-            c.num_ack_pending,
-            c.num_redelivered,
-            c.num_waiting,
-            c.delivered_last_active.map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_else(|| "never".into())
-        )),
-        Ok(None) => out.push_str("The durable consumer does not exist.\n"),
-        Err(f) => out.push_str(&format!("Unknown: {}\n", md_cell(&f.reason))),
-    }
-    out.push_str("\n## Success criteria\n\n| Criteria | Target | Actual | Status | Evidence |\n|----------|--------|--------|--------|----------|\n");
+    out.push_str(&state_tables_markdown(&r.last));
+    out.push_str("## Success criteria\n\n| Criteria | Target | Actual | Status | Evidence |\n|----------|--------|--------|--------|----------|\n");
     for v in &r.verdicts {
         out.push_str(&format!(
             "| {} (`{}`) | {} | {} | {} | {} |\n",

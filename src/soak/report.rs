@@ -25,34 +25,7 @@ fn icon(s: Status) -> &'static str {
     }
 }
 
-/// A table cell: pipes escaped (they would split the cell), `*` escaped
-/// (subject wildcards would turn into emphasis), `<` escaped where it could
-/// open an HTML tag (`<none>`), line breaks flattened.
-fn cell(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '|' => out.push_str("\\|"),
-            '*' => out.push_str("\\*"),
-            '<' if chars
-                .peek()
-                .is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?')) =>
-            {
-                out.push_str("\\<")
-            }
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push(' ');
-            }
-            '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::output::md_cell as cell;
 
 /// Text on one line (headings, list items).
 fn line(s: &str) -> String {
@@ -61,10 +34,6 @@ fn line(s: &str) -> String {
 
 fn ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
-fn ts_short(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
 }
 
 /// Hours as in "24h" or "10.5h" (never rounds up across a boundary).
@@ -300,50 +269,19 @@ fn verdict_line(s: &SoakSummary) -> String {
 }
 
 fn state_tables(s: &SoakSummary, out: &mut String) {
-    out.push_str("## Stream state\n\n");
     let Some(snap) = &s.last_snapshot else {
-        out.push_str("No snapshot yet.\n\n## Consumer health\n\nNo snapshot yet.\n\n");
+        out.push_str(
+            "## Stream state\n\nNo snapshot yet.\n\n## Consumer health\n\nNo snapshot yet.\n\n",
+        );
         return;
     };
-    out.push_str(&format!("As of {}.\n\n", ts(snap.taken_at)));
-    out.push_str("| Stream | Subjects | Messages | Bytes | First Seq | Last Seq | Last message |\n|---|---|---|---|---|---|---|\n");
-    for (name, st) in &snap.streams {
-        match st {
-            Ok(Some(st)) => out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                cell(name),
-                cell(&st.subjects.join(", ")),
-                st.messages,
-                st.bytes,
-                st.first_seq,
-                st.last_seq,
-                st.last_ts.map(ts_short).unwrap_or_else(|| "-".into())
-            )),
-            Ok(None) => out.push_str(&format!("| {} | missing | | | | | |\n", cell(name))),
-            Err(f) => out.push_str(&format!(
-                "| {} | unknown: {} | | | | | |\n",
-                cell(name),
-                cell(&f.reason)
-            )),
-        }
-    }
-    out.push_str("\n## Consumer health\n\n");
-    match &snap.consumer {
-        Ok(Some(c)) => out.push_str(&format!(
-            "**Consumer: {} on {}**\n\n| Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n\n",
-            cell(&c.name),
-            cell(&c.stream),
-            c.num_pending,
-            c.delivered_stream_seq,
-            c.ack_floor_stream_seq,
-            c.num_ack_pending,
-            c.num_redelivered,
-            c.num_waiting,
-            c.delivered_last_active.map(ts_short).unwrap_or_else(|| "never".into())
-        )),
-        Ok(None) => out.push_str("The durable consumer does not exist.\n\n"),
-        Err(f) => out.push_str(&format!("Unknown: {}\n\n", cell(&f.reason))),
-    }
+    let tables = crate::output::state_tables_markdown(snap);
+    // The report says when the tables were true.
+    out.push_str(&tables.replacen(
+        "## Stream state\n\n",
+        &format!("## Stream state\n\nAs of {}.\n\n", ts(snap.taken_at)),
+        1,
+    ));
 }
 
 fn criteria_table(s: &SoakSummary, out: &mut String) {
