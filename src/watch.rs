@@ -152,6 +152,8 @@ pub struct DaemonStatus {
     pub outbox: (i64, i64, i64),
     /// Alerts firing now: (criterion, severity).
     pub firing: Vec<(String, String)>,
+    /// Last periodic E2E run: (when, ok, latency ms).
+    pub e2e: Option<(DateTime<Utc>, bool, u64)>,
 }
 
 /// Shared, read-mostly daemon status.
@@ -238,6 +240,15 @@ pub struct Watch {
     rollback_task: Option<tokio::task::JoinHandle<()>>,
     rollback_view: Option<crate::rollback_run::RollbackView>,
     wake: Arc<tokio::sync::Notify>,
+    e2e: PeriodicE2e,
+}
+
+/// The periodic E2E probe: one run at a time, beside the cycles.
+#[derive(Default)]
+struct PeriodicE2e {
+    last_started: Option<std::time::Instant>,
+    task: Option<tokio::task::JoinHandle<crate::rollback::E2eResult>>,
+    last: Option<(DateTime<Utc>, crate::rollback::E2eResult)>,
 }
 
 impl Watch {
@@ -271,6 +282,7 @@ impl Watch {
             rollback_task: None,
             rollback_view: None,
             wake: Arc::new(tokio::sync::Notify::new()),
+            e2e: PeriodicE2e::default(),
         })
     }
 
@@ -395,6 +407,7 @@ impl Watch {
             self.write_due_checkpoints(&summary, clock.now()).await?;
             let outbox = self.store.outbox_counts().await?;
             self.maybe_fire_rollback(&summary, clock.now()).await?;
+            self.periodic_e2e(clock.now()).await?;
             if self.rollback_latched {
                 self.rollback_view =
                     crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
@@ -452,6 +465,10 @@ impl Watch {
             self.rollback_view = crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
             summary.rollback = self.rollback_view.clone();
         }
+        // A periodic E2E probe in flight finishes (bounded by its timeout) and removes its rows.
+        if let Some(task) = self.e2e.task.take() {
+            let _ = task.await;
+        }
         // One last delivery round for what the final cycle raised, then stop.
         delivery_stop.cancel();
         let _ = delivery.await;
@@ -478,6 +495,77 @@ impl Watch {
         );
         s.rollback = self.rollback_view.clone();
         s
+    }
+
+    /// Starts the E2E probe when due and turns a finished run into an alert
+    /// state change (`soakwatch_e2e`). Never runs while a rollback is in flight.
+    async fn periodic_e2e(&mut self, now: DateTime<Utc>) -> Result<(), WatchError> {
+        let Some(cfg) = self.cfg.rollback.as_ref().and_then(|r| r.run.e2e.clone()) else {
+            return Ok(());
+        };
+        let Some(every) = cfg.every else {
+            return Ok(());
+        };
+        if self.e2e.task.as_ref().is_some_and(|t| t.is_finished()) {
+            if let Some(task) = self.e2e.task.take() {
+                if let Ok(res) = task.await {
+                    tracing::info!(
+                        ok = res.ok,
+                        latency_ms = res.latency_ms,
+                        "periodic e2e: {}",
+                        res.summary()
+                    );
+                    let out = self.alerts.step_named(
+                        "soakwatch_e2e",
+                        !res.ok,
+                        crate::alert::model::Severity::Critical,
+                        if res.ok {
+                            "E2E probe passes again"
+                        } else {
+                            "E2E probe failed: no row for an HRV event"
+                        },
+                        &res.summary(),
+                        (&self.soak.meta.id, &self.soak.meta.name),
+                        now,
+                    );
+                    if alert_engine::enqueue(
+                        &self.store,
+                        &self.cfg.alerts,
+                        &self.soak.meta.id,
+                        &out,
+                        now,
+                    )
+                    .await?
+                        > 0
+                    {
+                        self.wake.notify_one();
+                    }
+                    self.e2e.last = Some((now, res));
+                }
+            }
+        }
+        let due = self.e2e.last_started.is_none_or(|t| t.elapsed() >= every);
+        if due && self.e2e.task.is_none() && self.rollback_task.is_none() {
+            self.e2e.last_started = Some(std::time::Instant::now());
+            self.e2e.task = Some(tokio::spawn(async move {
+                let res = crate::rollback::run_e2e(&cfg).await;
+                if let Err(e) = crate::rollback::cleanup_e2e_rows(
+                    &cfg.database_url,
+                    &cfg.table,
+                    &cfg.user_column,
+                    &cfg.user_prefix,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "could not remove the E2E probe's rows");
+                }
+                res
+            }));
+        }
+        if let (Some((at, res)), Ok(mut st)) = (&self.e2e.last, self.status.write()) {
+            st.e2e = Some((*at, res.ok, res.latency_ms));
+        }
+        Ok(())
     }
 
     /// Takes the latch and starts the rollback (beside the cycles) when a

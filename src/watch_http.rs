@@ -171,6 +171,29 @@ pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
             })
             .collect(),
     );
+    if let Some((at, ok, ms)) = s.e2e {
+        block(
+            &mut out,
+            "soakwatch_e2e_ok",
+            "gauge",
+            "Whether the last periodic E2E probe saw its row (1) or not (0).",
+            vec![format!("{{soak=\"{soak}\"}} {}", u8::from(ok))],
+        );
+        block(
+            &mut out,
+            "soakwatch_e2e_latency_seconds",
+            "gauge",
+            "Publish-to-row latency of the last periodic E2E probe.",
+            vec![format!("{{soak=\"{soak}\"}} {}", ms as f64 / 1000.0)],
+        );
+        block(
+            &mut out,
+            "soakwatch_e2e_timestamp_seconds",
+            "gauge",
+            "When the last periodic E2E probe finished.",
+            vec![format!("{{soak=\"{soak}\"}} {}", at.timestamp())],
+        );
+    }
     if let Some(sum) = &s.summary {
         block(
             &mut out,

@@ -883,3 +883,50 @@ async fn json_logs_are_one_object_per_line_and_secrets_stay_hidden() {
         "a password leaked into the report"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_e2e_probe_reports_and_its_rows_are_removed() {
+    let mut r = Replica::healthy(2).await;
+    // The E2E probe runs every second through the stand-in, disarmed rollback.
+    let section = format!(
+        "\n[rollback]\nmode = \"disarmed\"\nenv_file = {env}\nrestart_command = []\nlog_file = {log}\n\n\
+         [rollback.e2e]\nnats_url = \"{nats}\"\nsubject = \"{subject}\"\ndatabase_url = \"{db}\"\ntable = \"hrv_data\"\ntimeout = \"2s\"\nevery = \"1s\"\n",
+        env = toml_path(&r.files.env_file),
+        log = toml_path(&r.files.log_file),
+        nats = nats_url(),
+        subject = r.names.hrv_subject,
+        db = r.db_url,
+    );
+    r.edit_config(|t| t + &section);
+    let w = r.add_watch_section("");
+    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let body = d
+        .wait_metrics("a passing periodic e2e", secs(30), |m| {
+            m.sum("soakwatch_e2e_ok", &[]) == Some(1.0)
+        })
+        .await;
+    let latency = metric(&body, "soakwatch_e2e_latency_seconds", &[]).unwrap_or(-1.0);
+    assert!((0.0..2.0).contains(&latency), "{body}");
+
+    // The service stops consuming: the probe fails and says so.
+    r.admin("pause").await;
+    d.wait_metrics("a failing periodic e2e", secs(30), |m| {
+        m.sum("soakwatch_e2e_ok", &[]) == Some(0.0)
+    })
+    .await;
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(secs(20)).await, 0, "{}", d.stderr());
+    assert!(d.stderr().contains("periodic e2e"), "{}", d.stderr());
+
+    // Synthetic rows are removed after each run (one may remain from the last, paused run
+    // when the service delivers it later; none from the passing runs).
+    r.admin("resume").await;
+    let pool = sqlx::PgPool::connect(&r.db_url).await.expect("db");
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM hrv_data WHERE \"userId\" LIKE 'soakwatch-e2e-%'")
+            .fetch_one(&pool)
+            .await
+            .expect("count");
+    assert!(left <= 1, "{left} e2e rows left behind");
+    pool.close().await;
+}

@@ -242,6 +242,68 @@ impl AlertEngine {
     }
 }
 
+impl AlertEngine {
+    /// The lifecycle of an alert that is not a criterion (the periodic E2E
+    /// probe): a notification when `failing` changes, none otherwise.
+    pub fn step_named(
+        &mut self,
+        name: &str,
+        failing: bool,
+        severity: Severity,
+        summary: &str,
+        evidence: &str,
+        soak: (&str, &str),
+        now: DateTime<Utc>,
+    ) -> StepOutput {
+        let was = self.tracks.get(name).cloned();
+        let firing_before = was.as_ref().is_some_and(|t| t.firing);
+        if failing == firing_before {
+            return StepOutput::default();
+        }
+        let since = if failing {
+            now
+        } else {
+            was.as_ref().map(|t| t.since).unwrap_or(now)
+        };
+        let track = AlertTrack {
+            name: name.to_string(),
+            criterion: name.to_string(),
+            firing: failing,
+            severity,
+            since,
+            last_sent: now,
+        };
+        self.tracks.insert(name.to_string(), track.clone());
+        let item = AlertItem {
+            name: name.to_string(),
+            criterion: None,
+            severity,
+            state: if failing {
+                AlertState::Firing
+            } else {
+                AlertState::Resolved
+            },
+            starts_at: since,
+            ends_at: (!failing).then_some(now),
+            summary: summary.to_string(),
+            evidence: evidence.to_string(),
+            value: None,
+            target: "an event in, its row out".into(),
+        };
+        StepOutput {
+            notifications: vec![Notification {
+                id: format!("{}-{name}-{}", soak.0, now.timestamp_millis()),
+                soak_id: soak.0.to_string(),
+                soak_name: soak.1.to_string(),
+                created_at: now,
+                kind: NotificationKind::Change,
+                alerts: vec![item],
+            }],
+            changed: vec![track],
+        }
+    }
+}
+
 fn kind_str(k: NotificationKind) -> &'static str {
     match k {
         NotificationKind::Change => "change",

@@ -57,6 +57,10 @@ pub struct E2eConfig {
     /// Prefix of the synthetic user ids (default `soakwatch-e2e-`), so test rows can be found and removed.
     #[serde(default = "default_user_prefix")]
     pub user_prefix: String,
+    /// Run the probe this often from `watch` as well (None: only in the
+    /// rollback and `soakwatch e2e`). Each periodic run removes its rows.
+    #[serde(default, with = "humantime_serde")]
+    pub every: Option<Duration>,
 }
 
 fn default_user_column() -> String {
@@ -104,6 +108,7 @@ impl E2eConfig {
             derived_column: default_derived_column(),
             timeout: default_timeout(),
             user_prefix: default_user_prefix(),
+            every: None,
         }
     }
 
