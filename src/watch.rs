@@ -515,16 +515,19 @@ impl Watch {
                         "periodic e2e: {}",
                         res.summary()
                     );
+                    let summary_line = res.summary();
                     let out = self.alerts.step_named(
-                        "soakwatch_e2e",
-                        !res.ok,
-                        crate::alert::model::Severity::Critical,
-                        if res.ok {
-                            "E2E probe passes again"
-                        } else {
-                            "E2E probe failed: no row for an HRV event"
+                        &alert_engine::NamedAlert {
+                            name: "soakwatch_e2e",
+                            failing: !res.ok,
+                            severity: crate::alert::model::Severity::Critical,
+                            summary: if res.ok {
+                                "E2E probe passes again"
+                            } else {
+                                "E2E probe failed: no row for an HRV event"
+                            },
+                            evidence: &summary_line,
                         },
-                        &res.summary(),
                         (&self.soak.meta.id, &self.soak.meta.name),
                         now,
                     );

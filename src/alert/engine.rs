@@ -242,19 +242,37 @@ impl AlertEngine {
     }
 }
 
+/// An alert that is not a criterion, as observed now.
+#[derive(Debug, Clone, Copy)]
+pub struct NamedAlert<'a> {
+    /// Alert name, e.g. `soakwatch_e2e`.
+    pub name: &'a str,
+    /// Whether its condition holds now.
+    pub failing: bool,
+    /// Severity while firing.
+    pub severity: Severity,
+    /// One line for a person.
+    pub summary: &'a str,
+    /// The evidence line.
+    pub evidence: &'a str,
+}
+
 impl AlertEngine {
     /// The lifecycle of an alert that is not a criterion (the periodic E2E
     /// probe): a notification when `failing` changes, none otherwise.
     pub fn step_named(
         &mut self,
-        name: &str,
-        failing: bool,
-        severity: Severity,
-        summary: &str,
-        evidence: &str,
+        a: &NamedAlert<'_>,
         soak: (&str, &str),
         now: DateTime<Utc>,
     ) -> StepOutput {
+        let NamedAlert {
+            name,
+            failing,
+            severity,
+            summary,
+            evidence,
+        } = *a;
         let was = self.tracks.get(name).cloned();
         let firing_before = was.as_ref().is_some_and(|t| t.firing);
         if failing == firing_before {
