@@ -886,7 +886,7 @@ async fn json_logs_are_one_object_per_line_and_secrets_stay_hidden() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn periodic_e2e_probe_reports_and_its_rows_are_removed() {
-    let mut r = Replica::healthy(2).await;
+    let r = Replica::healthy(2).await;
     // The E2E probe runs every second through the stand-in, disarmed rollback.
     let section = format!(
         "\n[rollback]\nmode = \"disarmed\"\nenv_file = {env}\nrestart_command = []\nlog_file = {log}\n\n\
