@@ -215,12 +215,22 @@ async fn one_run(nats_url: &str, admin: &str) -> (f64, f64, Vec<String>) {
 
 fn main() {
     soakwatch::install_crypto_provider();
+    if std::env::var("SOAKWATCH_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("SOAKWATCH_LOG"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runs: u32 = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let admin = std::env::var("DATABASE_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     println!("fault (15 dead-lettered messages) -> alert at a webhook -> rollback completed; interval 1 s, dlq_spike trigger 0 s");
-    for run in 1..=3 {
+    for run in 1..=runs {
         let (alert, rollback, steps) = rt.block_on(one_run(&nats_url, &admin));
         println!(
             "run {run}: alert {alert:.2} s, rollback completed {rollback:.2} s; steps: {}",

@@ -605,12 +605,15 @@ impl Watch {
         }
         let (store, alerts) = (self.store.clone(), self.cfg.alerts.clone());
         let (id, name) = (self.soak.meta.id.clone(), self.soak.meta.name.clone());
+        let wake = self.wake.clone();
         self.rollback_task = Some(tokio::spawn(async move {
             if let Err(e) =
                 crate::rollback_run::run(store, settings, alerts, id, name, trigger, now).await
             {
                 tracing::error!(error = %e, "rollback journal failed");
             }
+            // Deliver the outcome now, not at the next cycle.
+            wake.notify_one();
         }));
         Ok(())
     }
