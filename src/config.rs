@@ -646,8 +646,12 @@ fn default_recover_after() -> Duration {
     Duration::from_secs(60)
 }
 fn default_fail_for() -> BTreeMap<crate::verdict::CriterionId, String> {
-    [(crate::verdict::CriterionId::Dlq, "5m".to_string())]
+    use crate::verdict::CriterionId as C;
+    // The seed's DLQ rule; one slow window (a database stall spanning a
+    // sample, a burst of slow messages) is not an incident either.
+    [(C::Dlq, "5m"), (C::DbWrites, "30s"), (C::P95Latency, "1m")]
         .into_iter()
+        .map(|(c, d)| (c, d.to_string()))
         .collect()
 }
 fn default_dlq_spike() -> f64 {

@@ -67,6 +67,9 @@ fn pct(x: f64) -> String {
     format!("{s}%")
 }
 
+/// Fewest observations in a window for its own latency quantile.
+const MIN_WINDOW_OBSERVATIONS: f64 = 20.0;
+
 /// Evaluates every criterion over `history` (oldest first; at least one snapshot).
 pub fn evaluate(cfg: &Config, history: &[Snapshot]) -> Vec<Verdict> {
     let Some(last) = history.last() else {
@@ -822,7 +825,9 @@ impl Ctx<'_> {
         if let Ok(first) = self.metrics(self.first) {
             if let Some(fb) = &first.histogram {
                 if let Some(d) = histogram::delta(fb, buckets) {
-                    if d.last().is_some_and(|(_, c)| *c > 0.0) {
+                    // A quantile of a handful of observations is noise: one slow
+                    // message is "p95". Below that, judge the cumulative histogram.
+                    if d.last().is_some_and(|(_, c)| *c >= MIN_WINDOW_OBSERVATIONS) {
                         use_buckets = d;
                         scope = "in the window";
                     }
@@ -837,8 +842,12 @@ impl Ctx<'_> {
                 format!("histogram {name} has no observations"),
             );
         };
+        // Too few observations to speak of a p95: over target is a warning.
+        let few = count < MIN_WINDOW_OBSERVATIONS;
         let status = if v < max_s {
             Status::Pass
+        } else if few {
+            Status::Warn
         } else {
             Status::Fail
         };
@@ -848,8 +857,9 @@ impl Ctx<'_> {
             format!("{:.1} ms", v * 1000.0),
             target,
             format!(
-                "p{} from {count} observations {scope} (bucket interpolation)",
-                (q * 100.0).round()
+                "p{} from {count} observations {scope} (bucket interpolation){}",
+                (q * 100.0).round(),
+                if few { "; too few to judge a tail" } else { "" }
             ),
         )
         .with_value(v * 1000.0, None, Some(max_s * 1000.0))
@@ -1505,18 +1515,35 @@ mod tests {
     fn slow_processing_fails_p95_from_window_delta() {
         let c = cfg();
         let mut h = healthy_window(&c);
-        // The window's 10 new observations all took 0.1 .. 0.5 s... then 1 s.
+        // The window's 30 new observations all took more than 0.5 s.
         if let Ok(m) = &mut h[1].metrics {
             m.histogram = Some(vec![
                 (0.05, 90.0),
                 (0.1, 100.0),
                 (0.5, 100.0),
-                (f64::INFINITY, 110.0),
+                (f64::INFINITY, 130.0),
             ]);
         }
         let v = evaluate(&c, &h);
         assert_eq!(not_passing(&v), vec![("p95_latency", Status::Fail)]);
         assert!(v[9].evidence.contains("in the window"), "{}", v[9].evidence);
+    }
+
+    #[test]
+    fn a_slow_tail_of_a_few_messages_only_warns() {
+        let c = cfg();
+        let mut snap = healthy(&c, 0, 3.0);
+        if let Ok(m) = &mut snap.metrics {
+            m.histogram = Some(vec![
+                (0.05, 2.0),
+                (0.5, 2.0),
+                (1.0, 3.0),
+                (f64::INFINITY, 3.0),
+            ]);
+        }
+        let v = evaluate(&c, &[snap]);
+        assert_eq!(v[9].status, Status::Warn, "{:?}", v[9]);
+        assert!(v[9].evidence.contains("too few"), "{}", v[9].evidence);
     }
 
     #[test]

@@ -972,6 +972,10 @@ impl BoundStandin {
             local_addr,
             pool,
         } = self;
+        // Like a real service, connect to the database at start-up, so the
+        // first message does not pay for the connection (a failure here is
+        // retried by the pool when messages come).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), pool.acquire()).await;
         let names = opts.names.clone();
         let start_time = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
