@@ -114,48 +114,7 @@ pub struct Replica {
 impl Replica {
     /// Provisions the seed's state and writes the replica's files; no service yet.
     pub async fn provisioned() -> Replica {
-        soakwatch::install_crypto_provider();
-        let names = ReplicaNames::random();
-        let nats = async_nats::connect(nats_url())
-            .await
-            .expect("NATS is running");
-        replica::provision(&nats, &admin_url(), &names)
-            .await
-            .expect("provision");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let files = ReplicaFiles::in_dir(dir.path());
-        soakwatch::standin::write_default_env_file(&files.env_file).expect("env file");
-        let port = free_port();
-        let metrics_url = format!("http://127.0.0.1:{port}/metrics");
-        let db_url = replica::replica_database_url(&admin_url(), &names).expect("db url");
-        let config = files.config.clone();
-        let text = replica_config(
-            &names,
-            &nats_url(),
-            &db_url,
-            &metrics_url,
-            &files,
-            chrono::Utc::now(),
-        );
-        std::fs::write(&config, text).expect("write config");
-        let js = async_nats::jetstream::new(nats.clone());
-        Replica {
-            names,
-            dir,
-            files,
-            config,
-            metrics_url,
-            port,
-            db_url,
-            nats,
-            js,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("http client"),
-            standin: None,
-            next_event: 0,
-        }
+        Replica::provisioned_on(&nats_url()).await
     }
 
     /// Provisioned and with the stand-in running and `events` processed.
@@ -169,39 +128,7 @@ impl Replica {
 
     /// Starts the stand-in service process on the replica's port.
     pub async fn start_standin(&mut self) {
-        let child = tokio::process::Command::new(BIN)
-            .args([
-                "standin",
-                "--tag",
-                &self.names.tag,
-                "--nats-url",
-                &nats_url(),
-            ])
-            .arg("--database-url")
-            .arg(&self.db_url)
-            .arg("--env-file")
-            .arg(&self.files.env_file)
-            .arg("--log-file")
-            .arg(&self.files.log_file)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("stand-in starts");
-        self.standin = Some(child);
-        for _ in 0..100 {
-            if self.http.get(&self.metrics_url).send().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "stand-in did not answer on {} within 10 s",
-            self.metrics_url
-        );
+        self.start_standin_on(&nats_url()).await;
     }
 
     /// Kills the stand-in (the service crashes).
