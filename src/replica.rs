@@ -227,11 +227,7 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Quotes a PostgreSQL identifier (`"` doubled), so derived names are always safe to splice
-/// into SQL that cannot use bind parameters (DDL).
-pub fn quote_ident(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
+pub use crate::probe::db::quote_ident;
 
 /// Database URL of the replica database, derived from an admin URL (replace the path with
 /// names.database; keep credentials/host/params).

@@ -605,9 +605,27 @@ fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::engine::AlertsC
     })
 }
 
+/// A daemon config in `dir` with a webhook route and an armed rollback on the DLQ spike.
+fn rollback_cfg(dir: &Path, hook: &str, run: soakwatch::rollback::RollbackConfig) -> Config {
+    use soakwatch::config::{RollbackSettings, RollbackTrigger};
+    let mut c = cfg();
+    c.watch.state = dir.join("state.sqlite");
+    c.watch.reports_dir = dir.join("reports");
+    c.watch.checkpoints = vec![];
+    c.alerts = webhook_alerts(hook);
+    c.rollback = Some(RollbackSettings {
+        run,
+        triggers: vec![RollbackTrigger {
+            name: "dlq_spike".into(),
+            criterion: None,
+            hold: Duration::ZERO,
+        }],
+    });
+    c
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
-    use soakwatch::config::{RollbackSettings, RollbackTrigger};
     use soakwatch::rollback::{RollbackConfig, RollbackMode};
     soakwatch::install_crypto_provider();
     let rx = receiver().await;
@@ -629,19 +647,7 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
     );
     run.mode = RollbackMode::Armed;
     run.verify_timeout = Duration::from_secs(5);
-    let mut c = cfg();
-    c.watch.state = dir.path().join("state.sqlite");
-    c.watch.reports_dir = dir.path().join("reports");
-    c.watch.checkpoints = vec![];
-    c.alerts = webhook_alerts(&rx.url);
-    c.rollback = Some(RollbackSettings {
-        run,
-        triggers: vec![RollbackTrigger {
-            name: "dlq_spike".into(),
-            criterion: None,
-            hold: Duration::ZERO,
-        }],
-    });
+    let c = rollback_cfg(dir.path(), &rx.url, run);
     let source = ScenarioSource {
         cfg: c.clone(),
         scenario: scenario(vec![Fault::DlqBurst {
@@ -726,7 +732,6 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_interrupted_rollback_is_reported_not_rerun() {
-    use soakwatch::config::{RollbackSettings, RollbackTrigger};
     use soakwatch::rollback::{RollbackConfig, RollbackMode};
     soakwatch::install_crypto_provider();
     let rx = receiver().await;
@@ -739,19 +744,7 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
         dir.path().join("log"),
     );
     run.mode = RollbackMode::Armed;
-    let mut c = cfg();
-    c.watch.state = dir.path().join("state.sqlite");
-    c.watch.reports_dir = dir.path().join("reports");
-    c.watch.checkpoints = vec![];
-    c.alerts = webhook_alerts(&rx.url);
-    c.rollback = Some(RollbackSettings {
-        run,
-        triggers: vec![RollbackTrigger {
-            name: "dlq_spike".into(),
-            criterion: None,
-            hold: Duration::ZERO,
-        }],
-    });
+    let c = rollback_cfg(dir.path(), &rx.url, run);
     let source = ScenarioSource {
         cfg: c.clone(),
         scenario: scenario(vec![]),

@@ -27,7 +27,7 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// `schema.table` or `table`, each part quoted.
-fn quote_table(name: &str) -> String {
+pub fn quote_table(name: &str) -> String {
     name.split('.')
         .map(quote_ident)
         .collect::<Vec<_>>()

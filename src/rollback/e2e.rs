@@ -263,18 +263,7 @@ fn unique_suffix() -> String {
     format!("{ms}-{}-{n}", std::process::id())
 }
 
-/// Quotes one identifier (`"` doubled).
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `schema.table` or `table`, each part quoted.
-fn quote_table(name: &str) -> String {
-    name.split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
-}
+use crate::probe::db::{quote_ident, quote_table};
 
 /// Describes a sqlx error in one line, without connection details.
 fn describe_db(e: &sqlx::Error) -> String {
