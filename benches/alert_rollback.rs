@@ -160,7 +160,10 @@ async fn one_run(nats_url: &str, admin: &str) -> (f64, f64, Vec<String>) {
             .await
             .map(|s| s.rollback)
     });
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The spike is counted over a trailing minute of real time, and a window
+    // that samples do not cover yet never fires: inject the fault once the
+    // soak is a minute (plus two cycles) old.
+    tokio::time::sleep(Duration::from_secs(63)).await;
 
     let injected = Instant::now();
     for n in 0..15 {

@@ -136,8 +136,14 @@ pub struct WatchConfig {
     pub recover_after: Duration,
     /// A raw failure must hold this long before it counts, per criterion.
     pub fail_for: BTreeMap<crate::verdict::CriterionId, Duration>,
-    /// DLQ growth above this rate (messages per minute) fails at once.
+    /// The DLQ spike rate (seed: 10 messages per minute): more than
+    /// `dlq_spike_per_min` x `dlq_spike_window` / 1 min messages dead-lettered
+    /// within the trailing window is a spike (fails `dlq` at once, and is the
+    /// `dlq_spike` rollback trigger).
     pub dlq_spike_per_min: f64,
+    /// The trailing window of real time the spike is counted over; a window
+    /// that samples do not cover yet can never be a spike.
+    pub dlq_spike_window: Duration,
     /// The daemon's own /metrics and /healthz; None = no listener.
     pub listen: Option<std::net::SocketAddr>,
     /// Full snapshots older than this are thinned (cycle records are kept).
@@ -600,6 +606,8 @@ struct RawWatch {
     fail_for: BTreeMap<crate::verdict::CriterionId, String>,
     #[serde(default = "default_dlq_spike")]
     dlq_spike_per_min: f64,
+    #[serde(default = "default_dlq_spike_window", with = "humantime_serde")]
+    dlq_spike_window: Duration,
     #[serde(default = "default_listen")]
     listen: String,
     #[serde(default = "default_keep_full", with = "humantime_serde")]
@@ -620,6 +628,7 @@ impl Default for RawWatch {
             recover_after: default_recover_after(),
             fail_for: default_fail_for(),
             dlq_spike_per_min: default_dlq_spike(),
+            dlq_spike_window: default_dlq_spike_window(),
             listen: default_listen(),
             keep_full_snapshots: default_keep_full(),
             thin_to: default_thin_to(),
@@ -656,6 +665,9 @@ fn default_fail_for() -> BTreeMap<crate::verdict::CriterionId, String> {
 }
 fn default_dlq_spike() -> f64 {
     10.0
+}
+fn default_dlq_spike_window() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_listen() -> String {
     "127.0.0.1:9464".into()
@@ -1312,6 +1324,27 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             }
         }
     };
+    // A negative, zero or non-finite rate would make every cycle a spike (a
+    // negative one fired a real rollback on a healthy system).
+    if !(w.dlq_spike_per_min.is_finite() && w.dlq_spike_per_min > 0.0) {
+        p(
+            "watch.dlq_spike_per_min",
+            format!(
+                "`{}`: must be a finite number of messages per minute greater than 0 (seed: 10)",
+                w.dlq_spike_per_min
+            ),
+        );
+    }
+    if w.dlq_spike_window < w.interval || w.dlq_spike_window.is_zero() {
+        p(
+            "watch.dlq_spike_window",
+            format!(
+                "`{}`: must be at least watch.interval ({}): a shorter window is never covered by two samples",
+                humantime::format_duration(w.dlq_spike_window),
+                humantime::format_duration(w.interval)
+            ),
+        );
+    }
     let max_gap = w.max_gap.unwrap_or(w.interval * 3);
     if max_gap < w.interval {
         p("watch.max_gap", "must be at least watch.interval".into());
@@ -1326,6 +1359,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         recover_after: w.recover_after,
         fail_for,
         dlq_spike_per_min: w.dlq_spike_per_min,
+        dlq_spike_window: w.dlq_spike_window,
         listen,
         keep_full_snapshots: w.keep_full_snapshots,
         thin_to: w.thin_to,

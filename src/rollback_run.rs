@@ -15,6 +15,7 @@ use crate::alert::engine::{enqueue_notifications, AlertsConfig};
 use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
 use crate::config::{RollbackSettings, RollbackTrigger};
 use crate::rollback::{execute, RollbackMode, RollbackOutcome, StepRecord, StepStatus};
+use crate::soak::dlq_spike::{describe_spike, is_spike, SpikeRule};
 use crate::soak::model::SoakSummary;
 use crate::soak::store::{Store, StoreError};
 use crate::soak::timeline::CycleRecord;
@@ -49,22 +50,12 @@ pub async fn view(store: &Store, soak_id: &str) -> Result<Option<RollbackView>, 
         }))
 }
 
-/// DLQ growth rate between the last two cycles, messages per minute.
-pub fn dlq_rate_per_min(cycles: &[CycleRecord]) -> Option<f64> {
-    let [a, b] = cycles.get(cycles.len().checked_sub(2)?..)? else {
-        return None;
-    };
-    let (x, y) = (a.dlq_messages?, b.dlq_messages?);
-    let minutes = (b.at - a.at).num_milliseconds() as f64 / 60_000.0;
-    (minutes > 0.0).then(|| y.saturating_sub(x) as f64 / minutes)
-}
-
 /// The first trigger that holds now, described for the latch and the alert.
 pub fn fired_trigger(
     triggers: &[RollbackTrigger],
     summary: &SoakSummary,
     cycles: &[CycleRecord],
-    dlq_spike_per_min: f64,
+    dlq_spike: &SpikeRule,
 ) -> Option<String> {
     for t in triggers {
         match t.criterion {
@@ -94,12 +85,23 @@ pub fn fired_trigger(
                 }
             }
             None => {
-                if let Some(rate) = dlq_rate_per_min(cycles) {
-                    if rate > dlq_spike_per_min {
-                        return Some(format!(
-                            "dlq_spike: DLQ growing at {rate:.1} msg/min (> {dlq_spike_per_min}/min)"
-                        ));
-                    }
+                // The spike must be real (counted over a covered window of
+                // real time) now, and for every cycle of the trigger's hold.
+                let Some(text) = describe_spike(cycles, dlq_spike) else {
+                    continue;
+                };
+                let hold = chrono::Duration::from_std(t.hold).unwrap_or_default();
+                let Some(now) = cycles.last().map(|c| c.at) else {
+                    continue;
+                };
+                let held = cycles
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .take_while(|(_, c)| now - c.at <= hold)
+                    .all(|(k, _)| is_spike(cycles, k, dlq_spike));
+                if held {
+                    return Some(format!("dlq_spike: {text}"));
                 }
             }
         }

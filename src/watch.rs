@@ -167,7 +167,11 @@ pub fn policy(cfg: &Config) -> SoakPolicy {
         fail_for: cfg.watch.fail_for.clone(),
         recover_after: cfg.watch.recover_after,
         min_coverage: cfg.watch.min_coverage,
-        dlq_spike_per_min: cfg.watch.dlq_spike_per_min,
+        dlq_spike: crate::soak::dlq_spike::SpikeRule {
+            window: cfg.watch.dlq_spike_window,
+            per_min: cfg.watch.dlq_spike_per_min,
+            max_gap: cfg.watch.max_gap,
+        },
         probe_labels: crate::soak::timeline::probe_labels(cfg),
     }
 }
@@ -588,7 +592,7 @@ impl Watch {
             &settings.triggers,
             summary,
             &self.cycles,
-            self.policy.dlq_spike_per_min,
+            &self.policy.dlq_spike,
         ) else {
             return Ok(());
         };
@@ -709,13 +713,16 @@ pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchEr
         [snap] => CycleRecord::evaluate(&eff, None, snap, policy.max_gap).1,
         _ => Vec::new(),
     };
-    let summary = summarize(
+    let mut summary = summarize(
         &soak.meta,
         &cycles,
         &verdicts,
         last.last().cloned(),
         &policy,
     );
+    // The rollback's journal and outcome belong in every report, also
+    // `soakwatch report` and `check --soak`, as in the checkpoint reports.
+    summary.rollback = crate::rollback_run::view(&store, &soak.meta.id).await?;
     store.close().await;
     Ok((eff, summary))
 }

@@ -14,6 +14,7 @@ use soakwatch::rollback::{
     self, cleanup_e2e_rows, run_e2e, steps, E2eConfig, LogMark, RollbackConfig, RollbackMode,
     StepRecord, StepStatus,
 };
+use soakwatch::verdict::{CriterionId, Status};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -1078,4 +1079,120 @@ async fn full_rollback_restarts_the_standin_into_single_mode_and_sees_a_row() {
     .await
     .expect("cleanup");
     assert_eq!(deleted, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `dlq_spike` trigger on the real daemon, real NATS and the stand-in, at the shipped
+// spike settings (more than 10 messages within a trailing minute of real time).
+
+/// Runs `soakwatch watch` at `interval` with a dry-run rollback on `dlq_spike`:
+/// ten poison messages at the start never fire it (nor skip the 5 min `dlq`
+/// hold), eleven more within a minute fire it once.
+async fn dlq_spike_on_the_real_daemon(interval: &str, interval_secs: u64) {
+    let mut r = Replica::healthy(3).await;
+    let w = r.add_watch_section("");
+    r.edit_config(|t| {
+        t.replace(
+            "interval = \"1s\"\nmax_gap = \"3s\"",
+            &format!(
+                "interval = \"{interval}\"\nmax_gap = \"{}s\"",
+                interval_secs * 3
+            ),
+        ) + &format!(
+            "\n[rollback]\nmode = \"dry_run\"\nenv_file = {env}\nrestart_command = [\"true\"]\n\
+             log_file = {log}\n\n[rollback.triggers]\ndlq_spike = \"0s\"\n",
+            env = common::toml_path(&r.files.env_file),
+            log = common::toml_path(&r.files.log_file),
+        )
+    });
+    let mut d = common::Daemon::start(&r.config, &[], w.port, r.dir.path(), "spike");
+    d.wait_metrics("the first cycle", Duration::from_secs(30), |e| {
+        e.sum(
+            "soakwatch_criterion_status",
+            &[("criterion".into(), "dlq".into())],
+        )
+        .is_some()
+    })
+    .await;
+    let started = Instant::now();
+    for _ in 0..10 {
+        r.publish_poison().await;
+    }
+    r.wait_for("dlq", 10.0).await;
+    // Every window that holds the ten has been judged once the burst is a
+    // window plus two intervals old.
+    let judged = Duration::from_secs(60 + 2 * interval_secs + 2);
+    tokio::time::sleep(judged.saturating_sub(started.elapsed())).await;
+    let cfg = soakwatch::config::Config::load(&r.config).expect("config");
+    let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+    assert!(
+        s.rollback.is_none(),
+        "10 poison messages fired the rollback at interval {interval}: {:?}\n{}",
+        s.rollback,
+        d.stderr()
+    );
+    let dlq = s.criterion(CriterionId::Dlq).expect("dlq");
+    assert_ne!(
+        dlq.now,
+        Status::Fail,
+        "10 poison messages skipped the 5 min dlq hold at interval {interval}"
+    );
+    // Eleven more within a minute: the spike.
+    for _ in 0..11 {
+        r.publish_poison().await;
+    }
+    r.wait_for("dlq", 21.0).await;
+    let deadline = Instant::now() + Duration::from_secs(3 * interval_secs + 15);
+    let rb = loop {
+        let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+        if let Some(rb) = s.rollback.clone() {
+            assert_eq!(
+                s.criterion(CriterionId::Dlq).map(|c| c.now),
+                Some(Status::Fail),
+                "the spike skips the hold"
+            );
+            break rb;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "11 poison messages within a minute did not fire the rollback at interval {interval}\n{}",
+            d.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        rb.trigger
+            .starts_with("dlq_spike: 11 message(s) dead-lettered within"),
+        "{}",
+        rb.trigger
+    );
+    // Once per soak: more poison later never fires it again.
+    for _ in 0..15 {
+        r.publish_poison().await;
+    }
+    r.wait_for("dlq", 36.0).await;
+    tokio::time::sleep(Duration::from_secs(2 * interval_secs + 1)).await;
+    let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+    assert_eq!(
+        s.rollback.map(|x| x.started),
+        Some(rb.started),
+        "fired once"
+    );
+    common::send_signal(d.pid, "TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        d.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_spike_on_the_real_daemon_at_1s() {
+    dlq_spike_on_the_real_daemon("1s", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_spike_on_the_real_daemon_at_10s() {
+    dlq_spike_on_the_real_daemon("10s", 10).await;
 }

@@ -808,3 +808,119 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
         "{got:?}"
     );
 }
+
+/// Runs the daemon loop on a manual clock over a scenario with one DLQ burst
+/// of `count` messages at 300 s, for `secs` of soak time, with the shipped
+/// `dlq_spike` trigger in dry-run mode. Returns the summary at the end.
+async fn dlq_burst_soak(
+    interval_secs: u64,
+    count: u64,
+    secs: u64,
+) -> soakwatch::soak::model::SoakSummary {
+    use soakwatch::rollback::{RollbackConfig, RollbackMode};
+    let rx = receiver().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut run = RollbackConfig::new(
+        dir.path().join("normalize.env"),
+        vec!["true".into()],
+        dir.path().join("service.log"),
+    );
+    run.mode = RollbackMode::DryRun;
+    let mut c = rollback_cfg(dir.path(), &rx.url, run);
+    c.watch.interval = Duration::from_secs(interval_secs);
+    c.watch.max_gap = Duration::from_secs(interval_secs * 3);
+    let source = ScenarioSource {
+        cfg: c.clone(),
+        scenario: Scenario {
+            t0: t0(),
+            interval_secs: interval_secs as f64,
+            per_interval: 1.0,
+            faults: vec![Fault::DlqBurst { at: 300.0, count }],
+        },
+    };
+    let clock = ManualClock::new(t0());
+    let w = Watch::open(c.clone(), SharedStatus::default())
+        .await
+        .expect("open");
+    w.run(
+        &source,
+        &clock,
+        StartOptions {
+            max_cycles: Some(secs / interval_secs + 1),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run")
+}
+
+fn dlq_fail_start(s: &soakwatch::soak::model::SoakSummary) -> Option<DateTime<Utc>> {
+    s.spans
+        .iter()
+        .find(|sp| sp.criterion == C::Dlq && sp.status == Status::Fail)
+        .map(|sp| sp.start)
+}
+
+/// The seed's "DLQ spike > 10/min" is more than ten messages within one
+/// minute: one, two or ten poison messages never fire the rollback and never
+/// skip the 5 min hold of `dlq`, at a 10 s or a 1 s interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_few_poison_messages_never_fire_the_rollback_nor_skip_the_dlq_hold() {
+    soakwatch::install_crypto_provider();
+    for interval in [10, 1] {
+        for count in [1, 2, 10] {
+            // 4 min after the burst: still inside the 5 min hold.
+            let s = dlq_burst_soak(interval, count, 300 + 240).await;
+            assert!(
+                s.rollback.is_none(),
+                "interval {interval}s, {count} message(s): {:?}",
+                s.rollback
+            );
+            let dlq = s.criterion(C::Dlq).expect("dlq");
+            assert_ne!(
+                dlq.now,
+                Status::Fail,
+                "interval {interval}s, {count}: hold skipped"
+            );
+            assert_eq!(dlq_fail_start(&s), None, "interval {interval}s, {count}");
+            // After the hold the DLQ growth is an incident that began at the burst.
+            let s = dlq_burst_soak(interval, count, 300 + 330).await;
+            assert!(s.rollback.is_none(), "interval {interval}s, {count}");
+            assert_eq!(s.criterion(C::Dlq).expect("dlq").now, Status::Fail);
+            let start = dlq_fail_start(&s).expect("a dlq incident");
+            // (The scenario's burst is visible from the 300 s sample on.)
+            assert_eq!(
+                (start - t0()).num_seconds(),
+                300,
+                "interval {interval}s, {count}: the incident starts when the condition began"
+            );
+        }
+    }
+}
+
+/// Eleven or more within a minute is the spike: it skips the hold and fires
+/// the rollback once.
+#[tokio::test(flavor = "multi_thread")]
+async fn eleven_poison_messages_within_a_minute_fire_the_rollback_once() {
+    soakwatch::install_crypto_provider();
+    for interval in [10, 1] {
+        for count in [11, 40] {
+            let s = dlq_burst_soak(interval, count, 300 + 120).await;
+            let rb = s.rollback.clone().expect("the rollback fired");
+            assert!(rb.trigger.starts_with("dlq_spike: "), "{}", rb.trigger);
+            assert!(
+                rb.trigger
+                    .contains(&format!("{count} message(s) dead-lettered within")),
+                "{}",
+                rb.trigger
+            );
+            assert!(
+                (rb.started - t0()).num_seconds() <= 300 + interval as i64,
+                "fired at once: {}",
+                rb.started
+            );
+            assert_eq!(s.criterion(C::Dlq).expect("dlq").now, Status::Fail);
+        }
+    }
+}

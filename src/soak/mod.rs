@@ -2,6 +2,7 @@
 //! a verdict over the whole soak; checkpoint reports and charts.
 
 pub mod chart;
+pub mod dlq_spike;
 pub mod model;
 pub mod report;
 pub mod store;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::evaluate::evaluate;
 use crate::histogram;
 use crate::sample::Snapshot;
+use crate::soak::dlq_spike::{is_spike, SpikeRule};
 use crate::soak::model::{ChartSeries, CriterionSummary, ProbeCoverage, SoakSummary, Span};
 use crate::verdict::{CriterionId, Status, Verdict};
 
@@ -31,8 +32,9 @@ pub struct SoakPolicy {
     pub recover_after: Duration,
     /// Below this share of judged time a criterion (and the soak) is unknown.
     pub min_coverage: f64,
-    /// DLQ growth above this many messages per minute fails at once (no `for`).
-    pub dlq_spike_per_min: f64,
+    /// More than this many messages dead-lettered within the trailing window
+    /// fails `dlq` at once (no `for`).
+    pub dlq_spike: SpikeRule,
     /// Every probe label, so coverage lists probes that never failed too.
     pub probe_labels: Vec<String>,
 }
@@ -78,12 +80,18 @@ pub struct CycleRecord {
     pub dlq_messages: Option<u64>,
     /// Consumer lag, if seen.
     pub lag: Option<u64>,
+    /// The DLQ stream's last sequence, if seen: every message ever written
+    /// to it (what the spike rule counts; expiry does not lower it).
+    #[serde(default)]
+    pub dlq_last_seq: Option<u64>,
+    /// The service's dead-letter counter (result = dlq), if seen.
+    #[serde(default)]
+    pub dlq_counter: Option<f64>,
 }
 
 impl CycleRecord {
     /// Evaluates one cycle against the previous snapshot (the window) and
-    /// keeps the compact result. The DLQ spike rule is applied here: growth
-    /// faster than `dlq_spike_per_min` is marked so the timeline skips `for`.
+    /// keeps the compact result (with the DLQ facts the spike rule counts).
     pub fn evaluate(
         cfg: &Config,
         prev: Option<&Snapshot>,
@@ -130,6 +138,11 @@ impl CycleRecord {
             }
         }
         let metrics = snap.metrics.as_ref().ok();
+        let dlq_stream = snap
+            .streams
+            .get(&cfg.streams.dlq.name)
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|s| s.as_ref());
         CycleRecord {
             at: snap.taken_at,
             status,
@@ -140,12 +153,14 @@ impl CycleRecord {
             processed_total: metrics
                 .filter(|m| m.counter_found)
                 .map(|m| m.by_result.values().sum()),
-            dlq_messages: snap
-                .streams
-                .get(&cfg.streams.dlq.name)
-                .and_then(|r| r.as_ref().ok())
-                .and_then(|s| s.as_ref())
-                .map(|s| s.messages),
+            dlq_messages: dlq_stream.map(|s| s.messages),
+            dlq_last_seq: dlq_stream.map(|s| s.last_seq),
+            dlq_counter: metrics.filter(|m| m.counter_found).map(|m| {
+                m.by_result
+                    .get(&cfg.metrics.dlq_result)
+                    .copied()
+                    .unwrap_or(0.0)
+            }),
             lag: snap
                 .consumer
                 .as_ref()
@@ -251,7 +266,7 @@ fn debounce(cycles: &[CycleRecord], id: CriterionId, policy: &SoakPolicy) -> Vec
             pending_since = None;
             recovering_since = None;
         }
-        let spike = id == CriterionId::Dlq && dlq_spike(cycles, k, policy);
+        let spike = id == CriterionId::Dlq && is_spike(cycles, k, &policy.dlq_spike);
         match raw {
             Status::Fail => {
                 recovering_since = None;
@@ -290,21 +305,6 @@ fn debounce(cycles: &[CycleRecord], id: CriterionId, policy: &SoakPolicy) -> Vec
         out.push(current);
     }
     out
-}
-
-/// True when the DLQ grew faster than the spike rate since the previous cycle.
-fn dlq_spike(cycles: &[CycleRecord], k: usize, policy: &SoakPolicy) -> bool {
-    if k == 0 {
-        return false;
-    }
-    let (a, b) = (&cycles[k - 1], &cycles[k]);
-    match (a.dlq_messages, b.dlq_messages) {
-        (Some(x), Some(y)) if y > x => {
-            let minutes = (b.at - a.at).num_milliseconds() as f64 / 60_000.0;
-            minutes > 0.0 && (y - x) as f64 / minutes > policy.dlq_spike_per_min
-        }
-        _ => false,
-    }
 }
 
 /// Whether a value is worse when higher (for span peaks).
