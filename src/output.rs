@@ -73,10 +73,13 @@ fn window_label(w: f64) -> String {
     }
 }
 
-fn icon(s: Status) -> &'static str {
+/// The status as an icon, beside its name in every human output (status is
+/// never shown by colour or icon alone).
+pub fn icon(s: Status) -> &'static str {
     match s {
         Status::Pass => "✅",
         Status::Warn => "⚠️",
+        Status::Pending => "⏳",
         Status::Fail => "❌",
         Status::Unknown => "❓",
         Status::NotConfigured => "➖",

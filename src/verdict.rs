@@ -12,6 +12,9 @@ pub enum Status {
     Pass,
     /// Off target but not yet a failure.
     Warn,
+    /// Failing, but still inside its `for` hold (soak history only, never a
+    /// one-shot verdict): not an incident yet, and not an unknown either.
+    Pending,
     /// Could not be determined (a probe failed): never read as pass.
     Unknown,
     /// Misses the target.
@@ -25,6 +28,7 @@ impl Status {
             Status::NotConfigured => "not_configured",
             Status::Pass => "pass",
             Status::Warn => "warn",
+            Status::Pending => "pending",
             Status::Unknown => "unknown",
             Status::Fail => "fail",
         }
@@ -36,12 +40,14 @@ impl Status {
             Status::NotConfigured => "N/A",
             Status::Pass => "OK",
             Status::Warn => "WARNING",
+            Status::Pending => "PENDING",
             Status::Unknown => "UNKNOWN",
             Status::Fail => "CRITICAL",
         }
     }
 
-    /// Numeric form for Prometheus: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.
+    /// Numeric form for Prometheus: 0 pass, 1 warn, 2 fail, 3 unknown, 4
+    /// pending (failing inside its `for` hold), -1 not configured.
     pub fn code(self) -> i32 {
         match self {
             Status::NotConfigured => -1,
@@ -49,6 +55,7 @@ impl Status {
             Status::Warn => 1,
             Status::Fail => 2,
             Status::Unknown => 3,
+            Status::Pending => 4,
         }
     }
 }
@@ -213,11 +220,12 @@ pub fn overall(verdicts: &[Verdict]) -> Status {
         .unwrap_or(Status::Unknown)
 }
 
-/// Exit code of `check`: 0 pass, 1 warn, 2 fail, 3 unknown.
+/// Exit code of `check`: 0 pass, 1 warn (or pending: a failure not yet
+/// confirmed by its hold, `check --soak` only), 2 fail, 3 unknown.
 pub fn exit_code(status: Status) -> u8 {
     match status {
         Status::Pass | Status::NotConfigured => 0,
-        Status::Warn => 1,
+        Status::Warn | Status::Pending => 1,
         Status::Fail => 2,
         Status::Unknown => 3,
     }

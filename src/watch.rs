@@ -116,6 +116,14 @@ pub enum WatchError {
     /// Charts could not be rendered.
     #[error("rendering charts: {0}")]
     Chart(String),
+    /// T0 (from `--t0` or `[soak] started_at`) plus the soak's duration is past.
+    #[error("the soak starting at {t0} ended at {end} ([soak] started_at + duration): set [soak] started_at to this cutover's T0, remove it to start now, or pass --t0")]
+    SoakOver {
+        /// The T0 asked for.
+        t0: DateTime<Utc>,
+        /// When that soak ended.
+        end: DateTime<Utc>,
+    },
 }
 
 /// How `watch` begins.
@@ -331,7 +339,29 @@ impl Watch {
                 self.prev = self.store.last_snapshot(&rec.meta.id).await?;
                 self.soak = rec;
             }
-            None => pending_new = Some(start.t0.unwrap_or_else(|| clock.now())),
+            None => {
+                // T0: --t0, else `[soak] started_at` (the cutover the soak
+                // follows), else now. A soak that is over already is refused.
+                let mut t0 = start
+                    .t0
+                    .or(self.cfg.soak.started_at)
+                    .unwrap_or_else(|| clock.now());
+                if start.new_soak && start.t0.is_none() {
+                    // `--new-soak` after a soak from the same started_at: that
+                    // T0 is taken (its soak is kept); the new one starts now.
+                    if let Some(old) = self.store.active_soak().await? {
+                        if old.meta.t0 == t0 {
+                            t0 = clock.now();
+                        }
+                    }
+                }
+                let end =
+                    t0 + chrono::Duration::from_std(self.cfg.soak.duration).unwrap_or_default();
+                if end <= clock.now() {
+                    return Err(WatchError::SoakOver { t0, end });
+                }
+                pending_new = Some(t0);
+            }
         }
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
         // Jitter-free grid: tick k is at T0 + k * interval; resume at the next one.

@@ -203,14 +203,21 @@ fn a_single_dead_letter_counts_only_after_the_for_duration() {
     assert_eq!(dlq.len(), 1);
     // Confirmed after 5 min, but the incident starts when the DLQ grew.
     assert_eq!(dlq[0].start, at(1.0));
-    // Before the 5 min had passed the criterion was still passing.
+    // Before the 5 min had passed the failure was pending: not an incident,
+    // not an unknown.
     let short = scenario(vec![Fault::DlqBurst {
         at: 1.0 * H,
         count: 1,
     }])
     .history(&c, 1.0 + 240.0 / H);
     let s = replay(&c, &meta(), &short, &watch::policy(&c));
-    assert_eq!(s.criterion(C::Dlq).map(|c| c.soak), Some(Status::Pass));
+    assert_eq!(s.criterion(C::Dlq).map(|c| c.now), Some(Status::Pending));
+    assert_eq!(s.criterion(C::Dlq).map(|c| c.soak), Some(Status::Pending));
+    assert!(
+        !s.incidents.iter().any(|i| i.criterion == C::Dlq),
+        "{:?}",
+        s.incidents
+    );
 }
 
 #[test]
@@ -923,4 +930,37 @@ async fn eleven_poison_messages_within_a_minute_fire_the_rollback_once() {
             assert_eq!(s.criterion(C::Dlq).expect("dlq").now, Status::Fail);
         }
     }
+}
+
+/// An incident's evidence is what was seen when it began, not the newest
+/// cycle's (later growth changes the text).
+#[test]
+fn incident_evidence_is_from_when_the_incident_began() {
+    let c = cfg();
+    let history = scenario(vec![
+        Fault::DlqBurst {
+            at: 3600.0,
+            count: 1,
+        },
+        Fault::DlqBurst {
+            at: 7200.0,
+            count: 5,
+        },
+    ])
+    .history(&c, 3.0);
+    let s = replay(&c, &meta(), &history, &watch::policy(&c));
+    let dlq: Vec<_> = s
+        .incidents
+        .iter()
+        .filter(|i| i.criterion == C::Dlq)
+        .collect();
+    assert_eq!(dlq.len(), 1, "{:?}", s.incidents);
+    assert_eq!((dlq[0].start - t0()).num_seconds(), 3600);
+    assert!(
+        dlq[0]
+            .evidence
+            .contains("holds 2 messages (baseline 1: +1)"),
+        "{}",
+        dlq[0].evidence
+    );
 }

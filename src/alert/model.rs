@@ -100,12 +100,18 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// Highest severity among its alerts.
+    /// Highest severity among its firing alerts (among all when none fires).
     pub fn severity(&self) -> Severity {
-        self.alerts
+        // What is firing sets the severity: a critical that resolved in the
+        // same group must not make a warning read as critical.
+        let firing = self
+            .alerts
             .iter()
+            .filter(|a| a.state == AlertState::Firing)
             .map(|a| a.severity)
-            .max()
+            .max();
+        firing
+            .or_else(|| self.alerts.iter().map(|a| a.severity).max())
             .unwrap_or(Severity::Warning)
     }
 
@@ -167,5 +173,50 @@ impl Notification {
             ));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(criterion: &str, severity: Severity, state: AlertState) -> AlertItem {
+        AlertItem {
+            name: format!("soakwatch_{criterion}"),
+            criterion: Some(criterion.into()),
+            severity,
+            state,
+            starts_at: DateTime::<Utc>::UNIX_EPOCH,
+            ends_at: None,
+            summary: String::new(),
+            evidence: String::new(),
+            value: None,
+            target: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_subject_names_the_severity_of_what_is_firing() {
+        let n = Notification {
+            id: "x".into(),
+            soak_id: "s".into(),
+            soak_name: "phase-b".into(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            kind: NotificationKind::Change,
+            alerts: vec![
+                item("dlq", Severity::Critical, AlertState::Resolved),
+                item("consumer_lag", Severity::Warning, AlertState::Firing),
+            ],
+        };
+        assert_eq!(n.severity(), Severity::Warning);
+        assert_eq!(
+            n.subject(),
+            "[soakwatch] FIRING warning: consumer_lag; RESOLVED: dlq (phase-b)"
+        );
+        let resolved_only = Notification {
+            alerts: vec![item("dlq", Severity::Critical, AlertState::Resolved)],
+            ..n
+        };
+        assert_eq!(resolved_only.severity(), Severity::Critical);
     }
 }

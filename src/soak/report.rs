@@ -15,15 +15,7 @@ use crate::verdict::{CriterionId, Status};
 /// Lag limit the deployment record's checklist names when no verdict says otherwise.
 const DEFAULT_LAG_FAIL: f64 = 10.0;
 
-fn icon(s: Status) -> &'static str {
-    match s {
-        Status::Pass => "✅",
-        Status::Warn => "⚠️",
-        Status::Fail => "❌",
-        Status::Unknown => "❓",
-        Status::NotConfigured => "➖",
-    }
-}
+use crate::output::icon;
 
 use crate::output::md_cell as cell;
 
@@ -262,6 +254,7 @@ fn verdict_line(s: &SoakSummary) -> String {
             warnings(s)
         ),
         (Status::Fail, _) => format!("❌ NOT APPROVED — {reason}"),
+        (Status::Pending, _) => format!("⏳ NOT APPROVED YET — {reason}"),
         (Status::Unknown | Status::NotConfigured, _) => {
             format!("❓ NOT APPROVED — cannot tell: {reason}")
         }

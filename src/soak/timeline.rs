@@ -267,8 +267,11 @@ fn debounce(cycles: &[CycleRecord], id: CriterionId, policy: &SoakPolicy) -> Vec
             recovering_since = None;
         }
         let spike = id == CriterionId::Dlq && is_spike(cycles, k, &policy.dlq_spike);
+        // What this cycle shows; a failure inside its hold is pending (its
+        // own state: neither the status before it nor an unknown).
+        let mut shown = None;
         match raw {
-            Status::Fail => {
+            Status::Fail | Status::Pending => {
                 recovering_since = None;
                 if current == Status::Fail {
                     // still failing
@@ -281,6 +284,8 @@ fn debounce(cycles: &[CycleRecord], id: CriterionId, policy: &SoakPolicy) -> Vec
                         }
                         current = Status::Fail;
                         pending_since = None;
+                    } else {
+                        shown = Some(Status::Pending);
                     }
                 }
             }
@@ -302,7 +307,7 @@ fn debounce(cycles: &[CycleRecord], id: CriterionId, policy: &SoakPolicy) -> Vec
                 }
             }
         }
-        out.push(current);
+        out.push(shown.unwrap_or(current));
     }
     out
 }
@@ -354,7 +359,10 @@ pub fn summarize(
             if s != Status::NotConfigured {
                 all_not_configured = false;
             }
-            if matches!(s, Status::Pass | Status::Warn | Status::Fail) {
+            if matches!(
+                s,
+                Status::Pass | Status::Warn | Status::Pending | Status::Fail
+            ) {
                 judged += w;
             }
             if s == Status::Fail {
@@ -449,6 +457,9 @@ pub fn summarize(
             Status::Fail
         } else if coverage < policy.min_coverage {
             Status::Unknown
+        } else if statuses.last() == Some(&Status::Pending) {
+            // Failing now, not yet for its hold: no sign-off on it.
+            Status::Pending
         } else if saw_warn {
             Status::Warn
         } else {
@@ -505,12 +516,22 @@ pub fn summarize(
     // the last known values (a crash leaves cycles without metrics in between).
     let mut restarts = Vec::new();
     let (mut last_start, mut last_total): (Option<f64>, Option<f64>) = (None, None);
+    let mut restarted_since_total = false;
     for c in cycles {
         let moved =
             matches!((last_start, c.process_start), (Some(a), Some(b)) if (a - b).abs() > 0.5);
         let reset = matches!((last_total, c.processed_total), (Some(a), Some(b)) if b < a);
+        // A reset seen after the start time already moved is the same
+        // restart (the counter's first event after it), not another one.
+        let reset = reset && !restarted_since_total;
         if moved || reset {
             restarts.push(c.at);
+        }
+        if moved {
+            restarted_since_total = true;
+        }
+        if c.processed_total.is_some() {
+            restarted_since_total = false;
         }
         last_start = c.process_start.or(last_start);
         last_total = c.processed_total.or(last_total);
@@ -574,6 +595,16 @@ fn soak_verdict(
                 "coverage below {:.0}% for: {}",
                 policy.min_coverage * 100.0,
                 unknown.join(", ")
+            ),
+        );
+    }
+    let pending = with(Status::Pending);
+    if !pending.is_empty() {
+        return (
+            Status::Pending,
+            format!(
+                "failing now, not yet for its `for` hold: {}",
+                pending.join(", ")
             ),
         );
     }
@@ -646,4 +677,131 @@ pub fn replay(
         snapshots.last().cloned(),
         policy,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 10, 2, 17, 8, 59)
+            .single()
+            .expect("valid")
+    }
+
+    fn policy() -> SoakPolicy {
+        SoakPolicy {
+            interval: Duration::from_secs(10),
+            max_gap: Duration::from_secs(30),
+            fail_for: [(CriterionId::Dlq, Duration::from_secs(300))]
+                .into_iter()
+                .collect(),
+            recover_after: Duration::from_secs(60),
+            min_coverage: 0.95,
+            dlq_spike: SpikeRule {
+                window: Duration::from_secs(60),
+                per_min: 10.0,
+                max_gap: Duration::from_secs(30),
+            },
+            probe_labels: vec![],
+        }
+    }
+
+    fn meta() -> SoakMeta {
+        SoakMeta {
+            id: "t".into(),
+            name: "t".into(),
+            t0: t0(),
+            planned_secs: 3600.0,
+        }
+    }
+
+    /// A cycle at `secs` with every criterion passing but `dlq` as given.
+    fn cycle(secs: i64, dlq: Status) -> CycleRecord {
+        let status = CriterionId::ALL
+            .iter()
+            .map(|id| {
+                if *id == CriterionId::Dlq {
+                    dlq
+                } else {
+                    Status::Pass
+                }
+            })
+            .collect();
+        CycleRecord {
+            at: t0() + chrono::Duration::seconds(secs),
+            status,
+            value: vec![None; CriterionId::ALL.len()],
+            evidence: vec![None; CriterionId::ALL.len()],
+            probe_errors: BTreeMap::new(),
+            process_start: Some(1000.0),
+            processed_total: Some(100.0),
+            dlq_messages: Some(1),
+            lag: Some(0),
+            dlq_last_seq: Some(1),
+            dlq_counter: Some(0.0),
+        }
+    }
+
+    #[test]
+    fn a_failure_inside_its_hold_is_pending_then_fail_from_its_start() {
+        let p = policy();
+        let mut cycles: Vec<CycleRecord> = (0..10).map(|k| cycle(k * 10, Status::Pass)).collect();
+        cycles.extend((10..20).map(|k| cycle(k * 10, Status::Fail)));
+        let s = summarize(&meta(), &cycles, &[], None, &p);
+        let dlq = s.criterion(CriterionId::Dlq).expect("dlq");
+        assert_eq!(dlq.now, Status::Pending);
+        assert_eq!(dlq.soak, Status::Pending);
+        assert_eq!(s.verdict, Status::Pending, "{}", s.verdict_reason);
+        assert!(s.incidents.is_empty());
+        assert!(s
+            .spans
+            .iter()
+            .any(|sp| sp.criterion == CriterionId::Dlq && sp.status == Status::Pending));
+        // Pending is a judgement: it costs no coverage.
+        assert!(dlq.coverage > 0.99, "{}", dlq.coverage);
+        // Past the 5 min hold: an incident from the first failing sample.
+        cycles.extend((20..45).map(|k| cycle(k * 10, Status::Fail)));
+        let s = summarize(&meta(), &cycles, &[], None, &p);
+        let dlq = s.criterion(CriterionId::Dlq).expect("dlq");
+        assert_eq!(dlq.now, Status::Fail);
+        assert_eq!(s.incidents.len(), 1);
+        assert_eq!((s.incidents[0].start - t0()).num_seconds(), 100);
+        assert!(!s
+            .spans
+            .iter()
+            .any(|sp| sp.criterion == CriterionId::Dlq && sp.status == Status::Pending));
+    }
+
+    #[test]
+    fn a_restart_is_counted_once_when_the_counter_reappears_after_it() {
+        let p = policy();
+        let mut cycles: Vec<CycleRecord> = (0..10).map(|k| cycle(k * 10, Status::Pass)).collect();
+        // Restart at 100 s: new start time; the labelled counter has no
+        // series until its first event (declared, no samples).
+        for k in 10..15 {
+            let mut c = cycle(k * 10, Status::Pass);
+            c.process_start = Some(2000.0);
+            c.processed_total = None;
+            cycles.push(c);
+        }
+        // The first event after the restart: the counter reappears at 1.
+        for k in 15..20 {
+            let mut c = cycle(k * 10, Status::Pass);
+            c.process_start = Some(2000.0);
+            c.processed_total = Some(1.0);
+            cycles.push(c);
+        }
+        let s = summarize(&meta(), &cycles, &[], None, &p);
+        assert_eq!(s.restarts.len(), 1, "{:?}", s.restarts);
+        assert_eq!((s.restarts[0] - t0()).num_seconds(), 100);
+        // Without a start-time metric the counter reset alone is one restart.
+        for c in cycles.iter_mut() {
+            c.process_start = None;
+        }
+        let s = summarize(&meta(), &cycles, &[], None, &p);
+        assert_eq!(s.restarts.len(), 1, "{:?}", s.restarts);
+        assert_eq!((s.restarts[0] - t0()).num_seconds(), 150);
+    }
 }
