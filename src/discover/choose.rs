@@ -887,3 +887,185 @@ fn choose_env(plan: &mut Plan, env: &EnvFacts) {
         expect,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::fixture;
+
+    fn texts(plan: &Plan, kind: NoteKind) -> Vec<String> {
+        plan.notes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| n.text.clone())
+            .collect()
+    }
+
+    #[test]
+    fn seed_system_gets_the_seed_roles_without_conflicts() {
+        let p = plan(&fixture::observed(), &Hints::default());
+        assert_eq!(
+            p.legacy.as_ref().map(|s| s.name.as_str()),
+            Some("ATHLETE_ALLY_EVENTS")
+        );
+        assert_eq!(p.dlq.as_ref().map(|s| s.name.as_str()), Some("AA_DLQ"));
+        let hot: Vec<&str> = p.hot.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(hot, ["AA_CORE_HOT", "AA_VENDOR_HOT"]);
+        let (stream, c) = p.consumer.clone().expect("consumer");
+        assert_eq!(
+            (stream.as_str(), c.name.as_str()),
+            ("AA_CORE_HOT", "normalize-hrv-durable")
+        );
+        let counter = p.counter.clone().expect("counter");
+        assert_eq!(counter.sample_name, "normalize_hrv_messages_total");
+        assert_eq!(counter.result_label, "result");
+        assert_eq!(counter.stream_label, "stream");
+        assert_eq!(
+            (counter.success_result.as_str(), counter.dlq_result.as_str()),
+            ("success", "dlq")
+        );
+        assert_eq!(counter.uncounted, ["retry"]);
+        assert_eq!(
+            p.histogram.as_deref(),
+            Some("normalize_hrv_processing_duration_seconds")
+        );
+        assert_eq!(
+            p.process_start.as_deref(),
+            Some("process_start_time_seconds")
+        );
+        assert_eq!(
+            p.matchers,
+            [("durable".to_string(), "normalize-hrv-durable".to_string())]
+        );
+        assert_eq!(p.created_column.as_deref(), Some("createdAt"));
+        assert_eq!(p.updated_column.as_deref(), Some("updatedAt"));
+        assert_eq!(p.derived, Some(("lnRmssd".into(), "rmssd".into())));
+        let env = p.env.clone().expect("env");
+        assert_eq!(
+            env.ack_wait_key.as_deref(),
+            Some("NORMALIZE_HRV_ACK_WAIT_MS")
+        );
+        assert_eq!(env.ack_wait_unit, "ms");
+        assert_eq!(
+            env.expect.get("EVENT_STREAM_MODE").map(String::as_str),
+            Some("multi")
+        );
+        assert_eq!(texts(&p, NoteKind::Conflict), Vec::<String>::new());
+        // Choices made by heuristics say so.
+        assert!(texts(&p, NoteKind::Guess)
+            .iter()
+            .any(|t| t.contains("legacy stream")));
+    }
+
+    #[test]
+    fn idle_stream_is_the_legacy_one_when_no_subject_says_so() {
+        let mut o = fixture::observed();
+        if let Ok(n) = &mut o.nats {
+            for s in &mut n.streams {
+                if s.name == "ATHLETE_ALLY_EVENTS" {
+                    s.subjects = vec!["old.>".into()];
+                    s.last_ts = chrono::DateTime::from_timestamp(1_000, 0);
+                }
+                if s.name == "AA_VENDOR_HOT" {
+                    s.last_ts = chrono::DateTime::from_timestamp(2_000, 0);
+                }
+            }
+        }
+        let p = plan(&o, &Hints::default());
+        assert_eq!(
+            p.legacy.as_ref().map(|s| s.name.as_str()),
+            Some("ATHLETE_ALLY_EVENTS")
+        );
+        assert!(texts(&p, NoteKind::Guess)
+            .iter()
+            .any(|t| t.contains("the idle one")));
+        // --legacy overrides the heuristic.
+        let p = plan(
+            &o,
+            &Hints {
+                legacy: Some("AA_VENDOR_HOT".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            p.legacy.as_ref().map(|s| s.name.as_str()),
+            Some("AA_VENDOR_HOT")
+        );
+        assert!(p.hot.iter().any(|s| s.name == "ATHLETE_ALLY_EVENTS"));
+    }
+
+    #[test]
+    fn missing_index_bogus_match_and_ack_wait_drift_are_conflicts() {
+        let mut o = fixture::observed();
+        if let Ok(t) = &mut o.table {
+            t.indexes.retain(|i| i.columns[0] != "createdAt");
+        }
+        if let Some(Ok(env)) = &mut o.env {
+            env.values
+                .insert("NORMALIZE_HRV_ACK_WAIT_MS".into(), "30000".into());
+        }
+        let p = plan(
+            &o,
+            &Hints {
+                matchers: vec![("bogus".into(), "x".into())],
+                ..Default::default()
+            },
+        );
+        let c = texts(&p, NoteKind::Conflict).join("\n");
+        assert!(
+            c.contains("no index of hrv_data leads with createdAt"),
+            "{c}"
+        );
+        assert!(!c.contains("leads with updatedAt"), "{c}");
+        assert!(
+            c.contains("match label bogus is missing on the counter normalize_hrv_messages_total"),
+            "{c}"
+        );
+        assert!(
+            c.contains("match label bogus is missing on the histogram"),
+            "{c}"
+        );
+        assert!(
+            c.contains("NORMALIZE_HRV_ACK_WAIT_MS=30000 (30s) differs from consumer normalize-hrv-durable's ack_wait 1m"),
+            "{c}"
+        );
+    }
+
+    #[test]
+    fn nothing_seen_means_placeholders_and_conflicts() {
+        let o = Observed {
+            nats: Err("no NATS".into()),
+            metrics: Err("no metrics".into()),
+            table: Err("no db".into()),
+            env: None,
+            files: Vec::new(),
+        };
+        let p = plan(&o, &Hints::default());
+        assert!(p.legacy.is_none() && p.hot.is_empty() && p.consumer.is_none());
+        assert!(p.counter.is_none() && p.histogram.is_none());
+        assert!(texts(&p, NoteKind::Conflict)
+            .iter()
+            .any(|t| t.contains("no durable consumer")));
+    }
+
+    #[test]
+    fn counter_without_stream_label_is_flagged() {
+        let mut o = fixture::observed();
+        o.metrics = Ok(crate::discover::families_of(&crate::promtext::parse(
+            "# TYPE jobs_total counter\njobs_total{outcome=\"ok\"} 1\n",
+        )));
+        let p = plan(&o, &Hints::default());
+        let c = p.counter.clone().expect("counter");
+        assert_eq!(
+            (c.sample_name.as_str(), c.result_label.as_str()),
+            ("jobs_total", "outcome")
+        );
+        assert_eq!(c.success_result, "ok");
+        assert!(texts(&p, NoteKind::Conflict)
+            .iter()
+            .any(|t| t.contains("has no stream label")));
+        assert!(texts(&p, NoteKind::Guess)
+            .iter()
+            .any(|t| t.contains("dlq_result \"dlq\" assumed")));
+    }
+}

@@ -486,3 +486,153 @@ fn check_files(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::choose::{plan, Hints};
+    use crate::discover::{fixture, render};
+    use std::path::PathBuf;
+
+    fn config_text() -> String {
+        let o = fixture::observed();
+        render::render(
+            &plan(&o, &Hints::default()),
+            &o,
+            &render::RenderOptions {
+                soak_name: "t".into(),
+                nats_url: "nats://127.0.0.1:4222".into(),
+                metrics_url: "http://127.0.0.1:4102/metrics".into(),
+                database_url: "postgres://u@127.0.0.1/db".into(),
+                table: "hrv_data".into(),
+                env_file: Some(PathBuf::from("svc/.env")),
+                log: Some(PathBuf::from("svc/log")),
+                generated_at: chrono::Utc::now(),
+            },
+        )
+    }
+
+    fn load(text: &str) -> Config {
+        let env = |_: &str| None;
+        Config::from_text(Path::new("c.toml"), text, &env).expect("valid")
+    }
+
+    fn line_of(text: &str, prefix: &str) -> Option<usize> {
+        text.lines()
+            .position(|l| l.starts_with(prefix))
+            .map(|i| i + 1)
+    }
+
+    #[test]
+    fn matching_system_has_no_findings() {
+        let text = config_text();
+        let mut o = fixture::observed();
+        o.files.push(crate::discover::FileFacts {
+            path: PathBuf::from("svc/log"),
+            size: Some(1),
+            error: None,
+        });
+        let f = check(&load(&text), &text, &o);
+        assert_eq!(f, vec![], "{text}");
+        assert_eq!(exit_code(&f, 0), 0);
+        assert_eq!(exit_code(&f, 1), 3);
+    }
+
+    #[test]
+    fn every_wrong_name_is_a_located_problem() {
+        let text = config_text()
+            .replace(
+                "durable = \"normalize-hrv-durable\"",
+                "durable = \"wrong-durable\"",
+            )
+            .replace(
+                "messages_counter = \"normalize_hrv_messages_total\"",
+                "messages_counter = \"wrong_total\"",
+            )
+            .replace("name = \"AA_VENDOR_HOT\"", "name = \"AA_NOPE\"")
+            .replace(
+                "created_column = \"createdAt\"",
+                "created_column = \"madeAt\"",
+            )
+            .replace("stream_label = \"stream\"", "stream_label = \"strm\"");
+        let cfg = load(&text);
+        let mut o = fixture::observed();
+        o.files.push(crate::discover::FileFacts {
+            path: PathBuf::from("svc/log"),
+            size: None,
+            error: Some("does not exist".into()),
+        });
+        let f = check(&cfg, &text, &o);
+        let keys: Vec<&str> = f.iter().map(|x| x.key.as_str()).collect();
+        for k in [
+            "streams.hot[1].name",
+            "consumer.durable",
+            "metrics.messages_counter",
+            "database.created_column",
+            "log.path",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+        assert!(f.iter().all(|x| x.severity == Severity::Problem), "{f:?}");
+        let durable = f
+            .iter()
+            .find(|x| x.key == "consumer.durable")
+            .expect("durable");
+        assert_eq!(durable.line, line_of(&text, "durable = \"wrong-durable\""));
+        assert!(
+            durable.message.contains("there: normalize-hrv-durable"),
+            "{durable:?}"
+        );
+        let shown = durable.display(Path::new("c.toml")).to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "problem: c.toml:{}: consumer.durable: no consumer wrong-durable",
+                durable.line.unwrap_or(0)
+            )),
+            "{shown}"
+        );
+        assert_eq!(exit_code(&f, 0), 2);
+    }
+
+    #[test]
+    fn labels_match_labels_and_env_keys_are_checked() {
+        let text = config_text()
+            .replace("stream_label = \"stream\"", "stream_label = \"strm\"")
+            .replace(
+                "durable = \"normalize-hrv-durable\"\n\n[database]",
+                "bogus = \"x\"\n\n[database]",
+            )
+            .replace(
+                "ack_wait_key = \"NORMALIZE_HRV_ACK_WAIT_MS\"",
+                "ack_wait_key = \"NOPE_ACK_WAIT_MS\"",
+            );
+        let cfg = load(&text);
+        let f = check(&cfg, &text, &fixture::observed());
+        let keys: Vec<&str> = f.iter().map(|x| x.key.as_str()).collect();
+        assert!(keys.contains(&"metrics.stream_label"), "{f:?}");
+        assert!(keys.contains(&"metrics.match.bogus"), "{f:?}\n{text}");
+        assert!(keys.contains(&"service_env.ack_wait_key"), "{f:?}");
+    }
+
+    #[test]
+    fn drift_is_a_warning() {
+        let text = config_text();
+        let mut o = fixture::observed();
+        if let Ok(n) = &mut o.nats {
+            for s in &mut n.streams {
+                for c in &mut s.consumers {
+                    c.ack_wait = Duration::from_secs(30);
+                }
+            }
+        }
+        if let Ok(t) = &mut o.table {
+            t.indexes.clear();
+        }
+        let f = check(&load(&text), &text, &o);
+        let keys: Vec<&str> = f.iter().map(|x| x.key.as_str()).collect();
+        assert!(keys.contains(&"consumer.ack_wait"), "{f:?}");
+        assert!(keys.contains(&"database.created_column"), "{f:?}");
+        assert!(f.iter().all(|x| x.severity == Severity::Warning), "{f:?}");
+        assert_eq!(exit_code(&f, 0), 1);
+    }
+}

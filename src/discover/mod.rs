@@ -647,3 +647,180 @@ pub fn env_facts(path: &Path, env: &EnvFile) -> EnvFacts {
         values,
     }
 }
+
+/// Plain-data fixtures of a live Phase B system, shared by the unit tests.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use super::*;
+
+    /// A stand-in-like `/metrics` body.
+    pub(crate) const METRICS: &str = "\
+# HELP normalize_hrv_messages_total Total number of HRV messages processed\n\
+# TYPE normalize_hrv_messages_total counter\n\
+normalize_hrv_messages_total{result=\"success\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 10\n\
+normalize_hrv_messages_total{result=\"dlq\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 0\n\
+normalize_hrv_messages_total{result=\"retry\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 0\n\
+# TYPE http_requests_total counter\n\
+http_requests_total{status=\"200\",path=\"/metrics\"} 3\n\
+# TYPE normalize_hrv_processing_duration_seconds histogram\n\
+normalize_hrv_processing_duration_seconds_bucket{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",le=\"0.1\"} 10\n\
+normalize_hrv_processing_duration_seconds_bucket{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",le=\"+Inf\"} 10\n\
+normalize_hrv_processing_duration_seconds_sum{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 0.5\n\
+normalize_hrv_processing_duration_seconds_count{stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\"} 10\n\
+# TYPE process_start_time_seconds gauge\n\
+process_start_time_seconds 1759338384\n";
+
+    pub(crate) fn stream(name: &str, subjects: &[&str], messages: u64) -> StreamFacts {
+        StreamFacts {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            storage: "file".into(),
+            replicas: 1,
+            max_age: Duration::from_secs(48 * 3600),
+            messages,
+            last_seq: messages,
+            last_ts: None,
+            consumers: Vec::new(),
+        }
+    }
+
+    pub(crate) fn durable() -> ConsumerFacts {
+        ConsumerFacts {
+            name: "normalize-hrv-durable".into(),
+            durable: Some("normalize-hrv-durable".into()),
+            filter_subject: "athlete-ally.hrv.raw-received".into(),
+            ack_policy: "explicit".into(),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 5,
+            max_ack_pending: 1000,
+            deliver_subject: None,
+        }
+    }
+
+    /// The seed's topology, metrics, table and env, all seen.
+    pub(crate) fn observed() -> Observed {
+        let mut core = stream("AA_CORE_HOT", &["athlete-ally.>", "sleep.*"], 12);
+        core.consumers.push(durable());
+        let mut legacy = stream("ATHLETE_ALLY_EVENTS", &["legacy.>"], 55);
+        legacy.max_age = Duration::ZERO;
+        let streams = vec![
+            stream("AA_DLQ", &["dlq.>"], 1),
+            core,
+            stream("AA_VENDOR_HOT", &["vendor.>"], 0),
+            legacy,
+        ];
+        let col = |c: &str, t: &str| (c.to_string(), t.to_string());
+        let env = EnvFile::parse(
+            "EVENT_STREAM_MODE=multi\nNATS_PASSWORD=hunter2\nNORMALIZE_HRV_ACK_WAIT_MS=60000\n",
+        );
+        Observed {
+            nats: Ok(NatsFacts {
+                streams,
+                missing: Vec::new(),
+                filtered_out: 0,
+            }),
+            metrics: Ok(families_of(&promtext::parse(METRICS))),
+            table: Ok(TableFacts {
+                table: "hrv_data".into(),
+                exists: true,
+                columns: vec![
+                    col("id", "bigint"),
+                    col("userId", "text"),
+                    col("rmssd", "double precision"),
+                    col("lnRmssd", "double precision"),
+                    col("createdAt", "timestamp without time zone"),
+                    col("updatedAt", "timestamp without time zone"),
+                ],
+                indexes: vec![
+                    IndexFacts {
+                        name: "hrv_data_createdAt_idx".into(),
+                        columns: vec!["createdAt".into()],
+                    },
+                    IndexFacts {
+                        name: "hrv_data_updatedAt_idx".into(),
+                        columns: vec!["updatedAt".into()],
+                    },
+                ],
+                other_tables: Vec::new(),
+            }),
+            env: Some(Ok(env_facts(Path::new("svc/.env"), &env))),
+            files: vec![FileFacts {
+                path: PathBuf::from("svc/.env"),
+                size: Some(80),
+                error: None,
+            }],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_group_samples_and_drop_le() {
+        let m = families_of(&promtext::parse(fixture::METRICS));
+        let c = m.family("normalize_hrv_messages_total").expect("counter");
+        assert_eq!(c.kind, MetricType::Counter);
+        assert_eq!(c.samples, 3);
+        let results: Vec<&str> = c.labels["result"].iter().map(String::as_str).collect();
+        assert_eq!(results, ["dlq", "retry", "success"]);
+        let h = m
+            .family("normalize_hrv_processing_duration_seconds")
+            .expect("histogram");
+        assert_eq!(h.kind, MetricType::Histogram);
+        assert!(!h.labels.contains_key("le"), "{:?}", h.labels);
+        assert!(h
+            .sample_names
+            .contains("normalize_hrv_processing_duration_seconds_bucket"));
+        // A sample name finds its family too.
+        assert_eq!(
+            m.family("normalize_hrv_processing_duration_seconds_count")
+                .map(|f| f.name.as_str()),
+            Some("normalize_hrv_processing_duration_seconds")
+        );
+    }
+
+    #[test]
+    fn declared_family_without_samples_is_kept() {
+        let m = families_of(&promtext::parse(
+            "# HELP jobs_total Jobs\n# TYPE jobs_total counter\nup 1\n",
+        ));
+        let f = m.family("jobs_total").expect("declared family");
+        assert_eq!((f.samples, f.help.as_str()), (0, "Jobs"));
+    }
+
+    #[test]
+    fn env_facts_keep_keys_but_only_safe_values() {
+        let env =
+            EnvFile::parse("DB_PASSWORD=hunter2\nX_ACK_WAIT_MS=500\nEVENT_STREAM_MODE=multi\n");
+        let f = env_facts(Path::new(".env"), &env);
+        assert_eq!(
+            f.keys,
+            ["DB_PASSWORD", "X_ACK_WAIT_MS", "EVENT_STREAM_MODE"]
+        );
+        assert!(!format!("{f:?}").contains("hunter2"));
+        assert_eq!(
+            f.values.get("X_ACK_WAIT_MS").map(String::as_str),
+            Some("500")
+        );
+        assert_eq!(
+            f.values.get("EVENT_STREAM_MODE").map(String::as_str),
+            Some("multi")
+        );
+    }
+
+    #[test]
+    fn index_lead_is_the_first_key_column_only() {
+        let t = TableFacts {
+            exists: true,
+            indexes: vec![IndexFacts {
+                name: "i".into(),
+                columns: vec!["userId".into(), "createdAt".into()],
+            }],
+            ..Default::default()
+        };
+        assert!(t.index_leads_with("userId"));
+        assert!(!t.index_leads_with("createdAt"));
+    }
+}

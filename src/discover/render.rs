@@ -60,6 +60,29 @@ fn toml_raw_str(s: &str) -> String {
     out
 }
 
+/// A TOML key: bare when it can be, else quoted.
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        toml_str(k)
+    }
+}
+
+/// A regular expression as a TOML literal string when it can be (no escaping
+/// of backslashes), else a basic string.
+fn toml_pattern(p: &str) -> String {
+    let p = p.replace("${", "$${");
+    if p.contains('\'') || p.chars().any(char::is_control) {
+        toml_raw_str(&p)
+    } else {
+        format!("'{p}'")
+    }
+}
+
 fn toml_list(items: &[String]) -> String {
     format!(
         "[{}]",
@@ -98,12 +121,15 @@ pub fn strip_credentials(raw: &str) -> (String, bool) {
                 return (String::new(), !part.is_empty());
             };
             let mut removed = false;
-            if url.password().is_some() {
+            let nats = matches!(url.scheme(), "nats" | "tls" | "ws" | "wss");
+            if nats && (!url.username().is_empty() || url.password().is_some()) {
+                // nats://TOKEN@host: a lone user part is the token, and a user
+                // left without its password would be sent as one.
                 let _ = url.set_password(None);
-                removed = true;
-            } else if !url.username().is_empty() && url.scheme().starts_with("nats") {
-                // nats://TOKEN@host: a lone user part is the token.
                 let _ = url.set_username("");
+                removed = true;
+            } else if url.password().is_some() {
+                let _ = url.set_password(None);
                 removed = true;
             }
             let pairs: Vec<(String, String)> = url
@@ -147,8 +173,21 @@ fn env_url(var: &str, raw: &str) -> (String, Option<String>) {
     (toml_raw_str(&format!("${{{var}:-{clean}}}")), comment)
 }
 
+/// A duration in the largest whole unit (`48h`, `60s`, `500ms`), as checks.toml writes them.
 fn duration(d: Duration) -> String {
-    toml_str(&humantime::format_duration(d).to_string())
+    let ms = d.as_millis();
+    let s = if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{ms}ms")
+    } else {
+        humantime::format_duration(d).to_string()
+    };
+    toml_str(&s)
 }
 
 fn notes(out: &mut String, plan: &Plan, section: &str) {
@@ -413,7 +452,7 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
     if !plan.matchers.is_empty() {
         out.push_str("\n# Only series carrying these labels are counted.\n[metrics.match]\n");
         for (k, v) in &plan.matchers {
-            let _ = writeln!(out, "{} = {}", toml_str(k), toml_str(v));
+            let _ = writeln!(out, "{} = {}", toml_key(k), toml_str(v));
         }
     }
     out.push('\n');
@@ -497,11 +536,11 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         format!("(?i)bound (to|on) {legacy_re}\\b"),
         "Stream mode: single".to_string(),
     ] {
-        let _ = writeln!(out, "  {},", toml_str(&p));
+        let _ = writeln!(out, "  {},", toml_pattern(&p));
     }
     out.push_str(
         "]\n# The normal start-up line lists the legacy stream as a candidate: not a fallback.\n\
-         ignore_patterns = [\"Stream candidates:\"]\n\n",
+         ignore_patterns = ['Stream candidates:']\n\n",
     );
 
     // Service env.
@@ -526,7 +565,7 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
             if !e.expect.is_empty() {
                 out.push_str("\n[service_env.expect]\n");
                 for (k, v) in &e.expect {
-                    let _ = writeln!(out, "{} = {}", toml_str(k), toml_str(v));
+                    let _ = writeln!(out, "{} = {}", toml_key(k), toml_str(v));
                 }
             }
         }
@@ -539,4 +578,146 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
          db_in_flight_tolerance = 5\nrestart_grace = \"5m\"\n",
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::discover::choose::{plan, Hints};
+    use crate::discover::fixture;
+    use std::path::Path;
+
+    fn opts() -> RenderOptions {
+        RenderOptions {
+            soak_name: "discovered".into(),
+            nats_url: "nats://svc:natspw@127.0.0.1:4222".into(),
+            metrics_url: "http://127.0.0.1:4102/metrics".into(),
+            database_url: "postgres://athlete:dbsecret@127.0.0.1:5432/athlete?sslmode=disable&password=qsecret".into(),
+            table: "hrv_data".into(),
+            env_file: Some(PathBuf::from("svc/.env")),
+            log: None,
+            generated_at: chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap_or_default(),
+        }
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn output_is_a_valid_config_with_the_seen_names() {
+        let o = fixture::observed();
+        let text = render(&plan(&o, &Hints::default()), &o, &opts());
+        let c = Config::from_text(Path::new("d.toml"), &text, &no_env)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.streams.legacy.name, "ATHLETE_ALLY_EVENTS");
+        assert_eq!(c.streams.legacy.baseline_messages, Some(55));
+        assert_eq!(c.streams.dlq.baseline_messages, Some(1));
+        assert_eq!(c.streams.hot.len(), 2);
+        assert_eq!(
+            c.streams.hot[0].max_age,
+            Some(Duration::from_secs(48 * 3600))
+        );
+        assert_eq!(c.consumer.durable, "normalize-hrv-durable");
+        assert_eq!(c.consumer.ack_wait, Duration::from_secs(60));
+        assert_eq!(c.metrics.messages_counter, "normalize_hrv_messages_total");
+        assert_eq!(
+            c.metrics.matchers,
+            [("durable".to_string(), "normalize-hrv-durable".to_string())]
+        );
+        assert_eq!(c.database.created_column, "createdAt");
+        assert!(c.database.derived.is_some());
+        assert_eq!(
+            c.service_env.ack_wait_key.as_deref(),
+            Some("NORMALIZE_HRV_ACK_WAIT_MS")
+        );
+        assert!(c.log.fallback_patterns[0].is_match("bound ATHLETE_ALLY_EVENTS now"));
+        assert!(text.contains("max_age = \"48h\""), "{text}");
+        assert!(
+            text.contains("# guessed: legacy stream ATHLETE_ALLY_EVENTS"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_never_written_and_env_overrides_work() {
+        let o = fixture::observed();
+        let text = render(&plan(&o, &Hints::default()), &o, &opts());
+        for secret in ["natspw", "dbsecret", "qsecret", "hunter2"] {
+            assert!(!text.contains(secret), "{secret} leaked:\n{text}");
+        }
+        assert!(text.contains(
+            "url = \"${DATABASE_URL:-postgres://athlete@127.0.0.1:5432/athlete?sslmode=disable}\""
+        ), "{text}");
+        assert!(
+            text.contains("url = \"${NATS_URL:-nats://127.0.0.1:4222}\""),
+            "{text}"
+        );
+        assert!(text.contains("set DATABASE_URL (with them)"), "{text}");
+        let env = |k: &str| (k == "DATABASE_URL").then(|| "postgres://u:p@db/x".to_string());
+        let c = Config::from_text(Path::new("d.toml"), &text, &env).expect("valid");
+        assert_eq!(c.database.url.expose(), "postgres://u:p@db/x");
+    }
+
+    #[test]
+    fn nothing_seen_still_renders_a_valid_config() {
+        let o = Observed {
+            nats: Err("cannot connect to NATS at nats://127.0.0.1:1".into()),
+            metrics: Err("GET x: connection failed".into()),
+            table: Err("database: refused".into()),
+            env: None,
+            files: Vec::new(),
+        };
+        let mut op = opts();
+        op.env_file = None;
+        let text = render(&plan(&o, &Hints::default()), &o, &op);
+        Config::from_text(Path::new("d.toml"), &text, &no_env)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(
+            text.contains("# COULD NOT LOOK: cannot connect to NATS"),
+            "{text}"
+        );
+        assert!(text.contains("durable = \"CHANGE_ME\""), "{text}");
+    }
+
+    #[test]
+    fn observed_strings_cannot_inject_env_references_or_toml() {
+        assert_eq!(toml_str("a${X}b"), "\"a$${X}b\"");
+        assert_eq!(toml_str("q\"\\\n"), "\"q\\\"\\\\\\n\"");
+        assert_eq!(toml_key("durable"), "durable");
+        assert_eq!(toml_key("a.b"), "\"a.b\"");
+        assert_eq!(toml_pattern("\\bX\\b"), "'\\bX\\b'");
+        assert_eq!(toml_pattern("it's"), "\"it's\"");
+    }
+
+    #[test]
+    fn credentials_are_stripped_from_urls() {
+        assert_eq!(
+            strip_credentials("nats://tok@h:4222"),
+            ("nats://h:4222".to_string(), true)
+        );
+        assert_eq!(
+            strip_credentials("nats://a:4222, nats://u:p@b:4222"),
+            ("nats://a:4222,nats://b:4222".to_string(), true)
+        );
+        assert_eq!(
+            strip_credentials("http://h/metrics?token=x&a=1"),
+            ("http://h/metrics?a=1".to_string(), true)
+        );
+        assert_eq!(
+            strip_credentials("postgres://u@h/db"),
+            ("postgres://u@h/db".to_string(), false)
+        );
+        assert_eq!(strip_credentials("not a url"), (String::new(), true));
+    }
+
+    #[test]
+    fn durations_use_the_largest_whole_unit() {
+        assert_eq!(duration(Duration::from_secs(48 * 3600)), "\"48h\"");
+        assert_eq!(duration(Duration::from_secs(60)), "\"1m\"");
+        assert_eq!(duration(Duration::from_secs(90)), "\"90s\"");
+        assert_eq!(duration(Duration::from_millis(1500)), "\"1500ms\"");
+        assert_eq!(duration(Duration::ZERO), "\"0s\"");
+    }
 }
