@@ -686,7 +686,10 @@ async fn discover_writes_a_config_that_check_passes() {
         &r.names.dlq_stream,
         &r.names.hrv_subject,
     ] {
-        assert!(out.contains(&format!("\"{name}\"")), "{name} missing:\n{out}");
+        assert!(
+            out.contains(&format!("\"{name}\"")),
+            "{name} missing:\n{out}"
+        );
     }
     for line in [
         "durable = \"normalize-hrv-durable\"",
@@ -709,14 +712,19 @@ async fn discover_writes_a_config_that_check_passes() {
         assert!(out.contains(line), "{line:?} missing:\n{out}");
     }
     assert!(
-        out.contains("# columns: id (bigint), userId (text), date (date), rmssd (double precision)"),
+        out.contains(
+            "# columns: id (bigint), userId (text), date (date), rmssd (double precision)"
+        ),
         "{out}"
     );
     assert!(
         out.contains("url = \"${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/"),
         "{out}"
     );
-    assert!(!out.contains("# CONFLICT") && !out.contains("conflict(s)"), "{out}");
+    assert!(
+        !out.contains("# CONFLICT") && !out.contains("conflict(s)"),
+        "{out}"
+    );
 
     // The output is the config: validate accepts it, validate --live finds all of it,
     // and check with it judges the replica healthy.
@@ -832,8 +840,16 @@ async fn validate_live_names_every_wrong_name_with_its_line() {
             "messages_counter",
             "no metric wrong_messages_total",
         ),
-        ("database.table", "table = \"wrong_table\"", "table wrong_table does not exist"),
-        ("metrics.match.bogus_label", "bogus_label", "has no label bogus_label"),
+        (
+            "database.table",
+            "table = \"wrong_table\"",
+            "table wrong_table does not exist",
+        ),
+        (
+            "metrics.match.bogus_label",
+            "bogus_label",
+            "has no label bogus_label",
+        ),
     ] {
         let want = format!("problem: {cfg}:{}: {key}: ", line(prefix));
         let found = run
@@ -859,14 +875,16 @@ async fn validate_live_that_cannot_look_exits_3_with_reasons() {
     let run = run_bin(&["validate", "--live", "-c", &cfg], &[]).await;
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stdout
-            .contains(&format!("could not look: cannot connect to NATS at nats://127.0.0.1:{dead}")),
+        run.stdout.contains(&format!(
+            "could not look: cannot connect to NATS at nats://127.0.0.1:{dead}"
+        )),
         "{}",
         run.stdout
     );
     assert!(
-        run.stdout
-            .contains(&format!("could not look: GET http://127.0.0.1:{dead}/metrics")),
+        run.stdout.contains(&format!(
+            "could not look: GET http://127.0.0.1:{dead}/metrics"
+        )),
         "{}",
         run.stdout
     );

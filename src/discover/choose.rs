@@ -246,16 +246,33 @@ fn choose_streams(plan: &mut Plan, streams: &[StreamFacts], hints: &Hints) {
             }
         }
     };
-    let dlq = usable
+    let dlqs: Vec<&StreamFacts> = usable
         .iter()
         .filter(|s| Some(s.name.as_str()) != legacy.map(|l| l.name.as_str()))
-        .find(|s| looks_dlq(s))
-        .copied();
+        .filter(|s| looks_dlq(s))
+        .copied()
+        .collect();
+    let dlq = dlqs.first().copied();
     match dlq {
         Some(d) => plan.note(
             "streams",
             NoteKind::Guess,
-            format!("DLQ stream {}: its name or subjects say dlq", d.name),
+            format!(
+                "DLQ stream {}: its name or subjects say dlq{}",
+                d.name,
+                if dlqs.len() > 1 {
+                    format!(
+                        "; so do {} (hot below; --streams REGEX to narrow)",
+                        dlqs[1..]
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                } else {
+                    String::new()
+                }
+            ),
         ),
         None => plan.note(
             "streams",

@@ -162,12 +162,16 @@ pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
     for f in &findings {
         println!("{}", f.display(path));
     }
-    // A missing env file is already a finding (service_env.path).
-    let failures: Vec<String> = observed
-        .failures()
-        .into_iter()
-        .filter(|f| !(f.starts_with("env file") && f.ends_with("does not exist")))
-        .collect();
+    // A missing env file is a finding (service_env.path), not a failed look-up.
+    let env_missing = observed
+        .file(&cfg.service_env.path)
+        .is_some_and(|f| f.size.is_none());
+    let mut failures = observed.failures();
+    if env_missing {
+        if let Some(Err(e)) = &observed.env {
+            failures.retain(|f| f != e);
+        }
+    }
     for f in &failures {
         println!("could not look: {f}");
     }

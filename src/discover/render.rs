@@ -176,13 +176,13 @@ fn env_url(var: &str, raw: &str) -> (String, Option<String>) {
 /// A duration in the largest whole unit (`48h`, `60s`, `500ms`), as checks.toml writes them.
 fn duration(d: Duration) -> String {
     let ms = d.as_millis();
-    let s = if ms % 3_600_000 == 0 && ms > 0 {
+    let s = if ms.is_multiple_of(3_600_000) && ms > 0 {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 && ms > 0 {
+    } else if ms.is_multiple_of(60_000) && ms > 0 {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{ms}ms")
     } else {
         humantime::format_duration(d).to_string()
