@@ -158,7 +158,11 @@ pub fn plan(observed: &Observed, hints: &Hints) -> Plan {
     if let Ok(m) = &observed.metrics {
         choose_metrics(&mut plan, &m.families);
     }
-    choose_consumer(&mut plan, hints);
+    let counter_family = match (&observed.metrics, &plan.counter) {
+        (Ok(m), Some(c)) => m.family(&c.sample_name).cloned(),
+        _ => None,
+    };
+    choose_consumer(&mut plan, hints, counter_family.as_ref());
     if let Ok(m) = &observed.metrics {
         choose_matchers(&mut plan, &m.families, hints);
     }
@@ -303,6 +307,15 @@ fn choose_streams(plan: &mut Plan, streams: &[StreamFacts], hints: &Hints) {
             NoteKind::Conflict,
             "no hot stream seen: the [[streams.hot]] below is a placeholder",
         );
+    } else if plan.hot.len() > 4 {
+        plan.note(
+            "streams",
+            NoteKind::Guess,
+            format!(
+                "{} hot streams: every stream that is not the legacy or the DLQ is taken as hot (--streams REGEX to narrow)",
+                plan.hot.len()
+            ),
+        );
     }
     plan.legacy = legacy.cloned();
     plan.dlq = dlq.cloned();
@@ -374,7 +387,29 @@ fn choose_metrics(plan: &mut Plan, families: &[FamilyFacts]) {
         .filter(|f| f.kind == MetricType::Counter && f.samples == 0)
         .map(|f| f.name.as_str())
         .collect();
+    let declared_pick = declared_only
+        .iter()
+        .find(|n| n.contains("message"))
+        .or(declared_only.first());
     match scored.first() {
+        None if declared_pick.is_some() => {
+            let name = declared_pick.map(|n| n.to_string()).unwrap_or_default();
+            plan.note(
+                "metrics",
+                NoteKind::Guess,
+                format!(
+                    "messages_counter {name}: declared but without series yet (no message processed?), so its labels are unknown: result/stream labels and values assumed"
+                ),
+            );
+            plan.counter = Some(CounterChoice {
+                sample_name: name,
+                result_label: "result".into(),
+                success_result: "success".into(),
+                dlq_result: "dlq".into(),
+                uncounted: Vec::new(),
+                stream_label: "stream".into(),
+            });
+        }
         None => {
             plan.note(
                 "metrics",
@@ -527,7 +562,19 @@ fn choose_metrics(plan: &mut Plan, families: &[FamilyFacts]) {
         .map(|f| f.name.clone());
 }
 
-fn choose_consumer(plan: &mut Plan, hints: &Hints) {
+fn choose_consumer(plan: &mut Plan, hints: &Hints, counter: Option<&FamilyFacts>) {
+    // Durable names the service's counter labels its series with.
+    let named_by_metrics: Vec<String> = counter
+        .iter()
+        .flat_map(|f| {
+            ["durable", "consumer"]
+                .iter()
+                .filter_map(|l| f.labels.get(*l))
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut candidates: Vec<(String, ConsumerFacts)> = Vec::new();
     for s in &plan.hot {
         for c in &s.consumers {
@@ -560,8 +607,27 @@ fn choose_consumer(plan: &mut Plan, hints: &Hints) {
                 .filter(|(_, (_, c))| durable(c))
                 .map(|(i, _)| i)
                 .collect();
-            let pick = pulls.first().or(any.first()).copied();
-            if let Some(i) = pick {
+            let by_metrics = any
+                .iter()
+                .copied()
+                .find(|i| named_by_metrics.contains(&candidates[*i].1.name));
+            if let Some(i) = by_metrics {
+                plan.note(
+                    "consumer",
+                    NoteKind::Guess,
+                    format!(
+                        "durable {}: the service's counter labels its series with it{}",
+                        candidates[i].1.name,
+                        if any.len() > 1 {
+                            format!(" ({} durables on the hot streams)", any.len())
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+            }
+            let pick = by_metrics.or(pulls.first().or(any.first()).copied());
+            if let (Some(i), None) = (pick, by_metrics) {
                 let n = if pulls.is_empty() {
                     any.len()
                 } else {
@@ -1063,6 +1129,59 @@ mod tests {
         assert!(texts(&p, NoteKind::Conflict)
             .iter()
             .any(|t| t.contains("no durable consumer")));
+    }
+
+    #[test]
+    fn the_durable_the_counter_names_is_preferred() {
+        let mut o = fixture::observed();
+        if let Ok(n) = &mut o.nats {
+            let core = n
+                .streams
+                .iter_mut()
+                .find(|s| s.name == "AA_CORE_HOT")
+                .expect("core");
+            let mut other = fixture::durable();
+            other.name = "aaa-audit".into();
+            other.durable = Some("aaa-audit".into());
+            core.consumers.insert(0, other);
+        }
+        let p = plan(&o, &Hints::default());
+        let (_, c) = p.consumer.clone().expect("consumer");
+        assert_eq!(c.name, "normalize-hrv-durable");
+        assert_eq!(p.other_consumers.len(), 1);
+        assert!(texts(&p, NoteKind::Guess)
+            .iter()
+            .any(|t| t.contains("the service's counter labels its series with it")));
+        // Without the label, the first durable pull consumer, said to be one of two.
+        o.metrics = Ok(crate::discover::families_of(&crate::promtext::parse(
+            "# TYPE m_total counter\nm_total{result=\"ok\"} 1\n",
+        )));
+        let p = plan(&o, &Hints::default());
+        assert_eq!(
+            p.consumer.clone().map(|(_, c)| c.name),
+            Some("aaa-audit".to_string())
+        );
+        assert!(texts(&p, NoteKind::Guess)
+            .iter()
+            .any(|t| t.contains("2 candidates; --durable NAME")));
+    }
+
+    #[test]
+    fn a_counter_without_series_yet_is_taken_with_assumed_labels() {
+        let mut o = fixture::observed();
+        o.metrics = Ok(crate::discover::families_of(&crate::promtext::parse(
+            "# TYPE normalize_hrv_messages_total counter\n# TYPE up gauge\nup 1\n",
+        )));
+        let p = plan(&o, &Hints::default());
+        let c = p.counter.clone().expect("counter");
+        assert_eq!(c.sample_name, "normalize_hrv_messages_total");
+        assert_eq!(
+            (c.result_label.as_str(), c.stream_label.as_str()),
+            ("result", "stream")
+        );
+        assert!(texts(&p, NoteKind::Guess)
+            .iter()
+            .any(|t| t.contains("labels are unknown")));
     }
 
     #[test]
