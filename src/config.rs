@@ -1605,6 +1605,12 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
     }
 }
 
+/// 1-based line of a dotted key path (`streams.hot[1].name`) in config text,
+/// for commands that report against a loaded config (`validate --live`).
+pub fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    LineLocator::new(text).line_of(key)
+}
+
 fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')

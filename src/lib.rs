@@ -8,6 +8,7 @@ pub mod alert;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod discover;
 pub mod envfile;
 pub mod evaluate;
 pub mod histogram;

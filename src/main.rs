@@ -88,11 +88,20 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Checks a config file alone: every problem with file, line and key.
+    /// With --live, also every configured name that does not exist live
+    /// (exit 0 all there, 1 warnings, 2 problems, 3 could not look).
     Validate {
         /// The checks file.
         #[arg(long, short, default_value = "checks.toml")]
         config: PathBuf,
+        /// Look up every configured stream, consumer, metric, label, table,
+        /// column, log and env file on the live system.
+        #[arg(long)]
+        live: bool,
     },
+    /// Writes a commented checks.toml from the live system to stdout
+    /// (exit 0 written, 1 conflicts flagged, 3 a look-up failed).
+    Discover(soakwatch::discover::cli::DiscoverArgs),
     /// The one-shot rollback: `--dry-run` prints the plan, `--execute` runs it
     /// by hand (taking the soak's latch, so it never runs twice).
     Rollback {
@@ -232,7 +241,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(exit_code(report.overall())))
         }
-        Command::Validate { config } => match load(&config) {
+        Command::Validate { config, live } => match load(&config) {
+            Ok(cfg) if live => Ok(soakwatch::discover::cli::run_validate_live(&cfg, &config).await),
             Ok(cfg) => {
                 println!(
                     "{}: valid ({} streams, consumer {} on {})",
@@ -320,6 +330,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             alert_test(&cfg).await
         }
+        Command::Discover(args) => soakwatch::discover::cli::run_discover(args).await,
         Command::Demo(args) => soakwatch::demo::run_demo(args).await,
         Command::Standin(args) => soakwatch::demo::run_standin(args).await,
         Command::Replica(args) => soakwatch::demo::run_replica(args).await,

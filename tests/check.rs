@@ -635,3 +635,258 @@ async fn output_formats_and_secret_hygiene() {
     assert!(ev.contains("does not exist"), "{ev}");
     assert!(!run.stdout.contains("Sup3rS3cretPw"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// `soakwatch discover` and `soakwatch validate --live` against the replica.
+
+/// `discover` on the replica's streams (the shared server holds other tests' streams too).
+async fn discover(r: &Replica, extra: &[&str]) -> Run {
+    let filter = format!("^SW_{}_", r.names.tag.to_ascii_uppercase());
+    let env_file = r.files.env_file.display().to_string();
+    let log = r.files.log_file.display().to_string();
+    // Trust auth ignores the password: it is there to prove it is never written.
+    let db = r.db_url.replace("postgres@", "postgres:D1sc0verPw@");
+    let nats = nats_url();
+    let mut args = vec![
+        "discover",
+        "--nats",
+        &nats,
+        "--metrics",
+        &r.metrics_url,
+        "--database",
+        &db,
+        "--table",
+        "hrv_data",
+        "--streams",
+        &filter,
+        "--env-file",
+        &env_file,
+        "--log",
+        &log,
+        "--name",
+        "discovered",
+    ];
+    args.extend_from_slice(extra);
+    let run = run_bin(&args, &[]).await;
+    assert!(!run.stdout.contains("D1sc0verPw"), "password written");
+    assert!(!run.stderr.contains("D1sc0verPw"), "password on stderr");
+    run
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_writes_a_config_that_check_passes() {
+    let mut r = Replica::healthy(5).await;
+    let run = discover(&r, &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    let out = &run.stdout;
+    for name in [
+        &r.names.legacy_stream,
+        &r.names.core_stream,
+        &r.names.vendor_stream,
+        &r.names.dlq_stream,
+        &r.names.hrv_subject,
+    ] {
+        assert!(
+            out.contains(&format!("\"{name}\"")),
+            "{name} missing:\n{out}"
+        );
+    }
+    for line in [
+        "durable = \"normalize-hrv-durable\"",
+        "messages_counter = \"normalize_hrv_messages_total\"",
+        "latency_histogram = \"normalize_hrv_processing_duration_seconds\"",
+        "process_start_metric = \"process_start_time_seconds\"",
+        "durable = \"normalize-hrv-durable\"\n\n[database]",
+        "baseline_messages = 55",
+        "ack_wait = \"1m\"",
+        "max_age = \"48h\"",
+        "created_column = \"createdAt\"",
+        "updated_column = \"updatedAt\"",
+        "column = \"lnRmssd\"",
+        "ack_wait_key = \"NORMALIZE_HRV_ACK_WAIT_MS\"",
+        "EVENT_STREAM_MODE = \"multi\"",
+        "# seen: an index leads with createdAt",
+        "# index hrv_data_createdAt_idx on (createdAt)",
+        "# guessed: legacy stream",
+    ] {
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    assert!(
+        out.contains(
+            "# columns: id (bigint), userId (text), date (date), rmssd (double precision)"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("url = \"${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("# CONFLICT") && !out.contains("conflict(s)"),
+        "{out}"
+    );
+
+    // The output is the config: validate accepts it, validate --live finds all of it,
+    // and check with it judges the replica healthy.
+    let path = r.path("discovered.toml");
+    std::fs::write(&path, out).expect("write");
+    let p = path.display().to_string();
+    let v = run_bin(&["validate", "-c", &p], &[]).await;
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let live = run_bin(&["validate", "--live", "-c", &p], &[]).await;
+    assert_eq!(live.code, 0, "{}{}", live.stdout, live.stderr);
+    assert!(
+        live.stdout
+            .contains("0 problem(s), 0 warning(s), 0 look-up(s) failed"),
+        "{}",
+        live.stdout
+    );
+    r.config = path;
+    let check = r.check("2s", true).await;
+    assert_eq!(check.not_passing(), vec![], "{}", check.stdout);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_flags_missing_index_bogus_match_label_and_ack_wait_drift() {
+    use sqlx::Connection;
+    let r = Replica::healthy(2).await;
+    let mut conn = sqlx::PgConnection::connect(&r.db_url)
+        .await
+        .expect("replica db");
+    sqlx::query(r#"DROP INDEX "hrv_data_createdAt_idx""#)
+        .execute(&mut conn)
+        .await
+        .expect("drop index");
+    let _ = conn.close().await;
+    let env = read(&r.files.env_file).replace(
+        "NORMALIZE_HRV_ACK_WAIT_MS=60000",
+        "NORMALIZE_HRV_ACK_WAIT_MS=30000",
+    );
+    std::fs::write(&r.files.env_file, env).expect("env");
+
+    let run = discover(&r, &["--match", "bogus=x"]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stderr, run.stdout);
+    for conflict in [
+        "no index of hrv_data leads with createdAt",
+        "match label bogus is missing on the counter normalize_hrv_messages_total",
+        "match label bogus is missing on the histogram normalize_hrv_processing_duration_seconds",
+        "NORMALIZE_HRV_ACK_WAIT_MS=30000 (30s) differs from consumer normalize-hrv-durable's ack_wait 1m",
+    ] {
+        assert!(
+            run.stdout.contains(&format!("# CONFLICT: {conflict}")),
+            "{conflict:?} not flagged:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stderr.contains(&format!("conflict: {conflict}")),
+            "{conflict:?} not on stderr:\n{}",
+            run.stderr
+        );
+    }
+    assert!(run.stdout.contains("# 4 conflict(s):"), "{}", run.stdout);
+    // The updatedAt index is still there, and said so.
+    assert!(
+        run.stdout.contains("# seen: an index leads with updatedAt"),
+        "{}",
+        run.stdout
+    );
+    // Even with conflicts the output is a valid config.
+    let path = r.path("conflicts.toml");
+    std::fs::write(&path, &run.stdout).expect("write");
+    let v = run_bin(&["validate", "-c", &path.display().to_string()], &[]).await;
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_live_names_every_wrong_name_with_its_line() {
+    let r = Replica::healthy(1).await;
+    let cfg = r.config.display().to_string();
+    let ok = run_bin(&["validate", "--live", "-c", &cfg], &[]).await;
+    assert_eq!(ok.code, 0, "{}{}", ok.stdout, ok.stderr);
+
+    r.edit_config(|t| {
+        t.replace(
+            "durable = \"normalize-hrv-durable\"\nfilter_subject",
+            "durable = \"wrong-durable\"\nfilter_subject",
+        )
+        .replace(
+            "messages_counter = \"normalize_hrv_messages_total\"",
+            "messages_counter = \"wrong_messages_total\"",
+        )
+        .replace("table = \"hrv_data\"", "table = \"wrong_table\"")
+        .replace(
+            "[metrics.match]\n",
+            "[metrics.match]\nbogus_label = \"x\"\n",
+        )
+    });
+    let text = read(&r.config);
+    let line = |prefix: &str| {
+        text.lines()
+            .position(|l| l.starts_with(prefix))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("{prefix} not in config"))
+    };
+    let run = run_bin(&["validate", "--live", "-c", &cfg], &[]).await;
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    for (key, prefix, says) in [
+        (
+            "consumer.durable",
+            "durable = \"wrong-durable\"",
+            "no consumer wrong-durable on stream",
+        ),
+        (
+            "metrics.messages_counter",
+            "messages_counter",
+            "no metric wrong_messages_total",
+        ),
+        (
+            "database.table",
+            "table = \"wrong_table\"",
+            "table wrong_table does not exist",
+        ),
+        (
+            "metrics.match.bogus_label",
+            "bogus_label",
+            "has no label bogus_label",
+        ),
+    ] {
+        let want = format!("problem: {cfg}:{}: {key}: ", line(prefix));
+        let found = run
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&want))
+            .unwrap_or_else(|| panic!("no {want:?} line:\n{}", run.stdout));
+        assert!(found.contains(says), "{found}");
+    }
+    assert!(run.stdout.contains("look-up(s) failed"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_live_that_cannot_look_exits_3_with_reasons() {
+    let r = Replica::provisioned().await;
+    r.append_log("service started");
+    let dead = free_port();
+    r.edit_config(|t| {
+        t.replace(&nats_url(), &format!("nats://127.0.0.1:{dead}"))
+            .replace(&r.metrics_url, &format!("http://127.0.0.1:{dead}/metrics"))
+    });
+    let cfg = r.config.display().to_string();
+    let run = run_bin(&["validate", "--live", "-c", &cfg], &[]).await;
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!(
+            "could not look: cannot connect to NATS at nats://127.0.0.1:{dead}"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "could not look: GET http://127.0.0.1:{dead}/metrics"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 look-up(s) failed"), "{}", run.stdout);
+}
