@@ -70,6 +70,28 @@ fn pct(x: f64) -> String {
 /// Fewest observations in a window for its own latency quantile.
 const MIN_WINDOW_OBSERVATIONS: f64 = 20.0;
 
+/// Evidence of zero events. A family declared with no samples (or with
+/// series all at zero) after a restart or in quiet hours means nothing was
+/// processed, not that something is unknown: `dlq`, `success_rate`,
+/// `stream_purity` and `p95_latency` pass with this text, so a freshly
+/// restarted or idle service does not block sign-off on its own. (A service
+/// that stopped consuming is caught by `consumer_lag`'s stalled rule and by
+/// `db_writes`, not here.)
+pub const NO_TRAFFIC: &str = "no messages processed since the service started";
+
+/// Messages counted by the counter, all results.
+fn processed(ms: &MetricsState) -> f64 {
+    ms.by_result.values().sum()
+}
+
+/// " (family: filtered by ...)" for evidence, empty when no matcher applies.
+fn filter_note(f: Option<&crate::sample::FamilyFacts>) -> String {
+    match f.map(|f| f.filter_note()) {
+        Some(n) if !n.is_empty() => format!(" ({n})"),
+        _ => String::new(),
+    }
+}
+
 /// Evaluates every criterion over `history` (oldest first; at least one snapshot).
 pub fn evaluate(cfg: &Config, history: &[Snapshot]) -> Vec<Verdict> {
     let Some(last) = history.last() else {
@@ -536,6 +558,27 @@ impl Ctx<'_> {
         snap.metrics.as_ref().map_err(|f| f.reason.clone())
     }
 
+    /// The newest sample's message counter, when it can be read. A family
+    /// declared with no samples reads as zero events (prom-client and
+    /// prometheus_client print a labelled counter that way until its first
+    /// event); an absent or unmatched family, NaN/infinite/negative values or
+    /// duplicate series are the reason it cannot be read.
+    fn counter(&self) -> Result<&MetricsState, String> {
+        let ms = self.metrics(self.last)?;
+        match &ms.counter {
+            Some(f) => match f.unusable() {
+                Some(reason) => Err(reason),
+                None => Ok(ms),
+            },
+            // A record from before the family facts were kept.
+            None if ms.counter_found => Ok(ms),
+            None => Err(format!(
+                "counter {} not found in /metrics",
+                self.cfg.metrics.messages_counter
+            )),
+        }
+    }
+
     fn dlq(&self) -> Verdict {
         let spec = &self.cfg.streams.dlq;
         let m = &self.cfg.metrics;
@@ -551,12 +594,8 @@ impl Ctx<'_> {
         );
         let (mut parts, messages) = self.baseline_growth(spec, "DLQ");
         let mut dlq_count = None;
-        match self.metrics(self.last) {
+        match self.counter() {
             Err(r) => parts.push(part(Status::Unknown, r)),
-            Ok(ms) if !ms.counter_found => parts.push(part(
-                Status::Unknown,
-                format!("counter {} not found in /metrics", m.messages_counter),
-            )),
             Ok(ms) => {
                 let n = ms.by_result.get(&m.dlq_result).copied().unwrap_or(0.0);
                 dlq_count = Some(n);
@@ -568,10 +607,12 @@ impl Ctx<'_> {
                             m.result_label, m.dlq_result
                         ),
                     ));
+                } else if processed(ms) <= 0.0 {
+                    parts.push(part(Status::Pass, format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref()))));
                 } else {
                     parts.push(part(
                         Status::Pass,
-                        format!("{}=\"{}\" count 0", m.result_label, m.dlq_result),
+                        format!("{}=\"{}\" count 0{}", m.result_label, m.dlq_result, filter_note(ms.counter.as_ref())),
                     ));
                 }
             }
@@ -673,26 +714,19 @@ impl Ctx<'_> {
             "100% of processed messages labelled {}=\"{expected}\"",
             self.cfg.metrics.stream_label
         );
-        let ms = match self.metrics(self.last) {
+        let ms = match self.counter() {
             Err(r) => return Verdict::unknown(C::StreamPurity, target, r),
             Ok(ms) => ms,
         };
-        if !ms.counter_found {
-            return Verdict::unknown(
-                C::StreamPurity,
-                target,
-                format!(
-                    "counter {} not found in /metrics",
-                    self.cfg.metrics.messages_counter
-                ),
-            );
-        }
         let total: f64 = ms.by_stream.values().sum();
         if total <= 0.0 {
-            return Verdict::unknown(
+            // Zero events is not a wrong stream: nothing to judge, nothing wrong.
+            return Verdict::new(
                 C::StreamPurity,
+                Status::Pass,
+                "0 messages",
                 target,
-                "no messages processed since the service started",
+                format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
             );
         }
         let on = ms.by_stream.get(expected).copied().unwrap_or(0.0);
@@ -709,7 +743,10 @@ impl Ctx<'_> {
             Status::Fail
         };
         let evidence = if others.is_empty() {
-            format!("{on} of {total} messages on {expected}")
+            format!(
+                "{on} of {total} messages on {expected}{}",
+                filter_note(ms.counter.as_ref())
+            )
         } else {
             format!(
                 "{on} of {total} on {expected}; elsewhere: {}",
@@ -739,26 +776,19 @@ impl Ctx<'_> {
     fn success_rate(&self, history: &[Snapshot]) -> Verdict {
         let min = self.cfg.criteria.success_rate_min;
         let target = format!(">= {}", pct(min));
-        let ms = match self.metrics(self.last) {
+        let ms = match self.counter() {
             Err(r) => return Verdict::unknown(C::SuccessRate, target, r),
             Ok(ms) => ms,
         };
-        if !ms.counter_found {
-            return Verdict::unknown(
-                C::SuccessRate,
-                target,
-                format!(
-                    "counter {} not found in /metrics",
-                    self.cfg.metrics.messages_counter
-                ),
-            );
-        }
         let (success, counted) = self.success_counts(ms);
         if counted <= 0.0 {
-            return Verdict::unknown(
+            // Zero events (a fresh restart, quiet hours): no failure to count.
+            return Verdict::new(
                 C::SuccessRate,
+                Status::Pass,
+                "n/a (0 messages)",
                 target,
-                "no messages processed since the service started",
+                format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
             );
         }
         let rate = success / counted;
@@ -811,6 +841,14 @@ impl Ctx<'_> {
             Err(r) => return Verdict::unknown(C::P95Latency, target, r),
             Ok(ms) => ms,
         };
+        if let Some(f) = &ms.latency {
+            if let Some(reason) = f.unusable() {
+                return Verdict::unknown(C::P95Latency, target, reason);
+            }
+            if f.declared_empty() {
+                return Verdict::new(C::P95Latency, Status::Pass, "n/a (0 observations)", target, NO_TRAFFIC);
+            }
+        }
         let Some(buckets) = &ms.histogram else {
             return Verdict::unknown(
                 C::P95Latency,
@@ -836,10 +874,20 @@ impl Ctx<'_> {
         }
         let count = use_buckets.last().map(|(_, c)| *c).unwrap_or(0.0);
         let Some(v) = histogram::quantile(q, &use_buckets) else {
+            if count == 0.0 {
+                // Series exist with zero observations: zero events, as above.
+                return Verdict::new(
+                    C::P95Latency,
+                    Status::Pass,
+                    "n/a (0 observations)",
+                    target,
+                    format!("{NO_TRAFFIC}{}", filter_note(ms.latency.as_ref())),
+                );
+            }
             return Verdict::unknown(
                 C::P95Latency,
                 target,
-                format!("histogram {name} has no observations"),
+                format!("histogram {name} has no +Inf bucket or no finite bucket to interpolate"),
             );
         };
         // Too few observations to speak of a p95: over target is a warning.
@@ -857,9 +905,10 @@ impl Ctx<'_> {
             format!("{:.1} ms", v * 1000.0),
             target,
             format!(
-                "p{} from {count} observations {scope} (bucket interpolation){}",
+                "p{} from {count} observations {scope} (bucket interpolation){}{}",
                 (q * 100.0).round(),
-                if few { "; too few to judge a tail" } else { "" }
+                if few { "; too few to judge a tail" } else { "" },
+                filter_note(ms.latency.as_ref())
             ),
         )
         .with_value(v * 1000.0, None, Some(max_s * 1000.0))
