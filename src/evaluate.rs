@@ -1679,4 +1679,171 @@ mod tests {
             assert_eq!(s[id], Status::Pass, "{id}");
         }
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Metric criteria on real client-library output (tests/fixtures/promtext).
+
+    fn fixture_metrics(c: &Config, name: &str) -> MetricsState {
+        let path = format!(
+            "{}/tests/fixtures/promtext/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        crate::probe::metrics::extract(&crate::promtext::parse(&text), c, text.len() as u64)
+    }
+
+    /// Two snapshots 10 s apart of an idle service whose /metrics is `name`.
+    fn idle_window(c: &Config, name: &str) -> Vec<Snapshot> {
+        let mut a = healthy(c, 0, 0.0);
+        let mut b = healthy(c, 10, 0.0);
+        for snap in [&mut a, &mut b] {
+            let mut m = fixture_metrics(c, name);
+            // The fixtures' start time is fixed; align it with these histories' rows.
+            m.process_start = Some(t(-100).timestamp() as f64);
+            snap.metrics = Ok(m);
+        }
+        if let Ok(db) = &mut b.db {
+            db.written_since.push((t(0), 0));
+        }
+        vec![a, b]
+    }
+
+    fn get(v: &[Verdict], id: C) -> &Verdict {
+        v.iter().find(|v| v.id == id).expect("criterion evaluated")
+    }
+
+    const METRIC_CRITERIA: [C; 4] = [C::Dlq, C::SuccessRate, C::StreamPurity, C::P95Latency];
+
+    #[test]
+    fn a_freshly_started_service_with_declared_empty_families_passes() {
+        let c = cfg();
+        for name in [
+            "nodejs_service_fresh.prom",
+            "nodejs_service_fresh.openmetrics",
+            "python_service_fresh.prom",
+            "python_service_fresh.openmetrics",
+        ] {
+            let v = evaluate(&c, &idle_window(&c, name));
+            assert!(not_passing(&v).is_empty(), "{name}: {:?}", not_passing(&v));
+            for id in METRIC_CRITERIA {
+                let e = &get(&v, id).evidence;
+                assert!(e.contains(NO_TRAFFIC), "{name} {id:?}: {e}");
+            }
+            // One sample (check without --window): the metric criteria still pass.
+            let one = evaluate(&c, &idle_window(&c, name)[1..]);
+            for id in METRIC_CRITERIA {
+                assert_eq!(get(&one, id).status, Status::Pass, "{name} {id:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_valued_series_are_zero_events_too() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        for snap in &mut h {
+            if let Ok(m) = &mut snap.metrics {
+                m.by_result = [("success".to_string(), 0.0), ("dlq".to_string(), 0.0)]
+                    .into_iter()
+                    .collect();
+                m.by_stream = [(c.consumer.stream.clone(), 0.0)].into_iter().collect();
+                m.histogram = Some(vec![(0.1, 0.0), (f64::INFINITY, 0.0)]);
+            }
+        }
+        let v = evaluate(&c, &h);
+        for id in METRIC_CRITERIA {
+            let got = get(&v, id);
+            assert_eq!(got.status, Status::Pass, "{id:?}: {}", got.evidence);
+            assert!(got.evidence.contains(NO_TRAFFIC), "{id:?}: {}", got.evidence);
+        }
+    }
+
+    #[test]
+    fn an_absent_family_is_unknown_with_did_you_mean() {
+        let mut c = cfg();
+        c.metrics.messages_counter = "normalize_hrv_message_total".into();
+        let v = evaluate(&c, &idle_window(&c, "nodejs_service_fresh.prom"));
+        for id in [C::Dlq, C::SuccessRate, C::StreamPurity] {
+            let got = get(&v, id);
+            assert_eq!(got.status, Status::Unknown, "{id:?}");
+            assert!(
+                got.evidence
+                    .contains("did you mean normalize_hrv_messages_total,"),
+                "{id:?}: {}",
+                got.evidence
+            );
+        }
+        // client_golang leaves an empty vector out entirely: absent, so unknown.
+        let c = cfg();
+        let v = evaluate(&c, &idle_window(&c, "go_service_fresh.prom"));
+        for id in METRIC_CRITERIA {
+            assert_eq!(get(&v, id).status, Status::Unknown, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn nan_negative_and_duplicate_counters_are_unknown_never_pass() {
+        let c = cfg();
+        let v = evaluate(&c, &idle_window(&c, "python_service_broken.prom"));
+        for id in METRIC_CRITERIA {
+            let got = get(&v, id);
+            assert_eq!(got.status, Status::Unknown, "{id:?}: {}", got.evidence);
+            assert!(got.evidence.contains("cannot be trusted"), "{id:?}: {}", got.evidence);
+        }
+        assert!(get(&v, C::StreamPurity).evidence.contains("NaN"));
+        assert!(get(&v, C::P95Latency).evidence.contains("buckets decrease"));
+        assert!(get(&v, C::SuccessRate).evidence.contains("duplicate series"));
+    }
+
+    #[test]
+    fn traffic_from_the_libraries_passes_and_says_how_families_were_filtered() {
+        let c = cfg();
+        for name in [
+            "nodejs_service_traffic.prom",
+            "python_service_traffic.openmetrics",
+            "go_service_traffic.prom",
+        ] {
+            let v = evaluate(&c, &idle_window(&c, name));
+            let dlq = get(&v, C::Dlq);
+            assert_eq!(dlq.status, Status::Fail, "{name}: one message was dead-lettered");
+            let purity = get(&v, C::StreamPurity);
+            assert_eq!(purity.status, Status::Pass, "{name}: {}", purity.evidence);
+            assert!(
+                purity
+                    .evidence
+                    .contains("filtered by durable=\"normalize-hrv-durable\""),
+                "{}",
+                purity.evidence
+            );
+            // 41 observations since start, 3 of them slow: p95 lands in (0.25, 0.5].
+            let p95 = get(&v, C::P95Latency);
+            assert_eq!(p95.status, Status::Pass, "{name}: {}", p95.evidence);
+            assert!(p95.evidence.contains("from 41 observations"), "{}", p95.evidence);
+            assert!(
+                p95.evidence.contains("not by durable (the family has no such label)"),
+                "{}",
+                p95.evidence
+            );
+            let sr = get(&v, C::SuccessRate);
+            assert!(sr.evidence.starts_with("40/41"), "{name}: {}", sr.evidence);
+        }
+    }
+
+    #[test]
+    fn unmatched_match_labels_are_unknown_and_list_what_exists() {
+        let mut c = cfg();
+        c.metrics.matchers = vec![("durable".into(), "normalize-hrv-durable-v2".into())];
+        let v = evaluate(&c, &idle_window(&c, "nodejs_service_traffic.prom"));
+        let sr = get(&v, C::SuccessRate);
+        assert_eq!(sr.status, Status::Unknown);
+        assert!(
+            sr.evidence.contains("series that exist:")
+                && sr.evidence.contains("durable=\"other-durable\""),
+            "{}",
+            sr.evidence
+        );
+        // The histogram carries no durable label, so it is still read.
+        assert_eq!(get(&v, C::P95Latency).status, Status::Pass);
+    }
+
 }

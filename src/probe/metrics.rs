@@ -405,7 +405,12 @@ fn did_you_mean<'a>(
                 .take_while(|(a, b)| a == b)
                 .count();
             let close = d <= (wanted.len() / 3).max(2);
-            let related = prefix >= 8 && prefix * 2 >= base.len().min(n.len());
+            // Same subsystem: at least two whole `_`-separated words in common.
+            let words = wanted.as_bytes()[..prefix]
+                .iter()
+                .filter(|b| **b == b'_')
+                .count();
+            let related = prefix >= 8 && words >= 2;
             (close || related).then_some((d, n))
         })
         .collect();
@@ -431,4 +436,202 @@ fn edit_distance(a: &str, b: &str) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixtures made by the real client libraries (see tests/fixtures/promtext/README.md).
+    fn fixture(name: &str) -> Exposition {
+        let path = format!(
+            "{}/tests/fixtures/promtext/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let expo = promtext::parse(&text);
+        assert!(expo.errors.is_empty(), "{name}: {:?}", expo.errors);
+        expo
+    }
+
+    fn cfg() -> Config {
+        let text = include_str!("../../checks.toml");
+        Config::from_text(std::path::Path::new("checks.toml"), text, &|_: &str| None)
+            .expect("shipped config")
+    }
+
+    fn extract_fixture(name: &str, c: &Config) -> MetricsState {
+        extract(&fixture(name), c, 1)
+    }
+
+    #[test]
+    fn fresh_prom_client_and_prometheus_client_declare_empty_families() {
+        let c = cfg();
+        for name in [
+            "nodejs_service_fresh.prom",
+            "nodejs_service_fresh.openmetrics",
+            "python_service_fresh.prom",
+            "python_service_fresh.openmetrics",
+        ] {
+            let ms = extract_fixture(name, &c);
+            let counter = ms.counter.as_ref().expect("counter facts");
+            assert_eq!(counter.presence, FamilyPresence::Declared, "{name}");
+            assert!(counter.unusable().is_none(), "{name}: {counter:?}");
+            assert!(ms.counter_found, "{name}");
+            assert!(ms.by_result.is_empty(), "{name}");
+            let latency = ms.latency.as_ref().expect("latency facts");
+            assert_eq!(latency.presence, FamilyPresence::Declared, "{name}");
+            assert_eq!(ms.histogram, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn fresh_client_golang_omits_empty_vectors_so_the_family_is_absent() {
+        let c = cfg();
+        let ms = extract_fixture("go_service_fresh.prom", &c);
+        let counter = ms.counter.as_ref().expect("counter facts");
+        assert_eq!(counter.presence, FamilyPresence::Absent);
+        assert!(!ms.counter_found);
+        assert_eq!(
+            counter.unusable().as_deref(),
+            Some("normalize_hrv_messages_total not found in /metrics")
+        );
+        assert_eq!(
+            ms.latency.as_ref().map(|f| f.presence),
+            Some(FamilyPresence::Absent)
+        );
+        assert_eq!(ms.process_start, Some(1_764_662_400.0));
+    }
+
+    #[test]
+    fn traffic_from_every_library_is_read_with_a_histogram_labelled_by_stream_only() {
+        let c = cfg();
+        for name in [
+            "nodejs_service_traffic.prom",
+            "nodejs_service_traffic.openmetrics",
+            "python_service_traffic.prom",
+            "python_service_traffic.openmetrics",
+            "go_service_traffic.prom",
+            "go_service_traffic.openmetrics",
+        ] {
+            let ms = extract_fixture(name, &c);
+            assert_eq!(ms.by_result.get("success"), Some(&40.0), "{name}");
+            assert_eq!(ms.by_result.get("dlq"), Some(&1.0), "{name}");
+            assert_eq!(ms.by_stream.keys().collect::<Vec<_>>(), ["AA_CORE_HOT"]);
+            let counter = ms.counter.as_ref().expect("counter facts");
+            assert_eq!(counter.presence, FamilyPresence::Selected, "{name}");
+            assert_eq!(counter.filtered_by, ["durable=\"normalize-hrv-durable\""]);
+            assert!(counter.not_filtered_by.is_empty());
+            let latency = ms.latency.as_ref().expect("latency facts");
+            assert_eq!(latency.presence, FamilyPresence::Selected, "{name}");
+            assert!(latency.filtered_by.is_empty(), "{name}");
+            assert_eq!(latency.not_filtered_by, ["durable"], "{name}");
+            assert!(latency.invalid.is_empty(), "{name}: {:?}", latency.invalid);
+            let buckets = ms.histogram.as_ref().expect("buckets");
+            // prom-client and client_golang: 11 bounds + Inf; prometheus_client: 14 + Inf.
+            let want = if name.starts_with("python") { 15 } else { 12 };
+            assert_eq!(buckets.len(), want, "{name}");
+            assert_eq!(buckets[0], (0.005, 38.0), "{name}");
+            assert_eq!(buckets.last(), Some(&(f64::INFINITY, 41.0)), "{name}");
+            assert!(latency
+                .filter_note()
+                .contains("not by durable (the family has no such label)"));
+        }
+        // prom-client's series of another durable is left out by [metrics.match].
+        let node = extract_fixture("nodejs_service_traffic.prom", &c);
+        assert_eq!(node.by_result.get("retry"), Some(&2.0));
+        assert_eq!(node.counter.as_ref().map(|f| f.series), Some(3));
+    }
+
+    #[test]
+    fn nan_negative_duplicate_and_decreasing_values_are_reported_not_summed() {
+        let c = cfg();
+        for name in [
+            "python_service_broken.prom",
+            "python_service_broken.openmetrics",
+        ] {
+            let ms = extract_fixture(name, &c);
+            let counter = ms.counter.as_ref().expect("counter facts");
+            let invalid = counter.invalid.join("\n");
+            assert!(invalid.contains("result=\"success\"") && invalid.contains("= NaN"), "{invalid}");
+            assert!(invalid.contains("result=\"dlq\"") && invalid.contains("= -1"), "{invalid}");
+            assert!(invalid.contains("duplicate series") && invalid.contains("values 3 and 4"), "{invalid}");
+            // Only the first copy of the one valid series is counted.
+            assert_eq!(ms.by_result.len(), 1, "{:?}", ms.by_result);
+            assert_eq!(ms.by_result.get("retry"), Some(&3.0));
+            assert!(counter.unusable().is_some_and(|r| r.contains("cannot be trusted")));
+            let latency = ms.latency.as_ref().expect("latency facts");
+            assert!(
+                latency.invalid.iter().any(|p| p.contains("buckets decrease")),
+                "{:?}",
+                latency.invalid
+            );
+            assert_eq!(ms.histogram.as_deref(), Some(&[][..]));
+        }
+    }
+
+    #[test]
+    fn unmatched_labels_list_the_label_sets_that_exist() {
+        let mut c = cfg();
+        c.metrics.matchers = vec![("durable".into(), "nope".into())];
+        let ms = extract_fixture("nodejs_service_traffic.prom", &c);
+        let counter = ms.counter.as_ref().expect("counter facts");
+        assert_eq!(counter.presence, FamilyPresence::Unmatched);
+        assert!(!ms.counter_found);
+        let reason = counter.unusable().unwrap_or_default();
+        assert!(reason.contains("has durable=\"nope\""), "{reason}");
+        assert!(reason.contains("durable=\"other-durable\""), "{reason}");
+        assert!(reason.contains("durable=\"normalize-hrv-durable\""), "{reason}");
+        assert_eq!(counter.label_sets.len(), 4, "{:?}", counter.label_sets);
+        // The histogram has no durable label: the matcher does not apply to it.
+        assert_eq!(
+            ms.latency.as_ref().map(|f| f.presence),
+            Some(FamilyPresence::Selected)
+        );
+    }
+
+    #[test]
+    fn label_sets_are_bounded() {
+        let mut text = String::from("# TYPE m_total counter\n");
+        for i in 0..20 {
+            text.push_str(&format!("m_total{{durable=\"d{i}\"}} 1\n"));
+        }
+        let mut c = cfg();
+        c.metrics.messages_counter = "m_total".into();
+        let ms = extract(&promtext::parse(&text), &c, 1);
+        let sets = &ms.counter.as_ref().expect("facts").label_sets;
+        assert_eq!(sets.len(), KEPT_LABEL_SETS + 1);
+        assert_eq!(sets.last().map(String::as_str), Some("and 15 more"));
+    }
+
+    #[test]
+    fn an_absent_family_suggests_the_families_that_exist() {
+        let mut c = cfg();
+        c.metrics.messages_counter = "normalize_hrv_message_total".into();
+        c.metrics.latency_histogram = Some("normalize_hrv_duration_seconds".into());
+        let ms = extract_fixture("nodejs_service_fresh.prom", &c);
+        let counter = ms.counter.as_ref().expect("facts");
+        assert_eq!(counter.presence, FamilyPresence::Absent);
+        assert_eq!(counter.did_you_mean[0], "normalize_hrv_messages_total");
+        assert!(counter
+            .unusable()
+            .is_some_and(|r| r.contains("did you mean normalize_hrv_messages_total")));
+        let latency = ms.latency.as_ref().expect("facts");
+        assert!(
+            latency
+                .did_you_mean
+                .contains(&"normalize_hrv_processing_duration_seconds".to_string()),
+            "{:?}",
+            latency.did_you_mean
+        );
+        // Nothing alike: no suggestion rather than a random one.
+        assert!(did_you_mean("zzz_total", ["process_start_time_seconds"]).is_empty());
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
 }
