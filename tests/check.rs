@@ -635,3 +635,90 @@ async fn output_formats_and_secret_hygiene() {
     assert!(ev.contains("does not exist"), "{ev}");
     assert!(!run.stdout.contains("Sup3rS3cretPw"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Node.js stand-in (prom-client, nats, pg): verdicts on what a service in the seed's stack
+// really emits.
+
+/// The evidence soakwatch gives for zero events (src/evaluate.rs `NO_TRAFFIC`).
+const NO_TRAFFIC: &str = "no messages processed since the service started";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_standin_freshly_started_with_zero_messages_passes() {
+    let mut r = Replica::provisioned().await;
+    r.start_node_standin().await;
+    let body = r.metrics_body().await;
+    // prom-client declares the labelled counter and histogram but has no sample yet.
+    assert!(
+        body.contains("# TYPE normalize_hrv_messages_total counter"),
+        "{body}"
+    );
+    assert!(!body.contains("normalize_hrv_messages_total{"), "{body}");
+    assert!(
+        !body.contains("normalize_hrv_processing_duration_seconds_bucket"),
+        "{body}"
+    );
+    let run = r.check("1s", false).await;
+    assert_eq!(run.not_passing(), vec![], "{}", run.stdout);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for id in ["dlq", "success_rate", "stream_purity", "p95_latency"] {
+        let ev = run.evidence(id);
+        assert!(ev.contains(NO_TRAFFIC), "{id}: {ev}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_standin_after_events_passes_and_p95_reads_the_stream_only_histogram() {
+    let mut r = Replica::provisioned().await;
+    r.start_node_standin().await;
+    r.publish(10).await;
+    r.wait_for("success", 10.0).await;
+    let body = r.metrics_body().await;
+    let bucket = body
+        .lines()
+        .find(|l| l.starts_with("normalize_hrv_processing_duration_seconds_bucket{"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        bucket.contains("stream=\"") && !bucket.contains("durable="),
+        "{bucket}"
+    );
+    let run = r.check("2s", true).await;
+    assert_eq!(run.not_passing(), vec![], "{}", run.stdout);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let p95 = run.evidence("p95_latency");
+    assert!(p95.contains("observations"), "{p95}");
+    assert!(
+        p95.contains("not by durable (the family has no such label)"),
+        "{p95}"
+    );
+    let purity = run.evidence("stream_purity");
+    assert!(purity.contains("filtered by durable="), "{purity}");
+    assert!(!purity.contains(NO_TRAFFIC), "{purity}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_standin_poison_message_fails_dlq() {
+    let mut r = Replica::provisioned().await;
+    r.start_node_standin().await;
+    r.publish(5).await;
+    r.wait_for("success", 5.0).await;
+    r.publish_poison().await;
+    r.wait_for("dlq", 1.0).await;
+    let run = r.check("1s", true).await;
+    assert_eq!(
+        run.not_passing(),
+        pairs(&[("dlq", "fail"), ("success_rate", "fail")]),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.code, 2);
+    let ev = run.evidence("dlq");
+    assert!(ev.contains("holds 2 messages (baseline 1"), "{ev}");
+    assert!(ev.contains("dead-lettered"), "{ev}");
+    let log = read(&r.files.log_file);
+    assert!(
+        log.contains("[normalize-hrv] Message sent to DLQ: rMSSD must be a positive number"),
+        "{log}"
+    );
+}
