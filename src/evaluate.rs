@@ -608,11 +608,19 @@ impl Ctx<'_> {
                         ),
                     ));
                 } else if processed(ms) <= 0.0 {
-                    parts.push(part(Status::Pass, format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref()))));
+                    parts.push(part(
+                        Status::Pass,
+                        format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
+                    ));
                 } else {
                     parts.push(part(
                         Status::Pass,
-                        format!("{}=\"{}\" count 0{}", m.result_label, m.dlq_result, filter_note(ms.counter.as_ref())),
+                        format!(
+                            "{}=\"{}\" count 0{}",
+                            m.result_label,
+                            m.dlq_result,
+                            filter_note(ms.counter.as_ref())
+                        ),
                     ));
                 }
             }
@@ -846,7 +854,13 @@ impl Ctx<'_> {
                 return Verdict::unknown(C::P95Latency, target, reason);
             }
             if f.declared_empty() {
-                return Verdict::new(C::P95Latency, Status::Pass, "n/a (0 observations)", target, NO_TRAFFIC);
+                return Verdict::new(
+                    C::P95Latency,
+                    Status::Pass,
+                    "n/a (0 observations)",
+                    target,
+                    NO_TRAFFIC,
+                );
             }
         }
         let Some(buckets) = &ms.histogram else {
@@ -1754,7 +1768,11 @@ mod tests {
         for id in METRIC_CRITERIA {
             let got = get(&v, id);
             assert_eq!(got.status, Status::Pass, "{id:?}: {}", got.evidence);
-            assert!(got.evidence.contains(NO_TRAFFIC), "{id:?}: {}", got.evidence);
+            assert!(
+                got.evidence.contains(NO_TRAFFIC),
+                "{id:?}: {}",
+                got.evidence
+            );
         }
     }
 
@@ -1788,11 +1806,17 @@ mod tests {
         for id in METRIC_CRITERIA {
             let got = get(&v, id);
             assert_eq!(got.status, Status::Unknown, "{id:?}: {}", got.evidence);
-            assert!(got.evidence.contains("cannot be trusted"), "{id:?}: {}", got.evidence);
+            assert!(
+                got.evidence.contains("cannot be trusted"),
+                "{id:?}: {}",
+                got.evidence
+            );
         }
         assert!(get(&v, C::StreamPurity).evidence.contains("NaN"));
         assert!(get(&v, C::P95Latency).evidence.contains("buckets decrease"));
-        assert!(get(&v, C::SuccessRate).evidence.contains("duplicate series"));
+        assert!(get(&v, C::SuccessRate)
+            .evidence
+            .contains("duplicate series"));
     }
 
     #[test]
@@ -1805,7 +1829,11 @@ mod tests {
         ] {
             let v = evaluate(&c, &idle_window(&c, name));
             let dlq = get(&v, C::Dlq);
-            assert_eq!(dlq.status, Status::Fail, "{name}: one message was dead-lettered");
+            assert_eq!(
+                dlq.status,
+                Status::Fail,
+                "{name}: one message was dead-lettered"
+            );
             let purity = get(&v, C::StreamPurity);
             assert_eq!(purity.status, Status::Pass, "{name}: {}", purity.evidence);
             assert!(
@@ -1818,9 +1846,14 @@ mod tests {
             // 41 observations since start, 3 of them slow: p95 lands in (0.25, 0.5].
             let p95 = get(&v, C::P95Latency);
             assert_eq!(p95.status, Status::Pass, "{name}: {}", p95.evidence);
-            assert!(p95.evidence.contains("from 41 observations"), "{}", p95.evidence);
             assert!(
-                p95.evidence.contains("not by durable (the family has no such label)"),
+                p95.evidence.contains("from 41 observations"),
+                "{}",
+                p95.evidence
+            );
+            assert!(
+                p95.evidence
+                    .contains("not by durable (the family has no such label)"),
                 "{}",
                 p95.evidence
             );
@@ -1845,5 +1878,4 @@ mod tests {
         // The histogram carries no durable label, so it is still read.
         assert_eq!(get(&v, C::P95Latency).status, Status::Pass);
     }
-
 }

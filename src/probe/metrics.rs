@@ -389,10 +389,7 @@ fn select_histogram(
 /// Up to [`KEPT_SUGGESTIONS`] family names close to `wanted`: by edit
 /// distance (a typo, `_total` or `_seconds` missing) or by a long shared
 /// prefix (same subsystem, other metric).
-fn did_you_mean<'a>(
-    wanted: &str,
-    names: impl IntoIterator<Item = &'a str>,
-) -> Vec<String> {
+fn did_you_mean<'a>(wanted: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let base = wanted.strip_suffix("_total").unwrap_or(wanted);
     let mut scored: Vec<(usize, &str)> = names
         .into_iter()
@@ -553,16 +550,30 @@ mod tests {
             let ms = extract_fixture(name, &c);
             let counter = ms.counter.as_ref().expect("counter facts");
             let invalid = counter.invalid.join("\n");
-            assert!(invalid.contains("result=\"success\"") && invalid.contains("= NaN"), "{invalid}");
-            assert!(invalid.contains("result=\"dlq\"") && invalid.contains("= -1"), "{invalid}");
-            assert!(invalid.contains("duplicate series") && invalid.contains("values 3 and 4"), "{invalid}");
+            assert!(
+                invalid.contains("result=\"success\"") && invalid.contains("= NaN"),
+                "{invalid}"
+            );
+            assert!(
+                invalid.contains("result=\"dlq\"") && invalid.contains("= -1"),
+                "{invalid}"
+            );
+            assert!(
+                invalid.contains("duplicate series") && invalid.contains("values 3 and 4"),
+                "{invalid}"
+            );
             // Only the first copy of the one valid series is counted.
             assert_eq!(ms.by_result.len(), 1, "{:?}", ms.by_result);
             assert_eq!(ms.by_result.get("retry"), Some(&3.0));
-            assert!(counter.unusable().is_some_and(|r| r.contains("cannot be trusted")));
+            assert!(counter
+                .unusable()
+                .is_some_and(|r| r.contains("cannot be trusted")));
             let latency = ms.latency.as_ref().expect("latency facts");
             assert!(
-                latency.invalid.iter().any(|p| p.contains("buckets decrease")),
+                latency
+                    .invalid
+                    .iter()
+                    .any(|p| p.contains("buckets decrease")),
                 "{:?}",
                 latency.invalid
             );
@@ -581,7 +592,10 @@ mod tests {
         let reason = counter.unusable().unwrap_or_default();
         assert!(reason.contains("has durable=\"nope\""), "{reason}");
         assert!(reason.contains("durable=\"other-durable\""), "{reason}");
-        assert!(reason.contains("durable=\"normalize-hrv-durable\""), "{reason}");
+        assert!(
+            reason.contains("durable=\"normalize-hrv-durable\""),
+            "{reason}"
+        );
         assert_eq!(counter.label_sets.len(), 4, "{:?}", counter.label_sets);
         // The histogram has no durable label: the matcher does not apply to it.
         assert_eq!(
