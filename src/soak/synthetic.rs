@@ -140,7 +140,7 @@ impl Scenario {
         let published = self.events_by(secs);
         let processed_total = self.processed_by(secs);
         let waiting = published - processed_total;
-        lag += waiting as u64;
+        lag += waiting;
         let processed_total = processed_total as f64;
         // Counters count since the (last) process start.
         let since_start = processed_total - self.events_by(restart_at) as f64;
@@ -179,7 +179,7 @@ impl Scenario {
             } else if spec.name == cfg.streams.dlq.name {
                 spec.baseline_messages.unwrap_or(1) + dlq_extra
             } else if spec.name == cfg.consumer.stream {
-                published + dlq_extra + lag - waiting as u64
+                published + dlq_extra + lag - waiting
             } else {
                 0
             };

@@ -855,7 +855,12 @@ impl Replica {
 
     /// The stand-in's `/metrics` body as served.
     pub async fn metrics_body(&self) -> String {
-        let resp = self.http.get(&self.metrics_url).send().await.expect("GET /metrics");
+        let resp = self
+            .http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .expect("GET /metrics");
         resp.text().await.expect("metrics body")
     }
 }
