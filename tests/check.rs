@@ -722,3 +722,43 @@ async fn node_standin_poison_message_fails_dlq() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exposition_of_declared_families_only_is_zero_events_not_garbage() {
+    // prometheus_client with no default collectors, before the first event: # HELP and
+    // # TYPE lines only (tests/fixtures/promtext/python_service_fresh.prom).
+    let body = read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/promtext/python_service_fresh.prom"),
+    );
+    assert!(!body.lines().any(|l| !l.starts_with('#')), "{body}");
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let port = serve_raw(response).await;
+    let mut r = Replica::provisioned().await;
+    let url = r.metrics_url.clone();
+    r.edit_config(|t| t.replace(&url, &format!("http://127.0.0.1:{port}/metrics")));
+    let run = r.check("0s", false).await;
+    let j = run.json();
+    let status = |id: &str| {
+        j["criteria"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id))
+            .map(|c| c["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status("service_up"), "pass", "{}", run.stdout);
+    for id in ["dlq", "success_rate", "stream_purity", "p95_latency"] {
+        assert_eq!(status(id), "pass", "{id}: {}", run.stdout);
+        assert!(
+            run.evidence(id).contains(NO_TRAFFIC),
+            "{id}: {}",
+            run.evidence(id)
+        );
+    }
+}

@@ -61,7 +61,9 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
     })?;
     let text = String::from_utf8_lossy(&body);
     let expo = promtext::parse(&text);
-    if expo.samples.is_empty() {
+    // Only `# TYPE` lines is still an exposition: a registry of labelled
+    // families before their first event (prometheus_client without collectors).
+    if expo.samples.is_empty() && expo.types.is_empty() {
         let first = expo
             .errors
             .first()
