@@ -800,7 +800,10 @@ impl Ctx<'_> {
             );
         }
         let rate = success / counted;
-        let mut evidence = format!("{success}/{counted} since the service started");
+        let mut evidence = format!(
+            "{success}/{counted} since the service started{}",
+            filter_note(ms.counter.as_ref())
+        );
         // Over a window, the same ratio from increases (across counter resets).
         let series: Vec<(f64, f64)> = history
             .iter()

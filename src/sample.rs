@@ -338,3 +338,75 @@ pub struct Snapshot {
     /// Wall time each probe took, milliseconds.
     pub probe_ms: BTreeMap<String, u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `MetricsState` as stored before the family facts were kept.
+    #[derive(Serialize)]
+    struct StoredBefore {
+        body_bytes: u64,
+        parse_errors: Vec<String>,
+        parse_error_count: usize,
+        counter_found: bool,
+        by_result: BTreeMap<String, f64>,
+        by_stream: BTreeMap<String, f64>,
+        legacy_series: Vec<(String, f64)>,
+        histogram: Option<Vec<(f64, f64)>>,
+        process_start: Option<f64>,
+    }
+
+    #[test]
+    fn metrics_recorded_before_the_family_facts_still_load() {
+        let old = StoredBefore {
+            body_bytes: 10,
+            parse_errors: vec![],
+            parse_error_count: 0,
+            counter_found: true,
+            by_result: [("success".to_string(), 3.0)].into_iter().collect(),
+            by_stream: BTreeMap::new(),
+            legacy_series: vec![],
+            histogram: Some(vec![(0.5, 3.0)]),
+            process_start: Some(1.0),
+        };
+        let bytes = rmp_serde::to_vec_named(&old).expect("encode");
+        let back: MetricsState = rmp_serde::from_slice(&bytes).expect("old record decodes");
+        assert!(back.counter_found);
+        assert_eq!(back.by_result.get("success"), Some(&3.0));
+        assert_eq!(back.counter, None);
+        assert_eq!(back.latency, None);
+        let json = serde_json::to_string(&old).expect("json");
+        let back: MetricsState = serde_json::from_str(&json).expect("old JSON decodes");
+        assert_eq!(back.latency, None);
+    }
+
+    #[test]
+    fn family_facts_explain_why_a_family_is_unusable() {
+        let mut f = FamilyFacts {
+            name: "m_total".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.unusable().as_deref(),
+            Some("m_total not found in /metrics")
+        );
+        f.did_you_mean = vec!["m2_total".into()];
+        assert!(f
+            .unusable()
+            .is_some_and(|r| r.ends_with("did you mean m2_total?")));
+        f.presence = FamilyPresence::Declared;
+        assert!(f.declared_empty() && f.unusable().is_none());
+        f.presence = FamilyPresence::Selected;
+        f.invalid = vec!["m_total{} = NaN".into()];
+        assert!(f
+            .unusable()
+            .is_some_and(|r| r.contains("cannot be trusted: m_total{} = NaN")));
+        f.filtered_by = vec!["durable=\"d\"".into()];
+        f.not_filtered_by = vec!["stream".into()];
+        assert_eq!(
+            f.filter_note(),
+            "m_total: filtered by durable=\"d\", not by stream (the family has no such label)"
+        );
+    }
+}
