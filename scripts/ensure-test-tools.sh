@@ -8,6 +8,28 @@ log() { printf 'ensure-test-tools: %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# The Node.js stand-in (tests/node-standin: npm packages nats, pg, prom-client), installed
+# from its committed package-lock.json; skipped when the lock file has not changed since.
+ensure_node_standin() {
+  local dir
+  dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/node-standin"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "installing nodejs and npm"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  local want stamp="$dir/node_modules/.soakwatch-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    log "node stand-in packages present"
+    return 0
+  fi
+  log "npm ci in tests/node-standin"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  printf '%s\n' "$want" >"$stamp"
+}
+ensure_node_standin
+
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)

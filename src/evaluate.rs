@@ -70,6 +70,28 @@ fn pct(x: f64) -> String {
 /// Fewest observations in a window for its own latency quantile.
 const MIN_WINDOW_OBSERVATIONS: f64 = 20.0;
 
+/// Evidence of zero events. A family declared with no samples (or with
+/// series all at zero) after a restart or in quiet hours means nothing was
+/// processed, not that something is unknown: `dlq`, `success_rate`,
+/// `stream_purity` and `p95_latency` pass with this text, so a freshly
+/// restarted or idle service does not block sign-off on its own. (A service
+/// that stopped consuming is caught by `consumer_lag`'s stalled rule and by
+/// `db_writes`, not here.)
+pub const NO_TRAFFIC: &str = "no messages processed since the service started";
+
+/// Messages counted by the counter, all results.
+fn processed(ms: &MetricsState) -> f64 {
+    ms.by_result.values().sum()
+}
+
+/// " (family: filtered by ...)" for evidence, empty when no matcher applies.
+fn filter_note(f: Option<&crate::sample::FamilyFacts>) -> String {
+    match f.map(|f| f.filter_note()) {
+        Some(n) if !n.is_empty() => format!(" ({n})"),
+        _ => String::new(),
+    }
+}
+
 /// Evaluates every criterion over `history` (oldest first; at least one snapshot).
 pub fn evaluate(cfg: &Config, history: &[Snapshot]) -> Vec<Verdict> {
     let Some(last) = history.last() else {
@@ -536,6 +558,27 @@ impl Ctx<'_> {
         snap.metrics.as_ref().map_err(|f| f.reason.clone())
     }
 
+    /// The newest sample's message counter, when it can be read. A family
+    /// declared with no samples reads as zero events (prom-client and
+    /// prometheus_client print a labelled counter that way until its first
+    /// event); an absent or unmatched family, NaN/infinite/negative values or
+    /// duplicate series are the reason it cannot be read.
+    fn counter(&self) -> Result<&MetricsState, String> {
+        let ms = self.metrics(self.last)?;
+        match &ms.counter {
+            Some(f) => match f.unusable() {
+                Some(reason) => Err(reason),
+                None => Ok(ms),
+            },
+            // A record from before the family facts were kept.
+            None if ms.counter_found => Ok(ms),
+            None => Err(format!(
+                "counter {} not found in /metrics",
+                self.cfg.metrics.messages_counter
+            )),
+        }
+    }
+
     fn dlq(&self) -> Verdict {
         let spec = &self.cfg.streams.dlq;
         let m = &self.cfg.metrics;
@@ -551,12 +594,8 @@ impl Ctx<'_> {
         );
         let (mut parts, messages) = self.baseline_growth(spec, "DLQ");
         let mut dlq_count = None;
-        match self.metrics(self.last) {
+        match self.counter() {
             Err(r) => parts.push(part(Status::Unknown, r)),
-            Ok(ms) if !ms.counter_found => parts.push(part(
-                Status::Unknown,
-                format!("counter {} not found in /metrics", m.messages_counter),
-            )),
             Ok(ms) => {
                 let n = ms.by_result.get(&m.dlq_result).copied().unwrap_or(0.0);
                 dlq_count = Some(n);
@@ -568,10 +607,20 @@ impl Ctx<'_> {
                             m.result_label, m.dlq_result
                         ),
                     ));
+                } else if processed(ms) <= 0.0 {
+                    parts.push(part(
+                        Status::Pass,
+                        format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
+                    ));
                 } else {
                     parts.push(part(
                         Status::Pass,
-                        format!("{}=\"{}\" count 0", m.result_label, m.dlq_result),
+                        format!(
+                            "{}=\"{}\" count 0{}",
+                            m.result_label,
+                            m.dlq_result,
+                            filter_note(ms.counter.as_ref())
+                        ),
                     ));
                 }
             }
@@ -673,26 +722,19 @@ impl Ctx<'_> {
             "100% of processed messages labelled {}=\"{expected}\"",
             self.cfg.metrics.stream_label
         );
-        let ms = match self.metrics(self.last) {
+        let ms = match self.counter() {
             Err(r) => return Verdict::unknown(C::StreamPurity, target, r),
             Ok(ms) => ms,
         };
-        if !ms.counter_found {
-            return Verdict::unknown(
-                C::StreamPurity,
-                target,
-                format!(
-                    "counter {} not found in /metrics",
-                    self.cfg.metrics.messages_counter
-                ),
-            );
-        }
         let total: f64 = ms.by_stream.values().sum();
         if total <= 0.0 {
-            return Verdict::unknown(
+            // Zero events is not a wrong stream: nothing to judge, nothing wrong.
+            return Verdict::new(
                 C::StreamPurity,
+                Status::Pass,
+                "0 messages",
                 target,
-                "no messages processed since the service started",
+                format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
             );
         }
         let on = ms.by_stream.get(expected).copied().unwrap_or(0.0);
@@ -709,7 +751,10 @@ impl Ctx<'_> {
             Status::Fail
         };
         let evidence = if others.is_empty() {
-            format!("{on} of {total} messages on {expected}")
+            format!(
+                "{on} of {total} messages on {expected}{}",
+                filter_note(ms.counter.as_ref())
+            )
         } else {
             format!(
                 "{on} of {total} on {expected}; elsewhere: {}",
@@ -739,30 +784,26 @@ impl Ctx<'_> {
     fn success_rate(&self, history: &[Snapshot]) -> Verdict {
         let min = self.cfg.criteria.success_rate_min;
         let target = format!(">= {}", pct(min));
-        let ms = match self.metrics(self.last) {
+        let ms = match self.counter() {
             Err(r) => return Verdict::unknown(C::SuccessRate, target, r),
             Ok(ms) => ms,
         };
-        if !ms.counter_found {
-            return Verdict::unknown(
-                C::SuccessRate,
-                target,
-                format!(
-                    "counter {} not found in /metrics",
-                    self.cfg.metrics.messages_counter
-                ),
-            );
-        }
         let (success, counted) = self.success_counts(ms);
         if counted <= 0.0 {
-            return Verdict::unknown(
+            // Zero events (a fresh restart, quiet hours): no failure to count.
+            return Verdict::new(
                 C::SuccessRate,
+                Status::Pass,
+                "n/a (0 messages)",
                 target,
-                "no messages processed since the service started",
+                format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
             );
         }
         let rate = success / counted;
-        let mut evidence = format!("{success}/{counted} since the service started");
+        let mut evidence = format!(
+            "{success}/{counted} since the service started{}",
+            filter_note(ms.counter.as_ref())
+        );
         // Over a window, the same ratio from increases (across counter resets).
         let series: Vec<(f64, f64)> = history
             .iter()
@@ -811,6 +852,20 @@ impl Ctx<'_> {
             Err(r) => return Verdict::unknown(C::P95Latency, target, r),
             Ok(ms) => ms,
         };
+        if let Some(f) = &ms.latency {
+            if let Some(reason) = f.unusable() {
+                return Verdict::unknown(C::P95Latency, target, reason);
+            }
+            if f.declared_empty() {
+                return Verdict::new(
+                    C::P95Latency,
+                    Status::Pass,
+                    "n/a (0 observations)",
+                    target,
+                    NO_TRAFFIC,
+                );
+            }
+        }
         let Some(buckets) = &ms.histogram else {
             return Verdict::unknown(
                 C::P95Latency,
@@ -836,10 +891,20 @@ impl Ctx<'_> {
         }
         let count = use_buckets.last().map(|(_, c)| *c).unwrap_or(0.0);
         let Some(v) = histogram::quantile(q, &use_buckets) else {
+            if count == 0.0 {
+                // Series exist with zero observations: zero events, as above.
+                return Verdict::new(
+                    C::P95Latency,
+                    Status::Pass,
+                    "n/a (0 observations)",
+                    target,
+                    format!("{NO_TRAFFIC}{}", filter_note(ms.latency.as_ref())),
+                );
+            }
             return Verdict::unknown(
                 C::P95Latency,
                 target,
-                format!("histogram {name} has no observations"),
+                format!("histogram {name} has no +Inf bucket or no finite bucket to interpolate"),
             );
         };
         // Too few observations to speak of a p95: over target is a warning.
@@ -857,9 +922,10 @@ impl Ctx<'_> {
             format!("{:.1} ms", v * 1000.0),
             target,
             format!(
-                "p{} from {count} observations {scope} (bucket interpolation){}",
+                "p{} from {count} observations {scope} (bucket interpolation){}{}",
                 (q * 100.0).round(),
-                if few { "; too few to judge a tail" } else { "" }
+                if few { "; too few to judge a tail" } else { "" },
+                filter_note(ms.latency.as_ref())
             ),
         )
         .with_value(v * 1000.0, None, Some(max_s * 1000.0))
@@ -1629,5 +1695,190 @@ mod tests {
         ] {
             assert_eq!(s[id], Status::Pass, "{id}");
         }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Metric criteria on real client-library output (tests/fixtures/promtext).
+
+    fn fixture_metrics(c: &Config, name: &str) -> MetricsState {
+        let path = format!(
+            "{}/tests/fixtures/promtext/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        crate::probe::metrics::extract(&crate::promtext::parse(&text), c, text.len() as u64)
+    }
+
+    /// Two snapshots 10 s apart of an idle service whose /metrics is `name`.
+    fn idle_window(c: &Config, name: &str) -> Vec<Snapshot> {
+        let mut a = healthy(c, 0, 0.0);
+        let mut b = healthy(c, 10, 0.0);
+        for snap in [&mut a, &mut b] {
+            let mut m = fixture_metrics(c, name);
+            // The fixtures' start time is fixed; align it with these histories' rows.
+            m.process_start = Some(t(-100).timestamp() as f64);
+            snap.metrics = Ok(m);
+        }
+        if let Ok(db) = &mut b.db {
+            db.written_since.push((t(0), 0));
+        }
+        vec![a, b]
+    }
+
+    fn get(v: &[Verdict], id: C) -> &Verdict {
+        v.iter().find(|v| v.id == id).expect("criterion evaluated")
+    }
+
+    const METRIC_CRITERIA: [C; 4] = [C::Dlq, C::SuccessRate, C::StreamPurity, C::P95Latency];
+
+    #[test]
+    fn a_freshly_started_service_with_declared_empty_families_passes() {
+        let c = cfg();
+        for name in [
+            "nodejs_service_fresh.prom",
+            "nodejs_service_fresh.openmetrics",
+            "python_service_fresh.prom",
+            "python_service_fresh.openmetrics",
+        ] {
+            let v = evaluate(&c, &idle_window(&c, name));
+            assert!(not_passing(&v).is_empty(), "{name}: {:?}", not_passing(&v));
+            for id in METRIC_CRITERIA {
+                let e = &get(&v, id).evidence;
+                assert!(e.contains(NO_TRAFFIC), "{name} {id:?}: {e}");
+            }
+            // One sample (check without --window): the metric criteria still pass.
+            let one = evaluate(&c, &idle_window(&c, name)[1..]);
+            for id in METRIC_CRITERIA {
+                assert_eq!(get(&one, id).status, Status::Pass, "{name} {id:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_valued_series_are_zero_events_too() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        for snap in &mut h {
+            if let Ok(m) = &mut snap.metrics {
+                m.by_result = [("success".to_string(), 0.0), ("dlq".to_string(), 0.0)]
+                    .into_iter()
+                    .collect();
+                m.by_stream = [(c.consumer.stream.clone(), 0.0)].into_iter().collect();
+                m.histogram = Some(vec![(0.1, 0.0), (f64::INFINITY, 0.0)]);
+            }
+        }
+        let v = evaluate(&c, &h);
+        for id in METRIC_CRITERIA {
+            let got = get(&v, id);
+            assert_eq!(got.status, Status::Pass, "{id:?}: {}", got.evidence);
+            assert!(
+                got.evidence.contains(NO_TRAFFIC),
+                "{id:?}: {}",
+                got.evidence
+            );
+        }
+    }
+
+    #[test]
+    fn an_absent_family_is_unknown_with_did_you_mean() {
+        let mut c = cfg();
+        c.metrics.messages_counter = "normalize_hrv_message_total".into();
+        let v = evaluate(&c, &idle_window(&c, "nodejs_service_fresh.prom"));
+        for id in [C::Dlq, C::SuccessRate, C::StreamPurity] {
+            let got = get(&v, id);
+            assert_eq!(got.status, Status::Unknown, "{id:?}");
+            assert!(
+                got.evidence
+                    .contains("did you mean normalize_hrv_messages_total,"),
+                "{id:?}: {}",
+                got.evidence
+            );
+        }
+        // client_golang leaves an empty vector out entirely: absent, so unknown.
+        let c = cfg();
+        let v = evaluate(&c, &idle_window(&c, "go_service_fresh.prom"));
+        for id in METRIC_CRITERIA {
+            assert_eq!(get(&v, id).status, Status::Unknown, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn nan_negative_and_duplicate_counters_are_unknown_never_pass() {
+        let c = cfg();
+        let v = evaluate(&c, &idle_window(&c, "python_service_broken.prom"));
+        for id in METRIC_CRITERIA {
+            let got = get(&v, id);
+            assert_eq!(got.status, Status::Unknown, "{id:?}: {}", got.evidence);
+            assert!(
+                got.evidence.contains("cannot be trusted"),
+                "{id:?}: {}",
+                got.evidence
+            );
+        }
+        assert!(get(&v, C::StreamPurity).evidence.contains("NaN"));
+        assert!(get(&v, C::P95Latency).evidence.contains("buckets decrease"));
+        assert!(get(&v, C::SuccessRate)
+            .evidence
+            .contains("duplicate series"));
+    }
+
+    #[test]
+    fn traffic_from_the_libraries_passes_and_says_how_families_were_filtered() {
+        let c = cfg();
+        for name in [
+            "nodejs_service_traffic.prom",
+            "python_service_traffic.openmetrics",
+            "go_service_traffic.prom",
+        ] {
+            let v = evaluate(&c, &idle_window(&c, name));
+            let dlq = get(&v, C::Dlq);
+            assert_eq!(
+                dlq.status,
+                Status::Fail,
+                "{name}: one message was dead-lettered"
+            );
+            let purity = get(&v, C::StreamPurity);
+            assert_eq!(purity.status, Status::Pass, "{name}: {}", purity.evidence);
+            assert!(
+                purity
+                    .evidence
+                    .contains("filtered by durable=\"normalize-hrv-durable\""),
+                "{}",
+                purity.evidence
+            );
+            // 41 observations since start, 3 of them slow: p95 lands in (0.25, 0.5].
+            let p95 = get(&v, C::P95Latency);
+            assert_eq!(p95.status, Status::Pass, "{name}: {}", p95.evidence);
+            assert!(
+                p95.evidence.contains("from 41 observations"),
+                "{}",
+                p95.evidence
+            );
+            assert!(
+                p95.evidence
+                    .contains("not by durable (the family has no such label)"),
+                "{}",
+                p95.evidence
+            );
+            let sr = get(&v, C::SuccessRate);
+            assert!(sr.evidence.starts_with("40/41"), "{name}: {}", sr.evidence);
+        }
+    }
+
+    #[test]
+    fn unmatched_match_labels_are_unknown_and_list_what_exists() {
+        let mut c = cfg();
+        c.metrics.matchers = vec![("durable".into(), "normalize-hrv-durable-v2".into())];
+        let v = evaluate(&c, &idle_window(&c, "nodejs_service_traffic.prom"));
+        let sr = get(&v, C::SuccessRate);
+        assert_eq!(sr.status, Status::Unknown);
+        assert!(
+            sr.evidence.contains("series that exist:")
+                && sr.evidence.contains("durable=\"other-durable\""),
+            "{}",
+            sr.evidence
+        );
+        // The histogram carries no durable label, so it is still read.
+        assert_eq!(get(&v, C::P95Latency).status, Status::Pass);
     }
 }

@@ -341,6 +341,31 @@ impl Exposition {
     }
 }
 
+impl Exposition {
+    /// Every family name in the scrape, declared by `# TYPE` or carrying
+    /// samples, so a misnamed family can be answered with "did you mean".
+    pub fn family_names(&self) -> std::collections::BTreeSet<&str> {
+        let mut names: std::collections::BTreeSet<&str> =
+            self.types.keys().map(String::as_str).collect();
+        names.extend(self.samples.iter().map(|s| s.family.as_str()));
+        names
+    }
+
+    /// The declared type of the family a sample name belongs to: the name
+    /// itself (0.0.4 `foo_total counter`) or, for `_total`, the OpenMetrics
+    /// counter family without it. `None` when no `# TYPE` line declares it.
+    pub fn declared_type(&self, sample_name: &str) -> Option<MetricType> {
+        if let Some(t) = self.types.get(sample_name) {
+            return Some(*t);
+        }
+        let base = sample_name.strip_suffix("_total")?;
+        self.types
+            .get(base)
+            .copied()
+            .filter(|t| *t == MetricType::Counter)
+    }
+}
+
 fn labels_match(s: &Sample, matchers: &[(String, String)]) -> bool {
     matchers.iter().all(|(k, v)| match s.label(k) {
         Some(actual) => actual == v,

@@ -133,7 +133,8 @@ pub struct MetricsState {
     pub parse_errors: Vec<String>,
     /// Count of bad lines.
     pub parse_error_count: usize,
-    /// True when the selected counter exists at all.
+    /// True when the selected counter can be read: series selected, or the
+    /// family declared with no samples yet (zero events).
     pub counter_found: bool,
     /// Selected counter summed by result label value.
     pub by_result: BTreeMap<String, f64>,
@@ -145,6 +146,117 @@ pub struct MetricsState {
     pub histogram: Option<Vec<(f64, f64)>>,
     /// Process start time, seconds since epoch.
     pub process_start: Option<f64>,
+    /// How the message counter family was found (None in records made before this was kept).
+    #[serde(default)]
+    pub counter: Option<FamilyFacts>,
+    /// How the latency histogram family was found (None when not configured, or in older records).
+    #[serde(default)]
+    pub latency: Option<FamilyFacts>,
+}
+
+/// Whether a configured family was in the scrape, so "zero events" (declared,
+/// no samples) is told apart from "misnamed or missing" (absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FamilyPresence {
+    /// Neither a `# TYPE` line nor a sample: a wrong name, or not this service.
+    #[default]
+    Absent,
+    /// `# TYPE` present but no sample: how prom-client and prometheus_client
+    /// expose a labelled metric before its first event. Zero events.
+    Declared,
+    /// Samples exist, but none carries the `[metrics.match]` label values.
+    Unmatched,
+    /// At least one series was selected.
+    Selected,
+}
+
+/// What selecting one configured family found: the facts behind "zero
+/// events", "unknown" and the evidence of which labels filtered it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FamilyFacts {
+    /// The configured name (sample name of a counter, family name of a histogram).
+    pub name: String,
+    /// Found, declared only, unmatched or absent.
+    pub presence: FamilyPresence,
+    /// `[metrics.match]` pairs applied to this family (`durable="x"`): it carries those labels.
+    #[serde(default)]
+    pub filtered_by: Vec<String>,
+    /// `[metrics.match]` labels this family does not carry, so it was not filtered by them.
+    #[serde(default)]
+    pub not_filtered_by: Vec<String>,
+    /// Series selected (after de-duplication).
+    #[serde(default)]
+    pub series: usize,
+    /// When nothing matched: the label sets that exist (a bounded list).
+    #[serde(default)]
+    pub label_sets: Vec<String>,
+    /// When absent: existing family names that look alike.
+    #[serde(default)]
+    pub did_you_mean: Vec<String>,
+    /// Why the selected values cannot be trusted: NaN, infinite or negative
+    /// counts, duplicate series, buckets that decrease. Such series are left
+    /// out of the sums and the criteria reading them are unknown.
+    #[serde(default)]
+    pub invalid: Vec<String>,
+}
+
+impl FamilyFacts {
+    /// Why the family gives no usable number (absent, unmatched, invalid
+    /// values), as one line for a person; `None` when it is usable, including
+    /// declared with no samples (zero events).
+    pub fn unusable(&self) -> Option<String> {
+        match self.presence {
+            FamilyPresence::Absent => Some(if self.did_you_mean.is_empty() {
+                format!("{} not found in /metrics", self.name)
+            } else {
+                format!(
+                    "{} not found in /metrics; did you mean {}?",
+                    self.name,
+                    self.did_you_mean.join(", ")
+                )
+            }),
+            FamilyPresence::Unmatched => Some(format!(
+                "no series of {} has {}; series that exist: {}",
+                self.name,
+                self.filtered_by.join(", "),
+                self.label_sets.join(" ")
+            )),
+            FamilyPresence::Declared | FamilyPresence::Selected if !self.invalid.is_empty() => {
+                Some(format!(
+                    "{} cannot be trusted: {}",
+                    self.name,
+                    self.invalid.join("; ")
+                ))
+            }
+            FamilyPresence::Declared | FamilyPresence::Selected => None,
+        }
+    }
+
+    /// True when the family is declared and has no sample: zero events since start.
+    pub fn declared_empty(&self) -> bool {
+        self.presence == FamilyPresence::Declared
+    }
+
+    /// Which `[metrics.match]` labels filtered this family, for evidence
+    /// (empty when no matcher is configured).
+    pub fn filter_note(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.filtered_by.is_empty() {
+            parts.push(format!("filtered by {}", self.filtered_by.join(", ")));
+        }
+        if !self.not_filtered_by.is_empty() {
+            parts.push(format!(
+                "not by {} (the family has no such label)",
+                self.not_filtered_by.join(", ")
+            ));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("{}: {}", self.name, parts.join(", "))
+        }
+    }
 }
 
 /// The facts taken from the service's table.
@@ -225,4 +337,76 @@ pub struct Snapshot {
     pub env: Probed<EnvState>,
     /// Wall time each probe took, milliseconds.
     pub probe_ms: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `MetricsState` as stored before the family facts were kept.
+    #[derive(Serialize)]
+    struct StoredBefore {
+        body_bytes: u64,
+        parse_errors: Vec<String>,
+        parse_error_count: usize,
+        counter_found: bool,
+        by_result: BTreeMap<String, f64>,
+        by_stream: BTreeMap<String, f64>,
+        legacy_series: Vec<(String, f64)>,
+        histogram: Option<Vec<(f64, f64)>>,
+        process_start: Option<f64>,
+    }
+
+    #[test]
+    fn metrics_recorded_before_the_family_facts_still_load() {
+        let old = StoredBefore {
+            body_bytes: 10,
+            parse_errors: vec![],
+            parse_error_count: 0,
+            counter_found: true,
+            by_result: [("success".to_string(), 3.0)].into_iter().collect(),
+            by_stream: BTreeMap::new(),
+            legacy_series: vec![],
+            histogram: Some(vec![(0.5, 3.0)]),
+            process_start: Some(1.0),
+        };
+        let bytes = rmp_serde::to_vec_named(&old).expect("encode");
+        let back: MetricsState = rmp_serde::from_slice(&bytes).expect("old record decodes");
+        assert!(back.counter_found);
+        assert_eq!(back.by_result.get("success"), Some(&3.0));
+        assert_eq!(back.counter, None);
+        assert_eq!(back.latency, None);
+        let json = serde_json::to_string(&old).expect("json");
+        let back: MetricsState = serde_json::from_str(&json).expect("old JSON decodes");
+        assert_eq!(back.latency, None);
+    }
+
+    #[test]
+    fn family_facts_explain_why_a_family_is_unusable() {
+        let mut f = FamilyFacts {
+            name: "m_total".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.unusable().as_deref(),
+            Some("m_total not found in /metrics")
+        );
+        f.did_you_mean = vec!["m2_total".into()];
+        assert!(f
+            .unusable()
+            .is_some_and(|r| r.ends_with("did you mean m2_total?")));
+        f.presence = FamilyPresence::Declared;
+        assert!(f.declared_empty() && f.unusable().is_none());
+        f.presence = FamilyPresence::Selected;
+        f.invalid = vec!["m_total{} = NaN".into()];
+        assert!(f
+            .unusable()
+            .is_some_and(|r| r.contains("cannot be trusted: m_total{} = NaN")));
+        f.filtered_by = vec!["durable=\"d\"".into()];
+        f.not_filtered_by = vec!["stream".into()];
+        assert_eq!(
+            f.filter_note(),
+            "m_total: filtered by durable=\"d\", not by stream (the family has no such label)"
+        );
+    }
 }

@@ -889,4 +889,129 @@ async fn validate_live_that_cannot_look_exits_3_with_reasons() {
         run.stdout
     );
     assert!(run.stdout.contains("2 look-up(s) failed"), "{}", run.stdout);
+
+// The Node.js stand-in (prom-client, nats, pg): verdicts on what a service in the seed's stack
+// really emits.
+
+/// The evidence soakwatch gives for zero events (src/evaluate.rs `NO_TRAFFIC`).
+const NO_TRAFFIC: &str = "no messages processed since the service started";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_standin_freshly_started_with_zero_messages_passes() {
+    let mut r = Replica::provisioned().await;
+    r.start_node_standin().await;
+    let body = r.metrics_body().await;
+    // prom-client declares the labelled counter and histogram but has no sample yet.
+    assert!(
+        body.contains("# TYPE normalize_hrv_messages_total counter"),
+        "{body}"
+    );
+    assert!(!body.contains("normalize_hrv_messages_total{"), "{body}");
+    assert!(
+        !body.contains("normalize_hrv_processing_duration_seconds_bucket"),
+        "{body}"
+    );
+    let run = r.check("1s", false).await;
+    assert_eq!(run.not_passing(), vec![], "{}", run.stdout);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for id in ["dlq", "success_rate", "stream_purity", "p95_latency"] {
+        let ev = run.evidence(id);
+        assert!(ev.contains(NO_TRAFFIC), "{id}: {ev}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_standin_after_events_passes_and_p95_reads_the_stream_only_histogram() {
+    let mut r = Replica::provisioned().await;
+    r.start_node_standin().await;
+    r.publish(10).await;
+    r.wait_for("success", 10.0).await;
+    let body = r.metrics_body().await;
+    let bucket = body
+        .lines()
+        .find(|l| l.starts_with("normalize_hrv_processing_duration_seconds_bucket{"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        bucket.contains("stream=\"") && !bucket.contains("durable="),
+        "{bucket}"
+    );
+    let run = r.check("2s", true).await;
+    assert_eq!(run.not_passing(), vec![], "{}", run.stdout);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let p95 = run.evidence("p95_latency");
+    assert!(p95.contains("observations"), "{p95}");
+    assert!(
+        p95.contains("not by durable (the family has no such label)"),
+        "{p95}"
+    );
+    let purity = run.evidence("stream_purity");
+    assert!(purity.contains("filtered by durable="), "{purity}");
+    assert!(!purity.contains(NO_TRAFFIC), "{purity}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_standin_poison_message_fails_dlq() {
+    let mut r = Replica::provisioned().await;
+    r.start_node_standin().await;
+    r.publish(5).await;
+    r.wait_for("success", 5.0).await;
+    r.publish_poison().await;
+    r.wait_for("dlq", 1.0).await;
+    let run = r.check("1s", true).await;
+    assert_eq!(
+        run.not_passing(),
+        pairs(&[("dlq", "fail"), ("success_rate", "fail")]),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.code, 2);
+    let ev = run.evidence("dlq");
+    assert!(ev.contains("holds 2 messages (baseline 1"), "{ev}");
+    assert!(ev.contains("dead-lettered"), "{ev}");
+    let log = read(&r.files.log_file);
+    assert!(
+        log.contains("[normalize-hrv] Message sent to DLQ: rMSSD must be a positive number"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exposition_of_declared_families_only_is_zero_events_not_garbage() {
+    // prometheus_client with no default collectors, before the first event: # HELP and
+    // # TYPE lines only (tests/fixtures/promtext/python_service_fresh.prom).
+    let body = read(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/promtext/python_service_fresh.prom"),
+    );
+    assert!(!body.lines().any(|l| !l.starts_with('#')), "{body}");
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let port = serve_raw(response).await;
+    let mut r = Replica::provisioned().await;
+    let url = r.metrics_url.clone();
+    r.edit_config(|t| t.replace(&url, &format!("http://127.0.0.1:{port}/metrics")));
+    let run = r.check("0s", false).await;
+    let j = run.json();
+    let status = |id: &str| {
+        j["criteria"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id))
+            .map(|c| c["status"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status("service_up"), "pass", "{}", run.stdout);
+    for id in ["dlq", "success_rate", "stream_purity", "p95_latency"] {
+        assert_eq!(status(id), "pass", "{id}: {}", run.stdout);
+        assert!(
+            run.evidence(id).contains(NO_TRAFFIC),
+            "{id}: {}",
+            run.evidence(id)
+        );
+    }
 }

@@ -781,3 +781,93 @@ impl Drop for Trickle {
         self.0.abort();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// BEGIN Node.js stand-in (tests/node-standin): the service in the seed's own stack (npm
+// packages nats, pg, prom-client), so verdicts are checked on what such a service emits.
+// Its packages are installed by scripts/ensure-test-tools.sh (`npm ci`).
+
+/// Directory of the Node.js stand-in.
+pub fn node_standin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node-standin")
+}
+
+impl Replica {
+    /// Starts the Node.js stand-in on the replica's port and waits until it has bound the
+    /// durable (its `/admin/state` names the stream), so a check sees a running service.
+    pub async fn start_node_standin(&mut self) {
+        let dir = node_standin_dir();
+        assert!(
+            dir.join("node_modules/prom-client").is_dir()
+                && dir.join("node_modules/nats").is_dir()
+                && dir.join("node_modules/pg").is_dir(),
+            "{}/node_modules is missing: run scripts/ensure-test-tools.sh (npm ci)",
+            dir.display()
+        );
+        let child = tokio::process::Command::new("node")
+            .arg(dir.join("index.js"))
+            .env("NATS_URL", nats_url())
+            .env("DATABASE_URL", &self.db_url)
+            .env("HRV_CORE_STREAM", &self.names.core_stream)
+            .env("HRV_LEGACY_STREAM", &self.names.legacy_stream)
+            .env("HRV_DURABLE", &self.names.durable)
+            .env("HRV_TABLE", &self.names.table)
+            .env("HRV_SUBJECT", &self.names.hrv_subject)
+            .env("HRV_DLQ_SUBJECT", &self.names.dlq_subject)
+            .env("SERVICE_ENV_FILE", &self.files.env_file)
+            .env("SERVICE_LOG", &self.files.log_file)
+            .env("LISTEN", format!("127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node stand-in starts (is node installed?)");
+        self.standin = Some(child);
+        let state_url = format!("http://127.0.0.1:{}/admin/state", self.port);
+        for _ in 0..150 {
+            if let Ok(resp) = self.http.get(&state_url).send().await {
+                let state: Value = resp.json().await.unwrap_or(Value::Null);
+                if state["bound_stream"].is_string() {
+                    // prom-client rounds process_start_time_seconds to whole seconds (up to
+                    // 0.5 s late): rows written before that instant would not count as
+                    // "since the service started" in db_integrity. Let it pass first.
+                    tokio::time::sleep(Duration::from_millis(1100)).await;
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .standin
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                let mut err = String::new();
+                if let Some(mut e) = self.standin.as_mut().and_then(|c| c.stderr.take()) {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                panic!("node stand-in exited ({status}): {err}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "node stand-in did not bind {} within 15 s (log: {})",
+            self.names.durable,
+            std::fs::read_to_string(&self.files.log_file).unwrap_or_default()
+        );
+    }
+
+    /// The stand-in's `/metrics` body as served.
+    pub async fn metrics_body(&self) -> String {
+        let resp = self
+            .http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .expect("GET /metrics");
+        resp.text().await.expect("metrics body")
+    }
+}
+
+// END Node.js stand-in
+// ---------------------------------------------------------------------------------------------
