@@ -889,6 +889,7 @@ async fn validate_live_that_cannot_look_exits_3_with_reasons() {
         run.stdout
     );
     assert!(run.stdout.contains("2 look-up(s) failed"), "{}", run.stdout);
+}
 
 // The Node.js stand-in (prom-client, nats, pg): verdicts on what a service in the seed's stack
 // really emits.
