@@ -100,8 +100,9 @@ impl fmt::Display for SecretUrl {
     }
 }
 
-/// Query keys whose values are credentials in the URLs we meet (libpq, NATS, HTTP APIs).
-const SECRET_QUERY_KEYS: &[&str] = &[
+/// Query keys whose values are credentials in the URLs we meet (libpq, NATS,
+/// HTTP APIs); one list for redaction and for `discover`'s written URLs.
+pub const SECRET_QUERY_KEYS: &[&str] = &[
     "password",
     "pass",
     "pwd",

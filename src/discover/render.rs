@@ -94,20 +94,7 @@ fn toml_list(items: &[String]) -> String {
     )
 }
 
-/// Query keys that carry credentials (kept in line with `secret::redact_url`).
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "password",
-    "pass",
-    "pwd",
-    "token",
-    "auth_token",
-    "access_token",
-    "secret",
-    "key",
-    "api_key",
-    "apikey",
-    "sslpassword",
-];
+use crate::secret::SECRET_QUERY_KEYS;
 
 /// A URL without its password, token user part and credential query values.
 /// Returns the cleaned URL and whether anything was removed. Unparsable
