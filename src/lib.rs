@@ -20,6 +20,7 @@ pub mod rollback;
 pub mod rollback_run;
 pub mod sample;
 pub mod secret;
+pub mod self_health;
 pub mod soak;
 pub mod standin;
 pub mod subjects;

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::output::write_atomic;
 use crate::probe::Prober;
 use crate::sample::Snapshot;
+use crate::self_health::{Change, SelfHealth, WriteTarget};
 use crate::soak::chart::{self, ChartThresholds};
 use crate::soak::model::SoakSummary;
 use crate::soak::report;
@@ -162,6 +163,14 @@ pub struct DaemonStatus {
     pub firing: Vec<(String, String)>,
     /// Last periodic E2E run: (when, ok, latency ms).
     pub e2e: Option<(DateTime<Utc>, bool, u64)>,
+    /// Write failures since this process started, per target (state, report, outbox).
+    pub write_failures: std::collections::BTreeMap<String, u64>,
+    /// Targets whose last write failed.
+    pub write_failing: Vec<String>,
+    /// Cycles waiting for the state database to take them.
+    pub unsaved_cycles: u64,
+    /// Cycles dropped because the state database refused them for too long.
+    pub lost_cycles: u64,
 }
 
 /// Shared, read-mostly daemon status.
@@ -253,7 +262,27 @@ pub struct Watch {
     rollback_view: Option<crate::rollback_run::RollbackView>,
     wake: Arc<tokio::sync::Notify>,
     e2e: PeriodicE2e,
+    /// Write failures of this process, per target (the `soakwatch_self` alert).
+    health: SelfHealth,
+    /// Whether the soak record is in the state database yet.
+    soak_saved: bool,
+    /// Cycles evaluated but not yet in the state database (oldest first).
+    unsaved: std::collections::VecDeque<(CycleRecord, Snapshot)>,
+    /// Cycles dropped from `unsaved` when it overflowed.
+    lost_cycles: u64,
+    /// Alert steps not yet in the outbox (oldest first).
+    pending_alerts: std::collections::VecDeque<alert_engine::StepOutput>,
+    /// Checkpoints written whose marks are not yet in the state database.
+    unmarked_checkpoints: Vec<(String, PathBuf)>,
 }
+
+/// Cycles kept in memory while the state database refuses writes: about
+/// 5.5 h at 10 s; older ones are dropped (and counted) rather than letting
+/// memory grow for the rest of the soak.
+const MAX_UNSAVED_CYCLES: usize = 2000;
+
+/// Alert steps kept while the outbox refuses writes.
+const MAX_PENDING_ALERTS: usize = 1000;
 
 /// The periodic E2E probe: one run at a time, beside the cycles.
 #[derive(Default)]
@@ -295,6 +324,12 @@ impl Watch {
             rollback_view: None,
             wake: Arc::new(tokio::sync::Notify::new()),
             e2e: PeriodicE2e::default(),
+            health: SelfHealth::default(),
+            soak_saved: true,
+            unsaved: Default::default(),
+            lost_cycles: 0,
+            pending_alerts: Default::default(),
+            unmarked_checkpoints: Vec::new(),
         })
     }
 
@@ -374,6 +409,7 @@ impl Watch {
         };
         let mut done_cycles = 0u64;
         let mut summary = self.summary();
+        let mut outbox = (0, 0, 0);
         // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
         let delivery_stop = CancellationToken::new();
         let delivery = spawn_delivery(
@@ -405,15 +441,19 @@ impl Watch {
                     },
                     baselines,
                 };
-                self.store.start_soak(&rec, clock.now()).await?;
-                tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, baselines = ?rec.baselines, "new soak recorded");
+                tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, baselines = ?rec.baselines, "new soak");
                 self.eff = with_baselines(&self.cfg, &rec.baselines);
                 self.soak = rec;
+                self.soak_saved = false;
             }
             let (mut rec, verdicts) =
                 CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
             self.dedupe.apply(&mut rec);
-            self.store.append(&self.soak.meta.id, &rec, &snap).await?;
+            // Every write below may fail (disk full, directory replaced, the
+            // database locked): the failure is recorded and retried on later
+            // cycles, and the soak goes on from what is in memory.
+            self.unsaved.push_back((rec.clone(), snap.clone()));
+            self.save_pending(clock.now()).await;
             let errors: Vec<String> = rec.probe_errors.keys().cloned().collect();
             for (p, e) in &rec.probe_errors {
                 tracing::warn!(probe = %p, reason = %e, "probe failed");
@@ -426,36 +466,31 @@ impl Watch {
             for n in &out.notifications {
                 tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
             }
-            let queued = alert_engine::enqueue(
-                &self.store,
-                &self.cfg.alerts,
-                &self.soak.meta.id,
-                &out,
-                clock.now(),
-            )
-            .await?;
-            if queued > 0 {
-                // Deliver now rather than at the next delivery tick.
-                self.wake.notify_one();
+            self.queue_alerts(out, clock.now()).await;
+            self.write_due_checkpoints(&summary, clock.now()).await;
+            match self.store.outbox_counts().await {
+                Ok(counts) => outbox = counts,
+                Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
             }
-            self.write_due_checkpoints(&summary, clock.now()).await?;
-            let outbox = self.store.outbox_counts().await?;
-            self.maybe_fire_rollback(&summary, clock.now()).await?;
-            self.periodic_e2e(clock.now()).await?;
+            self.maybe_fire_rollback(&summary, clock.now()).await;
+            self.periodic_e2e(clock.now()).await;
             if self.rollback_latched {
-                self.rollback_view =
-                    crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
+                self.refresh_rollback_view().await;
             }
-            if self.cycles.len().is_multiple_of(360) {
+            if self.cycles.len().is_multiple_of(360) && self.unsaved.is_empty() {
                 let before = tick
                     - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots)
                         .unwrap_or_default();
-                let thinned = self
+                match self
                     .store
                     .thin(&self.soak.meta.id, before, self.cfg.watch.thin_to)
-                    .await?;
-                tracing::debug!(thinned, "old snapshots thinned");
+                    .await
+                {
+                    Ok(thinned) => tracing::debug!(thinned, "old snapshots thinned"),
+                    Err(e) => self.note(WriteTarget::State, format!("thinning snapshots: {e}")),
+                }
             }
+            self.self_alert(tick).await;
             if let Ok(mut st) = self.status.write() {
                 st.cycles += 1;
                 st.last_cycle_secs = started.elapsed().as_secs_f64();
@@ -467,6 +502,17 @@ impl Watch {
                 st.interval_secs = self.cfg.watch.interval.as_secs_f64();
                 st.soak_id = self.soak.meta.id.clone();
                 st.outbox = outbox;
+                st.write_failures = WriteTarget::ALL
+                    .iter()
+                    .map(|t| (t.as_str().to_string(), self.health.failures(*t)))
+                    .collect();
+                st.write_failing = WriteTarget::ALL
+                    .iter()
+                    .filter(|t| self.health.target_failing(**t))
+                    .map(|t| t.as_str().to_string())
+                    .collect();
+                st.unsaved_cycles = self.unsaved.len() as u64;
+                st.lost_cycles = self.lost_cycles;
                 st.firing = self
                     .alerts
                     .firing()
@@ -496,13 +542,16 @@ impl Watch {
         if let Some(task) = self.rollback_task.take() {
             tracing::info!("waiting for the rollback in flight to finish");
             let _ = task.await;
-            self.rollback_view = crate::rollback_run::view(&self.store, &self.soak.meta.id).await?;
+            self.refresh_rollback_view().await;
             summary.rollback = self.rollback_view.clone();
         }
         // A periodic E2E probe in flight finishes (bounded by its timeout) and removes its rows.
         if let Some(task) = self.e2e.task.take() {
             let _ = task.await;
         }
+        // A last try at what the state database refused during the soak.
+        self.save_pending(clock.now()).await;
+        self.flush_alerts(clock.now()).await;
         // One last delivery round for what the final cycle raised, then stop.
         delivery_stop.cancel();
         let _ = delivery.await;
@@ -512,11 +561,179 @@ impl Watch {
                 .watch
                 .reports_dir
                 .join(format!("{}-latest.md", self.soak.meta.id));
-            self.write_report(&summary, "latest", &path).await?;
-            tracing::info!(report = %path.display(), "final report written");
+            match self.write_report(&summary, "latest", &path).await {
+                Ok(()) => tracing::info!(report = %path.display(), "final report written"),
+                // Stopping is not a failure of the soak: the state database
+                // holds the history, and `soakwatch report` renders it later.
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "final report not written; `soakwatch report` renders it from the state database"
+                ),
+            }
+        }
+        if !self.unsaved.is_empty() || self.lost_cycles > 0 {
+            tracing::error!(
+                unsaved = self.unsaved.len(),
+                lost = self.lost_cycles,
+                "stopping with cycles the state database refused"
+            );
         }
         self.store.close().await;
         Ok(summary)
+    }
+
+    /// Records a write failure, logging it when the state changes.
+    fn note(&mut self, target: WriteTarget, reason: String) {
+        if let Change::Failing(r) = self.health.failed(target, reason) {
+            tracing::error!(
+                target_kind = target.as_str(),
+                reason = %r,
+                "write failed; retrying on later cycles"
+            );
+        }
+    }
+
+    /// Records a write success, logging a recovery.
+    fn noted_ok(&mut self, target: WriteTarget) {
+        if self.health.succeeded(target) == Change::Recovered {
+            tracing::info!(target_kind = target.as_str(), "writes work again");
+        }
+    }
+
+    /// Saves the soak record (once) and every cycle not yet saved, oldest
+    /// first; what the database refuses stays queued for the next cycle.
+    async fn save_pending(&mut self, now: DateTime<Utc>) {
+        if self.soak.meta.id.is_empty() {
+            return;
+        }
+        if !self.soak_saved {
+            match self.store.start_soak(&self.soak, now).await {
+                Ok(()) => {
+                    self.soak_saved = true;
+                    tracing::info!(soak = %self.soak.meta.id, "new soak recorded");
+                }
+                Err(e) => {
+                    self.note(WriteTarget::State, format!("recording the soak: {e}"));
+                    self.bound_unsaved();
+                    return;
+                }
+            }
+        }
+        while let Some((rec, snap)) = self.unsaved.front() {
+            match self.store.append(&self.soak.meta.id, rec, snap).await {
+                Ok(()) => {
+                    self.unsaved.pop_front();
+                }
+                Err(e) => {
+                    let n = self.unsaved.len();
+                    self.note(
+                        WriteTarget::State,
+                        format!("appending a cycle ({n} waiting): {e}"),
+                    );
+                    self.bound_unsaved();
+                    return;
+                }
+            }
+        }
+        let marks = std::mem::take(&mut self.unmarked_checkpoints);
+        for (label, path) in marks {
+            if let Err(e) = self
+                .store
+                .mark_checkpoint(&self.soak.meta.id, &label, &path, now)
+                .await
+            {
+                self.unmarked_checkpoints.push((label, path));
+                self.note(WriteTarget::State, format!("marking a checkpoint: {e}"));
+                return;
+            }
+        }
+        self.noted_ok(WriteTarget::State);
+    }
+
+    /// Drops the oldest unsaved cycles beyond the bound (they stay in the
+    /// in-memory history, so this process's reports still show them).
+    fn bound_unsaved(&mut self) {
+        while self.unsaved.len() > MAX_UNSAVED_CYCLES {
+            self.unsaved.pop_front();
+            self.lost_cycles += 1;
+            if self.lost_cycles == 1 || self.lost_cycles.is_multiple_of(100) {
+                tracing::error!(
+                    lost = self.lost_cycles,
+                    "state database unwritable for too long: oldest unsaved cycles dropped"
+                );
+            }
+        }
+    }
+
+    /// Queues an alert step for the outbox and writes what is queued.
+    async fn queue_alerts(&mut self, out: alert_engine::StepOutput, now: DateTime<Utc>) {
+        if !out.notifications.is_empty() || !out.changed.is_empty() {
+            self.pending_alerts.push_back(out);
+            while self.pending_alerts.len() > MAX_PENDING_ALERTS {
+                self.pending_alerts.pop_front();
+                tracing::error!("alert outbox unwritable for too long: oldest alert dropped");
+            }
+        }
+        self.flush_alerts(now).await;
+    }
+
+    /// Writes queued alert steps to the outbox, oldest first.
+    async fn flush_alerts(&mut self, now: DateTime<Utc>) {
+        if self.soak.meta.id.is_empty() || !self.soak_saved {
+            return;
+        }
+        while let Some(out) = self.pending_alerts.front() {
+            match alert_engine::enqueue(&self.store, &self.cfg.alerts, &self.soak.meta.id, out, now)
+                .await
+            {
+                Ok(queued) => {
+                    self.pending_alerts.pop_front();
+                    if queued > 0 {
+                        // Deliver now rather than at the next delivery tick.
+                        self.wake.notify_one();
+                    }
+                }
+                Err(e) => {
+                    let n = self.pending_alerts.len();
+                    self.note(
+                        WriteTarget::Outbox,
+                        format!("queueing {n} alert step(s): {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+        self.noted_ok(WriteTarget::Outbox);
+    }
+
+    /// The `soakwatch_self` alert: fires while any write fails, resolves
+    /// when all work again.
+    async fn self_alert(&mut self, now: DateTime<Utc>) {
+        let evidence = self.health.evidence();
+        let out = self.alerts.step_named(
+            &alert_engine::NamedAlert {
+                name: "soakwatch_self",
+                failing: self.health.is_failing(),
+                severity: crate::alert::model::Severity::Warning,
+                summary: if self.health.is_failing() {
+                    "soakwatch cannot write part of its own output"
+                } else {
+                    "soakwatch writes its output again"
+                },
+                evidence: &evidence,
+            },
+            (&self.soak.meta.id, &self.soak.meta.name),
+            now,
+        );
+        self.queue_alerts(out, now).await;
+    }
+
+    /// Re-reads the rollback's journal; a failed read keeps the last view.
+    async fn refresh_rollback_view(&mut self) {
+        match crate::rollback_run::view(&self.store, &self.soak.meta.id).await {
+            Ok(v) => self.rollback_view = v,
+            Err(e) => tracing::debug!(error = %e, "rollback journal unreadable this cycle"),
+        }
     }
 
     fn summary(&self) -> SoakSummary {
@@ -533,12 +750,12 @@ impl Watch {
 
     /// Starts the E2E probe when due and turns a finished run into an alert
     /// state change (`soakwatch_e2e`). Never runs while a rollback is in flight.
-    async fn periodic_e2e(&mut self, now: DateTime<Utc>) -> Result<(), WatchError> {
+    async fn periodic_e2e(&mut self, now: DateTime<Utc>) {
         let Some(cfg) = self.cfg.rollback.as_ref().and_then(|r| r.run.e2e.clone()) else {
-            return Ok(());
+            return;
         };
         let Some(every) = cfg.every else {
-            return Ok(());
+            return;
         };
         if self.e2e.task.as_ref().is_some_and(|t| t.is_finished()) {
             if let Some(task) = self.e2e.task.take() {
@@ -565,18 +782,7 @@ impl Watch {
                         (&self.soak.meta.id, &self.soak.meta.name),
                         now,
                     );
-                    if alert_engine::enqueue(
-                        &self.store,
-                        &self.cfg.alerts,
-                        &self.soak.meta.id,
-                        &out,
-                        now,
-                    )
-                    .await?
-                        > 0
-                    {
-                        self.wake.notify_one();
-                    }
+                    self.queue_alerts(out, now).await;
                     self.e2e.last = Some((now, res));
                 }
             }
@@ -602,21 +808,16 @@ impl Watch {
         if let (Some((at, res)), Ok(mut st)) = (&self.e2e.last, self.status.write()) {
             st.e2e = Some((*at, res.ok, res.latency_ms));
         }
-        Ok(())
     }
 
     /// Takes the latch and starts the rollback (beside the cycles) when a
     /// trigger holds and the rollback is armed or in dry-run mode.
-    async fn maybe_fire_rollback(
-        &mut self,
-        summary: &SoakSummary,
-        now: DateTime<Utc>,
-    ) -> Result<(), WatchError> {
+    async fn maybe_fire_rollback(&mut self, summary: &SoakSummary, now: DateTime<Utc>) {
         let Some(settings) = self.cfg.rollback.clone() else {
-            return Ok(());
+            return;
         };
         if self.rollback_latched || !crate::rollback_run::enabled(&self.cfg.rollback) {
-            return Ok(());
+            return;
         }
         let Some(trigger) = crate::rollback_run::fired_trigger(
             &settings.triggers,
@@ -624,18 +825,32 @@ impl Watch {
             &self.cycles,
             &self.policy.dlq_spike,
         ) else {
-            return Ok(());
+            return;
         };
         self.rollback_latched = true;
-        if !self
+        match self
             .store
             .take_rollback_latch(&self.soak.meta.id, &trigger, now)
-            .await?
+            .await
         {
-            tracing::info!(
-                "rollback trigger holds but the latch was already taken: not firing again"
-            );
-            return Ok(());
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    "rollback trigger holds but the latch was already taken: not firing again"
+                );
+                return;
+            }
+            // The trigger is the critical condition the rollback exists for:
+            // it fires, latched in this process; a restart could fire it once
+            // more (the runbook's steps are idempotent), which is better than
+            // leaving a failing cutover in place because a disk is full.
+            Err(e) => {
+                self.note(
+                    WriteTarget::State,
+                    format!("recording the rollback latch: {e}"),
+                );
+                tracing::error!(trigger = %trigger, "rollback latch not recorded: firing once in this process");
+            }
         }
         let (store, alerts) = (self.store.clone(), self.cfg.alerts.clone());
         let (id, name) = (self.soak.meta.id.clone(), self.soak.meta.name.clone());
@@ -649,33 +864,63 @@ impl Watch {
             // Deliver the outcome now, not at the next cycle.
             wake.notify_one();
         }));
-        Ok(())
     }
 
-    async fn write_due_checkpoints(
-        &self,
-        summary: &SoakSummary,
-        now: DateTime<Utc>,
-    ) -> Result<(), WatchError> {
-        let done = self.store.checkpoints_done(&self.soak.meta.id).await?;
-        for d in &self.cfg.watch.checkpoints {
-            let label = checkpoint_label(*d);
-            let due = self.soak.meta.t0 + chrono::Duration::from_std(*d).unwrap_or_default();
-            if summary.now >= due && !done.contains(&label) {
-                let path = self
-                    .cfg
-                    .watch
-                    .reports_dir
-                    .join(format!("{}-{label}.md", self.soak.meta.id));
-                self.write_report(summary, &format!("{label} checkpoint"), &path)
-                    .await?;
-                self.store
-                    .mark_checkpoint(&self.soak.meta.id, &label, &path, now)
-                    .await?;
-                tracing::info!(report = %path.display(), "checkpoint written");
-            }
+    /// Writes each due checkpoint not yet written. One that cannot be
+    /// written stays due and is tried again every cycle until it is written,
+    /// once.
+    async fn write_due_checkpoints(&mut self, summary: &SoakSummary, now: DateTime<Utc>) {
+        if self.soak.meta.id.is_empty() {
+            return;
         }
-        Ok(())
+        let mut done = match self.store.checkpoints_done(&self.soak.meta.id).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.note(WriteTarget::State, format!("reading checkpoints: {e}"));
+                return;
+            }
+        };
+        done.extend(self.unmarked_checkpoints.iter().map(|(l, _)| l.clone()));
+        // One reason per cycle for all that failed, so a lasting failure is
+        // one state (logged once), not a flip between checkpoints.
+        let mut failed: Vec<String> = Vec::new();
+        let mut first_error = String::new();
+        for d in self.cfg.watch.checkpoints.clone() {
+            let label = checkpoint_label(d);
+            let due = self.soak.meta.t0 + chrono::Duration::from_std(d).unwrap_or_default();
+            if summary.now < due || done.contains(&label) {
+                continue;
+            }
+            let path = self
+                .cfg
+                .watch
+                .reports_dir
+                .join(format!("{}-{label}.md", self.soak.meta.id));
+            if let Err(e) = self
+                .write_report(summary, &format!("{label} checkpoint"), &path)
+                .await
+            {
+                if failed.is_empty() {
+                    first_error = e.to_string();
+                }
+                failed.push(label);
+                continue;
+            }
+            tracing::info!(report = %path.display(), "checkpoint written");
+            self.unmarked_checkpoints.push((label, path));
+        }
+        if failed.is_empty() {
+            self.noted_ok(WriteTarget::Report);
+        } else {
+            let labels = failed.join(", ");
+            self.note(
+                WriteTarget::Report,
+                format!("checkpoint {labels}: {first_error}"),
+            );
+        }
+        if !self.unmarked_checkpoints.is_empty() {
+            self.save_pending(now).await;
+        }
     }
 
     async fn write_report(

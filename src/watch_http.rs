@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -19,7 +21,24 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
+/// How long a connection may take to send a request's headers, also while
+/// idle between requests: a Prometheus scrape sends at once, and a client
+/// that opens a connection and goes quiet must not hold it for 48 h.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a connection lives, whatever it does (a slow reader of a
+/// response included).
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Connections served at once; more are closed at accept.
+const MAX_CONNECTIONS: usize = 64;
+
 /// Serves until `shutdown`.
+///
+/// A hand-written accept loop rather than `axum::serve`: axum 0.8 offers no
+/// header-read or idle timeout, so an idle or slow client would keep its
+/// connection (and a task) for the whole soak. hyper's own connection
+/// builder has both, and a semaphore bounds how many connections are held.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     status: SharedStatus,
@@ -29,9 +48,48 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .with_state(status);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let conns = tokio_util::task::TaskTracker::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, never spin.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("too many connections to the status listener: closing one");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(MAX_CONNECTION_LIFETIME) => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                }
+            }
+        });
+    }
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), conns.wait()).await;
+    Ok(())
 }
 
 async fn metrics(State(status): State<SharedStatus>) -> impl IntoResponse {
@@ -154,6 +212,46 @@ pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
             format!("{{state=\"delivered\"}} {delivered}"),
             format!("{{state=\"dead\"}} {dead}"),
         ],
+    );
+    block(
+        &mut out,
+        "soakwatch_write_errors_total",
+        "counter",
+        "Failed writes of this process's own output, per target (state, report, outbox).",
+        crate::self_health::WriteTarget::ALL
+            .iter()
+            .map(|t| {
+                let n = s.write_failures.get(t.as_str()).copied().unwrap_or(0);
+                format!("{{target=\"{}\"}} {n}", t.as_str())
+            })
+            .collect(),
+    );
+    block(
+        &mut out,
+        "soakwatch_write_failing",
+        "gauge",
+        "Whether the last write of a target failed (1) or not (0).",
+        crate::self_health::WriteTarget::ALL
+            .iter()
+            .map(|t| {
+                let failing = s.write_failing.iter().any(|f| f == t.as_str());
+                format!("{{target=\"{}\"}} {}", t.as_str(), u8::from(failing))
+            })
+            .collect(),
+    );
+    block(
+        &mut out,
+        "soakwatch_unsaved_cycles",
+        "gauge",
+        "Cycles held in memory because the state database refused them.",
+        vec![format!(" {}", s.unsaved_cycles)],
+    );
+    block(
+        &mut out,
+        "soakwatch_lost_cycles_total",
+        "counter",
+        "Cycles dropped because the state database refused them for too long.",
+        vec![format!(" {}", s.lost_cycles)],
     );
     block(
         &mut out,

@@ -403,11 +403,48 @@ async fn a_corrupt_or_locked_state_database_is_refused() {
     let state = dir.path().join("state.sqlite");
     let first = Store::open(&state).await.expect("first opener");
     match Store::open(&state).await {
-        Err(StoreError::Locked(p)) => assert_eq!(p, state),
+        Err(StoreError::Locked(p, _)) => assert_eq!(p, state),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("two writers on one state database"),
     }
+    // The same file through a symlink, or spelled with `..`, meets the same lock.
+    let link = dir.path().join("link.sqlite");
+    std::os::unix::fs::symlink(&state, &link).expect("symlink");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let dotted = dir.path().join("sub/../state.sqlite");
+    for other in [&link, &dotted] {
+        match Store::open(other).await {
+            Err(StoreError::Locked(p, lock)) => {
+                assert_eq!(&p, other);
+                assert_eq!(
+                    lock,
+                    dir.path()
+                        .canonicalize()
+                        .expect("canon")
+                        .join("state.sqlite.lock")
+                );
+            }
+            Err(e) => panic!("unexpected error through {}: {e}", other.display()),
+            Ok(_) => panic!("a second writer through {}", other.display()),
+        }
+    }
     first.close().await;
+    // A link to a state file not created yet locks the file it will create.
+    let fresh = dir.path().join("fresh.sqlite");
+    let fresh_link = dir.path().join("fresh-link.sqlite");
+    std::os::unix::fs::symlink(&fresh, &fresh_link).expect("symlink");
+    let via_link = Store::open(&fresh_link)
+        .await
+        .expect("opens through the link");
+    assert!(matches!(
+        Store::open(&fresh).await,
+        Err(StoreError::Locked(..))
+    ));
+    via_link.close().await;
+    assert!(
+        fresh.exists(),
+        "the database was created at the link's target"
+    );
     Store::open(&state)
         .await
         .expect("the lock is released on close");

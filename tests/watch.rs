@@ -695,6 +695,13 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
     let err = refused(&second_config, second_port, dir.path(), "second").await;
     assert!(err.contains("locked"), "{err}");
     assert!(err.contains(&state.display().to_string()), "{err}");
+    // The same state through a symlink is the same file: refused too.
+    let link = dir.path().join("linked-state.sqlite");
+    std::os::unix::fs::symlink(&state, &link).expect("symlink");
+    let (link_config, link_port) = dead_config(dir.path(), "via-link", &link);
+    let err = refused(&link_config, link_port, dir.path(), "via-link").await;
+    assert!(err.contains("locked"), "{err}");
+    assert!(err.contains(&link.display().to_string()), "{err}");
     first.assert_running("after the second daemon was refused");
     stop_cleanly(&mut first).await;
 
@@ -933,4 +940,247 @@ async fn periodic_e2e_probe_reports_and_its_rows_are_removed() {
             .expect("count");
     assert_eq!(left, 0, "e2e rows left behind");
     pool.close().await;
+}
+
+/// `soakwatch_write_failing{target}` in a /metrics body.
+fn write_failing(m: &soakwatch::promtext::Exposition, target: &str) -> Option<f64> {
+    m.sum(
+        "soakwatch_write_failing",
+        &[("target".into(), target.into())],
+    )
+}
+
+/// The reports directory replaced by a file: the checkpoints cannot be
+/// written. The daemon must keep sampling, say so once in its log, count it on
+/// /metrics, fire `soakwatch_self`, write each checkpoint once when the
+/// directory is back, and still stop with 0 when the final report fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_write_error_never_ends_the_soak() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.sqlite");
+    let (config, port) = dead_config(dir.path(), "write-errors", &state);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("checkpoints = [\"2s\", \"3s\"]\n");
+    std::fs::write(&config, text).expect("config");
+    let reports = dir.path().join("reports");
+    std::fs::write(&reports, "a file where the reports directory should be\n").expect("file");
+
+    let mut d = Daemon::start(&config, &[], port, dir.path(), "write-errors");
+    let body = d
+        .wait_metrics("the report writes to fail", secs(30), |m| {
+            m.sum(
+                "soakwatch_write_errors_total",
+                &[("target".into(), "report".into())],
+            )
+            .unwrap_or(0.0)
+                >= 3.0
+                && m.sum("soakwatch_cycles_total", &[]).unwrap_or(0.0) >= 5.0
+        })
+        .await;
+    let m = soakwatch::promtext::parse(&body);
+    assert_eq!(write_failing(&m, "report"), Some(1.0), "{body}");
+    assert_eq!(write_failing(&m, "state"), Some(0.0), "{body}");
+    assert_eq!(
+        m.sum(
+            "soakwatch_alert_firing",
+            &[("criterion".into(), "soakwatch_self".into())]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    let (ok, lint) = promtool_check(&body).await;
+    assert!(ok, "promtool check metrics:\n{lint}\n--- body ---\n{body}");
+    let err = d.stderr();
+    let logged = err
+        .matches("write failed; retrying on later cycles")
+        .count();
+    // One line per state change: the 2s checkpoint failing, then 2s and 3s.
+    assert!(
+        (1..=2).contains(&logged),
+        "logged {logged} times, not once per state change:\n{err}"
+    );
+
+    // The directory comes back: each checkpoint is written, once.
+    std::fs::remove_file(&reports).expect("rm");
+    std::fs::create_dir(&reports).expect("mkdir");
+    d.wait_metrics("the report writes to work again", secs(20), |m| {
+        write_failing(m, "report") == Some(0.0)
+            && m.sum(
+                "soakwatch_alert_firing",
+                &[("criterion".into(), "soakwatch_self".into())],
+            )
+            .is_none()
+    })
+    .await;
+    let cycles_then = d.wait_cycles(1, secs(5)).await;
+    let n = soakwatch::promtext::parse(&cycles_then)
+        .sum("soakwatch_cycles_total", &[])
+        .unwrap_or(0.0);
+    d.wait_cycles(n as u64 + 3, secs(20)).await;
+    let names = |suffix: &str| -> usize {
+        std::fs::read_dir(&reports)
+            .expect("reports")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+            .count()
+    };
+    assert_eq!(names("-2s.md"), 1, "the 2s checkpoint, once");
+    assert_eq!(names("-3s.md"), 1, "the 3s checkpoint, once");
+    let mtime = || {
+        std::fs::read_dir(&reports)
+            .expect("reports")
+            .filter_map(Result::ok)
+            .find(|e| e.file_name().to_string_lossy().ends_with("-2s.md"))
+            .and_then(|e| e.metadata().ok())
+            .and_then(|m| m.modified().ok())
+    };
+    let written = mtime();
+    assert!(written.is_some());
+    d.wait_cycles(n as u64 + 6, secs(20)).await;
+    assert_eq!(mtime(), written, "the checkpoint was written again");
+    assert!(d.stderr().contains("writes work again"), "{}", d.stderr());
+
+    // Broken again at shutdown: the final report fails, the exit is still clean.
+    std::fs::remove_dir_all(&reports).expect("rm -r");
+    std::fs::write(&reports, "a file again\n").expect("file");
+    stop_cleanly(&mut d).await;
+    assert!(
+        d.stderr().contains("final report not written"),
+        "{}",
+        d.stderr()
+    );
+    assert!(!d.stderr().contains("panicked"));
+}
+
+/// The state database locked by another process (SQLITE_BUSY on every
+/// write) for a while: cycles are kept in memory, the daemon keeps going,
+/// and once the lock is gone every cycle is in the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_state_database_loses_no_cycle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.sqlite");
+    let (config, port) = dead_config(dir.path(), "busy", &state);
+    let mut d = Daemon::start(&config, &[], port, dir.path(), "busy");
+    d.wait_cycles(2, secs(20)).await;
+
+    // Another process holds SQLite's write lock for 12 s.
+    let script = format!(
+        "import sqlite3, sys, time\n\
+         c = sqlite3.connect({:?}, isolation_level=None, timeout=10)\n\
+         c.execute('BEGIN EXCLUSIVE')\n\
+         print('locked', flush=True)\n\
+         time.sleep(12)\n\
+         c.execute('ROLLBACK')\n",
+        state.display().to_string()
+    );
+    let mut locker = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut out = tokio::io::BufReader::new(locker.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+        .await
+        .expect("locker output");
+    assert_eq!(line.trim(), "locked");
+    let body = d
+        .wait_metrics("the state writes to fail", secs(30), |m| {
+            write_failing(m, "state") == Some(1.0)
+        })
+        .await;
+    assert!(body.contains("soakwatch_unsaved_cycles"), "{body}");
+    let status = locker.wait().await.expect("locker exits");
+    assert!(status.success());
+    let body = d
+        .wait_metrics("the unsaved cycles to be saved", secs(40), |m| {
+            write_failing(m, "state") == Some(0.0)
+                && m.sum("soakwatch_unsaved_cycles", &[]) == Some(0.0)
+        })
+        .await;
+    assert!(body.contains("soakwatch_lost_cycles_total 0"), "{body}");
+    stop_cleanly(&mut d).await;
+    let cycles_done = soakwatch::promtext::parse(&body)
+        .sum("soakwatch_cycles_total", &[])
+        .unwrap_or(0.0) as i64;
+    let count = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import sqlite3; print(sqlite3.connect({:?}).execute('SELECT COUNT(*) FROM cycle').fetchone()[0])",
+            state.display().to_string()
+        ))
+        .output()
+        .expect("python3 runs");
+    let stored: i64 = String::from_utf8_lossy(&count.stdout)
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!(
+        stored >= cycles_done,
+        "{stored} cycles stored, {cycles_done} done before the last /metrics read\n{}",
+        d.stderr()
+    );
+    assert!(
+        d.stderr()
+            .contains("write failed; retrying on later cycles"),
+        "{}",
+        d.stderr()
+    );
+}
+
+/// Reads until the peer closes; false if it is still open after `within`.
+async fn closed_by_peer(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The status listener closes connections that send nothing, stall inside
+/// their headers, or sit idle after a request; it keeps answering; and the
+/// daemon's log, written to a file, carries no ANSI colour codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_http_connections_are_closed_and_logs_have_no_colour() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state.sqlite");
+    let (config, port) = dead_config(dir.path(), "idle-http", &state);
+    let mut d = Daemon::start(&config, &[], port, dir.path(), "idle-http");
+    d.wait_cycles(1, secs(20)).await;
+    let addr = format!("127.0.0.1:{port}");
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+    let mut silent = connect().await.expect("connect");
+    let mut stalled = connect().await.expect("connect");
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("partial header");
+    let mut idle = connect().await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let (a, b, c) = tokio::join!(
+        closed_by_peer(&mut silent, secs(20)),
+        closed_by_peer(&mut stalled, secs(20)),
+        closed_by_peer(&mut idle, secs(20)),
+    );
+    assert!(a, "a connection that sent nothing is still open");
+    assert!(b, "a connection stalled inside its headers is still open");
+    assert!(c, "an idle keep-alive connection is still open");
+    d.assert_running("after the idle connections");
+    assert!(d.metrics().await.is_some(), "the listener still answers");
+    stop_cleanly(&mut d).await;
+    let err = d.stderr();
+    assert!(err.contains("cycle done"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes in a log file:\n{err:?}"
+    );
 }

@@ -25,8 +25,8 @@ const SCHEMA_VERSION: &str = "1";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the lock (a second `watch` on the same state).
-    #[error("state database {0} is locked by another soakwatch process (lock file {0}.lock)")]
-    Locked(PathBuf),
+    #[error("state database {0} is locked by another soakwatch process (lock file {1})")]
+    Locked(PathBuf, PathBuf),
     /// The file exists but is not a soakwatch database (or is corrupt).
     #[error("state database {path} is not a usable soakwatch database: {reason}; refusing to start a new soak over it (move it away or pass another --state)")]
     NotSoakwatch {
@@ -109,19 +109,59 @@ pub struct Store {
     lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
+/// The file a path names once every symlink (also a last component that
+/// is a link to a file not created yet) and `.`/`..` are resolved.
+fn canonical_file(path: &Path) -> std::io::Result<PathBuf> {
+    let mut path = std::path::absolute(path)?;
+    // A chain of links is followed a bounded number of times (a loop errs).
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path)?;
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                path = dir.join(target);
+            }
+            Ok(_) => return std::fs::canonicalize(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Not created yet: the directory is resolved, the name kept.
+                let name = path.file_name().map(|n| n.to_os_string());
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                let dir = std::fs::canonicalize(&dir)?;
+                return Ok(match name {
+                    Some(n) => dir.join(n),
+                    None => dir,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
 impl Store {
     /// Opens (creating if missing) for writing, taking the exclusive lock.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    pub async fn open(given: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = given.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
+                path: given.to_path_buf(),
                 reason: e.to_string(),
             })?;
         }
+        // The lock (and the database) is keyed on the file itself, not the
+        // path string: a symlink or `../` spelling of the same state must
+        // meet the same lock.
+        let canonical = canonical_file(given).map_err(|e| StoreError::Open {
+            path: given.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let path = canonical.as_path();
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
         let lock_existed = lock_path.exists();
         let lock = std::fs::OpenOptions::new()
@@ -136,7 +176,7 @@ impl Store {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked(path.to_path_buf()))
+                return Err(StoreError::Locked(given.to_path_buf(), lock_path))
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(StoreError::Open {
