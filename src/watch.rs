@@ -1058,14 +1058,28 @@ fn spawn_delivery(
         if cfg.routes.is_empty() {
             return;
         }
+        let mut failing: Option<String> = None;
         loop {
             let stopping = tokio::select! {
                 _ = stop.cancelled() => true,
                 _ = wake.notified() => false,
                 _ = tokio::time::sleep(Duration::from_secs(1)) => false,
             };
-            if let Err(e) = alert_engine::deliver_due(&store, &cfg, &http, Utc::now()).await {
-                tracing::error!(error = %e, "outbox delivery failed");
+            // Logged when it starts failing, changes reason or recovers:
+            // a locked database must not write a line every second.
+            match alert_engine::deliver_due(&store, &cfg, &http, Utc::now()).await {
+                Ok(_) => {
+                    if failing.take().is_some() {
+                        tracing::info!("outbox delivery works again");
+                    }
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    if failing.as_deref() != Some(reason.as_str()) {
+                        tracing::error!(error = %reason, "outbox delivery failed; retrying every second");
+                        failing = Some(reason);
+                    }
+                }
             }
             if stopping {
                 break;

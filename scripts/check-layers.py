@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Import cycles among soakwatch's modules.
+
+Reads every `crate::a::b` path in src/ (in `use` lines and inline), maps it
+to the module file it names, and reports each strongly connected component
+of more than one module: a module that, through others, imports itself.
+Exit 0 when there is none, 1 otherwise. Modules are files: src/probe/db.rs
+is `probe::db`, src/probe/mod.rs is `probe`. `#[cfg(test)]` blocks at the
+end of a file are skipped (tests may reach anywhere).
+
+Usage: scripts/check-layers.py [SRC_DIR]
+"""
+import re
+import sys
+from pathlib import Path
+
+src = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "src")
+modules = {}
+for f in sorted(src.rglob("*.rs")):
+    rel = f.relative_to(src).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "mod":
+        parts = parts[:-1]
+    if parts in (["lib"], ["main"]):
+        continue
+    modules["::".join(parts)] = f
+
+PATH = re.compile(r"crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*|\{)")
+USE_GROUP = re.compile(r"use\s+crate::\{([^;]*)\};", re.S)
+
+
+def resolve(path: str, known) -> str | None:
+    """Longest module prefix of a `a::b::Item` path."""
+    parts = path.split("::")
+    for n in range(len(parts), 0, -1):
+        cand = "::".join(parts[:n])
+        if cand in known:
+            return cand
+    return None
+
+
+def body(text: str) -> str:
+    """The code of a file: no test module, no comments (doc links are not imports)."""
+    cut = text.find("#[cfg(test)]\nmod tests")
+    text = text if cut < 0 else text[:cut]
+    return "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("//"))
+
+
+deps = {m: set() for m in modules}
+for m, f in modules.items():
+    text = body(f.read_text())
+    paths = [p for p in PATH.findall(text) if p != "{"]
+    for group in USE_GROUP.findall(text):
+        for item in re.split(r"[,\s]+", re.sub(r"\{[^}]*\}", "", group)):
+            if item:
+                paths.append(item.split(" as ")[0])
+        # `use crate::{a::{b, c}}`
+        for head, inner in re.findall(r"([a-z_:]+)::\{([^}]*)\}", group):
+            for item in inner.split(","):
+                item = item.strip()
+                if item:
+                    paths.append(f"{head}::{item}")
+    for p in paths:
+        target = resolve(p, modules)
+        # A module may use its own children; a child using its parent's
+        # items is an edge like any other.
+        if target and target != m and not target.startswith(m + "::"):
+            deps[m].add(target)
+
+# Tarjan's strongly connected components.
+index, low, stack, on, sccs = {}, {}, [], set(), []
+counter = [0]
+
+
+def visit(v):
+    index[v] = low[v] = counter[0]
+    counter[0] += 1
+    stack.append(v)
+    on.add(v)
+    for w in sorted(deps[v]):
+        if w not in index:
+            visit(w)
+            low[v] = min(low[v], low[w])
+        elif w in on:
+            low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+        comp = []
+        while True:
+            w = stack.pop()
+            on.discard(w)
+            comp.append(w)
+            if w == v:
+                break
+        if len(comp) > 1:
+            sccs.append(sorted(comp))
+
+
+sys.setrecursionlimit(10000)
+for v in sorted(deps):
+    if v not in index:
+        visit(v)
+
+if not sccs:
+    print(f"check-layers: {len(modules)} modules, no import cycle")
+    sys.exit(0)
+for comp in sccs:
+    print(f"check-layers: import cycle of {len(comp)} modules:")
+    members = set(comp)
+    for m in comp:
+        inside = sorted(d for d in deps[m] if d in members)
+        print(f"  {m} -> {', '.join(inside)}")
+sys.exit(1)
