@@ -5,7 +5,8 @@ Reads every `crate::a::b` path in src/ (in `use` lines and inline), maps it
 to the module file it names, and reports each strongly connected component
 of more than one module: a module that, through others, imports itself.
 Exit 0 when there is none, 1 otherwise. Modules are files: src/probe/db.rs
-is `probe::db`, src/probe/mod.rs is `probe`. `#[cfg(test)]` blocks at the
+is `probe::db`, src/probe/mod.rs is `probe`; a child using its parent's
+items is not an edge (a folder is one unit), a parent using a child's is. `#[cfg(test)]` blocks at the
 end of a file are skipped (tests may reach anywhere).
 
 Usage: scripts/check-layers.py [SRC_DIR]
@@ -60,11 +61,20 @@ for m, f in modules.items():
                 item = item.strip()
                 if item:
                     paths.append(f"{head}::{item}")
+    # Paths relative to this module: `super::x::Y`, `self::x::Y`, and `x::Y`
+    # for a child `mod x;` declared here (a parent that uses or re-exports
+    # a child's items depends on it).
+    parent = m.rsplit("::", 1)[0] if "::" in m else ""
+    for p in re.findall(r"\bsuper::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text):
+        paths.append(f"{parent}::{p}" if parent else p)
+    for child in re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", text, re.M):
+        if re.search(rf"(?<![:\w]){child}::", text.replace(f"mod {child};", "")):
+            paths.append(f"{m}::{child}")
     for p in paths:
         target = resolve(p, modules)
-        # A module may use its own children; a child using its parent's
-        # items is an edge like any other.
-        if target and target != m and not target.startswith(m + "::"):
+        # A child using its own parent's items stays inside one folder,
+        # which is one unit; every other edge counts.
+        if target and target != m and not m.startswith(target + "::"):
             deps[m].add(target)
 
 # Tarjan's strongly connected components.
