@@ -13,7 +13,7 @@ use soakwatch::config::Config;
 use soakwatch::demo::{replica_config, ReplicaFiles};
 use soakwatch::replica::{self, HrvEvent, ReplicaNames};
 
-const BIN: &str = env!("CARGO_BIN_EXE_soakwatch");
+const TESTKIT: &str = env!("CARGO_BIN_EXE_soakwatch-testkit");
 
 type Got = Arc<Mutex<Vec<(Instant, serde_json::Value)>>>;
 
@@ -91,7 +91,7 @@ async fn one_run(nats_url: &str, admin: &str) -> (f64, f64, Vec<String>) {
     std::fs::write(
         &restart,
         format!(
-            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.2\n{BIN} standin --tag {tag} --nats-url {nats_url} --database-url {db} --env-file {env} --log-file {log} --listen 127.0.0.1:{port} >/dev/null 2>&1 &\necho $! > {pid}\n",
+            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.2\n{TESTKIT} standin --tag {tag} --nats-url {nats_url} --database-url {db} --env-file {env} --log-file {log} --listen 127.0.0.1:{port} >/dev/null 2>&1 &\necho $! > {pid}\n",
             pid = pid.display(),
             tag = names.tag,
             db = db_url,

@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-services.sh
 ./scripts/ensure-test-tools.sh
-cargo test --locked "$@"
+cargo test --locked --features testkit "$@"

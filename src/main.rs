@@ -32,6 +32,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// One-shot verdict per criterion plus an overall one (exit 0/1/2/3).
@@ -129,15 +131,6 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
-    /// Provisions a disposable replica of the Phase B topology, runs a stand-in
-    /// service, checks it healthy, injects a DLQ'd message, checks again.
-    Demo(soakwatch_demo::DemoArgs),
-    /// Stand-in for normalize-service (used by the demo and the tests).
-    #[command(hide = true)]
-    Standin(soakwatch_demo::StandinArgs),
-    /// Creates or removes a replica topology (used by the tests).
-    #[command(hide = true)]
-    Replica(soakwatch_demo::ReplicaArgs),
 }
 
 #[derive(Subcommand)]
@@ -149,10 +142,6 @@ enum AlertCommand {
         #[arg(long, short, default_value = "checks.toml")]
         config: PathBuf,
     },
-}
-
-mod soakwatch_demo {
-    pub use soakwatch::demo::{DemoArgs, ReplicaArgs, StandinArgs};
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -186,21 +175,7 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOAKWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colour only for a person at a terminal: a journal, a file or a pipe
-    // gets plain text (and NO_COLOR is honoured).
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    soakwatch::logging::init(default_level, cli.log_format == "json");
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -336,9 +311,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             alert_test(&cfg).await
         }
         Command::Discover(args) => soakwatch::discover::cli::run_discover(args).await,
-        Command::Demo(args) => soakwatch::demo::run_demo(args).await,
-        Command::Standin(args) => soakwatch::demo::run_standin(args).await,
-        Command::Replica(args) => soakwatch::demo::run_replica(args).await,
     }
 }
 
@@ -350,7 +322,7 @@ async fn run_watch(cfg: Config, start: soakwatch::watch::StartOptions) -> anyhow
     let token = tokio_util::sync::CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        soakwatch::demo::shutdown_signal().await;
+        soakwatch::shutdown::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing the cycle");
         t.cancel();
     });

@@ -251,31 +251,7 @@ pub fn replica_database_url(admin_url: &str, names: &ReplicaNames) -> Result<Str
     Ok(url.to_string())
 }
 
-/// An HRV event as the seed's ingest service publishes it on `athlete-ally.hrv.raw-received`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HrvEvent {
-    /// Unique event id.
-    #[serde(rename = "eventId")]
-    pub event_id: String,
-    /// The HRV reading.
-    pub payload: HrvPayload,
-}
-
-/// The HRV reading inside an [`HrvEvent`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HrvPayload {
-    /// User the reading belongs to.
-    #[serde(rename = "userId")]
-    pub user_id: String,
-    /// Day of the reading, `YYYY-MM-DD`.
-    pub date: String,
-    /// RMSSD in milliseconds; must be finite and > 0.
-    #[serde(rename = "rMSSD")]
-    pub rmssd: f64,
-    /// When the reading was captured (RFC 3339).
-    #[serde(rename = "capturedAt")]
-    pub captured_at: String,
-}
+pub use crate::rollback::e2e::{HrvEvent, HrvPayload};
 
 impl HrvEvent {
     /// A valid synthetic event: userId `sw-<tag>-user-<n>` is unique per `n`, so each one

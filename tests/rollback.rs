@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{nats_url, Replica, BIN};
+use common::{nats_url, Replica, TESTKIT};
 use soakwatch::rollback::{
     self, cleanup_e2e_rows, run_e2e, steps, E2eConfig, LogMark, RollbackConfig, RollbackMode,
     StepRecord, StepStatus,
@@ -909,7 +909,7 @@ echo $! > "$pidfile"
 echo "started normalize-service (pid $!)"
 "#,
         pidfile = pidfile.display(),
-        bin = BIN,
+        bin = TESTKIT,
         tag = r.names.tag,
         nats = nats_url(),
         db = r.db_url,

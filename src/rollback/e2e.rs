@@ -3,7 +3,7 @@
 //! The seed's last rollback step ("E2E test: POST /ingest/hrv → DB row
 //! appears") proves the service really consumes and writes after a restart,
 //! which log lines alone cannot. [`run_e2e`] publishes an event shaped like
-//! [`crate::replica::HrvEvent`] to the service's subject through JetStream
+//! [`HrvEvent`] to the service's subject through JetStream
 //! (waiting for the stream's ack, so "not stored" and "not processed" are told
 //! apart), then polls the service's table for the row and checks the derived
 //! column (`lnRmssd = ln(rmssd)`). The user id carries a fixed prefix
@@ -20,8 +20,33 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection};
 
-use crate::replica::{HrvEvent, HrvPayload};
 use crate::secret::redact_url;
+
+/// An HRV event as the ingest service publishes it (the E2E probe's payload) on `athlete-ally.hrv.raw-received`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HrvEvent {
+    /// Unique event id.
+    #[serde(rename = "eventId")]
+    pub event_id: String,
+    /// The HRV reading.
+    pub payload: HrvPayload,
+}
+
+/// The HRV reading inside an [`HrvEvent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HrvPayload {
+    /// User the reading belongs to.
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    /// Day of the reading, `YYYY-MM-DD`.
+    pub date: String,
+    /// RMSSD in milliseconds; must be finite and > 0.
+    #[serde(rename = "rMSSD")]
+    pub rmssd: f64,
+    /// When the reading was captured (RFC 3339).
+    #[serde(rename = "capturedAt")]
+    pub captured_at: String,
+}
 
 /// The rMSSD of the synthetic event (ms); any positive value works, this one is typical.
 pub const E2E_RMSSD: f64 = 62.0;

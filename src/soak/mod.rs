@@ -6,5 +6,6 @@ pub mod dlq_spike;
 pub mod model;
 pub mod report;
 pub mod store;
+#[cfg(feature = "testkit")]
 pub mod synthetic;
 pub mod timeline;

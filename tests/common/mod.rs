@@ -14,6 +14,8 @@ use soakwatch::replica::{self, HrvEvent, ReplicaNames};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_soakwatch");
+/// The test-only binary: stand-in service and replica provisioning.
+pub const TESTKIT: &str = env!("CARGO_BIN_EXE_soakwatch-testkit");
 
 /// NATS of the machine (or NATS_URL).
 pub fn nats_url() -> String {
@@ -258,7 +260,7 @@ impl Drop for Replica {
             let _ = c.start_kill();
         }
         // Blocking is fine here: a plain process, no runtime needed.
-        let _ = std::process::Command::new(BIN)
+        let _ = std::process::Command::new(TESTKIT)
             .args([
                 "replica",
                 "down",
@@ -343,7 +345,7 @@ impl Replica {
 
     /// Like [`Replica::start_standin`], with the stand-in bound to the NATS server at `url`.
     pub async fn start_standin_on(&mut self, url: &str) {
-        let child = tokio::process::Command::new(BIN)
+        let child = tokio::process::Command::new(TESTKIT)
             .args(["standin", "--tag", &self.names.tag, "--nats-url", url])
             .arg("--database-url")
             .arg(&self.db_url)
