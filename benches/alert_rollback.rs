@@ -3,7 +3,7 @@
 //! received by a webhook, and to the rollback completed (env edited, service
 //! restarted in single mode, logs verified, E2E row seen).
 //!
-//! `cargo bench --bench alert_rollback` (needs NATS and PostgreSQL; 3 runs).
+//! `cargo bench --features testkit --bench alert_rollback` (needs NATS and PostgreSQL; 3 runs).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

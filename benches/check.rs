@@ -1,6 +1,6 @@
 //! Benchmark: `check` wall time on a local replica beside each probe alone.
 //!
-//! Run with `cargo bench --bench check`. Needs the machine's NATS and
+//! Run with `cargo bench --features testkit --bench check`. Needs the machine's NATS and
 //! PostgreSQL (scripts/ensure-services.sh). Provisions its own replica,
 //! runs the stand-in in-process, and tears everything down at the end.
 

@@ -1,6 +1,6 @@
 //! Benchmark: the soak over 48 h at a 10 s interval (17,280 samples).
 //!
-//! `cargo bench --bench soak` prints: replaying the whole history (evaluate
+//! `cargo bench --features testkit --bench soak` prints: replaying the whole history (evaluate
 //! every cycle + summarise), summarising alone (what the daemon does after
 //! each cycle), rendering a checkpoint report with its charts, and the state
 //! database: time per appended cycle and its size after 48 h with thinning.

@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}; interval=${2:-200ms}; step=${3:-30}
 ./scripts/ensure-services.sh
-cargo build --release --locked --quiet
+cargo build --release --locked --quiet --features testkit --bins
 bin=target/release/soakwatch
+kit=target/release/soakwatch-testkit
 tag="perf$(date +%s | tail -c 5)$$"
 tag=$(echo "$tag" | tr -dc 'a-z0-9' | cut -c1-12)
 dir=$(mktemp -d)
@@ -16,13 +17,13 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 cleanup() {
   [ -n "${watch_pid:-}" ] && kill -TERM "$watch_pid" 2>/dev/null && wait "$watch_pid" 2>/dev/null || true
   [ -n "${standin_pid:-}" ] && kill "$standin_pid" 2>/dev/null || true
-  "$bin" replica down --tag "$tag" >/dev/null 2>&1 || true
+  "$kit" replica down --tag "$tag" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
 trap cleanup EXIT
-"$bin" replica up --tag "$tag" --dir "$dir" --metrics-url "http://127.0.0.1:$port/metrics" >/dev/null
+"$kit" replica up --tag "$tag" --dir "$dir" --metrics-url "http://127.0.0.1:$port/metrics" >/dev/null
 db_url=$(grep -m1 '^url = "postgres' "$dir/checks.toml" | cut -d'"' -f2)
-"$bin" standin --tag "$tag" --database-url "$db_url" --env-file "$dir/normalize-service.env" \
+"$kit" standin --tag "$tag" --database-url "$db_url" --env-file "$dir/normalize-service.env" \
   --log-file "$dir/normalize-service.log" --listen "127.0.0.1:$port" 2>/dev/null &
 standin_pid=$!
 cat >> "$dir/checks.toml" <<TOML
