@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/ensure-services.sh
 ./scripts/ensure-test-tools.sh
+# No import cycle among src modules (the layers stay layers).
+python3 scripts/check-layers.py
 cargo test --locked --features testkit "$@"

@@ -92,7 +92,7 @@ pub struct Config {
     /// The daemon: interval, state, reports, soak policy.
     pub watch: WatchConfig,
     /// Alert routes and lifecycle.
-    pub alerts: std::sync::Arc<crate::alert::engine::AlertsConfig>,
+    pub alerts: std::sync::Arc<crate::alert::routes::AlertsConfig>,
     /// The one-shot rollback and what triggers it; None when not configured.
     pub rollback: Option<RollbackSettings>,
 }
@@ -1456,7 +1456,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             }
         };
         if let Some(sink) = sink {
-            routes.push(crate::alert::engine::Route {
+            routes.push(crate::alert::routes::Route {
                 name: r.name.clone(),
                 severities: r.severities.clone(),
                 criteria: r.criteria.clone(),
@@ -1476,7 +1476,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             ),
         );
     }
-    let alerts = std::sync::Arc::new(crate::alert::engine::AlertsConfig {
+    let alerts = std::sync::Arc::new(crate::alert::routes::AlertsConfig {
         repeat_interval: raw.alerts.repeat_interval,
         unknown_after: raw.alerts.unknown_after,
         severity: raw.alerts.severity.clone(),

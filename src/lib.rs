@@ -32,6 +32,7 @@ pub mod secret;
 pub mod self_health;
 pub mod shutdown;
 pub mod soak;
+pub mod sql;
 #[cfg(feature = "testkit")]
 pub mod standin;
 pub mod subjects;

@@ -227,7 +227,7 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-pub use crate::probe::db::quote_ident;
+pub use crate::sql::quote_ident;
 
 /// Database URL of the replica database, derived from an admin URL (replace the path with
 /// names.database; keep credentials/host/params).

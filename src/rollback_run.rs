@@ -9,32 +9,17 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::alert::engine::{enqueue_notifications, AlertsConfig};
+use crate::alert::engine::enqueue_notifications;
 use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
+use crate::alert::routes::AlertsConfig;
 use crate::config::{RollbackSettings, RollbackTrigger};
 use crate::rollback::{execute, RollbackMode, RollbackOutcome, StepRecord, StepStatus};
 use crate::soak::dlq_spike::{describe_spike, is_spike, SpikeRule};
-use crate::soak::model::SoakSummary;
+use crate::soak::model::{RollbackView, SoakSummary};
+use crate::soak::record::CycleRecord;
 use crate::soak::store::{Store, StoreError};
-use crate::soak::timeline::CycleRecord;
 use crate::verdict::Status;
-
-/// The rollback as shown in reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RollbackView {
-    /// started (running or interrupted), done, failed, interrupted.
-    pub state: String,
-    /// What fired it.
-    pub trigger: String,
-    /// When the latch was taken.
-    pub started: DateTime<Utc>,
-    /// When it ended.
-    pub finished: Option<DateTime<Utc>>,
-    /// Steps recorded.
-    pub steps: Vec<StepRecord>,
-}
 
 /// The rollback record of a soak, if the latch was ever taken.
 pub async fn view(store: &Store, soak_id: &str) -> Result<Option<RollbackView>, StoreError> {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::engine::{self as alert_engine, AlertEngine, AlertsConfig};
+use crate::alert::engine::{self as alert_engine, AlertEngine};
+use crate::alert::routes::AlertsConfig;
 use crate::config::Config;
 use crate::output::write_atomic;
 use crate::probe::Prober;
@@ -259,7 +260,7 @@ pub struct Watch {
     dedupe: EvidenceDeduper,
     rollback_latched: bool,
     rollback_task: Option<tokio::task::JoinHandle<()>>,
-    rollback_view: Option<crate::rollback_run::RollbackView>,
+    rollback_view: Option<crate::soak::model::RollbackView>,
     wake: Arc<tokio::sync::Notify>,
     e2e: PeriodicE2e,
     /// Write failures of this process, per target (the `soakwatch_self` alert).

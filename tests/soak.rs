@@ -504,7 +504,7 @@ async fn receiver() -> Receiver {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
-    use soakwatch::alert::engine::{AlertsConfig, Route};
+    use soakwatch::alert::routes::{AlertsConfig, Route};
     use soakwatch::alert::sink::{Sink, WebhookFormat, WebhookSink};
     use std::sync::atomic::Ordering;
     soakwatch::install_crypto_provider();
@@ -627,8 +627,8 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     );
 }
 
-fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::engine::AlertsConfig> {
-    use soakwatch::alert::engine::{AlertsConfig, Route};
+fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::routes::AlertsConfig> {
+    use soakwatch::alert::routes::{AlertsConfig, Route};
     use soakwatch::alert::sink::{Sink, WebhookFormat, WebhookSink};
     std::sync::Arc::new(AlertsConfig {
         repeat_interval: Duration::from_secs(4 * 3600),

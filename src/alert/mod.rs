@@ -3,4 +3,5 @@
 
 pub mod engine;
 pub mod model;
+pub mod routes;
 pub mod sink;

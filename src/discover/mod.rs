@@ -597,7 +597,7 @@ async fn query_table(
          WHERE i.indrelid = to_regclass($1) \
          ORDER BY c.relname, k.ord",
     )
-    .bind(crate::probe::db::quote_table(table))
+    .bind(crate::sql::quote_table(table))
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {

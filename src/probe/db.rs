@@ -13,25 +13,13 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::config::{Config, DatabaseConfig};
 use crate::sample::{DbState, ProbeFailure, ProbeKind, Probed};
+use crate::sql::{quote_ident, quote_table};
 
 fn fail(reason: String) -> ProbeFailure {
     ProbeFailure {
         probe: ProbeKind::Database,
         reason,
     }
-}
-
-/// Quotes an identifier for PostgreSQL (`"` doubled), so config names cannot inject SQL.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `schema.table` or `table`, each part quoted.
-pub fn quote_table(name: &str) -> String {
-    name.split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".")
 }
 
 /// Connection options, parsed once. Each probe round opens one connection

@@ -288,7 +288,7 @@ fn unique_suffix() -> String {
     format!("{ms}-{}-{n}", std::process::id())
 }
 
-use crate::probe::db::{quote_ident, quote_table};
+use crate::sql::{quote_ident, quote_table};
 
 /// Describes a sqlx error in one line, without connection details.
 fn describe_db(e: &sqlx::Error) -> String {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::soak::timeline::CycleRecord;
+use crate::soak::record::CycleRecord;
 
 /// The rule's settings, from `[watch]`.
 #[derive(Debug, Clone, Copy, PartialEq)]

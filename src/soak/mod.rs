@@ -4,6 +4,7 @@
 pub mod chart;
 pub mod dlq_spike;
 pub mod model;
+pub mod record;
 pub mod report;
 pub mod store;
 #[cfg(feature = "testkit")]

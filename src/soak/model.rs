@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::rollback::StepRecord;
 use crate::sample::Snapshot;
 use crate::verdict::{CriterionId, Status, Verdict};
 
@@ -130,7 +131,7 @@ pub struct SoakSummary {
     pub last_snapshot: Option<Snapshot>,
     /// The rollback, if it fired (filled by the daemon, not by the timeline).
     #[serde(default)]
-    pub rollback: Option<crate::rollback_run::RollbackView>,
+    pub rollback: Option<RollbackView>,
 }
 
 impl SoakSummary {
@@ -143,4 +144,19 @@ impl SoakSummary {
     pub fn criterion(&self, id: CriterionId) -> Option<&CriterionSummary> {
         self.criteria.iter().find(|c| c.id == id)
     }
+}
+
+/// The rollback as shown in reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackView {
+    /// started (running or interrupted), done, failed, interrupted.
+    pub state: String,
+    /// What fired it.
+    pub trigger: String,
+    /// When the latch was taken.
+    pub started: DateTime<Utc>,
+    /// When it ended.
+    pub finished: Option<DateTime<Utc>>,
+    /// Steps recorded.
+    pub steps: Vec<StepRecord>,
 }

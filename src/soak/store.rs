@@ -16,7 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSy
 use sqlx::Row;
 
 use crate::sample::Snapshot;
-use crate::soak::timeline::{CycleRecord, SoakMeta};
+use crate::soak::record::{CycleRecord, SoakMeta};
 
 /// Schema version written in `meta`; bumped on incompatible changes.
 const SCHEMA_VERSION: &str = "1";

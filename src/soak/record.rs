@@ -1,0 +1,53 @@
+//! What one soak and one cycle leave in the state database: the data the
+//! timeline judges, the store keeps and the spike rule counts. Data only, so
+//! that those three do not depend on each other.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::verdict::Status;
+
+/// The soak's identity, recorded once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakMeta {
+    /// Stable id.
+    pub id: String,
+    /// Name from the config when the soak began.
+    pub name: String,
+    /// T0.
+    pub t0: DateTime<Utc>,
+    /// Planned length.
+    pub planned_secs: f64,
+}
+
+/// One cycle, compact: what the timeline needs and nothing more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    /// When the cycle's samples were taken (the scheduled tick).
+    pub at: DateTime<Utc>,
+    /// Raw status per criterion, in [`CriterionId::ALL`] order.
+    pub status: Vec<Status>,
+    /// Main value per criterion.
+    pub value: Vec<Option<f64>>,
+    /// Evidence per criterion, kept only when not passing.
+    pub evidence: Vec<Option<String>>,
+    /// Probe label -> error, for the probes that failed (the others were ok).
+    pub probe_errors: BTreeMap<String, String>,
+    /// Service process start, if seen.
+    pub process_start: Option<f64>,
+    /// Sum of all results of the message counter, if seen.
+    pub processed_total: Option<f64>,
+    /// Messages in the DLQ stream, if seen.
+    pub dlq_messages: Option<u64>,
+    /// Consumer lag, if seen.
+    pub lag: Option<u64>,
+    /// The DLQ stream's last sequence, if seen: every message ever written
+    /// to it (what the spike rule counts; expiry does not lower it).
+    #[serde(default)]
+    pub dlq_last_seq: Option<u64>,
+    /// The service's dead-letter counter (result = dlq), if seen.
+    #[serde(default)]
+    pub dlq_counter: Option<f64>,
+}
