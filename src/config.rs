@@ -636,6 +636,10 @@ impl Default for RawWatch {
     }
 }
 
+/// The shortest `watch.interval` accepted: each cycle runs every probe, and
+/// at 1ns the daemon ran at 97 % CPU and never got round to its SIGTERM.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 fn default_interval() -> Duration {
     Duration::from_secs(10)
 }
@@ -1250,6 +1254,12 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         };
     let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, &mut p);
     let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, &mut p);
+    if raw.log.max_scan_bytes == 0 {
+        p(
+            "log.max_scan_bytes",
+            "must be greater than 0 (0 would scan nothing and never see a fallback)".into(),
+        );
+    }
     if raw.log.fallback_patterns.is_empty() {
         p(
             "log.fallback_patterns",
@@ -1288,12 +1298,30 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
 
     // Watch
     let w = &raw.watch;
-    if w.interval.is_zero() {
-        p("watch.interval", "must be greater than 0".into());
+    if w.interval < MIN_INTERVAL {
+        p(
+            "watch.interval",
+            format!(
+                "`{}`: must be at least {} (a shorter one spins the CPU and starves signal handling)",
+                humantime::format_duration(w.interval),
+                humantime::format_duration(MIN_INTERVAL)
+            ),
+        );
     }
     let mut checkpoints = Vec::new();
     for (i, c) in w.checkpoints.iter().enumerate() {
         match humantime::parse_duration(c) {
+            Ok(d) if d.is_zero() => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!("`{c}`: must be after T0 (greater than 0)"),
+            ),
+            Ok(d) if d > raw.soak.duration => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!(
+                    "`{c}`: past the end of the soak (soak.duration = {}); it would never be written",
+                    humantime::format_duration(raw.soak.duration)
+                ),
+            ),
             Ok(d) => checkpoints.push(d),
             Err(e) => p(&format!("watch.checkpoints[{i}]"), format!("`{c}`: {e}")),
         }
@@ -1380,6 +1408,18 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             );
         }
         if !r.enabled {
+            // A disabled route is still checked where it can be: enabling it
+            // later must not be the moment a `file://` URL is discovered.
+            if !r.url.trim().is_empty() {
+                match url::Url::parse(&r.url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    Ok(u) => p(
+                        &key("url"),
+                        format!("scheme `{}`: expected http or https", u.scheme()),
+                    ),
+                    Err(e) => p(&key("url"), format!("not a URL: {e}")),
+                }
+            }
             continue;
         }
         let timeout = r.timeout.unwrap_or_else(default_sink_timeout);

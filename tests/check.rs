@@ -1016,3 +1016,88 @@ async fn an_exposition_of_declared_families_only_is_zero_events_not_garbage() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8, items 7 and 8: values that cannot be meant, every problem at once.
+
+/// The shipped config with each `(from, to)` replaced once (each `from` must exist).
+fn shipped_with(edits: &[(&str, &str)]) -> String {
+    let mut text = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/checks.toml"
+    )));
+    for (from, to) in edits {
+        assert!(text.contains(from), "shipped checks.toml lacks {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// 1-based line of the first line containing `needle`.
+fn line_with(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no line with {needle:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_refuses_values_that_cannot_be_meant_each_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = shipped_with(&[
+        ("dlq_spike_per_min = 10.0", "dlq_spike_per_min = -1.0"),
+        ("interval = \"10s\"", "interval = \"1ns\""),
+        (
+            "checkpoints = [\"24h\", \"48h\"]",
+            "checkpoints = [\"24h\", \"49h\"]",
+        ),
+        ("max_scan_bytes = 67108864", "max_scan_bytes = 0"),
+        (
+            "url = \"${ALERT_WEBHOOK_URL:-http://127.0.0.1:9000/hooks/soakwatch}\"",
+            "url = \"file:///etc/passwd\"",
+        ),
+        (
+            "restart_command = [\"systemctl\", \"restart\", \"normalize-service\"]",
+            "restart_command = []",
+        ),
+    ]);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, &text).expect("write");
+    let run = run_bin(&["validate", "--config", &bad.display().to_string()], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let expect = [
+        (
+            "dlq_spike_per_min = -1",
+            "watch.dlq_spike_per_min",
+            "greater than 0",
+        ),
+        ("interval = \"1ns\"", "watch.interval", "at least 100ms"),
+        (
+            "checkpoints = [",
+            "watch.checkpoints[1]",
+            "past the end of the soak",
+        ),
+        ("max_scan_bytes", "log.max_scan_bytes", "greater than 0"),
+        (
+            "file:///etc/passwd",
+            "alerts.routes[1].url",
+            "expected http or https",
+        ),
+        ("restart_command = []", "rollback.restart_command", "empty"),
+    ];
+    for (needle, key, msg) in expect {
+        let want = format!("{}:{}:", bad.display(), line_with(&text, needle));
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!(": {key}: ")))
+            .unwrap_or_else(|| panic!("no problem for {key}:\n{}", run.stderr));
+        assert!(line.starts_with(&want), "{key}: want {want}: {line}");
+        assert!(line.contains(msg), "{key}: {line}");
+    }
+    assert!(
+        run.stderr.contains("config refused (6 problem(s))"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1196,3 +1196,47 @@ async fn dlq_spike_on_the_real_daemon_at_1s() {
 async fn dlq_spike_on_the_real_daemon_at_10s() {
     dlq_spike_on_the_real_daemon("10s", 10).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8, items 7, 9 and 11: refusals before the edit, env file policy, secrets.
+
+#[tokio::test]
+async fn a_restart_program_that_does_not_exist_is_refused_before_the_env_is_edited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "EVENT_STREAM_MODE=multi\n").expect("env");
+    let mut cfg = RollbackConfig::new(
+        env.clone(),
+        strings(&["soakwatch-no-such-restart-program", "restart"]),
+        dir.path().join("service.log"),
+    );
+    cfg.mode = RollbackMode::Armed;
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(0), "{:#?}", out.steps);
+    assert!(
+        out.steps[0]
+            .output
+            .contains("command not found: soakwatch-no-such-restart-program"),
+        "{}",
+        out.steps[0].output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("env"),
+        "EVENT_STREAM_MODE=multi\n"
+    );
+    assert!(!cfg.backup_path().exists());
+
+    // An empty argv while log lines are awaited cannot be meant either.
+    cfg.restart_command.clear();
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(0));
+    assert!(
+        out.steps[0].output.contains("restart_command: empty"),
+        "{}",
+        out.steps[0].output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("env"),
+        "EVENT_STREAM_MODE=multi\n"
+    );
+}

@@ -157,10 +157,19 @@ impl RollbackConfig {
                     .to_string(),
             );
         }
-        if let Some(first) = self.restart_command.first() {
-            if first.is_empty() {
+        match self.restart_command.first() {
+            Some(first) if first.trim().is_empty() => {
                 problems.push("restart_command: the program (first element) is empty".to_string());
             }
+            Some(_) => {}
+            // Nothing would restart the service, so verify_logs could only
+            // fail, and only after the .env was edited.
+            None if !self.expect_log_lines.is_empty() => problems.push(
+                "restart_command: empty, but expect_log_lines waits for the restarted service; \
+                 name the restart argv, or set expect_log_lines = [] too to edit the .env only"
+                    .to_string(),
+            ),
+            None => {}
         }
         if self.restart_timeout.is_zero() {
             problems.push("restart_timeout: must be > 0".to_string());
@@ -390,7 +399,10 @@ pub async fn execute(
         RollbackMode::Armed => {}
     }
 
-    let problems = cfg.validate();
+    let mut problems = cfg.validate();
+    if problems.is_empty() {
+        problems = preflight_io(cfg);
+    }
     if !problems.is_empty() {
         out.failed_step = Some(0);
         push(&mut out, preflight_failure(&problems));
@@ -500,6 +512,20 @@ fn stop_after(
         );
     }
     out
+}
+
+/// The checks that look at the machine (the restart program exists), run
+/// before the `.env` is touched: each of them would otherwise fail only after
+/// the edit, leaving the service configured for single mode but not restarted.
+fn preflight_io(cfg: &RollbackConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(program) = cfg.restart_command.first() {
+        let path = std::env::var("PATH").ok();
+        if let Err(e) = steps::find_program(program, path.as_deref()) {
+            problems.push(format!("restart_command: {e}"));
+        }
+    }
+    problems
 }
 
 fn preflight_failure(problems: &[String]) -> StepRecord {

@@ -496,6 +496,44 @@ pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepE
     }
 }
 
+/// Where `program` would be found by the restart: as given when it names a
+/// path, else in the directories of `path_var` (the PATH the command gets).
+/// Checked before the `.env` is edited, so a typo in the program cannot
+/// leave the service half rolled back.
+pub fn find_program(program: &str, path_var: Option<&str>) -> Result<PathBuf, StepError> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        path_var
+            .unwrap_or_default()
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(program))
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .find(|c| is_executable_file(c))
+        .ok_or_else(|| StepError::CommandNotFound(program.to_string()))
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o111 != 0
+            }
+            #[cfg(not(unix))]
+            {
+                true
+            }
+        }
+        _ => false,
+    }
+}
+
 /// SIGKILLs the process group `pgid` (the restart command and everything it
 /// started in its group) with kill(1), since the crate has no libc binding.
 async fn kill_group(pgid: Option<u32>) {
