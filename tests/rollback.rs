@@ -105,7 +105,7 @@ FEATURE_SERVICE_MANAGES_STREAMS=false\n\
 # Consumer configuration (updated ack_wait)\n\
 export DATABASE_URL=\"postgres://svc:s3cretpw@db:5432/app\"\r\n\
 NORMALIZE_HRV_ACK_WAIT_MS=60000  # Changed from 30000\n\
-weird line without equals\n\
+   # an indented comment\n\
 QUOTED='single # not a comment'";
 
 // ---------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ fn edit_env_changes_one_value_keeps_every_other_byte_backs_up_and_is_idempotent(
     assert!(!out.contains("s3cretpw"), "{out}");
 
     // Byte for byte: only the value on the one line changed (comment, CRLF line,
-    // odd line and the missing final newline all survive).
+    // indented comment and the missing final newline all survive).
     let new = std::fs::read(&env).expect("read env");
     let want = ENV_TEXT.replace(
         "EVENT_STREAM_MODE=multi  # flipped",
@@ -180,7 +180,8 @@ fn edit_env_follows_a_symlink_and_keeps_it() {
     std::fs::write(&real, "EVENT_STREAM_MODE=multi\n").expect("write");
     let link = dir.path().join(".env");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
-    steps::edit_env(&link, &default_set(), ".bak").expect("edit ok");
+    // Only when the config opts in (follow_env_symlink = true).
+    steps::edit_env_with(&link, &default_set(), ".bak", true).expect("edit ok");
     assert!(std::fs::symlink_metadata(&link)
         .expect("lstat")
         .file_type()
@@ -1239,4 +1240,62 @@ async fn a_restart_program_that_does_not_exist_is_refused_before_the_env_is_edit
         std::fs::read_to_string(&env).expect("env"),
         "EVENT_STREAM_MODE=multi\n"
     );
+}
+
+/// A passwd-format file, the target a symlinked .env once pointed at.
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+normalize:x:1001:1001::/srv/normalize:/bin/sh\n";
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlinked_env_file_is_refused_and_a_non_env_target_is_never_edited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, PASSWD).expect("passwd");
+    let link = dir.path().join(".env");
+    std::os::unix::fs::symlink(&passwd, &link).expect("symlink");
+    let flag = dir.path().join("restarted");
+    let mut cfg = RollbackConfig::new(
+        link.clone(),
+        vec!["touch".into(), flag.display().to_string()],
+        dir.path().join("service.log"),
+    );
+    cfg.mode = RollbackMode::Armed;
+    cfg.expect_log_lines.clear();
+
+    // Default policy: the link is refused, whatever it points to.
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(1), "{:#?}", out.steps);
+    let why = &out.steps[0].output;
+    assert!(
+        why.contains("is a symlink") && why.contains("follow_env_symlink = true"),
+        "{why}"
+    );
+    assert_eq!(std::fs::read(&passwd).expect("passwd"), PASSWD.as_bytes());
+    assert!(!flag.exists(), "the restart ran after a refused edit");
+
+    // Opted in: the target is read, and a passwd file is not an env file.
+    cfg.follow_env_symlink = true;
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(1), "{:#?}", out.steps);
+    let why = &out.steps[0].output;
+    assert!(
+        why.contains("is not an env file: line 1: not a KEY=value assignment")
+            && why.contains("3 such line(s)"),
+        "{why}"
+    );
+    assert!(why.contains("passwd"), "names the target: {why}");
+    assert_eq!(std::fs::read(&passwd).expect("passwd"), PASSWD.as_bytes());
+    assert!(!cfg.backup_path().exists());
+    assert!(!flag.exists());
+    assert_eq!(names_in(dir.path()), vec![".env", "passwd"]);
+
+    // A real env file with one bad line in the middle: refused, line named.
+    let env = dir.path().join("real.env");
+    let text = "EVENT_STREAM_MODE=multi\n# ok\nthis is not an assignment\nA=1\n";
+    std::fs::write(&env, text).expect("env");
+    let err = steps::edit_env(&env, &default_set(), ".bak").expect_err("refused");
+    assert!(err.to_string().contains("line 3"), "{err}");
+    assert_eq!(std::fs::read_to_string(&env).expect("env"), text);
 }

@@ -70,6 +70,11 @@ pub struct RollbackConfig {
     pub mode: RollbackMode,
     /// The service's `.env`.
     pub env_file: PathBuf,
+    /// Whether a symlinked `env_file` may be edited (its target is then
+    /// rewritten). Off by default: an edit through a link once appended
+    /// `EVENT_STREAM_MODE=single` to a passwd-format file.
+    #[serde(default)]
+    pub follow_env_symlink: bool,
     /// Keys to set in the `.env` (default `EVENT_STREAM_MODE = "single"`).
     #[serde(default = "default_set")]
     pub set: BTreeMap<String, String>,
@@ -121,6 +126,7 @@ impl RollbackConfig {
         RollbackConfig {
             mode: RollbackMode::default(),
             env_file,
+            follow_env_symlink: false,
             set: default_set(),
             backup_suffix: default_backup_suffix(),
             restart_command,
@@ -421,7 +427,12 @@ pub async fn execute(
 
     // 1. edit_env
     let t = Timer::start();
-    let r = steps::edit_env(&cfg.env_file, &cfg.set, &cfg.backup_suffix);
+    let r = steps::edit_env_with(
+        &cfg.env_file,
+        &cfg.set,
+        &cfg.backup_suffix,
+        cfg.follow_env_symlink,
+    );
     let rec = t.record(1, r.map(Some));
     let failed = rec.status == StepStatus::Failed;
     push(&mut out, rec);

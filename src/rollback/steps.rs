@@ -47,6 +47,26 @@ pub enum StepError {
     /// The env file is not UTF-8 text.
     #[error("env file {0} is not UTF-8 text; nothing was changed")]
     EnvNotText(PathBuf),
+    /// The env file is a symlink and the config does not allow following it.
+    #[error("env file {path} is a symlink (to {target}); refused, since editing it would rewrite whatever it points to (set [rollback] follow_env_symlink = true if the target is the service's env file); nothing was changed")]
+    EnvSymlink {
+        /// The env file as configured.
+        path: PathBuf,
+        /// Where the link points.
+        target: PathBuf,
+    },
+    /// The file does not parse as an env file, so it is not edited.
+    #[error("{path} is not an env file: line {line}: {reason} ({count} such line(s)); refused, nothing was changed")]
+    EnvNotEnvFile {
+        /// The env file (the target, when reached through a symlink).
+        path: PathBuf,
+        /// 1-based line of the first line at fault.
+        line: usize,
+        /// Why that line is not `KEY=value`, a comment or blank.
+        reason: String,
+        /// How many lines are at fault.
+        count: usize,
+    },
     /// A key could not be set (invalid name or unrepresentable value).
     #[error("cannot set {key} in {path} (invalid key name or value); nothing was changed")]
     EnvSet {
@@ -186,16 +206,41 @@ pub fn backup_path(env_file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Sets each key in the `.env`, keeping every other byte; the original is
-/// first saved to `<env_file><backup_suffix>`, then the new text replaces the
-/// file atomically (temp file in the same directory, fsync, rename), with the
-/// original's permissions and owner. Already-set values change nothing (not
-/// even the backup, which keeps the pre-rollback file of an earlier run).
+/// [`edit_env_with`] under the default policy: a symlinked env file is refused.
 pub fn edit_env(
     env_file: &Path,
     set: &BTreeMap<String, String>,
     backup_suffix: &str,
 ) -> Result<String, StepError> {
+    edit_env_with(env_file, set, backup_suffix, false)
+}
+
+/// Sets each key in the `.env`, keeping every other byte; the original is
+/// first saved to `<env_file><backup_suffix>`, then the new text replaces the
+/// file atomically (temp file in the same directory, fsync, rename), with the
+/// original's permissions and owner. Already-set values change nothing (not
+/// even the backup, which keeps the pre-rollback file of an earlier run).
+///
+/// Refused before anything is written: a symlinked `env_file` unless
+/// `follow_symlink` (an edit through a link rewrites its target, which once
+/// was a passwd-format file), and a file with any line that is neither
+/// `KEY=value`, a comment nor blank (the first such line is named).
+pub fn edit_env_with(
+    env_file: &Path,
+    set: &BTreeMap<String, String>,
+    backup_suffix: &str,
+    follow_symlink: bool,
+) -> Result<String, StepError> {
+    match std::fs::symlink_metadata(env_file) {
+        Ok(m) if m.file_type().is_symlink() && !follow_symlink => {
+            let target = std::fs::read_link(env_file).unwrap_or_default();
+            return Err(StepError::EnvSymlink {
+                path: env_file.to_path_buf(),
+                target,
+            });
+        }
+        _ => {}
+    }
     let bytes = match std::fs::read(env_file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -211,6 +256,14 @@ pub fn edit_env(
     let original =
         String::from_utf8(bytes).map_err(|_| StepError::EnvNotText(env_file.to_path_buf()))?;
     let mut env = EnvFile::parse(&original);
+    if let Some((line, reason)) = env.invalid_lines().first() {
+        return Err(StepError::EnvNotEnvFile {
+            path: std::fs::canonicalize(env_file).unwrap_or_else(|_| env_file.to_path_buf()),
+            line: *line,
+            reason: reason.clone(),
+            count: env.invalid_lines().len(),
+        });
+    }
 
     let mut changes = Vec::new();
     for (key, value) in set {
@@ -280,7 +333,7 @@ pub fn edit_env(
     );
     if !env.warnings().is_empty() {
         out.push_str(&format!(
-            "; {} odd line(s) kept verbatim (first: line {})",
+            "; {} repeated key(s) kept verbatim, the last assignment was set (first: line {})",
             env.warnings().len(),
             env.warnings()[0].0
         ));
