@@ -908,6 +908,9 @@ impl Config {
         };
         let config = validate(path, raw, &mut problems);
         if problems.is_empty() {
+            // From here on, text from elsewhere (restart output, receivers'
+            // errors) is scrubbed of this config's credentials everywhere.
+            crate::secret::register(&config.scrubber());
             Ok(config)
         } else {
             Err(fail(problems, &secrets))
@@ -1642,6 +1645,46 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         watch,
         alerts,
         rollback,
+    }
+}
+
+impl Config {
+    /// Every credential this config names (NATS token and password, the
+    /// URLs' passwords and secret query values, SMTP passwords, webhook
+    /// secrets and secret URL paths, the rollback's URLs and secret-named
+    /// `restart_env` values), for cutting out of text from elsewhere.
+    pub fn scrubber(&self) -> crate::secret::Scrubber {
+        use crate::alert::sink::Sink;
+        let mut s = crate::secret::Scrubber::default();
+        s.add(self.nats.token.expose());
+        s.add_credentials(&self.nats.user, self.nats.password.expose());
+        for part in self.nats.url.expose().split(',') {
+            s.add_url(part, false);
+        }
+        s.add_url(self.metrics.url.expose(), false);
+        s.add_url(self.database.url.expose(), false);
+        for r in &self.alerts.routes {
+            match &r.sink {
+                Sink::Email(e) => s.add_credentials(&e.username, e.password.expose()),
+                Sink::Webhook(w) => {
+                    s.add_url(w.url.expose(), true);
+                    s.add(w.hmac_secret.expose());
+                }
+                Sink::Alertmanager(a) => s.add_url(a.base_url.expose(), false),
+            }
+        }
+        if let Some(r) = &self.rollback {
+            if let Some(e) = &r.run.e2e {
+                s.add_url(&e.nats_url, false);
+                s.add_url(&e.database_url, false);
+            }
+            for (k, v) in &r.run.restart_env {
+                if crate::rollback::is_secret_name(k) {
+                    s.add(v);
+                }
+            }
+        }
+        s
     }
 }
 

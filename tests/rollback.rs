@@ -1299,3 +1299,210 @@ async fn a_symlinked_env_file_is_refused_and_a_non_env_target_is_never_edited() 
     assert!(err.to_string().contains("line 3"), "{err}");
     assert_eq!(std::fs::read_to_string(&env).expect("env"), text);
 }
+
+/// A loopback HTTP receiver: records (path, headers as text, body) of every
+/// request; a path containing `echo` answers 500 with the request's
+/// Authorization header in the body, as careless receivers do.
+async fn echoing_receiver() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    u16,
+) {
+    use axum::body::Bytes;
+    use axum::extract::{OriginalUri, State};
+    use axum::http::{HeaderMap, StatusCode};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    async fn handle(
+        State(seen): State<Seen>,
+        OriginalUri(uri): OriginalUri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        seen.lock().expect("lock").push((
+            uri.path().to_string(),
+            format!("{headers:?}"),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+        if uri.path().contains("echo") {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("refused request with\nAuthorization: {auth}\n"),
+            )
+        } else {
+            (StatusCode::OK, "ok".into())
+        }
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (seen, port)
+}
+
+fn toml_str(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restart_gets_only_the_named_environment_and_no_secret_reaches_the_record_logs_or_alerts(
+) {
+    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (seen, port) = echoing_receiver().await;
+    let smtp_pw = "Smtp-Pa55-never-shown";
+    let hook_secret = "hmac-key-never-shown";
+    let slack_path = "T0AAA/B0BBB/XyZslackPathSecret";
+    let basic = ("hookuser", "B4sic-pw-never-shown");
+    let unrelated = "Unrelated-daemon-token-77";
+
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "EVENT_STREAM_MODE=multi\n").expect("env");
+    // What a careless restart script prints: everything it can see, plus a
+    // file that happens to hold the secrets and an echoed header.
+    let leak = dir.path().join("leak.txt");
+    std::fs::write(
+        &leak,
+        format!(
+            "hmac={hook_secret}\nurl=http://127.0.0.1:{port}/services/{slack_path}\n\
+             Authorization: Basic aG9va3VzZXI6QjRzaWMtcHctbmV2ZXItc2hvd24=\n"
+        ),
+    )
+    .expect("leak");
+    let state = dir.path().join("state.sqlite");
+    let base = read_shipped();
+    let base = &base[..base.find("[[alerts.routes]]").expect("routes")];
+    let text = format!(
+        "{base}\n\
+         [[alerts.routes]]\nname = \"mail\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+         smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nusername = \"soak\"\npassword = \"${{SMTP_PASSWORD}}\"\n\
+         from = \"soakwatch@localhost\"\nto = [\"oncall@localhost\"]\n\n\
+         [[alerts.routes]]\nname = \"slack-like\"\nkind = \"webhook\"\n\
+         url = \"http://127.0.0.1:{port}/services/{slack_path}\"\nhmac_secret = \"${{ALERT_WEBHOOK_SECRET}}\"\n\n\
+         [[alerts.routes]]\nname = \"echoing\"\nkind = \"webhook\"\n\
+         url = \"http://{}:{}@127.0.0.1:{port}/echo\"\n\n\
+         [rollback]\nmode = \"disarmed\"\nenv_file = {}\nlog_file = {}\n\
+         restart_command = [\"sh\", \"-c\", \"env; echo pw=$SMTP_PASSWORD; cat {}\"]\n\
+         restart_env = {{ GIVEN_TO_RESTART = \"yes-given\", SMTP_PASSWORD = \"${{SMTP_PASSWORD}}\" }}\n\
+         inherit_env = [\"HOME\"]\nexpect_log_lines = []\n",
+        basic.0,
+        basic.1,
+        toml_str(&env),
+        toml_str(&dir.path().join("service.log")),
+        leak.display(),
+        smtp_port = common::free_port(),
+    )
+    .replace(
+        "state = \"${SOAKWATCH_STATE:-reports/soakwatch-state.sqlite}\"",
+        &format!("state = {}", toml_str(&state)),
+    );
+    let cfg = dir.path().join("checks.toml");
+    std::fs::write(&cfg, &text).expect("config");
+
+    let store = Store::open(&state).await.expect("state");
+    store
+        .start_soak(
+            &SoakRecord {
+                meta: soakwatch::soak::timeline::SoakMeta {
+                    id: "soak-secrets".into(),
+                    name: "secrets".into(),
+                    t0: chrono::Utc::now(),
+                    planned_secs: 3600.0,
+                },
+                baselines: Baselines::default(),
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("soak");
+    store.close().await;
+
+    let run = common::run_bin(
+        &[
+            "rollback",
+            "--execute",
+            "--config",
+            &cfg.display().to_string(),
+        ],
+        &[
+            ("SMTP_PASSWORD", smtp_pw),
+            ("ALERT_WEBHOOK_SECRET", hook_secret),
+            ("UNRELATED_DAEMON_TOKEN", unrelated),
+            ("SOAKWATCH_LOG", "debug"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let store = Store::open_read_only(&state).await.expect("state");
+    let rec = store
+        .rollback_record::<serde_json::Value>("soak-secrets")
+        .await
+        .expect("record")
+        .expect("a rollback record");
+    store.close().await;
+    let record = serde_json::to_string(&rec.steps).expect("json");
+    let outbox = std::process::Command::new("sqlite3")
+        .arg(&state)
+        .arg("SELECT route, attempts, last_error FROM outbox")
+        .output()
+        .expect("sqlite3");
+    let outbox = String::from_utf8_lossy(&outbox.stdout).into_owned();
+    let received: Vec<(String, String, String)> = seen.lock().expect("lock").clone();
+    // Bodies only: the request path of the slack-like route is its secret.
+    let bodies: String = received.iter().map(|(_, _, b)| format!("{b}\n")).collect();
+
+    // The restart saw PATH, HOME and what restart_env names, nothing else.
+    assert!(record.contains("GIVEN_TO_RESTART=yes-given"), "{record}");
+    assert!(record.contains("PATH="), "{record}");
+    assert!(record.contains("HOME="), "{record}");
+    assert!(!record.contains("UNRELATED_DAEMON_TOKEN"), "{record}");
+    // What it printed of the secrets it was given or found is cut out.
+    assert!(record.contains("pw=***"), "{record}");
+    assert!(record.contains("hmac=***"), "{record}");
+    assert!(record.contains("Authorization: Basic ***"), "{record}");
+    assert!(!record.contains("ALERT_WEBHOOK_SECRET"), "{record}");
+    // The rollback alert reached the webhook; the echoing one refused it.
+    assert!(
+        received
+            .iter()
+            .any(|(p, _, b)| p.starts_with("/services/") && b.contains("rollback")),
+        "{bodies}"
+    );
+    assert!(outbox.contains("echoing|1|"), "{outbox}");
+    assert!(outbox.contains("HTTP 500"), "{outbox}");
+    assert!(outbox.contains("Authorization: Basic ***"), "{outbox}");
+    for (what, text) in [
+        ("record", &record),
+        ("outbox", &outbox),
+        ("alert bodies", &bodies),
+        ("stdout", &run.stdout),
+        ("logs", &run.stderr),
+    ] {
+        for secret in [
+            smtp_pw,
+            hook_secret,
+            "XyZslackPathSecret",
+            basic.1,
+            "aG9va3VzZXI6QjRzaWMtcHctbmV2ZXItc2hvd24",
+            unrelated,
+        ] {
+            assert!(!text.contains(secret), "{secret} in the {what}:\n{text}");
+        }
+    }
+}
+
+fn read_shipped() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+        .expect("shipped checks.toml")
+}

@@ -451,13 +451,36 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, buf: Arc<Mutex<Captured
     }
 }
 
-/// Runs `argv` (no shell) in its own process group, with stdin closed and
-/// stdout+stderr captured (bounded). Non-zero exit, a missing program or
+/// [`restart_with_env`] with only soakwatch's PATH in the environment.
+pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepError> {
+    let env: BTreeMap<String, String> = std::env::var("PATH")
+        .ok()
+        .map(|p| ("PATH".to_string(), p))
+        .into_iter()
+        .collect();
+    restart_with_env(argv, timeout, &env).await
+}
+
+/// Runs `argv` (no shell) in its own process group, with stdin closed,
+/// exactly `env` as its environment (nothing inherited: soakwatch's holds
+/// credentials) and stdout+stderr captured (bounded, the values of
+/// secret-named `env` entries cut out). Non-zero exit, a missing program or
 /// the timeout fail the step; on timeout the whole process group is killed,
 /// so a hung `systemctl` or script leaves nothing behind.
-pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepError> {
+pub async fn restart_with_env(
+    argv: &[String],
+    timeout: Duration,
+    env: &BTreeMap<String, String>,
+) -> Result<String, StepError> {
     let (program, args) = argv.split_first().ok_or(StepError::EmptyCommand)?;
+    let mut scrub = crate::secret::Scrubber::default();
+    for (k, v) in env {
+        if super::is_secret_name(k) {
+            scrub.add(v);
+        }
+    }
     let mut cmd = tokio::process::Command::new(program);
+    cmd.env_clear().envs(env);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -504,6 +527,7 @@ pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepE
         Ok(b) => b.text(),
         Err(p) => p.into_inner().text(),
     };
+    let output = crate::secret::scrub(&scrub.scrub(&output));
     let took = started.elapsed();
     match waited {
         Err(_) => Err(StepError::TimedOut {
