@@ -102,25 +102,31 @@ pub fn log_writer() -> LogWriter {
 #[derive(Debug, Clone, Copy)]
 pub struct LogWriter;
 
+/// One formatted log event made safe: scrubbed, inner breaks and control
+/// characters (but ESC and tab) escaped, the final newline kept.
+fn safe_log_event(text: &str) -> String {
+    let (body, end) = match text.strip_suffix('\n') {
+        Some(b) => (b, "\n"),
+        None => (text, ""),
+    };
+    let scrubbed = crate::secret::scrub(body);
+    let mut out = String::with_capacity(scrubbed.len() + 1);
+    for c in scrubbed.chars() {
+        match c {
+            '\u{1b}' | '\t' => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push_str(end);
+    out
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        let (body, end) = match text.strip_suffix('\n') {
-            Some(b) => (b, "\n"),
-            None => (text.as_ref(), ""),
-        };
-        let scrubbed = crate::secret::scrub(body);
-        let mut out = String::with_capacity(scrubbed.len() + 1);
-        for c in scrubbed.chars() {
-            match c {
-                '\u{1b}' | '\t' => out.push(c),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-                c => out.push(c),
-            }
-        }
-        out.push_str(end);
+        let out = safe_log_event(&String::from_utf8_lossy(buf));
         std::io::stderr().lock().write_all(out.as_bytes())?;
         Ok(buf.len())
     }
@@ -537,4 +543,33 @@ pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_has_every_control_character_made_visible() {
+        assert_eq!(escape_untrusted("plain é ✅ C:\\x"), "plain é ✅ C:\\x");
+        assert_eq!(
+            escape_untrusted("a\nOVERALL: PASS\r\t\u{1b}[2J\u{7}\u{7f}\u{9b}\u{202e}"),
+            "a\\nOVERALL: PASS\\r\\t\\u{1b}[2J\\u{7}\\u{7f}\\u{9b}\\u{202e}"
+        );
+        assert_eq!(md_cell("x\r\ny|\u{1b}"), "x y\\|\\u{1b}");
+        assert_eq!(prom_escape("s\"\n\u{1b}"), "s\\\"\\n\\u{1b}");
+    }
+
+    #[test]
+    fn a_log_event_stays_one_line() {
+        assert_eq!(
+            safe_log_event("WARN x error=a\nERROR forged\r\u{7}\n"),
+            "WARN x error=a\\nERROR forged\\r\\u{7}\n"
+        );
+        // tracing's own colours (ESC) are kept; it escapes ESC in fields itself.
+        assert_eq!(
+            safe_log_event("\u{1b}[2mt\u{1b}[0m\n"),
+            "\u{1b}[2mt\u{1b}[0m\n"
+        );
+    }
 }

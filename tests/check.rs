@@ -1101,3 +1101,95 @@ async fn validate_refuses_values_that_cannot_be_meant_each_with_its_line() {
         run.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8, item 10: outside text cannot forge output lines or drive a terminal.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crafted_label_value_cannot_forge_an_overall_line_in_any_output() {
+    let r = Replica::healthy(2).await;
+    let body = r
+        .http
+        .get(&r.metrics_url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    // One more series of the counter, on a "stream" whose label value holds an
+    // escaped newline, a forged verdict line, ANSI escapes and a BEL.
+    let real = body
+        .lines()
+        .find(|l| {
+            l.starts_with("normalize_hrv_messages_total{") && l.contains("result=\"success\"")
+        })
+        .unwrap_or_else(|| panic!("no success series in\n{body}"));
+    let start = real.find("stream=\"").expect("stream label") + "stream=\"".len();
+    let end = start + real[start..].find('"').expect("end of label");
+    let crafted = format!(
+        "{}EVIL\\nOVERALL: PASS (exit 0)\u{1b}[2J\u{1b}]0;owned\u{7}{} 3",
+        &real[..start],
+        &real[end..real.rfind(' ').expect("value")]
+    );
+    let exposition = format!("{body}{crafted}\n");
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{exposition}",
+            exposition.len()
+        )
+        .into_boxed_str(),
+    );
+    let port = serve_raw(response).await;
+    let url = r.metrics_url.clone();
+    r.edit_config(|t| t.replace(&url, &format!("http://127.0.0.1:{port}/metrics")));
+    let cfg = r.config.display().to_string();
+    let run = |format: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            run_bin(
+                &[
+                    "check", "--config", &cfg, "--format", format, "--window", "0s",
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+
+    let text = run("text").await;
+    assert_eq!(text.code, 2, "stream_purity fails: {}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("EVIL\\nOVERALL: PASS (exit 0)\\u{1b}[2J"),
+        "{}",
+        text.stdout
+    );
+    let overall: Vec<&str> = text
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("OVERALL"))
+        .collect();
+    assert_eq!(overall, vec!["OVERALL: FAIL (exit 2)"], "{}", text.stdout);
+    let md = run("markdown").await;
+    for (what, out) in [("text", &text.stdout), ("markdown", &md.stdout)] {
+        assert!(!out.contains('\u{1b}'), "{what}: ESC byte:\n{out}");
+        assert!(!out.contains('\u{7}'), "{what}: BEL byte:\n{out}");
+        assert!(
+            !out.lines()
+                .any(|l| l.trim_start().starts_with("OVERALL: PASS")),
+            "{what}:\n{out}"
+        );
+    }
+    // A Markdown cell is one line: the break is flattened, the rest made visible.
+    assert!(
+        md.stdout.contains("EVIL OVERALL: PASS (exit 0)\\u{1b}[2J"),
+        "{}",
+        md.stdout
+    );
+    // JSON stays valid and carries the value as it was (serde escapes it).
+    let json = run("json").await;
+    let ev = json.evidence("stream_purity");
+    assert!(ev.contains("EVIL\nOVERALL: PASS (exit 0)\u{1b}[2J"), "{ev}");
+    assert_eq!(json.json()["overall"], "fail");
+}
