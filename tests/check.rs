@@ -1193,3 +1193,45 @@ async fn a_crafted_label_value_cannot_forge_an_overall_line_in_any_output() {
     assert!(ev.contains("EVIL\nOVERALL: PASS (exit 0)\u{1b}[2J"), "{ev}");
     assert_eq!(json.json()["overall"], "fail");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_lists_an_unknown_key_a_wrong_type_and_a_bad_value_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = shipped_with(&[
+        ("lag_fail = 10", "lag_fial = 10"),
+        ("max_ack_pending = 1000", "max_ack_pending = \"lots\""),
+        ("min_coverage = 0.95", "min_coverage = 7.0"),
+    ]);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, &text).expect("write");
+    for cmd in ["validate", "check"] {
+        let run = run_bin(&[cmd, "--config", &bad.display().to_string()], &[]).await;
+        assert_eq!(run.code, 3, "{cmd}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("config refused (3 problem(s))"),
+            "{cmd}: {}",
+            run.stderr
+        );
+        for (needle, key, msg) in [
+            ("lag_fial", "criteria.lag_fial", "unknown field `lag_fial`"),
+            (
+                "max_ack_pending",
+                "consumer.max_ack_pending",
+                "invalid type",
+            ),
+            (
+                "min_coverage = 7.0",
+                "watch.min_coverage",
+                "must be in (0, 1]",
+            ),
+        ] {
+            let want = format!("{}:{}: {key}: ", bad.display(), line_with(&text, needle));
+            let line = run
+                .stderr
+                .lines()
+                .find(|l| l.starts_with(&want))
+                .unwrap_or_else(|| panic!("{cmd}: no {want:?} in\n{}", run.stderr));
+            assert!(line.contains(msg), "{cmd}: {line}");
+        }
+    }
+}
