@@ -311,19 +311,20 @@ pub fn markdown(r: &CheckReport) -> String {
 }
 
 #[derive(Serialize)]
-struct JsonProbe<'a> {
+struct JsonProbe {
     ok: bool,
     ms: Option<u64>,
-    error: Option<&'a str>,
+    error: Option<String>,
 }
 
+/// Outside text in JSON: scrubbed of credentials; serde escapes control characters.
 #[derive(Serialize)]
 struct JsonCriterion<'a> {
     id: &'a str,
     status: &'a str,
-    observed: &'a str,
-    target: &'a str,
-    evidence: &'a str,
+    observed: String,
+    target: String,
+    evidence: String,
     value: Option<f64>,
 }
 
@@ -337,7 +338,7 @@ struct JsonDoc<'a> {
     overall: &'a str,
     exit_code: u8,
     criteria: Vec<JsonCriterion<'a>>,
-    probes: std::collections::BTreeMap<String, JsonProbe<'a>>,
+    probes: std::collections::BTreeMap<String, JsonProbe>,
 }
 
 /// Probe outcomes keyed by the label used for timings.
@@ -389,9 +390,9 @@ pub fn json(r: &CheckReport) -> String {
             .map(|v| JsonCriterion {
                 id: v.id.as_str(),
                 status: v.status.as_str(),
-                observed: &v.observed,
-                target: &v.target,
-                evidence: &v.evidence,
+                observed: crate::secret::scrub(&v.observed),
+                target: crate::secret::scrub(&v.target),
+                evidence: crate::secret::scrub(&v.evidence),
                 value: v.value.filter(|x| x.is_finite()),
             })
             .collect(),
@@ -404,7 +405,7 @@ pub fn json(r: &CheckReport) -> String {
                     JsonProbe {
                         ok: e.is_none(),
                         ms,
-                        error: e,
+                        error: e.map(crate::secret::scrub),
                     },
                 )
             })

@@ -1060,6 +1060,7 @@ async fn validate_refuses_values_that_cannot_be_meant_each_with_its_line() {
             "restart_command = [\"systemctl\", \"restart\", \"normalize-service\"]",
             "restart_command = []",
         ),
+        ("mode = \"disarmed\"", "mode = \"dry_run\""),
     ]);
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, &text).expect("write");

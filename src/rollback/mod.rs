@@ -181,8 +181,10 @@ impl RollbackConfig {
             }
             Some(_) => {}
             // Nothing would restart the service, so verify_logs could only
-            // fail, and only after the .env was edited.
-            None if !self.expect_log_lines.is_empty() => problems.push(
+            // fail, and only after the .env was edited. A disarmed config
+            // (e.g. only for the periodic e2e probe) never runs the steps;
+            // `rollback --execute` arms it, and then this refuses it.
+            None if !self.expect_log_lines.is_empty() && self.mode != RollbackMode::Disarmed => problems.push(
                 "restart_command: empty, but expect_log_lines waits for the restarted service; \
                  name the restart argv, or set expect_log_lines = [] too to edit the .env only"
                     .to_string(),
