@@ -280,7 +280,6 @@ fn scrub_patterns(text: &str) -> String {
                 r#"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)(["']?\s*[:=]\s*["']?)(?:(basic|bearer|token|digest|negotiate)\s+)?[^\s"',;}]+"#,
                 "$1$2$3 ***",
             ),
-            (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 ***"),
             (r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", "$1***@"),
         ]
         .into_iter()
@@ -292,6 +291,26 @@ fn scrub_patterns(text: &str) -> String {
         if re.is_match(&out) {
             out = re.replace_all(&out, *with).into_owned();
         }
+    }
+    // `Bearer <token>` / `Basic <base64>` anywhere: only tokens that look
+    // like one (a digit or a base64 sign), so "basic configuration" stays.
+    static TOKEN: OnceLock<Option<regex::Regex>> = OnceLock::new();
+    if let Some(re) = TOKEN
+        .get_or_init(|| regex::Regex::new(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{8,})").ok())
+    {
+        out = re
+            .replace_all(&out, |c: &regex::Captures<'_>| {
+                let tok = &c[2];
+                if tok
+                    .chars()
+                    .any(|ch| ch.is_ascii_digit() || "+/=".contains(ch))
+                {
+                    format!("{} ***", &c[1])
+                } else {
+                    c[0].to_string()
+                }
+            })
+            .into_owned();
     }
     out.replace("   ***", " ***").replace("  ***", " ***")
 }
@@ -396,6 +415,10 @@ mod tests {
             assert!(!out.contains(leak), "{leak} in {out}");
         }
         assert!(out.contains(" ab\n"), "short values are kept: {out}");
+        assert_eq!(
+            s.scrub("basic configuration, Bearer of news"),
+            "basic configuration, Bearer of news"
+        );
         assert!(out.contains("Authorization: Basic ***"), "{out}");
         assert!(!format!("{s:?}").contains("smtp"));
     }
