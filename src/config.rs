@@ -5,7 +5,10 @@
 //! 1. the text is parsed with spans kept, so any key path can be mapped to a line;
 //! 2. `${VAR:-default}` is expanded in string values (endpoints and secrets
 //!    come from the environment), then the typed structure is deserialized
-//!    (`deny_unknown_fields` catches typos) and validated.
+//!    (`deny_unknown_fields` catches typos) and validated. Serde stops at
+//!    the first unknown key or wrong type, so `deserialize_collecting`
+//!    reports it, takes the key out (or puts a placeholder in for a required
+//!    one) and tries again: one run lists every problem of every section.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -636,6 +639,10 @@ impl Default for RawWatch {
     }
 }
 
+/// The shortest `watch.interval` accepted: each cycle runs every probe, and
+/// at 1ns the daemon ran at 97 % CPU and never got round to its SIGTERM.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
 fn default_interval() -> Duration {
     Duration::from_secs(10)
 }
@@ -890,25 +897,195 @@ impl Config {
         let mut problems = Vec::new();
         let mut secrets = BTreeSet::new();
         interpolate_table(&mut table, "", env, &mut problems, &mut secrets);
-        if !problems.is_empty() {
-            return Err(fail(problems, &secrets));
-        }
 
-        let raw: RawConfig = match serde_path_to_error::deserialize(toml::Value::Table(table)) {
-            Ok(r) => r,
-            Err(e) => {
-                let key = e.path().to_string();
-                let message = e.inner().message().to_string();
-                return Err(fail(vec![(key, message)], &secrets));
-            }
+        // Every unknown key and wrong type, then every bad value: all of them
+        // in one run (an operator fixing a file should not meet them one by one).
+        let mut reported: BTreeSet<String> = problems.iter().map(|(k, _)| k.clone()).collect();
+        let Some(raw) = deserialize_collecting::<RawConfig>(
+            toml::Value::Table(table),
+            "",
+            &mut problems,
+            &mut reported,
+        ) else {
+            return Err(fail(problems, &secrets));
         };
-        let config = validate(path, raw, &mut problems);
+        let mut semantic = Vec::new();
+        let config = validate(path, raw, &mut semantic);
+        // A value already reported (or replaced by a placeholder) is not
+        // judged again: its "problem" would be the placeholder's.
+        problems.extend(semantic.into_iter().filter(|(k, _)| {
+            !reported.iter().any(|r| {
+                k == r || k.starts_with(&format!("{r}.")) || k.starts_with(&format!("{r}["))
+            })
+        }));
         if problems.is_empty() {
+            // From here on, text from elsewhere (restart output, receivers'
+            // errors) is scrubbed of this config's credentials everywhere.
+            crate::secret::register(&config.scrubber());
             Ok(config)
         } else {
             Err(fail(problems, &secrets))
         }
     }
+}
+
+/// Most problems one section can report before giving up (a file of
+/// garbage must not loop for long).
+const MAX_PASSES: usize = 200;
+
+/// Deserializes `value` as a `T`, collecting every unknown key and wrong
+/// type instead of stopping at the first (serde does): each offending key
+/// is reported as `(prefix + path, message)` and removed, a removed required
+/// key is replaced by a placeholder of a type that gets past it, and
+/// deserialization is retried. `reported` receives every key so handled
+/// (validation must not judge the placeholders). None when it still fails.
+fn deserialize_collecting<T: serde::de::DeserializeOwned>(
+    mut value: toml::Value,
+    prefix: &str,
+    problems: &mut Vec<(String, String)>,
+    reported: &mut BTreeSet<String>,
+) -> Option<T> {
+    let join = |p: &str| match (prefix.is_empty(), p.is_empty()) {
+        (true, _) => p.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}.{p}"),
+    };
+    let mut placeholders: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..MAX_PASSES {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return Some(t),
+            Err(e) => e,
+        };
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let message = err.inner().message().to_string();
+        if let Some(field) = quoted_after(&message, "unknown field `") {
+            let key = child_path(&path, &field);
+            problems.push((join(&key), message.clone()));
+            reported.insert(join(&key));
+            if !remove_at(&mut value, &key) {
+                return None;
+            }
+            continue;
+        }
+        if let Some(field) = quoted_after(&message, "missing field `") {
+            let key = child_path(&path, &field);
+            if !reported.contains(&join(&key)) {
+                problems.push((join(&key), message.clone()));
+                reported.insert(join(&key));
+            }
+            // Try placeholders of each type until this field is past.
+            let tried = placeholders.len();
+            if !place_holder(&mut value, &key, &mut placeholders) || placeholders.len() == tried {
+                return None;
+            }
+            continue;
+        }
+        // A wrong type or value at `path`: report, drop it, retry (a
+        // placeholder goes in if the field turns out to be required).
+        if path.is_empty() || reported.contains(&join(&path)) && !placeholders.contains(&path) {
+            if !reported.contains(&join(&path)) {
+                problems.push((join(&path), message));
+            }
+            return None;
+        }
+        if placeholders.contains(&path) {
+            // The placeholder itself was the wrong type: try the next one.
+            if !place_holder(&mut value, &path, &mut placeholders) {
+                return None;
+            }
+            continue;
+        }
+        problems.push((join(&path), message));
+        reported.insert(join(&path));
+        if !remove_at(&mut value, &path) {
+            return None;
+        }
+    }
+    None
+}
+
+/// The text between `start` and the next backtick in `message`.
+fn quoted_after(message: &str, start: &str) -> Option<String> {
+    let rest = &message[message.find(start)? + start.len()..];
+    Some(rest[..rest.find('`')?].to_string())
+}
+
+/// `path.field`, unless serde already pointed at the field itself.
+fn child_path(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else if path == field || path.ends_with(&format!(".{field}")) {
+        path.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// The table holding the last segment of `path`, and that segment.
+fn parent_of<'v>(value: &'v mut toml::Value, path: &str) -> Option<(&'v mut toml::Value, String)> {
+    let segs: Vec<String> = parse_key_path(path)
+        .into_iter()
+        .map(|s| match s {
+            Seg::Key(k) => k.to_string(),
+            Seg::Index(i) => format!("[{i}]"),
+        })
+        .collect();
+    let (last, init) = segs.split_last()?;
+    let mut cur = value;
+    for seg in init {
+        cur = match seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            Some(i) => cur.as_array_mut()?.get_mut(i.parse::<usize>().ok()?)?,
+            None => cur.as_table_mut()?.get_mut(seg)?,
+        };
+    }
+    Some((cur, last.clone()))
+}
+
+/// Removes the value at `path` (a key, or an array element); false when absent.
+fn remove_at(value: &mut toml::Value, path: &str) -> bool {
+    let Some((parent, last)) = parent_of(value, path) else {
+        return false;
+    };
+    match last.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        Some(i) => match (parent.as_array_mut(), i.parse::<usize>()) {
+            (Some(a), Ok(i)) if i < a.len() => {
+                a.remove(i);
+                true
+            }
+            _ => false,
+        },
+        None => parent
+            .as_table_mut()
+            .is_some_and(|t| t.remove(&last).is_some()),
+    }
+}
+
+/// Puts the next untried placeholder type at `path`; false when all were tried.
+fn place_holder(value: &mut toml::Value, path: &str, tried: &mut BTreeSet<String>) -> bool {
+    let candidates = [
+        toml::Value::String(String::new()),
+        toml::Value::Integer(1),
+        toml::Value::Float(1.0),
+        toml::Value::Boolean(false),
+        toml::Value::Array(Vec::new()),
+        toml::Value::Table(toml::Table::new()),
+    ];
+    let Some((parent, last)) = parent_of(value, path) else {
+        return false;
+    };
+    let Some(t) = parent.as_table_mut() else {
+        return false;
+    };
+    for (i, c) in candidates.into_iter().enumerate() {
+        let tag = format!("{path}#{i}");
+        if tried.insert(tag) {
+            tried.insert(path.to_string());
+            t.insert(last, c);
+            return true;
+        }
+    }
+    false
 }
 
 /// Replaces any substituted environment value in a message, so a type error on
@@ -1250,6 +1427,12 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         };
     let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, &mut p);
     let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, &mut p);
+    if raw.log.max_scan_bytes == 0 {
+        p(
+            "log.max_scan_bytes",
+            "must be greater than 0 (0 would scan nothing and never see a fallback)".into(),
+        );
+    }
     if raw.log.fallback_patterns.is_empty() {
         p(
             "log.fallback_patterns",
@@ -1288,12 +1471,30 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
 
     // Watch
     let w = &raw.watch;
-    if w.interval.is_zero() {
-        p("watch.interval", "must be greater than 0".into());
+    if w.interval < MIN_INTERVAL {
+        p(
+            "watch.interval",
+            format!(
+                "`{}`: must be at least {} (a shorter one spins the CPU and starves signal handling)",
+                humantime::format_duration(w.interval),
+                humantime::format_duration(MIN_INTERVAL)
+            ),
+        );
     }
     let mut checkpoints = Vec::new();
     for (i, c) in w.checkpoints.iter().enumerate() {
         match humantime::parse_duration(c) {
+            Ok(d) if d.is_zero() => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!("`{c}`: must be after T0 (greater than 0)"),
+            ),
+            Ok(d) if d > raw.soak.duration => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!(
+                    "`{c}`: past the end of the soak (soak.duration = {}); it would never be written",
+                    humantime::format_duration(raw.soak.duration)
+                ),
+            ),
             Ok(d) => checkpoints.push(d),
             Err(e) => p(&format!("watch.checkpoints[{i}]"), format!("`{c}`: {e}")),
         }
@@ -1380,6 +1581,18 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             );
         }
         if !r.enabled {
+            // A disabled route is still checked where it can be: enabling it
+            // later must not be the moment a `file://` URL is discovered.
+            if !r.url.trim().is_empty() {
+                match url::Url::parse(&r.url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    Ok(u) => p(
+                        &key("url"),
+                        format!("scheme `{}`: expected http or https", u.scheme()),
+                    ),
+                    Err(e) => p(&key("url"), format!("not a URL: {e}")),
+                }
+            }
             continue;
         }
         let timeout = r.timeout.unwrap_or_else(default_sink_timeout);
@@ -1527,24 +1740,27 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
                     "expected a table of trigger = \"duration\"".into(),
                 ),
             }
-            match serde_path_to_error::deserialize::<_, crate::rollback::RollbackConfig>(
+            // Every unknown key and wrong type of the section, like the rest.
+            let (mut found, mut handled) = (Vec::new(), BTreeSet::new());
+            let run = deserialize_collecting::<crate::rollback::RollbackConfig>(
                 toml::Value::Table(t),
-            ) {
-                Ok(run) => {
-                    for problem in run.validate() {
-                        let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
-                        p(&format!("rollback.{}", k.trim()), m.trim().to_string());
-                    }
-                    Some(RollbackSettings { run, triggers })
-                }
-                Err(e) => {
-                    p(
-                        &format!("rollback.{}", e.path()),
-                        e.inner().message().to_string(),
-                    );
-                    None
-                }
+                "rollback",
+                &mut found,
+                &mut handled,
+            );
+            for (k, m) in found {
+                p(&k, m);
             }
+            run.map(|run| {
+                for problem in run.validate() {
+                    let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
+                    let key = format!("rollback.{}", k.trim());
+                    if !handled.contains(&key) {
+                        p(&key, m.trim().to_string());
+                    }
+                }
+                RollbackSettings { run, triggers }
+            })
         }
     };
 
@@ -1602,6 +1818,46 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         watch,
         alerts,
         rollback,
+    }
+}
+
+impl Config {
+    /// Every credential this config names (NATS token and password, the
+    /// URLs' passwords and secret query values, SMTP passwords, webhook
+    /// secrets and secret URL paths, the rollback's URLs and secret-named
+    /// `restart_env` values), for cutting out of text from elsewhere.
+    pub fn scrubber(&self) -> crate::secret::Scrubber {
+        use crate::alert::sink::Sink;
+        let mut s = crate::secret::Scrubber::default();
+        s.add(self.nats.token.expose());
+        s.add_credentials(&self.nats.user, self.nats.password.expose());
+        for part in self.nats.url.expose().split(',') {
+            s.add_url(part, false);
+        }
+        s.add_url(self.metrics.url.expose(), false);
+        s.add_url(self.database.url.expose(), false);
+        for r in &self.alerts.routes {
+            match &r.sink {
+                Sink::Email(e) => s.add_credentials(&e.username, e.password.expose()),
+                Sink::Webhook(w) => {
+                    s.add_url(w.url.expose(), true);
+                    s.add(w.hmac_secret.expose());
+                }
+                Sink::Alertmanager(a) => s.add_url(a.base_url.expose(), false),
+            }
+        }
+        if let Some(r) = &self.rollback {
+            if let Some(e) = &r.run.e2e {
+                s.add_url(&e.nats_url, false);
+                s.add_url(&e.database_url, false);
+            }
+            for (k, v) in &r.run.restart_env {
+                if crate::rollback::is_secret_name(k) {
+                    s.add(v);
+                }
+            }
+        }
+        s
     }
 }
 
@@ -1773,11 +2029,55 @@ mod tests {
             .lines()
             .position(|l| l.starts_with("max_delivr"))
             .map(|i| i + 1);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].message.contains("max_delivr"), "{problems:?}");
-        assert!(problems[0].key.starts_with("consumer"), "{problems:?}");
-        // serde reports unknown fields at the table; the line is the table's or the key's.
-        assert!(problems[0].line.is_some() && problems[0].line <= line);
+        // The typo itself, at its own line, and the required key it leaves missing.
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let typo = problems
+            .iter()
+            .find(|p| p.key == "consumer.max_delivr")
+            .expect("the unknown key");
+        assert!(
+            typo.message.contains("unknown field `max_delivr`"),
+            "{typo:?}"
+        );
+        assert_eq!(typo.line, line);
+        assert!(problems
+            .iter()
+            .any(|p| p.key == "consumer.max_deliver" && p.message.contains("missing field")));
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_are_all_reported_at_once() {
+        let text = shipped()
+            .replace("lag_fail = 10", "lag_fial = 10")
+            .replace("max_deliver = 5", "max_deliver = \"five\"")
+            .replace("recent_window = \"10m\"", "recent_window = 10")
+            .replace("[probes]", "[probe]")
+            .replace("ack_policy = \"explicit\"", "ack_policy = \"sometimes\"")
+            .replace(
+                "restart_timeout = \"60s\"",
+                "restart_timeout = \"60s\"\nrestart_timout = \"1s\"",
+            )
+            .replace("verify_timeout = \"60s\"", "verify_timeout = true")
+            .replace("interval = \"10s\"", "interval = \"1ns\"");
+        let err = Config::from_text(Path::new("bad.toml"), &text, &no_env).unwrap_err();
+        let ConfigError::Invalid { problems } = err else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "criteria.lag_fial",
+            "consumer.max_deliver",
+            "database.recent_window",
+            "probe",
+            "consumer.ack_policy",
+            "rollback.restart_timout",
+            "rollback.verify_timeout",
+            "watch.interval",
+        ] {
+            assert!(keys.contains(&want), "{want} missing from {keys:?}");
+        }
+        assert_eq!(keys.len(), 8, "nothing judged twice: {problems:#?}");
+        assert!(problems.iter().all(|p| p.line.is_some()), "{problems:#?}");
     }
 
     #[test]

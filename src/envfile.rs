@@ -68,6 +68,7 @@ struct Line {
 pub struct EnvFile {
     lines: Vec<Line>,
     warnings: Vec<(usize, String)>,
+    invalid: Vec<(usize, String)>,
 }
 
 /// Whitespace between tokens on a line (around `=`, after `export`).
@@ -301,6 +302,7 @@ impl EnvFile {
         }
 
         let mut warnings = Vec::new();
+        let mut invalid = Vec::new();
         let mut seen: Vec<(String, usize)> = Vec::new();
         for (idx, line) in lines.iter_mut().enumerate() {
             let n = idx + 1;
@@ -321,10 +323,17 @@ impl EnvFile {
                     line.assign = Some(a);
                 }
                 Ok(None) => {}
-                Err(reason) => warnings.push((n, reason)),
+                Err(reason) => {
+                    invalid.push((n, reason.clone()));
+                    warnings.push((n, reason));
+                }
             }
         }
-        EnvFile { lines, warnings }
+        EnvFile {
+            lines,
+            warnings,
+            invalid,
+        }
     }
 
     /// Index of the line holding the last assignment of `key`.
@@ -428,6 +437,14 @@ impl EnvFile {
     /// can surface a malformed `.env` instead of silently ignoring it.
     pub fn warnings(&self) -> &[(usize, String)] {
         &self.warnings
+    }
+
+    /// Lines that are neither blank, a comment nor an assignment, as
+    /// `(1-based line, reason)`: a file with any is not an env file (a
+    /// passwd-format file reached through a symlink has nothing but), and
+    /// the rollback refuses to edit it.
+    pub fn invalid_lines(&self) -> &[(usize, String)] {
+        &self.invalid
     }
 
     /// The file text; `EnvFile::parse(t).render() == t` for any input `t`,
@@ -682,6 +699,16 @@ N=\"a\"# tight comment
         // Warnings never echo values (secrets).
         let f = EnvFile::parse("PW=\"hunter2\n");
         assert!(!f.warnings()[0].1.contains("hunter2"));
+    }
+
+    #[test]
+    fn invalid_lines_are_parse_errors_only_not_repeated_keys() {
+        let f = EnvFile::parse("A=1\nA=2\n# c\n\n");
+        assert_eq!(f.warnings().len(), 1, "the repeated key is a warning");
+        assert!(f.invalid_lines().is_empty());
+        let f = EnvFile::parse("root:x:0:0:root:/root:/bin/bash\nA=1\nB C\n");
+        let lines: Vec<usize> = f.invalid_lines().iter().map(|w| w.0).collect();
+        assert_eq!(lines, vec![1, 3]);
     }
 
     #[test]

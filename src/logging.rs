@@ -1,6 +1,7 @@
 //! Log set-up shared by the `soakwatch` and `soakwatch-testkit` binaries.
 
-/// Logs to stderr, filtered by `SOAKWATCH_LOG` (else `default_level`), as
+/// Logs to stderr (scrubbed of secrets, one line per event: see
+/// [`crate::output::log_writer`]), filtered by `SOAKWATCH_LOG` (else `default_level`), as
 /// text or one JSON object per line. Colour only for a person at a
 /// terminal: a journal, a file or a pipe gets plain text, and `NO_COLOR`
 /// is honoured.
@@ -12,7 +13,7 @@ pub fn init(default_level: &str, json: bool) {
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::output::log_writer);
     if json {
         fmt.json().init();
     } else {

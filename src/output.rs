@@ -54,6 +54,88 @@ pub enum Format {
     Prometheus,
 }
 
+/// Text from outside (label values, log lines, evidence quoting them,
+/// servers' and receivers' errors, a restart command's output) made safe for
+/// a line-oriented human output: every control character becomes a visible
+/// escape (`\n`, `\r`, `\t`, else `\u{1b}` style), as do the Unicode bidi
+/// overrides and line separators, so a crafted label cannot forge a line
+/// (`OVERALL: PASS (exit 0)`) or drive the terminal. JSON needs none of this
+/// (serde escapes control characters).
+pub fn escape_untrusted(s: &str) -> String {
+    if !s.chars().any(needs_escape) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+}
+
+/// [`escape_untrusted`] after scrubbing every configured credential: the
+/// one call for outside text on its way into any human output.
+pub fn untrusted(s: &str) -> String {
+    escape_untrusted(&crate::secret::scrub(s))
+}
+
+/// The daemon's log sink: stderr, one event per write, with configured
+/// credentials scrubbed and any line break or control character inside an
+/// event made visible, so a logged error that echoes a receiver's body
+/// cannot forge log lines. ESC is left alone: tracing-subscriber already
+/// escapes it in field values, and its own colours use it.
+pub fn log_writer() -> LogWriter {
+    LogWriter
+}
+
+/// See [`log_writer`].
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+/// One formatted log event made safe: scrubbed, inner breaks and control
+/// characters (but ESC and tab) escaped, the final newline kept.
+fn safe_log_event(text: &str) -> String {
+    let (body, end) = match text.strip_suffix('\n') {
+        Some(b) => (b, "\n"),
+        None => (text, ""),
+    };
+    let scrubbed = crate::secret::scrub(body);
+    let mut out = String::with_capacity(scrubbed.len() + 1);
+    for c in scrubbed.chars() {
+        match c {
+            '\u{1b}' | '\t' => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push_str(end);
+    out
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let out = safe_log_event(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(out.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Renders in the chosen format.
 pub fn render(report: &CheckReport, format: Format) -> String {
     match format {
@@ -90,8 +172,8 @@ pub fn icon(s: Status) -> &'static str {
 pub fn text(r: &CheckReport) -> String {
     let mut out = format!(
         "soakwatch check: {} ({}) at {}; window: {}\n",
-        r.soak,
-        r.config,
+        untrusted(&r.soak),
+        untrusted(&r.config),
         r.generated_at.format("%Y-%m-%d %H:%M:%SZ"),
         window_label(r.window_secs)
     );
@@ -106,10 +188,10 @@ pub fn text(r: &CheckReport) -> String {
             "{:<8} {:<w$}  {}  [target {}]\n         {:<w$}  {}\n",
             v.status.as_str().to_uppercase(),
             v.id.as_str(),
-            v.observed,
-            v.target,
+            untrusted(&v.observed),
+            untrusted(&v.target),
             "",
-            v.evidence,
+            untrusted(&v.evidence),
         ));
     }
     let o = r.overall();
@@ -123,8 +205,12 @@ pub fn text(r: &CheckReport) -> String {
 
 /// A table cell: pipes escaped (they would split the cell), `*` escaped
 /// (subject wildcards would turn into emphasis), `<` escaped where it could
-/// open an HTML tag (`<none>`), line breaks flattened.
+/// open an HTML tag (`<none>`), line breaks flattened, other control
+/// characters made visible and credentials scrubbed ([`untrusted`]).
 pub fn md_cell(s: &str) -> String {
+    // Line breaks flattened first (a cell is one line), then every other
+    // control character made visible.
+    let s = &untrusted(&s.replace("\r\n", " ").replace(['\n', '\r'], " "));
     let mut out = String::with_capacity(s.len() + 8);
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
@@ -225,19 +311,20 @@ pub fn markdown(r: &CheckReport) -> String {
 }
 
 #[derive(Serialize)]
-struct JsonProbe<'a> {
+struct JsonProbe {
     ok: bool,
     ms: Option<u64>,
-    error: Option<&'a str>,
+    error: Option<String>,
 }
 
+/// Outside text in JSON: scrubbed of credentials; serde escapes control characters.
 #[derive(Serialize)]
 struct JsonCriterion<'a> {
     id: &'a str,
     status: &'a str,
-    observed: &'a str,
-    target: &'a str,
-    evidence: &'a str,
+    observed: String,
+    target: String,
+    evidence: String,
     value: Option<f64>,
 }
 
@@ -251,7 +338,7 @@ struct JsonDoc<'a> {
     overall: &'a str,
     exit_code: u8,
     criteria: Vec<JsonCriterion<'a>>,
-    probes: std::collections::BTreeMap<String, JsonProbe<'a>>,
+    probes: std::collections::BTreeMap<String, JsonProbe>,
 }
 
 /// Probe outcomes keyed by the label used for timings.
@@ -303,9 +390,9 @@ pub fn json(r: &CheckReport) -> String {
             .map(|v| JsonCriterion {
                 id: v.id.as_str(),
                 status: v.status.as_str(),
-                observed: &v.observed,
-                target: &v.target,
-                evidence: &v.evidence,
+                observed: crate::secret::scrub(&v.observed),
+                target: crate::secret::scrub(&v.target),
+                evidence: crate::secret::scrub(&v.evidence),
                 value: v.value.filter(|x| x.is_finite()),
             })
             .collect(),
@@ -318,7 +405,7 @@ pub fn json(r: &CheckReport) -> String {
                     JsonProbe {
                         ok: e.is_none(),
                         ms,
-                        error: e,
+                        error: e.map(crate::secret::scrub),
                     },
                 )
             })
@@ -380,9 +467,11 @@ pub fn nagios(r: &CheckReport) -> String {
 }
 
 fn prom_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
+    let s = s
+        .replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('\n', "\\n")
+        .replace('\n', "\\n");
+    untrusted(&s)
 }
 
 /// node_exporter textfile: per-criterion status and value, probe health.
@@ -455,4 +544,33 @@ pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_has_every_control_character_made_visible() {
+        assert_eq!(escape_untrusted("plain é ✅ C:\\x"), "plain é ✅ C:\\x");
+        assert_eq!(
+            escape_untrusted("a\nOVERALL: PASS\r\t\u{1b}[2J\u{7}\u{7f}\u{9b}\u{202e}"),
+            "a\\nOVERALL: PASS\\r\\t\\u{1b}[2J\\u{7}\\u{7f}\\u{9b}\\u{202e}"
+        );
+        assert_eq!(md_cell("x\r\ny|\u{1b}"), "x y\\|\\u{1b}");
+        assert_eq!(prom_escape("s\"\n\u{1b}"), "s\\\"\\n\\u{1b}");
+    }
+
+    #[test]
+    fn a_log_event_stays_one_line() {
+        assert_eq!(
+            safe_log_event("WARN x error=a\nERROR forged\r\u{7}\n"),
+            "WARN x error=a\\nERROR forged\\r\\u{7}\n"
+        );
+        // tracing's own colours (ESC) are kept; it escapes ESC in fields itself.
+        assert_eq!(
+            safe_log_event("\u{1b}[2mt\u{1b}[0m\n"),
+            "\u{1b}[2mt\u{1b}[0m\n"
+        );
+    }
 }

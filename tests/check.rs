@@ -1016,3 +1016,223 @@ async fn an_exposition_of_declared_families_only_is_zero_events_not_garbage() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8, items 7 and 8: values that cannot be meant, every problem at once.
+
+/// The shipped config with each `(from, to)` replaced once (each `from` must exist).
+fn shipped_with(edits: &[(&str, &str)]) -> String {
+    let mut text = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/checks.toml"
+    )));
+    for (from, to) in edits {
+        assert!(text.contains(from), "shipped checks.toml lacks {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// 1-based line of the first line containing `needle`.
+fn line_with(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("no line with {needle:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_refuses_values_that_cannot_be_meant_each_with_its_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = shipped_with(&[
+        ("dlq_spike_per_min = 10.0", "dlq_spike_per_min = -1.0"),
+        ("interval = \"10s\"", "interval = \"1ns\""),
+        (
+            "checkpoints = [\"24h\", \"48h\"]",
+            "checkpoints = [\"24h\", \"49h\"]",
+        ),
+        ("max_scan_bytes = 67108864", "max_scan_bytes = 0"),
+        (
+            "url = \"${ALERT_WEBHOOK_URL:-http://127.0.0.1:9000/hooks/soakwatch}\"",
+            "url = \"file:///etc/passwd\"",
+        ),
+        (
+            "restart_command = [\"systemctl\", \"restart\", \"normalize-service\"]",
+            "restart_command = []",
+        ),
+        ("mode = \"disarmed\"", "mode = \"dry_run\""),
+    ]);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, &text).expect("write");
+    let run = run_bin(&["validate", "--config", &bad.display().to_string()], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let expect = [
+        (
+            "dlq_spike_per_min = -1",
+            "watch.dlq_spike_per_min",
+            "greater than 0",
+        ),
+        ("interval = \"1ns\"", "watch.interval", "at least 100ms"),
+        (
+            "checkpoints = [",
+            "watch.checkpoints[1]",
+            "past the end of the soak",
+        ),
+        ("max_scan_bytes", "log.max_scan_bytes", "greater than 0"),
+        (
+            "file:///etc/passwd",
+            "alerts.routes[1].url",
+            "expected http or https",
+        ),
+        ("restart_command = []", "rollback.restart_command", "empty"),
+    ];
+    for (needle, key, msg) in expect {
+        let want = format!("{}:{}:", bad.display(), line_with(&text, needle));
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!(": {key}: ")))
+            .unwrap_or_else(|| panic!("no problem for {key}:\n{}", run.stderr));
+        assert!(line.starts_with(&want), "{key}: want {want}: {line}");
+        assert!(line.contains(msg), "{key}: {line}");
+    }
+    assert!(
+        run.stderr.contains("config refused (6 problem(s))"),
+        "{}",
+        run.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8, item 10: outside text cannot forge output lines or drive a terminal.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crafted_label_value_cannot_forge_an_overall_line_in_any_output() {
+    let r = Replica::healthy(2).await;
+    let body = r
+        .http
+        .get(&r.metrics_url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    // One more series of the counter, on a "stream" whose label value holds an
+    // escaped newline, a forged verdict line, ANSI escapes and a BEL.
+    let real = body
+        .lines()
+        .find(|l| {
+            l.starts_with("normalize_hrv_messages_total{") && l.contains("result=\"success\"")
+        })
+        .unwrap_or_else(|| panic!("no success series in\n{body}"));
+    let start = real.find("stream=\"").expect("stream label") + "stream=\"".len();
+    let end = start + real[start..].find('"').expect("end of label");
+    let crafted = format!(
+        "{}EVIL\\nOVERALL: PASS (exit 0)\u{1b}[2J\u{1b}]0;owned\u{7}{} 3",
+        &real[..start],
+        &real[end..real.rfind(' ').expect("value")]
+    );
+    let exposition = format!("{body}{crafted}\n");
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{exposition}",
+            exposition.len()
+        )
+        .into_boxed_str(),
+    );
+    let port = serve_raw(response).await;
+    let url = r.metrics_url.clone();
+    r.edit_config(|t| t.replace(&url, &format!("http://127.0.0.1:{port}/metrics")));
+    let cfg = r.config.display().to_string();
+    let run = |format: &'static str| {
+        let cfg = cfg.clone();
+        async move {
+            run_bin(
+                &[
+                    "check", "--config", &cfg, "--format", format, "--window", "0s",
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+
+    let text = run("text").await;
+    assert_eq!(text.code, 2, "stream_purity fails: {}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("EVIL\\nOVERALL: PASS (exit 0)\\u{1b}[2J"),
+        "{}",
+        text.stdout
+    );
+    let overall: Vec<&str> = text
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("OVERALL"))
+        .collect();
+    assert_eq!(overall, vec!["OVERALL: FAIL (exit 2)"], "{}", text.stdout);
+    let md = run("markdown").await;
+    for (what, out) in [("text", &text.stdout), ("markdown", &md.stdout)] {
+        assert!(!out.contains('\u{1b}'), "{what}: ESC byte:\n{out}");
+        assert!(!out.contains('\u{7}'), "{what}: BEL byte:\n{out}");
+        assert!(
+            !out.lines()
+                .any(|l| l.trim_start().starts_with("OVERALL: PASS")),
+            "{what}:\n{out}"
+        );
+    }
+    // A Markdown cell is one line: the break is flattened, the rest made visible.
+    assert!(
+        md.stdout.contains("EVIL OVERALL: PASS (exit 0)\\u{1b}[2J"),
+        "{}",
+        md.stdout
+    );
+    // JSON stays valid and carries the value as it was (serde escapes it).
+    let json = run("json").await;
+    let ev = json.evidence("stream_purity");
+    assert!(ev.contains("EVIL\nOVERALL: PASS (exit 0)\u{1b}[2J"), "{ev}");
+    assert_eq!(json.json()["overall"], "fail");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_lists_an_unknown_key_a_wrong_type_and_a_bad_value_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = shipped_with(&[
+        ("lag_fail = 10", "lag_fial = 10"),
+        ("max_ack_pending = 1000", "max_ack_pending = \"lots\""),
+        ("min_coverage = 0.95", "min_coverage = 7.0"),
+    ]);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, &text).expect("write");
+    for cmd in ["validate", "check"] {
+        let run = run_bin(&[cmd, "--config", &bad.display().to_string()], &[]).await;
+        assert_eq!(run.code, 3, "{cmd}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("config refused (3 problem(s))"),
+            "{cmd}: {}",
+            run.stderr
+        );
+        for (needle, key, msg) in [
+            ("lag_fial", "criteria.lag_fial", "unknown field `lag_fial`"),
+            (
+                "max_ack_pending",
+                "consumer.max_ack_pending",
+                "invalid type",
+            ),
+            (
+                "min_coverage = 7.0",
+                "watch.min_coverage",
+                "must be in (0, 1]",
+            ),
+        ] {
+            let want = format!("{}:{}: {key}: ", bad.display(), line_with(&text, needle));
+            let line = run
+                .stderr
+                .lines()
+                .find(|l| l.starts_with(&want))
+                .unwrap_or_else(|| panic!("{cmd}: no {want:?} in\n{}", run.stderr));
+            assert!(line.contains(msg), "{cmd}: {line}");
+        }
+    }
+}

@@ -105,7 +105,7 @@ FEATURE_SERVICE_MANAGES_STREAMS=false\n\
 # Consumer configuration (updated ack_wait)\n\
 export DATABASE_URL=\"postgres://svc:s3cretpw@db:5432/app\"\r\n\
 NORMALIZE_HRV_ACK_WAIT_MS=60000  # Changed from 30000\n\
-weird line without equals\n\
+   # an indented comment\n\
 QUOTED='single # not a comment'";
 
 // ---------------------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ fn edit_env_changes_one_value_keeps_every_other_byte_backs_up_and_is_idempotent(
     assert!(!out.contains("s3cretpw"), "{out}");
 
     // Byte for byte: only the value on the one line changed (comment, CRLF line,
-    // odd line and the missing final newline all survive).
+    // indented comment and the missing final newline all survive).
     let new = std::fs::read(&env).expect("read env");
     let want = ENV_TEXT.replace(
         "EVENT_STREAM_MODE=multi  # flipped",
@@ -180,7 +180,8 @@ fn edit_env_follows_a_symlink_and_keeps_it() {
     std::fs::write(&real, "EVENT_STREAM_MODE=multi\n").expect("write");
     let link = dir.path().join(".env");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
-    steps::edit_env(&link, &default_set(), ".bak").expect("edit ok");
+    // Only when the config opts in (follow_env_symlink = true).
+    steps::edit_env_with(&link, &default_set(), ".bak", true).expect("edit ok");
     assert!(std::fs::symlink_metadata(&link)
         .expect("lstat")
         .file_type()
@@ -1195,4 +1196,313 @@ async fn dlq_spike_on_the_real_daemon_at_1s() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dlq_spike_on_the_real_daemon_at_10s() {
     dlq_spike_on_the_real_daemon("10s", 10).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 8, items 7, 9 and 11: refusals before the edit, env file policy, secrets.
+
+#[tokio::test]
+async fn a_restart_program_that_does_not_exist_is_refused_before_the_env_is_edited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "EVENT_STREAM_MODE=multi\n").expect("env");
+    let mut cfg = RollbackConfig::new(
+        env.clone(),
+        strings(&["soakwatch-no-such-restart-program", "restart"]),
+        dir.path().join("service.log"),
+    );
+    cfg.mode = RollbackMode::Armed;
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(0), "{:#?}", out.steps);
+    assert!(
+        out.steps[0]
+            .output
+            .contains("command not found: soakwatch-no-such-restart-program"),
+        "{}",
+        out.steps[0].output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("env"),
+        "EVENT_STREAM_MODE=multi\n"
+    );
+    assert!(!cfg.backup_path().exists());
+
+    // An empty argv while log lines are awaited cannot be meant either.
+    cfg.restart_command.clear();
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(0));
+    assert!(
+        out.steps[0].output.contains("restart_command: empty"),
+        "{}",
+        out.steps[0].output
+    );
+    assert_eq!(
+        std::fs::read_to_string(&env).expect("env"),
+        "EVENT_STREAM_MODE=multi\n"
+    );
+}
+
+/// A passwd-format file, the target a symlinked .env once pointed at.
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\n\
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+normalize:x:1001:1001::/srv/normalize:/bin/sh\n";
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlinked_env_file_is_refused_and_a_non_env_target_is_never_edited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, PASSWD).expect("passwd");
+    let link = dir.path().join(".env");
+    std::os::unix::fs::symlink(&passwd, &link).expect("symlink");
+    let flag = dir.path().join("restarted");
+    let mut cfg = RollbackConfig::new(
+        link.clone(),
+        vec!["touch".into(), flag.display().to_string()],
+        dir.path().join("service.log"),
+    );
+    cfg.mode = RollbackMode::Armed;
+    cfg.expect_log_lines.clear();
+
+    // Default policy: the link is refused, whatever it points to.
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(1), "{:#?}", out.steps);
+    let why = &out.steps[0].output;
+    assert!(
+        why.contains("is a symlink") && why.contains("follow_env_symlink = true"),
+        "{why}"
+    );
+    assert_eq!(std::fs::read(&passwd).expect("passwd"), PASSWD.as_bytes());
+    assert!(!flag.exists(), "the restart ran after a refused edit");
+
+    // Opted in: the target is read, and a passwd file is not an env file.
+    cfg.follow_env_symlink = true;
+    let out = rollback::execute(&cfg, &mut |_| {}).await;
+    assert_eq!(out.failed_step, Some(1), "{:#?}", out.steps);
+    let why = &out.steps[0].output;
+    assert!(
+        why.contains("is not an env file: line 1: not a KEY=value assignment")
+            && why.contains("3 such line(s)"),
+        "{why}"
+    );
+    assert!(why.contains("passwd"), "names the target: {why}");
+    assert_eq!(std::fs::read(&passwd).expect("passwd"), PASSWD.as_bytes());
+    assert!(!cfg.backup_path().exists());
+    assert!(!flag.exists());
+    assert_eq!(names_in(dir.path()), vec![".env", "passwd"]);
+
+    // A real env file with one bad line in the middle: refused, line named.
+    let env = dir.path().join("real.env");
+    let text = "EVENT_STREAM_MODE=multi\n# ok\nthis is not an assignment\nA=1\n";
+    std::fs::write(&env, text).expect("env");
+    let err = steps::edit_env(&env, &default_set(), ".bak").expect_err("refused");
+    assert!(err.to_string().contains("line 3"), "{err}");
+    assert_eq!(std::fs::read_to_string(&env).expect("env"), text);
+}
+
+/// A loopback HTTP receiver: records (path, headers as text, body) of every
+/// request; a path containing `echo` answers 500 with the request's
+/// Authorization header in the body, as careless receivers do.
+async fn echoing_receiver() -> (
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    u16,
+) {
+    use axum::body::Bytes;
+    use axum::extract::{OriginalUri, State};
+    use axum::http::{HeaderMap, StatusCode};
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    async fn handle(
+        State(seen): State<Seen>,
+        OriginalUri(uri): OriginalUri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        seen.lock().expect("lock").push((
+            uri.path().to_string(),
+            format!("{headers:?}"),
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+        if uri.path().contains("echo") {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("refused request with\nAuthorization: {auth}\n"),
+            )
+        } else {
+            (StatusCode::OK, "ok".into())
+        }
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (seen, port)
+}
+
+fn toml_str(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restart_gets_only_the_named_environment_and_no_secret_reaches_the_record_logs_or_alerts(
+) {
+    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (seen, port) = echoing_receiver().await;
+    let smtp_pw = "Smtp-Pa55-never-shown";
+    let hook_secret = "hmac-key-never-shown";
+    let slack_path = "T0AAA/B0BBB/XyZslackPathSecret";
+    let basic = ("hookuser", "B4sic-pw-never-shown");
+    let unrelated = "Unrelated-daemon-token-77";
+
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "EVENT_STREAM_MODE=multi\n").expect("env");
+    // What a careless restart script prints: everything it can see, plus a
+    // file that happens to hold the secrets and an echoed header.
+    let leak = dir.path().join("leak.txt");
+    std::fs::write(
+        &leak,
+        format!(
+            "hmac={hook_secret}\nurl=http://127.0.0.1:{port}/services/{slack_path}\n\
+             Authorization: Basic aG9va3VzZXI6QjRzaWMtcHctbmV2ZXItc2hvd24=\n"
+        ),
+    )
+    .expect("leak");
+    let state = dir.path().join("state.sqlite");
+    let base = read_shipped();
+    let base = &base[..base.find("[[alerts.routes]]").expect("routes")];
+    let text = format!(
+        "{base}\n\
+         [[alerts.routes]]\nname = \"mail\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+         smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nusername = \"soak\"\npassword = \"${{SMTP_PASSWORD}}\"\n\
+         from = \"soakwatch@localhost\"\nto = [\"oncall@localhost\"]\n\n\
+         [[alerts.routes]]\nname = \"slack-like\"\nkind = \"webhook\"\n\
+         url = \"http://127.0.0.1:{port}/services/{slack_path}\"\nhmac_secret = \"${{ALERT_WEBHOOK_SECRET}}\"\n\n\
+         [[alerts.routes]]\nname = \"echoing\"\nkind = \"webhook\"\n\
+         url = \"http://{}:{}@127.0.0.1:{port}/echo\"\n\n\
+         [rollback]\nmode = \"disarmed\"\nenv_file = {}\nlog_file = {}\n\
+         restart_command = [\"sh\", \"-c\", \"env; echo pw=$SMTP_PASSWORD; cat {}\"]\n\
+         restart_env = {{ GIVEN_TO_RESTART = \"yes-given\", SMTP_PASSWORD = \"${{SMTP_PASSWORD}}\" }}\n\
+         inherit_env = [\"HOME\"]\nexpect_log_lines = []\n",
+        basic.0,
+        basic.1,
+        toml_str(&env),
+        toml_str(&dir.path().join("service.log")),
+        leak.display(),
+        smtp_port = common::free_port(),
+    )
+    .replace(
+        "state = \"${SOAKWATCH_STATE:-reports/soakwatch-state.sqlite}\"",
+        &format!("state = {}", toml_str(&state)),
+    );
+    let cfg = dir.path().join("checks.toml");
+    std::fs::write(&cfg, &text).expect("config");
+
+    let store = Store::open(&state).await.expect("state");
+    store
+        .start_soak(
+            &SoakRecord {
+                meta: soakwatch::soak::timeline::SoakMeta {
+                    id: "soak-secrets".into(),
+                    name: "secrets".into(),
+                    t0: chrono::Utc::now(),
+                    planned_secs: 3600.0,
+                },
+                baselines: Baselines::default(),
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("soak");
+    store.close().await;
+
+    let run = common::run_bin(
+        &[
+            "rollback",
+            "--execute",
+            "--config",
+            &cfg.display().to_string(),
+        ],
+        &[
+            ("SMTP_PASSWORD", smtp_pw),
+            ("ALERT_WEBHOOK_SECRET", hook_secret),
+            ("UNRELATED_DAEMON_TOKEN", unrelated),
+            ("SOAKWATCH_LOG", "debug"),
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+
+    let store = Store::open_read_only(&state).await.expect("state");
+    let rec = store
+        .rollback_record::<serde_json::Value>("soak-secrets")
+        .await
+        .expect("record")
+        .expect("a rollback record");
+    store.close().await;
+    let record = serde_json::to_string(&rec.steps).expect("json");
+    let outbox = std::process::Command::new("sqlite3")
+        .arg(&state)
+        .arg("SELECT route, attempts, last_error FROM outbox")
+        .output()
+        .expect("sqlite3");
+    let outbox = String::from_utf8_lossy(&outbox.stdout).into_owned();
+    let received: Vec<(String, String, String)> = seen.lock().expect("lock").clone();
+    // Bodies only: the request path of the slack-like route is its secret.
+    let bodies: String = received.iter().map(|(_, _, b)| format!("{b}\n")).collect();
+
+    // The restart saw PATH, HOME and what restart_env names, nothing else.
+    assert!(record.contains("GIVEN_TO_RESTART=yes-given"), "{record}");
+    assert!(record.contains("PATH="), "{record}");
+    assert!(record.contains("HOME="), "{record}");
+    assert!(!record.contains("UNRELATED_DAEMON_TOKEN"), "{record}");
+    // What it printed of the secrets it was given or found is cut out.
+    assert!(record.contains("pw=***"), "{record}");
+    assert!(record.contains("hmac=***"), "{record}");
+    assert!(record.contains("Authorization: Basic ***"), "{record}");
+    assert!(!record.contains("ALERT_WEBHOOK_SECRET"), "{record}");
+    // The rollback alert reached the webhook; the echoing one refused it.
+    assert!(
+        received
+            .iter()
+            .any(|(p, _, b)| p.starts_with("/services/") && b.contains("rollback")),
+        "{bodies}"
+    );
+    assert!(outbox.contains("echoing|1|"), "{outbox}");
+    assert!(outbox.contains("HTTP 500"), "{outbox}");
+    assert!(outbox.contains("Authorization: Basic ***"), "{outbox}");
+    for (what, text) in [
+        ("record", &record),
+        ("outbox", &outbox),
+        ("alert bodies", &bodies),
+        ("stdout", &run.stdout),
+        ("logs", &run.stderr),
+    ] {
+        for secret in [
+            smtp_pw,
+            hook_secret,
+            "XyZslackPathSecret",
+            basic.1,
+            "aG9va3VzZXI6QjRzaWMtcHctbmV2ZXItc2hvd24",
+            unrelated,
+        ] {
+            assert!(!text.contains(secret), "{secret} in the {what}:\n{text}");
+        }
+    }
+}
+
+fn read_shipped() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+        .expect("shipped checks.toml")
 }

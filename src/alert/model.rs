@@ -146,26 +146,32 @@ impl Notification {
             NotificationKind::Repeat => format!("still {}", parts.join("; ")),
             NotificationKind::Change => parts.join("; "),
         };
-        format!("[soakwatch] {what} ({})", self.soak_name)
+        format!(
+            "[soakwatch] {what} ({})",
+            crate::output::untrusted(&self.soak_name)
+        )
     }
 
-    /// Plain-text body for email and chat.
+    /// Plain-text body for email and chat; text from outside (evidence
+    /// quoting labels and log lines, rollback output) is scrubbed and has its
+    /// control characters made visible, so it cannot forge body lines.
     pub fn text(&self) -> String {
+        use crate::output::untrusted as u;
         let mut out = format!(
             "{}\nsoak {} at {}\n\n",
             self.subject(),
-            self.soak_id,
+            u(&self.soak_id),
             self.created_at.to_rfc3339()
         );
         for a in &self.alerts {
             out.push_str(&format!(
                 "- [{}] {} ({}): {}\n  target: {}\n  evidence: {}\n  since {}{}\n",
                 a.state.as_str().to_uppercase(),
-                a.name,
+                u(&a.name),
                 a.severity.as_str(),
-                a.summary,
-                a.target,
-                a.evidence,
+                u(&a.summary),
+                u(&a.target),
+                u(&a.evidence),
                 a.starts_at.to_rfc3339(),
                 a.ends_at
                     .map(|e| format!(", ended {}", e.to_rfc3339()))

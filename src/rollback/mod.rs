@@ -70,6 +70,11 @@ pub struct RollbackConfig {
     pub mode: RollbackMode,
     /// The service's `.env`.
     pub env_file: PathBuf,
+    /// Whether a symlinked `env_file` may be edited (its target is then
+    /// rewritten). Off by default: an edit through a link once appended
+    /// `EVENT_STREAM_MODE=single` to a passwd-format file.
+    #[serde(default)]
+    pub follow_env_symlink: bool,
     /// Keys to set in the `.env` (default `EVENT_STREAM_MODE = "single"`).
     #[serde(default = "default_set")]
     pub set: BTreeMap<String, String>,
@@ -79,6 +84,16 @@ pub struct RollbackConfig {
     /// argv of the restart, run without a shell; empty skips the step (recorded as skipped).
     /// Required, so skipping the restart is always a written decision.
     pub restart_command: Vec<String>,
+    /// Environment of the restart command beyond PATH: it does not inherit
+    /// soakwatch's (which holds SMTP passwords, webhook secrets, database
+    /// URLs). Values set here win over inherited ones.
+    #[serde(default)]
+    pub restart_env: BTreeMap<String, String>,
+    /// Names of soakwatch's own environment variables the restart command
+    /// gets (e.g. `["HOME", "XDG_RUNTIME_DIR"]` for `systemctl --user`);
+    /// `["*"]` passes the whole environment (secrets included).
+    #[serde(default)]
+    pub inherit_env: Vec<String>,
     /// Longest the restart command may run before its process group is killed (default 60s).
     #[serde(default = "default_step_timeout", with = "humantime_serde")]
     pub restart_timeout: Duration,
@@ -121,9 +136,12 @@ impl RollbackConfig {
         RollbackConfig {
             mode: RollbackMode::default(),
             env_file,
+            follow_env_symlink: false,
             set: default_set(),
             backup_suffix: default_backup_suffix(),
             restart_command,
+            restart_env: BTreeMap::new(),
+            inherit_env: Vec::new(),
             restart_timeout: default_step_timeout(),
             log_file,
             expect_log_lines: default_expect_log_lines(),
@@ -157,9 +175,27 @@ impl RollbackConfig {
                     .to_string(),
             );
         }
-        if let Some(first) = self.restart_command.first() {
-            if first.is_empty() {
+        match self.restart_command.first() {
+            Some(first) if first.trim().is_empty() => {
                 problems.push("restart_command: the program (first element) is empty".to_string());
+            }
+            Some(_) => {}
+            // Nothing would restart the service, so verify_logs could only
+            // fail, and only after the .env was edited. A disarmed config
+            // (e.g. only for the periodic e2e probe) never runs the steps;
+            // `rollback --execute` arms it, and then this refuses it.
+            None if !self.expect_log_lines.is_empty() && self.mode != RollbackMode::Disarmed => problems.push(
+                "restart_command: empty, but expect_log_lines waits for the restarted service; \
+                 name the restart argv, or set expect_log_lines = [] too to edit the .env only"
+                    .to_string(),
+            ),
+            None => {}
+        }
+        for key in self.restart_env.keys().chain(self.inherit_env.iter()) {
+            if key != "*" && (key.is_empty() || key.contains(['=', '\0'])) {
+                problems.push(format!(
+                    "restart_env: {key:?} is not an environment variable name"
+                ));
             }
         }
         if self.restart_timeout.is_zero() {
@@ -183,6 +219,32 @@ impl RollbackConfig {
             problems.extend(e.validate().into_iter().map(|p| format!("e2e.{p}")));
         }
         problems
+    }
+
+    /// The restart command's whole environment, from soakwatch's own
+    /// (`lookup` of one name, `all` of every pair, both injectable): PATH,
+    /// the `inherit_env` names that are set, then `restart_env`.
+    pub fn restart_environment(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        all: &dyn Fn() -> Vec<(String, String)>,
+    ) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        if self.inherit_env.iter().any(|n| n == "*") {
+            env.extend(all());
+        }
+        for name in std::iter::once("PATH").chain(self.inherit_env.iter().map(String::as_str)) {
+            if let Some(v) = lookup(name) {
+                env.insert(name.to_string(), v);
+            }
+        }
+        env.extend(self.restart_env.clone());
+        env
+    }
+
+    /// [`RollbackConfig::restart_environment`] of this process.
+    pub fn restart_environment_of_process(&self) -> BTreeMap<String, String> {
+        self.restart_environment(&|n| std::env::var(n).ok(), &|| std::env::vars().collect())
     }
 
     /// Where [`steps::edit_env`] keeps the original `.env`.
@@ -313,10 +375,11 @@ fn describe_step(cfg: &RollbackConfig, n: usize) -> String {
     }
 }
 
-/// A value as it may be shown: hidden for keys that look like credentials.
-pub(crate) fn shown_value(key: &str, value: &str) -> String {
+/// Whether an environment or `.env` key names a credential (its value is
+/// then never shown, and is scrubbed from the restart command's output).
+pub fn is_secret_name(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
-    let secret = [
+    [
         "PASSWORD",
         "PASSWD",
         "SECRET",
@@ -325,10 +388,18 @@ pub(crate) fn shown_value(key: &str, value: &str) -> String {
         "PRIVATE",
         "API_KEY",
         "APIKEY",
+        "AUTH",
+        "WEBHOOK",
+        "DATABASE_URL",
+        "DSN",
     ]
     .iter()
-    .any(|s| k.contains(s));
-    if secret {
+    .any(|s| k.contains(s))
+}
+
+/// A value as it may be shown: hidden for keys that look like credentials.
+pub(crate) fn shown_value(key: &str, value: &str) -> String {
+    if is_secret_name(key) {
         "***".to_string()
     } else if value.contains("://") {
         redact_urls(value)
@@ -390,7 +461,10 @@ pub async fn execute(
         RollbackMode::Armed => {}
     }
 
-    let problems = cfg.validate();
+    let mut problems = cfg.validate();
+    if problems.is_empty() {
+        problems = preflight_io(cfg);
+    }
     if !problems.is_empty() {
         out.failed_step = Some(0);
         push(&mut out, preflight_failure(&problems));
@@ -409,7 +483,12 @@ pub async fn execute(
 
     // 1. edit_env
     let t = Timer::start();
-    let r = steps::edit_env(&cfg.env_file, &cfg.set, &cfg.backup_suffix);
+    let r = steps::edit_env_with(
+        &cfg.env_file,
+        &cfg.set,
+        &cfg.backup_suffix,
+        cfg.follow_env_symlink,
+    );
     let rec = t.record(1, r.map(Some));
     let failed = rec.status == StepStatus::Failed;
     push(&mut out, rec);
@@ -425,9 +504,13 @@ pub async fn execute(
     let r = if cfg.restart_command.is_empty() {
         Ok(None)
     } else {
-        steps::restart(&cfg.restart_command, cfg.restart_timeout)
-            .await
-            .map(Some)
+        steps::restart_with_env(
+            &cfg.restart_command,
+            cfg.restart_timeout,
+            &cfg.restart_environment_of_process(),
+        )
+        .await
+        .map(Some)
     };
     let rec = t.record_or_skip(2, r, "restart_command is empty");
     let failed = rec.status == StepStatus::Failed;
@@ -502,6 +585,20 @@ fn stop_after(
     out
 }
 
+/// The checks that look at the machine (the restart program exists), run
+/// before the `.env` is touched: each of them would otherwise fail only after
+/// the edit, leaving the service configured for single mode but not restarted.
+fn preflight_io(cfg: &RollbackConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(program) = cfg.restart_command.first() {
+        let env = cfg.restart_environment_of_process();
+        if let Err(e) = steps::find_program(program, env.get("PATH").map(String::as_str)) {
+            problems.push(format!("restart_command: {e}"));
+        }
+    }
+    problems
+}
+
 fn preflight_failure(problems: &[String]) -> StepRecord {
     StepRecord {
         n: 0,
@@ -568,10 +665,14 @@ impl Timer {
     }
 }
 
-/// Trimmed, URL-redacted and bounded to [`MAX_OUTPUT_BYTES`] (the tail is
-/// kept, since that is where a failing command says why).
+/// Trimmed, URL-redacted, scrubbed of every configured credential
+/// ([`crate::secret::scrub`]) and bounded to [`MAX_OUTPUT_BYTES`] (the tail
+/// is kept, since that is where a failing command says why).
 pub fn clean_output(s: &str) -> String {
-    bound_tail(redact_urls(s.trim()).trim(), MAX_OUTPUT_BYTES)
+    bound_tail(
+        crate::secret::scrub(&redact_urls(s.trim())).trim(),
+        MAX_OUTPUT_BYTES,
+    )
 }
 
 /// Replaces every URL-looking token with its [`crate::secret::redact_url`] form.

@@ -47,6 +47,26 @@ pub enum StepError {
     /// The env file is not UTF-8 text.
     #[error("env file {0} is not UTF-8 text; nothing was changed")]
     EnvNotText(PathBuf),
+    /// The env file is a symlink and the config does not allow following it.
+    #[error("env file {path} is a symlink (to {target}); refused, since editing it would rewrite whatever it points to (set [rollback] follow_env_symlink = true if the target is the service's env file); nothing was changed")]
+    EnvSymlink {
+        /// The env file as configured.
+        path: PathBuf,
+        /// Where the link points.
+        target: PathBuf,
+    },
+    /// The file does not parse as an env file, so it is not edited.
+    #[error("{path} is not an env file: line {line}: {reason} ({count} such line(s)); refused, nothing was changed")]
+    EnvNotEnvFile {
+        /// The env file (the target, when reached through a symlink).
+        path: PathBuf,
+        /// 1-based line of the first line at fault.
+        line: usize,
+        /// Why that line is not `KEY=value`, a comment or blank.
+        reason: String,
+        /// How many lines are at fault.
+        count: usize,
+    },
     /// A key could not be set (invalid name or unrepresentable value).
     #[error("cannot set {key} in {path} (invalid key name or value); nothing was changed")]
     EnvSet {
@@ -186,16 +206,41 @@ pub fn backup_path(env_file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Sets each key in the `.env`, keeping every other byte; the original is
-/// first saved to `<env_file><backup_suffix>`, then the new text replaces the
-/// file atomically (temp file in the same directory, fsync, rename), with the
-/// original's permissions and owner. Already-set values change nothing (not
-/// even the backup, which keeps the pre-rollback file of an earlier run).
+/// [`edit_env_with`] under the default policy: a symlinked env file is refused.
 pub fn edit_env(
     env_file: &Path,
     set: &BTreeMap<String, String>,
     backup_suffix: &str,
 ) -> Result<String, StepError> {
+    edit_env_with(env_file, set, backup_suffix, false)
+}
+
+/// Sets each key in the `.env`, keeping every other byte; the original is
+/// first saved to `<env_file><backup_suffix>`, then the new text replaces the
+/// file atomically (temp file in the same directory, fsync, rename), with the
+/// original's permissions and owner. Already-set values change nothing (not
+/// even the backup, which keeps the pre-rollback file of an earlier run).
+///
+/// Refused before anything is written: a symlinked `env_file` unless
+/// `follow_symlink` (an edit through a link rewrites its target, which once
+/// was a passwd-format file), and a file with any line that is neither
+/// `KEY=value`, a comment nor blank (the first such line is named).
+pub fn edit_env_with(
+    env_file: &Path,
+    set: &BTreeMap<String, String>,
+    backup_suffix: &str,
+    follow_symlink: bool,
+) -> Result<String, StepError> {
+    match std::fs::symlink_metadata(env_file) {
+        Ok(m) if m.file_type().is_symlink() && !follow_symlink => {
+            let target = std::fs::read_link(env_file).unwrap_or_default();
+            return Err(StepError::EnvSymlink {
+                path: env_file.to_path_buf(),
+                target,
+            });
+        }
+        _ => {}
+    }
     let bytes = match std::fs::read(env_file) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -211,6 +256,14 @@ pub fn edit_env(
     let original =
         String::from_utf8(bytes).map_err(|_| StepError::EnvNotText(env_file.to_path_buf()))?;
     let mut env = EnvFile::parse(&original);
+    if let Some((line, reason)) = env.invalid_lines().first() {
+        return Err(StepError::EnvNotEnvFile {
+            path: std::fs::canonicalize(env_file).unwrap_or_else(|_| env_file.to_path_buf()),
+            line: *line,
+            reason: reason.clone(),
+            count: env.invalid_lines().len(),
+        });
+    }
 
     let mut changes = Vec::new();
     for (key, value) in set {
@@ -280,7 +333,7 @@ pub fn edit_env(
     );
     if !env.warnings().is_empty() {
         out.push_str(&format!(
-            "; {} odd line(s) kept verbatim (first: line {})",
+            "; {} repeated key(s) kept verbatim, the last assignment was set (first: line {})",
             env.warnings().len(),
             env.warnings()[0].0
         ));
@@ -398,13 +451,36 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, buf: Arc<Mutex<Captured
     }
 }
 
-/// Runs `argv` (no shell) in its own process group, with stdin closed and
-/// stdout+stderr captured (bounded). Non-zero exit, a missing program or
+/// [`restart_with_env`] with only soakwatch's PATH in the environment.
+pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepError> {
+    let env: BTreeMap<String, String> = std::env::var("PATH")
+        .ok()
+        .map(|p| ("PATH".to_string(), p))
+        .into_iter()
+        .collect();
+    restart_with_env(argv, timeout, &env).await
+}
+
+/// Runs `argv` (no shell) in its own process group, with stdin closed,
+/// exactly `env` as its environment (nothing inherited: soakwatch's holds
+/// credentials) and stdout+stderr captured (bounded, the values of
+/// secret-named `env` entries cut out). Non-zero exit, a missing program or
 /// the timeout fail the step; on timeout the whole process group is killed,
 /// so a hung `systemctl` or script leaves nothing behind.
-pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepError> {
+pub async fn restart_with_env(
+    argv: &[String],
+    timeout: Duration,
+    env: &BTreeMap<String, String>,
+) -> Result<String, StepError> {
     let (program, args) = argv.split_first().ok_or(StepError::EmptyCommand)?;
+    let mut scrub = crate::secret::Scrubber::default();
+    for (k, v) in env {
+        if super::is_secret_name(k) {
+            scrub.add(v);
+        }
+    }
     let mut cmd = tokio::process::Command::new(program);
+    cmd.env_clear().envs(env);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -451,6 +527,7 @@ pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepE
         Ok(b) => b.text(),
         Err(p) => p.into_inner().text(),
     };
+    let output = crate::secret::scrub(&scrub.scrub(&output));
     let took = started.elapsed();
     match waited {
         Err(_) => Err(StepError::TimedOut {
@@ -493,6 +570,44 @@ pub async fn restart(argv: &[String], timeout: Duration) -> Result<String, StepE
                 output,
             })
         }
+    }
+}
+
+/// Where `program` would be found by the restart: as given when it names a
+/// path, else in the directories of `path_var` (the PATH the command gets).
+/// Checked before the `.env` is edited, so a typo in the program cannot
+/// leave the service half rolled back.
+pub fn find_program(program: &str, path_var: Option<&str>) -> Result<PathBuf, StepError> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        path_var
+            .unwrap_or_default()
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(program))
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .find(|c| is_executable_file(c))
+        .ok_or_else(|| StepError::CommandNotFound(program.to_string()))
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o111 != 0
+            }
+            #[cfg(not(unix))]
+            {
+                true
+            }
+        }
+        _ => false,
     }
 }
 

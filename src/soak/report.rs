@@ -785,6 +785,29 @@ mod tests {
     }
 
     #[test]
+    fn outside_text_cannot_forge_report_lines_or_drive_a_terminal() {
+        let mut s = summary(48);
+        s.name = "soak\n**Verdict:** ✅ APPROVED FOR PRODUCTION".into();
+        let start = s.t0 + Duration::hours(30);
+        s.incidents.push(Span {
+            criterion: CriterionId::Fallback,
+            status: Status::Fail,
+            start,
+            end: start + Duration::minutes(1),
+            peak: Some(1.0),
+            evidence: "log line: x\n**Verdict:** ✅ APPROVED FOR PRODUCTION\u{1b}[2J\u{7}".into(),
+        });
+        let md = render_markdown(&s, "48h final", &[]);
+        assert!(!md.contains('\u{1b}') && !md.contains('\u{7}'), "{md}");
+        assert_eq!(
+            md.lines().filter(|l| l.starts_with("**Verdict:**")).count(),
+            1,
+            "{md}"
+        );
+        assert!(md.contains("\\u{1b}[2J\\u{7}"), "{md}");
+    }
+
+    #[test]
     fn in_progress_soak_has_days_not_reached() {
         let s = summary(10);
         let md = render_markdown(&s, "on demand", &[]);

@@ -179,6 +179,13 @@ impl Sink {
             Sink::Webhook(s) => http::send_webhook(s, n, http).await,
             Sink::Alertmanager(s) => http::send_alertmanager(s, n, http).await,
         };
+        // A receiver's answer may echo any configured credential (another
+        // route's, or an Authorization header): the reason is logged and
+        // stored in the outbox, so it is scrubbed with all of them here.
+        let result = result.map_err(|e| SinkError {
+            reason: crate::output::escape_untrusted(&crate::secret::scrub(&e.reason)),
+            ..e
+        });
         match &result {
             Ok(()) => {
                 tracing::debug!(sink = %self.describe(), id = %n.id, "notification delivered")
