@@ -225,6 +225,16 @@ fn baselines_from(cfg: &Config, first: &Snapshot) -> Baselines {
     }
 }
 
+/// The first tick of the jitter-free grid (tick k is at T0 + k * interval)
+/// that is not in the past: a resumed soak continues on its grid.
+fn first_tick(t0: DateTime<Utc>, interval: chrono::Duration, now: DateTime<Utc>) -> i64 {
+    if now <= t0 {
+        return 0;
+    }
+    ((now - t0).num_milliseconds() + interval.num_milliseconds() - 1)
+        / interval.num_milliseconds().max(1)
+}
+
 /// A soak id: the name and T0, readable and unique per start.
 fn soak_id(name: &str, t0: DateTime<Utc>) -> String {
     let clean: String = name
@@ -275,6 +285,8 @@ pub struct Watch {
     pending_alerts: std::collections::VecDeque<alert_engine::StepOutput>,
     /// Checkpoints written whose marks are not yet in the state database.
     unmarked_checkpoints: Vec<(String, PathBuf)>,
+    /// Outbox rows (pending, delivered, given up) as last read.
+    outbox: (i64, i64, i64),
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -331,6 +343,7 @@ impl Watch {
             lost_cycles: 0,
             pending_alerts: Default::default(),
             unmarked_checkpoints: Vec::new(),
+            outbox: (0, 0, 0),
         })
     }
 
@@ -348,69 +361,13 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
-        let resumed = if start.new_soak {
-            None
-        } else {
-            self.store.active_soak().await?
-        };
+        let mut pending_new = self.begin(&start, clock).await?;
         let interval = chrono::Duration::from_std(self.cfg.watch.interval)
             .unwrap_or(chrono::Duration::seconds(10));
-        let mut pending_new: Option<DateTime<Utc>> = None;
-        match resumed {
-            Some(rec) => {
-                tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
-                self.eff = with_baselines(&self.cfg, &rec.baselines);
-                self.cycles = self.store.cycles(&rec.meta.id).await?;
-                self.dedupe = EvidenceDeduper::from_history(&self.cycles);
-                self.alerts =
-                    AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
-                self.rollback_latched = crate::rollback_run::check_interrupted(
-                    &self.store,
-                    &self.cfg.alerts,
-                    &rec.meta.id,
-                    &rec.meta.name,
-                )
-                .await?;
-                self.rollback_view = crate::rollback_run::view(&self.store, &rec.meta.id).await?;
-                self.prev = self.store.last_snapshot(&rec.meta.id).await?;
-                self.soak = rec;
-            }
-            None => {
-                // T0: --t0, else `[soak] started_at` (the cutover the soak
-                // follows), else now. A soak that is over already is refused.
-                let mut t0 = start
-                    .t0
-                    .or(self.cfg.soak.started_at)
-                    .unwrap_or_else(|| clock.now());
-                if start.new_soak && start.t0.is_none() {
-                    // `--new-soak` after a soak from the same started_at: that
-                    // T0 is taken (its soak is kept); the new one starts now.
-                    if let Some(old) = self.store.active_soak().await? {
-                        if old.meta.t0 == t0 {
-                            t0 = clock.now();
-                        }
-                    }
-                }
-                let end =
-                    t0 + chrono::Duration::from_std(self.cfg.soak.duration).unwrap_or_default();
-                if end <= clock.now() {
-                    return Err(WatchError::SoakOver { t0, end });
-                }
-                pending_new = Some(t0);
-            }
-        }
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
-        // Jitter-free grid: tick k is at T0 + k * interval; resume at the next one.
-        let now = clock.now();
-        let mut k: i64 = if now <= t0 {
-            0
-        } else {
-            ((now - t0).num_milliseconds() + interval.num_milliseconds() - 1)
-                / interval.num_milliseconds().max(1)
-        };
+        let mut k = first_tick(t0, interval, clock.now());
         let mut done_cycles = 0u64;
         let mut summary = self.summary();
-        let mut outbox = (0, 0, 0);
         // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
         let delivery_stop = CancellationToken::new();
         let delivery = spawn_delivery(
@@ -425,109 +382,7 @@ impl Watch {
                 _ = shutdown.cancelled() => break,
                 _ = clock.sleep_until(tick) => {}
             }
-            let started = std::time::Instant::now();
-            let since: Vec<DateTime<Utc>> = self.prev.iter().map(|p| p.taken_at).collect();
-            // A cycle's probes are bounded by the probe timeout, so a cycle
-            // that has started is finished even when shutdown is requested;
-            // a cycle that runs long makes the next tick late, never two at once.
-            let snap = source.snapshot(tick, &since).await;
-            if let Some(t0_new) = pending_new.take() {
-                let baselines = baselines_from(&self.cfg, &snap);
-                let rec = SoakRecord {
-                    meta: SoakMeta {
-                        id: soak_id(&self.cfg.soak.name, t0_new),
-                        name: self.cfg.soak.name.clone(),
-                        t0: t0_new,
-                        planned_secs: self.cfg.soak.duration.as_secs_f64(),
-                    },
-                    baselines,
-                };
-                tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, baselines = ?rec.baselines, "new soak");
-                self.eff = with_baselines(&self.cfg, &rec.baselines);
-                self.soak = rec;
-                self.soak_saved = false;
-            }
-            let (mut rec, verdicts) =
-                CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
-            self.dedupe.apply(&mut rec);
-            // Every write below may fail (disk full, directory replaced, the
-            // database locked): the failure is recorded and retried on later
-            // cycles, and the soak goes on from what is in memory.
-            self.unsaved.push_back((rec.clone(), snap.clone()));
-            self.save_pending(clock.now()).await;
-            let errors: Vec<String> = rec.probe_errors.keys().cloned().collect();
-            for (p, e) in &rec.probe_errors {
-                tracing::warn!(probe = %p, reason = %e, "probe failed");
-            }
-            self.cycles.push(rec);
-            self.last_verdicts = verdicts;
-            self.prev = Some(snap);
-            summary = self.summary();
-            let out = self.alerts.step(&self.cfg.alerts, &summary, tick);
-            for n in &out.notifications {
-                tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
-            }
-            self.queue_alerts(out, clock.now()).await;
-            self.write_due_checkpoints(&summary, clock.now()).await;
-            match self.store.outbox_counts().await {
-                Ok(counts) => outbox = counts,
-                Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
-            }
-            self.maybe_fire_rollback(&summary, clock.now()).await;
-            self.periodic_e2e(clock.now()).await;
-            if self.rollback_latched {
-                self.refresh_rollback_view().await;
-            }
-            if self.cycles.len().is_multiple_of(360) && self.unsaved.is_empty() {
-                let before = tick
-                    - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots)
-                        .unwrap_or_default();
-                match self
-                    .store
-                    .thin(&self.soak.meta.id, before, self.cfg.watch.thin_to)
-                    .await
-                {
-                    Ok(thinned) => tracing::debug!(thinned, "old snapshots thinned"),
-                    Err(e) => self.note(WriteTarget::State, format!("thinning snapshots: {e}")),
-                }
-            }
-            self.self_alert(tick).await;
-            if let Ok(mut st) = self.status.write() {
-                st.cycles += 1;
-                st.last_cycle_secs = started.elapsed().as_secs_f64();
-                st.last_sample_at = Some(tick);
-                for e in errors {
-                    *st.probe_errors.entry(e).or_default() += 1;
-                }
-                st.state_bytes = self.store.size_bytes();
-                st.interval_secs = self.cfg.watch.interval.as_secs_f64();
-                st.soak_id = self.soak.meta.id.clone();
-                st.outbox = outbox;
-                st.write_failures = WriteTarget::ALL
-                    .iter()
-                    .map(|t| (t.as_str().to_string(), self.health.failures(*t)))
-                    .collect();
-                st.write_failing = WriteTarget::ALL
-                    .iter()
-                    .filter(|t| self.health.target_failing(**t))
-                    .map(|t| t.as_str().to_string())
-                    .collect();
-                st.unsaved_cycles = self.unsaved.len() as u64;
-                st.lost_cycles = self.lost_cycles;
-                st.firing = self
-                    .alerts
-                    .firing()
-                    .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
-                    .collect();
-                st.summary = Some(summary.clone());
-            }
-            tracing::info!(
-                soak = %self.soak.meta.id,
-                cycle = self.cycles.len(),
-                verdict = summary.verdict.as_str(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "cycle done"
-            );
+            summary = self.cycle(source, clock, tick, &mut pending_new).await;
             done_cycles += 1;
             if start.max_cycles.is_some_and(|m| done_cycles >= m) {
                 break;
@@ -539,6 +394,216 @@ impl Watch {
                 k += 1;
             }
         }
+        self.finish(summary, clock, delivery_stop, delivery).await
+    }
+
+    /// Resumes the active soak (history, alert states, rollback latch, last
+    /// snapshot) or, for a new one, returns its T0: it is recorded at the
+    /// first cycle, when its baselines can be observed.
+    async fn begin(
+        &mut self,
+        start: &StartOptions,
+        clock: &dyn Clock,
+    ) -> Result<Option<DateTime<Utc>>, WatchError> {
+        let resumed = if start.new_soak {
+            None
+        } else {
+            self.store.active_soak().await?
+        };
+        if let Some(rec) = resumed {
+            tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
+            self.eff = with_baselines(&self.cfg, &rec.baselines);
+            self.cycles = self.store.cycles(&rec.meta.id).await?;
+            self.dedupe = EvidenceDeduper::from_history(&self.cycles);
+            self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
+            self.rollback_latched = crate::rollback_run::check_interrupted(
+                &self.store,
+                &self.cfg.alerts,
+                &rec.meta.id,
+                &rec.meta.name,
+            )
+            .await?;
+            self.rollback_view = crate::rollback_run::view(&self.store, &rec.meta.id).await?;
+            self.prev = self.store.last_snapshot(&rec.meta.id).await?;
+            self.soak = rec;
+            return Ok(None);
+        }
+        // T0: --t0, else `[soak] started_at` (the cutover the soak
+        // follows), else now. A soak that is over already is refused.
+        let mut t0 = start
+            .t0
+            .or(self.cfg.soak.started_at)
+            .unwrap_or_else(|| clock.now());
+        if start.new_soak && start.t0.is_none() {
+            // `--new-soak` after a soak from the same started_at: that
+            // T0 is taken (its soak is kept); the new one starts now.
+            if let Some(old) = self.store.active_soak().await? {
+                if old.meta.t0 == t0 {
+                    t0 = clock.now();
+                }
+            }
+        }
+        let end = t0 + chrono::Duration::from_std(self.cfg.soak.duration).unwrap_or_default();
+        if end <= clock.now() {
+            return Err(WatchError::SoakOver { t0, end });
+        }
+        Ok(Some(t0))
+    }
+
+    /// One cycle at `tick`: sample, judge, record, alert, checkpoints,
+    /// rollback, E2E, thinning, status. Never fails: what cannot be written
+    /// is recorded in [`SelfHealth`] and retried.
+    async fn cycle(
+        &mut self,
+        source: &dyn SampleSource,
+        clock: &dyn Clock,
+        tick: DateTime<Utc>,
+        pending_new: &mut Option<DateTime<Utc>>,
+    ) -> SoakSummary {
+        let started = std::time::Instant::now();
+        let since: Vec<DateTime<Utc>> = self.prev.iter().map(|p| p.taken_at).collect();
+        // A cycle's probes are bounded by the probe timeout, so a cycle
+        // that has started is finished even when shutdown is requested;
+        // a cycle that runs long makes the next tick late, never two at once.
+        let snap = source.snapshot(tick, &since).await;
+        if let Some(t0_new) = pending_new.take() {
+            self.new_soak(t0_new, &snap);
+        }
+        let (mut rec, verdicts) =
+            CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
+        self.dedupe.apply(&mut rec);
+        // Every write below may fail (disk full, directory replaced, the
+        // database locked): the failure is recorded and retried on later
+        // cycles, and the soak goes on from what is in memory.
+        self.unsaved.push_back((rec.clone(), snap.clone()));
+        self.save_pending(clock.now()).await;
+        let errors: Vec<String> = rec.probe_errors.keys().cloned().collect();
+        for (p, e) in &rec.probe_errors {
+            tracing::warn!(probe = %p, reason = %e, "probe failed");
+        }
+        self.cycles.push(rec);
+        self.last_verdicts = verdicts;
+        self.prev = Some(snap);
+        let summary = self.summary();
+        let out = self.alerts.step(&self.cfg.alerts, &summary, tick);
+        for n in &out.notifications {
+            tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
+        }
+        self.queue_alerts(out, clock.now()).await;
+        self.write_due_checkpoints(&summary, clock.now()).await;
+        match self.store.outbox_counts().await {
+            Ok(counts) => self.outbox = counts,
+            Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
+        }
+        self.maybe_fire_rollback(&summary, clock.now()).await;
+        self.periodic_e2e(clock.now()).await;
+        if self.rollback_latched {
+            self.refresh_rollback_view().await;
+        }
+        if self.cycles.len().is_multiple_of(360) && self.unsaved.is_empty() {
+            self.thin(tick).await;
+        }
+        self.self_alert(tick).await;
+        self.publish_status(started, tick, errors, &summary);
+        tracing::info!(
+            soak = %self.soak.meta.id,
+            cycle = self.cycles.len(),
+            verdict = summary.verdict.as_str(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "cycle done"
+        );
+        summary
+    }
+
+    /// Starts the new soak at `t0` with baselines observed in its first snapshot.
+    fn new_soak(&mut self, t0: DateTime<Utc>, first: &Snapshot) {
+        let rec = SoakRecord {
+            meta: SoakMeta {
+                id: soak_id(&self.cfg.soak.name, t0),
+                name: self.cfg.soak.name.clone(),
+                t0,
+                planned_secs: self.cfg.soak.duration.as_secs_f64(),
+            },
+            baselines: baselines_from(&self.cfg, first),
+        };
+        tracing::info!(
+            soak = %rec.meta.id,
+            t0 = %rec.meta.t0,
+            legacy_messages = ?rec.baselines.legacy_messages,
+            legacy_last_seq = ?rec.baselines.legacy_last_seq,
+            dlq_messages = ?rec.baselines.dlq_messages,
+            dlq_last_seq = ?rec.baselines.dlq_last_seq,
+            "new soak"
+        );
+        self.eff = with_baselines(&self.cfg, &rec.baselines);
+        self.soak = rec;
+        self.soak_saved = false;
+    }
+
+    /// Thins full snapshots older than `keep_full_snapshots`.
+    async fn thin(&mut self, tick: DateTime<Utc>) {
+        let before = tick
+            - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots).unwrap_or_default();
+        match self
+            .store
+            .thin(&self.soak.meta.id, before, self.cfg.watch.thin_to)
+            .await
+        {
+            Ok(thinned) => tracing::debug!(thinned, "old snapshots thinned"),
+            Err(e) => self.note(WriteTarget::State, format!("thinning snapshots: {e}")),
+        }
+    }
+
+    /// Publishes this cycle to the status the HTTP listener serves.
+    fn publish_status(
+        &self,
+        started: std::time::Instant,
+        tick: DateTime<Utc>,
+        probe_errors: Vec<String>,
+        summary: &SoakSummary,
+    ) {
+        let Ok(mut st) = self.status.write() else {
+            return;
+        };
+        st.cycles += 1;
+        st.last_cycle_secs = started.elapsed().as_secs_f64();
+        st.last_sample_at = Some(tick);
+        for e in probe_errors {
+            *st.probe_errors.entry(e).or_default() += 1;
+        }
+        st.state_bytes = self.store.size_bytes();
+        st.interval_secs = self.cfg.watch.interval.as_secs_f64();
+        st.soak_id = self.soak.meta.id.clone();
+        st.outbox = self.outbox;
+        st.write_failures = WriteTarget::ALL
+            .iter()
+            .map(|t| (t.as_str().to_string(), self.health.failures(*t)))
+            .collect();
+        st.write_failing = WriteTarget::ALL
+            .iter()
+            .filter(|t| self.health.target_failing(**t))
+            .map(|t| t.as_str().to_string())
+            .collect();
+        st.unsaved_cycles = self.unsaved.len() as u64;
+        st.lost_cycles = self.lost_cycles;
+        st.firing = self
+            .alerts
+            .firing()
+            .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
+            .collect();
+        st.summary = Some(summary.clone());
+    }
+
+    /// After the last cycle: let a rollback and an E2E run in flight finish,
+    /// a last try at unsaved cycles and alerts, a last delivery round, the
+    /// final report, and a clean close of the state database.
+    async fn finish(
+        mut self,
+        mut summary: SoakSummary,
+        clock: &dyn Clock,
+        delivery_stop: CancellationToken,
+        delivery: tokio::task::JoinHandle<()>,
+    ) -> Result<SoakSummary, WatchError> {
         // A rollback in flight finishes (its steps have their own timeouts).
         if let Some(task) = self.rollback_task.take() {
             tracing::info!("waiting for the rollback in flight to finish");

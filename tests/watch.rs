@@ -197,6 +197,9 @@ async fn sigterm_finishes_the_cycle_writes_a_report_and_closes_the_state() {
     let checkpoint = w.reports.join(format!("{id}-5s.md"));
     wait_file(&mut d, &checkpoint, secs(20)).await;
     assert!(read(&checkpoint).contains("5s checkpoint"));
+    // Five cycles done (a loaded machine may skip a tick, so the checkpoint
+    // alone does not prove five samples).
+    d.wait_cycles(5, secs(30)).await;
 
     let stdout = stop_cleanly(&mut d).await;
     assert!(stdout.contains(&format!("soak {id}: ")), "{stdout}");
