@@ -76,6 +76,11 @@ enum Command {
         /// Stop after this many cycles.
         #[arg(long)]
         max_cycles: Option<u64>,
+        /// Write the status listener's bound address (`host:port`) to this
+        /// file once it listens: with `listen = "127.0.0.1:0"` the kernel
+        /// picks a free port, and a supervisor or test reads it here.
+        #[arg(long)]
+        addr_file: Option<PathBuf>,
     },
     /// Renders the soak's current state as a Markdown report with charts.
     Report {
@@ -241,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             new_soak,
             t0,
             max_cycles,
+            addr_file,
         } => {
             let cfg = match load_with_state(&config, state) {
                 Ok(c) => c,
@@ -253,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     t0,
                     max_cycles,
                 },
+                addr_file,
             )
             .await
         }
@@ -316,7 +323,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Runs the daemon until SIGINT/SIGTERM: the current cycle finishes, a final
 /// report is written and the state database is closed.
-async fn run_watch(cfg: Config, start: soakwatch::watch::StartOptions) -> anyhow::Result<ExitCode> {
+async fn run_watch(
+    cfg: Config,
+    start: soakwatch::watch::StartOptions,
+    addr_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
     use soakwatch::watch::{SharedStatus, SystemClock, Watch};
     let status = SharedStatus::default();
     let token = tokio_util::sync::CancellationToken::new();
@@ -340,6 +351,10 @@ async fn run_watch(cfg: Config, start: soakwatch::watch::StartOptions) -> anyhow
                 .with_context(|| format!("binding the status listener on {addr}"))?;
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, "serving /metrics and /healthz");
+            if let Some(f) = &addr_file {
+                output::write_atomic(f, &format!("{local}\n"))
+                    .with_context(|| format!("writing the listener address to {}", f.display()))?;
+            }
             Some(tokio::spawn(soakwatch::watch_http::serve(
                 listener,
                 status.clone(),

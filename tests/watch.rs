@@ -645,7 +645,8 @@ fn dead_config_with_metrics(
     let names = soakwatch::replica::ReplicaNames::random();
     let files = soakwatch::demo::ReplicaFiles::in_dir(dir);
     let closed = free_port();
-    let port = free_port();
+    // Port 0: the kernel picks it, the daemon writes it to its address file.
+    let port = 0;
     let text = soakwatch::demo::replica_config(
         &names,
         &format!("nats://127.0.0.1:{closed}"),
@@ -1157,7 +1158,7 @@ async fn idle_http_connections_are_closed_and_logs_have_no_colour() {
     let (config, port) = dead_config(dir.path(), "idle-http", &state);
     let mut d = Daemon::start(&config, &[], port, dir.path(), "idle-http");
     d.wait_cycles(1, secs(20)).await;
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", d.port().expect("bound port"));
     let connect = || tokio::net::TcpStream::connect(addr.clone());
     let mut silent = connect().await.expect("connect");
     let mut stalled = connect().await.expect("connect");

@@ -385,7 +385,8 @@ impl Replica {
         let files = WatchFiles {
             state: self.path("state/soakwatch-state.sqlite"),
             reports: self.path("reports"),
-            port: free_port(),
+            // The kernel picks the port; the daemon writes it to its address file.
+            port: 0,
         };
         let text = format!(
             "\n[watch]\ninterval = \"1s\"\nmax_gap = \"3s\"\nrecover_after = \"2s\"\n\
@@ -418,7 +419,8 @@ pub struct WatchFiles {
     pub state: PathBuf,
     /// The reports directory.
     pub reports: PathBuf,
-    /// Port of the daemon's /metrics and /healthz.
+    /// Port of the daemon's /metrics and /healthz; 0: the kernel picks it
+    /// ([`Daemon::port`] reads it back).
     pub port: u16,
 }
 
@@ -565,7 +567,10 @@ impl Drop for NatsServer {
 /// A running `soakwatch watch` with stdout and stderr captured to files; killed on drop.
 pub struct Daemon {
     pub pid: u32,
-    pub port: u16,
+    /// The listener's port when the config names one; 0 = read it from
+    /// `addr_file`, where the daemon writes what it bound.
+    port: u16,
+    addr_file: PathBuf,
     child: Option<std::process::Child>,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -579,10 +584,14 @@ impl Daemon {
         soakwatch::install_crypto_provider();
         let stdout = log_dir.join(format!("{name}.stdout"));
         let stderr = log_dir.join(format!("{name}.stderr"));
+        let addr_file = log_dir.join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&addr_file);
         let child = std::process::Command::new(BIN)
             .arg("watch")
             .arg("--config")
             .arg(config)
+            .arg("--addr-file")
+            .arg(&addr_file)
             .args(args)
             .env("SOAKWATCH_LOG", "soakwatch=info,warn")
             .stdin(Stdio::null())
@@ -597,6 +606,7 @@ impl Daemon {
         Daemon {
             pid: child.id(),
             port,
+            addr_file,
             child: Some(child),
             stdout,
             stderr,
@@ -634,9 +644,24 @@ impl Daemon {
         }
     }
 
+    /// The listener's port: as configured, or as bound (`listen` on port 0)
+    /// once the daemon has written its address file.
+    pub fn port(&self) -> Option<u16> {
+        if self.port != 0 {
+            return Some(self.port);
+        }
+        std::fs::read_to_string(&self.addr_file)
+            .ok()?
+            .trim()
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()
+    }
+
     /// GET a path of the daemon's listener: (status code, body).
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let url = format!("http://127.0.0.1:{}{path}", self.port()?);
         let resp = self.http.get(&url).send().await.ok()?;
         let code = resp.status().as_u16();
         Some((code, resp.text().await.ok()?))
