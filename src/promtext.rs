@@ -1006,6 +1006,15 @@ fn snippet(line: &str, at: usize) -> String {
     )
 }
 
+/// A label value escaped for the text format (`\\`, `\"`, `\n`): the one
+/// escaper of every exposition soakwatch writes (its own /metrics, `check
+/// --format prometheus`, the stand-in), the inverse of what [`parse`] reads.
+pub fn escape_label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2067,12 +2076,6 @@ m{\"label with space\"=\"v\"} 3
             let e = parse(&text);
             check_invariants(&text, &e);
         }
-    }
-
-    fn escape_label_value(v: &str) -> String {
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
     }
 
     fn sample_strategy() -> impl Strategy<Value = (String, Vec<(String, String)>, f64, Option<i64>)>

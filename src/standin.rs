@@ -169,45 +169,14 @@ struct EnvConfig {
     manages_consumers: bool,
 }
 
-/// Simple `KEY=VALUE` reading: blank lines and `#` comments are skipped, an optional
-/// `export ` prefix is dropped, values may be quoted, and ` # ...` after an unquoted value is
-/// a comment.
+/// The stand-in's view of its env file: the same parser the service-env
+/// probe and the rollback's edit use, so all three read a file alike.
 fn parse_env(text: &str) -> HashMap<String, String> {
-    let mut vars = HashMap::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line);
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        if key.is_empty() {
-            continue;
-        }
-        let value = value.trim();
-        let value = match value.chars().next() {
-            Some(q @ ('"' | '\'')) => match value[1..].find(q) {
-                Some(end) => value[1..1 + end].to_string(),
-                None => value[1..].to_string(),
-            },
-            _ => {
-                let mut cut = value.len();
-                let bytes = value.as_bytes();
-                for (i, b) in bytes.iter().enumerate() {
-                    if *b == b'#' && i > 0 && bytes[i - 1].is_ascii_whitespace() {
-                        cut = i;
-                        break;
-                    }
-                }
-                value[..cut].trim_end().to_string()
-            }
-        };
-        vars.insert(key.to_string(), value);
-    }
-    vars
+    let file = crate::envfile::EnvFile::parse(text);
+    file.keys()
+        .into_iter()
+        .filter_map(|k| file.get(k).map(|v| (k.to_string(), v.to_string())))
+        .collect()
 }
 
 fn env_config(vars: &HashMap<String, String>, path: &Path) -> Result<EnvConfig, StandinError> {
@@ -386,10 +355,10 @@ impl Metrics {
             "# HELP normalize_hrv_messages_total Total number of HRV messages processed by normalize service\n\
              # TYPE normalize_hrv_messages_total counter\n",
         );
-        let subject = escape_label(subject);
-        let durable = escape_label(durable);
+        let subject = crate::promtext::escape_label_value(subject);
+        let durable = crate::promtext::escape_label_value(durable);
         if let Some(stream) = &self.bound_stream {
-            let stream = escape_label(stream);
+            let stream = crate::promtext::escape_label_value(stream);
             for (result, value) in [
                 ("success", self.success),
                 ("dlq", self.dlq),
@@ -405,7 +374,7 @@ impl Metrics {
              # TYPE normalize_hrv_processing_duration_seconds histogram\n",
         );
         if let Some(stream) = &self.bound_stream {
-            let stream = escape_label(stream);
+            let stream = crate::promtext::escape_label_value(stream);
             let labels = format!("stream=\"{stream}\",durable=\"{durable}\"");
             let mut cumulative = 0u64;
             for (le, n) in BUCKETS.iter().zip(self.buckets.iter()) {
@@ -434,14 +403,6 @@ impl Metrics {
         out.push_str(&format!("process_start_time_seconds {start_time}\n"));
         out
     }
-}
-
-/// Escapes a label value for the Prometheus text format.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1260,7 +1221,10 @@ mod tests {
                 "{line}"
             );
         }
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(
+            crate::promtext::escape_label_value("a\"b\\c\nd"),
+            "a\\\"b\\\\c\\nd"
+        );
     }
 
     #[test]

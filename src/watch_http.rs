@@ -138,11 +138,7 @@ pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, Stri
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use crate::promtext::escape_label_value as esc;
 
 /// The exposition (valid for `promtool check metrics`).
 pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {

@@ -156,12 +156,7 @@ impl AlertEngine {
         }
         let mut notifications = Vec::new();
         let mk = |kind: NotificationKind, alerts: Vec<AlertItem>| Notification {
-            id: format!(
-                "{}-{}-{}",
-                s.soak_id,
-                kind_str(kind),
-                now.timestamp_millis()
-            ),
+            id: format!("{}-{}-{}", s.soak_id, kind.as_str(), now.timestamp_millis()),
             soak_id: s.soak_id.clone(),
             soak_name: s.name.clone(),
             created_at: now,
@@ -258,15 +253,6 @@ impl AlertEngine {
             }],
             changed: vec![track],
         }
-    }
-}
-
-fn kind_str(k: NotificationKind) -> &'static str {
-    match k {
-        NotificationKind::Change => "change",
-        NotificationKind::Repeat => "repeat",
-        NotificationKind::Rollback => "rollback",
-        NotificationKind::Test => "test",
     }
 }
 

@@ -82,6 +82,18 @@ pub enum NotificationKind {
     Test,
 }
 
+impl NotificationKind {
+    /// Lowercase name (the `kind` field of webhook bodies, outbox ids).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::Change => "change",
+            NotificationKind::Repeat => "repeat",
+            NotificationKind::Rollback => "rollback",
+            NotificationKind::Test => "test",
+        }
+    }
+}
+
 /// One message to every matching route: the unit of the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

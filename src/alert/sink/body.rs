@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind};
+use crate::alert::model::{AlertItem, AlertState, Notification};
 
 /// Schema id of [`soakwatch_json`]; bumped on incompatible changes.
 pub const SOAKWATCH_SCHEMA: &str = "soakwatch.alert/v1";
@@ -38,15 +38,6 @@ const RECEIVER: &str = "soakwatch";
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn kind_str(k: NotificationKind) -> &'static str {
-    match k {
-        NotificationKind::Change => "change",
-        NotificationKind::Repeat => "repeat",
-        NotificationKind::Rollback => "rollback",
-        NotificationKind::Test => "test",
-    }
 }
 
 /// A JSON number, or null for NaN/infinity (JSON has no such numbers).
@@ -102,7 +93,7 @@ pub fn soakwatch_json(n: &Notification) -> Value {
         "id": n.id,
         "soak_id": n.soak_id,
         "soak_name": n.soak_name,
-        "kind": kind_str(n.kind),
+        "kind": n.kind.as_str(),
         "created_at": ts(n.created_at),
         "severity": n.severity().as_str(),
         "subject": n.subject(),
@@ -357,7 +348,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::model::Severity;
+    use crate::alert::model::{NotificationKind, Severity};
     use chrono::TimeZone;
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -436,11 +427,11 @@ mod tests {
         // Kind names match the model's serde names.
         assert_eq!(
             json!(NotificationKind::Rollback),
-            json!(kind_str(NotificationKind::Rollback))
+            json!(NotificationKind::Rollback.as_str())
         );
         assert_eq!(
             json!(NotificationKind::Test),
-            json!(kind_str(NotificationKind::Test))
+            json!(NotificationKind::Test.as_str())
         );
     }
 
