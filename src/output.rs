@@ -466,63 +466,69 @@ pub fn nagios(r: &CheckReport) -> String {
     )
 }
 
+/// A label value for the textfile: escaped for the format, then made safe
+/// (secrets scrubbed, control characters visible).
 fn prom_escape(s: &str) -> String {
-    let s = s
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n");
-    untrusted(&s)
+    untrusted(&crate::promtext::escape_label_value(s))
 }
 
 /// node_exporter textfile: per-criterion status and value, probe health.
 pub fn prometheus(r: &CheckReport) -> String {
-    let soak = prom_escape(&r.soak);
-    let mut out = String::new();
-    out.push_str("# HELP soakwatch_criterion_status Criterion status: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.\n# TYPE soakwatch_criterion_status gauge\n");
+    let mut w = crate::promtext::ExpositionWriter::new(prom_escape);
+    let soak = r.soak.as_str();
+    w.family(
+        "soakwatch_criterion_status",
+        "gauge",
+        "Criterion status: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.",
+    );
     for v in &r.verdicts {
-        out.push_str(&format!(
-            "soakwatch_criterion_status{{soak=\"{soak}\",criterion=\"{}\"}} {}\n",
-            v.id.as_str(),
-            v.status.code()
-        ));
+        w.sample(
+            &[("soak", soak), ("criterion", v.id.as_str())],
+            v.status.code(),
+        );
     }
-    out.push_str("# HELP soakwatch_criterion_value Main observed value of the criterion.\n# TYPE soakwatch_criterion_value gauge\n");
+    w.family(
+        "soakwatch_criterion_value",
+        "gauge",
+        "Main observed value of the criterion.",
+    );
     for v in &r.verdicts {
         if let Some(x) = v.value.filter(|x| x.is_finite()) {
-            out.push_str(&format!(
-                "soakwatch_criterion_value{{soak=\"{soak}\",criterion=\"{}\"}} {x}\n",
-                v.id.as_str()
-            ));
+            w.sample(&[("soak", soak), ("criterion", v.id.as_str())], x);
         }
     }
-    out.push_str("# HELP soakwatch_overall_status Overall status: 0 pass, 1 warn, 2 fail, 3 unknown.\n# TYPE soakwatch_overall_status gauge\n");
-    out.push_str(&format!(
-        "soakwatch_overall_status{{soak=\"{soak}\"}} {}\n",
-        r.overall().code()
-    ));
-    out.push_str("# HELP soakwatch_probe_up Whether the probe produced a sample (1) or failed (0).\n# TYPE soakwatch_probe_up gauge\n");
-    let outcomes = probe_outcomes(&r.last);
-    for (k, e) in &outcomes {
-        out.push_str(&format!(
-            "soakwatch_probe_up{{soak=\"{soak}\",probe=\"{}\"}} {}\n",
-            prom_escape(k),
-            u8::from(e.is_none())
-        ));
+    w.family(
+        "soakwatch_overall_status",
+        "gauge",
+        "Overall status: 0 pass, 1 warn, 2 fail, 3 unknown.",
+    )
+    .sample(&[("soak", soak)], r.overall().code());
+    w.family(
+        "soakwatch_probe_up",
+        "gauge",
+        "Whether the probe produced a sample (1) or failed (0).",
+    );
+    for (k, e) in &probe_outcomes(&r.last) {
+        w.sample(&[("soak", soak), ("probe", k)], u8::from(e.is_none()));
     }
-    out.push_str("# HELP soakwatch_probe_duration_seconds Wall time of the probe.\n# TYPE soakwatch_probe_duration_seconds gauge\n");
+    w.family(
+        "soakwatch_probe_duration_seconds",
+        "gauge",
+        "Wall time of the probe.",
+    );
     for (k, ms) in &r.last.probe_ms {
-        out.push_str(&format!(
-            "soakwatch_probe_duration_seconds{{soak=\"{soak}\",probe=\"{}\"}} {}\n",
-            prom_escape(k),
-            *ms as f64 / 1000.0
-        ));
+        w.sample(&[("soak", soak), ("probe", k)], *ms as f64 / 1000.0);
     }
-    out.push_str("# HELP soakwatch_check_timestamp_seconds When the check ran.\n# TYPE soakwatch_check_timestamp_seconds gauge\n");
-    out.push_str(&format!(
-        "soakwatch_check_timestamp_seconds{{soak=\"{soak}\"}} {}\n",
-        r.generated_at.timestamp_millis() as f64 / 1000.0
-    ));
-    out
+    w.family(
+        "soakwatch_check_timestamp_seconds",
+        "gauge",
+        "When the check ran.",
+    )
+    .sample(
+        &[("soak", soak)],
+        r.generated_at.timestamp_millis() as f64 / 1000.0,
+    );
+    w.finish()
 }
 
 /// Writes via a temporary file in the same directory and a rename, so readers

@@ -1,7 +1,6 @@
 //! The daemon's own HTTP listener: `/metrics` (its state, for Prometheus)
 //! and `/healthz` (is it still sampling?).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,9 @@ use axum::Router;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::promtext::ExpositionWriter;
+use crate::self_health::WriteTarget;
+use crate::soak::model::SoakSummary;
 use crate::watch::{DaemonStatus, SharedStatus};
 
 /// Binds the listener; the bound address is returned for port 0.
@@ -138,245 +140,194 @@ pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, Stri
     }
 }
 
-use crate::promtext::escape_label_value as esc;
-
 /// The exposition (valid for `promtool check metrics`).
 pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
-    let mut out = String::new();
-    let soak = esc(&s.soak_id);
-    fn block(out: &mut String, name: &str, kind: &str, help: &str, rows: Vec<String>) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for r in rows {
-            let _ = writeln!(out, "{name}{r}");
-        }
+    let mut w = ExpositionWriter::default();
+    process_families(&mut w, s, now);
+    self_health_families(&mut w, s);
+    alert_families(&mut w, s);
+    if let Some(sum) = &s.summary {
+        soak_families(&mut w, &s.soak_id, sum);
     }
-    block(
-        &mut out,
+    w.finish()
+}
+
+/// Cycles, sample age, probe errors, state size.
+fn process_families(w: &mut ExpositionWriter, s: &DaemonStatus, now: chrono::DateTime<Utc>) {
+    w.family(
         "soakwatch_cycles_total",
         "counter",
         "Sampling cycles completed by this process.",
-        vec![format!(" {}", s.cycles)],
-    );
-    block(
-        &mut out,
+    )
+    .sample(&[], s.cycles);
+    w.family(
         "soakwatch_cycle_duration_seconds",
         "gauge",
         "Wall time of the last cycle.",
-        vec![format!(" {}", s.last_cycle_secs)],
-    );
+    )
+    .sample(&[], s.last_cycle_secs);
     if let Some(t) = s.last_sample_at {
-        block(
-            &mut out,
+        w.family(
             "soakwatch_last_sample_timestamp_seconds",
             "gauge",
             "When the last cycle's samples were taken.",
-            vec![format!(" {}", t.timestamp_millis() as f64 / 1000.0)],
-        );
-        block(
-            &mut out,
+        )
+        .sample(&[], t.timestamp_millis() as f64 / 1000.0);
+        w.family(
             "soakwatch_last_sample_age_seconds",
             "gauge",
             "Seconds since the last cycle's samples.",
-            vec![format!(" {}", (now - t).num_milliseconds() as f64 / 1000.0)],
-        );
+        )
+        .sample(&[], (now - t).num_milliseconds() as f64 / 1000.0);
     }
-    block(
-        &mut out,
+    w.family(
         "soakwatch_probe_errors_total",
         "counter",
         "Probe failures seen by this process.",
-        s.probe_errors
-            .iter()
-            .map(|(p, n)| format!("{{probe=\"{}\"}} {n}", esc(p)))
-            .collect(),
     );
-    block(
-        &mut out,
+    for (p, n) in &s.probe_errors {
+        w.sample(&[("probe", p)], n);
+    }
+    w.family(
         "soakwatch_state_db_bytes",
         "gauge",
         "Size of the state database and its WAL.",
-        vec![format!(" {}", s.state_bytes)],
-    );
-    let (pending, delivered, dead) = s.outbox;
-    block(
-        &mut out,
-        "soakwatch_outbox_notifications",
-        "gauge",
-        "Notifications in the outbox by delivery state.",
-        vec![
-            format!("{{state=\"pending\"}} {pending}"),
-            format!("{{state=\"delivered\"}} {delivered}"),
-            format!("{{state=\"dead\"}} {dead}"),
-        ],
-    );
-    block(
-        &mut out,
+    )
+    .sample(&[], s.state_bytes);
+}
+
+/// What the daemon failed to write, and what waits for the database.
+fn self_health_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
+    w.family(
         "soakwatch_write_errors_total",
         "counter",
         "Failed writes of this process's own output, per target (state, report, outbox).",
-        crate::self_health::WriteTarget::ALL
-            .iter()
-            .map(|t| {
-                let n = s.write_failures.get(t.as_str()).copied().unwrap_or(0);
-                format!("{{target=\"{}\"}} {n}", t.as_str())
-            })
-            .collect(),
     );
-    block(
-        &mut out,
+    for t in WriteTarget::ALL {
+        let n = s.write_failures.get(t.as_str()).copied().unwrap_or(0);
+        w.sample(&[("target", t.as_str())], n);
+    }
+    w.family(
         "soakwatch_write_failing",
         "gauge",
         "Whether the last write of a target failed (1) or not (0).",
-        crate::self_health::WriteTarget::ALL
-            .iter()
-            .map(|t| {
-                let failing = s.write_failing.iter().any(|f| f == t.as_str());
-                format!("{{target=\"{}\"}} {}", t.as_str(), u8::from(failing))
-            })
-            .collect(),
     );
-    block(
-        &mut out,
+    for t in WriteTarget::ALL {
+        let failing = s.write_failing.iter().any(|f| f == t.as_str());
+        w.sample(&[("target", t.as_str())], u8::from(failing));
+    }
+    w.family(
         "soakwatch_unsaved_cycles",
         "gauge",
         "Cycles held in memory because the state database refused them.",
-        vec![format!(" {}", s.unsaved_cycles)],
-    );
-    block(
-        &mut out,
+    )
+    .sample(&[], s.unsaved_cycles);
+    w.family(
         "soakwatch_lost_cycles_total",
         "counter",
         "Cycles dropped because the state database refused them for too long.",
-        vec![format!(" {}", s.lost_cycles)],
-    );
-    block(
-        &mut out,
+    )
+    .sample(&[], s.lost_cycles);
+}
+
+/// The outbox, firing alerts and the periodic E2E probe.
+fn alert_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
+    let soak = s.soak_id.as_str();
+    let (pending, delivered, dead) = s.outbox;
+    w.family(
+        "soakwatch_outbox_notifications",
+        "gauge",
+        "Notifications in the outbox by delivery state.",
+    )
+    .sample(&[("state", "pending")], pending)
+    .sample(&[("state", "delivered")], delivered)
+    .sample(&[("state", "dead")], dead);
+    w.family(
         "soakwatch_alert_firing",
         "gauge",
         "Alerts firing now (1 per firing criterion).",
-        s.firing
-            .iter()
-            .map(|(c, sev)| {
-                format!(
-                    "{{soak=\"{soak}\",criterion=\"{}\",severity=\"{}\"}} 1",
-                    esc(c),
-                    esc(sev)
-                )
-            })
-            .collect(),
     );
+    for (c, sev) in &s.firing {
+        w.sample(&[("soak", soak), ("criterion", c), ("severity", sev)], 1);
+    }
     if let Some((at, ok, ms)) = s.e2e {
-        block(
-            &mut out,
+        w.family(
             "soakwatch_e2e_ok",
             "gauge",
             "Whether the last periodic E2E probe saw its row (1) or not (0).",
-            vec![format!("{{soak=\"{soak}\"}} {}", u8::from(ok))],
-        );
-        block(
-            &mut out,
+        )
+        .sample(&[("soak", soak)], u8::from(ok));
+        w.family(
             "soakwatch_e2e_latency_seconds",
             "gauge",
             "Publish-to-row latency of the last periodic E2E probe.",
-            vec![format!("{{soak=\"{soak}\"}} {}", ms as f64 / 1000.0)],
-        );
-        block(
-            &mut out,
+        )
+        .sample(&[("soak", soak)], ms as f64 / 1000.0);
+        w.family(
             "soakwatch_e2e_timestamp_seconds",
             "gauge",
             "When the last periodic E2E probe finished.",
-            vec![format!("{{soak=\"{soak}\"}} {}", at.timestamp())],
+        )
+        .sample(&[("soak", soak)], at.timestamp());
+    }
+}
+
+/// Each criterion now and over the soak, coverage, verdict, incidents.
+fn soak_families(w: &mut ExpositionWriter, soak: &str, sum: &SoakSummary) {
+    w.family(
+        "soakwatch_criterion_status",
+        "gauge",
+        "Debounced status now: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.",
+    );
+    for c in &sum.criteria {
+        w.sample(
+            &[("soak", soak), ("criterion", c.id.as_str())],
+            c.now.code(),
         );
     }
-    if let Some(sum) = &s.summary {
-        block(
-            &mut out,
-            "soakwatch_criterion_status",
-            "gauge",
-            "Debounced status now: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.",
-            sum.criteria
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{soak=\"{soak}\",criterion=\"{}\"}} {}",
-                        c.id.as_str(),
-                        c.now.code()
-                    )
-                })
-                .collect(),
-        );
-        block(
-            &mut out,
-            "soakwatch_criterion_soak_status",
-            "gauge",
-            "Status over the whole soak so far (same codes).",
-            sum.criteria
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{soak=\"{soak}\",criterion=\"{}\"}} {}",
-                        c.id.as_str(),
-                        c.soak.code()
-                    )
-                })
-                .collect(),
-        );
-        block(
-            &mut out,
-            "soakwatch_criterion_coverage_ratio",
-            "gauge",
-            "Share of the soak with a judgement for the criterion.",
-            sum.criteria
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{soak=\"{soak}\",criterion=\"{}\"}} {}",
-                        c.id.as_str(),
-                        c.coverage
-                    )
-                })
-                .collect(),
-        );
-        block(
-            &mut out,
-            "soakwatch_probe_coverage_ratio",
-            "gauge",
-            "Share of the soak with good samples from the probe.",
-            sum.coverage
-                .iter()
-                .map(|c| {
-                    format!(
-                        "{{soak=\"{soak}\",probe=\"{}\"}} {}",
-                        esc(&c.probe),
-                        c.share()
-                    )
-                })
-                .collect(),
-        );
-        block(
-            &mut out,
-            "soakwatch_soak_verdict",
-            "gauge",
-            "Soak verdict so far: 0 pass, 1 warn, 2 fail, 3 unknown.",
-            vec![format!("{{soak=\"{soak}\"}} {}", sum.verdict.code())],
-        );
-        block(
-            &mut out,
-            "soakwatch_incidents",
-            "gauge",
-            "Fail spans recorded in the soak so far.",
-            vec![format!("{{soak=\"{soak}\"}} {}", sum.incidents.len())],
-        );
-        block(
-            &mut out,
-            "soakwatch_soak_elapsed_seconds",
-            "gauge",
-            "Seconds since T0.",
-            vec![format!(
-                "{{soak=\"{soak}\"}} {}",
-                (sum.now - sum.t0).num_seconds()
-            )],
+    w.family(
+        "soakwatch_criterion_soak_status",
+        "gauge",
+        "Status over the whole soak so far (same codes).",
+    );
+    for c in &sum.criteria {
+        w.sample(
+            &[("soak", soak), ("criterion", c.id.as_str())],
+            c.soak.code(),
         );
     }
-    out
+    w.family(
+        "soakwatch_criterion_coverage_ratio",
+        "gauge",
+        "Share of the soak with a judgement for the criterion.",
+    );
+    for c in &sum.criteria {
+        w.sample(&[("soak", soak), ("criterion", c.id.as_str())], c.coverage);
+    }
+    w.family(
+        "soakwatch_probe_coverage_ratio",
+        "gauge",
+        "Share of the soak with good samples from the probe.",
+    );
+    for c in &sum.coverage {
+        w.sample(&[("soak", soak), ("probe", &c.probe)], c.share());
+    }
+    w.family(
+        "soakwatch_soak_verdict",
+        "gauge",
+        "Soak verdict so far: 0 pass, 1 warn, 2 fail, 3 unknown.",
+    )
+    .sample(&[("soak", soak)], sum.verdict.code());
+    w.family(
+        "soakwatch_incidents",
+        "gauge",
+        "Fail spans recorded in the soak so far.",
+    )
+    .sample(&[("soak", soak)], sum.incidents.len());
+    w.family(
+        "soakwatch_soak_elapsed_seconds",
+        "gauge",
+        "Seconds since T0.",
+    )
+    .sample(&[("soak", soak)], (sum.now - sum.t0).num_seconds());
 }
