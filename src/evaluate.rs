@@ -1097,6 +1097,10 @@ impl Ctx<'_> {
     fn service_up(&self, history: &[Snapshot]) -> Verdict {
         let target = "metrics endpoint answers; no restart".to_string();
         let ms = match self.metrics(self.last) {
+            // It answered, but more than we agreed to read: not known to be down.
+            Err(r) if r.contains(crate::probe::metrics::OVER_CAP_MARK) => {
+                return Verdict::unknown(C::ServiceUp, target, r)
+            }
             Err(r) => {
                 return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(
                     0.0,

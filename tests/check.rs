@@ -1016,3 +1016,129 @@ async fn an_exposition_of_declared_families_only_is_zero_events_not_garbage() {
         );
     }
 }
+
+/// A loopback HTTP server that accepts and reads requests but never answers.
+async fn serve_hanging() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// A loopback HTTP server sending `total` bytes of valid exposition text, chunked
+/// (`content_length == false`) or with a Content-Length header, in 1 MiB writes.
+async fn serve_big_metrics(total: usize, content_length: bool) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let line = "normalize_hrv_messages_total{result=\"success\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",pad=\"xxxxxxxxxxxxxxxxxxxxxxxx\"} 1\n";
+                let piece: String = line.repeat((1 << 20) / line.len());
+                let head = if content_length {
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n")
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_string()
+                };
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut sent = 0;
+                while sent < total {
+                    let n = piece.len().min(total - sent);
+                    let data = &piece.as_bytes()[..n];
+                    let ok = if content_length {
+                        s.write_all(data).await.is_ok()
+                    } else {
+                        s.write_all(format!("{n:x}\r\n").as_bytes()).await.is_ok()
+                            && s.write_all(data).await.is_ok()
+                            && s.write_all(b"\r\n").await.is_ok()
+                    };
+                    if !ok {
+                        return;
+                    }
+                    sent += n;
+                }
+                if !content_length {
+                    let _ = s.write_all(b"0\r\n\r\n").await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_metrics_endpoint_does_not_time_the_database_probe_out() {
+    let mut r = Replica::healthy(2).await;
+    let port = serve_hanging().await;
+    let url = r.metrics_url.clone();
+    r.edit_config(|t| {
+        t.replace(&url, &format!("http://127.0.0.1:{port}/metrics"))
+            .replace("timeout = \"5s\"", "timeout = \"1s\"")
+    });
+    let run = r.check("0s", false).await;
+    let j = run.json();
+    assert_eq!(j["probes"]["database"]["ok"], true, "{}", run.stdout);
+    assert_eq!(j["probes"]["metrics"]["ok"], false, "{}", run.stdout);
+    let reason = j["probes"]["metrics"]["error"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&format!("127.0.0.1:{port}/metrics")),
+        "{reason}"
+    );
+    let db_integrity = run.evidence("db_integrity");
+    assert!(!db_integrity.contains("database"), "{db_integrity}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_bodies_over_the_cap_are_unknown_with_the_cap_whatever_the_framing() {
+    let mut r = Replica::provisioned().await;
+    let url = r.metrics_url.clone();
+    let original = read(&r.config);
+    // 300 MB chunked (no Content-Length to refuse early) and 20 MB with Content-Length,
+    // both over the 16 MiB default; then 3 MB chunked under a 1 MiB configured cap.
+    for (total, content_length, cap) in [
+        (300_000_000, false, None),
+        (20_000_000, true, None),
+        (3_000_000, false, Some(1 << 20)),
+    ] {
+        let port = serve_big_metrics(total, content_length).await;
+        let mut text = original.replace(&url, &format!("http://127.0.0.1:{port}/metrics"));
+        if let Some(cap) = cap {
+            text = text.replace(
+                "[metrics]\n",
+                &format!("[metrics]\nmax_body_bytes = {cap}\n"),
+            );
+        }
+        std::fs::write(&r.config, text).expect("cfg");
+        let run = r.check("0s", false).await;
+        let j = run.json();
+        for id in ["service_up", "stream_purity", "success_rate"] {
+            let status = j["criteria"]
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["id"] == id))
+                .map(|c| c["status"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            assert_eq!(status, "unknown", "{id} {total}: {}", run.stdout);
+        }
+        let reason = j["probes"]["metrics"]["error"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("max_body_bytes")
+                && reason.contains(&cap.unwrap_or(16 << 20).to_string()),
+            "{total}: {reason}"
+        );
+    }
+}

@@ -34,6 +34,10 @@ pub struct Prober {
     http: reqwest::Client,
     pg: Result<Mutex<db::DbSession>, ProbeFailure>,
     nats: Mutex<Option<async_nats::Client>>,
+    /// What the last answering metrics probe said about the process start
+    /// (`None` before any answer). The database probe uses it at once instead
+    /// of waiting for this round's metrics inside its own timeout.
+    last_process_start: std::sync::Mutex<Option<Option<f64>>>,
 }
 
 /// Runs a probe future under the probe timeout and records its wall time.
@@ -68,6 +72,7 @@ impl Prober {
             http,
             pg,
             nats: Mutex::new(None),
+            last_process_start: std::sync::Mutex::new(None),
         })
     }
 
@@ -145,23 +150,49 @@ impl Prober {
         let metrics_part = timed(ProbeKind::Metrics, "metrics".into(), timeout, async {
             let r = metrics::probe(&self.http, cfg).await;
             let start = r.as_ref().ok().and_then(|m| m.process_start);
+            if r.is_ok() {
+                if let Ok(mut g) = self.last_process_start.lock() {
+                    *g = Some(start);
+                }
+            }
             let _ = metrics_tx.send(start);
             r
         });
 
         // The database counts rows since the service started, which only the
-        // metrics know: it runs its other queries first, then waits for that.
-        let db_part = timed(ProbeKind::Database, "database".into(), timeout, async {
-            let session = self.pg.as_ref().map_err(Clone::clone)?;
-            let process_start = metrics_rx.await.ok().flatten();
-            let mut instants: Vec<DateTime<Utc>> = since.to_vec();
-            if let Some(ps) =
-                process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
-            {
-                instants.push(ps);
-            }
-            session.lock().await.probe(cfg, now, &instants).await
-        });
+        // metrics know. A start time remembered from an earlier round is used
+        // at once; only before any metrics answer (the first round, `check`)
+        // does the database wait for this round's metrics, and that wait is
+        // bounded by the metrics probe's own timeout and kept outside the
+        // database's, so a hanging /metrics never times the database out.
+        let remembered = self.last_process_start.lock().ok().and_then(|g| *g);
+        let db_part = async {
+            let process_start = match remembered {
+                Some(ps) => ps,
+                None => match metrics_rx.await {
+                    Ok(ps) => ps,
+                    // The metrics probe timed out: do not wait for it again
+                    // until it answers.
+                    Err(_) => {
+                        if let Ok(mut g) = self.last_process_start.lock() {
+                            g.get_or_insert(None);
+                        }
+                        None
+                    }
+                },
+            };
+            timed(ProbeKind::Database, "database".into(), timeout, async {
+                let session = self.pg.as_ref().map_err(Clone::clone)?;
+                let mut instants: Vec<DateTime<Utc>> = since.to_vec();
+                if let Some(ps) =
+                    process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+                {
+                    instants.push(ps);
+                }
+                session.lock().await.probe(cfg, now, &instants).await
+            })
+            .await
+        };
 
         let log_part = timed(ProbeKind::Log, "log".into(), timeout, log::probe(&cfg.log));
         let env_part = timed(
