@@ -1142,3 +1142,47 @@ async fn metrics_bodies_over_the_cap_are_unknown_with_the_cap_whatever_the_frami
         );
     }
 }
+
+/// Makes a FIFO at `p` with mkfifo(1).
+fn mkfifo(p: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .expect("mkfifo runs");
+    assert!(st.success(), "mkfifo {}", p.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_log_or_env_file_is_refused_without_hanging() {
+    let mut r = Replica::healthy(2).await;
+    let log_fifo = r.path("log.fifo");
+    let env_fifo = r.path("env.fifo");
+    mkfifo(&log_fifo);
+    mkfifo(&env_fifo);
+    let log = r.files.log_file.display().to_string();
+    let env = r.files.env_file.display().to_string();
+    r.edit_config(|t| {
+        t.replace(&log, &log_fifo.display().to_string())
+            .replace(&env, &env_fifo.display().to_string())
+    });
+    // Before: `check` printed its report and then never exited (run_bin gives up at 60 s).
+    let run = r.check("0s", false).await;
+    let j = run.json();
+    let log_err = j["probes"]["log"]["error"].as_str().unwrap_or("");
+    assert!(
+        log_err.contains("is a FIFO, not a regular file") && log_err.contains("log.fifo"),
+        "{}",
+        run.stdout
+    );
+    let env_err = j["probes"]["service_env"]["error"].as_str().unwrap_or("");
+    assert!(
+        env_err.contains("is a FIFO, not a regular file") && env_err.contains("env.fifo"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("fallback").contains("is a FIFO"),
+        "{}",
+        run.stdout
+    );
+}

@@ -934,3 +934,22 @@ async fn periodic_e2e_probe_reports_and_its_rows_are_removed() {
     assert_eq!(left, 0, "e2e rows left behind");
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_log_is_unknown_every_cycle_and_sigterm_still_stops_the_daemon() {
+    let r = Replica::healthy(2).await;
+    let fifo = r.path("log.fifo");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(st.success());
+    let log = r.files.log_file.display().to_string();
+    r.edit_config(|t| t.replace(&log, &fifo.display().to_string()));
+    let w = r.add_watch_section("");
+    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-fifo");
+    d.wait_cycles(3, secs(30)).await;
+    assert_eq!(d.status("fallback").await, Some(UNKNOWN));
+    // Before: each cycle left a thread blocked in open(2) and SIGTERM never finished.
+    stop_cleanly(&mut d).await;
+}

@@ -26,14 +26,8 @@ pub async fn probe(cfg: &LogConfig) -> Probed<LogState> {
 
 fn scan_file(cfg: &LogConfig) -> Probed<LogState> {
     let path = cfg.path.display();
-    let mut file = std::fs::File::open(&cfg.path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => fail(format!("log file {path} does not exist")),
-        _ => fail(format!("log file {path}: {e}")),
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|e| fail(format!("log file {path}: {e}")))?
-        .len();
+    let (mut file, meta) = super::file::open_regular(&cfg.path, "log file").map_err(fail)?;
+    let size = meta.len();
     let start = size.saturating_sub(cfg.max_scan_bytes);
     file.seek(SeekFrom::Start(start))
         .map_err(|e| fail(format!("log file {path}: {e}")))?;

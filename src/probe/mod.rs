@@ -5,6 +5,7 @@
 //! its own timeout, so one slow or dead dependency never hides the others.
 
 pub mod db;
+pub mod file;
 pub mod log;
 pub mod metrics;
 pub mod nats;
