@@ -650,18 +650,39 @@ impl Ctx<'_> {
         let mut events = 0.0;
         match &self.last.log {
             Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
-            Ok(l) if l.fallback_count > 0 => {
-                events += l.fallback_count as f64;
+            // Counted since the tail started: a fallback seen stays failing for
+            // the soak, through rotations and while the log is unreadable.
+            Ok(l) if l.fallback_total.max(l.fallback_count) > 0 => {
+                let n = l.fallback_total.max(l.fallback_count);
+                events += n as f64;
                 parts.push(part(
                     Status::Fail,
                     format!(
-                        "{} fallback line(s) in {}; last: {}",
-                        l.fallback_count,
+                        "{n} fallback line(s) in {}; last: {}{}",
                         self.cfg.log.path.display(),
-                        l.last_fallback.as_deref().unwrap_or("")
+                        l.last_fallback.as_deref().unwrap_or(""),
+                        l.unreadable
+                            .as_deref()
+                            .map(|r| format!(" (now: {r})"))
+                            .unwrap_or_default()
                     ),
                 ));
             }
+            Ok(l) if l.unreadable.is_some() => parts.push(part(
+                Status::Unknown,
+                l.unreadable.clone().unwrap_or_default(),
+            )),
+            // Behind after a burst: what is not read yet is not known clean.
+            // Unknown rather than pass, so the verdict never claims unread lines.
+            Ok(l) if l.backlog_bytes > 0 => parts.push(part(
+                Status::Unknown,
+                format!(
+                    "catching up: {:.1} MiB of {} behind, no fallback line in the {} line(s) read so far",
+                    l.backlog_bytes as f64 / (1024.0 * 1024.0),
+                    self.cfg.log.path.display(),
+                    l.lines_scanned
+                ),
+            )),
             Ok(l) => parts.push(part(
                 Status::Pass,
                 format!(

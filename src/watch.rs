@@ -87,6 +87,10 @@ pub trait SampleSource: Send + Sync {
         at: DateTime<Utc>,
         since: &'a [DateTime<Utc>],
     ) -> BoxFuture<'a, Snapshot>;
+
+    /// Picks up from the last stored snapshot of a resumed soak (the log
+    /// tail's position and counts); nothing by default.
+    fn resume(&self, _prev: &Snapshot) {}
 }
 
 impl SampleSource for Prober {
@@ -96,6 +100,12 @@ impl SampleSource for Prober {
         since: &'a [DateTime<Utc>],
     ) -> BoxFuture<'a, Snapshot> {
         Box::pin(Prober::snapshot(self, at, since))
+    }
+
+    fn resume(&self, prev: &Snapshot) {
+        if let Ok(l) = &prev.log {
+            self.resume_log(l);
+        }
     }
 }
 
@@ -337,6 +347,9 @@ impl Watch {
                 .await?;
                 self.rollback_view = crate::rollback_run::view(&self.store, &rec.meta.id).await?;
                 self.prev = self.store.last_snapshot(&rec.meta.id).await?;
+                if let Some(prev) = &self.prev {
+                    source.resume(prev);
+                }
                 self.soak = rec;
             }
             None => {

@@ -39,6 +39,8 @@ pub struct Prober {
     /// (`None` before any answer). The database probe uses it at once instead
     /// of waiting for this round's metrics inside its own timeout.
     last_process_start: std::sync::Mutex<Option<Option<f64>>>,
+    /// The log tail, kept across cycles so every line is read once.
+    log_tail: std::sync::Arc<std::sync::Mutex<log::LogTail>>,
 }
 
 /// Runs a probe future under the probe timeout and records its wall time.
@@ -74,7 +76,19 @@ impl Prober {
             pg,
             nats: Mutex::new(None),
             last_process_start: std::sync::Mutex::new(None),
+            log_tail: Default::default(),
         })
+    }
+
+    /// Continues the log tail from a stored snapshot (a restarted `watch`),
+    /// so lines read before the restart are not read again and fallbacks
+    /// seen before it stay counted.
+    pub fn resume_log(&self, prev: &crate::sample::LogState) {
+        let mut g = match self.log_tail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.resume(prev);
     }
 
     /// The configuration the prober was built from.
@@ -195,7 +209,12 @@ impl Prober {
             .await
         };
 
-        let log_part = timed(ProbeKind::Log, "log".into(), timeout, log::probe(&cfg.log));
+        let log_part = timed(
+            ProbeKind::Log,
+            "log".into(),
+            timeout,
+            log::probe(self.log_tail.clone(), &cfg.log, timeout),
+        );
         let env_part = timed(
             ProbeKind::ServiceEnv,
             "service_env".into(),
