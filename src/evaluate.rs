@@ -680,7 +680,7 @@ impl Ctx<'_> {
                     "catching up: {:.1} MiB of {} behind, no fallback line in the {} line(s) read so far",
                     l.backlog_bytes as f64 / (1024.0 * 1024.0),
                     self.cfg.log.path.display(),
-                    l.lines_scanned
+                    l.lines_total.max(l.lines_scanned)
                 ),
             )),
             Ok(l) => parts.push(part(
@@ -688,9 +688,12 @@ impl Ctx<'_> {
                 format!(
                     "no fallback line in {} ({} lines scanned{})",
                     self.cfg.log.path.display(),
-                    l.lines_scanned,
-                    if l.ignored_count > 0 {
-                        format!(", {} candidate line(s) ignored", l.ignored_count)
+                    l.lines_total.max(l.lines_scanned),
+                    if l.ignored_total.max(l.ignored_count) > 0 {
+                        format!(
+                            ", {} candidate line(s) ignored",
+                            l.ignored_total.max(l.ignored_count)
+                        )
                     } else {
                         String::new()
                     }
@@ -1548,6 +1551,55 @@ mod tests {
             not_passing(&v),
             vec![("fallback", Status::Fail), ("stream_purity", Status::Fail)]
         );
+    }
+
+    #[test]
+    fn a_fallback_seen_earlier_stays_failing_and_a_backlog_is_unknown() {
+        let c = cfg();
+        // Nothing new this cycle, but one seen before (another file, before a restart).
+        let mut h = healthy_window(&c);
+        h[1].log = Ok(LogState {
+            fallback_total: 1,
+            last_fallback: Some("falling back to ATHLETE_ALLY_EVENTS".into()),
+            unreadable: Some("log file x does not exist".into()),
+            ..Default::default()
+        });
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("fallback", Status::Fail)]);
+        let f = v.iter().find(|v| v.id == C::Fallback).expect("fallback");
+        assert!(f.evidence.contains("does not exist"), "{}", f.evidence);
+
+        // Behind after a burst, nothing seen yet: unknown, with how far behind.
+        let mut h = healthy_window(&c);
+        h[1].log = Ok(LogState {
+            lines_scanned: 10,
+            backlog_bytes: 3 << 20,
+            ..Default::default()
+        });
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("fallback", Status::Unknown)]);
+        let f = v.iter().find(|v| v.id == C::Fallback).expect("fallback");
+        assert!(
+            f.evidence.contains("catching up: 3.0 MiB"),
+            "{}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn a_metrics_body_over_the_cap_is_unknown_not_down() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        h[1].metrics = Err(crate::sample::ProbeFailure {
+            probe: crate::sample::ProbeKind::Metrics,
+            reason: format!(
+                "GET x: body of 9 bytes (Content-Length) is over the cap of 1 bytes ({})",
+                crate::probe::metrics::OVER_CAP_MARK
+            ),
+        });
+        let v = evaluate(&c, &h);
+        let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
+        assert_eq!(up.status, Status::Unknown);
     }
 
     #[test]

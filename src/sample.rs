@@ -313,6 +313,12 @@ pub struct LogState {
     /// and restarts of `watch`): a fallback seen stays counted for the soak.
     #[serde(default)]
     pub fallback_total: u64,
+    /// Candidate lines ignored since the tail started.
+    #[serde(default)]
+    pub ignored_total: u64,
+    /// Lines read since the tail started.
+    #[serde(default)]
+    pub lines_total: u64,
     /// Bytes written but not read yet (the tail reads a bounded amount per
     /// cycle and catches up over the next ones; nothing is skipped).
     #[serde(default)]
@@ -335,9 +341,6 @@ pub struct LogCursor {
     pub ino: u64,
     /// Offset of the first byte not yet consumed (start of an unfinished line).
     pub offset: u64,
-    /// Candidate lines ignored since the tail started.
-    #[serde(default)]
-    pub ignored_total: u64,
 }
 
 /// The values read from the service's env file (only configured keys).

@@ -79,6 +79,7 @@ struct PieceHits {
 struct Totals {
     fallback: u64,
     ignored: u64,
+    lines: u64,
     first: Option<String>,
     last: Option<String>,
 }
@@ -114,7 +115,8 @@ impl LogTail {
     pub fn resume(&mut self, prev: &LogState) {
         self.totals = Totals {
             fallback: prev.fallback_total.max(prev.fallback_count),
-            ignored: prev.cursor.as_ref().map_or(0, |c| c.ignored_total),
+            ignored: prev.ignored_total,
+            lines: prev.lines_total,
             first: prev.first_fallback.clone(),
             last: prev.last_fallback.clone(),
         };
@@ -171,6 +173,8 @@ impl LogTail {
             last_fallback: self.totals.last.clone(),
             ignored_count: cyc.ignored,
             fallback_total: self.totals.fallback,
+            ignored_total: self.totals.ignored,
+            lines_total: self.totals.lines,
             backlog_bytes: backlog,
             unreadable: None,
             cursor: self.cur.as_ref().map(|c| crate::sample::LogCursor {
@@ -179,7 +183,6 @@ impl LogTail {
                 offset: c
                     .offset
                     .saturating_sub(c.carry.len() as u64 + c.carry_dropped),
-                ignored_total: self.totals.ignored,
             }),
         };
         match opened {
@@ -399,6 +402,7 @@ fn add(totals: &mut Totals, cyc: &mut Cycle, s: &LogState) {
     cyc.ignored += s.ignored_count;
     totals.fallback += s.fallback_count;
     totals.ignored += s.ignored_count;
+    totals.lines += s.lines_scanned;
     if totals.first.is_none() {
         totals.first.clone_from(&s.first_fallback);
     }

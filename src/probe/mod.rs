@@ -175,15 +175,20 @@ impl Prober {
         });
 
         // The database counts rows since the service started, which only the
-        // metrics know. A start time remembered from an earlier round is used
-        // at once; only before any metrics answer (the first round, `check`)
-        // does the database wait for this round's metrics, and that wait is
-        // bounded by the metrics probe's own timeout and kept outside the
-        // database's, so a hanging /metrics never times the database out.
+        // metrics know. The database waits for this round's metrics outside
+        // its own timeout: a quarter of the timeout when a start time is
+        // remembered from an earlier round (then used if the metrics are
+        // late), else (the first round, `check`) as long as the metrics probe
+        // may take. A hanging /metrics never times the database out.
         let remembered = self.last_process_start.lock().ok().and_then(|g| *g);
         let db_part = async {
             let process_start = match remembered {
-                Some(ps) => ps,
+                // This round's value if the metrics answer soon (a restart
+                // changes it), else the remembered one.
+                Some(ps) => match tokio::time::timeout(timeout / 4, metrics_rx).await {
+                    Ok(Ok(now)) => now.or(ps),
+                    _ => ps,
+                },
                 None => match metrics_rx.await {
                     Ok(ps) => ps,
                     // The metrics probe timed out: do not wait for it again
