@@ -1186,3 +1186,29 @@ async fn a_fifo_log_or_env_file_is_refused_without_hanging() {
         run.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_metrics_body_cap_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/checks.toml"
+    )));
+    assert!(
+        text.contains("max_body_bytes = 16777216"),
+        "documented in checks.toml"
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("max_body_bytes = 16777216", "max_body_bytes = 0"),
+    )
+    .expect("write");
+    let run = run_bin(&["validate", "--config", &bad.display().to_string()], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("metrics.max_body_bytes") && run.stderr.contains("greater than 0"),
+        "{}",
+        run.stderr
+    );
+}
