@@ -138,7 +138,11 @@ fn main() {
             "  database, connection kept",
             time_it(|| async { session.lock().await.probe(&cfg, Utc::now(), &since).await }).await,
         );
-        row("  log scan", time_it(|| probe::log::probe(&cfg.log)).await);
+        // A fresh tail each round: the first cycle's scan of the recent tail.
+        row(
+            "  log scan",
+            time_it(|| probe::log::probe(Default::default(), &cfg.log, timeout)).await,
+        );
         row(
             "  env file",
             time_it(|| probe::service_env::probe(&cfg.service_env)).await,

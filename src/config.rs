@@ -298,6 +298,9 @@ pub struct MetricsConfig {
     pub latency_histogram: Option<String>,
     /// Gauge of the process start time (seconds since epoch).
     pub process_start_metric: Option<String>,
+    /// Largest /metrics body read, whatever its framing: a runaway exporter
+    /// must not take our memory or our probe budget.
+    pub max_body_bytes: u64,
 }
 
 /// What the derived-column spot check computes.
@@ -756,6 +759,12 @@ struct RawMetrics {
     latency_histogram: String,
     #[serde(default)]
     process_start_metric: String,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: u64,
+}
+
+fn default_max_body() -> u64 {
+    16 * 1024 * 1024
 }
 
 fn default_result_label() -> String {
@@ -1357,6 +1366,9 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
         ),
         Err(e) => p("metrics.url", format!("not a URL: {e}")),
     }
+    if raw.metrics.max_body_bytes == 0 {
+        p("metrics.max_body_bytes", "must be greater than 0".into());
+    }
     if !is_metric_name(&raw.metrics.messages_counter) {
         p("metrics.messages_counter", "not a valid metric name".into());
     }
@@ -1793,6 +1805,7 @@ fn validate(path: &Path, raw: RawConfig, problems: &mut Vec<(String, String)>) -
             stream_label: raw.metrics.stream_label,
             latency_histogram: opt(raw.metrics.latency_histogram),
             process_start_metric: opt(raw.metrics.process_start_metric),
+            max_body_bytes: raw.metrics.max_body_bytes,
         },
         database: DatabaseConfig {
             url: SecretUrl::new(raw.database.url),

@@ -650,26 +650,50 @@ impl Ctx<'_> {
         let mut events = 0.0;
         match &self.last.log {
             Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
-            Ok(l) if l.fallback_count > 0 => {
-                events += l.fallback_count as f64;
+            // Counted since the tail started: a fallback seen stays failing for
+            // the soak, through rotations and while the log is unreadable.
+            Ok(l) if l.fallback_total.max(l.fallback_count) > 0 => {
+                let n = l.fallback_total.max(l.fallback_count);
+                events += n as f64;
                 parts.push(part(
                     Status::Fail,
                     format!(
-                        "{} fallback line(s) in {}; last: {}",
-                        l.fallback_count,
+                        "{n} fallback line(s) in {}; last: {}{}",
                         self.cfg.log.path.display(),
-                        l.last_fallback.as_deref().unwrap_or("")
+                        l.last_fallback.as_deref().unwrap_or(""),
+                        l.unreadable
+                            .as_deref()
+                            .map(|r| format!(" (now: {r})"))
+                            .unwrap_or_default()
                     ),
                 ));
             }
+            Ok(l) if l.unreadable.is_some() => parts.push(part(
+                Status::Unknown,
+                l.unreadable.clone().unwrap_or_default(),
+            )),
+            // Behind after a burst: what is not read yet is not known clean.
+            // Unknown rather than pass, so the verdict never claims unread lines.
+            Ok(l) if l.backlog_bytes > 0 => parts.push(part(
+                Status::Unknown,
+                format!(
+                    "catching up: {:.1} MiB of {} behind, no fallback line in the {} line(s) read so far",
+                    l.backlog_bytes as f64 / (1024.0 * 1024.0),
+                    self.cfg.log.path.display(),
+                    l.lines_total.max(l.lines_scanned)
+                ),
+            )),
             Ok(l) => parts.push(part(
                 Status::Pass,
                 format!(
                     "no fallback line in {} ({} lines scanned{})",
                     self.cfg.log.path.display(),
-                    l.lines_scanned,
-                    if l.ignored_count > 0 {
-                        format!(", {} candidate line(s) ignored", l.ignored_count)
+                    l.lines_total.max(l.lines_scanned),
+                    if l.ignored_total.max(l.ignored_count) > 0 {
+                        format!(
+                            ", {} candidate line(s) ignored",
+                            l.ignored_total.max(l.ignored_count)
+                        )
                     } else {
                         String::new()
                     }
@@ -1097,6 +1121,10 @@ impl Ctx<'_> {
     fn service_up(&self, history: &[Snapshot]) -> Verdict {
         let target = "metrics endpoint answers; no restart".to_string();
         let ms = match self.metrics(self.last) {
+            // It answered, but more than we agreed to read: not known to be down.
+            Err(r) if r.contains(crate::probe::metrics::OVER_CAP_MARK) => {
+                return Verdict::unknown(C::ServiceUp, target, r)
+            }
             Err(r) => {
                 return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(
                     0.0,
@@ -1523,6 +1551,55 @@ mod tests {
             not_passing(&v),
             vec![("fallback", Status::Fail), ("stream_purity", Status::Fail)]
         );
+    }
+
+    #[test]
+    fn a_fallback_seen_earlier_stays_failing_and_a_backlog_is_unknown() {
+        let c = cfg();
+        // Nothing new this cycle, but one seen before (another file, before a restart).
+        let mut h = healthy_window(&c);
+        h[1].log = Ok(LogState {
+            fallback_total: 1,
+            last_fallback: Some("falling back to ATHLETE_ALLY_EVENTS".into()),
+            unreadable: Some("log file x does not exist".into()),
+            ..Default::default()
+        });
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("fallback", Status::Fail)]);
+        let f = v.iter().find(|v| v.id == C::Fallback).expect("fallback");
+        assert!(f.evidence.contains("does not exist"), "{}", f.evidence);
+
+        // Behind after a burst, nothing seen yet: unknown, with how far behind.
+        let mut h = healthy_window(&c);
+        h[1].log = Ok(LogState {
+            lines_scanned: 10,
+            backlog_bytes: 3 << 20,
+            ..Default::default()
+        });
+        let v = evaluate(&c, &h);
+        assert_eq!(not_passing(&v), vec![("fallback", Status::Unknown)]);
+        let f = v.iter().find(|v| v.id == C::Fallback).expect("fallback");
+        assert!(
+            f.evidence.contains("catching up: 3.0 MiB"),
+            "{}",
+            f.evidence
+        );
+    }
+
+    #[test]
+    fn a_metrics_body_over_the_cap_is_unknown_not_down() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        h[1].metrics = Err(crate::sample::ProbeFailure {
+            probe: crate::sample::ProbeKind::Metrics,
+            reason: format!(
+                "GET x: body of 9 bytes (Content-Length) is over the cap of 1 bytes ({})",
+                crate::probe::metrics::OVER_CAP_MARK
+            ),
+        });
+        let v = evaluate(&c, &h);
+        let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
+        assert_eq!(up.status, Status::Unknown);
     }
 
     #[test]

@@ -188,13 +188,17 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match rt.block_on(run(cli)) {
+    let code = match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("soakwatch: {e:#}");
             ExitCode::from(EXIT_CONFIG)
         }
-    }
+    };
+    // A probe thread stuck in a read the timeout gave up on (a hung network
+    // file system) must not keep the process from exiting.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -309,6 +309,38 @@ pub struct LogState {
     pub last_fallback: Option<String>,
     /// Lines that matched a fallback pattern but also an ignore pattern.
     pub ignored_count: u64,
+    /// Fallback lines seen since the tail started (across cycles, rotations
+    /// and restarts of `watch`): a fallback seen stays counted for the soak.
+    #[serde(default)]
+    pub fallback_total: u64,
+    /// Candidate lines ignored since the tail started.
+    #[serde(default)]
+    pub ignored_total: u64,
+    /// Lines read since the tail started.
+    #[serde(default)]
+    pub lines_total: u64,
+    /// Bytes written but not read yet (the tail reads a bounded amount per
+    /// cycle and catches up over the next ones; nothing is skipped).
+    #[serde(default)]
+    pub backlog_bytes: u64,
+    /// Set when the log cannot be read now but fallbacks were seen before:
+    /// the probe still answers so the fallback stays failing.
+    #[serde(default)]
+    pub unreadable: Option<String>,
+    /// Where the tail stands, so a restarted `watch` resumes there.
+    #[serde(default)]
+    pub cursor: Option<LogCursor>,
+}
+
+/// The position of the log tail: which file (device, inode) and how far.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LogCursor {
+    /// Device of the file read.
+    pub dev: u64,
+    /// Inode of the file read.
+    pub ino: u64,
+    /// Offset of the first byte not yet consumed (start of an unfinished line).
+    pub offset: u64,
 }
 
 /// The values read from the service's env file (only configured keys).

@@ -89,6 +89,10 @@ pub trait SampleSource: Send + Sync {
         at: DateTime<Utc>,
         since: &'a [DateTime<Utc>],
     ) -> BoxFuture<'a, Snapshot>;
+
+    /// Picks up from the last stored snapshot of a resumed soak (the log
+    /// tail's position and counts); nothing by default.
+    fn resume(&self, _prev: &Snapshot) {}
 }
 
 impl SampleSource for Prober {
@@ -98,6 +102,12 @@ impl SampleSource for Prober {
         since: &'a [DateTime<Utc>],
     ) -> BoxFuture<'a, Snapshot> {
         Box::pin(Prober::snapshot(self, at, since))
+    }
+
+    fn resume(&self, prev: &Snapshot) {
+        if let Ok(l) = &prev.log {
+            self.resume_log(l);
+        }
     }
 }
 
@@ -361,7 +371,7 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
-        let mut pending_new = self.begin(&start, clock).await?;
+        let mut pending_new = self.begin(source, &start, clock).await?;
         let interval = chrono::Duration::from_std(self.cfg.watch.interval)
             .unwrap_or(chrono::Duration::seconds(10));
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
@@ -402,6 +412,7 @@ impl Watch {
     /// first cycle, when its baselines can be observed.
     async fn begin(
         &mut self,
+        source: &dyn SampleSource,
         start: &StartOptions,
         clock: &dyn Clock,
     ) -> Result<Option<DateTime<Utc>>, WatchError> {
@@ -425,6 +436,11 @@ impl Watch {
             .await?;
             self.rollback_view = crate::rollback_run::view(&self.store, &rec.meta.id).await?;
             self.prev = self.store.last_snapshot(&rec.meta.id).await?;
+            // The log tail goes on from the stored cursor: lines written while
+            // the daemon was down are read, none twice.
+            if let Some(prev) = &self.prev {
+                source.resume(prev);
+            }
             self.soak = rec;
             return Ok(None);
         }

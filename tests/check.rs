@@ -1236,3 +1236,199 @@ async fn validate_lists_an_unknown_key_a_wrong_type_and_a_bad_value_in_one_run()
         }
     }
 }
+
+/// A loopback HTTP server that accepts and reads requests but never answers.
+async fn serve_hanging() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    port
+}
+
+/// A loopback HTTP server sending `total` bytes of valid exposition text, chunked
+/// (`content_length == false`) or with a Content-Length header, in 1 MiB writes.
+async fn serve_big_metrics(total: usize, content_length: bool) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let line = "normalize_hrv_messages_total{result=\"success\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",pad=\"xxxxxxxxxxxxxxxxxxxxxxxx\"} 1\n";
+                let piece: String = line.repeat((1 << 20) / line.len());
+                let head = if content_length {
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n")
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_string()
+                };
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut sent = 0;
+                while sent < total {
+                    let n = piece.len().min(total - sent);
+                    let data = &piece.as_bytes()[..n];
+                    let ok = if content_length {
+                        s.write_all(data).await.is_ok()
+                    } else {
+                        s.write_all(format!("{n:x}\r\n").as_bytes()).await.is_ok()
+                            && s.write_all(data).await.is_ok()
+                            && s.write_all(b"\r\n").await.is_ok()
+                    };
+                    if !ok {
+                        return;
+                    }
+                    sent += n;
+                }
+                if !content_length {
+                    let _ = s.write_all(b"0\r\n\r\n").await;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_metrics_endpoint_does_not_time_the_database_probe_out() {
+    let mut r = Replica::healthy(2).await;
+    let port = serve_hanging().await;
+    let url = r.metrics_url.clone();
+    r.edit_config(|t| {
+        t.replace(&url, &format!("http://127.0.0.1:{port}/metrics"))
+            .replace("timeout = \"5s\"", "timeout = \"1s\"")
+    });
+    let run = r.check("0s", false).await;
+    let j = run.json();
+    assert_eq!(j["probes"]["database"]["ok"], true, "{}", run.stdout);
+    assert_eq!(j["probes"]["metrics"]["ok"], false, "{}", run.stdout);
+    let reason = j["probes"]["metrics"]["error"].as_str().unwrap_or("");
+    assert!(
+        reason.contains(&format!("127.0.0.1:{port}/metrics")),
+        "{reason}"
+    );
+    let db_integrity = run.evidence("db_integrity");
+    assert!(!db_integrity.contains("database"), "{db_integrity}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_bodies_over_the_cap_are_unknown_with_the_cap_whatever_the_framing() {
+    let mut r = Replica::provisioned().await;
+    let url = r.metrics_url.clone();
+    let original = read(&r.config);
+    // 300 MB chunked (no Content-Length to refuse early) and 20 MB with Content-Length,
+    // both over the 16 MiB default; then 3 MB chunked under a 1 MiB configured cap.
+    for (total, content_length, cap) in [
+        (300_000_000, false, None),
+        (20_000_000, true, None),
+        (3_000_000, false, Some(1 << 20)),
+    ] {
+        let port = serve_big_metrics(total, content_length).await;
+        let mut text = original.replace(&url, &format!("http://127.0.0.1:{port}/metrics"));
+        if let Some(cap) = cap {
+            text = text.replace(
+                "[metrics]\n",
+                &format!("[metrics]\nmax_body_bytes = {cap}\n"),
+            );
+        }
+        std::fs::write(&r.config, text).expect("cfg");
+        let run = r.check("0s", false).await;
+        let j = run.json();
+        for id in ["service_up", "stream_purity", "success_rate"] {
+            let status = j["criteria"]
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["id"] == id))
+                .map(|c| c["status"].as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
+            assert_eq!(status, "unknown", "{id} {total}: {}", run.stdout);
+        }
+        let reason = j["probes"]["metrics"]["error"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("max_body_bytes")
+                && reason.contains(&cap.unwrap_or(16 << 20).to_string()),
+            "{total}: {reason}"
+        );
+    }
+}
+
+/// Makes a FIFO at `p` with mkfifo(1).
+fn mkfifo(p: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(p)
+        .status()
+        .expect("mkfifo runs");
+    assert!(st.success(), "mkfifo {}", p.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_log_or_env_file_is_refused_without_hanging() {
+    let mut r = Replica::healthy(2).await;
+    let log_fifo = r.path("log.fifo");
+    let env_fifo = r.path("env.fifo");
+    mkfifo(&log_fifo);
+    mkfifo(&env_fifo);
+    let log = r.files.log_file.display().to_string();
+    let env = r.files.env_file.display().to_string();
+    r.edit_config(|t| {
+        t.replace(&log, &log_fifo.display().to_string())
+            .replace(&env, &env_fifo.display().to_string())
+    });
+    // Before: `check` printed its report and then never exited (run_bin gives up at 60 s).
+    let run = r.check("0s", false).await;
+    let j = run.json();
+    let log_err = j["probes"]["log"]["error"].as_str().unwrap_or("");
+    assert!(
+        log_err.contains("is a FIFO, not a regular file") && log_err.contains("log.fifo"),
+        "{}",
+        run.stdout
+    );
+    let env_err = j["probes"]["service_env"]["error"].as_str().unwrap_or("");
+    assert!(
+        env_err.contains("is a FIFO, not a regular file") && env_err.contains("env.fifo"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.evidence("fallback").contains("is a FIFO"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_metrics_body_cap_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = read(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/checks.toml"
+    )));
+    assert!(
+        text.contains("max_body_bytes = 16777216"),
+        "documented in checks.toml"
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("max_body_bytes = 16777216", "max_body_bytes = 0"),
+    )
+    .expect("write");
+    let run = run_bin(&["validate", "--config", &bad.display().to_string()], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("metrics.max_body_bytes") && run.stderr.contains("greater than 0"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1188,3 +1188,90 @@ async fn idle_http_connections_are_closed_and_logs_have_no_colour() {
         "ANSI escapes in a log file:\n{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_log_is_unknown_every_cycle_and_sigterm_still_stops_the_daemon() {
+    let r = Replica::healthy(2).await;
+    let fifo = r.path("log.fifo");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(st.success());
+    let log = r.files.log_file.display().to_string();
+    r.edit_config(|t| t.replace(&log, &fifo.display().to_string()));
+    let w = r.add_watch_section("");
+    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-fifo");
+    d.wait_cycles(3, secs(30)).await;
+    assert_eq!(d.status("fallback").await, Some(UNKNOWN));
+    // Before: each cycle left a thread blocked in open(2) and SIGTERM never finished.
+    stop_cleanly(&mut d).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fallback_inside_a_100_mb_burst_is_caught_and_rotation_never_resolves_it() {
+    let r = Replica::healthy(3).await;
+    // 16 MiB read per cycle: the 100 MB burst takes several cycles to catch up on.
+    r.edit_config(|t| {
+        t.replace(
+            "ignore_patterns = ['Stream candidates:']",
+            "ignore_patterns = ['Stream candidates:']\nmax_scan_bytes = 16777216",
+        )
+    });
+    let w = r.add_watch_section("");
+    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-burst");
+    d.wait_status("fallback", "pass", secs(20), |s| s == PASS)
+        .await;
+    let log = r.files.log_file.clone();
+
+    // One write of ~100 MB whose fallback line is 10 MB in: far outside the last
+    // max_scan_bytes of the file once written (what was scanned before).
+    let filler = "2026-11-27T06:00:00.000Z [normalize] processed HRV event ok\n";
+    let mut burst = filler.repeat(10_000_000 / filler.len());
+    burst.push_str(&format!(
+        "2026-11-27T06:00:01.000Z [normalize] Found existing HRV consumer on {}: normalize-hrv-durable\n",
+        r.names.legacy_stream
+    ));
+    burst.push_str(&filler.repeat(90_000_000 / filler.len()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        f.write_all(burst.as_bytes()).expect("burst");
+    }
+    drop(burst);
+    d.wait_status("fallback", "fail once the burst is read", secs(120), |s| {
+        s == FAIL
+    })
+    .await;
+
+    // mv rotation plus a new, clean file: the fallback stays counted.
+    std::fs::rename(&log, r.path("normalize-service.log.1")).expect("rotate");
+    std::fs::File::create(&log).expect("new log");
+    r.append_log("2026-11-27T06:10:00.000Z [normalize] all good");
+    let cycles = |b: &str| metric(b, "soakwatch_cycles_total", &[]).unwrap_or(0.0) as u64;
+    let now = cycles(&d.metrics().await.unwrap_or_default());
+    d.wait_cycles(now + 3, secs(20)).await;
+    assert_eq!(d.status("fallback").await, Some(FAIL), "{}", d.stderr());
+
+    // Copy-truncate of the new file: still failing.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("open log")
+        .set_len(0)
+        .expect("truncate");
+    let now = cycles(&d.metrics().await.unwrap_or_default());
+    d.wait_cycles(now + 2, secs(20)).await;
+    assert_eq!(d.status("fallback").await, Some(FAIL), "{}", d.stderr());
+
+    // A restarted daemon resumes the soak and its log tail: still failing.
+    d.signal("KILL");
+    d.wait_exit(secs(5)).await;
+    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-burst-2");
+    d.wait_cycles(2, secs(30)).await;
+    assert_eq!(d.status("fallback").await, Some(FAIL), "{}", d.stderr());
+    stop_cleanly(&mut d).await;
+}

@@ -6,8 +6,13 @@ use crate::config::Config;
 use crate::promtext::{self, Exposition, Sample};
 use crate::sample::{FamilyFacts, FamilyPresence, MetricsState, ProbeFailure, ProbeKind, Probed};
 
-/// Largest body accepted: a runaway exporter must not exhaust our memory.
-const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// Names the cap in the reason of a refused body; the evaluator reads it to
+/// say `unknown` (the service answered, we refused to read it) instead of `down`.
+pub const OVER_CAP_MARK: &str = "[metrics] max_body_bytes";
+
+/// A body at least this large is parsed on a blocking thread, so a big
+/// exposition cannot stall the runtime (and the probe timeout stays in force).
+const BLOCKING_PARSE_BYTES: usize = 1024 * 1024;
 /// How many bad lines are kept verbatim as evidence.
 const KEPT_ERRORS: usize = 5;
 
@@ -45,22 +50,19 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
     if !status.is_success() {
         return Err(fail(format!("GET {shown}: HTTP {status}")));
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n as usize > MAX_BODY_BYTES)
-    {
-        return Err(fail(format!(
-            "GET {shown}: body larger than {MAX_BODY_BYTES} bytes"
-        )));
-    }
-    let body = resp.bytes().await.map_err(|e| {
-        fail(format!(
-            "GET {shown}: body cut off: {}",
-            describe_reqwest(&e)
-        ))
-    })?;
-    let text = String::from_utf8_lossy(&body);
-    let expo = promtext::parse(&text);
+    let body = read_capped(resp, cfg.metrics.max_body_bytes, shown).await?;
+    let len = body.len();
+    let parse = move || -> (Exposition, usize) {
+        let text = String::from_utf8_lossy(&body);
+        (promtext::parse(&text), len)
+    };
+    let (expo, len) = if len >= BLOCKING_PARSE_BYTES {
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| fail(format!("GET {shown}: parse task failed: {e}")))?
+    } else {
+        parse()
+    };
     // Only `# TYPE` lines is still an exposition: a registry of labelled
     // families before their first event (prometheus_client without collectors).
     if expo.samples.is_empty() && expo.types.is_empty() {
@@ -70,12 +72,47 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
             .map(|e| format!("; line {}: {}", e.line, e.message))
             .unwrap_or_default();
         return Err(fail(format!(
-            "GET {shown}: not a Prometheus exposition ({} bytes, {} bad lines{first})",
-            body.len(),
+            "GET {shown}: not a Prometheus exposition ({len} bytes, {} bad lines{first})",
             expo.errors.len()
         )));
     }
-    Ok(extract(&expo, cfg, body.len() as u64))
+    Ok(extract(&expo, cfg, len as u64))
+}
+
+/// Reads the body chunk by chunk and stops as soon as it exceeds `cap`,
+/// whatever the framing (Content-Length, chunked, or until close): the
+/// declared length is only a shortcut, never trusted alone.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: u64,
+    shown: &str,
+) -> Result<Vec<u8>, ProbeFailure> {
+    let too_big = |what: String| {
+        fail(format!(
+            "GET {shown}: body {what} is over the cap of {cap} bytes ({OVER_CAP_MARK})"
+        ))
+    };
+    if let Some(n) = resp.content_length().filter(|n| *n > cap) {
+        return Err(too_big(format!("of {n} bytes (Content-Length)")));
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap) as usize);
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| {
+            fail(format!(
+                "GET {shown}: body cut off: {}",
+                describe_reqwest(&e)
+            ))
+        })?;
+        let Some(chunk) = chunk else { break };
+        if (body.len() + chunk.len()) as u64 > cap {
+            return Err(too_big(format!(
+                "(more than {} bytes read)",
+                body.len() + chunk.len()
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// reqwest's Display nests causes; a person needs the innermost one.

@@ -5,6 +5,7 @@
 //! its own timeout, so one slow or dead dependency never hides the others.
 
 pub mod db;
+pub mod file;
 pub mod log;
 pub mod metrics;
 pub mod nats;
@@ -34,6 +35,12 @@ pub struct Prober {
     http: reqwest::Client,
     pg: Result<Mutex<db::DbSession>, ProbeFailure>,
     nats: Mutex<Option<async_nats::Client>>,
+    /// What the last answering metrics probe said about the process start
+    /// (`None` before any answer). The database probe uses it at once instead
+    /// of waiting for this round's metrics inside its own timeout.
+    last_process_start: std::sync::Mutex<Option<Option<f64>>>,
+    /// The log tail, kept across cycles so every line is read once.
+    log_tail: std::sync::Arc<std::sync::Mutex<log::LogTail>>,
 }
 
 /// Runs a probe future under the probe timeout and records its wall time.
@@ -68,7 +75,20 @@ impl Prober {
             http,
             pg,
             nats: Mutex::new(None),
+            last_process_start: std::sync::Mutex::new(None),
+            log_tail: Default::default(),
         })
+    }
+
+    /// Continues the log tail from a stored snapshot (a restarted `watch`),
+    /// so lines read before the restart are not read again and fallbacks
+    /// seen before it stay counted.
+    pub fn resume_log(&self, prev: &crate::sample::LogState) {
+        let mut g = match self.log_tail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.resume(prev);
     }
 
     /// The configuration the prober was built from.
@@ -145,25 +165,61 @@ impl Prober {
         let metrics_part = timed(ProbeKind::Metrics, "metrics".into(), timeout, async {
             let r = metrics::probe(&self.http, cfg).await;
             let start = r.as_ref().ok().and_then(|m| m.process_start);
+            if r.is_ok() {
+                if let Ok(mut g) = self.last_process_start.lock() {
+                    *g = Some(start);
+                }
+            }
             let _ = metrics_tx.send(start);
             r
         });
 
         // The database counts rows since the service started, which only the
-        // metrics know: it runs its other queries first, then waits for that.
-        let db_part = timed(ProbeKind::Database, "database".into(), timeout, async {
-            let session = self.pg.as_ref().map_err(Clone::clone)?;
-            let process_start = metrics_rx.await.ok().flatten();
-            let mut instants: Vec<DateTime<Utc>> = since.to_vec();
-            if let Some(ps) =
-                process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
-            {
-                instants.push(ps);
-            }
-            session.lock().await.probe(cfg, now, &instants).await
-        });
+        // metrics know. The database waits for this round's metrics outside
+        // its own timeout: a quarter of the timeout when a start time is
+        // remembered from an earlier round (then used if the metrics are
+        // late), else (the first round, `check`) as long as the metrics probe
+        // may take. A hanging /metrics never times the database out.
+        let remembered = self.last_process_start.lock().ok().and_then(|g| *g);
+        let db_part = async {
+            let process_start = match remembered {
+                // This round's value if the metrics answer soon (a restart
+                // changes it), else the remembered one.
+                Some(ps) => match tokio::time::timeout(timeout / 4, metrics_rx).await {
+                    Ok(Ok(now)) => now.or(ps),
+                    _ => ps,
+                },
+                None => match metrics_rx.await {
+                    Ok(ps) => ps,
+                    // The metrics probe timed out: do not wait for it again
+                    // until it answers.
+                    Err(_) => {
+                        if let Ok(mut g) = self.last_process_start.lock() {
+                            g.get_or_insert(None);
+                        }
+                        None
+                    }
+                },
+            };
+            timed(ProbeKind::Database, "database".into(), timeout, async {
+                let session = self.pg.as_ref().map_err(Clone::clone)?;
+                let mut instants: Vec<DateTime<Utc>> = since.to_vec();
+                if let Some(ps) =
+                    process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+                {
+                    instants.push(ps);
+                }
+                session.lock().await.probe(cfg, now, &instants).await
+            })
+            .await
+        };
 
-        let log_part = timed(ProbeKind::Log, "log".into(), timeout, log::probe(&cfg.log));
+        let log_part = timed(
+            ProbeKind::Log,
+            "log".into(),
+            timeout,
+            log::probe(self.log_tail.clone(), &cfg.log, timeout),
+        );
         let env_part = timed(
             ProbeKind::ServiceEnv,
             "service_env".into(),

@@ -4,18 +4,25 @@ use crate::config::ServiceEnvConfig;
 use crate::envfile::EnvFile;
 use crate::sample::{EnvState, ProbeFailure, ProbeKind, Probed};
 
-/// Reads the env file and keeps the ack-wait key and the expected keys.
+/// Largest env file read: a real one is a few KiB.
+const MAX_ENV_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads the env file (never blocking on a FIFO, on a blocking thread) and
+/// keeps the ack-wait key and the expected keys.
 pub async fn probe(cfg: &ServiceEnvConfig) -> Probed<EnvState> {
-    let path = cfg.path.display();
-    let text = tokio::fs::read_to_string(&cfg.path)
-        .await
-        .map_err(|e| ProbeFailure {
-            probe: ProbeKind::ServiceEnv,
-            reason: match e.kind() {
-                std::io::ErrorKind::NotFound => format!("env file {path} does not exist"),
-                _ => format!("env file {path}: {e}"),
-            },
-        })?;
+    let fail = |reason: String| ProbeFailure {
+        probe: ProbeKind::ServiceEnv,
+        reason,
+    };
+    let path = cfg.path.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        super::file::read_regular(&path, "env file", MAX_ENV_BYTES)
+    })
+    .await
+    .map_err(|e| fail(format!("env file read task failed: {e}")))?
+    .map_err(fail)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| fail(format!("env file {}: not valid UTF-8", cfg.path.display())))?;
     Ok(extract(&EnvFile::parse(&text), cfg))
 }
 
