@@ -2,7 +2,7 @@
 //! cap and over it, chunked and with Content-Length) and the time the log tail
 //! takes to catch up after a 500 MB burst.
 //!
-//! Run with `cargo bench --bench probes`. Needs nothing but loopback: each case
+//! Run with `cargo bench --features testkit --bench probes`. Needs nothing but loopback: each case
 //! runs in a child process of this binary (peak RSS is a per-process
 //! high-water mark), serving /metrics from an in-process loopback server.
 
