@@ -1,6 +1,5 @@
-//! Fails a plain `cargo test`: the end-to-end tests (tests/check.rs,
-//! watch.rs, soak.rs, rollback.rs, alert_sinks.rs) need the `testkit`
-//! feature and are not even built without it, which must never pass as a
+//! Fails a plain `cargo test`: the end-to-end suite (tests/e2e/) needs the
+//! `testkit` feature and are not even built without it, which must never pass as a
 //! green suite.
 
 #[cfg(not(feature = "testkit"))]

@@ -8,7 +8,7 @@
 // subject at once, and naks database failures until the consumer's max deliveries, then
 // dead-letters them.
 //
-// Plumbing comes from the process environment (set by tests/common/mod.rs):
+// Plumbing comes from the process environment (set by tests/e2e/common.rs):
 //   NATS_URL, DATABASE_URL, HRV_CORE_STREAM, HRV_LEGACY_STREAM, HRV_DURABLE, HRV_TABLE,
 //   HRV_SUBJECT, HRV_DLQ_SUBJECT, SERVICE_ENV_FILE, SERVICE_LOG, LISTEN (host:port).
 'use strict';

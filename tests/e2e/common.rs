@@ -2,8 +2,6 @@
 //! on the machine's real NATS and PostgreSQL, a real stand-in service process,
 //! and the real `soakwatch` binary.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -106,7 +104,7 @@ pub struct Replica {
     pub metrics_url: String,
     pub port: u16,
     pub db_url: String,
-    pub nats: async_nats::Client,
+    /// JetStream on the replica's NATS (it holds the connection).
     pub js: async_nats::jetstream::Context,
     pub http: reqwest::Client,
     standin: Option<tokio::process::Child>,
@@ -290,7 +288,7 @@ pub fn read(p: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Helpers of tests/watch.rs: a replica on a given NATS server, a private nats-server that a
+// Helpers of the watch module: a replica on a given NATS server, a private nats-server that a
 // test may stop and restart, and the `soakwatch watch` daemon as a child process.
 
 impl Replica {
@@ -323,7 +321,7 @@ impl Replica {
             chrono::Utc::now(),
         );
         std::fs::write(&config, text).expect("write config");
-        let js = async_nats::jetstream::new(nats.clone());
+        let js = async_nats::jetstream::new(nats);
         Replica {
             names,
             dir,
@@ -332,7 +330,6 @@ impl Replica {
             metrics_url,
             port,
             db_url,
-            nats,
             js,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))

@@ -5,14 +5,12 @@
 //! Every wait is a polling loop with a deadline whose panic message carries the daemon's
 //! last /metrics and its stderr; no timing is asserted beyond generous upper bounds.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use soakwatch::soak::model::SoakSummary;
 use soakwatch::verdict::{CriterionId, Status};
 

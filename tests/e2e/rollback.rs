@@ -2,14 +2,14 @@
 //! processes, and the machine's real NATS and PostgreSQL (a disposable
 //! replica per test). Every test cleans up what it started.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{nats_url, Replica, TESTKIT};
+use crate::common::{nats_url, Replica, TESTKIT};
 use soakwatch::rollback::{
     self, cleanup_e2e_rows, run_e2e, steps, E2eConfig, LogMark, RollbackConfig, RollbackMode,
     StepRecord, StepStatus,

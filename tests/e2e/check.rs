@@ -2,11 +2,9 @@
 //! Phase B topology on the machine's NATS and PostgreSQL, with a stand-in
 //! service process. Each fault fails exactly the criteria it should.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const ALL_IDS: [&str; 13] = [
     "topology",

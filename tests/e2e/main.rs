@@ -1,0 +1,21 @@
+//! The end-to-end suite: the real `soakwatch` binary, the daemon loop and
+//! every sink against real NATS, PostgreSQL, HTTP, SMTP and Alertmanager
+//! peers. One test binary, so the heavy dependencies (sqlx, reqwest, lettre,
+//! axum) are linked once; one module per concern:
+//!
+//! - `check`: `soakwatch check` and `validate` against a replica, one test per fault.
+//! - `watch`: the daemon binary (outages, restarts, rotation, write errors, locks).
+//! - `soak`: 48 h replays and the daemon loop on a manual clock.
+//! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
+//! - `alert_sinks`: every sink against real receivers.
+//!
+//! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
+//! module with `cargo test --features testkit --test e2e check::`.
+
+mod common;
+
+mod alert_sinks;
+mod check;
+mod rollback;
+mod soak;
+mod watch;
