@@ -1,0 +1,785 @@
+//! checks.toml: what to watch and the thresholds, for any service's cutover.
+//!
+//! Loading is two steps (raw syntax, then meaning), and every problem is
+//! reported with the file, the line and the dotted key at fault, all at once:
+//! 1. the text is parsed with spans kept, so any key path can be mapped to a line;
+//! 2. `${VAR:-default}` is expanded in string values (endpoints and secrets
+//!    come from the environment), then the typed structure is deserialized
+//!    (`deny_unknown_fields` catches typos) and validated. Serde stops at
+//!    the first unknown key or wrong type, so `deserialize_collecting`
+//!    reports it, takes the key out (or puts a placeholder in for a required
+//!    one) and tries again: one run lists every problem of every section.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::{Secret, SecretUrl};
+use crate::subjects;
+
+mod collect;
+mod env;
+mod locate;
+mod raw;
+mod validate;
+
+pub use env::{expand_env, EnvLookup, ProcessEnv};
+pub use locate::line_of_key;
+pub use raw::MIN_INTERVAL;
+
+use collect::*;
+use env::*;
+use locate::*;
+use raw::*;
+use validate::*;
+
+/// One problem in a config file, located for a person to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file as given on the command line.
+    pub file: PathBuf,
+    /// 1-based line, when the key exists in the file (a missing key has none).
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `streams.hot[0].max_age`.
+    pub key: String,
+    /// One line saying what is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{}:{line}: {}: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            ),
+            None => write!(f, "{}: {}: {}", self.file.display(), self.key, self.message),
+        }
+    }
+}
+
+/// Why a config was refused: every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file as given.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is wrong; each problem is located.
+    #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// Every problem, in file order where known.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+/// Validated configuration: the only form the rest of the program sees.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was loaded from (shown in output).
+    pub source: PathBuf,
+    /// The soak itself: its name and T0.
+    pub soak: SoakConfig,
+    /// Per-probe timeout.
+    pub probe_timeout: Duration,
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// Expected streams by role.
+    pub streams: StreamsConfig,
+    /// The durable consumer the service binds.
+    pub consumer: ConsumerConfig,
+    /// The service's Prometheus endpoint and the series to read.
+    pub metrics: MetricsConfig,
+    /// The table the service writes.
+    pub database: DatabaseConfig,
+    /// The service's log and what counts as a fallback there.
+    pub log: LogConfig,
+    /// The service's env file and the values it must hold.
+    pub service_env: ServiceEnvConfig,
+    /// Thresholds per criterion.
+    pub criteria: CriteriaConfig,
+    /// The daemon: interval, state, reports, soak policy.
+    pub watch: WatchConfig,
+    /// Alert routes and lifecycle.
+    pub alerts: std::sync::Arc<crate::alert::routes::AlertsConfig>,
+    /// The one-shot rollback and what triggers it; None when not configured.
+    pub rollback: Option<RollbackSettings>,
+}
+
+/// `[rollback]`: the runbook's steps plus the triggers that fire it.
+#[derive(Debug, Clone)]
+pub struct RollbackSettings {
+    /// Steps and mode.
+    pub run: crate::rollback::RollbackConfig,
+    /// What fires it, each held for a duration.
+    pub triggers: Vec<RollbackTrigger>,
+}
+
+/// One trigger: a criterion failing for `hold`, or the DLQ spike rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackTrigger {
+    /// Name as configured (a criterion id or `dlq_spike`).
+    pub name: String,
+    /// The criterion, unless this is the DLQ spike rule.
+    pub criterion: Option<crate::verdict::CriterionId>,
+    /// How long the failure must have lasted.
+    pub hold: Duration,
+}
+
+/// Settings of `soakwatch watch`, validated.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Time between sampling rounds.
+    pub interval: Duration,
+    /// The SQLite state database (history survives restarts).
+    pub state: PathBuf,
+    /// Where checkpoint reports and charts go.
+    pub reports_dir: PathBuf,
+    /// Checkpoints after T0 (the seed: 24 h and 48 h).
+    pub checkpoints: Vec<Duration>,
+    /// Below this share of judged time a criterion's soak verdict is unknown.
+    pub min_coverage: f64,
+    /// A longer silence between samples is a gap (unknown for its length).
+    pub max_gap: Duration,
+    /// A failing criterion must pass this long before it recovers.
+    pub recover_after: Duration,
+    /// A raw failure must hold this long before it counts, per criterion.
+    pub fail_for: BTreeMap<crate::verdict::CriterionId, Duration>,
+    /// The DLQ spike rate (seed: 10 messages per minute): more than
+    /// `dlq_spike_per_min` x `dlq_spike_window` / 1 min messages dead-lettered
+    /// within the trailing window is a spike (fails `dlq` at once, and is the
+    /// `dlq_spike` rollback trigger).
+    pub dlq_spike_per_min: f64,
+    /// The trailing window of real time the spike is counted over; a window
+    /// that samples do not cover yet can never be a spike.
+    pub dlq_spike_window: Duration,
+    /// The daemon's own /metrics and /healthz; None = no listener.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Full snapshots older than this are thinned (cycle records are kept).
+    pub keep_full_snapshots: Duration,
+    /// Thinned snapshots are kept one per this span.
+    pub thin_to: Duration,
+}
+
+/// The soak's identity and start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoakConfig {
+    /// Human name, shown in reports.
+    #[serde(default = "default_soak_name")]
+    pub name: String,
+    /// T0 of the soak; a service restart after it (plus grace) is reported.
+    #[serde(default)]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Planned length of the soak.
+    #[serde(default = "default_soak_duration", with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+fn default_soak_name() -> String {
+    "soak".into()
+}
+fn default_soak_duration() -> Duration {
+    Duration::from_secs(48 * 3600)
+}
+
+/// How to reach NATS; secrets are wrapped so they cannot be printed.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// Server URL(s), comma separated as NATS clients accept.
+    pub url: SecretUrl,
+    /// Token auth.
+    pub token: Secret,
+    /// User for user/password auth.
+    pub user: String,
+    /// Password for user/password auth.
+    pub password: Secret,
+    /// A `.creds` file (JWT + nkey).
+    pub creds_file: Option<PathBuf>,
+    /// Require TLS even for nats:// URLs.
+    pub tls_required: bool,
+    /// Extra root CA for the server's certificate.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// A stream the topology must contain, as deployed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Stream name.
+    pub name: String,
+    /// Exactly these subject patterns (order ignored).
+    pub subjects: Vec<String>,
+    /// `file` or `memory`, when it matters.
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// Replica count, when it matters.
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// Max age, when it matters (0 = unlimited).
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Message count recorded at cutover (legacy and DLQ streams).
+    #[serde(default)]
+    pub baseline_messages: Option<u64>,
+    /// Last sequence recorded at cutover; a stream that expires messages by
+    /// age keeps its last_seq, so this is the sharper "nothing was written" test.
+    #[serde(default)]
+    pub baseline_last_seq: Option<u64>,
+}
+
+/// The topology: one legacy stream, the hot streams, one DLQ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// The stream traffic was moved away from; it must stay idle.
+    pub legacy: StreamSpec,
+    /// The streams traffic now goes to.
+    pub hot: Vec<StreamSpec>,
+    /// Dead-letter stream; growth means messages failed.
+    pub dlq: StreamSpec,
+}
+
+impl StreamsConfig {
+    /// Every configured stream, legacy first, DLQ last.
+    pub fn all(&self) -> Vec<&StreamSpec> {
+        let mut v = vec![&self.legacy];
+        v.extend(self.hot.iter());
+        v.push(&self.dlq);
+        v
+    }
+}
+
+/// The durable consumer and the configuration it must have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    /// Stream the consumer must live on (one of the hot streams).
+    pub stream: String,
+    /// Durable name.
+    pub durable: String,
+    /// Expected filter subject.
+    pub filter_subject: String,
+    /// Expected ack policy: explicit, all or none.
+    #[serde(default = "default_ack_policy")]
+    pub ack_policy: String,
+    /// Expected ack wait; also what the service's env file must say.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Expected max deliveries.
+    pub max_deliver: i64,
+    /// Expected max ack pending.
+    #[serde(default)]
+    pub max_ack_pending: Option<i64>,
+}
+
+fn default_ack_policy() -> String {
+    "explicit".into()
+}
+
+/// The service's `/metrics` and the names in it.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where to scrape.
+    pub url: SecretUrl,
+    /// Counter of processed messages, labelled by result and stream.
+    pub messages_counter: String,
+    /// Labels every selected series must carry (e.g. the durable).
+    pub matchers: Vec<(String, String)>,
+    /// Label carrying the outcome.
+    pub result_label: String,
+    /// Outcome value of a good message.
+    pub success_result: String,
+    /// Outcome value of a dead-lettered message.
+    pub dlq_result: String,
+    /// Outcomes that are neither success nor failure (e.g. retry: the message comes back).
+    pub uncounted_results: Vec<String>,
+    /// Label carrying the stream the message came from.
+    pub stream_label: String,
+    /// Processing-time histogram; None = not configured.
+    pub latency_histogram: Option<String>,
+    /// Gauge of the process start time (seconds since epoch).
+    pub process_start_metric: Option<String>,
+    /// Largest /metrics body read, whatever its framing: a runaway exporter
+    /// must not take our memory or our probe budget.
+    pub max_body_bytes: u64,
+}
+
+/// What the derived-column spot check computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DerivedFunction {
+    /// Natural logarithm (lnRmssd = ln(rmssd)).
+    Ln,
+    /// Base-10 logarithm.
+    Log10,
+    /// Square root.
+    Sqrt,
+}
+
+impl DerivedFunction {
+    /// The SQL function name; from a closed set, never from user text.
+    pub fn sql(self) -> &'static str {
+        match self {
+            DerivedFunction::Ln => "ln",
+            DerivedFunction::Log10 => "log",
+            DerivedFunction::Sqrt => "sqrt",
+        }
+    }
+}
+
+/// A column that must equal a function of another.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedCheck {
+    /// The derived column (e.g. lnRmssd).
+    pub column: String,
+    /// The source column (e.g. rmssd).
+    pub source: String,
+    /// The function applied.
+    pub function: DerivedFunction,
+    /// Allowed absolute difference.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// How many of the newest rows to check.
+    #[serde(default = "default_sample_rows")]
+    pub sample_rows: i64,
+}
+
+fn default_tolerance() -> f64 {
+    1e-9
+}
+fn default_sample_rows() -> i64 {
+    200
+}
+
+/// The table the service writes.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Connection URL (credentials hidden in output).
+    pub url: SecretUrl,
+    /// Schema-qualified or plain table name.
+    pub table: String,
+    /// Column set when a row is created.
+    pub created_column: String,
+    /// Column refreshed when an upsert updates a row; None when the table has none.
+    pub updated_column: Option<String>,
+    /// "Recent" for the writes-are-happening test.
+    pub recent_window: Duration,
+    /// Optional derived-column spot check.
+    pub derived: Option<DerivedCheck>,
+}
+
+/// The service's log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Path of the log file.
+    pub path: PathBuf,
+    /// Lines matching any of these are fallback events.
+    pub fallback_patterns: Vec<regex::Regex>,
+    /// Lines matching any of these are never fallback events (e.g. the candidates line).
+    pub ignore_patterns: Vec<regex::Regex>,
+    /// Only the last this-many bytes are scanned (logs grow for 48 h).
+    pub max_scan_bytes: u64,
+}
+
+/// The service's env file.
+#[derive(Debug, Clone)]
+pub struct ServiceEnvConfig {
+    /// Path of the `.env`.
+    pub path: PathBuf,
+    /// Key holding the ack wait the service uses.
+    pub ack_wait_key: Option<String>,
+    /// Unit of that key's value: `ms` or `s`.
+    pub ack_wait_unit: String,
+    /// Keys that must hold exactly these values (e.g. EVENT_STREAM_MODE=multi).
+    pub expect: BTreeMap<String, String>,
+}
+
+/// Thresholds per criterion; the defaults are the seed's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriteriaConfig {
+    /// Lag (pending + ack pending) at or above which the criterion warns.
+    #[serde(default = "default_lag_warn")]
+    pub lag_warn: u64,
+    /// Lag at or above which it fails (seed: must stay under 10).
+    #[serde(default = "default_lag_fail")]
+    pub lag_fail: u64,
+    /// Redelivered messages at or above which it warns.
+    #[serde(default = "default_redeliveries_warn")]
+    pub redeliveries_warn: u64,
+    /// Redelivered messages at or above which it fails.
+    #[serde(default = "default_redeliveries_fail")]
+    pub redeliveries_fail: u64,
+    /// Minimum success ratio (0..1).
+    #[serde(default = "default_success_rate")]
+    pub success_rate_min: f64,
+    /// Maximum p95 processing time.
+    #[serde(default = "default_p95", with = "humantime_serde")]
+    pub p95_max: Duration,
+    /// Quantile for the latency criterion.
+    #[serde(default = "default_quantile")]
+    pub latency_quantile: f64,
+    /// Rows that may be missing because they are in flight.
+    #[serde(default = "default_in_flight")]
+    pub db_in_flight_tolerance: u64,
+    /// A service restart this long after T0 or more is reported.
+    #[serde(default = "default_restart_grace", with = "humantime_serde")]
+    pub restart_grace: Duration,
+}
+
+fn default_lag_warn() -> u64 {
+    5
+}
+fn default_lag_fail() -> u64 {
+    10
+}
+fn default_redeliveries_warn() -> u64 {
+    1
+}
+fn default_redeliveries_fail() -> u64 {
+    10
+}
+fn default_success_rate() -> f64 {
+    0.999
+}
+fn default_p95() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_quantile() -> f64 {
+    0.95
+}
+fn default_in_flight() -> u64 {
+    5
+}
+fn default_restart_grace() -> Duration {
+    Duration::from_secs(300)
+}
+
+impl Default for CriteriaConfig {
+    fn default() -> Self {
+        CriteriaConfig {
+            lag_warn: default_lag_warn(),
+            lag_fail: default_lag_fail(),
+            redeliveries_warn: default_redeliveries_warn(),
+            redeliveries_fail: default_redeliveries_fail(),
+            success_rate_min: default_success_rate(),
+            p95_max: default_p95(),
+            latency_quantile: default_quantile(),
+            db_in_flight_tolerance: default_in_flight(),
+            restart_grace: default_restart_grace(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file against the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.display().to_string(),
+            source,
+        })?;
+        Config::from_text(path, &text, &ProcessEnv)
+    }
+
+    /// Validates config text; `path` is only used in messages.
+    pub fn from_text(path: &Path, text: &str, env: &dyn EnvLookup) -> Result<Config, ConfigError> {
+        let locate = LineLocator::new(text);
+        let fail = |problems: Vec<(String, String)>, secrets: &BTreeSet<String>| {
+            let mut problems: Vec<ConfigProblem> = problems
+                .into_iter()
+                .map(|(key, message)| ConfigProblem {
+                    file: path.to_path_buf(),
+                    line: locate.line_of(&key),
+                    key,
+                    message: hide_values(&message, secrets),
+                })
+                .collect();
+            problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+            ConfigError::Invalid { problems }
+        };
+
+        // Syntax first: the parser's own error carries a span.
+        if let Err(e) = toml::de::DeTable::parse(text) {
+            let line = e.span().map(|s| locate.line_of_offset(s.start));
+            return Err(ConfigError::Invalid {
+                problems: vec![ConfigProblem {
+                    file: path.to_path_buf(),
+                    line,
+                    key: "(syntax)".into(),
+                    message: e.message().trim().replace('\n', " "),
+                }],
+            });
+        }
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(fail(
+                    vec![("(syntax)".into(), e.message().to_string())],
+                    &BTreeSet::new(),
+                ))
+            }
+        };
+
+        let mut problems = Vec::new();
+        let mut secrets = BTreeSet::new();
+        interpolate_table(&mut table, "", env, &mut problems, &mut secrets);
+
+        // Every unknown key and wrong type, then every bad value: all of them
+        // in one run (an operator fixing a file should not meet them one by one).
+        let mut reported: BTreeSet<String> = problems.iter().map(|(k, _)| k.clone()).collect();
+        let Some(raw) = deserialize_collecting::<RawConfig>(
+            toml::Value::Table(table),
+            "",
+            &mut problems,
+            &mut reported,
+        ) else {
+            return Err(fail(problems, &secrets));
+        };
+        let mut semantic = Vec::new();
+        let config = validate(path, raw, &mut semantic);
+        // A value already reported (or replaced by a placeholder) is not
+        // judged again: its "problem" would be the placeholder's.
+        problems.extend(semantic.into_iter().filter(|(k, _)| {
+            !reported.iter().any(|r| {
+                k == r || k.starts_with(&format!("{r}.")) || k.starts_with(&format!("{r}["))
+            })
+        }));
+        if problems.is_empty() {
+            // From here on, text from elsewhere (restart output, receivers'
+            // errors) is scrubbed of this config's credentials everywhere.
+            crate::secret::register(&config.scrubber());
+            Ok(config)
+        } else {
+            Err(fail(problems, &secrets))
+        }
+    }
+}
+
+impl Config {
+    /// Every credential this config names (NATS token and password, the
+    /// URLs' passwords and secret query values, SMTP passwords, webhook
+    /// secrets and secret URL paths, the rollback's URLs and secret-named
+    /// `restart_env` values), for cutting out of text from elsewhere.
+    pub fn scrubber(&self) -> crate::secret::Scrubber {
+        use crate::alert::sink::Sink;
+        let mut s = crate::secret::Scrubber::default();
+        s.add(self.nats.token.expose());
+        s.add_credentials(&self.nats.user, self.nats.password.expose());
+        for part in self.nats.url.expose().split(',') {
+            s.add_url(part, false);
+        }
+        s.add_url(self.metrics.url.expose(), false);
+        s.add_url(self.database.url.expose(), false);
+        for r in &self.alerts.routes {
+            match &r.sink {
+                Sink::Email(e) => s.add_credentials(&e.username, e.password.expose()),
+                Sink::Webhook(w) => {
+                    s.add_url(w.url.expose(), true);
+                    s.add(w.hmac_secret.expose());
+                }
+                Sink::Alertmanager(a) => s.add_url(a.base_url.expose(), false),
+            }
+        }
+        if let Some(r) = &self.rollback {
+            if let Some(e) = &r.run.e2e {
+                s.add_url(&e.nats_url, false);
+                s.add_url(&e.database_url, false);
+            }
+            for (k, v) in &r.run.restart_env {
+                if crate::rollback::is_secret_name(k) {
+                    s.add(v);
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+            .unwrap_or_default()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn shipped_config_is_valid_and_has_seed_defaults() {
+        let c = Config::from_text(Path::new("checks.toml"), &shipped(), &no_env).expect("valid");
+        assert_eq!(c.streams.legacy.name, "ATHLETE_ALLY_EVENTS");
+        assert_eq!(c.streams.legacy.baseline_messages, Some(55));
+        assert_eq!(c.streams.dlq.baseline_messages, Some(1));
+        assert_eq!(c.consumer.durable, "normalize-hrv-durable");
+        assert_eq!(c.consumer.ack_wait, Duration::from_secs(60));
+        assert_eq!(c.nats.url.expose(), "nats://127.0.0.1:4222");
+        assert_eq!(c.metrics.url.expose(), "http://127.0.0.1:4102/metrics");
+        assert_eq!(c.criteria.lag_fail, 10);
+        assert_eq!(c.criteria.p95_max, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_secrets_are_hidden() {
+        let env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgres://u:topsecret@db/x".to_string()),
+            _ => None,
+        };
+        let c = Config::from_text(Path::new("c.toml"), &shipped(), &env).expect("valid");
+        assert_eq!(c.database.url.expose(), "postgres://u:topsecret@db/x");
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn expand_env_forms() {
+        let env = |k: &str| (k == "A").then(|| "x".to_string());
+        assert_eq!(
+            expand_env("${A}-${B:-d}", &env).map(|r| r.0),
+            Ok("x-d".into())
+        );
+        assert_eq!(
+            expand_env("$${A} $5", &env).map(|r| r.0),
+            Ok("${A} $5".into())
+        );
+        assert!(expand_env("${B}", &env)
+            .unwrap_err()
+            .contains("B is not set"));
+        assert!(expand_env("${A", &env).is_err());
+        assert!(expand_env("${1X}", &env).is_err());
+    }
+
+    #[test]
+    fn typo_is_located_by_line_and_key() {
+        let text = shipped().replace("max_deliver = 5", "max_delivr = 5");
+        let err = Config::from_text(Path::new("bad.toml"), &text, &no_env).unwrap_err();
+        let ConfigError::Invalid { problems } = err else {
+            panic!("expected Invalid")
+        };
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("max_delivr"))
+            .map(|i| i + 1);
+        // The typo itself, at its own line, and the required key it leaves missing.
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        let typo = problems
+            .iter()
+            .find(|p| p.key == "consumer.max_delivr")
+            .expect("the unknown key");
+        assert!(
+            typo.message.contains("unknown field `max_delivr`"),
+            "{typo:?}"
+        );
+        assert_eq!(typo.line, line);
+        assert!(problems
+            .iter()
+            .any(|p| p.key == "consumer.max_deliver" && p.message.contains("missing field")));
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_are_all_reported_at_once() {
+        let text = shipped()
+            .replace("lag_fail = 10", "lag_fial = 10")
+            .replace("max_deliver = 5", "max_deliver = \"five\"")
+            .replace("recent_window = \"10m\"", "recent_window = 10")
+            .replace("[probes]", "[probe]")
+            .replace("ack_policy = \"explicit\"", "ack_policy = \"sometimes\"")
+            .replace(
+                "restart_timeout = \"60s\"",
+                "restart_timeout = \"60s\"\nrestart_timout = \"1s\"",
+            )
+            .replace("verify_timeout = \"60s\"", "verify_timeout = true")
+            .replace("interval = \"10s\"", "interval = \"1ns\"");
+        let err = Config::from_text(Path::new("bad.toml"), &text, &no_env).unwrap_err();
+        let ConfigError::Invalid { problems } = err else {
+            panic!("expected Invalid")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for want in [
+            "criteria.lag_fial",
+            "consumer.max_deliver",
+            "database.recent_window",
+            "probe",
+            "consumer.ack_policy",
+            "rollback.restart_timout",
+            "rollback.verify_timeout",
+            "watch.interval",
+        ] {
+            assert!(keys.contains(&want), "{want} missing from {keys:?}");
+        }
+        assert_eq!(keys.len(), 8, "nothing judged twice: {problems:#?}");
+        assert!(problems.iter().all(|p| p.line.is_some()), "{problems:#?}");
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported_with_lines() {
+        let text = shipped()
+            .replace("lag_fail = 10", "lag_fail = 2")
+            .replace("ack_policy = \"explicit\"", "ack_policy = \"sometimes\"");
+        let err = Config::from_text(Path::new("bad.toml"), &text, &no_env).unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("criteria.lag_warn"), "{s}");
+        assert!(s.contains("consumer.ack_policy"), "{s}");
+        let ack_line = text
+            .lines()
+            .position(|l| l.starts_with("ack_policy"))
+            .map(|i| i + 1);
+        assert!(
+            s.contains(&format!(
+                "bad.toml:{}: consumer.ack_policy",
+                ack_line.unwrap_or(0)
+            )),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn bad_subject_and_regex_are_refused() {
+        let text = shipped()
+            .replace("subjects = [\"vendor.>\"]", "subjects = [\"vendor.>.x\"]")
+            .replace("'Stream mode: single'", "'(unclosed'");
+        let s = Config::from_text(Path::new("b.toml"), &text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("streams.hot[1].subjects[0]"), "{s}");
+        assert!(s.contains("log.fallback_patterns"), "{s}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let text = "[soak]\nname = \"x\"\nbroken = \n";
+        let s = Config::from_text(Path::new("s.toml"), text, &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(s.starts_with("s.toml:3:"), "{s}");
+    }
+
+    #[test]
+    fn type_error_does_not_leak_env_value() {
+        let text = shipped().replace("max_deliver = 5", "max_deliver = \"${SECRETISH}\"");
+        let env = |k: &str| (k == "SECRETISH").then(|| "hunter2hunter2".to_string());
+        let s = Config::from_text(Path::new("t.toml"), &text, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.contains("consumer.max_deliver"), "{s}");
+    }
+}

@@ -1,0 +1,361 @@
+//! The raw forms of checks.toml: exactly what the file says, with serde
+//! defaults, before meaning is checked (see [`super::validate`]).
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default = "default_soak")]
+    pub(super) soak: SoakConfig,
+    #[serde(default)]
+    pub(super) probes: RawProbes,
+    pub(super) nats: RawNats,
+    pub(super) streams: StreamsConfig,
+    pub(super) consumer: ConsumerConfig,
+    pub(super) metrics: RawMetrics,
+    pub(super) database: RawDatabase,
+    pub(super) log: RawLog,
+    pub(super) service_env: RawServiceEnv,
+    #[serde(default)]
+    pub(super) criteria: CriteriaConfig,
+    #[serde(default)]
+    pub(super) watch: RawWatch,
+    #[serde(default)]
+    pub(super) alerts: RawAlerts,
+    #[serde(default)]
+    pub(super) rollback: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    #[serde(default = "default_repeat", with = "humantime_serde")]
+    pub(super) repeat_interval: Duration,
+    #[serde(default = "default_unknown_after", with = "humantime_serde")]
+    pub(super) unknown_after: Duration,
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub(super) max_backoff: Duration,
+    #[serde(default = "default_severity")]
+    pub(super) severity: BTreeMap<crate::verdict::CriterionId, crate::alert::model::Severity>,
+    #[serde(default)]
+    pub(super) routes: Vec<RawRoute>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            repeat_interval: default_repeat(),
+            unknown_after: default_unknown_after(),
+            max_backoff: default_max_backoff(),
+            severity: default_severity(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+pub(super) fn default_repeat() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+pub(super) fn default_unknown_after() -> Duration {
+    Duration::from_secs(600)
+}
+pub(super) fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+pub(super) fn default_severity(
+) -> BTreeMap<crate::verdict::CriterionId, crate::alert::model::Severity> {
+    use crate::alert::model::Severity::Critical;
+    use crate::verdict::CriterionId as C;
+    [
+        (C::Dlq, Critical),
+        (C::ServiceUp, Critical),
+        (C::DbWrites, Critical),
+        (C::Fallback, Critical),
+    ]
+    .into_iter()
+    .collect()
+}
+pub(super) fn default_true() -> bool {
+    true
+}
+pub(super) fn default_sink_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: String,
+    /// email, webhook, slack or alertmanager.
+    pub(super) kind: String,
+    #[serde(default = "default_true")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) severities: Vec<crate::alert::model::Severity>,
+    #[serde(default)]
+    pub(super) criteria: Vec<crate::verdict::CriterionId>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) timeout: Option<Duration>,
+    // email
+    #[serde(default)]
+    pub(super) smtp_host: String,
+    #[serde(default)]
+    pub(super) smtp_port: Option<u16>,
+    #[serde(default)]
+    pub(super) smtp_tls: Option<crate::alert::sink::SmtpTls>,
+    #[serde(default)]
+    pub(super) username: String,
+    #[serde(default)]
+    pub(super) password: String,
+    #[serde(default)]
+    pub(super) from: String,
+    #[serde(default)]
+    pub(super) to: Vec<String>,
+    // webhook, slack, alertmanager
+    #[serde(default)]
+    pub(super) url: String,
+    #[serde(default)]
+    pub(super) hmac_secret: String,
+    #[serde(default)]
+    pub(super) format: Option<crate::alert::sink::WebhookFormat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWatch {
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub(super) interval: Duration,
+    #[serde(default = "default_state")]
+    pub(super) state: String,
+    #[serde(default = "default_reports_dir")]
+    pub(super) reports_dir: String,
+    #[serde(default = "default_checkpoints")]
+    pub(super) checkpoints: Vec<String>,
+    #[serde(default = "default_min_coverage")]
+    pub(super) min_coverage: f64,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) max_gap: Option<Duration>,
+    #[serde(default = "default_recover_after", with = "humantime_serde")]
+    pub(super) recover_after: Duration,
+    #[serde(default = "default_fail_for", rename = "for")]
+    pub(super) fail_for: BTreeMap<crate::verdict::CriterionId, String>,
+    #[serde(default = "default_dlq_spike")]
+    pub(super) dlq_spike_per_min: f64,
+    #[serde(default = "default_dlq_spike_window", with = "humantime_serde")]
+    pub(super) dlq_spike_window: Duration,
+    #[serde(default = "default_listen")]
+    pub(super) listen: String,
+    #[serde(default = "default_keep_full", with = "humantime_serde")]
+    pub(super) keep_full_snapshots: Duration,
+    #[serde(default = "default_thin_to", with = "humantime_serde")]
+    pub(super) thin_to: Duration,
+}
+
+impl Default for RawWatch {
+    fn default() -> Self {
+        RawWatch {
+            interval: default_interval(),
+            state: default_state(),
+            reports_dir: default_reports_dir(),
+            checkpoints: default_checkpoints(),
+            min_coverage: default_min_coverage(),
+            max_gap: None,
+            recover_after: default_recover_after(),
+            fail_for: default_fail_for(),
+            dlq_spike_per_min: default_dlq_spike(),
+            dlq_spike_window: default_dlq_spike_window(),
+            listen: default_listen(),
+            keep_full_snapshots: default_keep_full(),
+            thin_to: default_thin_to(),
+        }
+    }
+}
+
+/// The shortest `watch.interval` accepted: each cycle runs every probe, and
+/// at 1ns the daemon ran at 97 % CPU and never got round to its SIGTERM.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+pub(super) fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+pub(super) fn default_state() -> String {
+    "reports/soakwatch-state.sqlite".into()
+}
+pub(super) fn default_reports_dir() -> String {
+    "reports".into()
+}
+pub(super) fn default_checkpoints() -> Vec<String> {
+    vec!["24h".into(), "48h".into()]
+}
+pub(super) fn default_min_coverage() -> f64 {
+    0.95
+}
+pub(super) fn default_recover_after() -> Duration {
+    Duration::from_secs(60)
+}
+pub(super) fn default_fail_for() -> BTreeMap<crate::verdict::CriterionId, String> {
+    use crate::verdict::CriterionId as C;
+    // The seed's DLQ rule; one slow window (a database stall spanning a
+    // sample, a burst of slow messages) is not an incident either.
+    [(C::Dlq, "5m"), (C::DbWrites, "30s"), (C::P95Latency, "1m")]
+        .into_iter()
+        .map(|(c, d)| (c, d.to_string()))
+        .collect()
+}
+pub(super) fn default_dlq_spike() -> f64 {
+    10.0
+}
+pub(super) fn default_dlq_spike_window() -> Duration {
+    Duration::from_secs(60)
+}
+pub(super) fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+pub(super) fn default_keep_full() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+pub(super) fn default_thin_to() -> Duration {
+    Duration::from_secs(300)
+}
+
+pub(super) fn default_soak() -> SoakConfig {
+    SoakConfig {
+        name: default_soak_name(),
+        started_at: None,
+        duration: default_soak_duration(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbes {
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub(super) timeout: Duration,
+}
+
+impl Default for RawProbes {
+    fn default() -> Self {
+        RawProbes {
+            timeout: default_timeout(),
+        }
+    }
+}
+
+pub(super) fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNats {
+    pub(super) url: String,
+    #[serde(default)]
+    pub(super) token: String,
+    #[serde(default)]
+    pub(super) user: String,
+    #[serde(default)]
+    pub(super) password: String,
+    #[serde(default)]
+    pub(super) creds_file: String,
+    #[serde(default)]
+    pub(super) tls_required: bool,
+    #[serde(default)]
+    pub(super) tls_ca_file: String,
+    #[serde(default)]
+    pub(super) tls_cert_file: String,
+    #[serde(default)]
+    pub(super) tls_key_file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) url: String,
+    pub(super) messages_counter: String,
+    #[serde(default, rename = "match")]
+    pub(super) matchers: BTreeMap<String, String>,
+    #[serde(default = "default_result_label")]
+    pub(super) result_label: String,
+    #[serde(default = "default_success")]
+    pub(super) success_result: String,
+    #[serde(default = "default_dlq")]
+    pub(super) dlq_result: String,
+    #[serde(default)]
+    pub(super) uncounted_results: Vec<String>,
+    #[serde(default = "default_stream_label")]
+    pub(super) stream_label: String,
+    #[serde(default)]
+    pub(super) latency_histogram: String,
+    #[serde(default)]
+    pub(super) process_start_metric: String,
+    #[serde(default = "default_max_body")]
+    pub(super) max_body_bytes: u64,
+}
+
+pub(super) fn default_max_body() -> u64 {
+    16 * 1024 * 1024
+}
+
+pub(super) fn default_result_label() -> String {
+    "result".into()
+}
+pub(super) fn default_success() -> String {
+    "success".into()
+}
+pub(super) fn default_dlq() -> String {
+    "dlq".into()
+}
+pub(super) fn default_stream_label() -> String {
+    "stream".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDatabase {
+    pub(super) url: String,
+    pub(super) table: String,
+    pub(super) created_column: String,
+    #[serde(default)]
+    pub(super) updated_column: String,
+    #[serde(default = "default_recent", with = "humantime_serde")]
+    pub(super) recent_window: Duration,
+    #[serde(default)]
+    pub(super) derived: Option<DerivedCheck>,
+}
+
+pub(super) fn default_recent() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) path: String,
+    #[serde(default)]
+    pub(super) fallback_patterns: Vec<String>,
+    #[serde(default)]
+    pub(super) ignore_patterns: Vec<String>,
+    #[serde(default = "default_max_scan")]
+    pub(super) max_scan_bytes: u64,
+}
+
+pub(super) fn default_max_scan() -> u64 {
+    64 * 1024 * 1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServiceEnv {
+    pub(super) path: String,
+    #[serde(default)]
+    pub(super) ack_wait_key: String,
+    #[serde(default = "default_ack_unit")]
+    pub(super) ack_wait_unit: String,
+    #[serde(default)]
+    pub(super) expect: BTreeMap<String, String>,
+}
+
+pub(super) fn default_ack_unit() -> String {
+    "ms".into()
+}

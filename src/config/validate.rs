@@ -1,0 +1,638 @@
+//! From the raw forms to a [`Config`]: every value that cannot be meant is
+//! a problem with its dotted key, all collected in one pass.
+
+use super::*;
+
+pub(super) fn non_empty_path(s: &str) -> Option<PathBuf> {
+    (!s.trim().is_empty()).then(|| PathBuf::from(s))
+}
+
+pub(super) fn validate(
+    path: &Path,
+    raw: RawConfig,
+    problems: &mut Vec<(String, String)>,
+) -> Config {
+    let mut p = |key: &str, msg: String| problems.push((key.to_string(), msg));
+
+    if raw.probes.timeout.is_zero() {
+        p("probes.timeout", "must be greater than 0".into());
+    }
+
+    // NATS
+    for (i, part) in raw.nats.url.split(',').enumerate() {
+        match url::Url::parse(part.trim()) {
+            Ok(u) if matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") => {}
+            Ok(u) => p(
+                "nats.url",
+                format!(
+                    "server {} has scheme `{}`; expected nats, tls, ws or wss",
+                    i + 1,
+                    u.scheme()
+                ),
+            ),
+            Err(e) => p("nats.url", format!("server {} is not a URL: {e}", i + 1)),
+        }
+    }
+    if raw.nats.user.is_empty() != raw.nats.password.is_empty() {
+        p(
+            "nats.password",
+            "user and password must be set together".into(),
+        );
+    }
+    let auth_kinds = [
+        !raw.nats.token.is_empty(),
+        !raw.nats.user.is_empty(),
+        !raw.nats.creds_file.trim().is_empty(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if auth_kinds > 1 {
+        p(
+            "nats.token",
+            "choose one of token, user/password or creds_file".into(),
+        );
+    }
+    if raw.nats.tls_cert_file.is_empty() != raw.nats.tls_key_file.is_empty() {
+        p(
+            "nats.tls_key_file",
+            "tls_cert_file and tls_key_file must be set together".into(),
+        );
+    }
+
+    // Streams
+    let mut names = BTreeSet::new();
+    let roles: Vec<(String, &StreamSpec)> =
+        std::iter::once(("streams.legacy".to_string(), &raw.streams.legacy))
+            .chain(
+                raw.streams
+                    .hot
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (format!("streams.hot[{i}]"), s)),
+            )
+            .chain(std::iter::once((
+                "streams.dlq".to_string(),
+                &raw.streams.dlq,
+            )))
+            .collect();
+    if raw.streams.hot.is_empty() {
+        p("streams.hot", "at least one hot stream is required".into());
+    }
+    for (key, spec) in &roles {
+        if spec.name.trim().is_empty() || spec.name.contains(['.', '*', '>', ' ']) {
+            p(
+                &format!("{key}.name"),
+                format!("`{}` is not a valid stream name", spec.name),
+            );
+        }
+        if !names.insert(spec.name.clone()) {
+            p(
+                &format!("{key}.name"),
+                format!("stream `{}` is configured twice", spec.name),
+            );
+        }
+        if spec.subjects.is_empty() {
+            p(
+                &format!("{key}.subjects"),
+                "at least one subject is required".into(),
+            );
+        }
+        for (i, s) in spec.subjects.iter().enumerate() {
+            if let Err(e) = subjects::validate_pattern(s) {
+                p(&format!("{key}.subjects[{i}]"), e.to_string());
+            }
+        }
+        if let Some(st) = &spec.storage {
+            if st != "file" && st != "memory" {
+                p(
+                    &format!("{key}.storage"),
+                    format!("`{st}`: expected file or memory"),
+                );
+            }
+        }
+    }
+
+    // Consumer
+    if !raw
+        .streams
+        .hot
+        .iter()
+        .any(|s| s.name == raw.consumer.stream)
+    {
+        p(
+            "consumer.stream",
+            format!("`{}` is not one of the hot streams", raw.consumer.stream),
+        );
+    } else if let Some(hot) = raw
+        .streams
+        .hot
+        .iter()
+        .find(|s| s.name == raw.consumer.stream)
+    {
+        if !hot
+            .subjects
+            .iter()
+            .any(|pat| subjects::pattern_covers(pat, &raw.consumer.filter_subject))
+        {
+            p(
+                "consumer.filter_subject",
+                format!(
+                    "`{}` is not within the subjects of stream {}",
+                    raw.consumer.filter_subject, hot.name
+                ),
+            );
+        }
+    }
+    if raw.consumer.durable.trim().is_empty() {
+        p("consumer.durable", "must not be empty".into());
+    }
+    if !matches!(
+        raw.consumer.ack_policy.as_str(),
+        "explicit" | "all" | "none"
+    ) {
+        p(
+            "consumer.ack_policy",
+            format!(
+                "`{}`: expected explicit, all or none",
+                raw.consumer.ack_policy
+            ),
+        );
+    }
+
+    // Metrics
+    match url::Url::parse(&raw.metrics.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+        Ok(u) => p(
+            "metrics.url",
+            format!("scheme `{}`: expected http or https", u.scheme()),
+        ),
+        Err(e) => p("metrics.url", format!("not a URL: {e}")),
+    }
+    if raw.metrics.max_body_bytes == 0 {
+        p("metrics.max_body_bytes", "must be greater than 0".into());
+    }
+    if !is_metric_name(&raw.metrics.messages_counter) {
+        p("metrics.messages_counter", "not a valid metric name".into());
+    }
+    for (key, name) in [
+        ("metrics.latency_histogram", &raw.metrics.latency_histogram),
+        (
+            "metrics.process_start_metric",
+            &raw.metrics.process_start_metric,
+        ),
+    ] {
+        if !name.is_empty() && !is_metric_name(name) {
+            p(key, format!("`{name}` is not a valid metric name"));
+        }
+    }
+
+    // Database
+    match url::Url::parse(&raw.database.url) {
+        Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
+        Ok(u) => p(
+            "database.url",
+            format!("scheme `{}`: expected postgres", u.scheme()),
+        ),
+        Err(e) => p("database.url", format!("not a URL: {e}")),
+    }
+    for (key, v) in [
+        ("database.table", &raw.database.table),
+        ("database.created_column", &raw.database.created_column),
+    ] {
+        if v.trim().is_empty() {
+            p(key, "must not be empty".into());
+        }
+    }
+    if let Some(d) = &raw.database.derived {
+        if !(d.tolerance >= 0.0 && d.tolerance.is_finite()) {
+            p(
+                "database.derived.tolerance",
+                "must be a finite number >= 0".into(),
+            );
+        }
+        if d.sample_rows <= 0 {
+            p("database.derived.sample_rows", "must be > 0".into());
+        }
+    }
+
+    // Log
+    let compile =
+        |key: &str, pats: &[String], p: &mut dyn FnMut(&str, String)| -> Vec<regex::Regex> {
+            pats.iter()
+                .enumerate()
+                .filter_map(|(i, s)| match regex::Regex::new(s) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        let first = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("invalid")
+                            .trim()
+                            .to_string();
+                        p(
+                            &format!("{key}[{i}]"),
+                            format!("bad regular expression: {first}"),
+                        );
+                        None
+                    }
+                })
+                .collect()
+        };
+    let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, &mut p);
+    let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, &mut p);
+    if raw.log.max_scan_bytes == 0 {
+        p(
+            "log.max_scan_bytes",
+            "must be greater than 0 (0 would scan nothing and never see a fallback)".into(),
+        );
+    }
+    if raw.log.fallback_patterns.is_empty() {
+        p(
+            "log.fallback_patterns",
+            "at least one pattern is required".into(),
+        );
+    }
+
+    // Service env
+    if !matches!(raw.service_env.ack_wait_unit.as_str(), "ms" | "s") {
+        p(
+            "service_env.ack_wait_unit",
+            format!("`{}`: expected ms or s", raw.service_env.ack_wait_unit),
+        );
+    }
+
+    // Criteria
+    let c = &raw.criteria;
+    if c.lag_warn > c.lag_fail {
+        p(
+            "criteria.lag_warn",
+            "must not exceed criteria.lag_fail".into(),
+        );
+    }
+    if c.redeliveries_warn > c.redeliveries_fail {
+        p(
+            "criteria.redeliveries_warn",
+            "must not exceed criteria.redeliveries_fail".into(),
+        );
+    }
+    if !(c.success_rate_min > 0.0 && c.success_rate_min <= 1.0) {
+        p("criteria.success_rate_min", "must be in (0, 1]".into());
+    }
+    if !(c.latency_quantile > 0.0 && c.latency_quantile < 1.0) {
+        p("criteria.latency_quantile", "must be in (0, 1)".into());
+    }
+
+    // Watch
+    let w = &raw.watch;
+    if w.interval < MIN_INTERVAL {
+        p(
+            "watch.interval",
+            format!(
+                "`{}`: must be at least {} (a shorter one spins the CPU and starves signal handling)",
+                humantime::format_duration(w.interval),
+                humantime::format_duration(MIN_INTERVAL)
+            ),
+        );
+    }
+    let mut checkpoints = Vec::new();
+    for (i, c) in w.checkpoints.iter().enumerate() {
+        match humantime::parse_duration(c) {
+            Ok(d) if d.is_zero() => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!("`{c}`: must be after T0 (greater than 0)"),
+            ),
+            Ok(d) if d > raw.soak.duration => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!(
+                    "`{c}`: past the end of the soak (soak.duration = {}); it would never be written",
+                    humantime::format_duration(raw.soak.duration)
+                ),
+            ),
+            Ok(d) => checkpoints.push(d),
+            Err(e) => p(&format!("watch.checkpoints[{i}]"), format!("`{c}`: {e}")),
+        }
+    }
+    let mut fail_for = BTreeMap::new();
+    for (id, d) in &w.fail_for {
+        match humantime::parse_duration(d) {
+            Ok(d) => {
+                fail_for.insert(*id, d);
+            }
+            Err(e) => p(&format!("watch.for.{}", id.as_str()), format!("`{d}`: {e}")),
+        }
+    }
+    if !(w.min_coverage > 0.0 && w.min_coverage <= 1.0) {
+        p("watch.min_coverage", "must be in (0, 1]".into());
+    }
+    let listen = if w.listen.trim().is_empty() {
+        None
+    } else {
+        match w.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                p(
+                    "watch.listen",
+                    format!("`{}`: {e} (use host:port, or \"\" for none)", w.listen),
+                );
+                None
+            }
+        }
+    };
+    // A negative, zero or non-finite rate would make every cycle a spike (a
+    // negative one fired a real rollback on a healthy system).
+    if !(w.dlq_spike_per_min.is_finite() && w.dlq_spike_per_min > 0.0) {
+        p(
+            "watch.dlq_spike_per_min",
+            format!(
+                "`{}`: must be a finite number of messages per minute greater than 0 (seed: 10)",
+                w.dlq_spike_per_min
+            ),
+        );
+    }
+    if w.dlq_spike_window < w.interval || w.dlq_spike_window.is_zero() {
+        p(
+            "watch.dlq_spike_window",
+            format!(
+                "`{}`: must be at least watch.interval ({}): a shorter window is never covered by two samples",
+                humantime::format_duration(w.dlq_spike_window),
+                humantime::format_duration(w.interval)
+            ),
+        );
+    }
+    let max_gap = w.max_gap.unwrap_or(w.interval * 3);
+    if max_gap < w.interval {
+        p("watch.max_gap", "must be at least watch.interval".into());
+    }
+    let watch = WatchConfig {
+        interval: w.interval,
+        state: PathBuf::from(&w.state),
+        reports_dir: PathBuf::from(&w.reports_dir),
+        checkpoints,
+        min_coverage: w.min_coverage,
+        max_gap,
+        recover_after: w.recover_after,
+        fail_for,
+        dlq_spike_per_min: w.dlq_spike_per_min,
+        dlq_spike_window: w.dlq_spike_window,
+        listen,
+        keep_full_snapshots: w.keep_full_snapshots,
+        thin_to: w.thin_to,
+    };
+
+    // Alerts
+    let mut routes = Vec::new();
+    let mut route_names = BTreeSet::new();
+    for (i, r) in raw.alerts.routes.iter().enumerate() {
+        let key = |f: &str| format!("alerts.routes[{i}].{f}");
+        if r.name.trim().is_empty() {
+            p(&key("name"), "must not be empty".into());
+        }
+        if !route_names.insert(r.name.clone()) {
+            p(
+                &key("name"),
+                format!("route `{}` is configured twice", r.name),
+            );
+        }
+        if !r.enabled {
+            // A disabled route is still checked where it can be: enabling it
+            // later must not be the moment a `file://` URL is discovered.
+            if !r.url.trim().is_empty() {
+                match url::Url::parse(&r.url) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                    Ok(u) => p(
+                        &key("url"),
+                        format!("scheme `{}`: expected http or https", u.scheme()),
+                    ),
+                    Err(e) => p(&key("url"), format!("not a URL: {e}")),
+                }
+            }
+            continue;
+        }
+        let timeout = r.timeout.unwrap_or_else(default_sink_timeout);
+        let http_url = |p: &mut dyn FnMut(&str, String)| match url::Url::parse(&r.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => true,
+            Ok(u) => {
+                p(
+                    &key("url"),
+                    format!("scheme `{}`: expected http or https", u.scheme()),
+                );
+                false
+            }
+            Err(e) => {
+                p(&key("url"), format!("not a URL: {e}"));
+                false
+            }
+        };
+        use crate::alert::sink::{
+            AlertmanagerSink, EmailSink, Sink, SmtpTls, WebhookFormat, WebhookSink,
+        };
+        let sink = match r.kind.as_str() {
+            "email" => {
+                if r.smtp_host.trim().is_empty() {
+                    p(&key("smtp_host"), "required for an email route".into());
+                }
+                if r.from.trim().is_empty() {
+                    p(&key("from"), "required for an email route".into());
+                }
+                if r.to.is_empty() {
+                    p(&key("to"), "at least one recipient is required".into());
+                }
+                let tls = r.smtp_tls.unwrap_or(SmtpTls::Starttls);
+                let port = r.smtp_port.unwrap_or(match tls {
+                    SmtpTls::Starttls => 587,
+                    SmtpTls::Tls => 465,
+                    SmtpTls::None => 25,
+                });
+                Some(Sink::Email(EmailSink {
+                    host: r.smtp_host.clone(),
+                    port,
+                    tls,
+                    username: r.username.clone(),
+                    password: Secret::new(r.password.clone()),
+                    from: r.from.clone(),
+                    to: r.to.clone(),
+                    timeout,
+                }))
+            }
+            "webhook" | "slack" => http_url(&mut p).then(|| {
+                let format = if r.kind == "slack" {
+                    WebhookFormat::Slack
+                } else {
+                    r.format.unwrap_or(WebhookFormat::Soakwatch)
+                };
+                Sink::Webhook(WebhookSink {
+                    url: SecretUrl::with_secret_path(r.url.clone()),
+                    hmac_secret: Secret::new(r.hmac_secret.clone()),
+                    format,
+                    timeout,
+                })
+            }),
+            "alertmanager" => http_url(&mut p).then(|| {
+                Sink::Alertmanager(AlertmanagerSink {
+                    base_url: SecretUrl::new(r.url.clone()),
+                    timeout,
+                })
+            }),
+            other => {
+                p(
+                    &key("kind"),
+                    format!("`{other}`: expected email, webhook, slack or alertmanager"),
+                );
+                None
+            }
+        };
+        if let Some(sink) = sink {
+            routes.push(crate::alert::routes::Route {
+                name: r.name.clone(),
+                severities: r.severities.clone(),
+                criteria: r.criteria.clone(),
+                sink,
+            });
+        }
+    }
+    let has_am = routes
+        .iter()
+        .any(|r| matches!(r.sink, crate::alert::sink::Sink::Alertmanager(_)));
+    if has_am && raw.alerts.repeat_interval >= crate::alert::sink::AM_RESEND_HORIZON {
+        p(
+            "alerts.repeat_interval",
+            format!(
+                "must be shorter than {} with an alertmanager route (Alertmanager ends alerts not re-sent in time)",
+                humantime::format_duration(crate::alert::sink::AM_RESEND_HORIZON)
+            ),
+        );
+    }
+    let alerts = std::sync::Arc::new(crate::alert::routes::AlertsConfig {
+        repeat_interval: raw.alerts.repeat_interval,
+        unknown_after: raw.alerts.unknown_after,
+        severity: raw.alerts.severity.clone(),
+        max_backoff: raw.alerts.max_backoff,
+        routes,
+    });
+
+    // Rollback: `triggers` is ours; the rest is the runbook's config.
+    let rollback = match raw.rollback.clone() {
+        None => None,
+        Some(mut t) => {
+            let raw_triggers = t.remove("triggers");
+            let mut triggers = Vec::new();
+            match raw_triggers {
+                None => {
+                    for (name, secs) in [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)]
+                    {
+                        triggers.push(RollbackTrigger {
+                            name: name.into(),
+                            criterion: crate::verdict::CriterionId::parse(name),
+                            hold: Duration::from_secs(secs),
+                        });
+                    }
+                }
+                Some(toml::Value::Table(tt)) => {
+                    for (name, v) in tt {
+                        let key = format!("rollback.triggers.{name}");
+                        let criterion = crate::verdict::CriterionId::parse(&name);
+                        if criterion.is_none() && name != "dlq_spike" {
+                            p(
+                                &key,
+                                format!("`{name}`: expected a criterion id or dlq_spike"),
+                            );
+                        }
+                        match v.as_str().map(humantime::parse_duration) {
+                            Some(Ok(hold)) => triggers.push(RollbackTrigger {
+                                name,
+                                criterion,
+                                hold,
+                            }),
+                            Some(Err(e)) => p(&key, format!("bad duration: {e}")),
+                            None => p(&key, "expected a duration string like \"2m\"".into()),
+                        }
+                    }
+                }
+                Some(_) => p(
+                    "rollback.triggers",
+                    "expected a table of trigger = \"duration\"".into(),
+                ),
+            }
+            // Every unknown key and wrong type of the section, like the rest.
+            let (mut found, mut handled) = (Vec::new(), BTreeSet::new());
+            let run = deserialize_collecting::<crate::rollback::RollbackConfig>(
+                toml::Value::Table(t),
+                "rollback",
+                &mut found,
+                &mut handled,
+            );
+            for (k, m) in found {
+                p(&k, m);
+            }
+            run.map(|run| {
+                for problem in run.validate() {
+                    let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
+                    let key = format!("rollback.{}", k.trim());
+                    if !handled.contains(&key) {
+                        p(&key, m.trim().to_string());
+                    }
+                }
+                RollbackSettings { run, triggers }
+            })
+        }
+    };
+
+    let opt = |s: String| (!s.trim().is_empty()).then_some(s);
+    Config {
+        source: path.to_path_buf(),
+        soak: raw.soak,
+        probe_timeout: raw.probes.timeout,
+        nats: NatsConfig {
+            url: SecretUrl::new(raw.nats.url),
+            token: Secret::new(raw.nats.token),
+            user: raw.nats.user,
+            password: Secret::new(raw.nats.password),
+            creds_file: non_empty_path(&raw.nats.creds_file),
+            tls_required: raw.nats.tls_required,
+            tls_ca_file: non_empty_path(&raw.nats.tls_ca_file),
+            tls_cert_file: non_empty_path(&raw.nats.tls_cert_file),
+            tls_key_file: non_empty_path(&raw.nats.tls_key_file),
+        },
+        streams: raw.streams,
+        consumer: raw.consumer,
+        metrics: MetricsConfig {
+            url: SecretUrl::new(raw.metrics.url),
+            messages_counter: raw.metrics.messages_counter,
+            matchers: raw.metrics.matchers.into_iter().collect(),
+            result_label: raw.metrics.result_label,
+            success_result: raw.metrics.success_result,
+            dlq_result: raw.metrics.dlq_result,
+            uncounted_results: raw.metrics.uncounted_results,
+            stream_label: raw.metrics.stream_label,
+            latency_histogram: opt(raw.metrics.latency_histogram),
+            process_start_metric: opt(raw.metrics.process_start_metric),
+            max_body_bytes: raw.metrics.max_body_bytes,
+        },
+        database: DatabaseConfig {
+            url: SecretUrl::new(raw.database.url),
+            table: raw.database.table,
+            created_column: raw.database.created_column,
+            updated_column: opt(raw.database.updated_column),
+            recent_window: raw.database.recent_window,
+            derived: raw.database.derived,
+        },
+        log: LogConfig {
+            path: PathBuf::from(raw.log.path),
+            fallback_patterns,
+            ignore_patterns,
+            max_scan_bytes: raw.log.max_scan_bytes,
+        },
+        service_env: ServiceEnvConfig {
+            path: PathBuf::from(raw.service_env.path),
+            ack_wait_key: opt(raw.service_env.ack_wait_key),
+            ack_wait_unit: raw.service_env.ack_wait_unit,
+            expect: raw.service_env.expect,
+        },
+        criteria: raw.criteria,
+        watch,
+        alerts,
+        rollback,
+    }
+}
