@@ -7,6 +7,10 @@ pub(super) fn non_empty_path(s: &str) -> Option<PathBuf> {
     (!s.trim().is_empty()).then(|| PathBuf::from(s))
 }
 
+/// Where a section reports its problems: (dotted key, message).
+type Problems<'a> = &'a mut dyn FnMut(&str, String);
+
+/// Checks every section and builds the [`Config`]; problems go to `problems`.
 pub(super) fn validate(
     path: &Path,
     raw: RawConfig,
@@ -18,7 +22,78 @@ pub(super) fn validate(
         p("probes.timeout", "must be greater than 0".into());
     }
 
-    // NATS
+    check_nats(&raw, &mut p);
+    check_streams(&raw, &mut p);
+    check_consumer(&raw, &mut p);
+    check_metrics(&raw, &mut p);
+    check_database(&raw, &mut p);
+    let (fallback_patterns, ignore_patterns) = check_log(&raw, &mut p);
+    check_service_env(&raw, &mut p);
+    check_criteria(&raw, &mut p);
+    let watch = validate_watch(&raw, &mut p);
+    let alerts = validate_alerts(&raw, &mut p);
+    let rollback = validate_rollback(&raw, &mut p);
+
+    let opt = |s: String| (!s.trim().is_empty()).then_some(s);
+    Config {
+        source: path.to_path_buf(),
+        soak: raw.soak,
+        probe_timeout: raw.probes.timeout,
+        nats: NatsConfig {
+            url: SecretUrl::new(raw.nats.url),
+            token: Secret::new(raw.nats.token),
+            user: raw.nats.user,
+            password: Secret::new(raw.nats.password),
+            creds_file: non_empty_path(&raw.nats.creds_file),
+            tls_required: raw.nats.tls_required,
+            tls_ca_file: non_empty_path(&raw.nats.tls_ca_file),
+            tls_cert_file: non_empty_path(&raw.nats.tls_cert_file),
+            tls_key_file: non_empty_path(&raw.nats.tls_key_file),
+        },
+        streams: raw.streams,
+        consumer: raw.consumer,
+        metrics: MetricsConfig {
+            url: SecretUrl::new(raw.metrics.url),
+            messages_counter: raw.metrics.messages_counter,
+            matchers: raw.metrics.matchers.into_iter().collect(),
+            result_label: raw.metrics.result_label,
+            success_result: raw.metrics.success_result,
+            dlq_result: raw.metrics.dlq_result,
+            uncounted_results: raw.metrics.uncounted_results,
+            stream_label: raw.metrics.stream_label,
+            latency_histogram: opt(raw.metrics.latency_histogram),
+            process_start_metric: opt(raw.metrics.process_start_metric),
+            max_body_bytes: raw.metrics.max_body_bytes,
+        },
+        database: DatabaseConfig {
+            url: SecretUrl::new(raw.database.url),
+            table: raw.database.table,
+            created_column: raw.database.created_column,
+            updated_column: opt(raw.database.updated_column),
+            recent_window: raw.database.recent_window,
+            derived: raw.database.derived,
+        },
+        log: LogConfig {
+            path: PathBuf::from(raw.log.path),
+            fallback_patterns,
+            ignore_patterns,
+            max_scan_bytes: raw.log.max_scan_bytes,
+        },
+        service_env: ServiceEnvConfig {
+            path: PathBuf::from(raw.service_env.path),
+            ack_wait_key: opt(raw.service_env.ack_wait_key),
+            ack_wait_unit: raw.service_env.ack_wait_unit,
+            expect: raw.service_env.expect,
+        },
+        criteria: raw.criteria,
+        watch,
+        alerts,
+        rollback,
+    }
+}
+
+/// NATS: URLs, one kind of auth, TLS files in pairs.
+fn check_nats(raw: &RawConfig, p: Problems<'_>) {
     for (i, part) in raw.nats.url.split(',').enumerate() {
         match url::Url::parse(part.trim()) {
             Ok(u) if matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") => {}
@@ -59,8 +134,10 @@ pub(super) fn validate(
             "tls_cert_file and tls_key_file must be set together".into(),
         );
     }
+}
 
-    // Streams
+/// Streams: valid, distinct names with subjects and a storage kind.
+fn check_streams(raw: &RawConfig, p: Problems<'_>) {
     let mut names = BTreeSet::new();
     let roles: Vec<(String, &StreamSpec)> =
         std::iter::once(("streams.legacy".to_string(), &raw.streams.legacy))
@@ -112,8 +189,10 @@ pub(super) fn validate(
             }
         }
     }
+}
 
-    // Consumer
+/// The consumer: on a hot stream, filter within its subjects, a durable, an ack policy.
+fn check_consumer(raw: &RawConfig, p: Problems<'_>) {
     if !raw
         .streams
         .hot
@@ -159,8 +238,10 @@ pub(super) fn validate(
             ),
         );
     }
+}
 
-    // Metrics
+/// The metrics endpoint and metric names.
+fn check_metrics(raw: &RawConfig, p: Problems<'_>) {
     match url::Url::parse(&raw.metrics.url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => {}
         Ok(u) => p(
@@ -186,8 +267,10 @@ pub(super) fn validate(
             p(key, format!("`{name}` is not a valid metric name"));
         }
     }
+}
 
-    // Database
+/// The database URL, table and derived-column check.
+fn check_database(raw: &RawConfig, p: Problems<'_>) {
     match url::Url::parse(&raw.database.url) {
         Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
         Ok(u) => p(
@@ -215,8 +298,10 @@ pub(super) fn validate(
             p("database.derived.sample_rows", "must be > 0".into());
         }
     }
+}
 
-    // Log
+/// Log patterns (compiled) and the scan budget.
+fn check_log(raw: &RawConfig, p: Problems<'_>) -> (Vec<regex::Regex>, Vec<regex::Regex>) {
     let compile =
         |key: &str, pats: &[String], p: &mut dyn FnMut(&str, String)| -> Vec<regex::Regex> {
             pats.iter()
@@ -240,8 +325,8 @@ pub(super) fn validate(
                 })
                 .collect()
         };
-    let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, &mut p);
-    let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, &mut p);
+    let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, p);
+    let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, p);
     if raw.log.max_scan_bytes == 0 {
         p(
             "log.max_scan_bytes",
@@ -254,16 +339,21 @@ pub(super) fn validate(
             "at least one pattern is required".into(),
         );
     }
+    (fallback_patterns, ignore_patterns)
+}
 
-    // Service env
+/// The service env's ack-wait unit.
+fn check_service_env(raw: &RawConfig, p: Problems<'_>) {
     if !matches!(raw.service_env.ack_wait_unit.as_str(), "ms" | "s") {
         p(
             "service_env.ack_wait_unit",
             format!("`{}`: expected ms or s", raw.service_env.ack_wait_unit),
         );
     }
+}
 
-    // Criteria
+/// Thresholds that contradict each other or cannot be met.
+fn check_criteria(raw: &RawConfig, p: Problems<'_>) {
     let c = &raw.criteria;
     if c.lag_warn > c.lag_fail {
         p(
@@ -283,8 +373,10 @@ pub(super) fn validate(
     if !(c.latency_quantile > 0.0 && c.latency_quantile < 1.0) {
         p("criteria.latency_quantile", "must be in (0, 1)".into());
     }
+}
 
-    // Watch
+/// The daemon's schedule, checkpoints, holds, spike rule and listener.
+fn validate_watch(raw: &RawConfig, p: Problems<'_>) -> WatchConfig {
     let w = &raw.watch;
     if w.interval < MIN_INTERVAL {
         p(
@@ -365,7 +457,7 @@ pub(super) fn validate(
     if max_gap < w.interval {
         p("watch.max_gap", "must be at least watch.interval".into());
     }
-    let watch = WatchConfig {
+    WatchConfig {
         interval: w.interval,
         state: PathBuf::from(&w.state),
         reports_dir: PathBuf::from(&w.reports_dir),
@@ -379,9 +471,14 @@ pub(super) fn validate(
         listen,
         keep_full_snapshots: w.keep_full_snapshots,
         thin_to: w.thin_to,
-    };
+    }
+}
 
-    // Alerts
+/// Routes (every one checked, enabled or not) and the alert policy.
+fn validate_alerts(
+    raw: &RawConfig,
+    p: Problems<'_>,
+) -> std::sync::Arc<crate::alert::routes::AlertsConfig> {
     let mut routes = Vec::new();
     let mut route_names = BTreeSet::new();
     for (i, r) in raw.alerts.routes.iter().enumerate() {
@@ -456,7 +553,7 @@ pub(super) fn validate(
                     timeout,
                 }))
             }
-            "webhook" | "slack" => http_url(&mut p).then(|| {
+            "webhook" | "slack" => http_url(&mut *p).then(|| {
                 let format = if r.kind == "slack" {
                     WebhookFormat::Slack
                 } else {
@@ -469,7 +566,7 @@ pub(super) fn validate(
                     timeout,
                 })
             }),
-            "alertmanager" => http_url(&mut p).then(|| {
+            "alertmanager" => http_url(&mut *p).then(|| {
                 Sink::Alertmanager(AlertmanagerSink {
                     base_url: SecretUrl::new(r.url.clone()),
                     timeout,
@@ -504,16 +601,18 @@ pub(super) fn validate(
             ),
         );
     }
-    let alerts = std::sync::Arc::new(crate::alert::routes::AlertsConfig {
+    std::sync::Arc::new(crate::alert::routes::AlertsConfig {
         repeat_interval: raw.alerts.repeat_interval,
         unknown_after: raw.alerts.unknown_after,
         severity: raw.alerts.severity.clone(),
         max_backoff: raw.alerts.max_backoff,
         routes,
-    });
+    })
+}
 
-    // Rollback: `triggers` is ours; the rest is the runbook's config.
-    let rollback = match raw.rollback.clone() {
+/// `[rollback]`: our triggers, then the runbook's config with every problem collected.
+fn validate_rollback(raw: &RawConfig, p: Problems<'_>) -> Option<RollbackSettings> {
+    match raw.rollback.clone() {
         None => None,
         Some(mut t) => {
             let raw_triggers = t.remove("triggers");
@@ -577,62 +676,5 @@ pub(super) fn validate(
                 RollbackSettings { run, triggers }
             })
         }
-    };
-
-    let opt = |s: String| (!s.trim().is_empty()).then_some(s);
-    Config {
-        source: path.to_path_buf(),
-        soak: raw.soak,
-        probe_timeout: raw.probes.timeout,
-        nats: NatsConfig {
-            url: SecretUrl::new(raw.nats.url),
-            token: Secret::new(raw.nats.token),
-            user: raw.nats.user,
-            password: Secret::new(raw.nats.password),
-            creds_file: non_empty_path(&raw.nats.creds_file),
-            tls_required: raw.nats.tls_required,
-            tls_ca_file: non_empty_path(&raw.nats.tls_ca_file),
-            tls_cert_file: non_empty_path(&raw.nats.tls_cert_file),
-            tls_key_file: non_empty_path(&raw.nats.tls_key_file),
-        },
-        streams: raw.streams,
-        consumer: raw.consumer,
-        metrics: MetricsConfig {
-            url: SecretUrl::new(raw.metrics.url),
-            messages_counter: raw.metrics.messages_counter,
-            matchers: raw.metrics.matchers.into_iter().collect(),
-            result_label: raw.metrics.result_label,
-            success_result: raw.metrics.success_result,
-            dlq_result: raw.metrics.dlq_result,
-            uncounted_results: raw.metrics.uncounted_results,
-            stream_label: raw.metrics.stream_label,
-            latency_histogram: opt(raw.metrics.latency_histogram),
-            process_start_metric: opt(raw.metrics.process_start_metric),
-            max_body_bytes: raw.metrics.max_body_bytes,
-        },
-        database: DatabaseConfig {
-            url: SecretUrl::new(raw.database.url),
-            table: raw.database.table,
-            created_column: raw.database.created_column,
-            updated_column: opt(raw.database.updated_column),
-            recent_window: raw.database.recent_window,
-            derived: raw.database.derived,
-        },
-        log: LogConfig {
-            path: PathBuf::from(raw.log.path),
-            fallback_patterns,
-            ignore_patterns,
-            max_scan_bytes: raw.log.max_scan_bytes,
-        },
-        service_env: ServiceEnvConfig {
-            path: PathBuf::from(raw.service_env.path),
-            ack_wait_key: opt(raw.service_env.ack_wait_key),
-            ack_wait_unit: raw.service_env.ack_wait_unit,
-            expect: raw.service_env.expect,
-        },
-        criteria: raw.criteria,
-        watch,
-        alerts,
-        rollback,
     }
 }
