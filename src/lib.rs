@@ -26,7 +26,7 @@ pub mod promtext;
 #[cfg(feature = "testkit")]
 pub mod replica;
 pub mod rollback;
-pub mod rollback_run;
+
 pub mod sample;
 pub mod secret;
 pub mod self_health;
@@ -38,7 +38,6 @@ pub mod standin;
 pub mod subjects;
 pub mod verdict;
 pub mod watch;
-pub mod watch_http;
 
 /// Installs the one rustls crypto provider (ring). Must run before any TLS
 /// use: with none installed, the first TLS connection panics. A second call

@@ -350,7 +350,7 @@ async fn run_watch(
     };
     let server = match cfg.watch.listen {
         Some(addr) => {
-            let listener = soakwatch::watch_http::bind(addr)
+            let listener = soakwatch::watch::http::bind(addr)
                 .await
                 .with_context(|| format!("binding the status listener on {addr}"))?;
             let local = listener.local_addr()?;
@@ -359,7 +359,7 @@ async fn run_watch(
                 output::write_atomic(f, &format!("{local}\n"))
                     .with_context(|| format!("writing the listener address to {}", f.display()))?;
             }
-            Some(tokio::spawn(soakwatch::watch_http::serve(
+            Some(tokio::spawn(soakwatch::watch::http::serve(
                 listener,
                 status.clone(),
                 token.clone(),
@@ -456,7 +456,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
         match Store::open_read_only(&cfg.watch.state).await {
             Ok(store) => {
                 if let Some(soak) = store.active_soak().await? {
-                    match soakwatch::rollback_run::view(&store, &soak.meta.id).await? {
+                    match soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
                         Some(v) => println!(
                             "latch: TAKEN for soak {} ({}, trigger: {})",
                             soak.meta.id, v.state, v.trigger
@@ -481,7 +481,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
         .take_rollback_latch(&soak.meta.id, &trigger, now)
         .await?
     {
-        if let Some(v) = soakwatch::rollback_run::view(&store, &soak.meta.id).await? {
+        if let Some(v) = soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
             eprintln!(
                 "the rollback of soak {} already fired at {} ({}; trigger: {}): not running it again",
                 soak.meta.id, v.started, v.state, v.trigger
@@ -491,7 +491,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
     }
     let mut settings = settings;
     settings.run.mode = soakwatch::rollback::RollbackMode::Armed;
-    let outcome = soakwatch::rollback_run::run(
+    let outcome = soakwatch::watch::rollback::run(
         store.clone(),
         settings,
         cfg.alerts.clone(),
@@ -501,7 +501,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
         now,
     )
     .await?;
-    for line in soakwatch::rollback_run::step_lines(&outcome.steps) {
+    for line in soakwatch::watch::rollback::step_lines(&outcome.steps) {
         println!("{line}");
     }
     let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;

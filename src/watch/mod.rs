@@ -1,4 +1,7 @@
-//! `soakwatch watch`: the long-running daemon.
+//! `soakwatch watch`: the long-running daemon. The loop lives here; its
+//! clock (`clock`), the status it publishes (`status`) and serves
+//! (`http`), the rollback it fires (`rollback`) and the read side used by
+//! `report` and `check --soak` (`read`) beside it.
 //!
 //! Every `interval` (on a jitter-free grid anchored at T0) it takes one
 //! snapshot, evaluates it against the previous one, appends the cycle to the
@@ -6,10 +9,8 @@
 //! and publishes its own status. Time comes from a [`Clock`] and samples from
 //! a [`SampleSource`], so tests drive 48 h of soak with scripted samples.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex as StdMutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,57 +30,15 @@ use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::soak::timeline::{summarize, CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
 
-/// A boxed future, so the traits below stay object-safe.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+mod clock;
+pub mod http;
+mod read;
+pub mod rollback;
+mod status;
 
-/// Where "now" comes from; tests use [`ManualClock`].
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-    /// Resolves at `t` (at once if `t` is past).
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()>;
-}
-
-/// The wall clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()> {
-        let d = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-        Box::pin(tokio::time::sleep(d))
-    }
-}
-
-/// Virtual time: sleeping jumps the clock forward, so hours pass instantly.
-pub struct ManualClock {
-    now: StdMutex<DateTime<Utc>>,
-}
-
-impl ManualClock {
-    /// A clock that starts at `t`.
-    pub fn new(t: DateTime<Utc>) -> Self {
-        ManualClock {
-            now: StdMutex::new(t),
-        }
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.now.lock().map(|g| *g).unwrap_or_default()
-    }
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()> {
-        if let Ok(mut g) = self.now.lock() {
-            if t > *g {
-                *g = t;
-            }
-        }
-        Box::pin(async {})
-    }
-}
+pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
+pub use read::{load_summary, summary_as_check, write_summary_report};
+pub use status::{DaemonStatus, SharedStatus};
 
 /// Produces one snapshot per cycle; the real one is [`Prober`].
 pub trait SampleSource: Send + Sync {
@@ -148,44 +107,6 @@ pub struct StartOptions {
     /// Stop after this many cycles (tests, compressed demos).
     pub max_cycles: Option<u64>,
 }
-
-/// What the daemon publishes about itself (read by its HTTP listener).
-#[derive(Debug, Clone, Default)]
-pub struct DaemonStatus {
-    /// The latest soak summary.
-    pub summary: Option<SoakSummary>,
-    /// Cycles done since this process started.
-    pub cycles: u64,
-    /// Wall time of the last cycle, seconds.
-    pub last_cycle_secs: f64,
-    /// When the last cycle's samples were taken.
-    pub last_sample_at: Option<DateTime<Utc>>,
-    /// Probe failures since this process started, per probe.
-    pub probe_errors: std::collections::BTreeMap<String, u64>,
-    /// State database size, bytes.
-    pub state_bytes: u64,
-    /// Expected interval, seconds (health: is the last sample fresh?).
-    pub interval_secs: f64,
-    /// The soak's id.
-    pub soak_id: String,
-    /// Outbox rows: (pending, delivered, given up).
-    pub outbox: (i64, i64, i64),
-    /// Alerts firing now: (criterion, severity).
-    pub firing: Vec<(String, String)>,
-    /// Last periodic E2E run: (when, ok, latency ms).
-    pub e2e: Option<(DateTime<Utc>, bool, u64)>,
-    /// Write failures since this process started, per target (state, report, outbox).
-    pub write_failures: std::collections::BTreeMap<String, u64>,
-    /// Targets whose last write failed.
-    pub write_failing: Vec<String>,
-    /// Cycles waiting for the state database to take them.
-    pub unsaved_cycles: u64,
-    /// Cycles dropped because the state database refused them for too long.
-    pub lost_cycles: u64,
-}
-
-/// Shared, read-mostly daemon status.
-pub type SharedStatus = Arc<RwLock<DaemonStatus>>;
 
 /// The policy part of the config.
 pub fn policy(cfg: &Config) -> SoakPolicy {
@@ -427,14 +348,14 @@ impl Watch {
             self.cycles = self.store.cycles(&rec.meta.id).await?;
             self.dedupe = EvidenceDeduper::from_history(&self.cycles);
             self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
-            self.rollback_latched = crate::rollback_run::check_interrupted(
+            self.rollback_latched = rollback::check_interrupted(
                 &self.store,
                 &self.cfg.alerts,
                 &rec.meta.id,
                 &rec.meta.name,
             )
             .await?;
-            self.rollback_view = crate::rollback_run::view(&self.store, &rec.meta.id).await?;
+            self.rollback_view = rollback::view(&self.store, &rec.meta.id).await?;
             self.prev = self.store.last_snapshot(&rec.meta.id).await?;
             // The log tail goes on from the stored cursor: lines written while
             // the daemon was down are read, none twice.
@@ -812,7 +733,7 @@ impl Watch {
 
     /// Re-reads the rollback's journal; a failed read keeps the last view.
     async fn refresh_rollback_view(&mut self) {
-        match crate::rollback_run::view(&self.store, &self.soak.meta.id).await {
+        match rollback::view(&self.store, &self.soak.meta.id).await {
             Ok(v) => self.rollback_view = v,
             Err(e) => tracing::debug!(error = %e, "rollback journal unreadable this cycle"),
         }
@@ -898,10 +819,10 @@ impl Watch {
         let Some(settings) = self.cfg.rollback.clone() else {
             return;
         };
-        if self.rollback_latched || !crate::rollback_run::enabled(&self.cfg.rollback) {
+        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) {
             return;
         }
-        let Some(trigger) = crate::rollback_run::fired_trigger(
+        let Some(trigger) = rollback::fired_trigger(
             &settings.triggers,
             summary,
             &self.cycles,
@@ -938,9 +859,7 @@ impl Watch {
         let (id, name) = (self.soak.meta.id.clone(), self.soak.meta.name.clone());
         let wake = self.wake.clone();
         self.rollback_task = Some(tokio::spawn(async move {
-            if let Err(e) =
-                crate::rollback_run::run(store, settings, alerts, id, name, trigger, now).await
-            {
+            if let Err(e) = rollback::run(store, settings, alerts, id, name, trigger, now).await {
                 tracing::error!(error = %e, "rollback journal failed");
             }
             // Deliver the outcome now, not at the next cycle.
@@ -1013,112 +932,6 @@ impl Watch {
     ) -> Result<(), WatchError> {
         write_summary_report(&self.eff, summary, title, path)
     }
-}
-
-/// Writes a Markdown report with its charts beside it (atomically).
-pub fn write_summary_report(
-    cfg: &Config,
-    summary: &SoakSummary,
-    title: &str,
-    path: &std::path::Path,
-) -> Result<(), WatchError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|source| WatchError::Report {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("report")
-        .to_string();
-    let thresholds = ChartThresholds {
-        lag_fail: cfg.criteria.lag_fail as f64,
-        success_min_pct: cfg.criteria.success_rate_min * 100.0,
-        p95_max_ms: cfg.criteria.p95_max.as_secs_f64() * 1000.0,
-    };
-    let gap =
-        chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30));
-    let charts = chart::write_charts(summary, &thresholds, dir, &stem, gap)
-        .map_err(|e| WatchError::Chart(e.to_string()))?;
-    let text = report::render_markdown(summary, title, &charts);
-    write_atomic(path, &text).map_err(|source| WatchError::Report {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The soak in a state database as it stands, without a running daemon:
-/// for `report` and `check --soak` (read-only; a daemon may be writing).
-pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchError> {
-    let store = Store::open_read_only(&cfg.watch.state).await?;
-    let Some(soak) = store.active_soak().await? else {
-        return Err(WatchError::Store(StoreError::Open {
-            path: cfg.watch.state.clone(),
-            reason: "no soak recorded yet".into(),
-        }));
-    };
-    let eff = with_baselines(cfg, &soak.baselines);
-    let policy = policy(cfg);
-    let cycles = store.cycles(&soak.meta.id).await?;
-    let last = store.last_snapshots(&soak.meta.id, 2).await?;
-    let verdicts = match last.as_slice() {
-        [prev, snap] => CycleRecord::evaluate(&eff, Some(prev), snap, policy.max_gap).1,
-        [snap] => CycleRecord::evaluate(&eff, None, snap, policy.max_gap).1,
-        _ => Vec::new(),
-    };
-    let mut summary = summarize(
-        &soak.meta,
-        &cycles,
-        &verdicts,
-        last.last().cloned(),
-        &policy,
-    );
-    // The rollback's journal and outcome belong in every report, also
-    // `soakwatch report` and `check --soak`, as in the checkpoint reports.
-    summary.rollback = crate::rollback_run::view(&store, &soak.meta.id).await?;
-    store.close().await;
-    Ok((eff, summary))
-}
-
-/// A soak summary as a one-shot report: each criterion's status is its
-/// status over the whole soak, so every output format of `check` works.
-pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::CheckReport> {
-    let last = s.last_snapshot.clone()?;
-    let verdicts = s
-        .criteria
-        .iter()
-        .map(|c| {
-            let mut v = c.last.clone();
-            v.status = c.soak;
-            let fails = s.incidents.iter().filter(|i| i.criterion == c.id).count();
-            v.evidence = format!(
-                "soak: {} fail span(s), {:.0}s failing, coverage {:.1}%; now: {}",
-                fails,
-                c.fail_secs,
-                c.coverage * 100.0,
-                v.evidence
-            );
-            v
-        })
-        .collect();
-    Some(crate::output::CheckReport {
-        soak: format!(
-            "{} (soak {}, {:.1}h of {:.0}h)",
-            cfg.soak.name,
-            s.soak_id,
-            s.elapsed_hours(),
-            s.planned_secs / 3600.0
-        ),
-        config: cfg.source.display().to_string(),
-        generated_at: s.now,
-        window_secs: (s.now - s.t0).num_milliseconds() as f64 / 1000.0,
-        verdicts,
-        last,
-    })
 }
 
 /// The delivery loop: every second, one attempt per due outbox row; a final

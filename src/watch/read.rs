@@ -1,0 +1,110 @@
+//! The soak as the state database holds it, without a running daemon
+//! (`report`, `check --soak`), and the Markdown report writer both share.
+
+use super::*;
+
+/// Writes a Markdown report with its charts beside it (atomically).
+pub fn write_summary_report(
+    cfg: &Config,
+    summary: &SoakSummary,
+    title: &str,
+    path: &std::path::Path,
+) -> Result<(), WatchError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| WatchError::Report {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("report")
+        .to_string();
+    let thresholds = ChartThresholds {
+        lag_fail: cfg.criteria.lag_fail as f64,
+        success_min_pct: cfg.criteria.success_rate_min * 100.0,
+        p95_max_ms: cfg.criteria.p95_max.as_secs_f64() * 1000.0,
+    };
+    let gap =
+        chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30));
+    let charts = chart::write_charts(summary, &thresholds, dir, &stem, gap)
+        .map_err(|e| WatchError::Chart(e.to_string()))?;
+    let text = report::render_markdown(summary, title, &charts);
+    write_atomic(path, &text).map_err(|source| WatchError::Report {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The soak in a state database as it stands, without a running daemon:
+/// for `report` and `check --soak` (read-only; a daemon may be writing).
+pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchError> {
+    let store = Store::open_read_only(&cfg.watch.state).await?;
+    let Some(soak) = store.active_soak().await? else {
+        return Err(WatchError::Store(StoreError::Open {
+            path: cfg.watch.state.clone(),
+            reason: "no soak recorded yet".into(),
+        }));
+    };
+    let eff = with_baselines(cfg, &soak.baselines);
+    let policy = policy(cfg);
+    let cycles = store.cycles(&soak.meta.id).await?;
+    let last = store.last_snapshots(&soak.meta.id, 2).await?;
+    let verdicts = match last.as_slice() {
+        [prev, snap] => CycleRecord::evaluate(&eff, Some(prev), snap, policy.max_gap).1,
+        [snap] => CycleRecord::evaluate(&eff, None, snap, policy.max_gap).1,
+        _ => Vec::new(),
+    };
+    let mut summary = summarize(
+        &soak.meta,
+        &cycles,
+        &verdicts,
+        last.last().cloned(),
+        &policy,
+    );
+    // The rollback's journal and outcome belong in every report, also
+    // `soakwatch report` and `check --soak`, as in the checkpoint reports.
+    summary.rollback = super::rollback::view(&store, &soak.meta.id).await?;
+    store.close().await;
+    Ok((eff, summary))
+}
+
+/// A soak summary as a one-shot report: each criterion's status is its
+/// status over the whole soak, so every output format of `check` works.
+pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::CheckReport> {
+    let last = s.last_snapshot.clone()?;
+    let verdicts = s
+        .criteria
+        .iter()
+        .map(|c| {
+            let mut v = c.last.clone();
+            v.status = c.soak;
+            let fails = s.incidents.iter().filter(|i| i.criterion == c.id).count();
+            v.evidence = format!(
+                "soak: {} fail span(s), {:.0}s failing, coverage {:.1}%; now: {}",
+                fails,
+                c.fail_secs,
+                c.coverage * 100.0,
+                v.evidence
+            );
+            v
+        })
+        .collect();
+    Some(crate::output::CheckReport {
+        soak: format!(
+            "{} (soak {}, {:.1}h of {:.0}h)",
+            cfg.soak.name,
+            s.soak_id,
+            s.elapsed_hours(),
+            s.planned_secs / 3600.0
+        ),
+        config: cfg.source.display().to_string(),
+        generated_at: s.now,
+        window_secs: (s.now - s.t0).num_milliseconds() as f64 / 1000.0,
+        verdicts,
+        last,
+    })
+}
