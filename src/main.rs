@@ -475,32 +475,29 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
         .active_soak()
         .await?
         .context("no soak recorded in the state database: the latch belongs to a soak")?;
-    let now = chrono::Utc::now();
     let trigger = "manual: soakwatch rollback --execute".to_string();
-    if !store
-        .take_rollback_latch(&soak.meta.id, &trigger, now)
-        .await?
-    {
-        if let Some(v) = soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
-            eprintln!(
-                "the rollback of soak {} already fired at {} ({}; trigger: {}): not running it again",
-                soak.meta.id, v.started, v.state, v.trigger
-            );
-        }
-        return Ok(ExitCode::from(2));
-    }
     let mut settings = settings;
     settings.run.mode = soakwatch::rollback::RollbackMode::Armed;
-    let outcome = soakwatch::watch::rollback::run(
-        store.clone(),
-        settings,
-        cfg.alerts.clone(),
-        soak.meta.id.clone(),
-        soak.meta.name.clone(),
-        trigger,
-        now,
-    )
-    .await?;
+    let target = soakwatch::watch::rollback::RollbackTarget {
+        store: store.clone(),
+        alerts: cfg.alerts.clone(),
+        soak_id: soak.meta.id.clone(),
+        soak_name: soak.meta.name.clone(),
+    };
+    let clock: std::sync::Arc<dyn soakwatch::watch::Clock> =
+        std::sync::Arc::new(soakwatch::watch::SystemClock);
+    let outcome = match soakwatch::watch::rollback::fire(target, settings, trigger, clock).await? {
+        soakwatch::watch::rollback::Fired::Ran(outcome) => outcome,
+        soakwatch::watch::rollback::Fired::AlreadyFired(v) => {
+            if let Some(v) = v {
+                eprintln!(
+                    "the rollback of soak {} already fired at {} ({}; trigger: {}): not running it again",
+                    soak.meta.id, v.started, v.state, v.trigger
+                );
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
     for line in soakwatch::watch::rollback::step_lines(&outcome.steps) {
         println!("{line}");
     }

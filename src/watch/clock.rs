@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,6 +17,9 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
     /// Resolves at `t` (at once if `t` is past).
     fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<'_, ()>;
+    /// The same clock as an owned handle, for work that outlives a borrow
+    /// (the rollback task stamps its outcome with it).
+    fn handle(&self) -> Arc<dyn Clock>;
 }
 
 /// The wall clock.
@@ -30,18 +33,22 @@ impl Clock for SystemClock {
         let d = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         Box::pin(tokio::time::sleep(d))
     }
+    fn handle(&self) -> Arc<dyn Clock> {
+        Arc::new(SystemClock)
+    }
 }
 
 /// Virtual time: sleeping jumps the clock forward, so hours pass instantly.
+#[derive(Clone)]
 pub struct ManualClock {
-    now: StdMutex<DateTime<Utc>>,
+    now: Arc<StdMutex<DateTime<Utc>>>,
 }
 
 impl ManualClock {
     /// A clock that starts at `t`.
     pub fn new(t: DateTime<Utc>) -> Self {
         ManualClock {
-            now: StdMutex::new(t),
+            now: Arc::new(StdMutex::new(t)),
         }
     }
 }
@@ -57,5 +64,8 @@ impl Clock for ManualClock {
             }
         }
         Box::pin(async {})
+    }
+    fn handle(&self) -> Arc<dyn Clock> {
+        Arc::new(self.clone())
     }
 }

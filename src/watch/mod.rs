@@ -353,6 +353,7 @@ impl Watch {
                 &self.cfg.alerts,
                 &rec.meta.id,
                 &rec.meta.name,
+                clock.now(),
             )
             .await?;
             self.rollback_view = rollback::view(&self.store, &rec.meta.id).await?;
@@ -432,7 +433,7 @@ impl Watch {
             Ok(counts) => self.outbox = counts,
             Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
         }
-        self.maybe_fire_rollback(&summary, clock.now()).await;
+        self.maybe_fire_rollback(&summary, clock).await;
         self.periodic_e2e(clock.now()).await;
         if self.rollback_latched {
             self.refresh_rollback_view().await;
@@ -815,7 +816,8 @@ impl Watch {
 
     /// Takes the latch and starts the rollback (beside the cycles) when a
     /// trigger holds and the rollback is armed or in dry-run mode.
-    async fn maybe_fire_rollback(&mut self, summary: &SoakSummary, now: DateTime<Utc>) {
+    async fn maybe_fire_rollback(&mut self, summary: &SoakSummary, clock: &dyn Clock) {
+        let now = clock.now();
         let Some(settings) = self.cfg.rollback.clone() else {
             return;
         };
@@ -855,11 +857,15 @@ impl Watch {
                 tracing::error!(trigger = %trigger, "rollback latch not recorded: firing once in this process");
             }
         }
-        let (store, alerts) = (self.store.clone(), self.cfg.alerts.clone());
-        let (id, name) = (self.soak.meta.id.clone(), self.soak.meta.name.clone());
-        let wake = self.wake.clone();
+        let target = rollback::RollbackTarget {
+            store: self.store.clone(),
+            alerts: self.cfg.alerts.clone(),
+            soak_id: self.soak.meta.id.clone(),
+            soak_name: self.soak.meta.name.clone(),
+        };
+        let (wake, clock) = (self.wake.clone(), clock.handle());
         self.rollback_task = Some(tokio::spawn(async move {
-            if let Err(e) = rollback::run(store, settings, alerts, id, name, trigger, now).await {
+            if let Err(e) = rollback::run_latched(target, settings, trigger, now, clock).await {
                 tracing::error!(error = %e, "rollback journal failed");
             }
             // Deliver the outcome now, not at the next cycle.

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::clock::Clock;
+
 use crate::alert::engine::enqueue_notifications;
 use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
 use crate::alert::routes::AlertsConfig;
@@ -163,17 +165,68 @@ pub fn outcome_notification(
     }
 }
 
-/// Runs the rollback (the latch is already taken), journaling each step,
-/// then records the outcome and notifies every route.
-pub async fn run(
-    store: Arc<Store>,
+/// The soak a rollback belongs to, and where it reports.
+#[derive(Clone)]
+pub struct RollbackTarget {
+    /// The state database (latch, journal, outbox).
+    pub store: Arc<Store>,
+    /// Where the outcome notification goes.
+    pub alerts: Arc<AlertsConfig>,
+    /// The soak's id.
+    pub soak_id: String,
+    /// The soak's name.
+    pub soak_name: String,
+}
+
+/// What [`fire`] did.
+#[derive(Debug)]
+pub enum Fired {
+    /// The latch was free: the rollback ran.
+    Ran(RollbackOutcome),
+    /// The latch was taken already (by the daemon or by hand): nothing ran.
+    AlreadyFired(Option<RollbackView>),
+}
+
+/// Takes the soak's one-shot latch and, if it was free, runs the rollback:
+/// the one way in for `rollback --execute` and the daemon alike.
+pub async fn fire(
+    target: RollbackTarget,
     settings: RollbackSettings,
-    alerts: Arc<AlertsConfig>,
-    soak_id: String,
-    soak_name: String,
+    trigger: String,
+    clock: Arc<dyn Clock>,
+) -> Result<Fired, StoreError> {
+    let started = clock.now();
+    if !target
+        .store
+        .take_rollback_latch(&target.soak_id, &trigger, started)
+        .await?
+    {
+        return Ok(Fired::AlreadyFired(
+            view(&target.store, &target.soak_id).await?,
+        ));
+    }
+    run_latched(target, settings, trigger, started, clock)
+        .await
+        .map(Fired::Ran)
+}
+
+/// Runs the rollback, journaling each step, then records the outcome and
+/// notifies every route. Only for a latch already taken by [`fire`], or
+/// one the daemon could not record (a full disk must not stop the
+/// rollback a critical trigger asks for).
+pub(super) async fn run_latched(
+    target: RollbackTarget,
+    settings: RollbackSettings,
     trigger: String,
     started: DateTime<Utc>,
+    clock: Arc<dyn Clock>,
 ) -> Result<RollbackOutcome, StoreError> {
+    let RollbackTarget {
+        store,
+        alerts,
+        soak_id,
+        soak_name,
+    } = target;
     tracing::error!(soak = %soak_id, trigger = %trigger, mode = settings.run.mode.as_str(), "ROLLBACK triggered");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepRecord>();
     let journal = {
@@ -203,7 +256,7 @@ pub async fn run(
     } else {
         "failed"
     };
-    let now = Utc::now();
+    let now = clock.now();
     store
         .save_rollback(&soak_id, state, &outcome.steps, Some(now))
         .await?;
@@ -228,6 +281,7 @@ pub async fn check_interrupted(
     alerts: &AlertsConfig,
     soak_id: &str,
     soak_name: &str,
+    now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let Some(v) = view(store, soak_id).await? else {
         return Ok(false);
@@ -237,7 +291,6 @@ pub async fn check_interrupted(
         store
             .save_rollback(soak_id, "interrupted", &v.steps, None)
             .await?;
-        let now = Utc::now();
         let o = RollbackOutcome {
             success: false,
             failed_step: v
