@@ -45,61 +45,10 @@ fn config(dir: &std::path::Path, metrics_url: &str) -> Config {
     Config::load(&files.config).expect("config valid")
 }
 
-/// Serves `total` bytes of exposition text, chunked or with Content-Length.
-async fn serve(total: usize, content_length: bool) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let line = "normalize_hrv_messages_total{result=\"success\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",n=\"0000000\"} 1\n";
-                let piece = line.repeat((1 << 20) / line.len());
-                let head = if content_length {
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n"
-                    )
-                } else {
-                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-                        .to_string()
-                };
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut sent = 0;
-                while sent < total {
-                    let n = piece.len().min(total - sent);
-                    let data = &piece.as_bytes()[..n];
-                    let ok = if content_length {
-                        s.write_all(data).await.is_ok()
-                    } else {
-                        s.write_all(format!("{n:x}\r\n").as_bytes()).await.is_ok()
-                            && s.write_all(data).await.is_ok()
-                            && s.write_all(b"\r\n").await.is_ok()
-                    };
-                    if !ok {
-                        return;
-                    }
-                    sent += n;
-                }
-                if !content_length {
-                    let _ = s.write_all(b"0\r\n\r\n").await;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
 fn metrics_case(total: usize, content_length: bool) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let port = serve(total, content_length).await;
+        let port = soakwatch::standin::serve_big_metrics(total, content_length).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), &format!("http://127.0.0.1:{port}/metrics"));
         let http = soakwatch::probe::metrics::http_client(cfg.probe_timeout).expect("http");

@@ -1250,55 +1250,6 @@ async fn serve_hanging() -> u16 {
     port
 }
 
-/// A loopback HTTP server sending `total` bytes of valid exposition text, chunked
-/// (`content_length == false`) or with a Content-Length header, in 1 MiB writes.
-async fn serve_big_metrics(total: usize, content_length: bool) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let line = "normalize_hrv_messages_total{result=\"success\",stream=\"AA_CORE_HOT\",durable=\"normalize-hrv-durable\",pad=\"xxxxxxxxxxxxxxxxxxxxxxxx\"} 1\n";
-                let piece: String = line.repeat((1 << 20) / line.len());
-                let head = if content_length {
-                    format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n")
-                } else {
-                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_string()
-                };
-                if s.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut sent = 0;
-                while sent < total {
-                    let n = piece.len().min(total - sent);
-                    let data = &piece.as_bytes()[..n];
-                    let ok = if content_length {
-                        s.write_all(data).await.is_ok()
-                    } else {
-                        s.write_all(format!("{n:x}\r\n").as_bytes()).await.is_ok()
-                            && s.write_all(data).await.is_ok()
-                            && s.write_all(b"\r\n").await.is_ok()
-                    };
-                    if !ok {
-                        return;
-                    }
-                    sent += n;
-                }
-                if !content_length {
-                    let _ = s.write_all(b"0\r\n\r\n").await;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_metrics_endpoint_does_not_time_the_database_probe_out() {
     let mut r = Replica::healthy(2).await;
@@ -1333,7 +1284,7 @@ async fn metrics_bodies_over_the_cap_are_unknown_with_the_cap_whatever_the_frami
         (20_000_000, true, None),
         (3_000_000, false, Some(1 << 20)),
     ] {
-        let port = serve_big_metrics(total, content_length).await;
+        let port = soakwatch::standin::serve_big_metrics(total, content_length).await;
         let mut text = original.replace(&url, &format!("http://127.0.0.1:{port}/metrics"));
         if let Some(cap) = cap {
             text = text.replace(
