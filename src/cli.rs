@@ -1,0 +1,370 @@
+//! One function per subcommand: what `main` calls once the arguments are
+//! parsed. The CLI edge: errors are `anyhow` here and nowhere below.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use soakwatch::config::{Config, ConfigError};
+use soakwatch::output::{self, Format};
+use soakwatch::verdict::exit_code;
+
+use crate::{AlertCommand, Cli, Command, EXIT_CONFIG};
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        match &e {
+            ConfigError::Invalid { problems } => {
+                eprintln!("config refused ({} problem(s)):", problems.len());
+                eprintln!("{e}");
+            }
+            ConfigError::Read { .. } => eprintln!("{e}"),
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// Loads the config, with `--state` overriding `watch.state`.
+fn load_with_state(path: &std::path::Path, state: Option<PathBuf>) -> Result<Config, ExitCode> {
+    let mut cfg = load(path)?;
+    if let Some(s) = state {
+        cfg.watch.state = s;
+    }
+    Ok(cfg)
+}
+
+/// Runs one subcommand; the exit code says how it went.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check {
+            config,
+            format,
+            window,
+            outfile,
+            soak,
+            state,
+        } => check(&config, state, format, window, outfile, soak).await,
+        Command::Validate { config, live } => validate(&config, live).await,
+        Command::Watch {
+            config,
+            state,
+            new_soak,
+            t0,
+            max_cycles,
+            addr_file,
+        } => {
+            let cfg = match load_with_state(&config, state) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let start = soakwatch::watch::StartOptions {
+                new_soak,
+                t0,
+                max_cycles,
+            };
+            run_watch(cfg, start, addr_file).await
+        }
+        Command::Report { config, state, out } => report(&config, state, out).await,
+        Command::Rollback {
+            config,
+            state,
+            dry_run,
+            execute,
+        } => {
+            let cfg = match load_with_state(&config, state) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            rollback_command(&cfg, dry_run || !execute).await
+        }
+        Command::E2e { config } => e2e(&config).await,
+        Command::Alert {
+            command: AlertCommand::Test { config },
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            alert_test(&cfg).await
+        }
+        Command::Discover(args) => soakwatch::discover::cli::run_discover(args).await,
+    }
+}
+
+/// `soakwatch check`: a one-shot verdict, or the soak's so far with `--soak`.
+async fn check(
+    config: &Path,
+    state: Option<PathBuf>,
+    format: Format,
+    window: Duration,
+    outfile: Option<PathBuf>,
+    soak: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match load_with_state(config, state) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let report = if soak {
+        let (eff, summary) = soakwatch::watch::load_summary(&cfg).await?;
+        soakwatch::watch::summary_as_check(&eff, &summary).context("the soak has no samples yet")?
+    } else {
+        soakwatch::check::run(cfg, window).await?
+    };
+    let text = output::render(&report, format);
+    match outfile {
+        Some(path) => output::write_atomic(&path, &text)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::from(exit_code(report.overall())))
+}
+
+/// `soakwatch validate [--live]`.
+async fn validate(config: &Path, live: bool) -> anyhow::Result<ExitCode> {
+    match load(config) {
+        Ok(cfg) if live => Ok(soakwatch::discover::cli::run_validate_live(&cfg, config).await),
+        Ok(cfg) => {
+            println!(
+                "{}: valid ({} streams, consumer {} on {})",
+                config.display(),
+                cfg.streams.all().len(),
+                cfg.consumer.durable,
+                cfg.consumer.stream
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+/// `soakwatch report`: the soak so far as Markdown with charts.
+async fn report(
+    config: &Path,
+    state: Option<PathBuf>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let cfg = match load_with_state(config, state) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let (eff, summary) = soakwatch::watch::load_summary(&cfg).await?;
+    let path = out.unwrap_or_else(|| {
+        cfg.watch
+            .reports_dir
+            .join(format!("{}-report.md", summary.soak_id))
+    });
+    soakwatch::watch::write_summary_report(&eff, &summary, "on-demand report", &path)?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `soakwatch e2e`: the end-to-end probe alone.
+async fn e2e(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let e2e = cfg
+        .rollback
+        .as_ref()
+        .and_then(|r| r.run.e2e.clone())
+        .context("no [rollback.e2e] section in the config")?;
+    let r = soakwatch::rollback::run_e2e(&e2e).await;
+    println!("{}", r.summary());
+    Ok(if r.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// Runs the daemon until SIGINT/SIGTERM: the current cycle finishes, a final
+/// report is written and the state database is closed.
+async fn run_watch(
+    cfg: Config,
+    start: soakwatch::watch::StartOptions,
+    addr_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use soakwatch::watch::{SharedStatus, SystemClock, Watch};
+    let status = SharedStatus::default();
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        soakwatch::shutdown::shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing the cycle");
+        t.cancel();
+    });
+    let watch = match Watch::open(cfg.clone(), status.clone()).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("soakwatch watch: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let server = match cfg.watch.listen {
+        Some(addr) => {
+            let listener = soakwatch::watch::http::bind(addr)
+                .await
+                .with_context(|| format!("binding the status listener on {addr}"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, "serving /metrics and /healthz");
+            if let Some(f) = &addr_file {
+                output::write_atomic(f, &format!("{local}\n"))
+                    .with_context(|| format!("writing the listener address to {}", f.display()))?;
+            }
+            Some(tokio::spawn(soakwatch::watch::http::serve(
+                listener,
+                status.clone(),
+                token.clone(),
+            )))
+        }
+        None => None,
+    };
+    let prober = soakwatch::probe::Prober::new(cfg)?;
+    let result = watch.run(&prober, &SystemClock, start, token.clone()).await;
+    token.cancel();
+    if let Some(s) = server {
+        let _ = s.await;
+    }
+    let summary = result?;
+    println!(
+        "soak {}: {} ({}) after {} samples",
+        summary.soak_id,
+        summary.verdict.as_str(),
+        summary.verdict_reason,
+        summary.samples
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `soakwatch alert test`.
+async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
+    use soakwatch::alert::model::{
+        AlertItem, AlertState, Notification, NotificationKind, Severity,
+    };
+    if cfg.alerts.routes.is_empty() {
+        println!("no enabled alert routes in {}", cfg.source.display());
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let now = chrono::Utc::now();
+    let n = Notification {
+        id: format!("test-{}-{}", now.timestamp_millis(), std::process::id()),
+        soak_id: "test".into(),
+        soak_name: cfg.soak.name.clone(),
+        created_at: now,
+        kind: NotificationKind::Test,
+        alerts: vec![AlertItem {
+            name: "soakwatch_test".into(),
+            criterion: None,
+            severity: Severity::Warning,
+            state: AlertState::Firing,
+            starts_at: now,
+            ends_at: None,
+            summary: "Test notification from soakwatch: this route works".into(),
+            evidence: format!(
+                "sent by `soakwatch alert test` with {}",
+                cfg.source.display()
+            ),
+            value: None,
+            target: "delivered".into(),
+        }],
+    };
+    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let mut failed = 0;
+    for r in &cfg.alerts.routes {
+        match r.sink.send(&n, &http).await {
+            Ok(()) => println!("OK      {}: {}", r.name, r.sink.describe()),
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {}: {}", r.name, e.reason);
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+/// `soakwatch rollback --dry-run | --execute`.
+async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCode> {
+    use soakwatch::soak::store::Store;
+    let settings = cfg
+        .rollback
+        .clone()
+        .context("no [rollback] section in the config")?;
+    if dry_run {
+        for line in soakwatch::rollback::plan(&settings.run) {
+            println!("{line}");
+        }
+        println!("triggers:");
+        for t in &settings.triggers {
+            println!(
+                "  {} held for {}",
+                t.name,
+                humantime::format_duration(t.hold)
+            );
+        }
+        match Store::open_read_only(&cfg.watch.state).await {
+            Ok(store) => {
+                if let Some(soak) = store.active_soak().await? {
+                    match soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
+                        Some(v) => println!(
+                            "latch: TAKEN for soak {} ({}, trigger: {})",
+                            soak.meta.id, v.state, v.trigger
+                        ),
+                        None => println!("latch: free for soak {}", soak.meta.id),
+                    }
+                }
+                store.close().await;
+            }
+            Err(e) => println!("latch: unknown ({e})"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = std::sync::Arc::new(Store::open_shared(&cfg.watch.state).await?);
+    let soak = store
+        .active_soak()
+        .await?
+        .context("no soak recorded in the state database: the latch belongs to a soak")?;
+    let trigger = "manual: soakwatch rollback --execute".to_string();
+    let mut settings = settings;
+    settings.run.mode = soakwatch::rollback::RollbackMode::Armed;
+    let target = soakwatch::watch::rollback::RollbackTarget {
+        store: store.clone(),
+        alerts: cfg.alerts.clone(),
+        soak_id: soak.meta.id.clone(),
+        soak_name: soak.meta.name.clone(),
+    };
+    let clock: std::sync::Arc<dyn soakwatch::watch::Clock> =
+        std::sync::Arc::new(soakwatch::watch::SystemClock);
+    let outcome = match soakwatch::watch::rollback::fire(target, settings, trigger, clock).await? {
+        soakwatch::watch::rollback::Fired::Ran(outcome) => outcome,
+        soakwatch::watch::rollback::Fired::AlreadyFired(v) => {
+            if let Some(v) = v {
+                eprintln!(
+                    "the rollback of soak {} already fired at {} ({}; trigger: {}): not running it again",
+                    soak.meta.id, v.started, v.state, v.trigger
+                );
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for line in soakwatch::watch::rollback::step_lines(&outcome.steps) {
+        println!("{line}");
+    }
+    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let (ok, failed) =
+        soakwatch::alert::engine::deliver_due(&store, &cfg.alerts, &http, chrono::Utc::now())
+            .await?;
+    println!("notifications: {ok} delivered, {failed} failed (retried by the daemon's outbox)");
+    store.close().await;
+    Ok(if outcome.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
