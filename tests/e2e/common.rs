@@ -452,16 +452,52 @@ impl NatsServer {
 
     /// Starts a new server and waits until JetStream answers.
     pub async fn start() -> NatsServer {
-        let port = free_port();
+        // Port 0 until the first start: the server picks one (`-p -1`) and
+        // writes it to its ports file; restarts reuse it.
         let mut s = NatsServer {
-            port,
-            url: format!("nats://127.0.0.1:{port}"),
+            port: 0,
+            url: String::new(),
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
             starts: 0,
         };
         s.spawn().await;
         s
+    }
+
+    /// The client port from the ports file the server writes at start
+    /// (`<exe>_<pid>.ports`: `{"nats": ["nats://127.0.0.1:PORT"], …}`).
+    async fn read_port(dir: &Path, pid: u32) -> u16 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let found = std::fs::read_dir(dir)
+                .ok()
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .ends_with(&format!("_{pid}.ports"))
+                })
+                .find_map(|e| std::fs::read_to_string(e.path()).ok())
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .and_then(|v| {
+                    v["nats"][0]
+                        .as_str()
+                        .and_then(|u| u.rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                });
+            if let Some(port) = found {
+                return port;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server wrote no ports file in {} within 15 s",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The server's own log of the n-th start (1-based).
@@ -474,22 +510,29 @@ impl NatsServer {
         let log = std::fs::File::create(self.dir.path().join(format!("nats-{}.log", self.starts)))
             .expect("nats log");
         let store = self.dir.path().join("store");
+        let ports_dir = self.dir.path().join("ports");
+        std::fs::create_dir_all(&ports_dir).expect("ports dir");
+        let port_arg = if self.port == 0 {
+            "-1".to_string()
+        } else {
+            self.port.to_string()
+        };
         let child = std::process::Command::new(Self::binary())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
             .arg(&store)
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("nats-server starts");
+        let pid = child.id();
         self.child = Some(child);
+        if self.port == 0 {
+            self.port = Self::read_port(&ports_dir, pid).await;
+            self.url = format!("nats://127.0.0.1:{}", self.port);
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let mut last_error: String;
         loop {
