@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::Config;
 use crate::evaluate::evaluate;
 use crate::histogram;
@@ -289,208 +291,20 @@ pub fn summarize(
     let window_secs = ((now - meta.t0).num_milliseconds() as f64 / 1000.0).max(0.0);
     let max_gap = chrono::Duration::from_std(policy.max_gap).unwrap_or_default();
 
-    // Time each cycle stands for: until the next cycle, capped by max_gap.
-    let mut weight = Vec::with_capacity(cycles.len());
-    for (k, c) in cycles.iter().enumerate() {
-        let next = cycles.get(k + 1).map(|n| n.at).unwrap_or(now);
-        let d = (next - c.at).min(max_gap).max(chrono::Duration::zero());
-        weight.push(d.num_milliseconds() as f64 / 1000.0);
-    }
+    let weight = cycle_weights(cycles, now, max_gap);
 
     let mut spans = Vec::new();
     let mut criteria = Vec::new();
     for id in CriterionId::ALL {
-        let i = idx(id);
-        let statuses = debounce(cycles, id, policy);
-        let mut judged = 0.0;
-        let mut fail_secs = 0.0;
-        let mut worst_value: Option<f64> = None;
-        let mut saw_warn = false;
-        let mut all_not_configured = !cycles.is_empty();
-        let mut criterion_spans: Vec<Span> = Vec::new();
-        for (k, c) in cycles.iter().enumerate() {
-            let s = statuses[k];
-            let w = weight[k];
-            if s != Status::NotConfigured {
-                all_not_configured = false;
-            }
-            if matches!(
-                s,
-                Status::Pass | Status::Warn | Status::Pending | Status::Fail
-            ) {
-                judged += w;
-            }
-            if s == Status::Fail {
-                fail_secs += w;
-            }
-            if s == Status::Warn {
-                saw_warn = true;
-            }
-            let v = c.value.get(i).copied().flatten().filter(|v| v.is_finite());
-            if let Some(v) = v {
-                worst_value = Some(match worst_value {
-                    None => v,
-                    Some(w0) if higher_is_worse(id) => w0.max(v),
-                    Some(w0) => w0.min(v),
-                });
-            }
-            let gap_before = k > 0 && c.at - cycles[k - 1].at > max_gap;
-            if gap_before {
-                let prev_end = cycles[k - 1].at + max_gap;
-                if let Some(last) = criterion_spans.last_mut() {
-                    last.end = prev_end;
-                }
-                criterion_spans.push(Span {
-                    criterion: id,
-                    status: Status::Unknown,
-                    start: prev_end,
-                    end: c.at,
-                    peak: None,
-                    evidence: format!(
-                        "no samples for {}s (sampling gap)",
-                        (c.at - cycles[k - 1].at).num_seconds()
-                    ),
-                });
-            }
-            let continues = criterion_spans
-                .last()
-                .is_some_and(|sp| sp.status == s && !gap_before);
-            if continues {
-                if let Some(sp) = criterion_spans.last_mut() {
-                    sp.end = c.at;
-                    if let Some(v) = v {
-                        sp.peak = Some(match sp.peak {
-                            None => v,
-                            Some(p) if higher_is_worse(id) => p.max(v),
-                            Some(p) => p.min(v),
-                        });
-                    }
-                }
-            } else {
-                if let Some(last) = criterion_spans.last_mut() {
-                    if !gap_before {
-                        last.end = c.at;
-                    }
-                }
-                let evidence = (0..=k)
-                    .rev()
-                    .take_while(|&j| j == k || cycles[j].status.get(i) == c.status.get(i))
-                    .find_map(|j| cycles[j].evidence.get(i).cloned().flatten())
-                    .or_else(|| {
-                        // A confirmed failure starts at a raw-fail cycle; its evidence is there.
-                        last_verdicts
-                            .iter()
-                            .find(|v| v.id == id)
-                            .map(|v| v.evidence.clone())
-                    })
-                    .unwrap_or_default();
-                criterion_spans.push(Span {
-                    criterion: id,
-                    status: s,
-                    start: c.at,
-                    end: c.at,
-                    peak: v,
-                    evidence,
-                });
-            }
-        }
-        if let Some(last) = criterion_spans.last_mut() {
-            last.end = now.max(last.end);
-        }
-        let coverage = if window_secs > 0.0 {
-            (judged / window_secs).clamp(0.0, 1.0)
-        } else if cycles.is_empty() {
-            0.0
-        } else {
-            1.0
-        };
-        let soak = if cycles.is_empty() {
-            Status::Unknown
-        } else if all_not_configured {
-            Status::NotConfigured
-        } else if fail_secs > 0.0 || statuses.contains(&Status::Fail) {
-            Status::Fail
-        } else if coverage < policy.min_coverage {
-            Status::Unknown
-        } else if statuses.last() == Some(&Status::Pending) {
-            // Failing now, not yet for its hold: no sign-off on it.
-            Status::Pending
-        } else if saw_warn {
-            Status::Warn
-        } else {
-            Status::Pass
-        };
-        let last = last_verdicts
-            .iter()
-            .find(|v| v.id == id)
-            .cloned()
-            .unwrap_or_else(|| Verdict::unknown(id, "", "no samples"));
-        criteria.push(CriterionSummary {
-            id,
-            now: statuses.last().copied().unwrap_or(Status::Unknown),
-            soak,
-            fail_secs,
-            unknown_secs: (window_secs - judged).max(0.0),
-            coverage,
-            worst_value,
-            last,
-        });
+        let (summary, criterion_spans) =
+            criterion_summary(id, cycles, &weight, last_verdicts, policy, now, window_secs);
+        criteria.push(summary);
         spans.extend(criterion_spans);
     }
 
-    // Probe coverage: a probe is good in a cycle unless it failed there.
-    let mut labels: Vec<String> = policy.probe_labels.clone();
-    for c in cycles {
-        for p in c.probe_errors.keys() {
-            if !labels.contains(p) {
-                labels.push(p.clone());
-            }
-        }
-    }
-    let coverage: Vec<ProbeCoverage> = labels
-        .into_iter()
-        .map(|probe| {
-            let mut good = 0.0;
-            let mut last_error = None;
-            for (k, c) in cycles.iter().enumerate() {
-                match c.probe_errors.get(&probe) {
-                    None => good += weight[k],
-                    Some(e) => last_error = Some(e.clone()),
-                }
-            }
-            ProbeCoverage {
-                probe,
-                good_secs: good,
-                total_secs: window_secs,
-                last_error,
-            }
-        })
-        .collect();
+    let coverage = probe_coverage(cycles, &weight, policy, window_secs);
 
-    // Restarts: process start moved, or the counter went down, compared with
-    // the last known values (a crash leaves cycles without metrics in between).
-    let mut restarts = Vec::new();
-    let (mut last_start, mut last_total): (Option<f64>, Option<f64>) = (None, None);
-    let mut restarted_since_total = false;
-    for c in cycles {
-        let moved =
-            matches!((last_start, c.process_start), (Some(a), Some(b)) if (a - b).abs() > 0.5);
-        let reset = matches!((last_total, c.processed_total), (Some(a), Some(b)) if b < a);
-        // A reset seen after the start time already moved is the same
-        // restart (the counter's first event after it), not another one.
-        let reset = reset && !restarted_since_total;
-        if moved || reset {
-            restarts.push(c.at);
-        }
-        if moved {
-            restarted_since_total = true;
-        }
-        if c.processed_total.is_some() {
-            restarted_since_total = false;
-        }
-        last_start = c.process_start.or(last_start);
-        last_total = c.processed_total.or(last_total);
-    }
+    let restarts = restarts(cycles);
 
     let series = chart_series(cycles);
     let incidents: Vec<Span> = spans
@@ -518,6 +332,239 @@ pub fn summarize(
         last_snapshot,
         rollback: None,
     }
+}
+
+/// Time each cycle stands for: until the next cycle, capped by `max_gap`.
+fn cycle_weights(
+    cycles: &[CycleRecord],
+    now: DateTime<Utc>,
+    max_gap: chrono::Duration,
+) -> Vec<f64> {
+    let mut weight = Vec::with_capacity(cycles.len());
+    for (k, c) in cycles.iter().enumerate() {
+        let next = cycles.get(k + 1).map(|n| n.at).unwrap_or(now);
+        let d = (next - c.at).min(max_gap).max(chrono::Duration::zero());
+        weight.push(d.num_milliseconds() as f64 / 1000.0);
+    }
+
+    weight
+}
+
+/// One criterion over the soak: its debounced status per cycle turned into
+/// spans (a sampling gap is an unknown span of its own), coverage, fail time,
+/// worst value and the soak status.
+fn criterion_summary(
+    id: CriterionId,
+    cycles: &[CycleRecord],
+    weight: &[f64],
+    last_verdicts: &[Verdict],
+    policy: &SoakPolicy,
+    now: DateTime<Utc>,
+    window_secs: f64,
+) -> (CriterionSummary, Vec<Span>) {
+    let max_gap = chrono::Duration::from_std(policy.max_gap).unwrap_or_default();
+    let i = idx(id);
+    let statuses = debounce(cycles, id, policy);
+    let mut judged = 0.0;
+    let mut fail_secs = 0.0;
+    let mut worst_value: Option<f64> = None;
+    let mut saw_warn = false;
+    let mut all_not_configured = !cycles.is_empty();
+    let mut criterion_spans: Vec<Span> = Vec::new();
+    for (k, c) in cycles.iter().enumerate() {
+        let s = statuses[k];
+        let w = weight[k];
+        if s != Status::NotConfigured {
+            all_not_configured = false;
+        }
+        if matches!(
+            s,
+            Status::Pass | Status::Warn | Status::Pending | Status::Fail
+        ) {
+            judged += w;
+        }
+        if s == Status::Fail {
+            fail_secs += w;
+        }
+        if s == Status::Warn {
+            saw_warn = true;
+        }
+        let v = c.value.get(i).copied().flatten().filter(|v| v.is_finite());
+        if let Some(v) = v {
+            worst_value = Some(match worst_value {
+                None => v,
+                Some(w0) if higher_is_worse(id) => w0.max(v),
+                Some(w0) => w0.min(v),
+            });
+        }
+        let gap_before = k > 0 && c.at - cycles[k - 1].at > max_gap;
+        if gap_before {
+            let prev_end = cycles[k - 1].at + max_gap;
+            if let Some(last) = criterion_spans.last_mut() {
+                last.end = prev_end;
+            }
+            criterion_spans.push(Span {
+                criterion: id,
+                status: Status::Unknown,
+                start: prev_end,
+                end: c.at,
+                peak: None,
+                evidence: format!(
+                    "no samples for {}s (sampling gap)",
+                    (c.at - cycles[k - 1].at).num_seconds()
+                ),
+            });
+        }
+        let continues = criterion_spans
+            .last()
+            .is_some_and(|sp| sp.status == s && !gap_before);
+        if continues {
+            if let Some(sp) = criterion_spans.last_mut() {
+                sp.end = c.at;
+                if let Some(v) = v {
+                    sp.peak = Some(match sp.peak {
+                        None => v,
+                        Some(p) if higher_is_worse(id) => p.max(v),
+                        Some(p) => p.min(v),
+                    });
+                }
+            }
+        } else {
+            if let Some(last) = criterion_spans.last_mut() {
+                if !gap_before {
+                    last.end = c.at;
+                }
+            }
+            let evidence = (0..=k)
+                .rev()
+                .take_while(|&j| j == k || cycles[j].status.get(i) == c.status.get(i))
+                .find_map(|j| cycles[j].evidence.get(i).cloned().flatten())
+                .or_else(|| {
+                    // A confirmed failure starts at a raw-fail cycle; its evidence is there.
+                    last_verdicts
+                        .iter()
+                        .find(|v| v.id == id)
+                        .map(|v| v.evidence.clone())
+                })
+                .unwrap_or_default();
+            criterion_spans.push(Span {
+                criterion: id,
+                status: s,
+                start: c.at,
+                end: c.at,
+                peak: v,
+                evidence,
+            });
+        }
+    }
+    if let Some(last) = criterion_spans.last_mut() {
+        last.end = now.max(last.end);
+    }
+    let coverage = if window_secs > 0.0 {
+        (judged / window_secs).clamp(0.0, 1.0)
+    } else if cycles.is_empty() {
+        0.0
+    } else {
+        1.0
+    };
+    let soak = if cycles.is_empty() {
+        Status::Unknown
+    } else if all_not_configured {
+        Status::NotConfigured
+    } else if fail_secs > 0.0 || statuses.contains(&Status::Fail) {
+        Status::Fail
+    } else if coverage < policy.min_coverage {
+        Status::Unknown
+    } else if statuses.last() == Some(&Status::Pending) {
+        // Failing now, not yet for its hold: no sign-off on it.
+        Status::Pending
+    } else if saw_warn {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
+    let last = last_verdicts
+        .iter()
+        .find(|v| v.id == id)
+        .cloned()
+        .unwrap_or_else(|| Verdict::unknown(id, "", "no samples"));
+    let summary = CriterionSummary {
+        id,
+        now: statuses.last().copied().unwrap_or(Status::Unknown),
+        soak,
+        fail_secs,
+        unknown_secs: (window_secs - judged).max(0.0),
+        coverage,
+        worst_value,
+        last,
+    };
+    (summary, criterion_spans)
+}
+
+/// Probe coverage: a probe is good in a cycle unless it failed there.
+fn probe_coverage(
+    cycles: &[CycleRecord],
+    weight: &[f64],
+    policy: &SoakPolicy,
+    window_secs: f64,
+) -> Vec<ProbeCoverage> {
+    let mut labels: Vec<String> = policy.probe_labels.clone();
+    for c in cycles {
+        for p in c.probe_errors.keys() {
+            if !labels.contains(p) {
+                labels.push(p.clone());
+            }
+        }
+    }
+    labels
+        .into_iter()
+        .map(|probe| {
+            let mut good = 0.0;
+            let mut last_error = None;
+            for (k, c) in cycles.iter().enumerate() {
+                match c.probe_errors.get(&probe) {
+                    None => good += weight[k],
+                    Some(e) => last_error = Some(e.clone()),
+                }
+            }
+            ProbeCoverage {
+                probe,
+                good_secs: good,
+                total_secs: window_secs,
+                last_error,
+            }
+        })
+        .collect()
+}
+
+/// Service restarts: the process start moved, or the counter went down,
+/// compared with the last known values (a crash leaves cycles without
+/// metrics in between).
+fn restarts(cycles: &[CycleRecord]) -> Vec<DateTime<Utc>> {
+    let mut restarts = Vec::new();
+    let (mut last_start, mut last_total): (Option<f64>, Option<f64>) = (None, None);
+    let mut restarted_since_total = false;
+    for c in cycles {
+        let moved =
+            matches!((last_start, c.process_start), (Some(a), Some(b)) if (a - b).abs() > 0.5);
+        let reset = matches!((last_total, c.processed_total), (Some(a), Some(b)) if b < a);
+        // A reset seen after the start time already moved is the same
+        // restart (the counter's first event after it), not another one.
+        let reset = reset && !restarted_since_total;
+        if moved || reset {
+            restarts.push(c.at);
+        }
+        if moved {
+            restarted_since_total = true;
+        }
+        if c.processed_total.is_some() {
+            restarted_since_total = false;
+        }
+        last_start = c.process_start.or(last_start);
+        last_total = c.processed_total.or(last_total);
+    }
+
+    restarts
 }
 
 fn soak_verdict(
@@ -637,7 +684,7 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, TimeZone, Utc};
+    use chrono::TimeZone;
 
     fn t0() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 10, 2, 17, 8, 59)
