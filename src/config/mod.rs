@@ -262,6 +262,20 @@ impl StreamsConfig {
         v.push(&self.dlq);
         v
     }
+
+    /// Every configured stream with its dotted key (`streams.hot[1]`), in
+    /// the order of [`StreamsConfig::all`]: what problems about a stream name.
+    pub fn keyed(&self) -> Vec<(String, &StreamSpec)> {
+        let mut v = vec![("streams.legacy".to_string(), &self.legacy)];
+        v.extend(
+            self.hot
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("streams.hot[{i}]"), s)),
+        );
+        v.push(("streams.dlq".to_string(), &self.dlq));
+        v
+    }
 }
 
 /// The durable consumer and the configuration it must have.

@@ -139,20 +139,7 @@ fn check_nats(raw: &RawConfig, p: Problems<'_>) {
 /// Streams: valid, distinct names with subjects and a storage kind.
 fn check_streams(raw: &RawConfig, p: Problems<'_>) {
     let mut names = BTreeSet::new();
-    let roles: Vec<(String, &StreamSpec)> =
-        std::iter::once(("streams.legacy".to_string(), &raw.streams.legacy))
-            .chain(
-                raw.streams
-                    .hot
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (format!("streams.hot[{i}]"), s)),
-            )
-            .chain(std::iter::once((
-                "streams.dlq".to_string(),
-                &raw.streams.dlq,
-            )))
-            .collect();
+    let roles = raw.streams.keyed();
     if raw.streams.hot.is_empty() {
         p("streams.hot", "at least one hot stream is required".into());
     }

@@ -123,19 +123,7 @@ pub fn check(cfg: &Config, text: &str, observed: &Observed) -> Vec<Finding> {
 
 fn check_nats(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     let Ok(nats) = &observed.nats else { return };
-    let roles = std::iter::once(("streams.legacy".to_string(), &cfg.streams.legacy))
-        .chain(
-            cfg.streams
-                .hot
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("streams.hot[{i}]"), s)),
-        )
-        .chain(std::iter::once((
-            "streams.dlq".to_string(),
-            &cfg.streams.dlq,
-        )));
-    for (key, spec) in roles {
+    for (key, spec) in cfg.streams.keyed() {
         let Some(live) = nats.stream(&spec.name) else {
             out.problem(
                 &format!("{key}.name"),
