@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use soakwatch::config::Config;
-use soakwatch::demo::{replica_config, ReplicaFiles};
-use soakwatch::replica::{self, HrvEvent, ReplicaNames};
+use soakwatch::testkit::demo::{replica_config, ReplicaFiles};
+use soakwatch::testkit::replica::{self, HrvEvent, ReplicaNames};
 
 const TESTKIT: &str = env!("CARGO_BIN_EXE_soakwatch-testkit");
 
@@ -83,7 +83,7 @@ async fn one_run(nats_url: &str, admin: &str) -> (f64, f64, Vec<String>) {
 
     let dir = tempfile::tempdir().expect("tmp");
     let files = ReplicaFiles::in_dir(dir.path());
-    soakwatch::standin::write_default_env_file(&files.env_file).expect("env");
+    soakwatch::testkit::standin::write_default_env_file(&files.env_file).expect("env");
     let db_url = replica::replica_database_url(admin, &names).expect("db url");
     let port = free_port();
     let pid = dir.path().join("standin.pid");

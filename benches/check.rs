@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use soakwatch::config::Config;
-use soakwatch::demo::{replica_config, ReplicaFiles};
 use soakwatch::probe::{self, Prober};
-use soakwatch::replica::{self, HrvEvent, ReplicaNames};
-use soakwatch::standin::{self, StandinOptions};
+use soakwatch::testkit::demo::{replica_config, ReplicaFiles};
+use soakwatch::testkit::replica::{self, HrvEvent, ReplicaNames};
+use soakwatch::testkit::standin::{self, StandinOptions};
 
 const ROUNDS: usize = 40;
 

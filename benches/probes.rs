@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use soakwatch::config::Config;
-use soakwatch::demo::{replica_config, ReplicaFiles};
-use soakwatch::replica::ReplicaNames;
+use soakwatch::testkit::demo::{replica_config, ReplicaFiles};
+use soakwatch::testkit::replica::ReplicaNames;
 
 const CASE_VAR: &str = "SOAKWATCH_PROBES_BENCH_CASE";
 const CAP: usize = 16 * 1024 * 1024;
@@ -48,7 +48,7 @@ fn config(dir: &std::path::Path, metrics_url: &str) -> Config {
 fn metrics_case(total: usize, content_length: bool) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let port = soakwatch::standin::serve_big_metrics(total, content_length).await;
+        let port = soakwatch::testkit::standin::serve_big_metrics(total, content_length).await;
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), &format!("http://127.0.0.1:{port}/metrics"));
         let http = soakwatch::probe::metrics::http_client(cfg.probe_timeout).expect("http");

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use soakwatch::config::Config;
 use soakwatch::soak::store::{Baselines, SoakRecord, Store};
-use soakwatch::soak::synthetic::{Fault, Scenario};
 use soakwatch::soak::timeline::{replay, summarize, CycleRecord, SoakMeta};
+use soakwatch::testkit::synthetic::{Fault, Scenario};
 use soakwatch::watch;
 
 fn main() {

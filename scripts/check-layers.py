@@ -4,7 +4,9 @@
 Reads every `crate::a::b` path in src/ (in `use` lines and inline), maps it
 to the module file it names, and reports each strongly connected component
 of more than one module: a module that, through others, imports itself.
-Exit 0 when there is none, 1 otherwise. Modules are files: src/probe/db.rs
+It also reports any product module that imports the test kit
+(`testkit::*`, built only with the `testkit` feature): the shipped binary
+must not depend on it. Exit 0 when there is neither, 1 otherwise. Modules are files: src/probe/db.rs
 is `probe::db`, src/probe/mod.rs is `probe`; a child using its parent's
 items is not an edge (a folder is one unit), a parent using a child's is. `#[cfg(test)]` blocks at the
 end of a file are skipped (tests may reach anywhere).
@@ -110,8 +112,18 @@ for v in sorted(deps):
     if v not in index:
         visit(v)
 
-if not sccs:
-    print(f"check-layers: {len(modules)} modules, no import cycle")
+upward = sorted(
+    (m, d)
+    for m, ds in deps.items()
+    if not (m == "testkit" or m.startswith("testkit::"))
+    for d in ds
+    if d == "testkit" or d.startswith("testkit::")
+)
+for m, d in upward:
+    print(f"check-layers: product module {m} imports the test kit ({d})")
+
+if not sccs and not upward:
+    print(f"check-layers: {len(modules)} modules, no import cycle, no product use of testkit")
     sys.exit(0)
 for comp in sccs:
     print(f"check-layers: import cycle of {len(comp)} modules:")

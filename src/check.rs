@@ -6,8 +6,8 @@ use chrono::Utc;
 
 use crate::config::Config;
 use crate::evaluate::evaluate;
-use crate::output::CheckReport;
 use crate::probe::{Prober, ProberError};
+use crate::render::check::CheckReport;
 
 /// Samples (twice when `window` > 0), evaluates and returns the report.
 /// The second sample also counts rows written since the first, so

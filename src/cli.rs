@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use soakwatch::atomic_file;
 use soakwatch::config::{Config, ConfigError};
-use soakwatch::output::{self, Format};
+use soakwatch::render::{self, check::Format};
 use soakwatch::verdict::exit_code;
 
 use crate::{AlertCommand, Cli, Command, EXIT_CONFIG};
@@ -112,9 +113,9 @@ async fn check(
     } else {
         soakwatch::check::run(cfg, window).await?
     };
-    let text = output::render(&report, format);
+    let text = render::check::render(&report, format);
     match outfile {
-        Some(path) => output::write_atomic(&path, &text)
+        Some(path) => atomic_file::write_atomic(&path, &text)
             .with_context(|| format!("writing {}", path.display()))?,
         None => print!("{text}"),
     }
@@ -211,7 +212,7 @@ async fn run_watch(
             let local = listener.local_addr()?;
             tracing::info!(addr = %local, "serving /metrics and /healthz");
             if let Some(f) = &addr_file {
-                output::write_atomic(f, &format!("{local}\n"))
+                atomic_file::write_atomic(f, &format!("{local}\n"))
                     .with_context(|| format!("writing the listener address to {}", f.display()))?;
             }
             Some(tokio::spawn(soakwatch::watch::http::serve(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use soakwatch::output::Format;
+use soakwatch::render::check::Format;
 
 mod cli;
 

@@ -160,7 +160,7 @@ impl Notification {
         };
         format!(
             "[soakwatch] {what} ({})",
-            crate::output::untrusted(&self.soak_name)
+            crate::untrusted::untrusted(&self.soak_name)
         )
     }
 
@@ -168,7 +168,7 @@ impl Notification {
     /// quoting labels and log lines, rollback output) is scrubbed and has its
     /// control characters made visible, so it cannot forge body lines.
     pub fn text(&self) -> String {
-        use crate::output::untrusted as u;
+        use crate::untrusted::untrusted as u;
         let mut out = format!(
             "{}\nsoak {} at {}\n\n",
             self.subject(),

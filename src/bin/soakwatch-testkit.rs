@@ -24,11 +24,11 @@ struct Cli {
 enum Command {
     /// Provisions a disposable replica of the Phase B topology, runs a stand-in
     /// service, checks it healthy, injects a DLQ'd message, checks again.
-    Demo(soakwatch::demo::DemoArgs),
+    Demo(soakwatch::testkit::demo::DemoArgs),
     /// Stand-in for normalize-service (used by the demo and the tests).
-    Standin(soakwatch::demo::StandinArgs),
+    Standin(soakwatch::testkit::demo::StandinArgs),
     /// Creates or removes a replica topology (used by the tests).
-    Replica(soakwatch::demo::ReplicaArgs),
+    Replica(soakwatch::testkit::demo::ReplicaArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,9 +44,9 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Demo(args) => soakwatch::demo::run_demo(args).await,
-            Command::Standin(args) => soakwatch::demo::run_standin(args).await,
-            Command::Replica(args) => soakwatch::demo::run_replica(args).await,
+            Command::Demo(args) => soakwatch::testkit::demo::run_demo(args).await,
+            Command::Standin(args) => soakwatch::testkit::demo::run_standin(args).await,
+            Command::Replica(args) => soakwatch::testkit::demo::run_replica(args).await,
         }
     });
     match result {

@@ -24,7 +24,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) alerts: RawAlerts,
     #[serde(default)]
-    pub(super) rollback: Option<toml::Table>,
+    pub(super) rollback: Option<crate::rollback::RollbackConfig>,
 }
 
 #[derive(Deserialize)]

@@ -597,71 +597,41 @@ fn validate_alerts(
     })
 }
 
-/// `[rollback]`: our triggers, then the runbook's config with every problem collected.
+/// `[rollback]`: the triggers that fire it, then the runbook's own checks.
+/// Unknown keys and wrong types were collected with the rest of the file.
 fn validate_rollback(raw: &RawConfig, p: Problems<'_>) -> Option<RollbackSettings> {
-    match raw.rollback.clone() {
-        None => None,
-        Some(mut t) => {
-            let raw_triggers = t.remove("triggers");
-            let mut triggers = Vec::new();
-            match raw_triggers {
-                None => {
-                    for (name, secs) in [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)]
-                    {
-                        triggers.push(RollbackTrigger {
-                            name: name.into(),
-                            criterion: crate::verdict::CriterionId::parse(name),
-                            hold: Duration::from_secs(secs),
-                        });
-                    }
-                }
-                Some(toml::Value::Table(tt)) => {
-                    for (name, v) in tt {
-                        let key = format!("rollback.triggers.{name}");
-                        let criterion = crate::verdict::CriterionId::parse(&name);
-                        if criterion.is_none() && name != "dlq_spike" {
-                            p(
-                                &key,
-                                format!("`{name}`: expected a criterion id or dlq_spike"),
-                            );
-                        }
-                        match v.as_str().map(humantime::parse_duration) {
-                            Some(Ok(hold)) => triggers.push(RollbackTrigger {
-                                name,
-                                criterion,
-                                hold,
-                            }),
-                            Some(Err(e)) => p(&key, format!("bad duration: {e}")),
-                            None => p(&key, "expected a duration string like \"2m\"".into()),
-                        }
-                    }
-                }
-                Some(_) => p(
-                    "rollback.triggers",
-                    "expected a table of trigger = \"duration\"".into(),
-                ),
-            }
-            // Every unknown key and wrong type of the section, like the rest.
-            let (mut found, mut handled) = (Vec::new(), BTreeSet::new());
-            let run = deserialize_collecting::<crate::rollback::RollbackConfig>(
-                toml::Value::Table(t),
-                "rollback",
-                &mut found,
-                &mut handled,
-            );
-            for (k, m) in found {
-                p(&k, m);
-            }
-            run.map(|run| {
-                for problem in run.validate() {
-                    let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
-                    let key = format!("rollback.{}", k.trim());
-                    if !handled.contains(&key) {
-                        p(&key, m.trim().to_string());
-                    }
-                }
-                RollbackSettings { run, triggers }
+    let mut run = raw.rollback.clone()?;
+    let triggers = match run.triggers.take() {
+        None => [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)]
+            .into_iter()
+            .map(|(name, secs)| RollbackTrigger {
+                name: name.into(),
+                criterion: crate::verdict::CriterionId::parse(name),
+                hold: Duration::from_secs(secs),
             })
-        }
+            .collect(),
+        Some(given) => given
+            .into_iter()
+            .filter_map(|(name, hold)| {
+                let criterion = crate::verdict::CriterionId::parse(&name);
+                if criterion.is_none() && name != "dlq_spike" {
+                    p(
+                        &format!("rollback.triggers.{name}"),
+                        format!("`{name}`: expected a criterion id or dlq_spike"),
+                    );
+                    return None;
+                }
+                Some(RollbackTrigger {
+                    name,
+                    criterion,
+                    hold: hold.into_inner(),
+                })
+            })
+            .collect(),
+    };
+    for problem in run.validate() {
+        let (k, m) = problem.split_once(':').unwrap_or(("", problem.as_str()));
+        p(&format!("rollback.{}", k.trim()), m.trim().to_string());
     }
+    Some(RollbackSettings { run, triggers })
 }

@@ -108,6 +108,13 @@ pub struct RollbackConfig {
     /// The end-to-end probe; absent skips the step.
     #[serde(default)]
     pub e2e: Option<E2eConfig>,
+    /// `[rollback.triggers]`: criterion id (or `dlq_spike`) = how long it
+    /// must hold before the rollback fires. The runbook never reads it; it
+    /// lives here so the whole section is one typed, collected parse (the
+    /// daemon's [`crate::config::RollbackSettings`] turns it into triggers).
+    /// Absent: the runbook's defaults, see `config::validate`.
+    #[serde(default)]
+    pub triggers: Option<BTreeMap<String, humantime_serde::Serde<Duration>>>,
 }
 
 fn default_set() -> BTreeMap<String, String> {
@@ -147,6 +154,7 @@ impl RollbackConfig {
             expect_log_lines: default_expect_log_lines(),
             verify_timeout: default_step_timeout(),
             e2e: None,
+            triggers: None,
         }
     }
 

@@ -1,12 +1,8 @@
 //! The soak: history of snapshots turned into spans, incidents, coverage and
-//! a verdict over the whole soak; checkpoint reports and charts.
+//! a verdict over the whole soak, and its store.
 
-pub mod chart;
 pub mod dlq_spike;
 pub mod model;
 pub mod record;
-pub mod report;
 pub mod store;
-#[cfg(feature = "testkit")]
-pub mod synthetic;
 pub mod timeline;

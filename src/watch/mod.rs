@@ -18,14 +18,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::{self as alert_engine, AlertEngine};
 use crate::alert::routes::AlertsConfig;
+use crate::atomic_file::write_atomic;
 use crate::config::Config;
-use crate::output::write_atomic;
 use crate::probe::Prober;
+use crate::render::chart::{self, ChartThresholds};
+use crate::render::report;
 use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
-use crate::soak::chart::{self, ChartThresholds};
 use crate::soak::model::SoakSummary;
-use crate::soak::report;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::soak::timeline::{summarize, CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;

@@ -74,7 +74,10 @@ pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchEr
 
 /// A soak summary as a one-shot report: each criterion's status is its
 /// status over the whole soak, so every output format of `check` works.
-pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::CheckReport> {
+pub fn summary_as_check(
+    cfg: &Config,
+    s: &SoakSummary,
+) -> Option<crate::render::check::CheckReport> {
     let last = s.last_snapshot.clone()?;
     let verdicts = s
         .criteria
@@ -93,7 +96,7 @@ pub fn summary_as_check(cfg: &Config, s: &SoakSummary) -> Option<crate::output::
             v
         })
         .collect();
-    Some(crate::output::CheckReport {
+    Some(crate::render::check::CheckReport {
         soak: format!(
             "{} (soak {}, {:.1}h of {:.0}h)",
             cfg.soak.name,

@@ -107,7 +107,7 @@ async fn stalled_consumer_is_detected() {
         .delete_consumer(&r.names.durable)
         .await
         .expect("delete consumer");
-    let mut cc = soakwatch::replica::consumer_config(&r.names);
+    let mut cc = soakwatch::testkit::replica::consumer_config(&r.names);
     cc.ack_wait = Duration::from_secs(1);
     stream
         .create_consumer(cc)
@@ -1284,7 +1284,7 @@ async fn metrics_bodies_over_the_cap_are_unknown_with_the_cap_whatever_the_frami
         (20_000_000, true, None),
         (3_000_000, false, Some(1 << 20)),
     ] {
-        let port = soakwatch::standin::serve_big_metrics(total, content_length).await;
+        let port = soakwatch::testkit::standin::serve_big_metrics(total, content_length).await;
         let mut text = original.replace(&url, &format!("http://127.0.0.1:{port}/metrics"));
         if let Some(cap) = cap {
             text = text.replace(

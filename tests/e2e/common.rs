@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use soakwatch::demo::{replica_config, ReplicaFiles};
-use soakwatch::replica::{self, HrvEvent, ReplicaNames};
+use soakwatch::testkit::demo::{replica_config, ReplicaFiles};
+use soakwatch::testkit::replica::{self, HrvEvent, ReplicaNames};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_soakwatch");
@@ -307,7 +307,7 @@ impl Replica {
             .expect("provision");
         let dir = tempfile::tempdir().expect("tempdir");
         let files = ReplicaFiles::in_dir(dir.path());
-        soakwatch::standin::write_default_env_file(&files.env_file).expect("env file");
+        soakwatch::testkit::standin::write_default_env_file(&files.env_file).expect("env file");
         let port = free_port();
         let metrics_url = format!("http://127.0.0.1:{port}/metrics");
         let db_url = replica::replica_database_url(&admin_url(), &names).expect("db url");

@@ -952,7 +952,7 @@ async fn full_rollback_restarts_the_standin_into_single_mode_and_sees_a_row() {
 
     // What single mode needs: the durable on the legacy stream (the service
     // binds it, never creates it), filtered to a subject the legacy stream holds.
-    let mut consumer = soakwatch::replica::consumer_config(&r.names);
+    let mut consumer = soakwatch::testkit::replica::consumer_config(&r.names);
     consumer.filter_subject = legacy_subject.clone();
     consumer.deliver_policy = async_nats::jetstream::consumer::DeliverPolicy::New;
     r.js.create_consumer_on_stream(consumer, r.names.legacy_stream.as_str())

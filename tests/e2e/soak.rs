@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use soakwatch::config::Config;
 use soakwatch::soak::store::{Store, StoreError};
-use soakwatch::soak::synthetic::{Fault, Scenario};
 use soakwatch::soak::timeline::{replay, SoakMeta};
+use soakwatch::testkit::synthetic::{Fault, Scenario};
 use soakwatch::verdict::{CriterionId as C, Status};
 use soakwatch::watch::{
     self, BoxFuture, ManualClock, SampleSource, SharedStatus, StartOptions, Watch,

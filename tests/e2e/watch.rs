@@ -640,12 +640,12 @@ fn dead_config_with_metrics(
     state: &Path,
     metrics_url: &str,
 ) -> (std::path::PathBuf, u16) {
-    let names = soakwatch::replica::ReplicaNames::random();
-    let files = soakwatch::demo::ReplicaFiles::in_dir(dir);
+    let names = soakwatch::testkit::replica::ReplicaNames::random();
+    let files = soakwatch::testkit::demo::ReplicaFiles::in_dir(dir);
     let closed = free_port();
     // Port 0: the kernel picks it, the daemon writes it to its address file.
     let port = 0;
-    let text = soakwatch::demo::replica_config(
+    let text = soakwatch::testkit::demo::replica_config(
         &names,
         &format!("nats://127.0.0.1:{closed}"),
         &format!("postgres://postgres@127.0.0.1:{closed}/nothing"),

@@ -284,7 +284,7 @@ pub fn alertmanager_api_alerts_at(n: &Notification, now: DateTime<Utc>) -> Value
 /// Escapes the three characters Slack's mrkdwn treats as markup, after
 /// making control characters visible (a line break would start a new bullet).
 fn slack_escape(s: &str) -> String {
-    crate::output::untrusted(s)
+    crate::untrusted::untrusted(s)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -183,7 +183,7 @@ impl Sink {
         // route's, or an Authorization header): the reason is logged and
         // stored in the outbox, so it is scrubbed with all of them here.
         let result = result.map_err(|e| SinkError {
-            reason: crate::output::escape_untrusted(&crate::secret::scrub(&e.reason)),
+            reason: crate::untrusted::escape_untrusted(&crate::secret::scrub(&e.reason)),
             ..e
         });
         match &result {

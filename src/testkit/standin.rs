@@ -1,5 +1,5 @@
 //! A stand-in for the seed's `normalize-service`, so soakwatch can be tested end to end
-//! against a [`crate::replica`] without the real Node.js service.
+//! against a [`crate::testkit::replica`] without the real Node.js service.
 //!
 //! It reads the service's `.env` at start (`EVENT_STREAM_MODE`, `NORMALIZE_HRV_ACK_WAIT_MS`),
 //! writes the seed's log lines (with the replica's names) to a log file, binds the existing
@@ -29,7 +29,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::AssertSqlSafe;
 use tokio_util::sync::CancellationToken;
 
-use crate::replica::{quote_ident, ReplicaNames};
+use crate::testkit::replica::{quote_ident, ReplicaNames};
 
 /// Messages requested per pull.
 const FETCH_BATCH: usize = 50;
@@ -265,7 +265,7 @@ impl LogSink {
         if let Err(e) = file.write_all(line.as_bytes()) {
             tracing::warn!(error = %e, "standin: cannot append to log file");
         }
-        tracing::debug!(target: "soakwatch::standin", "{message}");
+        tracing::debug!(target: "soakwatch::testkit::standin", "{message}");
     }
 }
 
@@ -1124,8 +1124,8 @@ pub async fn serve_big_metrics(total: usize, content_length: bool) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replica::tests::{with_replica, ADMIN_URL, NATS_URL};
-    use crate::replica::{publish_hrv, replica_database_url, HrvEvent};
+    use crate::testkit::replica::tests::{with_replica, ADMIN_URL, NATS_URL};
+    use crate::testkit::replica::{publish_hrv, replica_database_url, HrvEvent};
     use sqlx::{Connection, PgConnection};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -1605,7 +1605,7 @@ mod tests {
             assert!(!text.contains("normalize_hrv_messages_total{"), "{text}");
 
             js.create_consumer_on_stream(
-                crate::replica::consumer_config(names),
+                crate::testkit::replica::consumer_config(names),
                 names.core_stream.as_str(),
             )
             .await
@@ -1644,7 +1644,7 @@ mod tests {
             );
 
             let legacy_subject = format!("sw.{}.legacy.athlete-ally.hrv.raw-received", names.tag);
-            let mut cfg = crate::replica::consumer_config(names);
+            let mut cfg = crate::testkit::replica::consumer_config(names);
             cfg.filter_subject = legacy_subject.clone();
             cfg.deliver_policy = consumer::DeliverPolicy::New;
             js.create_consumer_on_stream(cfg, names.legacy_stream.as_str())

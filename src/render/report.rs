@@ -15,9 +15,9 @@ use crate::verdict::{CriterionId, Status};
 /// Lag limit the deployment record's checklist names when no verdict says otherwise.
 const DEFAULT_LAG_FAIL: f64 = 10.0;
 
-use crate::output::icon;
+use crate::render::check::icon;
 
-use crate::output::md_cell as cell;
+use crate::render::markdown::md_cell as cell;
 
 /// Text on one line (headings, list items).
 fn line(s: &str) -> String {
@@ -268,7 +268,7 @@ fn state_tables(s: &SoakSummary, out: &mut String) {
         );
         return;
     };
-    let tables = crate::output::state_tables_markdown(snap);
+    let tables = crate::render::markdown::state_tables_markdown(snap);
     // The report says when the tables were true.
     out.push_str(&tables.replacen(
         "## Stream state\n\n",
@@ -428,7 +428,7 @@ fn rollback_section(s: &SoakSummary, out: &mut String) {
 /// deployment record: header, verdict, health checks, stream and consumer
 /// state, criteria, probe coverage, incidents and restarts, chart links
 /// (`charts` are (title, file relative to the report) pairs as returned by
-/// [`crate::soak::chart::write_charts`]). Deterministic: no clock is read.
+/// [`crate::render::chart::write_charts`]). Deterministic: no clock is read.
 pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, String)]) -> String {
     let s = summary;
     let elapsed_h = elapsed_secs(s) / 3600.0;

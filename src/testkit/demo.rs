@@ -2,7 +2,7 @@
 //! service, and `check` run against them.
 //!
 //! Everything here is CLI glue (it returns `anyhow` errors); the replica and
-//! the stand-in themselves live in [`crate::replica`] and [`crate::standin`].
+//! the stand-in themselves live in [`crate::testkit::replica`] and [`crate::testkit::standin`].
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -11,10 +11,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 
+use crate::atomic_file;
 use crate::config::Config;
-use crate::output::{self, Format};
-use crate::replica::{self, HrvEvent, ReplicaNames};
-use crate::standin::{self, StandinOptions};
+use crate::render::{self, check::Format};
+use crate::testkit::replica::{self, HrvEvent, ReplicaNames};
+use crate::testkit::standin::{self, StandinOptions};
 use crate::verdict::{exit_code, CriterionId, Status};
 
 /// Arguments of `soakwatch demo`.
@@ -304,7 +305,7 @@ pub async fn run_replica(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
         &files,
         Utc::now(),
     );
-    output::write_atomic(&files.config, &text)?;
+    atomic_file::write_atomic(&files.config, &text)?;
     println!("{}", files.config.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -323,7 +324,7 @@ pub async fn run_standin(args: StandinArgs) -> anyhow::Result<ExitCode> {
     let bound = standin::bind(opts).await?;
     let addr = bound.local_addr();
     if let Some(f) = &args.addr_file {
-        output::write_atomic(f, &addr.to_string())?;
+        atomic_file::write_atomic(f, &addr.to_string())?;
     }
     eprintln!("stand-in listening on http://{addr}");
     let token = tokio_util::sync::CancellationToken::new();
@@ -478,7 +479,7 @@ async fn demo_body(
         &files,
         Utc::now(),
     );
-    output::write_atomic(&files.config, &text)?;
+    atomic_file::write_atomic(&files.config, &text)?;
     let cfg = Config::load(&files.config)?;
 
     let js = async_nats::jetstream::new(nats.clone());
@@ -509,7 +510,7 @@ async fn demo_body(
     let t = trickle(1_000);
     let healthy = crate::check::run(cfg.clone(), Duration::from_secs(2)).await?;
     let _ = t.await;
-    print!("{}", output::render(&healthy, args.format));
+    print!("{}", render::check::render(&healthy, args.format));
 
     println!("\n== Injecting a poison HRV event (rMSSD = -1): the service dead-letters it");
     replica::publish_hrv(
@@ -524,7 +525,7 @@ async fn demo_body(
     let t = trickle(2_000);
     let faulty = crate::check::run(cfg, Duration::from_secs(2)).await?;
     let _ = t.await;
-    print!("{}", output::render(&faulty, args.format));
+    print!("{}", render::check::render(&faulty, args.format));
 
     let _ = standin.child.start_kill();
     let _ = standin.child.wait().await;
@@ -607,7 +608,7 @@ async fn compressed_soak(
         humantime::format_duration(soak),
     );
     let path = dir.join("checks-soak.toml");
-    output::write_atomic(&path, &text)?;
+    atomic_file::write_atomic(&path, &text)?;
     let cfg = Config::load(&path)?;
     println!(
         "\n== Compressed soak: 48 h scaled to {}, a sample every {:?}, checkpoints at {} and {}; a poison event at 60 %",

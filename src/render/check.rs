@@ -1,15 +1,14 @@
 //! Rendering a check: text, Markdown, JSON, Nagios and node_exporter textfile.
 //!
-//! Renderers are pure functions of a [`CheckReport`]; only [`write_atomic`]
-//! touches the disk, so a scraper never reads a half-written textfile.
-
-use std::io::Write;
-use std::path::Path;
+//! Renderers are pure functions of a [`CheckReport`]; writing the result is
+//! the caller's ([`crate::atomic_file::write_atomic`] for a textfile).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::render::markdown::{md_cell, state_tables_markdown};
 use crate::sample::Snapshot;
+use crate::untrusted::untrusted;
 use crate::verdict::{exit_code, overall, Status, Verdict};
 
 /// Version of the JSON document; bumped only on incompatible changes.
@@ -52,88 +51,6 @@ pub enum Format {
     Nagios,
     /// node_exporter textfile collector format.
     Prometheus,
-}
-
-/// Text from outside (label values, log lines, evidence quoting them,
-/// servers' and receivers' errors, a restart command's output) made safe for
-/// a line-oriented human output: every control character becomes a visible
-/// escape (`\n`, `\r`, `\t`, else `\u{1b}` style), as do the Unicode bidi
-/// overrides and line separators, so a crafted label cannot forge a line
-/// (`OVERALL: PASS (exit 0)`) or drive the terminal. JSON needs none of this
-/// (serde escapes control characters).
-pub fn escape_untrusted(s: &str) -> String {
-    if !s.chars().any(needs_escape) {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
-}
-
-/// [`escape_untrusted`] after scrubbing every configured credential: the
-/// one call for outside text on its way into any human output.
-pub fn untrusted(s: &str) -> String {
-    escape_untrusted(&crate::secret::scrub(s))
-}
-
-/// The daemon's log sink: stderr, one event per write, with configured
-/// credentials scrubbed and any line break or control character inside an
-/// event made visible, so a logged error that echoes a receiver's body
-/// cannot forge log lines. ESC is left alone: tracing-subscriber already
-/// escapes it in field values, and its own colours use it.
-pub fn log_writer() -> LogWriter {
-    LogWriter
-}
-
-/// See [`log_writer`].
-#[derive(Debug, Clone, Copy)]
-pub struct LogWriter;
-
-/// One formatted log event made safe: scrubbed, inner breaks and control
-/// characters (but ESC and tab) escaped, the final newline kept.
-fn safe_log_event(text: &str) -> String {
-    let (body, end) = match text.strip_suffix('\n') {
-        Some(b) => (b, "\n"),
-        None => (text, ""),
-    };
-    let scrubbed = crate::secret::scrub(body);
-    let mut out = String::with_capacity(scrubbed.len() + 1);
-    for c in scrubbed.chars() {
-        match c {
-            '\u{1b}' | '\t' => out.push(c),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push_str(end);
-    out
-}
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let out = safe_log_event(&String::from_utf8_lossy(buf));
-        std::io::stderr().lock().write_all(out.as_bytes())?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
 }
 
 /// Renders in the chosen format.
@@ -200,86 +117,6 @@ pub fn text(r: &CheckReport) -> String {
         o.as_str().to_uppercase(),
         exit_code(o)
     ));
-    out
-}
-
-/// A table cell: pipes escaped (they would split the cell), `*` escaped
-/// (subject wildcards would turn into emphasis), `<` escaped where it could
-/// open an HTML tag (`<none>`), line breaks flattened, other control
-/// characters made visible and credentials scrubbed ([`untrusted`]).
-pub fn md_cell(s: &str) -> String {
-    // Line breaks flattened first (a cell is one line), then every other
-    // control character made visible.
-    let s = &untrusted(&s.replace("\r\n", " ").replace(['\n', '\r'], " "));
-    let mut out = String::with_capacity(s.len() + 8);
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '|' => out.push_str("\\|"),
-            '*' => out.push_str("\\*"),
-            '<' if chars
-                .peek()
-                .is_some_and(|n| n.is_ascii_alphabetic() || matches!(n, '/' | '!' | '?')) =>
-            {
-                out.push_str("\\<")
-            }
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push(' ');
-            }
-            '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The deployment record's "stream state" and "consumer health" tables for a
-/// snapshot; shared by `check --format markdown` and the soak reports.
-pub fn state_tables_markdown(snap: &Snapshot) -> String {
-    let t = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
-    let mut out = String::from(
-        "## Stream state\n\n| Stream | Subjects | Messages | Bytes | First Seq | Last Seq | Last message |\n|---|---|---|---|---|---|---|\n",
-    );
-    for (name, s) in &snap.streams {
-        match s {
-            Ok(Some(s)) => out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
-                md_cell(name),
-                md_cell(&s.subjects.join(", ")),
-                s.messages,
-                s.bytes,
-                s.first_seq,
-                s.last_seq,
-                s.last_ts.map(t).unwrap_or_else(|| "-".into())
-            )),
-            Ok(None) => out.push_str(&format!("| {} | missing | | | | | |\n", md_cell(name))),
-            Err(f) => out.push_str(&format!(
-                "| {} | unknown: {} | | | | | |\n",
-                md_cell(name),
-                md_cell(&f.reason)
-            )),
-        }
-    }
-    out.push_str("\n## Consumer health\n\n");
-    match &snap.consumer {
-        Ok(Some(c)) => out.push_str(&format!(
-            "**Consumer: {} on {}**\n\n| Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n\n",
-            md_cell(&c.name),
-            md_cell(&c.stream),
-            c.num_pending,
-            c.delivered_stream_seq,
-            c.ack_floor_stream_seq,
-            c.num_ack_pending,
-            c.num_redelivered,
-            c.num_waiting,
-            c.delivered_last_active.map(t).unwrap_or_else(|| "never".into())
-        )),
-        Ok(None) => out.push_str("The durable consumer does not exist.\n\n"),
-        Err(f) => out.push_str(&format!("Unknown: {}\n\n", md_cell(&f.reason))),
-    }
     out
 }
 
@@ -531,52 +368,12 @@ pub fn prometheus(r: &CheckReport) -> String {
     w.finish()
 }
 
-/// Writes via a temporary file in the same directory and a rename, so readers
-/// (node_exporter, a report viewer) see the old or the new file, never half.
-pub fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn untrusted_text_has_every_control_character_made_visible() {
-        assert_eq!(escape_untrusted("plain é ✅ C:\\x"), "plain é ✅ C:\\x");
-        assert_eq!(
-            escape_untrusted("a\nOVERALL: PASS\r\t\u{1b}[2J\u{7}\u{7f}\u{9b}\u{202e}"),
-            "a\\nOVERALL: PASS\\r\\t\\u{1b}[2J\\u{7}\\u{7f}\\u{9b}\\u{202e}"
-        );
-        assert_eq!(md_cell("x\r\ny|\u{1b}"), "x y\\|\\u{1b}");
+    fn label_values_stay_in_their_quotes() {
         assert_eq!(prom_escape("s\"\n\u{1b}"), "s\\\"\\n\\u{1b}");
-    }
-
-    #[test]
-    fn a_log_event_stays_one_line() {
-        assert_eq!(
-            safe_log_event("WARN x error=a\nERROR forged\r\u{7}\n"),
-            "WARN x error=a\\nERROR forged\\r\\u{7}\n"
-        );
-        // tracing's own colours (ESC) are kept; it escapes ESC in fields itself.
-        assert_eq!(
-            safe_log_event("\u{1b}[2mt\u{1b}[0m\n"),
-            "\u{1b}[2mt\u{1b}[0m\n"
-        );
     }
 }

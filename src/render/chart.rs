@@ -377,7 +377,7 @@ fn num(v: f64) -> String {
 /// with its maximum) next to a report: `<stem>-lag.svg`, `<stem>-dlq.svg`,
 /// `<stem>-throughput.svg`, `<stem>-success.svg`, `<stem>-p95.svg` in `dir`,
 /// each atomically. Returns (chart title, file name) pairs in that order, for
-/// [`crate::soak::report::render_markdown`]. The X axis runs from T0 to the
+/// [`crate::render::report::render_markdown`]. The X axis runs from T0 to the
 /// later of "now" and the planned end, so checkpoints share one scale.
 pub fn write_charts(
     summary: &SoakSummary,
@@ -452,7 +452,7 @@ pub fn write_charts(
         let svg = render_svg(&spec, gap)?;
         let file = format!("{stem}-{suffix}.svg");
         let path = dir.join(&file);
-        crate::output::write_atomic(&path, &svg).map_err(|source| ChartError::Io {
+        crate::atomic_file::write_atomic(&path, &svg).map_err(|source| ChartError::Io {
             path: path.display().to_string(),
             source,
         })?;
