@@ -25,6 +25,7 @@ mod env;
 mod locate;
 mod raw;
 mod validate;
+pub use validate::resolve_path;
 
 pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use locate::line_of_key;
@@ -513,6 +514,8 @@ impl Config {
 
     /// Validates config text; `path` is only used in messages.
     pub fn from_text(path: &Path, text: &str, env: &dyn EnvLookup) -> Result<Config, ConfigError> {
+        // Messages name the file as an absolute path: the one that was read.
+        let path = &validate::config_dir(path).join(path.file_name().unwrap_or_default());
         let locate = LineLocator::new(text);
         let fail = |problems: Vec<(String, String)>, secrets: &BTreeSet<String>| {
             let mut problems: Vec<ConfigProblem> = problems
@@ -783,7 +786,31 @@ mod tests {
         let s = Config::from_text(Path::new("s.toml"), text, &no_env)
             .unwrap_err()
             .to_string();
-        assert!(s.starts_with("s.toml:3:"), "{s}");
+        // The file is named as an absolute path, whatever the caller passed.
+        assert!(s.starts_with('/') && s.contains("/s.toml:3:"), "{s}");
+    }
+
+    #[test]
+    fn relative_paths_mean_the_config_files_folder() {
+        // The shipped file's defaults are relative (services/normalize-service/...).
+        let text = include_str!("../../checks.toml");
+        let c = Config::from_text(Path::new("/etc/soak/x/../y/./checks.toml"), text, &no_env)
+            .expect("valid");
+        assert_eq!(c.source, Path::new("/etc/soak/y/checks.toml"));
+        let svc = Path::new("/etc/soak/y/services/normalize-service");
+        assert_eq!(c.log.path, svc.join("logs/normalize-service.log"));
+        assert_eq!(c.service_env.path, svc.join(".env"));
+        assert_eq!(
+            c.watch.state,
+            Path::new("/etc/soak/y/reports/soakwatch-state.sqlite")
+        );
+        let rb = c.rollback.expect("[rollback] ships in checks.toml");
+        assert_eq!(rb.run.env_file, svc.join(".env"));
+        assert_eq!(
+            resolve_path(Path::new("/a/b"), "/abs/p"),
+            Path::new("/abs/p")
+        );
+        assert_eq!(resolve_path(Path::new("/a/b"), "../c"), Path::new("/a/c"));
     }
 
     #[test]

@@ -3,8 +3,50 @@
 
 use super::*;
 
-pub(super) fn non_empty_path(s: &str) -> Option<PathBuf> {
-    (!s.trim().is_empty()).then(|| PathBuf::from(s))
+/// Where relative paths in a config file point: the file's own directory,
+/// made absolute, so a config means the same from any working directory
+/// (a systemd unit, a cron job and a shell in another folder) and every
+/// message can print the path it actually used.
+pub(super) fn config_dir(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let dir = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(dir)
+    };
+    normalize(&dir)
+}
+
+/// `p` against `base` when relative; `.` and `..` folded lexically (the
+/// file need not exist yet: a state file or a reports folder is created later).
+pub fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        normalize(p)
+    } else {
+        normalize(&base.join(p))
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn non_empty_path(base: &Path, s: &str) -> Option<PathBuf> {
+    (!s.trim().is_empty()).then(|| resolve_path(base, s))
 }
 
 /// Where a section reports its problems: (dotted key, message).
@@ -17,6 +59,7 @@ pub(super) fn validate(
     problems: &mut Vec<(String, String)>,
 ) -> Config {
     let mut p = |key: &str, msg: String| problems.push((key.to_string(), msg));
+    let base = config_dir(path);
 
     if raw.probes.timeout.is_zero() {
         p("probes.timeout", "must be greater than 0".into());
@@ -30,13 +73,13 @@ pub(super) fn validate(
     let (fallback_patterns, ignore_patterns) = check_log(&raw, &mut p);
     check_service_env(&raw, &mut p);
     check_criteria(&raw, &mut p);
-    let watch = validate_watch(&raw, &mut p);
+    let watch = validate_watch(&raw, &base, &mut p);
     let alerts = validate_alerts(&raw, &mut p);
-    let rollback = validate_rollback(&raw, &mut p);
+    let rollback = validate_rollback(&raw, &base, &mut p);
 
     let opt = |s: String| (!s.trim().is_empty()).then_some(s);
     Config {
-        source: path.to_path_buf(),
+        source: base.join(path.file_name().unwrap_or_default()),
         soak: raw.soak,
         probe_timeout: raw.probes.timeout,
         nats: NatsConfig {
@@ -44,11 +87,11 @@ pub(super) fn validate(
             token: Secret::new(raw.nats.token),
             user: raw.nats.user,
             password: Secret::new(raw.nats.password),
-            creds_file: non_empty_path(&raw.nats.creds_file),
+            creds_file: non_empty_path(&base, &raw.nats.creds_file),
             tls_required: raw.nats.tls_required,
-            tls_ca_file: non_empty_path(&raw.nats.tls_ca_file),
-            tls_cert_file: non_empty_path(&raw.nats.tls_cert_file),
-            tls_key_file: non_empty_path(&raw.nats.tls_key_file),
+            tls_ca_file: non_empty_path(&base, &raw.nats.tls_ca_file),
+            tls_cert_file: non_empty_path(&base, &raw.nats.tls_cert_file),
+            tls_key_file: non_empty_path(&base, &raw.nats.tls_key_file),
         },
         streams: raw.streams,
         consumer: raw.consumer,
@@ -74,13 +117,13 @@ pub(super) fn validate(
             derived: raw.database.derived,
         },
         log: LogConfig {
-            path: PathBuf::from(raw.log.path),
+            path: resolve_path(&base, &raw.log.path),
             fallback_patterns,
             ignore_patterns,
             max_scan_bytes: raw.log.max_scan_bytes,
         },
         service_env: ServiceEnvConfig {
-            path: PathBuf::from(raw.service_env.path),
+            path: resolve_path(&base, &raw.service_env.path),
             ack_wait_key: opt(raw.service_env.ack_wait_key),
             ack_wait_unit: raw.service_env.ack_wait_unit,
             expect: raw.service_env.expect,
@@ -363,7 +406,7 @@ fn check_criteria(raw: &RawConfig, p: Problems<'_>) {
 }
 
 /// The daemon's schedule, checkpoints, holds, spike rule and listener.
-fn validate_watch(raw: &RawConfig, p: Problems<'_>) -> WatchConfig {
+fn validate_watch(raw: &RawConfig, base: &Path, p: Problems<'_>) -> WatchConfig {
     let w = &raw.watch;
     if w.interval < MIN_INTERVAL {
         p(
@@ -446,8 +489,8 @@ fn validate_watch(raw: &RawConfig, p: Problems<'_>) -> WatchConfig {
     }
     WatchConfig {
         interval: w.interval,
-        state: PathBuf::from(&w.state),
-        reports_dir: PathBuf::from(&w.reports_dir),
+        state: resolve_path(base, &w.state),
+        reports_dir: resolve_path(base, &w.reports_dir),
         checkpoints,
         min_coverage: w.min_coverage,
         max_gap,
@@ -599,8 +642,17 @@ fn validate_alerts(
 
 /// `[rollback]`: the triggers that fire it, then the runbook's own checks.
 /// Unknown keys and wrong types were collected with the rest of the file.
-fn validate_rollback(raw: &RawConfig, p: Problems<'_>) -> Option<RollbackSettings> {
+fn validate_rollback(raw: &RawConfig, base: &Path, p: Problems<'_>) -> Option<RollbackSettings> {
     let mut run = raw.rollback.clone()?;
+    run.env_file = resolve_path(base, &run.env_file.to_string_lossy());
+    run.log_file = resolve_path(base, &run.log_file.to_string_lossy());
+    // `./restart.sh` next to the config; a bare name (`systemctl`) is looked
+    // up on PATH as always.
+    if let Some(cmd) = run.restart_command.first_mut() {
+        if cmd.contains('/') {
+            *cmd = resolve_path(base, cmd).to_string_lossy().into_owned();
+        }
+    }
     let triggers = match run.triggers.take() {
         None => [("service_up", 120), ("db_writes", 120), ("dlq_spike", 0)]
             .into_iter()

@@ -79,7 +79,17 @@ fn nats_config(url: &str, creds: Option<PathBuf>) -> NatsConfig {
 }
 
 /// Runs `soakwatch discover`.
-pub async fn run_discover(args: DiscoverArgs) -> anyhow::Result<ExitCode> {
+pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
+    // The written config may be saved anywhere and its relative paths mean
+    // its own folder: write the files given here as absolute paths.
+    for p in [&mut args.nats_creds, &mut args.env_file, &mut args.log]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    }
     let filter = match &args.streams {
         Some(re) => Some(
             regex::Regex::new(re)

@@ -8,12 +8,14 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `adoption`: a new team's own service: optional probes, paths, preflight.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
 
 mod common;
 
+mod adoption;
 mod alert_sinks;
 mod check;
 mod rollback;
