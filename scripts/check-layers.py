@@ -44,8 +44,8 @@ def resolve(path: str, known) -> str | None:
 
 def body(text: str) -> str:
     """The code of a file: no test module, no comments (doc links are not imports)."""
-    cut = text.find("#[cfg(test)]\nmod tests")
-    text = text if cut < 0 else text[:cut]
+    cuts = [c for c in (text.find("#[cfg(test)]\nmod tests"), text.find("#[cfg(all(test")) if c >= 0]
+    text = text[: min(cuts)] if cuts else text
     return "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("//"))
 
 

@@ -55,6 +55,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             t0,
             max_cycles,
             addr_file,
+            force,
         } => {
             let cfg = match load_with_state(&config, state) {
                 Ok(c) => c,
@@ -64,6 +65,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 new_soak,
                 t0,
                 max_cycles,
+                preflight: !force,
             };
             run_watch(cfg, start, addr_file).await
         }
@@ -309,6 +311,17 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
                 humantime::format_duration(t.hold)
             );
         }
+        // What the armed run would trip over, found now: a path typo or a
+        // missing restart program must not surface in the middle of a rollback.
+        let problems = soakwatch::rollback::readiness_problems(&settings.run);
+        if problems.is_empty() {
+            println!("ready: the env file, the log and the restart program are there");
+        } else {
+            println!("NOT READY: the rollback would fail:");
+            for p in &problems {
+                println!("  rollback.{p}");
+            }
+        }
         match Store::open_read_only(&cfg.watch.state).await {
             Ok(store) => {
                 if let Some(soak) = store.active_soak().await? {
@@ -324,7 +337,11 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
             }
             Err(e) => println!("latch: unknown ({e})"),
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if problems.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(2)
+        });
     }
     let store = std::sync::Arc::new(Store::open_shared(&cfg.watch.state).await?);
     let soak = store

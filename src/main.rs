@@ -80,6 +80,11 @@ enum Command {
         /// picks a free port, and a supervisor or test reads it here.
         #[arg(long)]
         addr_file: Option<PathBuf>,
+        /// Start a new soak even when the preflight fails (a probe does not
+        /// answer, a stream or file is missing). Without it, T0 waits until
+        /// the preflight passes, retried every interval.
+        #[arg(long)]
+        force: bool,
     },
     /// Renders the soak's current state as a Markdown report with charts.
     Report {

@@ -91,6 +91,23 @@ impl Prober {
         g.resume(prev);
     }
 
+    /// Forgets what earlier rounds saw (the log tail's position, the last
+    /// process start), so the next round reads as the first: the daemon's
+    /// preflight probes before T0 without using up the soak's first lines.
+    pub fn forget_rounds(&self) {
+        let mut g = match self.log_tail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Default::default();
+        drop(g);
+        let mut s = match self.last_process_start.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *s = None;
+    }
+
     /// The configuration the prober was built from.
     pub fn config(&self) -> &Config {
         &self.cfg

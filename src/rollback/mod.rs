@@ -457,7 +457,10 @@ pub async fn execute(
                     instant_record(n, StepStatus::Planned, describe_step(cfg, n)),
                 );
             }
-            let problems = cfg.validate();
+            let mut problems = cfg.validate();
+            if problems.is_empty() {
+                problems = readiness_problems(cfg);
+            }
             if problems.is_empty() {
                 out.success = true;
             } else {
@@ -596,6 +599,9 @@ fn stop_after(
 /// The checks that look at the machine (the restart program exists), run
 /// before the `.env` is touched: each of them would otherwise fail only after
 /// the edit, leaving the service configured for single mode but not restarted.
+/// What blocks an armed rollback before any step runs: the restart program
+/// is not found (editing the env file without a restart to follow would
+/// leave the service half rolled back).
 fn preflight_io(cfg: &RollbackConfig) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(program) = cfg.restart_command.first() {
@@ -604,6 +610,26 @@ fn preflight_io(cfg: &RollbackConfig) -> Vec<String> {
             problems.push(format!("restart_command: {e}"));
         }
     }
+    problems
+}
+
+/// Everything a rollback will need, checked ahead (by `rollback --dry-run`
+/// and by the daemon's preflight): the env file and the log are there, the
+/// restart program is found. A typo in a path would otherwise surface in
+/// the middle of a rollback. An armed run is stricter only about what
+/// blocks it ([`preflight_io`]): a log rotated away must not stop it.
+pub fn readiness_problems(cfg: &RollbackConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, path) in [("env_file", &cfg.env_file), ("log_file", &cfg.log_file)] {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => {
+                problems.push(format!("{key}: {} is a directory", path.display()))
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{key}: {}: {e}", path.display())),
+        }
+    }
+    problems.extend(preflight_io(cfg));
     problems
 }
 

@@ -32,6 +32,7 @@ use crate::verdict::Verdict;
 
 mod clock;
 pub mod http;
+pub mod preflight;
 mod read;
 pub mod rollback;
 mod status;
@@ -52,6 +53,10 @@ pub trait SampleSource: Send + Sync {
     /// Picks up from the last stored snapshot of a resumed soak (the log
     /// tail's position and counts); nothing by default.
     fn resume(&self, _prev: &Snapshot) {}
+
+    /// Forgets the preflight's rounds, so the soak's first cycle reads as
+    /// the first; nothing by default.
+    fn forget_rounds(&self) {}
 }
 
 impl SampleSource for Prober {
@@ -67,6 +72,10 @@ impl SampleSource for Prober {
         if let Ok(l) = &prev.log {
             self.resume_log(l);
         }
+    }
+
+    fn forget_rounds(&self) {
+        Prober::forget_rounds(self)
     }
 }
 
@@ -87,6 +96,12 @@ pub enum WatchError {
     /// Charts could not be rendered.
     #[error("rendering charts: {0}")]
     Chart(String),
+    /// Shutdown came while the preflight still failed: no soak was recorded.
+    #[error("no soak started: the preflight did not pass ({})", problems.join("; "))]
+    NotStarted {
+        /// The preflight's last problems.
+        problems: Vec<String>,
+    },
     /// T0 (from `--t0` or `[soak] started_at`) plus the soak's duration is past.
     #[error("the soak starting at {t0} ended at {end} ([soak] started_at + duration): set [soak] started_at to this cutover's T0, remove it to start now, or pass --t0")]
     SoakOver {
@@ -106,6 +121,10 @@ pub struct StartOptions {
     pub t0: Option<DateTime<Utc>>,
     /// Stop after this many cycles (tests, compressed demos).
     pub max_cycles: Option<u64>,
+    /// Hold a new soak's T0 until the [`preflight`] passes (the CLI's
+    /// default; `--force` turns it off). Off in the library's default so a
+    /// replay of a history that starts broken records it as it was.
+    pub preflight: bool,
 }
 
 /// The policy part of the config.
@@ -292,7 +311,16 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
-        let mut pending_new = self.begin(source, &start, clock).await?;
+        let begun = self.begin(source, &start, clock).await?;
+        let mut pending_new = begun.map(|(t0, _)| t0);
+        if let (Some((_, t0_is_now)), true) = (begun, start.preflight) {
+            self.preflight(source, clock, &shutdown).await?;
+            source.forget_rounds();
+            // A T0 of "now" means when monitoring could begin.
+            if t0_is_now {
+                pending_new = Some(clock.now());
+            }
+        }
         let interval = chrono::Duration::from_std(self.cfg.watch.interval)
             .unwrap_or(chrono::Duration::seconds(10));
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
@@ -329,14 +357,15 @@ impl Watch {
     }
 
     /// Resumes the active soak (history, alert states, rollback latch, last
-    /// snapshot) or, for a new one, returns its T0: it is recorded at the
-    /// first cycle, when its baselines can be observed.
+    /// snapshot) or, for a new one, returns its T0 (and whether that is
+    /// "now" rather than a T0 asked for): it is recorded at the first cycle,
+    /// when its baselines can be observed.
     async fn begin(
         &mut self,
         source: &dyn SampleSource,
         start: &StartOptions,
         clock: &dyn Clock,
-    ) -> Result<Option<DateTime<Utc>>, WatchError> {
+    ) -> Result<Option<(DateTime<Utc>, bool)>, WatchError> {
         let resumed = if start.new_soak {
             None
         } else {
@@ -368,16 +397,16 @@ impl Watch {
         }
         // T0: --t0, else `[soak] started_at` (the cutover the soak
         // follows), else now. A soak that is over already is refused.
-        let mut t0 = start
-            .t0
-            .or(self.cfg.soak.started_at)
-            .unwrap_or_else(|| clock.now());
+        let asked = start.t0.or(self.cfg.soak.started_at);
+        let mut t0 = asked.unwrap_or_else(|| clock.now());
+        let mut is_now = asked.is_none();
         if start.new_soak && start.t0.is_none() {
             // `--new-soak` after a soak from the same started_at: that
             // T0 is taken (its soak is kept); the new one starts now.
             if let Some(old) = self.store.active_soak().await? {
                 if old.meta.t0 == t0 {
                     t0 = clock.now();
+                    is_now = true;
                 }
             }
         }
@@ -385,7 +414,45 @@ impl Watch {
         if end <= clock.now() {
             return Err(WatchError::SoakOver { t0, end });
         }
-        Ok(Some(t0))
+        Ok(Some((t0, is_now)))
+    }
+
+    /// Probes once per interval until [`preflight`] finds nothing wrong;
+    /// each new set of problems is logged (with how to start anyway), and
+    /// nothing is recorded meanwhile.
+    async fn preflight(
+        &mut self,
+        source: &dyn SampleSource,
+        clock: &dyn Clock,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WatchError> {
+        let mut last: Vec<String> = Vec::new();
+        loop {
+            let snap = source.snapshot(clock.now(), &[]).await;
+            let mut problems = preflight::snapshot_problems(&self.cfg, &snap);
+            problems.extend(preflight::local_problems(&self.cfg));
+            if problems.is_empty() {
+                tracing::info!("preflight passed: every probe answered, every file is there");
+                return Ok(());
+            }
+            if problems != last {
+                for p in &problems {
+                    tracing::warn!(problem = %p, "preflight: T0 not recorded yet");
+                }
+                tracing::warn!(
+                    count = problems.len(),
+                    "preflight failed: fix the config (soakwatch validate --live) or start anyway with --force; retrying every interval"
+                );
+                last = problems;
+            }
+            let next = clock.now()
+                + chrono::Duration::from_std(self.cfg.watch.interval)
+                    .unwrap_or(chrono::Duration::seconds(10));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(WatchError::NotStarted { problems: last }),
+                _ = clock.sleep_until(next) => {}
+            }
+        }
     }
 
     /// One cycle at `tick`: sample, judge, record, alert, checkpoints,

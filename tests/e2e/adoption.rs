@@ -85,3 +85,126 @@ async fn relative_paths_in_the_config_mean_its_folder_from_any_cwd() {
         rel.stderr
     );
 }
+
+/// Polls `f` until it holds or `timeout` passes.
+async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_soak_waits_for_its_preflight_and_a_dead_service_at_start_is_not_a_failed_soak() {
+    // The service is not up yet (no /metrics, no log file): the daemon says
+    // what is wrong and records nothing.
+    let mut r = Replica::provisioned().await;
+    let w = r.add_watch_section("");
+    let config = r.config.display().to_string();
+    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "preflight");
+    assert!(
+        eventually(Duration::from_secs(20), || d
+            .stderr()
+            .contains("preflight failed"))
+        .await,
+        "{}",
+        d.stderr()
+    );
+    let err = d.stderr();
+    assert!(
+        err.contains("problem=metrics: GET http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("problem=log: "), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert!(!err.contains("new soak"), "{err}");
+    d.assert_running("preflight failing");
+    let before = run_bin(
+        &["check", "--soak", "--config", &config, "--format", "json"],
+        &[],
+    )
+    .await;
+    assert_ne!(before.code, 0, "no soak yet: {}", before.stdout);
+
+    // The service comes up: the preflight passes, T0 is then, and
+    // service_up never failed (no incident, no rollback trigger).
+    let up_at = chrono::Utc::now();
+    r.start_standin().await;
+    r.publish(3).await;
+    d.wait_cycles(3, Duration::from_secs(30)).await;
+    let err = d.stderr();
+    assert!(err.contains("preflight passed"), "{err}");
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(20)).await,
+        0,
+        "{}",
+        d.stderr()
+    );
+    let run = run_bin(
+        &["check", "--soak", "--config", &config, "--format", "json"],
+        &[],
+    )
+    .await;
+    let j = run.json();
+    let service_up = j["criteria"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "service_up"))
+        .cloned()
+        .unwrap_or_default();
+    // A few seconds of soak are too little coverage for a pass; what matters
+    // is that the outage before T0 left no failure in the record.
+    assert_ne!(service_up["status"], "fail", "{}", run.stdout);
+    let evidence = service_up["evidence"].as_str().unwrap_or_default();
+    assert!(evidence.contains("soak: 0 fail span(s)"), "{}", run.stdout);
+    let soak = j["soak"].as_str().unwrap_or_default().to_string();
+    // "name (soak <id>, ...)": the id ends with T0 as YYYYMMDDTHHMMSSZ.
+    let id = soak
+        .split("(soak ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_default();
+    let t0 = id.rsplit('-').next().unwrap_or_default();
+    let t0 = chrono::NaiveDateTime::parse_from_str(t0, "%Y%m%dT%H%M%SZ")
+        .unwrap_or_else(|e| panic!("T0 in soak id {soak}: {e}"))
+        .and_utc();
+    assert!(
+        // The id keeps whole seconds of T0.
+        t0 + chrono::Duration::seconds(1) > up_at,
+        "T0 {t0} is before the service came up at {up_at}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_dry_run_checks_the_files_and_the_restart_command_exist() {
+    let r = Replica::healthy(1).await;
+    r.edit_config(|t| {
+        t + &format!(
+            "\n[rollback]\nmode = \"dry_run\"\nenv_file = {env}\nrestart_command = [\"true\"]\n\
+             log_file = {log}\n",
+            env = toml_path(&r.files.env_file),
+            log = toml_path(&r.files.log_file),
+        )
+    });
+    let config = r.config.display().to_string();
+    let ok = run_bin(&["rollback", "--dry-run", "--config", &config], &[]).await;
+    assert_eq!(ok.code, 0, "{}\n{}", ok.stdout, ok.stderr);
+    let env = r.files.env_file.clone();
+    r.edit_config(|t| {
+        t.replacen(&toml_path(&env), "\"missing.env\"", usize::MAX)
+            .replace(
+                "restart_command = [\"true\"]",
+                "restart_command = [\"/no/such/restart\"]",
+            )
+    });
+    let bad = run_bin(&["rollback", "--dry-run", "--config", &config], &[]).await;
+    assert_ne!(bad.code, 0, "{}\n{}", bad.stdout, bad.stderr);
+    let out = format!("{}{}", bad.stdout, bad.stderr);
+    let missing = r.dir.path().join("missing.env").display().to_string();
+    assert!(out.contains(&missing), "{out}");
+    assert!(out.contains("/no/such/restart"), "{out}");
+}

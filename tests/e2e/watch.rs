@@ -517,7 +517,7 @@ async fn database_refused_leaves_db_criteria_unknown() {
     });
     let w = r.add_watch_section("");
     let _feed = Trickle::start(&mut r, Duration::from_millis(400));
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let mut d = Daemon::start(&r.config, &["--force"], w.port, r.dir.path(), "watch");
     let body = d.wait_cycles(4, secs(20)).await;
     assert_eq!(
         criterion_status(&body, "db_integrity"),
@@ -691,7 +691,7 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
     // A second daemon on a state that a running one holds is refused too.
     let state = dir.path().join("state.sqlite");
     let (config, port) = dead_config(dir.path(), "first", &state);
-    let mut first = Daemon::start(&config, &[], port, dir.path(), "first");
+    let mut first = Daemon::start(&config, &["--force"], port, dir.path(), "first");
     first.wait_cycles(1, secs(20)).await;
     let (second_config, second_port) = dead_config(dir.path(), "second", &state);
     let err = refused(&second_config, second_port, dir.path(), "second").await;
@@ -708,7 +708,13 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
     stop_cleanly(&mut first).await;
 
     // Released on exit: the next daemon takes the state over (and --max-cycles stops it).
-    let mut third = Daemon::start(&config, &["--max-cycles", "1"], port, dir.path(), "third");
+    let mut third = Daemon::start(
+        &config,
+        &["--force", "--max-cycles", "1"],
+        port,
+        dir.path(),
+        "third",
+    );
     let code = third.wait_exit(secs(20)).await;
     assert_eq!(code, 0, "{}", third.stderr());
     assert!(third.stdout().contains(" after "), "{}", third.stdout());
@@ -800,7 +806,7 @@ async fn sigterm_during_a_slow_cycle_finishes_that_cycle() {
         &state,
         &format!("http://127.0.0.1:{metrics_port}/metrics"),
     );
-    let mut d = Daemon::start(&config, &[], port, dir.path(), "slow");
+    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "slow");
     // The second scrape starts the second cycle; the first one is then complete.
     for n in 1..=2 {
         tokio::time::timeout(secs(20), arrivals.recv())
@@ -853,6 +859,8 @@ async fn json_logs_are_one_object_per_line_and_secrets_stay_hidden() {
             // The shipped started_at is the seed's (a soak long over).
             "--t0",
             &t0_now,
+            // Nothing it watches exists: the soak starts anyway.
+            "--force",
             "--max-cycles",
             "1",
         ],
@@ -967,7 +975,7 @@ async fn a_report_write_error_never_ends_the_soak() {
     let reports = dir.path().join("reports");
     std::fs::write(&reports, "a file where the reports directory should be\n").expect("file");
 
-    let mut d = Daemon::start(&config, &[], port, dir.path(), "write-errors");
+    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "write-errors");
     let body = d
         .wait_metrics("the report writes to fail", secs(30), |m| {
             m.sum(
@@ -1062,7 +1070,7 @@ async fn a_locked_state_database_loses_no_cycle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.sqlite");
     let (config, port) = dead_config(dir.path(), "busy", &state);
-    let mut d = Daemon::start(&config, &[], port, dir.path(), "busy");
+    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "busy");
     d.wait_cycles(2, secs(20)).await;
 
     // Another process holds SQLite's write lock for 12 s.
@@ -1154,7 +1162,7 @@ async fn idle_http_connections_are_closed_and_logs_have_no_colour() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.sqlite");
     let (config, port) = dead_config(dir.path(), "idle-http", &state);
-    let mut d = Daemon::start(&config, &[], port, dir.path(), "idle-http");
+    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "idle-http");
     d.wait_cycles(1, secs(20)).await;
     let addr = format!("127.0.0.1:{}", d.port().expect("bound port"));
     let connect = || tokio::net::TcpStream::connect(addr.clone());
@@ -1199,7 +1207,7 @@ async fn a_fifo_log_is_unknown_every_cycle_and_sigterm_still_stops_the_daemon() 
     let log = r.files.log_file.display().to_string();
     r.edit_config(|t| t.replace(&log, &fifo.display().to_string()));
     let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-fifo");
+    let mut d = Daemon::start(&r.config, &["--force"], w.port, r.dir.path(), "watch-fifo");
     d.wait_cycles(3, secs(30)).await;
     assert_eq!(d.status("fallback").await, Some(UNKNOWN));
     // Before: each cycle left a thread blocked in open(2) and SIGTERM never finished.
@@ -1217,7 +1225,7 @@ async fn a_fallback_inside_a_100_mb_burst_is_caught_and_rotation_never_resolves_
         )
     });
     let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-burst");
+    let mut d = Daemon::start(&r.config, &["--force"], w.port, r.dir.path(), "watch-burst");
     d.wait_status("fallback", "pass", secs(20), |s| s == PASS)
         .await;
     let log = r.files.log_file.clone();
