@@ -1,8 +1,9 @@
 //! The durable consumer: its settings against the config and the service's
 //! env file (`consumer_config`), its backlog (`consumer_lag`) and redeliveries.
 
-use super::{ago, combine, part, secs, Ctx};
-use crate::sample::ConsumerState;
+use super::{ago, combine, part, secs, Ctx, Part};
+use crate::config::{ConsumerConfig, ServiceEnvConfig};
+use crate::sample::{ConsumerState, EnvState};
 use crate::verdict::{CriterionId as C, Status, Verdict};
 
 impl Ctx<'_> {
@@ -30,48 +31,7 @@ impl Ctx<'_> {
             )),
             Ok(Some(c)) => {
                 actual_ack_wait = Some(c.ack_wait_secs);
-                let mut diffs = Vec::new();
-                if c.durable_name.as_deref() != Some(cc.durable.as_str()) {
-                    diffs.push("not durable".to_string());
-                }
-                if let Some(ds) = &c.deliver_subject {
-                    diffs.push(format!(
-                        "push consumer (deliver subject {ds}), expected pull"
-                    ));
-                }
-                if c.filter_subject != cc.filter_subject {
-                    diffs.push(format!(
-                        "filter `{}` (expected `{}`)",
-                        c.filter_subject, cc.filter_subject
-                    ));
-                }
-                if c.ack_policy != cc.ack_policy {
-                    diffs.push(format!(
-                        "ack policy {} (expected {})",
-                        c.ack_policy, cc.ack_policy
-                    ));
-                }
-                if (c.ack_wait_secs - cc.ack_wait.as_secs_f64()).abs() > 0.001 {
-                    diffs.push(format!(
-                        "ack_wait {}s (expected {})",
-                        c.ack_wait_secs,
-                        secs(cc.ack_wait)
-                    ));
-                }
-                if c.max_deliver != cc.max_deliver {
-                    diffs.push(format!(
-                        "max_deliver {} (expected {})",
-                        c.max_deliver, cc.max_deliver
-                    ));
-                }
-                if let Some(m) = cc.max_ack_pending {
-                    if c.max_ack_pending != m {
-                        diffs.push(format!(
-                            "max_ack_pending {} (expected {m})",
-                            c.max_ack_pending
-                        ));
-                    }
-                }
+                let diffs = consumer_drift(cc, c);
                 if diffs.is_empty() {
                     parts.push(part(
                         Status::Pass,
@@ -85,58 +45,15 @@ impl Ctx<'_> {
                 }
             }
         }
-        let env_cfg = &self.cfg.service_env;
         match &self.last.env {
             Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
             Ok(env) => {
-                let path = env_cfg.path.display();
+                let env_cfg = &self.cfg.service_env;
                 if let Some(key) = &env_cfg.ack_wait_key {
-                    match env.values.get(key) {
-                        None => {
-                            parts.push(part(Status::Fail, format!("{key} is not set in {path}")))
-                        }
-                        Some((v, line)) => {
-                            let num = v.trim().parse::<f64>();
-                            let scale = if env_cfg.ack_wait_unit == "ms" {
-                                0.001
-                            } else {
-                                1.0
-                            };
-                            let consumer_secs =
-                                actual_ack_wait.unwrap_or(cc.ack_wait.as_secs_f64());
-                            match num {
-                                Err(_) => parts.push(part(
-                                    Status::Fail,
-                                    format!("{path}:{line}: {key}={v} is not a number"),
-                                )),
-                                Ok(n) if (n * scale - consumer_secs).abs() > 0.001 => parts.push(part(
-                                    Status::Fail,
-                                    format!(
-                                        "{path}:{line}: {key}={v} ({}s) but the consumer's ack_wait is {consumer_secs}s",
-                                        n * scale
-                                    ),
-                                )),
-                                Ok(_) => parts.push(part(
-                                    Status::Pass,
-                                    format!("service ack wait {key}={v} matches the consumer"),
-                                )),
-                            }
-                        }
-                    }
+                    let consumer_secs = actual_ack_wait.unwrap_or(cc.ack_wait.as_secs_f64());
+                    parts.push(env_ack_wait(env_cfg, env, key, consumer_secs));
                 }
-                for (key, want) in &env_cfg.expect {
-                    match env.values.get(key) {
-                        None => parts.push(part(
-                            Status::Fail,
-                            format!("{key} is not set in {path} (expected {want})"),
-                        )),
-                        Some((v, line)) if v != want => parts.push(part(
-                            Status::Fail,
-                            format!("{path}:{line}: {key}={v} (expected {want})"),
-                        )),
-                        Some(_) => parts.push(part(Status::Pass, format!("{key}={want}"))),
-                    }
-                }
+                parts.extend(env_expected(env_cfg, env));
             }
         }
         let (status, evidence) = combine(parts);
@@ -245,6 +162,103 @@ impl Ctx<'_> {
             Some(cr.redeliveries_fail as f64),
         )
     }
+}
+
+/// Differences between the durable's expected and actual settings.
+fn consumer_drift(cc: &ConsumerConfig, c: &ConsumerState) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if c.durable_name.as_deref() != Some(cc.durable.as_str()) {
+        diffs.push("not durable".to_string());
+    }
+    if let Some(ds) = &c.deliver_subject {
+        diffs.push(format!(
+            "push consumer (deliver subject {ds}), expected pull"
+        ));
+    }
+    if c.filter_subject != cc.filter_subject {
+        diffs.push(format!(
+            "filter `{}` (expected `{}`)",
+            c.filter_subject, cc.filter_subject
+        ));
+    }
+    if c.ack_policy != cc.ack_policy {
+        diffs.push(format!(
+            "ack policy {} (expected {})",
+            c.ack_policy, cc.ack_policy
+        ));
+    }
+    if (c.ack_wait_secs - cc.ack_wait.as_secs_f64()).abs() > 0.001 {
+        diffs.push(format!(
+            "ack_wait {}s (expected {})",
+            c.ack_wait_secs,
+            secs(cc.ack_wait)
+        ));
+    }
+    if c.max_deliver != cc.max_deliver {
+        diffs.push(format!(
+            "max_deliver {} (expected {})",
+            c.max_deliver, cc.max_deliver
+        ));
+    }
+    if let Some(m) = cc.max_ack_pending {
+        if c.max_ack_pending != m {
+            diffs.push(format!(
+                "max_ack_pending {} (expected {m})",
+                c.max_ack_pending
+            ));
+        }
+    }
+    diffs
+}
+
+/// The service's own ack wait (`key` in its env file) against the consumer's.
+fn env_ack_wait(env_cfg: &ServiceEnvConfig, env: &EnvState, key: &str, consumer_secs: f64) -> Part {
+    let path = env_cfg.path.display();
+    let Some((v, line)) = env.values.get(key) else {
+        return part(Status::Fail, format!("{key} is not set in {path}"));
+    };
+    let scale = if env_cfg.ack_wait_unit == "ms" {
+        0.001
+    } else {
+        1.0
+    };
+    match v.trim().parse::<f64>() {
+        Err(_) => part(
+            Status::Fail,
+            format!("{path}:{line}: {key}={v} is not a number"),
+        ),
+        Ok(n) if (n * scale - consumer_secs).abs() > 0.001 => part(
+            Status::Fail,
+            format!(
+                "{path}:{line}: {key}={v} ({}s) but the consumer's ack_wait is {consumer_secs}s",
+                n * scale
+            ),
+        ),
+        Ok(_) => part(
+            Status::Pass,
+            format!("service ack wait {key}={v} matches the consumer"),
+        ),
+    }
+}
+
+/// The env file's keys with an expected value (`service_env.expect`).
+fn env_expected(env_cfg: &ServiceEnvConfig, env: &EnvState) -> Vec<Part> {
+    let path = env_cfg.path.display();
+    env_cfg
+        .expect
+        .iter()
+        .map(|(key, want)| match env.values.get(key) {
+            None => part(
+                Status::Fail,
+                format!("{key} is not set in {path} (expected {want})"),
+            ),
+            Some((v, line)) if v != want => part(
+                Status::Fail,
+                format!("{path}:{line}: {key}={v} (expected {want})"),
+            ),
+            Some(_) => part(Status::Pass, format!("{key}={want}")),
+        })
+        .collect()
 }
 
 #[cfg(test)]
