@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 ./scripts/ensure-test-tools.sh
 # No import cycle among src modules (the layers stay layers).
 python3 scripts/check-layers.py
+# No product function over 120 lines (each reads as a whole).
+python3 scripts/check-fn-length.py
 cargo test --locked --features testkit "$@"

@@ -504,6 +504,88 @@ fn validate_watch(raw: &RawConfig, base: &Path, p: Problems<'_>) -> WatchConfig 
     }
 }
 
+/// An enabled route's sink, from its kind; `None` when it cannot be built
+/// (what is wrong is reported, under `key(field)`).
+fn route_sink(
+    r: &RawRoute,
+    key: &dyn Fn(&str) -> String,
+    p: Problems<'_>,
+) -> Option<crate::alert::sink::Sink> {
+    use crate::alert::sink::{
+        AlertmanagerSink, EmailSink, Sink, SmtpTls, WebhookFormat, WebhookSink,
+    };
+    let timeout = r.timeout.unwrap_or_else(default_sink_timeout);
+    let http_url = |p: &mut dyn FnMut(&str, String)| match url::Url::parse(&r.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => true,
+        Ok(u) => {
+            p(
+                &key("url"),
+                format!("scheme `{}`: expected http or https", u.scheme()),
+            );
+            false
+        }
+        Err(e) => {
+            p(&key("url"), format!("not a URL: {e}"));
+            false
+        }
+    };
+    match r.kind.as_str() {
+        "email" => {
+            if r.smtp_host.trim().is_empty() {
+                p(&key("smtp_host"), "required for an email route".into());
+            }
+            if r.from.trim().is_empty() {
+                p(&key("from"), "required for an email route".into());
+            }
+            if r.to.is_empty() {
+                p(&key("to"), "at least one recipient is required".into());
+            }
+            let tls = r.smtp_tls.unwrap_or(SmtpTls::Starttls);
+            let port = r.smtp_port.unwrap_or(match tls {
+                SmtpTls::Starttls => 587,
+                SmtpTls::Tls => 465,
+                SmtpTls::None => 25,
+            });
+            Some(Sink::Email(EmailSink {
+                host: r.smtp_host.clone(),
+                port,
+                tls,
+                username: r.username.clone(),
+                password: Secret::new(r.password.clone()),
+                from: r.from.clone(),
+                to: r.to.clone(),
+                timeout,
+            }))
+        }
+        "webhook" | "slack" => http_url(&mut *p).then(|| {
+            let format = if r.kind == "slack" {
+                WebhookFormat::Slack
+            } else {
+                r.format.unwrap_or(WebhookFormat::Soakwatch)
+            };
+            Sink::Webhook(WebhookSink {
+                url: SecretUrl::with_secret_path(r.url.clone()),
+                hmac_secret: Secret::new(r.hmac_secret.clone()),
+                format,
+                timeout,
+            })
+        }),
+        "alertmanager" => http_url(&mut *p).then(|| {
+            Sink::Alertmanager(AlertmanagerSink {
+                base_url: SecretUrl::new(r.url.clone()),
+                timeout,
+            })
+        }),
+        other => {
+            p(
+                &key("kind"),
+                format!("`{other}`: expected email, webhook, slack or alertmanager"),
+            );
+            None
+        }
+    }
+}
+
 /// Routes (every one checked, enabled or not) and the alert policy.
 fn validate_alerts(
     raw: &RawConfig,
@@ -537,79 +619,7 @@ fn validate_alerts(
             }
             continue;
         }
-        let timeout = r.timeout.unwrap_or_else(default_sink_timeout);
-        let http_url = |p: &mut dyn FnMut(&str, String)| match url::Url::parse(&r.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => true,
-            Ok(u) => {
-                p(
-                    &key("url"),
-                    format!("scheme `{}`: expected http or https", u.scheme()),
-                );
-                false
-            }
-            Err(e) => {
-                p(&key("url"), format!("not a URL: {e}"));
-                false
-            }
-        };
-        use crate::alert::sink::{
-            AlertmanagerSink, EmailSink, Sink, SmtpTls, WebhookFormat, WebhookSink,
-        };
-        let sink = match r.kind.as_str() {
-            "email" => {
-                if r.smtp_host.trim().is_empty() {
-                    p(&key("smtp_host"), "required for an email route".into());
-                }
-                if r.from.trim().is_empty() {
-                    p(&key("from"), "required for an email route".into());
-                }
-                if r.to.is_empty() {
-                    p(&key("to"), "at least one recipient is required".into());
-                }
-                let tls = r.smtp_tls.unwrap_or(SmtpTls::Starttls);
-                let port = r.smtp_port.unwrap_or(match tls {
-                    SmtpTls::Starttls => 587,
-                    SmtpTls::Tls => 465,
-                    SmtpTls::None => 25,
-                });
-                Some(Sink::Email(EmailSink {
-                    host: r.smtp_host.clone(),
-                    port,
-                    tls,
-                    username: r.username.clone(),
-                    password: Secret::new(r.password.clone()),
-                    from: r.from.clone(),
-                    to: r.to.clone(),
-                    timeout,
-                }))
-            }
-            "webhook" | "slack" => http_url(&mut *p).then(|| {
-                let format = if r.kind == "slack" {
-                    WebhookFormat::Slack
-                } else {
-                    r.format.unwrap_or(WebhookFormat::Soakwatch)
-                };
-                Sink::Webhook(WebhookSink {
-                    url: SecretUrl::with_secret_path(r.url.clone()),
-                    hmac_secret: Secret::new(r.hmac_secret.clone()),
-                    format,
-                    timeout,
-                })
-            }),
-            "alertmanager" => http_url(&mut *p).then(|| {
-                Sink::Alertmanager(AlertmanagerSink {
-                    base_url: SecretUrl::new(r.url.clone()),
-                    timeout,
-                })
-            }),
-            other => {
-                p(
-                    &key("kind"),
-                    format!("`{other}`: expected email, webhook, slack or alertmanager"),
-                );
-                None
-            }
-        };
+        let sink = route_sink(r, &key, &mut *p);
         if let Some(sink) = sink {
             routes.push(crate::alert::routes::Route {
                 name: r.name.clone(),

@@ -188,102 +188,8 @@ fn choose_streams(plan: &mut Plan, streams: &[StreamFacts], hints: &Hints) {
             ),
         );
     }
-    // Legacy: named by the user, else subjects under legacy.>, else the idle one.
-    let legacy: Option<&StreamFacts> = match &hints.legacy {
-        Some(name) => match usable.iter().find(|s| &s.name == name) {
-            Some(s) => Some(*s),
-            None => {
-                plan.note(
-                    "streams",
-                    NoteKind::Conflict,
-                    format!("--legacy {name}: no such stream (with subjects) was seen"),
-                );
-                None
-            }
-        },
-        None => {
-            let by_subject: Vec<&&StreamFacts> =
-                usable.iter().filter(|s| looks_legacy(s)).collect();
-            if let Some(first) = by_subject.first() {
-                plan.note(
-                    "streams",
-                    NoteKind::Guess,
-                    format!(
-                        "legacy stream {}: its subjects {} look like legacy.>{} (--legacy NAME to choose)",
-                        first.name,
-                        first.subjects.join(", "),
-                        if by_subject.len() > 1 {
-                            format!(
-                                "; so do {}",
-                                by_subject[1..]
-                                    .iter()
-                                    .map(|s| s.name.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        } else {
-                            String::new()
-                        }
-                    ),
-                );
-                Some(**first)
-            } else {
-                // Idle: no consumer, not a DLQ, oldest last message.
-                let idle = usable
-                    .iter()
-                    .filter(|s| s.consumers.is_empty() && !looks_dlq(s))
-                    .min_by_key(|s| s.last_ts);
-                if let Some(s) = idle {
-                    plan.note(
-                        "streams",
-                        NoteKind::Guess,
-                        format!(
-                            "legacy stream {}: the idle one (no consumer, last message {}); --legacy NAME to choose",
-                            s.name,
-                            s.last_ts
-                                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                                .unwrap_or_else(|| "never".into())
-                        ),
-                    );
-                }
-                idle.copied()
-            }
-        }
-    };
-    let dlqs: Vec<&StreamFacts> = usable
-        .iter()
-        .filter(|s| Some(s.name.as_str()) != legacy.map(|l| l.name.as_str()))
-        .filter(|s| looks_dlq(s))
-        .copied()
-        .collect();
-    let dlq = dlqs.first().copied();
-    match dlq {
-        Some(d) => plan.note(
-            "streams",
-            NoteKind::Guess,
-            format!(
-                "DLQ stream {}: its name or subjects say dlq{}",
-                d.name,
-                if dlqs.len() > 1 {
-                    format!(
-                        "; so do {} (hot below; --streams REGEX to narrow)",
-                        dlqs[1..]
-                            .iter()
-                            .map(|s| s.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                } else {
-                    String::new()
-                }
-            ),
-        ),
-        None => plan.note(
-            "streams",
-            NoteKind::Conflict,
-            "no DLQ stream seen (a name or subject with dlq): the [streams.dlq] below is a placeholder",
-        ),
-    }
+    let legacy = choose_legacy(plan, &usable, hints);
+    let dlq = choose_dlq(plan, &usable, legacy);
     if legacy.is_none() {
         plan.note(
             "streams",
@@ -335,6 +241,116 @@ fn choose_streams(plan: &mut Plan, streams: &[StreamFacts], hints: &Hints) {
     }
 }
 
+/// The legacy stream: named by the user (`--legacy`), else guessed.
+fn choose_legacy<'s>(
+    plan: &mut Plan,
+    usable: &[&'s StreamFacts],
+    hints: &Hints,
+) -> Option<&'s StreamFacts> {
+    let Some(name) = &hints.legacy else {
+        return guess_legacy(plan, usable);
+    };
+    let found = usable.iter().find(|s| &s.name == name).copied();
+    if found.is_none() {
+        plan.note(
+            "streams",
+            NoteKind::Conflict,
+            format!("--legacy {name}: no such stream (with subjects) was seen"),
+        );
+    }
+    found
+}
+
+/// A legacy stream by its subjects (under legacy.>), else the idle one: no
+/// consumer, not a DLQ, oldest last message.
+fn guess_legacy<'s>(plan: &mut Plan, usable: &[&'s StreamFacts]) -> Option<&'s StreamFacts> {
+    let by_subject: Vec<&StreamFacts> =
+        usable.iter().filter(|s| looks_legacy(s)).copied().collect();
+    if let Some(first) = by_subject.first() {
+        plan.note(
+            "streams",
+            NoteKind::Guess,
+            format!(
+                "legacy stream {}: its subjects {} look like legacy.>{} (--legacy NAME to choose)",
+                first.name,
+                first.subjects.join(", "),
+                if by_subject.len() > 1 {
+                    format!("; so do {}", joined_names(&by_subject[1..]))
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        return Some(*first);
+    }
+    let idle = usable
+        .iter()
+        .filter(|s| s.consumers.is_empty() && !looks_dlq(s))
+        .min_by_key(|s| s.last_ts);
+    if let Some(s) = idle {
+        plan.note(
+            "streams",
+            NoteKind::Guess,
+            format!(
+                "legacy stream {}: the idle one (no consumer, last message {}); --legacy NAME to choose",
+                s.name,
+                s.last_ts
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_else(|| "never".into())
+            ),
+        );
+    }
+    idle.copied()
+}
+
+/// The DLQ stream: the first other than `legacy` whose name or subjects say dlq.
+fn choose_dlq<'s>(
+    plan: &mut Plan,
+    usable: &[&'s StreamFacts],
+    legacy: Option<&StreamFacts>,
+) -> Option<&'s StreamFacts> {
+    let dlqs: Vec<&StreamFacts> = usable
+        .iter()
+        .filter(|s| Some(s.name.as_str()) != legacy.map(|l| l.name.as_str()))
+        .filter(|s| looks_dlq(s))
+        .copied()
+        .collect();
+    let dlq = dlqs.first().copied();
+    match dlq {
+        Some(d) => plan.note(
+            "streams",
+            NoteKind::Guess,
+            format!(
+                "DLQ stream {}: its name or subjects say dlq{}",
+                d.name,
+                if dlqs.len() > 1 {
+                    format!(
+                        "; so do {} (hot below; --streams REGEX to narrow)",
+                        joined_names(&dlqs[1..])
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+        None => plan.note(
+            "streams",
+            NoteKind::Conflict,
+            "no DLQ stream seen (a name or subject with dlq): the [streams.dlq] below is a placeholder",
+        ),
+    }
+    dlq
+}
+
+/// "A, B, C" for notes.
+fn joined_names(streams: &[&StreamFacts]) -> String {
+    streams
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 const RESULT_LABELS: [&str; 3] = ["result", "status", "outcome"];
 
 fn result_label_of(f: &FamilyFacts) -> Option<&str> {
@@ -364,24 +380,18 @@ fn choose_metrics(plan: &mut Plan, families: &[FamilyFacts]) {
         .chain(plan.dlq.iter())
         .map(|s| s.name.clone())
         .collect();
-    // Counter: a result-like label and a stream label.
-    let mut scored: Vec<(i32, &FamilyFacts)> = families
+    choose_counter(plan, families, &stream_names);
+    choose_histogram(plan, families);
+    plan.process_start = families
         .iter()
-        .filter(|f| f.kind == MetricType::Counter && result_label_of(f).is_some())
-        .map(|f| {
-            let mut score = 0;
-            match stream_label_of(f, &stream_names) {
-                Some((_, true)) => score += 3,
-                Some((_, false)) => score += 2,
-                None => {}
-            }
-            if f.name.contains("message") {
-                score += 1;
-            }
-            (score, f)
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
+        .find(|f| f.name == "process_start_time_seconds")
+        .map(|f| f.name.clone());
+}
+
+/// The messages counter: the best-scored counter with a result-like label,
+/// else one declared without series yet (labels assumed), else a conflict.
+fn choose_counter(plan: &mut Plan, families: &[FamilyFacts], stream_names: &[String]) {
+    let scored = score_counters(families, stream_names);
     let declared_only: Vec<&str> = families
         .iter()
         .filter(|f| f.kind == MetricType::Counter && f.samples == 0)
@@ -428,84 +438,123 @@ fn choose_metrics(plan: &mut Plan, families: &[FamilyFacts]) {
             );
         }
         Some((score, f)) => {
-            let result_label = result_label_of(f).unwrap_or("result").to_string();
-            let values = f.labels.get(&result_label).cloned().unwrap_or_default();
-            let pick = |pred: &dyn Fn(&str) -> bool| values.iter().find(|v| pred(v)).cloned();
-            let success = pick(&|v| {
-                matches!(
-                    v.to_ascii_lowercase().as_str(),
-                    "success" | "ok" | "processed" | "succeeded" | "acked" | "done"
-                )
-            });
-            let dlq = pick(&|v| {
-                let v = v.to_ascii_lowercase();
-                v.contains("dlq") || v.contains("dead")
-            });
-            let uncounted: Vec<String> = values
-                .iter()
-                .filter(|v| {
-                    let v = v.to_ascii_lowercase();
-                    v.contains("retry") || v.contains("redeliver") || v == "nak"
-                })
-                .cloned()
-                .collect();
-            let stream = stream_label_of(f, &stream_names);
-            let sample_name = f
-                .sample_names
-                .iter()
-                .find(|n| n.ends_with("_total"))
-                .or_else(|| f.sample_names.iter().find(|n| !n.ends_with("_created")))
-                .cloned()
-                .unwrap_or_else(|| f.name.clone());
             let others: Vec<&str> = scored[1..].iter().map(|(_, f)| f.name.as_str()).collect();
-            let mut why =
-                format!("messages_counter {sample_name}: a counter with a {result_label} label");
-            match &stream {
-                Some((l, true)) => why.push_str(&format!(" and a {l} label holding stream names")),
-                Some((l, false)) => why.push_str(&format!(" and a {l} label")),
-                None => {}
-            }
-            if !others.is_empty() {
-                why.push_str(&format!("; other candidates: {}", others.join(", ")));
-            }
-            plan.note("metrics", NoteKind::Guess, why);
-            if *score < 2 {
-                plan.note(
-                    "metrics",
-                    NoteKind::Conflict,
-                    format!("counter {sample_name} has no stream label: stream_purity cannot tell streams apart"),
-                );
-            }
-            if success.is_none() {
-                plan.note(
-                    "metrics",
-                    NoteKind::Guess,
-                    format!(
-                        "no success-like value among {result_label}={{{}}}: success_result \"success\" assumed",
-                        values.iter().cloned().collect::<Vec<_>>().join(",")
-                    ),
-                );
-            }
-            if dlq.is_none() {
-                plan.note(
-                    "metrics",
-                    NoteKind::Guess,
-                    format!(
-                        "no dlq-like value among {result_label} values: dlq_result \"dlq\" assumed"
-                    ),
-                );
-            }
-            plan.counter = Some(CounterChoice {
-                sample_name,
-                result_label,
-                success_result: success.unwrap_or_else(|| "success".into()),
-                dlq_result: dlq.unwrap_or_else(|| "dlq".into()),
-                uncounted,
-                stream_label: stream.map(|(l, _)| l).unwrap_or_default(),
-            });
+            plan.counter = Some(counter_from(plan, f, *score, &others, stream_names));
         }
     }
-    // Latency histogram: a histogram with duration or latency in its name.
+}
+
+/// Counters with a result-like label, best first: a label holding stream names
+/// scores 3, one called `stream` 2, "message" in the name 1 more.
+fn score_counters<'f>(
+    families: &'f [FamilyFacts],
+    stream_names: &[String],
+) -> Vec<(i32, &'f FamilyFacts)> {
+    let mut scored: Vec<(i32, &FamilyFacts)> = families
+        .iter()
+        .filter(|f| f.kind == MetricType::Counter && result_label_of(f).is_some())
+        .map(|f| {
+            let mut score = 0;
+            match stream_label_of(f, stream_names) {
+                Some((_, true)) => score += 3,
+                Some((_, false)) => score += 2,
+                None => {}
+            }
+            if f.name.contains("message") {
+                score += 1;
+            }
+            (score, f)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
+    scored
+}
+
+/// The counter's settings from family `f`: result values for success, DLQ and
+/// uncounted retries, its stream label, with a note on each guess.
+fn counter_from(
+    plan: &mut Plan,
+    f: &FamilyFacts,
+    score: i32,
+    others: &[&str],
+    stream_names: &[String],
+) -> CounterChoice {
+    let result_label = result_label_of(f).unwrap_or("result").to_string();
+    let values = f.labels.get(&result_label).cloned().unwrap_or_default();
+    let pick = |pred: &dyn Fn(&str) -> bool| values.iter().find(|v| pred(v)).cloned();
+    let success = pick(&|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "success" | "ok" | "processed" | "succeeded" | "acked" | "done"
+        )
+    });
+    let dlq = pick(&|v| {
+        let v = v.to_ascii_lowercase();
+        v.contains("dlq") || v.contains("dead")
+    });
+    let uncounted: Vec<String> = values
+        .iter()
+        .filter(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("retry") || v.contains("redeliver") || v == "nak"
+        })
+        .cloned()
+        .collect();
+    let stream = stream_label_of(f, stream_names);
+    let sample_name = f
+        .sample_names
+        .iter()
+        .find(|n| n.ends_with("_total"))
+        .or_else(|| f.sample_names.iter().find(|n| !n.ends_with("_created")))
+        .cloned()
+        .unwrap_or_else(|| f.name.clone());
+    let mut why = format!("messages_counter {sample_name}: a counter with a {result_label} label");
+    match &stream {
+        Some((l, true)) => why.push_str(&format!(" and a {l} label holding stream names")),
+        Some((l, false)) => why.push_str(&format!(" and a {l} label")),
+        None => {}
+    }
+    if !others.is_empty() {
+        why.push_str(&format!("; other candidates: {}", others.join(", ")));
+    }
+    plan.note("metrics", NoteKind::Guess, why);
+    if score < 2 {
+        plan.note(
+            "metrics",
+            NoteKind::Conflict,
+            format!("counter {sample_name} has no stream label: stream_purity cannot tell streams apart"),
+        );
+    }
+    if success.is_none() {
+        plan.note(
+            "metrics",
+            NoteKind::Guess,
+            format!(
+                "no success-like value among {result_label}={{{}}}: success_result \"success\" assumed",
+                values.iter().cloned().collect::<Vec<_>>().join(",")
+            ),
+        );
+    }
+    if dlq.is_none() {
+        plan.note(
+            "metrics",
+            NoteKind::Guess,
+            format!("no dlq-like value among {result_label} values: dlq_result \"dlq\" assumed"),
+        );
+    }
+    CounterChoice {
+        sample_name,
+        result_label,
+        success_result: success.unwrap_or_else(|| "success".into()),
+        dlq_result: dlq.unwrap_or_else(|| "dlq".into()),
+        uncounted,
+        stream_label: stream.map(|(l, _)| l).unwrap_or_default(),
+    }
+}
+
+/// The latency histogram: one with duration or latency in its name, preferring
+/// the counter's prefix and "process".
+fn choose_histogram(plan: &mut Plan, families: &[FamilyFacts]) {
     let hists: Vec<&FamilyFacts> = families
         .iter()
         .filter(|f| {
@@ -556,10 +605,6 @@ fn choose_metrics(plan: &mut Plan, families: &[FamilyFacts]) {
             "no histogram with duration/latency in its name: p95_latency will be not configured",
         ),
     }
-    plan.process_start = families
-        .iter()
-        .find(|f| f.name == "process_start_time_seconds")
-        .map(|f| f.name.clone());
 }
 
 fn choose_consumer(plan: &mut Plan, hints: &Hints, counter: Option<&FamilyFacts>) {
@@ -581,7 +626,6 @@ fn choose_consumer(plan: &mut Plan, hints: &Hints, counter: Option<&FamilyFacts>
             candidates.push((s.name.clone(), c.clone()));
         }
     }
-    let durable = |c: &ConsumerFacts| c.durable.is_some();
     let chosen = match &hints.durable {
         Some(d) => {
             let found = candidates.iter().position(|(_, c)| &c.name == d);
@@ -594,66 +638,7 @@ fn choose_consumer(plan: &mut Plan, hints: &Hints, counter: Option<&FamilyFacts>
             }
             found
         }
-        None => {
-            let pulls: Vec<usize> = candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, c))| durable(c) && c.deliver_subject.is_none())
-                .map(|(i, _)| i)
-                .collect();
-            let any: Vec<usize> = candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, c))| durable(c))
-                .map(|(i, _)| i)
-                .collect();
-            let by_metrics = any
-                .iter()
-                .copied()
-                .find(|i| named_by_metrics.contains(&candidates[*i].1.name));
-            if let Some(i) = by_metrics {
-                plan.note(
-                    "consumer",
-                    NoteKind::Guess,
-                    format!(
-                        "durable {}: the service's counter labels its series with it{}",
-                        candidates[i].1.name,
-                        if any.len() > 1 {
-                            format!(" ({} durables on the hot streams)", any.len())
-                        } else {
-                            String::new()
-                        }
-                    ),
-                );
-            }
-            let pick = by_metrics.or(pulls.first().or(any.first()).copied());
-            if let (Some(i), None) = (pick, by_metrics) {
-                let n = if pulls.is_empty() {
-                    any.len()
-                } else {
-                    pulls.len()
-                };
-                plan.note(
-                    "consumer",
-                    NoteKind::Guess,
-                    format!(
-                        "durable {}: {} on the hot streams{}",
-                        candidates[i].1.name,
-                        if pulls.is_empty() {
-                            "the first durable"
-                        } else {
-                            "the first durable pull consumer"
-                        },
-                        if n > 1 {
-                            format!(" ({n} candidates; --durable NAME to choose)")
-                        } else {
-                            String::new()
-                        }
-                    ),
-                );
-            }
-            pick
-        }
+        None => guess_durable(plan, &candidates, &named_by_metrics),
     };
     match chosen {
         Some(i) => {
@@ -681,6 +666,74 @@ fn choose_consumer(plan: &mut Plan, hints: &Hints, counter: Option<&FamilyFacts>
         }
     }
     plan.other_consumers = candidates;
+}
+
+/// A durable when none was named: the one the service's counter labels its
+/// series with, else the first durable pull consumer, else the first durable.
+/// An index into `candidates`.
+fn guess_durable(
+    plan: &mut Plan,
+    candidates: &[(String, ConsumerFacts)],
+    named_by_metrics: &[String],
+) -> Option<usize> {
+    let pulls: Vec<usize> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c))| c.durable.is_some() && c.deliver_subject.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let any: Vec<usize> = candidates
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, c))| c.durable.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    let by_metrics = any
+        .iter()
+        .copied()
+        .find(|i| named_by_metrics.contains(&candidates[*i].1.name));
+    if let Some(i) = by_metrics {
+        plan.note(
+            "consumer",
+            NoteKind::Guess,
+            format!(
+                "durable {}: the service's counter labels its series with it{}",
+                candidates[i].1.name,
+                if any.len() > 1 {
+                    format!(" ({} durables on the hot streams)", any.len())
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    let pick = by_metrics.or(pulls.first().or(any.first()).copied());
+    if let (Some(i), None) = (pick, by_metrics) {
+        let n = if pulls.is_empty() {
+            any.len()
+        } else {
+            pulls.len()
+        };
+        plan.note(
+            "consumer",
+            NoteKind::Guess,
+            format!(
+                "durable {}: {} on the hot streams{}",
+                candidates[i].1.name,
+                if pulls.is_empty() {
+                    "the first durable"
+                } else {
+                    "the first durable pull consumer"
+                },
+                if n > 1 {
+                    format!(" ({n} candidates; --durable NAME to choose)")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    pick
 }
 
 fn choose_matchers(plan: &mut Plan, families: &[FamilyFacts], hints: &Hints) {

@@ -229,13 +229,32 @@ fn placeholder_stream(name: &str, subject: &str) -> StreamFacts {
     }
 }
 
-/// The whole checks.toml.
+/// The whole checks.toml, section by section.
 pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String {
     let mut out = String::with_capacity(8192);
-    let (nats_url, nats_note) = env_url("NATS_URL", &opts.nats_url);
-    let (metrics_url, metrics_note) = env_url("METRICS_URL", &opts.metrics_url);
-    let (db_url, db_note) = env_url("DATABASE_URL", &opts.database_url);
+    let legacy = plan
+        .legacy
+        .clone()
+        .unwrap_or_else(|| placeholder_stream("CHANGE_ME_LEGACY", "legacy.>"));
+    let hot = if plan.hot.is_empty() {
+        vec![placeholder_stream("CHANGE_ME_HOT", "change-me.>")]
+    } else {
+        plan.hot.clone()
+    };
+    header(&mut out, plan, observed, opts);
+    soak_and_nats_sections(&mut out, opts);
+    streams_section(&mut out, plan, observed, &legacy, &hot);
+    consumer_section(&mut out, plan, &hot);
+    metrics_section(&mut out, plan, observed, opts);
+    database_section(&mut out, plan, observed, opts);
+    log_section(&mut out, plan, observed, opts, &legacy.name);
+    service_env_section(&mut out, plan, opts);
+    out.push_str(CRITERIA_SECTION);
+    out
+}
 
+/// Where and when the file was written, what could not be looked at, the conflicts.
+fn header(out: &mut String, plan: &Plan, observed: &Observed, opts: &RenderOptions) {
     let _ = writeln!(
         out,
         "# checks.toml written by `soakwatch discover` at {}",
@@ -266,7 +285,11 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         }
     }
     out.push('\n');
+}
 
+/// `[soak]`, `[probes]` and `[nats]` (its URL and credentials from the environment).
+fn soak_and_nats_sections(out: &mut String, opts: &RenderOptions) {
+    let (nats_url, nats_note) = env_url("NATS_URL", &opts.nats_url);
     let _ = writeln!(
         out,
         "[soak]\nname = {}\n# T0 of the soak: set it when the soak starts.\n# started_at = \"2025-01-01T00:00:00Z\"\nduration = \"48h\"\n",
@@ -284,8 +307,16 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
          token = \"${NATS_TOKEN:-}\"\nuser = \"${NATS_USER:-}\"\npassword = \"${NATS_PASSWORD:-}\"\n\
          creds_file = \"${NATS_CREDS:-}\"\n\n",
     );
+}
 
-    // Streams.
+/// `[streams.*]`: the legacy, hot and DLQ streams, placeholders for those not found.
+fn streams_section(
+    out: &mut String,
+    plan: &Plan,
+    observed: &Observed,
+    legacy: &StreamFacts,
+    hot: &[StreamFacts],
+) {
     if let Ok(n) = &observed.nats {
         let _ = writeln!(
             out,
@@ -298,29 +329,22 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
             }
         );
     }
-    notes(&mut out, plan, "streams");
-    let legacy = plan
-        .legacy
-        .clone()
-        .unwrap_or_else(|| placeholder_stream("CHANGE_ME_LEGACY", "legacy.>"));
-    stream_block(&mut out, "[streams.legacy]", &legacy, true);
-    let hot = if plan.hot.is_empty() {
-        vec![placeholder_stream("CHANGE_ME_HOT", "change-me.>")]
-    } else {
-        plan.hot.clone()
-    };
-    for s in &hot {
-        stream_block(&mut out, "[[streams.hot]]", s, false);
+    notes(out, plan, "streams");
+    stream_block(out, "[streams.legacy]", legacy, true);
+    for s in hot {
+        stream_block(out, "[[streams.hot]]", s, false);
     }
     let dlq = plan
         .dlq
         .clone()
         .unwrap_or_else(|| placeholder_stream("CHANGE_ME_DLQ", "dlq.>"));
-    stream_block(&mut out, "[streams.dlq]", &dlq, true);
+    stream_block(out, "[streams.dlq]", &dlq, true);
+}
 
-    // Consumer.
+/// `[consumer]`: the chosen durable (or a placeholder on the first hot stream).
+fn consumer_section(out: &mut String, plan: &Plan, hot: &[StreamFacts]) {
     out.push_str("[consumer]\n");
-    notes(&mut out, plan, "consumer");
+    notes(out, plan, "consumer");
     for (s, c) in &plan.other_consumers {
         let _ = writeln!(
             out,
@@ -375,14 +399,17 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         }
     }
     out.push('\n');
+}
 
-    // Metrics.
+/// `[metrics]`: the families seen, the chosen counter, histogram and matchers.
+fn metrics_section(out: &mut String, plan: &Plan, observed: &Observed, opts: &RenderOptions) {
+    let (metrics_url, metrics_note) = env_url("METRICS_URL", &opts.metrics_url);
     out.push_str("[metrics]\n");
     if let Some(n) = metrics_note {
         let _ = writeln!(out, "{n}");
     }
     let _ = writeln!(out, "url = {metrics_url}");
-    notes(&mut out, plan, "metrics");
+    notes(out, plan, "metrics");
     if let Ok(m) = &observed.metrics {
         let _ = writeln!(out, "# families seen ({}):", m.families.len());
         for f in &m.families {
@@ -443,15 +470,18 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         }
     }
     out.push('\n');
+}
 
-    // Database.
+/// `[database]`: the table's columns and indexes, the chosen columns.
+fn database_section(out: &mut String, plan: &Plan, observed: &Observed, opts: &RenderOptions) {
+    let (db_url, db_note) = env_url("DATABASE_URL", &opts.database_url);
     out.push_str("[database]\n");
     if let Some(n) = db_note {
         let _ = writeln!(out, "{n}");
     }
     let _ = writeln!(out, "url = {db_url}");
     let _ = writeln!(out, "table = {}", toml_str(&opts.table));
-    notes(&mut out, plan, "database");
+    notes(out, plan, "database");
     if let Ok(t) = &observed.table {
         if t.exists {
             let cols: Vec<String> = t
@@ -488,10 +518,18 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         );
     }
     out.push('\n');
+}
 
-    // Log.
+/// `[log]`: the service's log and the patterns of a fallback to the `legacy` stream.
+fn log_section(
+    out: &mut String,
+    plan: &Plan,
+    observed: &Observed,
+    opts: &RenderOptions,
+    legacy: &str,
+) {
     out.push_str("[log]\n");
-    notes(&mut out, plan, "log");
+    notes(out, plan, "log");
     match &opts.log {
         Some(p) => {
             if let Some(f) = observed.file(p) {
@@ -511,7 +549,7 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
             "# not seen: pass --log PATH (the service's log file)\npath = \"${SERVICE_LOG:-service.log}\"\n",
         ),
     }
-    let legacy_re = regex::escape(&legacy.name);
+    let legacy_re = regex::escape(legacy);
     out.push_str(
         "# A fallback: the service fell back to, bound, or even mentions the legacy stream.\n\
          fallback_patterns = [\n",
@@ -529,10 +567,12 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         "]\n# The normal start-up line lists the legacy stream as a candidate: not a fallback.\n\
          ignore_patterns = ['Stream candidates:']\n\n",
     );
+}
 
-    // Service env.
+/// `[service_env]`: the service's env file, its ack-wait key and expected values.
+fn service_env_section(out: &mut String, plan: &Plan, opts: &RenderOptions) {
     out.push_str("[service_env]\n");
-    notes(&mut out, plan, "service_env");
+    notes(out, plan, "service_env");
     match &opts.env_file {
         Some(p) => {
             let _ = writeln!(out, "path = {}", toml_str(&p.display().to_string()));
@@ -558,14 +598,14 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
         }
         None => out.push_str("ack_wait_key = \"\"\nack_wait_unit = \"ms\"\n"),
     }
-    out.push_str(
-        "\n# Thresholds: the Phase B seed's, not observed; tune them.\n[criteria]\n\
+}
+
+/// `[criteria]`: the Phase B seed's thresholds, not observed.
+const CRITERIA_SECTION: &str =
+    "\n# Thresholds: the Phase B seed's, not observed; tune them.\n[criteria]\n\
          lag_warn = 5\nlag_fail = 10\nredeliveries_warn = 1\nredeliveries_fail = 10\n\
          success_rate_min = 0.999\np95_max = \"500ms\"\nlatency_quantile = 0.95\n\
-         db_in_flight_tolerance = 5\nrestart_grace = \"5m\"\n",
-    );
-    out
-}
+         db_in_flight_tolerance = 5\nrestart_grace = \"5m\"\n";
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseConfig, DerivedCheck};
 use crate::sample::{DbState, ProbeFailure, ProbeKind, Probed};
 use crate::sql::{quote_ident, quote_table};
 
@@ -129,6 +129,8 @@ impl DbSession {
     }
 }
 
+/// One round of queries: the write columns, their indexes, write counts, the
+/// newest write and, when configured, the derived-column check.
 async fn query_state(
     conn: &mut PgConnection,
     cfg: &Config,
@@ -136,7 +138,49 @@ async fn query_state(
     since: &[DateTime<Utc>],
 ) -> Probed<DbState> {
     let d = &cfg.database;
+    let write_cols = write_columns(conn, d).await?;
+    let mut state = DbState {
+        recent_window_secs: d.recent_window.as_secs_f64(),
+        write_columns: write_cols.iter().map(|(c, _)| c.clone()).collect(),
+        notes: unindexed_notes(conn, d, &write_cols).await?,
+        ..Default::default()
+    };
+    let t = quote_table(&d.table);
+    let window_start = now
+        - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
+    let mut instants = vec![window_start];
+    instants.extend_from_slice(since);
+    let counts = count_writes_since(conn, d, &write_cols, &instants).await?;
+    for (i, (at, n)) in instants.iter().zip(counts).enumerate() {
+        if i == 0 {
+            state.rows_recent = n;
+        } else {
+            state.written_since.push((*at, n));
+        }
+    }
 
+    let newest: Option<f64> = sqlx::query_scalar(AssertSqlSafe(newest_write_sql(&write_cols, &t)))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| fail(format!("newest write in {}: {}", d.table, describe(&e))))?;
+    state.newest_write = newest.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
+
+    if let Some(der) = &d.derived {
+        let (checked, bad, max_error) = check_derived(conn, d, der).await?;
+        state.derived_checked = Some(checked);
+        state.derived_bad = Some(bad);
+        state.derived_max_error = max_error;
+    }
+    Ok(state)
+}
+
+/// The table's write columns (created, and updated when set) with their
+/// timestamp kinds; a missing table or column, or one that is not a
+/// timestamp, is the probe's failure. The derived check's columns must exist too.
+async fn write_columns(
+    conn: &mut PgConnection,
+    d: &DatabaseConfig,
+) -> Result<Vec<(String, TsKind)>, ProbeFailure> {
     let (schema, table) = match d.table.split_once('.') {
         Some((s, t)) => (Some(s.to_string()), t.to_string()),
         None => (None, d.table.clone()),
@@ -181,14 +225,16 @@ async fn query_state(
             }
         }
     }
+    Ok(write_cols)
+}
 
-    let mut state = DbState {
-        recent_window_secs: d.recent_window.as_secs_f64(),
-        write_columns: write_cols.iter().map(|(c, _)| c.clone()).collect(),
-        ..Default::default()
-    };
-
-    // Index check: each write column should lead some index.
+/// A note for each write column that leads no index: counting writes by it
+/// scans the table.
+async fn unindexed_notes(
+    conn: &mut PgConnection,
+    d: &DatabaseConfig,
+    write_cols: &[(String, TsKind)],
+) -> Result<Vec<String>, ProbeFailure> {
     let indexed: Vec<String> = sqlx::query(
         "SELECT a.attname::text FROM pg_index i \
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
@@ -201,85 +247,89 @@ async fn query_state(
     .into_iter()
     .map(|r| r.get::<String, _>(0))
     .collect();
-    for (c, _) in &write_cols {
-        if !indexed.iter().any(|i| i == c) {
-            state.notes.push(format!(
+    Ok(write_cols
+        .iter()
+        .filter(|(c, _)| !indexed.iter().any(|i| i == c))
+        .map(|(c, _)| {
+            format!(
                 "no index leads with {}.{c}: write counts scan the table (create one for a long soak)",
                 d.table
-            ));
-        }
-    }
+            )
+        })
+        .collect())
+}
 
-    let t = quote_table(&d.table);
-    let pred = |n: usize| -> String {
-        write_cols
-            .iter()
-            .map(|(c, k)| format!("{} > {}", quote_ident(c), k.instant_param(n)))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    };
-    let epoch = |t: DateTime<Utc>| t.timestamp_micros() as f64 / 1e6;
-
-    let count_sql = format!("SELECT count(*) FROM {t} WHERE {}", pred(1));
-    let window_start = now
-        - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
-    let mut instants = vec![window_start];
-    instants.extend_from_slice(since);
-    for (i, at) in instants.iter().enumerate() {
+/// Rows written (by any write column) after each instant, in order.
+async fn count_writes_since(
+    conn: &mut PgConnection,
+    d: &DatabaseConfig,
+    write_cols: &[(String, TsKind)],
+    instants: &[DateTime<Utc>],
+) -> Result<Vec<i64>, ProbeFailure> {
+    let pred = write_cols
+        .iter()
+        .map(|(c, k)| format!("{} > {}", quote_ident(c), k.instant_param(1)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let count_sql = format!(
+        "SELECT count(*) FROM {} WHERE {pred}",
+        quote_table(&d.table)
+    );
+    let mut counts = Vec::with_capacity(instants.len());
+    for at in instants {
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(count_sql.clone()))
-            .bind(epoch(*at))
+            .bind(at.timestamp_micros() as f64 / 1e6)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| fail(format!("counting writes in {}: {}", d.table, describe(&e))))?;
-        if i == 0 {
-            state.rows_recent = n;
-        } else {
-            state.written_since.push((*at, n));
-        }
+        counts.push(n);
     }
+    Ok(counts)
+}
 
-    let newest: Option<f64> = sqlx::query_scalar(AssertSqlSafe(newest_write_sql(&write_cols, &t)))
+/// The derived column against its function of the source on the newest rows:
+/// (rows checked, rows off by more than the tolerance, largest error).
+async fn check_derived(
+    conn: &mut PgConnection,
+    d: &DatabaseConfig,
+    der: &DerivedCheck,
+) -> Result<(i64, i64, Option<f64>), ProbeFailure> {
+    let (dc, sc) = (quote_ident(&der.column), quote_ident(&der.source));
+    let f = der.function.sql();
+    let expected = match der.function {
+        crate::config::DerivedFunction::Ln | crate::config::DerivedFunction::Log10 => {
+            format!("CASE WHEN s > 0 THEN {f}(s::float8) END")
+        }
+        crate::config::DerivedFunction::Sqrt => {
+            format!("CASE WHEN s >= 0 THEN {f}(s::float8) END")
+        }
+    };
+    let sql = format!(
+        "SELECT count(*), \
+                count(*) FILTER (WHERE d IS NULL OR e IS NULL OR abs(d::float8 - e) > $1), \
+                max(abs(d::float8 - e)) \
+         FROM (SELECT d, {expected} AS e FROM \
+                 (SELECT {dc} AS d, {sc} AS s FROM {} ORDER BY {} DESC LIMIT $2) raw) x",
+        quote_table(&d.table),
+        quote_ident(&d.created_column)
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(der.tolerance)
+        .bind(der.sample_rows)
         .fetch_one(&mut *conn)
         .await
-        .map_err(|e| fail(format!("newest write in {}: {}", d.table, describe(&e))))?;
-    state.newest_write = newest.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
-
-    if let Some(der) = &d.derived {
-        let (dc, sc) = (quote_ident(&der.column), quote_ident(&der.source));
-        let f = der.function.sql();
-        let expected = match der.function {
-            crate::config::DerivedFunction::Ln | crate::config::DerivedFunction::Log10 => {
-                format!("CASE WHEN s > 0 THEN {f}(s::float8) END")
-            }
-            crate::config::DerivedFunction::Sqrt => {
-                format!("CASE WHEN s >= 0 THEN {f}(s::float8) END")
-            }
-        };
-        let sql = format!(
-            "SELECT count(*), \
-                    count(*) FILTER (WHERE d IS NULL OR e IS NULL OR abs(d::float8 - e) > $1), \
-                    max(abs(d::float8 - e)) \
-             FROM (SELECT d, {expected} AS e FROM \
-                     (SELECT {dc} AS d, {sc} AS s FROM {t} ORDER BY {} DESC LIMIT $2) raw) x",
-            quote_ident(&d.created_column)
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(der.tolerance)
-            .bind(der.sample_rows)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| {
-                fail(format!(
-                    "derived-column check on {}: {}",
-                    d.table,
-                    describe(&e)
-                ))
-            })?;
-        state.derived_checked = Some(row.get::<i64, _>(0));
-        state.derived_bad = Some(row.get::<i64, _>(1));
-        state.derived_max_error = row.get::<Option<f64>, _>(2);
-    }
-    Ok(state)
+        .map_err(|e| {
+            fail(format!(
+                "derived-column check on {}: {}",
+                d.table,
+                describe(&e)
+            ))
+        })?;
+    Ok((
+        row.get::<i64, _>(0),
+        row.get::<i64, _>(1),
+        row.get::<Option<f64>, _>(2),
+    ))
 }
 
 /// `SELECT extract(epoch FROM greatest((SELECT max(c) FROM t), ...))::float8`:

@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 
 use crate::config::Config;
-use crate::sample::{ProbeFailure, ProbeKind, Probed, Snapshot};
+use crate::sample::{
+    ConsumerState, DbState, MetricsState, ProbeFailure, ProbeKind, Probed, Snapshot, StreamState,
+};
 
 /// Why the prober could not even be built (bad client settings).
 #[derive(Debug, thiserror::Error)]
@@ -140,97 +142,15 @@ impl Prober {
         let cfg = &self.cfg;
         let timeout = cfg.probe_timeout;
         let (metrics_tx, metrics_rx) = tokio::sync::oneshot::channel::<Option<f64>>();
-
-        let nats_part = async {
-            let client = self.nats_client().await;
-            let js = client.map(async_nats::jetstream::new);
-            let streams = futures::future::join_all(cfg.streams.all().into_iter().map(|spec| {
-                let js = js.clone();
-                let name = spec.name.clone();
-                timed(
-                    ProbeKind::Stream,
-                    format!("stream {name}"),
-                    timeout,
-                    async move {
-                        match js {
-                            Ok(js) => nats::stream_state(&js, &name, timeout).await,
-                            Err(reason) => Err(ProbeFailure {
-                                probe: ProbeKind::Stream,
-                                reason,
-                            }),
-                        }
-                    },
-                )
-            }));
-            let consumer = timed(
-                ProbeKind::Consumer,
-                format!("consumer {}", cfg.consumer.durable),
-                timeout,
-                async {
-                    match &js {
-                        Ok(js) => nats::consumer_state(js, cfg, timeout).await,
-                        Err(reason) => Err(ProbeFailure {
-                            probe: ProbeKind::Consumer,
-                            reason: reason.clone(),
-                        }),
-                    }
-                },
-            );
-            futures::join!(streams, consumer)
-        };
-
-        let metrics_part = timed(ProbeKind::Metrics, "metrics".into(), timeout, async {
-            let r = metrics::probe(&self.http, cfg).await;
-            let start = r.as_ref().ok().and_then(|m| m.process_start);
-            if r.is_ok() {
-                if let Ok(mut g) = self.last_process_start.lock() {
-                    *g = Some(start);
-                }
-            }
-            let _ = metrics_tx.send(start);
-            r
-        });
-
-        // The database counts rows since the service started, which only the
-        // metrics know. The database waits for this round's metrics outside
-        // its own timeout: a quarter of the timeout when a start time is
-        // remembered from an earlier round (then used if the metrics are
-        // late), else (the first round, `check`) as long as the metrics probe
-        // may take. A hanging /metrics never times the database out.
+        let nats_part = self.nats_round();
+        let metrics_part = timed(
+            ProbeKind::Metrics,
+            "metrics".into(),
+            timeout,
+            self.metrics_round(metrics_tx),
+        );
         let remembered = self.last_process_start.lock().ok().and_then(|g| *g);
-        let db_part = async {
-            let process_start = match remembered {
-                // This round's value if the metrics answer soon (a restart
-                // changes it), else the remembered one.
-                Some(ps) => match tokio::time::timeout(timeout / 4, metrics_rx).await {
-                    Ok(Ok(now)) => now.or(ps),
-                    _ => ps,
-                },
-                None => match metrics_rx.await {
-                    Ok(ps) => ps,
-                    // The metrics probe timed out: do not wait for it again
-                    // until it answers.
-                    Err(_) => {
-                        if let Ok(mut g) = self.last_process_start.lock() {
-                            g.get_or_insert(None);
-                        }
-                        None
-                    }
-                },
-            };
-            timed(ProbeKind::Database, "database".into(), timeout, async {
-                let session = self.pg.as_ref().map_err(Clone::clone)?;
-                let mut instants: Vec<DateTime<Utc>> = since.to_vec();
-                if let Some(ps) =
-                    process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
-                {
-                    instants.push(ps);
-                }
-                session.lock().await.probe(cfg, now, &instants).await
-            })
-            .await
-        };
-
+        let db_part = self.db_round(now, since, remembered, metrics_rx);
         let log_part = timed(
             ProbeKind::Log,
             "log".into(),
@@ -269,7 +189,124 @@ impl Prober {
             probe_ms,
         }
     }
+
+    /// The NATS probes on one (kept) client: every configured stream, and the
+    /// durable consumer.
+    async fn nats_round(
+        &self,
+    ) -> (
+        Vec<Timed<Option<StreamState>>>,
+        Timed<Option<ConsumerState>>,
+    ) {
+        let cfg = &self.cfg;
+        let timeout = cfg.probe_timeout;
+        let client = self.nats_client().await;
+        let js = client.map(async_nats::jetstream::new);
+        let streams = futures::future::join_all(cfg.streams.all().into_iter().map(|spec| {
+            let js = js.clone();
+            let name = spec.name.clone();
+            timed(
+                ProbeKind::Stream,
+                format!("stream {name}"),
+                timeout,
+                async move {
+                    match js {
+                        Ok(js) => nats::stream_state(&js, &name, timeout).await,
+                        Err(reason) => Err(ProbeFailure {
+                            probe: ProbeKind::Stream,
+                            reason,
+                        }),
+                    }
+                },
+            )
+        }));
+        let consumer = timed(
+            ProbeKind::Consumer,
+            format!("consumer {}", cfg.consumer.durable),
+            timeout,
+            async {
+                match &js {
+                    Ok(js) => nats::consumer_state(js, cfg, timeout).await,
+                    Err(reason) => Err(ProbeFailure {
+                        probe: ProbeKind::Consumer,
+                        reason: reason.clone(),
+                    }),
+                }
+            },
+        );
+        futures::join!(streams, consumer)
+    }
+
+    /// The metrics probe. Its process start time is sent to this round's
+    /// database probe and, on an answer, remembered for the next rounds.
+    async fn metrics_round(
+        &self,
+        process_start: tokio::sync::oneshot::Sender<Option<f64>>,
+    ) -> Probed<MetricsState> {
+        let r = metrics::probe(&self.http, &self.cfg).await;
+        let start = r.as_ref().ok().and_then(|m| m.process_start);
+        if r.is_ok() {
+            if let Ok(mut g) = self.last_process_start.lock() {
+                *g = Some(start);
+            }
+        }
+        let _ = process_start.send(start);
+        r
+    }
+
+    /// The database probe, counting rows since `since` and since the service
+    /// started.
+    ///
+    /// The database counts rows since the service started, which only the
+    /// metrics know. The database waits for this round's metrics outside
+    /// its own timeout: a quarter of the timeout when a start time is
+    /// remembered from an earlier round (then used if the metrics are
+    /// late), else (the first round, `check`) as long as the metrics probe
+    /// may take. A hanging /metrics never times the database out.
+    async fn db_round(
+        &self,
+        now: DateTime<Utc>,
+        since: &[DateTime<Utc>],
+        remembered: Option<Option<f64>>,
+        metrics_start: tokio::sync::oneshot::Receiver<Option<f64>>,
+    ) -> Timed<DbState> {
+        let cfg = &self.cfg;
+        let timeout = cfg.probe_timeout;
+        let process_start = match remembered {
+            // This round's value if the metrics answer soon (a restart
+            // changes it), else the remembered one.
+            Some(ps) => match tokio::time::timeout(timeout / 4, metrics_start).await {
+                Ok(Ok(now)) => now.or(ps),
+                _ => ps,
+            },
+            None => match metrics_start.await {
+                Ok(ps) => ps,
+                // The metrics probe timed out: do not wait for it again
+                // until it answers.
+                Err(_) => {
+                    if let Ok(mut g) = self.last_process_start.lock() {
+                        g.get_or_insert(None);
+                    }
+                    None
+                }
+            },
+        };
+        timed(ProbeKind::Database, "database".into(), timeout, async {
+            let session = self.pg.as_ref().map_err(Clone::clone)?;
+            let mut instants: Vec<DateTime<Utc>> = since.to_vec();
+            if let Some(ps) =
+                process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+            {
+                instants.push(ps);
+            }
+            session.lock().await.probe(cfg, now, &instants).await
+        })
+        .await
+    }
 }
+
+/// A probe's label, how long it took (ms) and its outcome, as [`timed`] gives them.
+type Timed<T> = (String, u64, Probed<T>);
 
 /// Files a probe's timing under its label and returns its outcome.
 fn record<T>(

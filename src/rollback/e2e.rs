@@ -395,6 +395,7 @@ async fn probe(js: &jetstream::Context, cfg: &E2eConfig, suffix: &str) -> E2eRes
     result
 }
 
+/// Publishes one event and waits until its row is in the table, judging it.
 async fn publish_and_wait(
     js: &jetstream::Context,
     db: &mut PgConnection,
@@ -420,24 +421,46 @@ async fn publish_and_wait(
         ok: false,
         reason: String::new(),
     };
-    let fail = |mut res: E2eResult, reason: String| {
-        res.reason = cfg.scrub(&reason);
-        res
-    };
     let body = match serde_json::to_vec(&event) {
         Ok(b) => b,
-        Err(e) => return fail(res, format!("cannot serialize the event: {e}")),
+        Err(e) => return failed(cfg, res, format!("cannot serialize the event: {e}")),
     };
-    let sql = format!(
-        "SELECT {v}::float8, {d}::float8 FROM {t} WHERE {u} = $1 LIMIT 1",
-        v = quote_ident(&cfg.value_column),
-        d = quote_ident(&cfg.derived_column),
-        t = quote_table(&cfg.table),
-        u = quote_ident(&cfg.user_column),
-    );
-
     let t0 = Instant::now();
     let elapsed_ms = |t0: Instant| u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let stream = match publish_event(js, cfg, body).await {
+        Ok(stream) => stream,
+        Err(reason) => return failed(cfg, res, reason),
+    };
+    let row = wait_for_row(db, cfg, &res.user_id, t0 + cfg.timeout).await;
+    res.latency_ms = elapsed_ms(t0);
+    match row {
+        Ok(Some((value, derived))) => judge_row(cfg, res, value, derived, &stream),
+        Ok(None) => failed(
+            cfg,
+            res,
+            format!(
+                "no row within {} (event stored by stream {stream}, not processed into {})",
+                humantime::format_duration(cfg.timeout),
+                cfg.table
+            ),
+        ),
+        Err(reason) => failed(cfg, res, reason),
+    }
+}
+
+/// `res` failed for `reason` (scrubbed of the config's secrets).
+fn failed(cfg: &E2eConfig, mut res: E2eResult, reason: String) -> E2eResult {
+    res.reason = cfg.scrub(&reason);
+    res
+}
+
+/// Publishes `body` to the e2e subject; the stream that stored it, once
+/// JetStream acknowledged it within the timeout.
+async fn publish_event(
+    js: &jetstream::Context,
+    cfg: &E2eConfig,
+    body: Vec<u8>,
+) -> Result<String, String> {
     let publish = async {
         let ack = js
             .publish(cfg.subject.clone(), body.into())
@@ -445,91 +468,108 @@ async fn publish_and_wait(
             .map_err(|e| e.to_string())?;
         ack.await.map(|a| a.stream).map_err(|e| e.to_string())
     };
-    let stream = match tokio::time::timeout(cfg.timeout, publish).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            return fail(
-                res,
-                format!(
-                    "publish to {} was not stored by JetStream: {e}",
-                    cfg.subject
-                ),
-            )
-        }
-        Err(_) => {
-            return fail(
-                res,
-                format!(
-                    "publish to {}: no JetStream ack within {}",
-                    cfg.subject,
-                    humantime::format_duration(cfg.timeout)
-                ),
-            )
-        }
-    };
+    match tokio::time::timeout(cfg.timeout, publish).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!(
+            "publish to {} was not stored by JetStream: {e}",
+            cfg.subject
+        )),
+        Err(_) => Err(format!(
+            "publish to {}: no JetStream ack within {}",
+            cfg.subject,
+            humantime::format_duration(cfg.timeout)
+        )),
+    }
+}
 
-    let deadline = t0 + cfg.timeout;
+/// Polls the table for the user's row until `deadline`: its (value, derived)
+/// columns, `None` when it did not appear in time.
+async fn wait_for_row(
+    db: &mut PgConnection,
+    cfg: &E2eConfig,
+    user_id: &str,
+    deadline: Instant,
+) -> Result<Option<(Option<f64>, Option<f64>)>, String> {
+    let sql = format!(
+        "SELECT {v}::float8, {d}::float8 FROM {t} WHERE {u} = $1 LIMIT 1",
+        v = quote_ident(&cfg.value_column),
+        d = quote_ident(&cfg.derived_column),
+        t = quote_table(&cfg.table),
+        u = quote_ident(&cfg.user_column),
+    );
     loop {
         let q = sqlx::query_as::<_, (Option<f64>, Option<f64>)>(AssertSqlSafe(sql.clone()))
-            .bind(&res.user_id)
+            .bind(user_id)
             .fetch_optional(&mut *db);
         let remaining = deadline.saturating_duration_since(Instant::now());
         let row = match tokio::time::timeout(remaining.max(POLL_EVERY), q).await {
             Ok(Ok(row)) => row,
             Ok(Err(e)) => {
-                res.latency_ms = elapsed_ms(t0);
-                return fail(
-                    res,
-                    format!("query of {}: {}", quote_table(&cfg.table), describe_db(&e)),
-                );
+                return Err(format!(
+                    "query of {}: {}",
+                    quote_table(&cfg.table),
+                    describe_db(&e)
+                ))
             }
             Err(_) => None,
         };
-        if let Some((value, derived)) = row {
-            res.latency_ms = elapsed_ms(t0);
-            res.ln_rmssd = derived;
-            let want = E2E_RMSSD.ln();
-            return match (value, derived) {
-                (Some(v), _) if (v - E2E_RMSSD).abs() > DERIVED_TOLERANCE => fail(
-                    res,
-                    format!(
-                        "row seen but {} = {v}, published {E2E_RMSSD}",
-                        cfg.value_column
-                    ),
-                ),
-                (None, _) => fail(res, format!("row seen but {} is NULL", cfg.value_column)),
-                (_, None) => fail(res, format!("row seen but {} is NULL", cfg.derived_column)),
-                (Some(_), Some(d)) if (d - want).abs() > DERIVED_TOLERANCE => fail(
-                    res,
-                    format!(
-                        "row seen but {} = {d}, expected ln({E2E_RMSSD}) = {want} (off by {:e})",
-                        cfg.derived_column,
-                        (d - want).abs()
-                    ),
-                ),
-                (Some(_), Some(_)) => {
-                    res.ok = true;
-                    res.reason = format!(
-                        "row seen in {} (stored by stream {stream}); {} = ln({}) within {DERIVED_TOLERANCE:e}",
-                        cfg.table, cfg.derived_column, cfg.value_column
-                    );
-                    res
-                }
-            };
+        if row.is_some() {
+            return Ok(row);
         }
         if Instant::now() >= deadline {
-            res.latency_ms = elapsed_ms(t0);
-            return fail(
-                res,
-                format!(
-                    "no row within {} (event stored by stream {stream}, not processed into {})",
-                    humantime::format_duration(cfg.timeout),
-                    cfg.table
-                ),
-            );
+            return Ok(None);
         }
         tokio::time::sleep(POLL_EVERY.min(deadline.saturating_duration_since(Instant::now())))
             .await;
+    }
+}
+
+/// The row's value must be what was published and its derived column ln(value).
+fn judge_row(
+    cfg: &E2eConfig,
+    mut res: E2eResult,
+    value: Option<f64>,
+    derived: Option<f64>,
+    stream: &str,
+) -> E2eResult {
+    res.ln_rmssd = derived;
+    let want = E2E_RMSSD.ln();
+    match (value, derived) {
+        (Some(v), _) if (v - E2E_RMSSD).abs() > DERIVED_TOLERANCE => failed(
+            cfg,
+            res,
+            format!(
+                "row seen but {} = {v}, published {E2E_RMSSD}",
+                cfg.value_column
+            ),
+        ),
+        (None, _) => failed(
+            cfg,
+            res,
+            format!("row seen but {} is NULL", cfg.value_column),
+        ),
+        (_, None) => failed(
+            cfg,
+            res,
+            format!("row seen but {} is NULL", cfg.derived_column),
+        ),
+        (Some(_), Some(d)) if (d - want).abs() > DERIVED_TOLERANCE => failed(
+            cfg,
+            res,
+            format!(
+                "row seen but {} = {d}, expected ln({E2E_RMSSD}) = {want} (off by {:e})",
+                cfg.derived_column,
+                (d - want).abs()
+            ),
+        ),
+        (Some(_), Some(_)) => {
+            res.ok = true;
+            res.reason = format!(
+                "row seen in {} (stored by stream {stream}); {} = ln({}) within {DERIVED_TOLERANCE:e}",
+                cfg.table, cfg.derived_column, cfg.value_column
+            );
+            res
+        }
     }
 }
 

@@ -491,8 +491,46 @@ pub async fn execute(
         }
         return out;
     }
+    run_steps(cfg, out, &mut push).await
+}
 
-    // 1. edit_env
+/// The four steps of an armed rollback, in order, stopping at the first failure.
+async fn run_steps(
+    cfg: &RollbackConfig,
+    mut out: RollbackOutcome,
+    push: &mut (impl FnMut(&mut RollbackOutcome, StepRecord) + Send),
+) -> RollbackOutcome {
+    if record_step(&mut out, edit_env_step(cfg), push) {
+        return stop_after(out, 1, push);
+    }
+    // The log position before the restart: only lines written after it count.
+    let mark = LogMark::of(&cfg.log_file);
+    if record_step(&mut out, restart_step(cfg).await, push) {
+        return stop_after(out, 2, push);
+    }
+    if record_step(&mut out, verify_logs_step(cfg, &mark).await, push) {
+        return stop_after(out, 3, push);
+    }
+    if record_step(&mut out, e2e_step(cfg).await, push) {
+        return stop_after(out, 4, push);
+    }
+    out.success = true;
+    out
+}
+
+/// Records a step's outcome; true when it failed.
+fn record_step(
+    out: &mut RollbackOutcome,
+    rec: StepRecord,
+    push: &mut impl FnMut(&mut RollbackOutcome, StepRecord),
+) -> bool {
+    let failed = rec.status == StepStatus::Failed;
+    push(out, rec);
+    failed
+}
+
+/// Step 1: the `.env` edit (with its backup).
+fn edit_env_step(cfg: &RollbackConfig) -> StepRecord {
     let t = Timer::start();
     let r = steps::edit_env_with(
         &cfg.env_file,
@@ -500,17 +538,11 @@ pub async fn execute(
         &cfg.backup_suffix,
         cfg.follow_env_symlink,
     );
-    let rec = t.record(1, r.map(Some));
-    let failed = rec.status == StepStatus::Failed;
-    push(&mut out, rec);
-    if failed {
-        return stop_after(out, 1, &mut push);
-    }
+    t.record(1, r.map(Some))
+}
 
-    // The log position before the restart: only lines written after it count.
-    let mark = LogMark::of(&cfg.log_file);
-
-    // 2. restart
+/// Step 2: the restart command, skipped when there is none.
+async fn restart_step(cfg: &RollbackConfig) -> StepRecord {
     let t = Timer::start();
     let r = if cfg.restart_command.is_empty() {
         Ok(None)
@@ -523,35 +555,29 @@ pub async fn execute(
         .await
         .map(Some)
     };
-    let rec = t.record_or_skip(2, r, "restart_command is empty");
-    let failed = rec.status == StepStatus::Failed;
-    push(&mut out, rec);
-    if failed {
-        return stop_after(out, 2, &mut push);
-    }
+    t.record_or_skip(2, r, "restart_command is empty")
+}
 
-    // 3. verify_logs
+/// Step 3: the expected log lines after `mark`, skipped when none are expected.
+async fn verify_logs_step(cfg: &RollbackConfig, mark: &LogMark) -> StepRecord {
     let t = Timer::start();
     let r = if cfg.expect_log_lines.is_empty() {
         Ok(None)
     } else {
         steps::verify_logs(
             &cfg.log_file,
-            &mark,
+            mark,
             &cfg.expect_log_lines,
             cfg.verify_timeout,
         )
         .await
         .map(Some)
     };
-    let rec = t.record_or_skip(3, r, "expect_log_lines is empty");
-    let failed = rec.status == StepStatus::Failed;
-    push(&mut out, rec);
-    if failed {
-        return stop_after(out, 3, &mut push);
-    }
+    t.record_or_skip(3, r, "expect_log_lines is empty")
+}
 
-    // 4. e2e
+/// Step 4: the end-to-end message check, skipped when not configured.
+async fn e2e_step(cfg: &RollbackConfig) -> StepRecord {
     let t = Timer::start();
     let r = match &cfg.e2e {
         None => Ok(None),
@@ -564,16 +590,7 @@ pub async fn execute(
             }
         }
     };
-    let rec = t.record_or_skip(4, r, "no [rollback.e2e] configured");
-    let failed = rec.status == StepStatus::Failed;
-    push(&mut out, rec);
-    if failed {
-        out.failed_step = Some(4);
-        return out;
-    }
-
-    out.success = true;
-    out
+    t.record_or_skip(4, r, "no [rollback.e2e] configured")
 }
 
 /// Marks step `n` failed and records the remaining steps as skipped.

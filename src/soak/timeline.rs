@@ -362,41 +362,118 @@ fn criterion_summary(
     now: DateTime<Utc>,
     window_secs: f64,
 ) -> (CriterionSummary, Vec<Span>) {
-    let max_gap = chrono::Duration::from_std(policy.max_gap).unwrap_or_default();
-    let i = idx(id);
     let statuses = debounce(cycles, id, policy);
-    let mut judged = 0.0;
-    let mut fail_secs = 0.0;
-    let mut worst_value: Option<f64> = None;
-    let mut saw_warn = false;
-    let mut all_not_configured = !cycles.is_empty();
-    let mut criterion_spans: Vec<Span> = Vec::new();
+    let t = tally(id, cycles, weight, &statuses);
+    let max_gap = chrono::Duration::from_std(policy.max_gap).unwrap_or_default();
+    let criterion_spans = spans(id, cycles, &statuses, last_verdicts, max_gap, now);
+    let coverage = if window_secs > 0.0 {
+        (t.judged / window_secs).clamp(0.0, 1.0)
+    } else if cycles.is_empty() {
+        0.0
+    } else {
+        1.0
+    };
+    let soak = if cycles.is_empty() {
+        Status::Unknown
+    } else if t.all_not_configured {
+        Status::NotConfigured
+    } else if t.fail_secs > 0.0 || statuses.contains(&Status::Fail) {
+        Status::Fail
+    } else if coverage < policy.min_coverage {
+        Status::Unknown
+    } else if statuses.last() == Some(&Status::Pending) {
+        // Failing now, not yet for its hold: no sign-off on it.
+        Status::Pending
+    } else if t.saw_warn {
+        Status::Warn
+    } else {
+        Status::Pass
+    };
+    let last = last_verdicts
+        .iter()
+        .find(|v| v.id == id)
+        .cloned()
+        .unwrap_or_else(|| Verdict::unknown(id, "", "no samples"));
+    let summary = CriterionSummary {
+        id,
+        now: statuses.last().copied().unwrap_or(Status::Unknown),
+        soak,
+        fail_secs: t.fail_secs,
+        unknown_secs: (window_secs - t.judged).max(0.0),
+        coverage,
+        worst_value: t.worst_value,
+        last,
+    };
+    (summary, criterion_spans)
+}
+
+/// One criterion's time-weighted totals over the soak.
+struct Tally {
+    /// Seconds with a judged status (pass, warn, pending, fail).
+    judged: f64,
+    /// Seconds of confirmed failure.
+    fail_secs: f64,
+    /// The worst finite value seen (highest or lowest, by criterion).
+    worst_value: Option<f64>,
+    saw_warn: bool,
+    /// Every cycle was `not_configured` (and there was at least one).
+    all_not_configured: bool,
+}
+
+/// The totals of one criterion from its debounced `statuses`, cycle by cycle.
+fn tally(id: CriterionId, cycles: &[CycleRecord], weight: &[f64], statuses: &[Status]) -> Tally {
+    let i = idx(id);
+    let mut t = Tally {
+        judged: 0.0,
+        fail_secs: 0.0,
+        worst_value: None,
+        saw_warn: false,
+        all_not_configured: !cycles.is_empty(),
+    };
     for (k, c) in cycles.iter().enumerate() {
         let s = statuses[k];
         let w = weight[k];
         if s != Status::NotConfigured {
-            all_not_configured = false;
+            t.all_not_configured = false;
         }
         if matches!(
             s,
             Status::Pass | Status::Warn | Status::Pending | Status::Fail
         ) {
-            judged += w;
+            t.judged += w;
         }
         if s == Status::Fail {
-            fail_secs += w;
+            t.fail_secs += w;
         }
         if s == Status::Warn {
-            saw_warn = true;
+            t.saw_warn = true;
         }
-        let v = c.value.get(i).copied().flatten().filter(|v| v.is_finite());
-        if let Some(v) = v {
-            worst_value = Some(match worst_value {
+        if let Some(v) = c.value.get(i).copied().flatten().filter(|v| v.is_finite()) {
+            t.worst_value = Some(match t.worst_value {
                 None => v,
                 Some(w0) if higher_is_worse(id) => w0.max(v),
                 Some(w0) => w0.min(v),
             });
         }
+    }
+    t
+}
+
+/// One criterion's spans: runs of one debounced status, with an unknown span
+/// for each sampling gap longer than `max_gap`; the last runs until `now`.
+fn spans(
+    id: CriterionId,
+    cycles: &[CycleRecord],
+    statuses: &[Status],
+    last_verdicts: &[Verdict],
+    max_gap: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Vec<Span> {
+    let i = idx(id);
+    let mut criterion_spans: Vec<Span> = Vec::new();
+    for (k, c) in cycles.iter().enumerate() {
+        let s = statuses[k];
+        let v = c.value.get(i).copied().flatten().filter(|v| v.is_finite());
         let gap_before = k > 0 && c.at - cycles[k - 1].at > max_gap;
         if gap_before {
             let prev_end = cycles[k - 1].at + max_gap;
@@ -435,70 +512,44 @@ fn criterion_summary(
                     last.end = c.at;
                 }
             }
-            let evidence = (0..=k)
-                .rev()
-                .take_while(|&j| j == k || cycles[j].status.get(i) == c.status.get(i))
-                .find_map(|j| cycles[j].evidence.get(i).cloned().flatten())
-                .or_else(|| {
-                    // A confirmed failure starts at a raw-fail cycle; its evidence is there.
-                    last_verdicts
-                        .iter()
-                        .find(|v| v.id == id)
-                        .map(|v| v.evidence.clone())
-                })
-                .unwrap_or_default();
             criterion_spans.push(Span {
                 criterion: id,
                 status: s,
                 start: c.at,
                 end: c.at,
                 peak: v,
-                evidence,
+                evidence: span_evidence(id, cycles, k, last_verdicts),
             });
         }
     }
     if let Some(last) = criterion_spans.last_mut() {
         last.end = now.max(last.end);
     }
-    let coverage = if window_secs > 0.0 {
-        (judged / window_secs).clamp(0.0, 1.0)
-    } else if cycles.is_empty() {
-        0.0
-    } else {
-        1.0
-    };
-    let soak = if cycles.is_empty() {
-        Status::Unknown
-    } else if all_not_configured {
-        Status::NotConfigured
-    } else if fail_secs > 0.0 || statuses.contains(&Status::Fail) {
-        Status::Fail
-    } else if coverage < policy.min_coverage {
-        Status::Unknown
-    } else if statuses.last() == Some(&Status::Pending) {
-        // Failing now, not yet for its hold: no sign-off on it.
-        Status::Pending
-    } else if saw_warn {
-        Status::Warn
-    } else {
-        Status::Pass
-    };
-    let last = last_verdicts
-        .iter()
-        .find(|v| v.id == id)
-        .cloned()
-        .unwrap_or_else(|| Verdict::unknown(id, "", "no samples"));
-    let summary = CriterionSummary {
-        id,
-        now: statuses.last().copied().unwrap_or(Status::Unknown),
-        soak,
-        fail_secs,
-        unknown_secs: (window_secs - judged).max(0.0),
-        coverage,
-        worst_value,
-        last,
-    };
-    (summary, criterion_spans)
+    criterion_spans
+}
+
+/// Evidence for a span starting at cycle `k`: the newest kept evidence of the
+/// run of the same raw status ending there, else the last verdict's.
+fn span_evidence(
+    id: CriterionId,
+    cycles: &[CycleRecord],
+    k: usize,
+    last_verdicts: &[Verdict],
+) -> String {
+    let i = idx(id);
+    let c = &cycles[k];
+    (0..=k)
+        .rev()
+        .take_while(|&j| j == k || cycles[j].status.get(i) == c.status.get(i))
+        .find_map(|j| cycles[j].evidence.get(i).cloned().flatten())
+        .or_else(|| {
+            // A confirmed failure starts at a raw-fail cycle; its evidence is there.
+            last_verdicts
+                .iter()
+                .find(|v| v.id == id)
+                .map(|v| v.evidence.clone())
+        })
+        .unwrap_or_default()
 }
 
 /// Probe coverage: a probe is good in a cycle unless it failed there.

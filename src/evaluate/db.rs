@@ -1,0 +1,210 @@
+//! The service's database: rows are written while messages succeed
+//! (`db_writes`), every success has its row and the derived column is exact
+//! (`db_integrity`).
+
+use chrono::DateTime;
+
+use super::{ago, combine, part, Ctx};
+use crate::histogram;
+use crate::sample::Snapshot;
+use crate::verdict::{CriterionId as C, Status, Verdict};
+
+impl Ctx<'_> {
+    pub(super) fn db_writes(&self, history: &[Snapshot]) -> Verdict {
+        let target = "rows written while messages succeed".to_string();
+        if history.len() < 2 || self.window_secs() <= 0.0 {
+            return Verdict::unknown(
+                C::DbWrites,
+                target,
+                "needs two samples: run check with --window (e.g. --window 30s)",
+            );
+        }
+        let db = match &self.last.db {
+            Err(f) => return Verdict::unknown(C::DbWrites, target, f.reason.clone()),
+            Ok(d) => d,
+        };
+        let successes: Vec<f64> = history
+            .iter()
+            .filter_map(|s| s.metrics.as_ref().ok())
+            .map(|m| {
+                m.by_result
+                    .get(&self.cfg.metrics.success_result)
+                    .copied()
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        if self.metrics(self.first).is_err() || self.metrics(self.last).is_err() {
+            let reason = self
+                .metrics(self.last)
+                .err()
+                .or_else(|| self.metrics(self.first).err())
+                .unwrap_or_default();
+            return Verdict::unknown(C::DbWrites, target, reason);
+        }
+        let (delta, _) = histogram::counter_increase(&successes);
+        let Some(rows) = db.written_since(self.first.taken_at) else {
+            return Verdict::unknown(
+                C::DbWrites,
+                target,
+                "rows written in the window were not counted",
+            );
+        };
+        let newest = db
+            .newest_write
+            .map(|t| format!("newest row {}", ago(self.last.taken_at, t)))
+            .unwrap_or_else(|| "table empty".into());
+        let w = self.window_secs();
+        let (status, evidence) = if delta > 0.0 && rows == 0 {
+            (
+                Status::Fail,
+                format!("{delta} message(s) succeeded in the last {w:.1}s but no row was written ({newest})"),
+            )
+        } else if delta > 0.0 {
+            (
+                Status::Pass,
+                format!("{delta} success(es) and {rows} row(s) written in {w:.1}s ({newest})"),
+            )
+        } else {
+            (
+                Status::Pass,
+                format!(
+                    "no successful message in the {w:.1}s window, nothing to write ({newest}; {} row(s) in the last {})",
+                    db.rows_recent,
+                    humantime::format_duration(std::time::Duration::from_secs(db.recent_window_secs as u64))
+                ),
+            )
+        };
+        Verdict::new(
+            C::DbWrites,
+            status,
+            format!("{rows} rows / {delta} successes in {w:.1}s"),
+            target,
+            evidence,
+        )
+        .with_value(rows as f64, None, None)
+    }
+
+    pub(super) fn db_integrity(&self) -> Verdict {
+        let tol = self.cfg.criteria.db_in_flight_tolerance;
+        let target = format!("rows written >= successes - {tol} (in flight) since service start; derived column exact");
+        let db = match &self.last.db {
+            Err(f) => return Verdict::unknown(C::DbIntegrity, target, f.reason.clone()),
+            Ok(d) => d,
+        };
+        let mut parts = Vec::new();
+        let mut missing_val = None;
+        match self.metrics(self.last) {
+            Err(r) => parts.push(part(Status::Unknown, r)),
+            Ok(ms) => match ms.process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64)) {
+                None => parts.push(part(
+                    Status::Unknown,
+                    "no process start time in /metrics: cannot align rows with the service's counters",
+                )),
+                Some(ps) => match db.written_since(ps) {
+                    None => parts.push(part(Status::Unknown, "rows since the service started were not counted")),
+                    Some(rows) => {
+                        let success = ms.by_result.get(&self.cfg.metrics.success_result).copied().unwrap_or(0.0);
+                        let missing = success - rows as f64;
+                        missing_val = Some(missing.max(0.0));
+                        let cols = db.write_columns.join("/");
+                        if missing > tol as f64 {
+                            parts.push(part(
+                                Status::Fail,
+                                format!(
+                                    "{missing} record(s) missing: {success} successes but {rows} rows written (by {cols}) since the service started at {}",
+                                    ps.format("%Y-%m-%d %H:%M:%SZ")
+                                ),
+                            ));
+                        } else if -missing > tol as f64 {
+                            parts.push(part(
+                                Status::Warn,
+                                format!("{rows} rows written (by {cols}) but only {success} successes since the service started: another writer?"),
+                            ));
+                        } else {
+                            parts.push(part(
+                                Status::Pass,
+                                format!("{rows} rows written (by {cols}) for {success} successes since the service started (an upsert of an existing user/date counts once)"),
+                            ));
+                        }
+                    }
+                },
+            },
+        }
+        if let Some(der) = &self.cfg.database.derived {
+            match (db.derived_checked, db.derived_bad) {
+                (Some(n), Some(bad)) if bad > 0 => parts.push(part(
+                    Status::Fail,
+                    format!(
+                        "{bad} of the {n} newest rows have {} != {}({}) (max error {})",
+                        der.column,
+                        der.function.sql(),
+                        der.source,
+                        db.derived_max_error
+                            .map(|e| format!("{e:e}"))
+                            .unwrap_or_else(|| "n/a".into())
+                    ),
+                )),
+                (Some(n), Some(_)) => parts.push(part(
+                    Status::Pass,
+                    format!(
+                        "{} = {}({}) within {:e} on the {n} newest rows",
+                        der.column,
+                        der.function.sql(),
+                        der.source,
+                        der.tolerance
+                    ),
+                )),
+                _ => parts.push(part(Status::Unknown, "derived-column check did not run")),
+            }
+        }
+        let notes = db.notes.join("; ");
+        let (status, mut evidence) = combine(parts);
+        if !notes.is_empty() {
+            evidence.push_str(&format!(" [note: {notes}]"));
+        }
+        let observed = match missing_val {
+            Some(m) => format!("{m} missing"),
+            None => "unknown".into(),
+        };
+        let v = Verdict::new(C::DbIntegrity, status, observed, target, evidence);
+        match missing_val {
+            Some(m) => v.with_value(m, None, Some(tol as f64 + 1.0)),
+            None => v,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::evaluate::evaluate;
+    use crate::evaluate::fixtures::*;
+    use crate::verdict::Status;
+
+    #[test]
+    fn writes_stopped_fails_db_writes_and_integrity() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(db) = &mut h[1].db {
+            db.written_since = vec![(t(-100), 100), (t(0), 0)];
+        }
+        let v = evaluate(&c, &h);
+        assert_eq!(
+            not_passing(&v),
+            vec![("db_writes", Status::Fail), ("db_integrity", Status::Fail)]
+        );
+    }
+
+    #[test]
+    fn derived_column_error_fails_integrity() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(db) = &mut h[1].db {
+            db.derived_bad = Some(3);
+            db.derived_max_error = Some(0.5);
+        }
+        assert_eq!(
+            not_passing(&evaluate(&c, &h)),
+            vec![("db_integrity", Status::Fail)]
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! `service_up`: the service answers on /metrics and did not restart.
+
+use chrono::DateTime;
+
+use super::{combine, part, Ctx};
+use crate::histogram;
+use crate::sample::Snapshot;
+use crate::verdict::{CriterionId as C, Status, Verdict};
+
+impl Ctx<'_> {
+    pub(super) fn service_up(&self, history: &[Snapshot]) -> Verdict {
+        let target = "metrics endpoint answers; no restart".to_string();
+        let ms = match self.metrics(self.last) {
+            // It answered, but more than we agreed to read: not known to be down.
+            Err(r) if r.contains(crate::probe::metrics::OVER_CAP_MARK) => {
+                return Verdict::unknown(C::ServiceUp, target, r)
+            }
+            Err(r) => {
+                return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(
+                    0.0,
+                    None,
+                    Some(0.0),
+                )
+            }
+            Ok(ms) => ms,
+        };
+        let mut parts = Vec::new();
+        if ms.parse_error_count > 0 {
+            parts.push(part(
+                Status::Warn,
+                format!(
+                    "{} bad line(s) in /metrics, first: {}",
+                    ms.parse_error_count,
+                    ms.parse_errors.first().cloned().unwrap_or_default()
+                ),
+            ));
+        }
+        let starts: Vec<f64> = history
+            .iter()
+            .filter_map(|s| s.metrics.as_ref().ok().and_then(|m| m.process_start))
+            .collect();
+        if starts.windows(2).any(|w| (w[1] - w[0]).abs() > 0.5) {
+            parts.push(part(
+                Status::Fail,
+                "the service restarted during the window (process start time changed)",
+            ));
+        }
+        let totals: Vec<f64> = history
+            .iter()
+            .filter_map(|s| {
+                s.metrics
+                    .as_ref()
+                    .ok()
+                    .map(|m| m.by_result.values().sum::<f64>())
+            })
+            .collect();
+        let (_, resets) = histogram::counter_increase(&totals);
+        if resets > 0 {
+            parts.push(part(
+                Status::Fail,
+                format!("counter reset seen {resets} time(s): the service restarted"),
+            ));
+        }
+        let now = self.last.taken_at;
+        let mut uptime = None;
+        if let Some(ps) = ms
+            .process_start
+            .and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+        {
+            uptime = Some((now - ps).num_seconds().max(0) as f64);
+            if let Some(t0) = self.cfg.soak.started_at {
+                let grace =
+                    chrono::Duration::from_std(self.cfg.criteria.restart_grace).unwrap_or_default();
+                if ps > t0 + grace {
+                    parts.push(part(
+                        Status::Warn,
+                        format!(
+                            "the service (re)started at {}, after the soak began at {}",
+                            ps.format("%Y-%m-%d %H:%M:%SZ"),
+                            t0.format("%Y-%m-%d %H:%M:%SZ")
+                        ),
+                    ));
+                }
+            }
+        }
+        parts.push(part(
+            Status::Pass,
+            format!(
+                "metrics answered ({} bytes){}",
+                ms.body_bytes,
+                uptime
+                    .map(|u| format!(
+                        ", up {}",
+                        humantime::format_duration(std::time::Duration::from_secs(u as u64))
+                    ))
+                    .unwrap_or_default()
+            ),
+        ));
+        let (status, evidence) = combine(parts);
+        let observed = match uptime {
+            Some(u) => format!(
+                "up {}",
+                humantime::format_duration(std::time::Duration::from_secs(u as u64))
+            ),
+            None => "up".into(),
+        };
+        let v = Verdict::new(C::ServiceUp, status, observed, target, evidence);
+        v.with_value(1.0, None, Some(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::evaluate::evaluate;
+    use crate::evaluate::fixtures::*;
+    use crate::verdict::{CriterionId as C, Status};
+
+    #[test]
+    fn a_metrics_body_over_the_cap_is_unknown_not_down() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        h[1].metrics = Err(crate::sample::ProbeFailure {
+            probe: crate::sample::ProbeKind::Metrics,
+            reason: format!(
+                "GET x: body of 9 bytes (Content-Length) is over the cap of 1 bytes ({})",
+                crate::probe::metrics::OVER_CAP_MARK
+            ),
+        });
+        let v = evaluate(&c, &h);
+        let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
+        assert_eq!(up.status, Status::Unknown);
+    }
+
+    #[test]
+    fn restart_in_window_and_after_t0() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        if let Ok(m) = &mut h[1].metrics {
+            m.process_start = Some(t(5).timestamp() as f64);
+            m.by_result.insert("success".into(), 3.0);
+            m.by_stream.insert(c.consumer.stream.clone(), 3.0);
+        }
+        let s = statuses(&evaluate(&c, &h));
+        assert_eq!(s["service_up"], Status::Fail);
+
+        // One sample, but the service started well after T0 (+ 5 min grace): a warning.
+        let mut c = cfg();
+        c.soak.started_at = Some(t(-1000));
+        let v = evaluate(&c, &[healthy(&c, 0, 10.0)]);
+        assert_eq!(statuses(&v)["service_up"], Status::Warn);
+        assert!(
+            v[12].evidence.contains("after the soak began"),
+            "{}",
+            v[12].evidence
+        );
+    }
+}
