@@ -8,6 +8,7 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `testkit`: the replica's provisioning and the stand-in service themselves.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -18,4 +19,5 @@ mod alert_sinks;
 mod check;
 mod rollback;
 mod soak;
+mod testkit;
 mod watch;
