@@ -345,8 +345,9 @@ async fn missing_table_and_log_are_unknown_with_reasons() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_servers_give_reasons_within_the_timeout() {
     let r = Replica::provisioned().await;
-    let dead_nats = format!("nats://127.0.0.1:{}", free_port());
-    let dead_pg = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let closed = ReservedPort::new();
+    let dead_nats = format!("nats://127.0.0.1:{}", closed.port());
+    let dead_pg = format!("postgres://postgres@127.0.0.1:{}/x", closed.port());
     r.edit_config(|t| {
         t.replace(
             &format!("url = \"{}\"", nats_url()),
@@ -864,7 +865,8 @@ async fn validate_live_names_every_wrong_name_with_its_line() {
 async fn validate_live_that_cannot_look_exits_3_with_reasons() {
     let r = Replica::provisioned().await;
     r.append_log("service started");
-    let dead = free_port();
+    let closed = ReservedPort::new();
+    let dead = closed.port();
     r.edit_config(|t| {
         t.replace(&nats_url(), &format!("nats://127.0.0.1:{dead}"))
             .replace(&r.metrics_url, &format!("http://127.0.0.1:{dead}/metrics"))
