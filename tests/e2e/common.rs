@@ -136,6 +136,17 @@ impl Run {
             .collect()
     }
 
+    /// The status of one criterion ("" if the report has no such criterion).
+    pub fn status(&self, id: &str) -> String {
+        let j = self.json();
+        j["criteria"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id))
+            .and_then(|c| c["status"].as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// The evidence of one criterion.
     pub fn evidence(&self, id: &str) -> String {
         let j = self.json();
@@ -146,6 +157,75 @@ impl Run {
             .unwrap_or("")
             .to_string()
     }
+}
+
+/// `soakwatch check --config <config> --format <format> --window <window>`: the
+/// usual one-shot check.
+pub async fn run_check(config: &Path, format: &str, window: &str) -> Run {
+    run_check_with(config, format, window, &[], &[]).await
+}
+
+/// [`run_check`] with more arguments (`extra`) and environment (`envs`).
+pub async fn run_check_with(
+    config: &Path,
+    format: &str,
+    window: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Run {
+    let config = config.display().to_string();
+    let mut args = vec![
+        "check", "--config", &config, "--format", format, "--window", window,
+    ];
+    args.extend_from_slice(extra);
+    run_bin(&args, envs).await
+}
+
+/// `soakwatch check --soak --format json`: the verdict of the soak recorded in
+/// the config's state database.
+pub async fn check_soak(config: &Path) -> Run {
+    let config = config.display().to_string();
+    run_bin(
+        &["check", "--soak", "--config", &config, "--format", "json"],
+        &[],
+    )
+    .await
+}
+
+/// Opens the daemon loop on `cfg` (its state database, as a starting or
+/// restarted daemon does) and runs it on `source` and `clock` with `start`.
+pub async fn run_watch(
+    cfg: &soakwatch::config::Config,
+    source: &dyn soakwatch::watch::SampleSource,
+    clock: &dyn soakwatch::watch::Clock,
+    start: soakwatch::watch::StartOptions,
+) -> soakwatch::soak::model::SoakSummary {
+    let w = soakwatch::watch::Watch::open(cfg.clone(), soakwatch::watch::SharedStatus::default())
+        .await
+        .expect("the daemon loop opens its state");
+    w.run(
+        source,
+        clock,
+        start,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("the daemon loop runs")
+}
+
+/// [`run_watch`] for `cycles` cycles of the current soak (or a new one if
+/// there is none).
+pub async fn run_watch_cycles(
+    cfg: &soakwatch::config::Config,
+    source: &dyn soakwatch::watch::SampleSource,
+    clock: &dyn soakwatch::watch::Clock,
+    cycles: u64,
+) -> soakwatch::soak::model::SoakSummary {
+    let start = soakwatch::watch::StartOptions {
+        max_cycles: Some(cycles),
+        ..Default::default()
+    };
+    run_watch(cfg, source, clock, start).await
 }
 
 /// Runs the binary with args, with a hard timeout.
@@ -292,7 +372,7 @@ impl Replica {
     /// Runs `check --format json` on the replica with the given window, while
     /// `trickle` events per 250 ms keep arriving (a live service).
     pub async fn check(&mut self, window: &str, trickle: bool) -> Run {
-        let config = self.config.display().to_string();
+        let config = self.config.clone();
         let js = self.js.clone();
         let subject = self.names.hrv_subject.clone();
         let tag = self.names.tag.clone();
@@ -307,13 +387,7 @@ impl Replica {
                 }
             })
         });
-        let run = run_bin(
-            &[
-                "check", "--config", &config, "--format", "json", "--window", window,
-            ],
-            &[],
-        )
-        .await;
+        let run = run_check(&config, "json", window).await;
         if let Some(f) = feeder {
             f.abort();
         }

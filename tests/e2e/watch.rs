@@ -179,11 +179,7 @@ async fn sigterm_finishes_the_cycle_writes_a_report_and_closes_the_state() {
 
     // The state is readable while the daemon writes it.
     let config = r.config.display().to_string();
-    let live = run_bin(
-        &["check", "--soak", "--config", &config, "--format", "json"],
-        &[],
-    )
-    .await;
+    let live = check_soak(&r.config).await;
     assert!(
         live.json()["soak"].as_str().unwrap_or("").contains(&id),
         "{}{}",
@@ -229,11 +225,7 @@ async fn sigterm_finishes_the_cycle_writes_a_report_and_closes_the_state() {
     assert_eq!(report, w.reports.join(format!("{id}-report.md")));
     assert!(read(&report).contains("on-demand report"));
 
-    let run = run_bin(
-        &["check", "--soak", "--config", &config, "--format", "json"],
-        &[],
-    )
-    .await;
+    let run = check_soak(&r.config).await;
     let j = run.json();
     let bad: Vec<String> = run
         .not_passing()
@@ -295,12 +287,7 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
         "samples {} < {first_cycles} + {second_cycles}:\n{md}",
         samples_in(&md)
     );
-    let config = r.config.display().to_string();
-    let run = run_bin(
-        &["check", "--soak", "--config", &config, "--format", "json"],
-        &[],
-    )
-    .await;
+    let run = check_soak(&r.config).await;
     assert!(
         run.json()["soak"].as_str().unwrap_or("").contains(&id),
         "{}",
