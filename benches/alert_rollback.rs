@@ -43,11 +43,24 @@ async fn receiver() -> (String, Got) {
     (url, got)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
+/// The port in the stand-in's address file once it has bound one (it
+/// starts out as `127.0.0.1:0`, which the first stand-in replaces).
+async fn bound_port(addr_file: &std::path::Path) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let port = std::fs::read_to_string(addr_file)
+            .ok()
+            .and_then(|a| a.trim().rsplit(':').next()?.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        if let Some(port) = port {
+            return port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stand-in bound no port within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_for(got: &Got, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> Instant {
@@ -85,14 +98,19 @@ async fn one_run(nats_url: &str, admin: &str) -> (f64, f64, Vec<String>) {
     let files = ReplicaFiles::in_dir(dir.path());
     soakwatch::testkit::standin::write_default_env_file(&files.env_file).expect("env");
     let db_url = replica::replica_database_url(admin, &names).expect("db url");
-    let port = free_port();
     let pid = dir.path().join("standin.pid");
     let restart = dir.path().join("restart.sh");
+    // The address file is the stand-in's listen address and where it writes
+    // what it bound: the first start binds port 0 (the kernel picks one), every
+    // restart (the rollback's) binds that same port again.
+    let addr = dir.path().join("standin.addr");
+    std::fs::write(&addr, "127.0.0.1:0").expect("addr file");
     std::fs::write(
         &restart,
         format!(
-            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.2\n{TESTKIT} standin --tag {tag} --nats-url {nats_url} --database-url {db} --env-file {env} --log-file {log} --listen 127.0.0.1:{port} >/dev/null 2>&1 &\necho $! > {pid}\n",
+            "#!/bin/sh\n[ -f {pid} ] && kill $(cat {pid}) 2>/dev/null && sleep 0.2\n{TESTKIT} standin --tag {tag} --nats-url {nats_url} --database-url {db} --env-file {env} --log-file {log} --listen \"$(cat {addr})\" --addr-file {addr} >/dev/null 2>&1 &\necho $! > {pid}\n",
             pid = pid.display(),
+            addr = addr.display(),
             tag = names.tag,
             db = db_url,
             env = files.env_file.display(),
@@ -105,14 +123,8 @@ async fn one_run(nats_url: &str, admin: &str) -> (f64, f64, Vec<String>) {
         .status()
         .expect("start stand-in");
     assert!(status.success());
+    let port = bound_port(&addr).await;
     let metrics_url = format!("http://127.0.0.1:{port}/metrics");
-    let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http.get(&metrics_url).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     for n in 0..5 {
         replica::publish_hrv(&js, &names.hrv_subject, &HrvEvent::synthetic(n, &names.tag))
             .await

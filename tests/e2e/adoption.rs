@@ -103,9 +103,9 @@ async fn a_soak_waits_for_its_preflight_and_a_dead_service_at_start_is_not_a_fai
     // The service is not up yet (no /metrics, no log file): the daemon says
     // what is wrong and records nothing.
     let mut r = Replica::provisioned().await;
-    let w = r.add_watch_section("");
+    r.add_watch_section("");
     let config = r.config.display().to_string();
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "preflight");
+    let mut d = Daemon::start(&r.config, &[], r.dir.path(), "preflight");
     assert!(
         eventually(Duration::from_secs(20), || d
             .stderr()

@@ -28,6 +28,8 @@ use soakwatch::alert::sink::{
 };
 use soakwatch::secret::{Secret, SecretUrl};
 
+use crate::common::ReservedPort;
+
 const PYTHON: &str = "/usr/bin/python3";
 const HOW_TO_INSTALL: &str =
     "run scripts/ensure-test-tools.sh (installs python3-aiosmtpd and prometheus-alertmanager)";
@@ -39,13 +41,6 @@ const URL_PATH_SECRET: &str = "T0PSECRETPATH77";
 const URL_QUERY_SECRET: &str = "QUERYTOKEN55";
 
 // ---------------------------------------------------------------- helpers
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 fn http_client() -> reqwest::Client {
     soakwatch::install_crypto_provider();
@@ -120,14 +115,17 @@ fn assert_no_secrets(e: &SinkError) {
     assert!(!e.reason.contains('\n'), "not one line: {:?}", e.reason);
 }
 
-/// A child process killed when the test ends, whatever the outcome.
+/// A server process killed when the test ends, whatever the outcome, on a
+/// port reserved for it (it binds that port explicitly; the reservation
+/// outlives it, so nothing else can take the port in the meantime).
 struct Proc {
     child: Child,
     log: PathBuf,
+    port: ReservedPort,
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf, port: ReservedPort) -> Proc {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file clone");
         let child = cmd
@@ -136,15 +134,17 @@ impl Proc {
             .stderr(Stdio::from(err))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}; {HOW_TO_INSTALL}"));
-        Proc { child, log }
+        Proc { child, log, port }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the port accepts connections; panics with the process log otherwise.
-    async fn wait_port(&mut self, port: u16) {
+    /// Waits until the server accepts connections on its port; panics with the
+    /// process log otherwise.
+    async fn wait_listening(&mut self) {
+        let port = self.port.port();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -195,7 +195,8 @@ fn require_aiosmtpd() {
 /// aiosmtpd's own command line, writing every message to a Maildir.
 async fn start_smtp_maildir(dir: &Path) -> (Proc, u16, PathBuf) {
     require_aiosmtpd();
-    let port = free_port();
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let maildir = dir.join("maildir");
     let mut p = Proc::spawn(
         Command::new(PYTHON)
@@ -204,8 +205,9 @@ async fn start_smtp_maildir(dir: &Path) -> (Proc, u16, PathBuf) {
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir),
         dir.join("smtpd.log"),
+        reserved,
     );
-    p.wait_port(port).await;
+    p.wait_listening().await;
     (p, port, maildir)
 }
 
@@ -229,7 +231,8 @@ while True:
 
 async fn start_smtp_auth(dir: &Path, user: &str, password: &str) -> (Proc, u16, PathBuf) {
     require_aiosmtpd();
-    let port = free_port();
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let maildir = dir.join("maildir-auth");
     let mut p = Proc::spawn(
         Command::new(PYTHON)
@@ -239,8 +242,9 @@ async fn start_smtp_auth(dir: &Path, user: &str, password: &str) -> (Proc, u16, 
             .arg(user)
             .arg(password),
         dir.join("smtpd-auth.log"),
+        reserved,
     );
-    p.wait_port(port).await;
+    p.wait_listening().await;
     (p, port, maildir)
 }
 
@@ -502,7 +506,8 @@ async fn smtp_down_or_silent_is_retryable_and_bounded() {
     let n = sample("down-soak");
 
     // Nothing listens: connection refused at once.
-    let port = free_port();
+    let closed = ReservedPort::new();
+    let port = closed.port();
     let started = Instant::now();
     let e = Sink::Email(email_sink(port, SmtpTls::None))
         .send(&n, &http)
@@ -834,8 +839,8 @@ async fn webhook_timeout_and_refused_are_retryable() {
     assert!(e.reason.contains("timed out"), "{}", e.reason);
     assert_no_secrets(&e);
 
-    let closed = free_port();
-    let e = webhook(closed, WebhookFormat::Soakwatch, true)
+    let closed = ReservedPort::new();
+    let e = webhook(closed.port(), WebhookFormat::Soakwatch, true)
         .send(&n, &http)
         .await
         .expect_err("refused");
@@ -873,7 +878,8 @@ fn alertmanager_binary() -> PathBuf {
 /// A real Alertmanager on loopback, clustering off, routing everything to a receiver that does nothing.
 async fn start_alertmanager(dir: &Path) -> (Proc, String) {
     let bin = alertmanager_binary();
-    let port = free_port();
+    let reserved = ReservedPort::new();
+    let port = reserved.port();
     let config = dir.join("am.yml");
     std::fs::write(
         &config,
@@ -889,8 +895,9 @@ async fn start_alertmanager(dir: &Path) -> (Proc, String) {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address="),
         dir.join("alertmanager.log"),
+        reserved,
     );
-    p.wait_port(port).await;
+    p.wait_listening().await;
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1063,10 +1070,11 @@ async fn alertmanager_errors_are_classified() {
     assert_no_secrets(&e);
 
     // Down: retryable, and the credential of the URL is not shown.
+    let closed = ReservedPort::new();
     let down = Sink::Alertmanager(AlertmanagerSink {
         base_url: SecretUrl::new(format!(
             "http://admin:{URL_QUERY_SECRET}@127.0.0.1:{}",
-            free_port()
+            closed.port()
         )),
         timeout: Duration::from_secs(2),
     });

@@ -345,8 +345,9 @@ async fn missing_table_and_log_are_unknown_with_reasons() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unreachable_servers_give_reasons_within_the_timeout() {
     let r = Replica::provisioned().await;
-    let dead_nats = format!("nats://127.0.0.1:{}", free_port());
-    let dead_pg = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let closed = ReservedPort::new();
+    let dead_nats = format!("nats://127.0.0.1:{}", closed.port());
+    let dead_pg = format!("postgres://postgres@127.0.0.1:{}/x", closed.port());
     r.edit_config(|t| {
         t.replace(
             &format!("url = \"{}\"", nats_url()),
@@ -359,19 +360,7 @@ async fn unreachable_servers_give_reasons_within_the_timeout() {
         .replace("timeout = \"5s\"", "timeout = \"2s\"")
     });
     let started = Instant::now();
-    let run = run_bin(
-        &[
-            "check",
-            "-c",
-            &r.config.display().to_string(),
-            "--format",
-            "json",
-            "--window",
-            "0s",
-        ],
-        &[],
-    )
-    .await;
+    let run = run_check(&r.config, "json", "0s").await;
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "took {:?}",
@@ -424,19 +413,7 @@ async fn http_500_and_garbage_metrics_are_reported() {
     .await;
     let original = read(&r.config);
     r.edit_config(|t| t.replace(&r.metrics_url, &format!("http://127.0.0.1:{p500}/metrics")));
-    let run = run_bin(
-        &[
-            "check",
-            "-c",
-            &r.config.display().to_string(),
-            "--format",
-            "json",
-            "--window",
-            "0s",
-        ],
-        &[],
-    )
-    .await;
+    let run = run_check(&r.config, "json", "0s").await;
     assert!(
         run.evidence("service_up").contains("HTTP 500"),
         "{}",
@@ -457,19 +434,7 @@ async fn http_500_and_garbage_metrics_are_reported() {
         ),
     )
     .expect("cfg");
-    let run = run_bin(
-        &[
-            "check",
-            "-c",
-            &r.config.display().to_string(),
-            "--format",
-            "json",
-            "--window",
-            "0s",
-        ],
-        &[],
-    )
-    .await;
+    let run = run_check(&r.config, "json", "0s").await;
     assert!(
         run.evidence("service_up")
             .contains("not a Prometheus exposition"),
@@ -484,19 +449,7 @@ async fn http_500_and_garbage_metrics_are_reported() {
         original.replace(&r.metrics_url, &format!("http://127.0.0.1:{cut}/metrics")),
     )
     .expect("cfg");
-    let run = run_bin(
-        &[
-            "check",
-            "-c",
-            &r.config.display().to_string(),
-            "--format",
-            "json",
-            "--window",
-            "0s",
-        ],
-        &[],
-    )
-    .await;
+    let run = run_check(&r.config, "json", "0s").await;
     assert_eq!(
         run.json()["criteria"][12]["status"],
         "fail",
@@ -551,15 +504,10 @@ async fn output_formats_and_secret_hygiene() {
             "url = \"${TEST_DB_URL}\"",
         )
     });
-    let cfg = r.config.display().to_string();
     let envs = [("TEST_DB_URL", secret_url.as_str())];
     let mut outputs = String::new();
     for format in ["text", "markdown", "json", "nagios"] {
-        let run = run_bin(
-            &["check", "-c", &cfg, "--format", format, "--window", "0s"],
-            &envs,
-        )
-        .await;
+        let run = run_check_with(&r.config, format, "0s", &[], &envs).await;
         assert!(
             !run.stdout.contains("Sup3rS3cretPw"),
             "{format} leaks the password"
@@ -588,18 +536,12 @@ async fn output_formats_and_secret_hygiene() {
     }
     // The node_exporter textfile: written atomically, parses cleanly.
     let out = r.path("soakwatch.prom");
-    let run = run_bin(
-        &[
-            "check",
-            "-c",
-            &cfg,
-            "--format",
-            "prometheus",
-            "--window",
-            "0s",
-            "--outfile",
-            &out.display().to_string(),
-        ],
+    let out_arg = out.display().to_string();
+    let run = run_check_with(
+        &r.config,
+        "prometheus",
+        "0s",
+        &["--outfile", &out_arg],
         &envs,
     )
     .await;
@@ -623,8 +565,11 @@ async fn output_formats_and_secret_hygiene() {
 
     // Where a URL must be shown (an error), it is shown redacted.
     let missing_db = secret_url.replace(&r.names.database, "soakwatch_no_such_db");
-    let run = run_bin(
-        &["check", "-c", &cfg, "--format", "json", "--window", "0s"],
+    let run = run_check_with(
+        &r.config,
+        "json",
+        "0s",
+        &[],
         &[("TEST_DB_URL", missing_db.as_str())],
     )
     .await;
@@ -864,7 +809,8 @@ async fn validate_live_names_every_wrong_name_with_its_line() {
 async fn validate_live_that_cannot_look_exits_3_with_reasons() {
     let r = Replica::provisioned().await;
     r.append_log("service started");
-    let dead = free_port();
+    let closed = ReservedPort::new();
+    let dead = closed.port();
     r.edit_config(|t| {
         t.replace(&nats_url(), &format!("nats://127.0.0.1:{dead}"))
             .replace(&r.metrics_url, &format!("http://127.0.0.1:{dead}/metrics"))
@@ -996,17 +942,9 @@ async fn an_exposition_of_declared_families_only_is_zero_events_not_garbage() {
     let url = r.metrics_url.clone();
     r.edit_config(|t| t.replace(&url, &format!("http://127.0.0.1:{port}/metrics")));
     let run = r.check("0s", false).await;
-    let j = run.json();
-    let status = |id: &str| {
-        j["criteria"]
-            .as_array()
-            .and_then(|a| a.iter().find(|c| c["id"] == id))
-            .map(|c| c["status"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
-    assert_eq!(status("service_up"), "pass", "{}", run.stdout);
+    assert_eq!(run.status("service_up"), "pass", "{}", run.stdout);
     for id in ["dlq", "success_rate", "stream_purity", "p95_latency"] {
-        assert_eq!(status(id), "pass", "{id}: {}", run.stdout);
+        assert_eq!(run.status(id), "pass", "{id}: {}", run.stdout);
         assert!(
             run.evidence(id).contains(NO_TRAFFIC),
             "{id}: {}",
@@ -1142,19 +1080,7 @@ async fn a_crafted_label_value_cannot_forge_an_overall_line_in_any_output() {
     let port = serve_raw(response).await;
     let url = r.metrics_url.clone();
     r.edit_config(|t| t.replace(&url, &format!("http://127.0.0.1:{port}/metrics")));
-    let cfg = r.config.display().to_string();
-    let run = |format: &'static str| {
-        let cfg = cfg.clone();
-        async move {
-            run_bin(
-                &[
-                    "check", "--config", &cfg, "--format", format, "--window", "0s",
-                ],
-                &[],
-            )
-            .await
-        }
-    };
+    let run = |format| run_check(&r.config, format, "0s");
 
     let text = run("text").await;
     assert_eq!(text.code, 2, "stream_purity fails: {}", text.stdout);
@@ -1296,12 +1222,7 @@ async fn metrics_bodies_over_the_cap_are_unknown_with_the_cap_whatever_the_frami
         let run = r.check("0s", false).await;
         let j = run.json();
         for id in ["service_up", "stream_purity", "success_rate"] {
-            let status = j["criteria"]
-                .as_array()
-                .and_then(|a| a.iter().find(|c| c["id"] == id))
-                .map(|c| c["status"].as_str().unwrap_or("").to_string())
-                .unwrap_or_default();
-            assert_eq!(status, "unknown", "{id} {total}: {}", run.stdout);
+            assert_eq!(run.status(id), "unknown", "{id} {total}: {}", run.stdout);
         }
         let reason = j["probes"]["metrics"]["error"].as_str().unwrap_or("");
         assert!(

@@ -26,12 +26,83 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A loopback TCP port the kernel picked (bind to port 0, read it back), held
+/// by this test until drop with a socket that is bound but never listens.
+///
+/// A port bound then released (the old `free_port()`) could be taken in
+/// between by another test's listener or outgoing connection. Held like this:
+/// - a connection to it is refused at once, as to a stopped server, so it
+///   stands for a service that is down or a server that is not there;
+/// - no `bind(…:0)` and no outgoing connection elsewhere is given this port;
+/// - a server that sets SO_REUSEADDR (tokio, Rust std, Node, Go, Python's
+///   asyncio all do) may bind it explicitly, as often as it is restarted,
+///   and it is refused again the moment that server exits. So a test can
+///   write the port into a config, start a daemon, and only then start (or
+///   restart) the service on it, without a window in which the port is free.
+pub struct ReservedPort {
+    /// Never read: holding it is the reservation.
+    _socket: std::os::fd::OwnedFd,
+    port: u16,
+}
+
+impl ReservedPort {
+    /// Reserves a port on 127.0.0.1.
+    pub fn new() -> ReservedPort {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let last_error = std::io::Error::last_os_error;
+        // SAFETY: plain socket(2); the descriptor is owned by `fd` from here on.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(raw >= 0, "socket: {}", last_error());
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket and a c_int option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_REUSEADDR: {}", last_error());
+        let mut addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is a sockaddr_in of `len` bytes, for bind(2) and getsockname(2).
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_in).cast(),
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "bind 127.0.0.1:0: {}", last_error());
+        // SAFETY: as above; the kernel writes at most `len` bytes into `addr`.
+        let rc = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut addr as *mut libc::sockaddr_in).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockname: {}", last_error());
+        let port = u16::from_be(addr.sin_port);
+        assert_ne!(port, 0, "the kernel picked no port");
+        ReservedPort { _socket: fd, port }
+    }
+
+    /// The port number.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Output of one `soakwatch` run.
@@ -65,6 +136,17 @@ impl Run {
             .collect()
     }
 
+    /// The status of one criterion ("" if the report has no such criterion).
+    pub fn status(&self, id: &str) -> String {
+        let j = self.json();
+        j["criteria"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id))
+            .and_then(|c| c["status"].as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+
     /// The evidence of one criterion.
     pub fn evidence(&self, id: &str) -> String {
         let j = self.json();
@@ -75,6 +157,75 @@ impl Run {
             .unwrap_or("")
             .to_string()
     }
+}
+
+/// `soakwatch check --config <config> --format <format> --window <window>`: the
+/// usual one-shot check.
+pub async fn run_check(config: &Path, format: &str, window: &str) -> Run {
+    run_check_with(config, format, window, &[], &[]).await
+}
+
+/// [`run_check`] with more arguments (`extra`) and environment (`envs`).
+pub async fn run_check_with(
+    config: &Path,
+    format: &str,
+    window: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Run {
+    let config = config.display().to_string();
+    let mut args = vec![
+        "check", "--config", &config, "--format", format, "--window", window,
+    ];
+    args.extend_from_slice(extra);
+    run_bin(&args, envs).await
+}
+
+/// `soakwatch check --soak --format json`: the verdict of the soak recorded in
+/// the config's state database.
+pub async fn check_soak(config: &Path) -> Run {
+    let config = config.display().to_string();
+    run_bin(
+        &["check", "--soak", "--config", &config, "--format", "json"],
+        &[],
+    )
+    .await
+}
+
+/// Opens the daemon loop on `cfg` (its state database, as a starting or
+/// restarted daemon does) and runs it on `source` and `clock` with `start`.
+pub async fn run_watch(
+    cfg: &soakwatch::config::Config,
+    source: &dyn soakwatch::watch::SampleSource,
+    clock: &dyn soakwatch::watch::Clock,
+    start: soakwatch::watch::StartOptions,
+) -> soakwatch::soak::model::SoakSummary {
+    let w = soakwatch::watch::Watch::open(cfg.clone(), soakwatch::watch::SharedStatus::default())
+        .await
+        .expect("the daemon loop opens its state");
+    w.run(
+        source,
+        clock,
+        start,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("the daemon loop runs")
+}
+
+/// [`run_watch`] for `cycles` cycles of the current soak (or a new one if
+/// there is none).
+pub async fn run_watch_cycles(
+    cfg: &soakwatch::config::Config,
+    source: &dyn soakwatch::watch::SampleSource,
+    clock: &dyn soakwatch::watch::Clock,
+    cycles: u64,
+) -> soakwatch::soak::model::SoakSummary {
+    let start = soakwatch::watch::StartOptions {
+        max_cycles: Some(cycles),
+        ..Default::default()
+    };
+    run_watch(cfg, source, clock, start).await
 }
 
 /// Runs the binary with args, with a hard timeout.
@@ -96,13 +247,22 @@ pub async fn run_bin(args: &[&str], envs: &[(&str, &str)]) -> Run {
 }
 
 /// A provisioned replica with its stand-in service; removed on drop.
+///
+/// The stand-in's port is a [`ReservedPort`] taken when the replica is
+/// provisioned, so the config names it from the start: until a stand-in runs
+/// (and after it is killed) the metrics are refused, as for a service that is
+/// down; every start, the first or a restart, binds that same port. A daemon
+/// may therefore be started before the service without any port race.
 pub struct Replica {
     pub names: ReplicaNames,
     pub dir: tempfile::TempDir,
     pub files: ReplicaFiles,
     pub config: PathBuf,
     pub metrics_url: String,
+    /// The stand-in's port (`/metrics`, `/admin/*`).
     pub port: u16,
+    /// Holds `port` for the replica's life.
+    _port_reservation: ReservedPort,
     pub db_url: String,
     /// JetStream on the replica's NATS (it holds the connection).
     pub js: async_nats::jetstream::Context,
@@ -212,7 +372,7 @@ impl Replica {
     /// Runs `check --format json` on the replica with the given window, while
     /// `trickle` events per 250 ms keep arriving (a live service).
     pub async fn check(&mut self, window: &str, trickle: bool) -> Run {
-        let config = self.config.display().to_string();
+        let config = self.config.clone();
         let js = self.js.clone();
         let subject = self.names.hrv_subject.clone();
         let tag = self.names.tag.clone();
@@ -227,13 +387,7 @@ impl Replica {
                 }
             })
         });
-        let run = run_bin(
-            &[
-                "check", "--config", &config, "--format", "json", "--window", window,
-            ],
-            &[],
-        )
-        .await;
+        let run = run_check(&config, "json", window).await;
         if let Some(f) = feeder {
             f.abort();
         }
@@ -308,7 +462,8 @@ impl Replica {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = ReplicaFiles::in_dir(dir.path());
         soakwatch::testkit::standin::write_default_env_file(&files.env_file).expect("env file");
-        let port = free_port();
+        let reservation = ReservedPort::new();
+        let port = reservation.port();
         let metrics_url = format!("http://127.0.0.1:{port}/metrics");
         let db_url = replica::replica_database_url(&admin_url(), &names).expect("db url");
         let config = files.config.clone();
@@ -329,6 +484,7 @@ impl Replica {
             config,
             metrics_url,
             port,
+            _port_reservation: reservation,
             db_url,
             js,
             http: reqwest::Client::builder()
@@ -341,8 +497,17 @@ impl Replica {
     }
 
     /// Like [`Replica::start_standin`], with the stand-in bound to the NATS server at `url`.
+    /// It binds the replica's reserved port and writes what it bound to an address file;
+    /// this waits for that file (the listener is up once it exists).
     pub async fn start_standin_on(&mut self, url: &str) {
-        let child = tokio::process::Command::new(TESTKIT)
+        let addr_file = self.path("standin.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("standin.stderr"))
+            .expect("stand-in stderr file");
+        let mut child = tokio::process::Command::new(TESTKIT)
             .args(["standin", "--tag", &self.names.tag, "--nats-url", url])
             .arg("--database-url")
             .arg(&self.db_url)
@@ -352,28 +517,46 @@ impl Replica {
             .arg(&self.files.log_file)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--addr-file")
+            .arg(&addr_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(stderr))
             .kill_on_drop(true)
             .spawn()
             .expect("stand-in starts");
-        self.standin = Some(child);
-        for _ in 0..100 {
-            if self.http.get(&self.metrics_url).send().await.is_ok() {
-                return;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let bound = loop {
+            // Written whole (temporary name, then rename) once the listener is bound.
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                break text;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "stand-in did not answer on {} within 10 s",
-            self.metrics_url
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "stand-in exited ({status}) before listening on port {}: {}",
+                    self.port,
+                    read(&self.path("standin.stderr"))
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stand-in wrote no address file within 10 s: {}",
+                read(&self.path("standin.stderr"))
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            bound.trim(),
+            format!("127.0.0.1:{}", self.port),
+            "the stand-in bound another address than the reserved port"
         );
+        self.standin = Some(child);
     }
 
     /// Appends a `[watch]` section for a fast daemon: 1 s interval, 3 s max gap, 2 s
     /// recovery, a `5s` checkpoint, state and reports in the replica's tempdir, the status
-    /// listener on a free port. `extra` lines go at the end of the section.
+    /// listener on port 0 (the daemon picks it: [`Daemon::port`]). `extra` lines go at the
+    /// end of the section.
     ///
     /// `min_coverage` is 0.5: the first cycle of a soak has no previous sample, so
     /// `db_writes` is unknown for one interval, which is more than 5 % of a soak of a
@@ -382,19 +565,22 @@ impl Replica {
         let files = WatchFiles {
             state: self.path("state/soakwatch-state.sqlite"),
             reports: self.path("reports"),
-            // The kernel picks the port; the daemon writes it to its address file.
-            port: 0,
         };
         let text = format!(
             "\n[watch]\ninterval = \"1s\"\nmax_gap = \"3s\"\nrecover_after = \"2s\"\n\
              min_coverage = 0.5\ncheckpoints = [\"5s\"]\nstate = {}\nreports_dir = {}\n\
-             listen = \"127.0.0.1:{}\"\n{extra}\n",
+             listen = \"127.0.0.1:0\"\n{extra}\n",
             toml_path(&files.state),
             toml_path(&files.reports),
-            files.port
         );
         self.edit_config(|t| t + &text);
         files
+    }
+
+    /// Starts `soakwatch watch` on the replica's config, its output in the replica's
+    /// tempdir as `<name>.stdout|stderr`.
+    pub fn start_daemon(&self, name: &str) -> Daemon {
+        Daemon::start(&self.config, &[], self.dir.path(), name)
     }
 }
 
@@ -416,9 +602,6 @@ pub struct WatchFiles {
     pub state: PathBuf,
     /// The reports directory.
     pub reports: PathBuf,
-    /// Port of the daemon's /metrics and /healthz; 0: the kernel picks it
-    /// ([`Daemon::port`] reads it back).
-    pub port: u16,
 }
 
 /// Sends a signal (`TERM`, `KILL`, …) to a process with kill(1).
@@ -607,9 +790,8 @@ impl Drop for NatsServer {
 /// A running `soakwatch watch` with stdout and stderr captured to files; killed on drop.
 pub struct Daemon {
     pub pid: u32,
-    /// The listener's port when the config names one; 0 = read it from
-    /// `addr_file`, where the daemon writes what it bound.
-    port: u16,
+    /// Where the daemon writes the address its listener bound (configs in
+    /// these tests listen on port 0).
     addr_file: PathBuf,
     child: Option<std::process::Child>,
     stdout: PathBuf,
@@ -619,8 +801,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `soakwatch watch --config <config> <args>`; its output goes to
-    /// `<log_dir>/<name>.stdout|stderr`. `port` is the listener of the config.
-    pub fn start(config: &Path, args: &[&str], port: u16, log_dir: &Path, name: &str) -> Daemon {
+    /// `<log_dir>/<name>.stdout|stderr`.
+    pub fn start(config: &Path, args: &[&str], log_dir: &Path, name: &str) -> Daemon {
         soakwatch::install_crypto_provider();
         let stdout = log_dir.join(format!("{name}.stdout"));
         let stderr = log_dir.join(format!("{name}.stderr"));
@@ -645,7 +827,6 @@ impl Daemon {
             .expect("soakwatch watch starts");
         Daemon {
             pid: child.id(),
-            port,
             addr_file,
             child: Some(child),
             stdout,
@@ -684,12 +865,8 @@ impl Daemon {
         }
     }
 
-    /// The listener's port: as configured, or as bound (`listen` on port 0)
-    /// once the daemon has written its address file.
+    /// The listener's port as bound, once the daemon has written its address file.
     pub fn port(&self) -> Option<u16> {
-        if self.port != 0 {
-            return Some(self.port);
-        }
         std::fs::read_to_string(&self.addr_file)
             .ok()?
             .trim()

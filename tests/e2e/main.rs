@@ -9,6 +9,7 @@
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
+//! - `testkit`: the replica's provisioning and the stand-in service themselves.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -20,4 +21,5 @@ mod alert_sinks;
 mod check;
 mod rollback;
 mod soak;
+mod testkit;
 mod watch;

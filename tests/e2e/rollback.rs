@@ -853,7 +853,8 @@ async fn e2e_failures_say_why_without_leaking_credentials() {
 
     // NATS down.
     let mut cfg = e2e_config(&r, &r.names.hrv_subject, Duration::from_secs(2));
-    cfg.nats_url = format!("nats://s3cretoken@127.0.0.1:{}", common::free_port());
+    let closed = common::ReservedPort::new();
+    cfg.nats_url = format!("nats://s3cretoken@127.0.0.1:{}", closed.port());
     let res = run_e2e(&cfg).await;
     assert!(
         !res.ok && res.reason.contains("cannot connect to NATS"),
@@ -1091,7 +1092,7 @@ async fn full_rollback_restarts_the_standin_into_single_mode_and_sees_a_row() {
 /// hold), eleven more within a minute fire it once.
 async fn dlq_spike_on_the_real_daemon(interval: &str, interval_secs: u64) {
     let mut r = Replica::healthy(3).await;
-    let w = r.add_watch_section("");
+    r.add_watch_section("");
     r.edit_config(|t| {
         t.replace(
             "interval = \"1s\"\nmax_gap = \"3s\"",
@@ -1106,7 +1107,7 @@ async fn dlq_spike_on_the_real_daemon(interval: &str, interval_secs: u64) {
             log = common::toml_path(&r.files.log_file),
         )
     });
-    let mut d = common::Daemon::start(&r.config, &[], w.port, r.dir.path(), "spike");
+    let mut d = r.start_daemon("spike");
     d.wait_metrics("the first cycle", Duration::from_secs(30), |e| {
         e.sum(
             "soakwatch_criterion_status",
@@ -1360,6 +1361,8 @@ async fn the_restart_gets_only_the_named_environment_and_no_secret_reaches_the_r
     use soakwatch::soak::store::{Baselines, SoakRecord, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let (seen, port) = echoing_receiver().await;
+    // The mail route's server is not there: its delivery fails, nothing else.
+    let no_smtp = common::ReservedPort::new();
     let smtp_pw = "Smtp-Pa55-never-shown";
     let hook_secret = "hmac-key-never-shown";
     let slack_path = "T0AAA/B0BBB/XyZslackPathSecret";
@@ -1400,7 +1403,7 @@ async fn the_restart_gets_only_the_named_environment_and_no_secret_reaches_the_r
         toml_str(&env),
         toml_str(&dir.path().join("service.log")),
         leak.display(),
-        smtp_port = common::free_port(),
+        smtp_port = no_smtp.port(),
     )
     .replace(
         "state = \"${SOAKWATCH_STATE:-reports/soakwatch-state.sqlite}\"",

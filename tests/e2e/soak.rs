@@ -11,10 +11,9 @@ use soakwatch::soak::store::{Store, StoreError};
 use soakwatch::soak::timeline::{replay, SoakMeta};
 use soakwatch::testkit::synthetic::{Fault, Scenario};
 use soakwatch::verdict::{CriterionId as C, Status};
-use soakwatch::watch::{
-    self, BoxFuture, ManualClock, SampleSource, SharedStatus, StartOptions, Watch,
-};
-use tokio_util::sync::CancellationToken;
+use soakwatch::watch::{self, BoxFuture, ManualClock, SampleSource, StartOptions};
+
+use crate::common::{run_watch, run_watch_cycles};
 
 const H: f64 = 3600.0;
 
@@ -297,21 +296,7 @@ async fn the_daemon_resumes_the_same_soak_after_a_restart() {
     };
 
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("open");
-    let first = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                max_cycles: Some(100),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run");
+    let first = run_watch_cycles(&c, &source, &clock, 100).await;
     assert_eq!(first.samples, 100);
     assert_eq!(first.t0, t0());
     let reports = dir.path().join("reports");
@@ -320,21 +305,7 @@ async fn the_daemon_resumes_the_same_soak_after_a_restart() {
 
     // "Restart" 5 minutes later: same soak, same T0, no re-baselining; the silence is a gap.
     let clock = ManualClock::new(clock_now_plus(&clock, 300));
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("reopen");
-    let second = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                max_cycles: Some(100),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run again");
+    let second = run_watch_cycles(&c, &source, &clock, 100).await;
     assert_eq!(second.soak_id, first.soak_id);
     assert_eq!(second.t0, t0());
     assert_eq!(second.samples, 200);
@@ -356,22 +327,17 @@ async fn the_daemon_resumes_the_same_soak_after_a_restart() {
 
     // --new-soak starts a fresh soak and keeps the old one.
     let clock = ManualClock::new(clock_now_plus(&clock, 60));
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("reopen");
-    let third = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                new_soak: true,
-                max_cycles: Some(3),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("new soak");
+    let third = run_watch(
+        &c,
+        &source,
+        &clock,
+        StartOptions {
+            new_soak: true,
+            max_cycles: Some(3),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_ne!(third.soak_id, first.soak_id);
     assert_eq!(third.samples, 3);
 }
@@ -504,8 +470,6 @@ async fn receiver() -> Receiver {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
-    use soakwatch::alert::routes::{AlertsConfig, Route};
-    use soakwatch::alert::sink::{Sink, WebhookFormat, WebhookSink};
     use std::sync::atomic::Ordering;
     soakwatch::install_crypto_provider();
     let rx = receiver().await;
@@ -515,23 +479,7 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     c.watch.state = dir.path().join("state.sqlite");
     c.watch.reports_dir = dir.path().join("reports");
     c.watch.checkpoints = vec![];
-    c.alerts = std::sync::Arc::new(AlertsConfig {
-        repeat_interval: Duration::from_secs(4 * 3600),
-        unknown_after: Duration::from_secs(600),
-        severity: Default::default(),
-        max_backoff: Duration::from_secs(1),
-        routes: vec![Route {
-            name: "hook".into(),
-            severities: vec![],
-            criteria: vec![],
-            sink: Sink::Webhook(WebhookSink {
-                url: soakwatch::secret::SecretUrl::new(rx.url.clone()),
-                hmac_secret: soakwatch::secret::Secret::new("s3cret"),
-                format: WebhookFormat::Soakwatch,
-                timeout: Duration::from_secs(2),
-            }),
-        }],
-    });
+    c.alerts = webhook_alerts(&rx.url, soakwatch::secret::Secret::new("s3cret"));
     // Lag 12 from 5 to 6 minutes: consumer_lag fires, then resolves after recover_after (1 min).
     let source = ScenarioSource {
         cfg: c.clone(),
@@ -542,20 +490,7 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
         }]),
     };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("open");
-    w.run(
-        &source,
-        &clock,
-        StartOptions {
-            max_cycles: Some(60),
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run");
+    run_watch_cycles(&c, &source, &clock, 60).await;
     assert!(
         rx.attempts.load(Ordering::SeqCst) >= 1,
         "the receiver was tried"
@@ -579,20 +514,7 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     rx.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("reopen");
-    w.run(
-        &source,
-        &clock,
-        StartOptions {
-            max_cycles: Some(2),
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run 2");
+    run_watch_cycles(&c, &source, &clock, 2).await;
     let got = rx.got.lock().map(|g| g.clone()).unwrap_or_default();
     assert_eq!(got.len(), 2, "{got:?}");
     let states: Vec<&str> = got
@@ -606,20 +528,7 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
 
     // Another restart: nothing is sent again.
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("reopen");
-    w.run(
-        &source,
-        &clock,
-        StartOptions {
-            max_cycles: Some(2),
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run 3");
+    run_watch_cycles(&c, &source, &clock, 2).await;
     assert_eq!(
         rx.got.lock().map(|g| g.len()).unwrap_or(0),
         2,
@@ -627,7 +536,12 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     );
 }
 
-fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::routes::AlertsConfig> {
+/// Alerts to one webhook route at `url` (signed with `hmac_secret` unless empty),
+/// 1 s delivery backoff.
+fn webhook_alerts(
+    url: &str,
+    hmac_secret: soakwatch::secret::Secret,
+) -> std::sync::Arc<soakwatch::alert::routes::AlertsConfig> {
     use soakwatch::alert::routes::{AlertsConfig, Route};
     use soakwatch::alert::sink::{Sink, WebhookFormat, WebhookSink};
     std::sync::Arc::new(AlertsConfig {
@@ -641,7 +555,7 @@ fn webhook_alerts(url: &str) -> std::sync::Arc<soakwatch::alert::routes::AlertsC
             criteria: vec![],
             sink: Sink::Webhook(WebhookSink {
                 url: soakwatch::secret::SecretUrl::new(url.to_string()),
-                hmac_secret: soakwatch::secret::Secret::default(),
+                hmac_secret,
                 format: WebhookFormat::Soakwatch,
                 timeout: Duration::from_secs(2),
             }),
@@ -656,7 +570,7 @@ fn rollback_cfg(dir: &Path, hook: &str, run: soakwatch::rollback::RollbackConfig
     c.watch.state = dir.join("state.sqlite");
     c.watch.reports_dir = dir.join("reports");
     c.watch.checkpoints = vec![];
-    c.alerts = webhook_alerts(hook);
+    c.alerts = webhook_alerts(hook, soakwatch::secret::Secret::default());
     c.rollback = Some(RollbackSettings {
         run,
         triggers: vec![RollbackTrigger {
@@ -700,21 +614,7 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
         }]),
     };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("open");
-    let s = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                max_cycles: Some(40),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run");
+    let s = run_watch_cycles(&c, &source, &clock, 40).await;
     let rb = s.rollback.clone().expect("the rollback fired");
     assert_eq!(rb.state, "done", "{rb:?}");
     assert!(rb.trigger.starts_with("dlq_spike"), "{}", rb.trigger);
@@ -751,21 +651,7 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
     // Put the env file back; a restart of the daemon must not roll back again.
     std::fs::write(&env_file, original).expect("env");
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("reopen");
-    let s2 = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                max_cycles: Some(5),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run 2");
+    let s2 = run_watch_cycles(&c, &source, &clock, 5).await;
     assert_eq!(s2.rollback.map(|r| r.state), Some("done".to_string()));
     assert_eq!(
         std::fs::read_to_string(&env_file).expect("env"),
@@ -794,21 +680,7 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
         scenario: scenario(vec![]),
     };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("open");
-    let s = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                max_cycles: Some(3),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run");
+    let s = run_watch_cycles(&c, &source, &clock, 3).await;
     // A crash half-way through a rollback: the latch taken, the journal says "started".
     {
         let store = Store::open(&c.watch.state).await.expect("store");
@@ -819,21 +691,7 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
         store.close().await;
     }
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("reopen");
-    let s2 = w
-        .run(
-            &source,
-            &clock,
-            StartOptions {
-                max_cycles: Some(2),
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("run 2");
+    let s2 = run_watch_cycles(&c, &source, &clock, 2).await;
     assert_eq!(
         s2.rollback.map(|r| r.state),
         Some("interrupted".to_string())
@@ -883,20 +741,7 @@ async fn dlq_burst_soak(
         },
     };
     let clock = ManualClock::new(t0());
-    let w = Watch::open(c.clone(), SharedStatus::default())
-        .await
-        .expect("open");
-    w.run(
-        &source,
-        &clock,
-        StartOptions {
-            max_cycles: Some(secs / interval_secs + 1),
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("run")
+    run_watch_cycles(&c, &source, &clock, secs / interval_secs + 1).await
 }
 
 fn dlq_fail_start(s: &soakwatch::soak::model::SoakSummary) -> Option<DateTime<Utc>> {

@@ -161,7 +161,7 @@ async fn sigterm_finishes_the_cycle_writes_a_report_and_closes_the_state() {
     let mut r = Replica::healthy(5).await;
     let w = r.add_watch_section("");
     let _feed = Trickle::start(&mut r, Duration::from_millis(400));
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let mut d = r.start_daemon("watch");
 
     let body = d.wait_cycles(3, secs(20)).await;
     let (ok, lint) = promtool_check(&body).await;
@@ -179,11 +179,7 @@ async fn sigterm_finishes_the_cycle_writes_a_report_and_closes_the_state() {
 
     // The state is readable while the daemon writes it.
     let config = r.config.display().to_string();
-    let live = run_bin(
-        &["check", "--soak", "--config", &config, "--format", "json"],
-        &[],
-    )
-    .await;
+    let live = check_soak(&r.config).await;
     assert!(
         live.json()["soak"].as_str().unwrap_or("").contains(&id),
         "{}{}",
@@ -229,11 +225,7 @@ async fn sigterm_finishes_the_cycle_writes_a_report_and_closes_the_state() {
     assert_eq!(report, w.reports.join(format!("{id}-report.md")));
     assert!(read(&report).contains("on-demand report"));
 
-    let run = run_bin(
-        &["check", "--soak", "--config", &config, "--format", "json"],
-        &[],
-    )
-    .await;
+    let run = check_soak(&r.config).await;
     let j = run.json();
     let bad: Vec<String> = run
         .not_passing()
@@ -262,7 +254,7 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
     let w = r.add_watch_section("");
     let _feed = Trickle::start(&mut r, Duration::from_millis(400));
 
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-1");
+    let mut d = r.start_daemon("watch-1");
     let body = d.wait_cycles(3, secs(20)).await;
     let id = soak_label(&body);
     let before_kill = d.metrics().await.unwrap_or(body);
@@ -275,7 +267,7 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
     // Silence longer than max_gap (3 s): the restart leaves a sampling gap.
     tokio::time::sleep(Duration::from_millis(4500)).await;
 
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-2");
+    let mut d = r.start_daemon("watch-2");
     let body = d.wait_cycles(3, secs(20)).await;
     assert_eq!(soak_label(&body), id, "a restart resumes the same soak");
     assert!(d.stderr().contains("resuming soak"), "{}", d.stderr());
@@ -295,12 +287,7 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
         "samples {} < {first_cycles} + {second_cycles}:\n{md}",
         samples_in(&md)
     );
-    let config = r.config.display().to_string();
-    let run = run_bin(
-        &["check", "--soak", "--config", &config, "--format", "json"],
-        &[],
-    )
-    .await;
+    let run = check_soak(&r.config).await;
     assert!(
         run.json()["soak"].as_str().unwrap_or("").contains(&id),
         "{}",
@@ -328,7 +315,6 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
     let mut d = Daemon::start(
         &r.config,
         &["--new-soak", "--max-cycles", "2"],
-        w.port,
         r.dir.path(),
         "watch-3",
     );
@@ -350,7 +336,7 @@ async fn nats_outage_is_unknown_then_recovers() {
     r.publish(3).await;
     r.wait_for("success", 3.0).await;
     let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let mut d = r.start_daemon("watch");
     d.wait_status("consumer_lag", "pass", secs(20), |s| s == PASS)
         .await;
     let id = soak_label(&d.metrics().await.unwrap_or_default());
@@ -420,7 +406,7 @@ async fn nats_outage_is_unknown_then_recovers() {
 async fn metrics_down_and_back() {
     let mut r = Replica::healthy(3).await;
     let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let mut d = r.start_daemon("watch");
     d.wait_status("service_up", "pass", secs(20), |s| s == PASS)
         .await;
     let id = soak_label(&d.metrics().await.unwrap_or_default());
@@ -485,7 +471,7 @@ async fn metrics_down_and_back() {
 async fn a_crash_and_restart_across_cycles_is_listed_as_a_restart() {
     let mut r = Replica::healthy(3).await;
     let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let mut d = r.start_daemon("watch");
     d.wait_status("service_up", "pass", secs(20), |s| s == PASS)
         .await;
     let id = soak_label(&d.metrics().await.unwrap_or_default());
@@ -507,7 +493,8 @@ async fn a_crash_and_restart_across_cycles_is_listed_as_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn database_refused_leaves_db_criteria_unknown() {
     let mut r = Replica::healthy(3).await;
-    let closed = free_port();
+    let closed_port = ReservedPort::new();
+    let closed = closed_port.port();
     let db_url = r.db_url.clone();
     r.edit_config(|t| {
         let bad = format!("url = \"postgres://postgres@127.0.0.1:{closed}/nothing\"");
@@ -515,9 +502,9 @@ async fn database_refused_leaves_db_criteria_unknown() {
         assert_ne!(out, t, "database url line not found");
         out
     });
-    let w = r.add_watch_section("");
+    r.add_watch_section("");
     let _feed = Trickle::start(&mut r, Duration::from_millis(400));
-    let mut d = Daemon::start(&r.config, &["--force"], w.port, r.dir.path(), "watch");
+    let mut d = Daemon::start(&r.config, &["--force"], r.dir.path(), "watch");
     let body = d.wait_cycles(4, secs(20)).await;
     assert_eq!(
         criterion_status(&body, "db_integrity"),
@@ -574,7 +561,7 @@ async fn database_refused_leaves_db_criteria_unknown() {
 async fn log_truncated_and_rotated() {
     let r = Replica::healthy(3).await;
     let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    let mut d = r.start_daemon("watch");
     d.wait_status("fallback", "pass", secs(20), |s| s == PASS)
         .await;
     let log = r.files.log_file.clone();
@@ -620,52 +607,59 @@ async fn log_truncated_and_rotated() {
     assert!(md.contains("Found existing HRV consumer on"), "{md}");
 }
 
-/// A replica config whose servers are all closed ports (nothing is provisioned: the state
-/// is opened before any probe runs), with a `[watch]` section using `state`.
-/// Returns (config file, listen port).
-fn dead_config(dir: &Path, name: &str, state: &Path) -> (std::path::PathBuf, u16) {
-    let closed = free_port();
-    dead_config_with_metrics(
-        dir,
-        name,
-        state,
-        &format!("http://127.0.0.1:{closed}/metrics"),
-    )
+/// A daemon config (see [`dead_config`]) with the port its servers point at, held
+/// as long as this lives, so nothing else can start listening there.
+struct DeadConfig {
+    path: std::path::PathBuf,
+    _closed: ReservedPort,
 }
 
-/// [`dead_config`] with the service's /metrics at `metrics_url`.
+/// A replica config whose servers are all on a port where nothing listens (nothing is
+/// provisioned: the state is opened before any probe runs), with a `[watch]` section
+/// using `state` and a listener on port 0.
+fn dead_config(dir: &Path, name: &str, state: &Path) -> DeadConfig {
+    dead_config_with_metrics(dir, name, state, None)
+}
+
+/// [`dead_config`] with the service's /metrics at `metrics_url` (None: the dead port too).
 fn dead_config_with_metrics(
     dir: &Path,
     name: &str,
     state: &Path,
-    metrics_url: &str,
-) -> (std::path::PathBuf, u16) {
+    metrics_url: Option<&str>,
+) -> DeadConfig {
     let names = soakwatch::testkit::replica::ReplicaNames::random();
     let files = soakwatch::testkit::demo::ReplicaFiles::in_dir(dir);
-    let closed = free_port();
-    // Port 0: the kernel picks it, the daemon writes it to its address file.
-    let port = 0;
+    let closed_port = ReservedPort::new();
+    let closed = closed_port.port();
+    let metrics_url = metrics_url.map_or_else(
+        || format!("http://127.0.0.1:{closed}/metrics"),
+        str::to_string,
+    );
     let text = soakwatch::testkit::demo::replica_config(
         &names,
         &format!("nats://127.0.0.1:{closed}"),
         &format!("postgres://postgres@127.0.0.1:{closed}/nothing"),
-        metrics_url,
+        &metrics_url,
         &files,
         chrono::Utc::now(),
     );
     let watch = format!(
-        "\n[watch]\ninterval = \"1s\"\nstate = {}\nreports_dir = {}\nlisten = \"127.0.0.1:{port}\"\n",
+        "\n[watch]\ninterval = \"1s\"\nstate = {}\nreports_dir = {}\nlisten = \"127.0.0.1:0\"\n",
         toml_path(state),
         toml_path(&dir.join("reports"))
     );
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, text + &watch).expect("config");
-    (config, port)
+    DeadConfig {
+        path: config,
+        _closed: closed_port,
+    }
 }
 
 /// Runs `watch` on a config whose state must be refused: exit 3 within 10 s; returns stderr.
-async fn refused(config: &Path, port: u16, dir: &Path, name: &str) -> String {
-    let mut d = Daemon::start(config, &[], port, dir, name);
+async fn refused(config: &DeadConfig, dir: &Path, name: &str) -> String {
+    let mut d = Daemon::start(&config.path, &[], dir, name);
     let code = d.wait_exit(secs(10)).await;
     let err = d.stderr();
     assert_eq!(code, 3, "{err}");
@@ -679,8 +673,8 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
     let corrupt = dir.path().join("corrupt.sqlite");
     let garbage = b"this is not a database, it is a text file that someone put here\n".repeat(100);
     std::fs::write(&corrupt, &garbage).expect("write garbage");
-    let (config, port) = dead_config(dir.path(), "corrupt", &corrupt);
-    let err = refused(&config, port, dir.path(), "corrupt").await;
+    let config = dead_config(dir.path(), "corrupt", &corrupt);
+    let err = refused(&config, dir.path(), "corrupt").await;
     assert!(err.contains("not a usable soakwatch database"), "{err}");
     assert!(err.contains(&corrupt.display().to_string()), "{err}");
     assert!(
@@ -690,31 +684,25 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
 
     // A second daemon on a state that a running one holds is refused too.
     let state = dir.path().join("state.sqlite");
-    let (config, port) = dead_config(dir.path(), "first", &state);
-    let mut first = Daemon::start(&config, &["--force"], port, dir.path(), "first");
+    let config = dead_config(dir.path(), "first", &state);
+    let mut first = Daemon::start(&config.path, &["--force"], dir.path(), "first");
     first.wait_cycles(1, secs(20)).await;
-    let (second_config, second_port) = dead_config(dir.path(), "second", &state);
-    let err = refused(&second_config, second_port, dir.path(), "second").await;
+    let second_config = dead_config(dir.path(), "second", &state);
+    let err = refused(&second_config, dir.path(), "second").await;
     assert!(err.contains("locked"), "{err}");
     assert!(err.contains(&state.display().to_string()), "{err}");
     // The same state through a symlink is the same file: refused too.
     let link = dir.path().join("linked-state.sqlite");
     std::os::unix::fs::symlink(&state, &link).expect("symlink");
-    let (link_config, link_port) = dead_config(dir.path(), "via-link", &link);
-    let err = refused(&link_config, link_port, dir.path(), "via-link").await;
+    let link_config = dead_config(dir.path(), "via-link", &link);
+    let err = refused(&link_config, dir.path(), "via-link").await;
     assert!(err.contains("locked"), "{err}");
     assert!(err.contains(&link.display().to_string()), "{err}");
     first.assert_running("after the second daemon was refused");
     stop_cleanly(&mut first).await;
 
     // Released on exit: the next daemon takes the state over (and --max-cycles stops it).
-    let mut third = Daemon::start(
-        &config,
-        &["--force", "--max-cycles", "1"],
-        port,
-        dir.path(),
-        "third",
-    );
+    let mut third = Daemon::start(&config.path, &["--force", "--max-cycles", "1"], dir.path(), "third");
     let code = third.wait_exit(secs(20)).await;
     assert_eq!(code, 0, "{}", third.stderr());
     assert!(third.stdout().contains(" after "), "{}", third.stdout());
@@ -742,8 +730,8 @@ async fn a_foreign_sqlite_database_is_refused_and_left_untouched() {
         conn.close().await.expect("close");
     }
     let before = std::fs::read(&foreign).expect("read");
-    let (config, port) = dead_config(dir.path(), "foreign", &foreign);
-    let err = refused(&config, port, dir.path(), "foreign").await;
+    let config = dead_config(dir.path(), "foreign", &foreign);
+    let err = refused(&config, dir.path(), "foreign").await;
     assert!(err.contains("not a usable soakwatch database"), "{err}");
     assert!(err.contains(&foreign.display().to_string()), "{err}");
     let after = std::fs::read(&foreign).expect("read");
@@ -800,13 +788,13 @@ async fn sigterm_during_a_slow_cycle_finishes_that_cycle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (metrics_port, mut arrivals) = slow_metrics(Duration::from_millis(2500)).await;
     let state = dir.path().join("state.sqlite");
-    let (config, port) = dead_config_with_metrics(
+    let config = dead_config_with_metrics(
         dir.path(),
         "slow",
         &state,
-        &format!("http://127.0.0.1:{metrics_port}/metrics"),
+        Some(&format!("http://127.0.0.1:{metrics_port}/metrics")),
     );
-    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "slow");
+    let mut d = Daemon::start(&config.path, &["--force"], dir.path(), "slow");
     // The second scrape starts the second cycle; the first one is then complete.
     for n in 1..=2 {
         tokio::time::timeout(secs(20), arrivals.recv())
@@ -840,12 +828,17 @@ async fn sigterm_during_a_slow_cycle_finishes_that_cycle() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_are_one_object_per_line_and_secrets_stay_hidden() {
     let dir = tempfile::tempdir().expect("tmp");
-    let closed = free_port();
+    let closed_port = ReservedPort::new();
+    let closed = closed_port.port();
     let state = dir.path().join("state.sqlite");
     let reports = dir.path().join("reports");
     let db = format!("postgres://athlete:Hunter2Secret@127.0.0.1:{closed}/athlete_normalize");
     let nats = format!("nats://127.0.0.1:{closed}");
     let metrics = format!("http://127.0.0.1:{closed}/metrics");
+    // The alert receivers are not there either (not whatever listens on the
+    // shipped defaults' ports on this machine).
+    let webhook = format!("http://127.0.0.1:{closed}/hooks/soakwatch");
+    let alertmanager = format!("http://127.0.0.1:{closed}");
     let state_s = state.display().to_string();
     let reports_s = reports.display().to_string();
     let t0_now = chrono::Utc::now().to_rfc3339();
@@ -870,7 +863,11 @@ async fn json_logs_are_one_object_per_line_and_secrets_stay_hidden() {
             ("METRICS_URL", metrics.as_str()),
             ("SOAKWATCH_STATE", state_s.as_str()),
             ("SOAKWATCH_REPORTS", reports_s.as_str()),
-            ("SOAKWATCH_LISTEN", ""),
+            ("ALERT_WEBHOOK_URL", webhook.as_str()),
+            ("ALERTMANAGER_URL", alertmanager.as_str()),
+            // Not the shipped 127.0.0.1:9464 (an empty value means the default):
+            // port 0, so suites running side by side never collide.
+            ("SOAKWATCH_LISTEN", "127.0.0.1:0"),
         ],
     )
     .await;
@@ -919,8 +916,8 @@ async fn periodic_e2e_probe_reports_and_its_rows_are_removed() {
         db = r.db_url,
     );
     r.edit_config(|t| t + &section);
-    let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch");
+    r.add_watch_section("");
+    let mut d = r.start_daemon("watch");
     let body = d
         .wait_metrics("a passing periodic e2e", secs(30), |m| {
             m.sum("soakwatch_e2e_ok", &[]) == Some(1.0)
@@ -968,14 +965,14 @@ fn write_failing(m: &soakwatch::promtext::Exposition, target: &str) -> Option<f6
 async fn a_report_write_error_never_ends_the_soak() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.sqlite");
-    let (config, port) = dead_config(dir.path(), "write-errors", &state);
-    let mut text = std::fs::read_to_string(&config).expect("config");
+    let config = dead_config(dir.path(), "write-errors", &state);
+    let mut text = std::fs::read_to_string(&config.path).expect("config");
     text.push_str("checkpoints = [\"2s\", \"3s\"]\n");
-    std::fs::write(&config, text).expect("config");
+    std::fs::write(&config.path, text).expect("config");
     let reports = dir.path().join("reports");
     std::fs::write(&reports, "a file where the reports directory should be\n").expect("file");
 
-    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "write-errors");
+    let mut d = Daemon::start(&config.path, &["--force"], dir.path(), "write-errors");
     let body = d
         .wait_metrics("the report writes to fail", secs(30), |m| {
             m.sum(
@@ -1069,8 +1066,8 @@ async fn a_report_write_error_never_ends_the_soak() {
 async fn a_locked_state_database_loses_no_cycle() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.sqlite");
-    let (config, port) = dead_config(dir.path(), "busy", &state);
-    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "busy");
+    let config = dead_config(dir.path(), "busy", &state);
+    let mut d = Daemon::start(&config.path, &["--force"], dir.path(), "busy");
     d.wait_cycles(2, secs(20)).await;
 
     // Another process holds SQLite's write lock for 12 s.
@@ -1161,8 +1158,8 @@ async fn idle_http_connections_are_closed_and_logs_have_no_colour() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state.sqlite");
-    let (config, port) = dead_config(dir.path(), "idle-http", &state);
-    let mut d = Daemon::start(&config, &["--force"], port, dir.path(), "idle-http");
+    let config = dead_config(dir.path(), "idle-http", &state);
+    let mut d = Daemon::start(&config.path, &["--force"], dir.path(), "idle-http");
     d.wait_cycles(1, secs(20)).await;
     let addr = format!("127.0.0.1:{}", d.port().expect("bound port"));
     let connect = || tokio::net::TcpStream::connect(addr.clone());
@@ -1206,8 +1203,8 @@ async fn a_fifo_log_is_unknown_every_cycle_and_sigterm_still_stops_the_daemon() 
     assert!(st.success());
     let log = r.files.log_file.display().to_string();
     r.edit_config(|t| t.replace(&log, &fifo.display().to_string()));
-    let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &["--force"], w.port, r.dir.path(), "watch-fifo");
+    r.add_watch_section("");
+    let mut d = Daemon::start(&r.config, &["--force"], r.dir.path(), "watch-fifo");
     d.wait_cycles(3, secs(30)).await;
     assert_eq!(d.status("fallback").await, Some(UNKNOWN));
     // Before: each cycle left a thread blocked in open(2) and SIGTERM never finished.
@@ -1224,8 +1221,8 @@ async fn a_fallback_inside_a_100_mb_burst_is_caught_and_rotation_never_resolves_
             "ignore_patterns = ['Stream candidates:']\nmax_scan_bytes = 16777216",
         )
     });
-    let w = r.add_watch_section("");
-    let mut d = Daemon::start(&r.config, &["--force"], w.port, r.dir.path(), "watch-burst");
+    r.add_watch_section("");
+    let mut d = Daemon::start(&r.config, &["--force"], r.dir.path(), "watch-burst");
     d.wait_status("fallback", "pass", secs(20), |s| s == PASS)
         .await;
     let log = r.files.log_file.clone();
@@ -1276,7 +1273,7 @@ async fn a_fallback_inside_a_100_mb_burst_is_caught_and_rotation_never_resolves_
     // A restarted daemon resumes the soak and its log tail: still failing.
     d.signal("KILL");
     d.wait_exit(secs(5)).await;
-    let mut d = Daemon::start(&r.config, &[], w.port, r.dir.path(), "watch-burst-2");
+    let mut d = r.start_daemon("watch-burst-2");
     d.wait_cycles(2, secs(30)).await;
     assert_eq!(d.status("fallback").await, Some(FAIL), "{}", d.stderr());
     stop_cleanly(&mut d).await;
