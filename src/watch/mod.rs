@@ -467,10 +467,10 @@ impl Watch {
         tracing::info!(
             soak = %rec.meta.id,
             t0 = %rec.meta.t0,
-            legacy_messages = ?rec.baselines.legacy_messages,
-            legacy_last_seq = ?rec.baselines.legacy_last_seq,
-            dlq_messages = ?rec.baselines.dlq_messages,
-            dlq_last_seq = ?rec.baselines.dlq_last_seq,
+            legacy_messages = rec.baselines.legacy_messages,
+            legacy_last_seq = rec.baselines.legacy_last_seq,
+            dlq_messages = rec.baselines.dlq_messages,
+            dlq_last_seq = rec.baselines.dlq_last_seq,
             "new soak"
         );
         self.eff = with_baselines(&self.cfg, &rec.baselines);
