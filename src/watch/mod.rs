@@ -512,6 +512,7 @@ impl Watch {
         st.state_bytes = self.store.size_bytes();
         st.interval_secs = self.cfg.watch.interval.as_secs_f64();
         st.soak_id = self.soak.meta.id.clone();
+        st.soak_name = self.soak.meta.name.clone();
         st.outbox = self.outbox;
         st.write_failures = WriteTarget::ALL
             .iter()

@@ -575,7 +575,7 @@ async fn output_formats_and_secret_hygiene() {
                 line.starts_with("SOAKWATCH UNKNOWN - 1 unknown (db_writes), 12 pass |"),
                 "{line}"
             );
-            assert!(line.contains("'consumer_lag'=0;5;10;0;"), "{line}");
+            assert!(line.contains("'consumer_lag'=0;4;9;0"), "{line}");
             assert_eq!(run.code, 3);
         }
         if format == "markdown" {

@@ -23,12 +23,13 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The soak id the daemon publishes (`soak` label of `soakwatch_soak_verdict`).
+/// The soak id the daemon publishes (`id` label of `soakwatch_soak_info`; the
+/// `soak` label of every series is the soak's name, stable across soaks).
 fn soak_label(body: &str) -> String {
     let expo = soakwatch::promtext::parse(body);
     let id = expo
-        .select("soakwatch_soak_verdict", &[])
-        .find_map(|s| s.label("soak").map(str::to_string))
+        .select("soakwatch_soak_info", &[])
+        .find_map(|s| s.label("id").map(str::to_string))
         .unwrap_or_default();
     assert!(!id.is_empty(), "no soak id in /metrics:\n{body}");
     id
