@@ -763,6 +763,23 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_inside_its_hold_reads_warning_as_its_exit_code_does() {
+        let r = report(vec![verdict(
+            C::Dlq,
+            Status::Pending,
+            Some(1.0),
+            None,
+            Some(1.0),
+        )]);
+        let line = nagios(&r);
+        assert!(
+            line.starts_with("SOAKWATCH WARNING - 1 pending (dlq), 0 pass | 'dlq'=1;;0;0"),
+            "{line}"
+        );
+        assert_eq!(exit_code(r.overall()), 1);
+    }
+
+    #[test]
     fn an_unknown_value_is_u_never_zero() {
         assert_eq!(
             item(C::Dlq, Status::Unknown, Some(0.0), None, Some(1.0)),
