@@ -28,6 +28,8 @@ pub async fn run(cfg: Config, window: Duration) -> Result<CheckReport, ProberErr
     let window_secs = (last.taken_at - t0).num_milliseconds() as f64 / 1000.0;
     Ok(CheckReport {
         soak: cfg.soak.name.clone(),
+        name: cfg.soak.name.clone(),
+        recorded: None,
         config: cfg.source.display().to_string(),
         generated_at: last.taken_at,
         window_secs: if window.is_zero() { 0.0 } else { window_secs },

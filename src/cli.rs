@@ -14,6 +14,19 @@ use soakwatch::verdict::exit_code;
 
 use crate::{AlertCommand, Cli, Command, EXIT_CONFIG};
 
+/// `--window`: a duration like `90s` or `5m`; the error shows one.
+pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; expected a duration like 90s, 5m or 0s (a single sample)"))
+}
+
+/// `--t0`: an RFC 3339 instant; the error shows one.
+pub(crate) fn parse_t0(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{e}; expected an RFC 3339 time like 2026-12-03T14:00:00Z"))
+}
+
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         match &e {
@@ -385,4 +398,20 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
     } else {
         ExitCode::from(2)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_say_what_a_good_one_looks_like() {
+        assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_window("5m"), Ok(Duration::from_secs(300)));
+        let e = parse_window("soon").unwrap_err();
+        assert!(e.contains("90s") && e.contains("5m"), "{e}");
+        assert!(parse_t0("2026-12-03T14:00:00Z").is_ok());
+        let e = parse_t0("yesterday").unwrap_err();
+        assert!(e.contains("2026-12-03T14:00:00Z"), "{e}");
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! Exit codes of `check` (Nagios convention): 0 all pass, 1 a warning,
 //! 2 a failure, 3 unknown (nothing failed but something could not be
-//! determined). Usage errors and a refused config exit 3 as well.
+//! determined). Usage errors of every subcommand (an unknown option or value,
+//! a missing subcommand) and a refused config exit 3 as well, never clap's 2,
+//! which Nagios would read as CRITICAL; `--help` and `--version` exit 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +18,19 @@ mod cli;
 
 /// Exit code for a refused config or a usage error (Nagios "unknown").
 const EXIT_CONFIG: u8 = 3;
+
+/// Parses the command line; a usage error is printed and exits 3 (UNKNOWN),
+/// help and version are printed and exit 0.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() {
+            ExitCode::from(EXIT_CONFIG)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
 
 #[derive(Parser)]
 #[command(
@@ -43,8 +58,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
-        /// Time between the two samples rate criteria need; 0s = a single sample.
-        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        /// Time between the two samples rate criteria need (e.g. 90s, 5m); 0s = a single sample.
+        #[arg(long, default_value = "2s", value_parser = cli::parse_window)]
         window: Duration,
         /// Write the output here (atomically) instead of stdout.
         #[arg(long)]
@@ -69,8 +84,8 @@ enum Command {
         /// Start a new soak even if one is in progress (the old one is kept).
         #[arg(long)]
         new_soak: bool,
-        /// T0 of a new soak, RFC 3339 (default: now).
-        #[arg(long)]
+        /// T0 of a new soak, RFC 3339 like 2026-12-03T14:00:00Z (default: now).
+        #[arg(long, value_parser = cli::parse_t0)]
         t0: Option<chrono::DateTime<chrono::Utc>>,
         /// Stop after this many cycles.
         #[arg(long)]
@@ -155,7 +170,10 @@ enum AlertCommand {
 
 fn main() -> ExitCode {
     soakwatch::install_crypto_provider();
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // The daemon logs its cycles; one-shot commands only warnings.
     let default_level = if matches!(cli.command, Command::Watch { .. }) {
         "info"

@@ -336,7 +336,7 @@ pub async fn deliver_due(
             }
             Err(e) if e.retryable => {
                 let wait = backoff(item.attempts, cfg.max_backoff);
-                tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in = ?wait, "delivery failed");
+                tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in_secs = wait.as_secs_f64(), "delivery failed");
                 let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
                 store
                     .outbox_result(

@@ -14,6 +14,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::promtext::ExpositionWriter;
+use crate::render::check;
 use crate::self_health::WriteTarget;
 use crate::soak::model::SoakSummary;
 use crate::watch::{DaemonStatus, SharedStatus};
@@ -147,7 +148,7 @@ pub fn render_metrics(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> String {
     self_health_families(&mut w, s);
     alert_families(&mut w, s);
     if let Some(sum) = &s.summary {
-        soak_families(&mut w, &s.soak_id, sum);
+        soak_families(&mut w, sum);
     }
     w.finish()
 }
@@ -232,7 +233,7 @@ fn self_health_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
 
 /// The outbox, firing alerts and the periodic E2E probe.
 fn alert_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
-    let soak = s.soak_id.as_str();
+    let soak = s.soak_name.as_str();
     let (pending, delivered, dead) = s.outbox;
     w.family(
         "soakwatch_outbox_notifications",
@@ -272,18 +273,28 @@ fn alert_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
     }
 }
 
-/// Each criterion now and over the soak, coverage, verdict, incidents.
-fn soak_families(w: &mut ExpositionWriter, soak: &str, sum: &SoakSummary) {
+/// The soak's id and T0 (one info metric), each criterion now and over the
+/// soak, coverage, verdict, incidents. The `soak` label is the soak's name
+/// from the config, so series keep their labels across `--new-soak`; the
+/// families `check --format prometheus` also writes are written by the same
+/// code ([`crate::render::check`]).
+fn soak_families(w: &mut ExpositionWriter, sum: &SoakSummary) {
+    let soak = sum.name.as_str();
+    check::soak_info_families(w, soak, &sum.soak_id, sum.t0);
     w.family(
         "soakwatch_criterion_status",
         "gauge",
-        "Debounced status now: 0 pass, 1 warn, 2 fail, 3 unknown, -1 not configured.",
+        "Debounced status now: 0 pass, 1 warn, 2 fail, 3 unknown, 4 pending, -1 not configured.",
     );
     for c in &sum.criteria {
         w.sample(
             &[("soak", soak), ("criterion", c.id.as_str())],
             c.now.code(),
         );
+    }
+    check::criterion_value_family(w, soak, sum.criteria.iter().map(|c| &c.last));
+    if let Some(last) = &sum.last_snapshot {
+        check::probe_up_family(w, soak, last);
     }
     w.family(
         "soakwatch_criterion_soak_status",

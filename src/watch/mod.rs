@@ -534,10 +534,10 @@ impl Watch {
         tracing::info!(
             soak = %rec.meta.id,
             t0 = %rec.meta.t0,
-            legacy_messages = ?rec.baselines.legacy_messages,
-            legacy_last_seq = ?rec.baselines.legacy_last_seq,
-            dlq_messages = ?rec.baselines.dlq_messages,
-            dlq_last_seq = ?rec.baselines.dlq_last_seq,
+            legacy_messages = rec.baselines.legacy_messages,
+            legacy_last_seq = rec.baselines.legacy_last_seq,
+            dlq_messages = rec.baselines.dlq_messages,
+            dlq_last_seq = rec.baselines.dlq_last_seq,
             "new soak"
         );
         self.eff = with_baselines(&self.cfg, &rec.baselines);
@@ -579,6 +579,7 @@ impl Watch {
         st.state_bytes = self.store.size_bytes();
         st.interval_secs = self.cfg.watch.interval.as_secs_f64();
         st.soak_id = self.soak.meta.id.clone();
+        st.soak_name = self.soak.meta.name.clone();
         st.outbox = self.outbox;
         st.write_failures = WriteTarget::ALL
             .iter()

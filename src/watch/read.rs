@@ -104,6 +104,8 @@ pub fn summary_as_check(
             s.elapsed_hours(),
             s.planned_secs / 3600.0
         ),
+        name: cfg.soak.name.clone(),
+        recorded: Some((s.soak_id.clone(), s.t0)),
         config: cfg.source.display().to_string(),
         generated_at: s.now,
         window_secs: (s.now - s.t0).num_milliseconds() as f64 / 1000.0,

@@ -23,8 +23,10 @@ pub struct DaemonStatus {
     pub state_bytes: u64,
     /// Expected interval, seconds (health: is the last sample fresh?).
     pub interval_secs: f64,
-    /// The soak's id.
+    /// The soak's id (name and T0): published in `soakwatch_soak_info` only.
     pub soak_id: String,
+    /// The soak's name from the config: the `soak` label of every series.
+    pub soak_name: String,
     /// Outbox rows: (pending, delivered, given up).
     pub outbox: (i64, i64, i64),
     /// Alerts firing now: (criterion, severity).

@@ -523,7 +523,7 @@ async fn output_formats_and_secret_hygiene() {
                 line.starts_with("SOAKWATCH UNKNOWN - 1 unknown (db_writes), 12 pass |"),
                 "{line}"
             );
-            assert!(line.contains("'consumer_lag'=0;5;10;0;"), "{line}");
+            assert!(line.contains("'consumer_lag'=0;4;9;0"), "{line}");
             assert_eq!(run.code, 3);
         }
         if format == "markdown" {
@@ -1301,4 +1301,298 @@ async fn a_zero_metrics_body_cap_is_refused_with_its_key() {
         "{}",
         run.stderr
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output conventions of the ops tools: Nagios perfdata and exit codes, one mention of a dead
+// probe in text output.
+
+/// A Nagios range (plugin guidelines, THRESHOLDFORMAT): `[@][start:][end]`, `~` = -inf.
+/// Returns whether a plugin runner alerts on `v`.
+fn range_alerts(range: &str, v: f64) -> bool {
+    let (inside, r) = match range.strip_prefix('@') {
+        Some(r) => (true, r),
+        None => (false, range),
+    };
+    let (start, end) = match r.split_once(':') {
+        Some((s, e)) => (s, e),
+        None => ("0", r),
+    };
+    let start = match start {
+        "~" => f64::NEG_INFINITY,
+        "" => 0.0,
+        s => s
+            .parse()
+            .unwrap_or_else(|_| panic!("bad range start in {range}")),
+    };
+    let end = match end {
+        "" => f64::INFINITY,
+        e => e
+            .parse()
+            .unwrap_or_else(|_| panic!("bad range end in {range}")),
+    };
+    let within = start <= v && v <= end;
+    if inside {
+        within
+    } else {
+        !within
+    }
+}
+
+/// One perfdata item: (label, value or None for `U`, uom, warn, crit).
+fn perf_items(perf: &str) -> Vec<(String, Option<f64>, String, String, String)> {
+    perf.split_whitespace()
+        .map(|item| {
+            let (label, rest) = item
+                .split_once('=')
+                .unwrap_or_else(|| panic!("no = in {item}"));
+            let label = label.trim_matches('\'').to_string();
+            let fields: Vec<&str> = rest.split(';').collect();
+            let raw = fields[0];
+            let (value, uom) = if raw == "U" {
+                (None, String::new())
+            } else {
+                let n = raw
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
+                    .unwrap_or(raw.len());
+                let uom = &raw[n..];
+                assert!(
+                    ["", "%", "s", "ms", "us", "B", "KB", "MB", "TB", "c"].contains(&uom),
+                    "bad UOM in {item}"
+                );
+                let v: f64 = raw[..n]
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {item}"));
+                (Some(v), uom.to_string())
+            };
+            let field = |i: usize| fields.get(i).copied().unwrap_or("").to_string();
+            (label, value, uom, field(1), field(2))
+        })
+        .collect()
+}
+
+/// Checks a `--format nagios` line as a plugin runner reads it: every criterion's
+/// status (from the summary) matches what its perfdata ranges say of its value, an
+/// unknown criterion's value is `U`, and the exit code is the overall status.
+/// Returns the items for further checks.
+fn assert_nagios_consistent(
+    run: &Run,
+    want: &[(&str, &str)],
+) -> Vec<(String, Option<f64>, String, String, String)> {
+    let line = run.stdout.trim_end();
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    let (head, perf) = line.split_once(" | ").unwrap_or_else(|| panic!("{line}"));
+    let (state, summary) = head
+        .strip_prefix("SOAKWATCH ")
+        .and_then(|h| h.split_once(" - "))
+        .unwrap_or_else(|| panic!("{line}"));
+    let code = match state {
+        "OK" => 0,
+        "WARNING" => 1,
+        "CRITICAL" => 2,
+        "UNKNOWN" => 3,
+        other => panic!("not a Nagios state: {other}"),
+    };
+    assert_eq!(run.code, code, "{line}\n{}", run.stderr);
+    // "2 fail (dlq,success_rate), 1 unknown (db_writes), 10 pass"
+    let mut status: std::collections::BTreeMap<String, String> = ALL_IDS
+        .iter()
+        .map(|id| (id.to_string(), "pass".to_string()))
+        .collect();
+    for group in summary.split("), ") {
+        if let Some((what, names)) = group.split_once(" (") {
+            let st = what.split_whitespace().nth(1).unwrap_or("").to_string();
+            for n in names.trim_end_matches(')').split(',') {
+                status.insert(n.to_string(), st.clone());
+            }
+        }
+    }
+    let not_passing: Vec<(String, String)> = status
+        .iter()
+        .filter(|(_, s)| *s != "pass")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut want: Vec<(String, String)> = pairs(want);
+    want.sort();
+    assert_eq!(not_passing, want, "{line}");
+    let items = perf_items(perf);
+    for (label, value, _, warn, crit) in &items {
+        let st = status
+            .get(label)
+            .unwrap_or_else(|| panic!("perfdata for an unknown criterion {label}: {line}"));
+        match value {
+            None => assert_eq!(st, "unknown", "{label} is U but {st}: {line}"),
+            Some(v) => {
+                assert_ne!(
+                    st, "unknown",
+                    "{label} is unknown but has value {v}: {line}"
+                );
+                let derived = if !crit.is_empty() && range_alerts(crit, *v) {
+                    "fail"
+                } else if !warn.is_empty() && range_alerts(warn, *v) {
+                    "warn"
+                } else {
+                    "pass"
+                };
+                if !crit.is_empty() || !warn.is_empty() {
+                    assert_eq!(
+                        derived, st,
+                        "{label}: a plugin runner reads {derived}: {line}"
+                    );
+                }
+            }
+        }
+    }
+    // Every criterion with a number is in the perfdata (consumer_config has none).
+    let labels: std::collections::BTreeSet<&str> = items.iter().map(|i| i.0.as_str()).collect();
+    for id in ALL_IDS.iter().filter(|id| **id != "consumer_config") {
+        assert!(labels.contains(id), "no perfdata for {id}: {line}");
+    }
+    items
+}
+
+async fn nagios(r: &Replica, window: &str) -> Run {
+    let cfg = r.config.display().to_string();
+    run_bin(
+        &[
+            "check", "-c", &cfg, "--format", "nagios", "--window", window,
+        ],
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nagios_perfdata_ranges_agree_with_every_criterion_healthy_or_failing() {
+    let mut r = Replica::healthy(5).await;
+    let items = assert_nagios_consistent(&nagios(&r, "1s").await, &[]);
+    let find = |id: &str| {
+        items
+            .iter()
+            .find(|i| i.0 == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id}"))
+    };
+    let (_, v, uom, _, crit) = find("success_rate");
+    assert_eq!(
+        (v, uom.as_str(), crit.as_str()),
+        (Some(100.0), "%", "99.9:")
+    );
+    let (_, v, uom, _, crit) = find("service_up");
+    assert_eq!((v, uom.as_str(), crit.as_str()), (Some(1.0), "", "1:"));
+    let (_, _, _, warn, crit) = find("consumer_lag");
+    assert_eq!((warn.as_str(), crit.as_str()), ("4", "9"));
+    let (_, v, uom, _, crit) = find("p95_latency");
+    assert!(
+        v.is_some() && uom == "ms" && crit == "@500:",
+        "{:?}",
+        find("p95_latency")
+    );
+
+    // A dead-lettered message fails dlq and success_rate, and the ranges say so.
+    r.publish_poison().await;
+    r.wait_for("dlq", 1.0).await;
+    assert_nagios_consistent(
+        &nagios(&r, "1s").await,
+        &[("dlq", "fail"), ("success_rate", "fail")],
+    );
+
+    // A backlog fails consumer_lag by its range.
+    r.admin("pause").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    r.publish(12).await;
+    let run = nagios(&r, "0s").await;
+    let items = assert_nagios_consistent(
+        &run,
+        &[
+            ("consumer_lag", "fail"),
+            ("dlq", "fail"),
+            ("success_rate", "fail"),
+            ("db_writes", "unknown"),
+        ],
+    );
+    assert!(
+        items.iter().any(|i| i.0 == "db_writes" && i.1.is_none()),
+        "{}",
+        run.stdout
+    );
+
+    // The service down: metric criteria unknown, as U, never 0.
+    r.kill_standin().await;
+    let run = nagios(&r, "0s").await;
+    let items = assert_nagios_consistent(
+        &run,
+        &[
+            ("consumer_lag", "fail"),
+            ("dlq", "fail"),
+            ("fallback", "unknown"),
+            ("stream_purity", "unknown"),
+            ("success_rate", "unknown"),
+            ("p95_latency", "unknown"),
+            ("db_writes", "unknown"),
+            ("db_integrity", "unknown"),
+            ("service_up", "fail"),
+        ],
+    );
+    for id in ["success_rate", "stream_purity", "fallback", "db_integrity"] {
+        assert!(
+            items.iter().any(|i| i.0 == id && i.1.is_none()),
+            "{id}: {}",
+            run.stdout
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_errors_exit_unknown_with_an_example_and_help_exits_0() {
+    let cases: [(&[&str], &str); 7] = [
+        (&[], "Usage"),
+        (&["check", "--format", "xml"], "nagios"),
+        (&["check", "--window", "soon"], "90s"),
+        (&["watch", "--t0", "yesterday"], "2026-12-03T14:00:00Z"),
+        (&["report", "--bogus"], "--bogus"),
+        (&["rollback", "--dry-run", "--execute"], "--execute"),
+        (&["no-such-command"], "no-such-command"),
+    ];
+    for (args, shown) in cases {
+        let run = run_bin(args, &[]).await;
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(shown), "{args:?}: {}", run.stderr);
+    }
+    let run = run_bin(&["check", "--window", "soon"], &[]).await;
+    assert!(run.stderr.contains("5m"), "{}", run.stderr);
+    for args in [&["--help"][..], &["--version"], &["check", "--help"]] {
+        let run = run_bin(args, &[]).await;
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(!run.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_metrics_probe_is_explained_once_in_text_output() {
+    let r = Replica::healthy(3).await;
+    let closed = format!("http://127.0.0.1:{}/metrics", free_port());
+    r.edit_config(|t| t.replace(&r.metrics_url, &closed));
+    let cfg = r.config.display().to_string();
+    let run = run_bin(
+        &["check", "-c", &cfg, "--format", "text", "--window", "0s"],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let out = &run.stdout;
+    assert_eq!(
+        out.to_lowercase().matches("connection refused").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("probe metrics: FAILED (")),
+        "{out}"
+    );
+    assert!(out.contains("metrics probe failed, see above"), "{out}");
+    let refs = out.matches("metrics probe failed, see above").count();
+    assert!(refs >= 5, "{refs} references: {out}");
 }

@@ -23,12 +23,13 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// The soak id the daemon publishes (`soak` label of `soakwatch_soak_verdict`).
+/// The soak id the daemon publishes (`id` label of `soakwatch_soak_info`; the
+/// `soak` label of every series is the soak's name, stable across soaks).
 fn soak_label(body: &str) -> String {
     let expo = soakwatch::promtext::parse(body);
     let id = expo
-        .select("soakwatch_soak_verdict", &[])
-        .find_map(|s| s.label("soak").map(str::to_string))
+        .select("soakwatch_soak_info", &[])
+        .find_map(|s| s.label("id").map(str::to_string))
         .unwrap_or_default();
     assert!(!id.is_empty(), "no soak id in /metrics:\n{body}");
     id
@@ -1277,4 +1278,156 @@ async fn a_fallback_inside_a_100_mb_burst_is_caught_and_rotation_never_resolves_
     d.wait_cycles(2, secs(30)).await;
     assert_eq!(d.status("fallback").await, Some(FAIL), "{}", d.stderr());
     stop_cleanly(&mut d).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output conventions: labels stable across soaks, the same names as `check`, logs without
+// Debug structures.
+
+/// Every series of a /metrics body as (name, sorted labels), the info metric left out.
+fn series_label_sets(body: &str) -> BTreeSet<(String, Vec<(String, String)>)> {
+    soakwatch::promtext::parse(body)
+        .samples
+        .into_iter()
+        .filter(|s| s.family != "soakwatch_soak_info")
+        .map(|s| {
+            let mut labels = s.labels;
+            labels.sort();
+            (s.name, labels)
+        })
+        .collect()
+}
+
+/// Family -> the label names its series use.
+fn label_names_by_family(body: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut out: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for s in soakwatch::promtext::parse(body).samples {
+        out.entry(s.family)
+            .or_default()
+            .extend(s.labels.into_iter().map(|(k, _)| k));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn series_keep_their_labels_across_soaks_and_match_check_and_json_logs_hold_no_debug() {
+    let mut r = Replica::healthy(3).await;
+    let w = r.add_watch_section("");
+    let _feed = Trickle::start(&mut r, Duration::from_millis(400));
+    let name = soakwatch::config::Config::load(&r.config)
+        .expect("config")
+        .soak
+        .name;
+
+    let mut bodies = Vec::new();
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(1100)).await; // a new T0 second
+        }
+        let mut d = Daemon::start(
+            &r.config,
+            &["--new-soak", "--log-format", "json"],
+            w.port,
+            r.dir.path(),
+            &format!("soak-{n}"),
+        );
+        let body = d.wait_cycles(3, secs(20)).await;
+        ids.push(soak_label(&body));
+        stop_cleanly(&mut d).await;
+        // JSON logs: one object per line, numbers as fields, no Debug structure.
+        let stderr = d.stderr();
+        let mut new_soak_logged = false;
+        for l in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            assert!(
+                !l.contains("{ ") && !l.contains("Some("),
+                "Debug in a log line: {l}"
+            );
+            if v["fields"]["message"] == "new soak" {
+                new_soak_logged = true;
+                assert!(v["fields"]["legacy_messages"].is_u64(), "{l}");
+                assert!(v["fields"]["dlq_messages"].is_u64(), "{l}");
+            }
+        }
+        assert!(new_soak_logged, "{stderr}");
+        bodies.push(body);
+    }
+    assert_ne!(ids[0], ids[1], "two soaks");
+    for (body, id) in bodies.iter().zip(&ids) {
+        let expo = soakwatch::promtext::parse(body);
+        let info: Vec<_> = expo.select("soakwatch_soak_info", &[]).collect();
+        assert_eq!(info.len(), 1, "{body}");
+        assert_eq!(info[0].label("soak"), Some(name.as_str()), "{body}");
+        assert!(
+            metric(
+                body,
+                "soakwatch_soak_start_timestamp_seconds",
+                &[("soak", &name)]
+            )
+            .is_some_and(|t| t > 1.7e9),
+            "{body}"
+        );
+        // The id is in the info metric only.
+        let in_other_labels = expo
+            .samples
+            .iter()
+            .filter(|s| s.family != "soakwatch_soak_info")
+            .any(|s| s.labels.iter().any(|(_, v)| v == id));
+        assert!(!in_other_labels, "the soak id in a label:\n{body}");
+    }
+    let (a, b) = (series_label_sets(&bodies[0]), series_label_sets(&bodies[1]));
+    assert_eq!(
+        a.symmetric_difference(&b).collect::<Vec<_>>(),
+        Vec::<&(String, Vec<(String, String)>)>::new(),
+        "label sets differ between soaks"
+    );
+
+    // `check --format prometheus` on the same config: the families both write carry
+    // the same label names (and the same probe names).
+    let config = r.config.display().to_string();
+    let run = run_bin(
+        &[
+            "check",
+            "--config",
+            &config,
+            "--format",
+            "prometheus",
+            "--window",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
+    let check = label_names_by_family(&run.stdout);
+    let daemon = label_names_by_family(&bodies[1]);
+    let common: Vec<&String> = check.keys().filter(|k| daemon.contains_key(*k)).collect();
+    for family in [
+        "soakwatch_criterion_status",
+        "soakwatch_criterion_value",
+        "soakwatch_probe_up",
+    ] {
+        assert!(
+            common.iter().any(|c| c.as_str() == family),
+            "{family} missing from one side:\ncheck:\n{}\ndaemon:\n{}",
+            run.stdout,
+            bodies[1]
+        );
+    }
+    for family in common {
+        assert_eq!(check[family], daemon[family], "labels of {family}");
+    }
+    let probes = |body: &str| -> BTreeSet<(String, String)> {
+        soakwatch::promtext::parse(body)
+            .select("soakwatch_probe_up", &[])
+            .map(|s| {
+                (
+                    s.label("soak").unwrap_or_default().to_string(),
+                    s.label("probe").unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(probes(&run.stdout), probes(&bodies[1]));
 }
