@@ -1571,7 +1571,9 @@ async fn usage_errors_exit_unknown_with_an_example_and_help_exits_0() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_metrics_probe_is_explained_once_in_text_output() {
     let r = Replica::healthy(3).await;
-    let closed = format!("http://127.0.0.1:{}/metrics", free_port());
+    // Held, so nothing else takes it: connections are refused.
+    let reserved = ReservedPort::new();
+    let closed = format!("http://127.0.0.1:{}/metrics", reserved.port());
     r.edit_config(|t| t.replace(&r.metrics_url, &closed));
     let cfg = r.config.display().to_string();
     let run = run_bin(

@@ -1312,7 +1312,7 @@ fn label_names_by_family(body: &str) -> std::collections::BTreeMap<String, BTree
 #[tokio::test(flavor = "multi_thread")]
 async fn series_keep_their_labels_across_soaks_and_match_check_and_json_logs_hold_no_debug() {
     let mut r = Replica::healthy(3).await;
-    let w = r.add_watch_section("");
+    r.add_watch_section("");
     let _feed = Trickle::start(&mut r, Duration::from_millis(400));
     let name = soakwatch::config::Config::load(&r.config)
         .expect("config")
@@ -1328,7 +1328,6 @@ async fn series_keep_their_labels_across_soaks_and_match_check_and_json_logs_hol
         let mut d = Daemon::start(
             &r.config,
             &["--new-soak", "--log-format", "json"],
-            w.port,
             r.dir.path(),
             &format!("soak-{n}"),
         );
