@@ -664,7 +664,9 @@ async fn compressed_soak(
             i.criterion.as_str(),
             i.start.format("%H:%M:%S"),
             i.end.format("%H:%M:%S"),
-            i.peak.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            i.peak
+                .map(crate::render::number::human_number)
+                .unwrap_or_else(|| "-".into())
         );
     }
     println!("   reports and charts in {}:", reports.display());
