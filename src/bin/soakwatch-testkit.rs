@@ -23,8 +23,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Provisions a disposable replica of the Phase B topology, runs a stand-in
-    /// service, checks it healthy, injects a DLQ'd message, checks again.
+    /// service, checks it healthy, injects a DLQ'd message, checks again
+    /// (`--keep` leaves it running; `teardown` removes it).
     Demo(soakwatch::testkit::demo::DemoArgs),
+    /// Removes a replica kept by `demo --keep`: its stand-in process,
+    /// streams, consumer, database and folder.
+    Teardown(soakwatch::testkit::demo::TeardownArgs),
     /// Stand-in for normalize-service (used by the demo and the tests).
     Standin(soakwatch::testkit::demo::StandinArgs),
     /// Creates or removes a replica topology (used by the tests).
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Demo(args) => soakwatch::testkit::demo::run_demo(args).await,
+            Command::Teardown(args) => soakwatch::testkit::demo::run_teardown(args).await,
             Command::Standin(args) => soakwatch::testkit::demo::run_standin(args).await,
             Command::Replica(args) => soakwatch::testkit::demo::run_replica(args).await,
         }

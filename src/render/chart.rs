@@ -1,6 +1,12 @@
-//! SVG charts for soak reports: one time series per chart, hours since T0 on
-//! the X axis, an optional dashed threshold line, and no line drawn across a
-//! sampling gap (a gap is "no data", not a straight ramp between two samples).
+//! SVG charts for soak reports: one time series per chart, time since T0 on
+//! the X axis (seconds, minutes or hours, whichever gives round ticks for
+//! the span that has elapsed), optional dashed baseline and threshold lines,
+//! and no line drawn across a sampling gap (a gap is "no data", not a
+//! straight ramp between two samples).
+//!
+//! The X axis ends at the summary's "now", not at the planned end: a report
+//! one minute into a 48 h soak shows that minute across the whole width.
+//! Counts (lag, DLQ messages) get integer Y ticks.
 //!
 //! Drawn with plotters' SVG backend without any font feature: plotters then
 //! uses its built-in size estimate for layout and the backend writes plain
@@ -15,6 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::render::number::{human_duration, human_number as num};
 use crate::soak::model::SoakSummary;
 
 /// Pixel size of every chart: wide enough for 48 h at ~3 min per pixel.
@@ -23,9 +30,15 @@ const SIZE: (u32, u32) = (900, 300);
 const SERIES_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 /// Colour of the threshold line and its label.
 const THRESHOLD_COLOR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+/// Colour of the baseline line and its label (what the soak started from).
+const BASELINE_COLOR: RGBColor = RGBColor(0x55, 0x55, 0x55);
 /// Above this many points per segment, keep first/min/max/last per pixel
 /// column (M4): the picture is the same, the file is a few times smaller.
 const M4_BUCKETS: usize = SIZE.0 as usize;
+/// At most this many labelled ticks on the X axis.
+const X_TICKS: usize = 12;
+/// At most this many labelled ticks on the Y axis.
+const Y_TICKS: usize = 6;
 
 /// Why a chart could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +65,7 @@ pub enum ChartError {
     },
 }
 
-/// One chart: a time series with an optional threshold line.
+/// One chart: a time series with optional baseline and threshold lines.
 #[derive(Debug, Clone, Copy)]
 pub struct ChartSpec<'a> {
     /// Caption at the top of the chart (and the SVG `<title>`).
@@ -63,13 +76,19 @@ pub struct ChartSpec<'a> {
     pub series: &'a [(DateTime<Utc>, f64)],
     /// Threshold value and its label (e.g. `(10.0, "fail >= 10")`), drawn as a dashed line.
     pub threshold: Option<(f64, &'a str)>,
+    /// Baseline value and its label (e.g. the DLQ's messages at T0), drawn
+    /// as a grey dashed line: movement away from it is what matters.
+    pub baseline: Option<(f64, &'a str)>,
+    /// The values are counts: Y ticks at whole numbers only.
+    pub integer_y: bool,
     /// Soak start: X = 0.
     pub t0: DateTime<Utc>,
-    /// Right edge of the X axis (usually the summary's "now" or the planned end).
+    /// Right edge of the X axis (the summary's "now").
     pub end: DateTime<Utc>,
 }
 
-/// Thresholds drawn on the standard charts, taken from the soak's criteria.
+/// Thresholds and baselines drawn on the standard charts, taken from the
+/// soak's criteria and the baselines it recorded at T0.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChartThresholds {
     /// Consumer lag at which the criterion fails (fails at >= this).
@@ -78,18 +97,160 @@ pub struct ChartThresholds {
     pub success_min_pct: f64,
     /// Maximum processing-time quantile, milliseconds.
     pub p95_max_ms: f64,
+    /// Messages in the DLQ at T0 (the `dlq` criterion fails above it);
+    /// `None` when no baseline was recorded.
+    pub dlq_baseline: Option<f64>,
 }
 
-fn hours_since(t0: DateTime<Utc>, t: DateTime<Utc>) -> f64 {
-    (t - t0).num_milliseconds() as f64 / 3_600_000.0
+/// Unit of the X axis: the largest of seconds, minutes and hours in which
+/// the span is at least two units, so ticks fall on round numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TimeUnit {
+    /// Seconds per unit.
+    secs: f64,
+    /// Name in the axis description.
+    name: &'static str,
+}
+
+impl TimeUnit {
+    fn for_span(span_secs: f64) -> TimeUnit {
+        if span_secs <= 120.0 {
+            TimeUnit {
+                secs: 1.0,
+                name: "seconds",
+            }
+        } else if span_secs <= 120.0 * 60.0 {
+            TimeUnit {
+                secs: 60.0,
+                name: "minutes",
+            }
+        } else {
+            TimeUnit {
+                secs: 3600.0,
+                name: "hours",
+            }
+        }
+    }
+}
+
+fn secs_since(t0: DateTime<Utc>, t: DateTime<Utc>) -> f64 {
+    (t - t0).num_milliseconds() as f64 / 1000.0
+}
+
+/// Tick values on `lo..=hi`: multiples of a 1/2/5 x 10^k step, at most
+/// `max` of them (whole numbers only when `integer`). Returns the ticks and
+/// the step.
+fn ticks(lo: f64, hi: f64, max: usize, integer: bool) -> (Vec<f64>, f64) {
+    let raw = raw_step(lo, hi, max);
+    let mut step = decade_step(raw);
+    if integer {
+        step = step.max(1.0).round();
+    }
+    (multiples(lo, hi, step), step)
+}
+
+/// Ticks of the time axis: steps a clock reads easily (5 s, 15 min, 6 h)
+/// before falling back to 1/2/5 x 10^k.
+fn time_ticks(lo: f64, hi: f64, max: usize, unit: TimeUnit) -> (Vec<f64>, f64) {
+    let raw = raw_step(lo, hi, max);
+    let clock: &[f64] = if unit.secs >= 3600.0 {
+        &[1.0, 2.0, 3.0, 6.0, 12.0, 24.0]
+    } else {
+        &[1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0]
+    };
+    let step = clock
+        .iter()
+        .copied()
+        .find(|s| *s >= raw * (1.0 - 1e-9))
+        .unwrap_or_else(|| decade_step(raw));
+    (multiples(lo, hi, step), step)
+}
+
+fn raw_step(lo: f64, hi: f64, max: usize) -> f64 {
+    let span = (hi - lo).abs();
+    if span > 0.0 && span.is_finite() {
+        span / max.max(1) as f64
+    } else {
+        1.0
+    }
+}
+
+/// The smallest 1/2/5 x 10^k at or above `raw`.
+fn decade_step(raw: f64) -> f64 {
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * mag)
+}
+
+/// Multiples of `step` on `lo..=hi` (computed from integers: no drift).
+fn multiples(lo: f64, hi: f64, step: f64) -> Vec<f64> {
+    let first = (lo / step - 1e-9).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    (first..=last).map(|i| i as f64 * step).collect()
+}
+
+/// A linear f64 axis whose ticks are given (see [`ticks`]) rather than
+/// chosen by plotters, so counts get whole-number ticks and time gets round
+/// ones.
+struct TickedAxis {
+    linear: plotters::coord::types::RangedCoordf64,
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl TickedAxis {
+    fn new((lo, hi): (f64, f64), ticks: Vec<f64>) -> Self {
+        TickedAxis {
+            linear: (lo..hi).into(),
+            lo,
+            hi,
+            ticks,
+        }
+    }
+}
+
+impl Ranged for TickedAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.linear.map(value, limit)
+    }
+
+    fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        // Bold (labelled) lines only; no light grid between them.
+        if hint.weight().allow_light_points() || hint.max_num_points() == 0 {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// Decimals that tell ticks `step` apart (0 for steps of 1 and above).
+fn decimals(step: f64) -> usize {
+    if step >= 1.0 || step <= 0.0 || !step.is_finite() {
+        0
+    } else {
+        (-(step.log10() + 1e-9).floor()).max(0.0) as usize
+    }
 }
 
 /// Splits the finite samples into runs with no gap longer than `gap` between
-/// neighbours; X in hours since `t0`. A non-positive `gap` never splits.
+/// neighbours; X in `unit`s since `t0`. A non-positive `gap` never splits.
 fn segments(
     series: &[(DateTime<Utc>, f64)],
     t0: DateTime<Utc>,
     gap: Duration,
+    unit: TimeUnit,
 ) -> Vec<Vec<(f64, f64)>> {
     let mut pts: Vec<(DateTime<Utc>, f64)> = series
         .iter()
@@ -110,7 +271,7 @@ fn segments(
             out.push(Vec::new());
         }
         if let Some(seg) = out.last_mut() {
-            seg.push((hours_since(t0, t), v));
+            seg.push((secs_since(t0, t) / unit.secs, v));
         }
         prev = Some(t);
     }
@@ -176,16 +337,13 @@ fn y_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Label precision that suits the span of an axis.
-fn decimals(span: f64) -> usize {
-    if span >= 10.0 {
-        0
-    } else if span >= 1.0 {
-        1
-    } else if span >= 0.1 {
-        2
+/// [`y_range`] widened to whole numbers, for counts.
+fn integer_range((lo, hi): (f64, f64)) -> (f64, f64) {
+    let (lo, hi) = (lo.floor(), hi.ceil());
+    if hi > lo {
+        (lo, hi)
     } else {
-        3
+        (lo, lo + 1.0)
     }
 }
 
@@ -225,13 +383,15 @@ fn add_title_desc(svg: String, title: &str, desc: &str) -> String {
     out
 }
 
-fn describe(spec: &ChartSpec, n_points: usize, n_segments: usize) -> String {
+fn describe(spec: &ChartSpec, unit: TimeUnit, n_points: usize, n_segments: usize) -> String {
     let mut d = format!(
-        "{} ({}) from {} to {}, hours since T0 on the X axis; ",
+        "{} ({}) from {} to {} ({}), {} since T0 on the X axis; ",
         spec.title,
         spec.y_label,
         spec.t0.format("%Y-%m-%d %H:%M:%S UTC"),
         spec.end.format("%Y-%m-%d %H:%M:%S UTC"),
+        human_duration(secs_since(spec.t0, spec.end)),
+        unit.name,
     );
     if n_points == 0 {
         d.push_str("no data");
@@ -240,136 +400,182 @@ fn describe(spec: &ChartSpec, n_points: usize, n_segments: usize) -> String {
             "{n_points} samples in {n_segments} run(s) (a sampling gap breaks the line)"
         ));
     }
+    if let Some((v, label)) = spec.baseline.filter(|(v, _)| v.is_finite()) {
+        d.push_str(&format!("; baseline {} ({label})", num(v)));
+    }
     if let Some((v, label)) = spec.threshold.filter(|(v, _)| v.is_finite()) {
-        d.push_str(&format!("; threshold {v} ({label})"));
+        d.push_str(&format!("; threshold {} ({label})", num(v)));
     }
     d
+}
+
+/// Where everything goes on a chart: axis ranges in axis units, the ticks
+/// and the data runs.
+struct Layout {
+    unit: TimeUnit,
+    x: (f64, f64),
+    y: (f64, f64),
+    x_ticks: (Vec<f64>, f64),
+    y_ticks: (Vec<f64>, f64),
+    segs: Vec<Vec<(f64, f64)>>,
+}
+
+impl Layout {
+    fn new(spec: &ChartSpec, gap: Duration) -> Layout {
+        let last_t = spec.series.iter().map(|p| p.0).max();
+        let span = secs_since(spec.t0, last_t.map_or(spec.end, |t| t.max(spec.end)));
+        let unit = TimeUnit::for_span(span);
+        let segs = segments(spec.series, spec.t0, gap, unit);
+        let first_x = segs.first().and_then(|s| s.first()).map(|p| p.0);
+        let last_x = segs.last().and_then(|s| s.last()).map(|p| p.0);
+        let x_lo = first_x.map_or(0.0, |x| x.min(0.0));
+        let mut x_hi =
+            (secs_since(spec.t0, spec.end) / unit.secs).max(last_x.unwrap_or(f64::NEG_INFINITY));
+        if x_hi <= x_lo {
+            x_hi = x_lo + 1.0;
+        }
+        let refs = [spec.threshold, spec.baseline];
+        let mut y = y_range(
+            segs.iter()
+                .flatten()
+                .map(|p| p.1)
+                .chain(refs.iter().flatten().map(|r| r.0)),
+        );
+        if spec.integer_y {
+            y = integer_range(y);
+        }
+        Layout {
+            unit,
+            x: (x_lo, x_hi),
+            y,
+            x_ticks: time_ticks(x_lo, x_hi, X_TICKS, unit),
+            y_ticks: ticks(y.0, y.1, Y_TICKS, spec.integer_y),
+            segs,
+        }
+    }
+}
+
+/// A dashed horizontal line across the chart with its label at one end.
+fn reference_line<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, impl CoordTranslate<From = (f64, f64)>>,
+    x: (f64, f64),
+    (v, label): (f64, &str),
+    color: RGBColor,
+    label_at_right: bool,
+) -> Result<(), String> {
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(x.0, v), (x.1, v)],
+            8,
+            5,
+            color.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?;
+    let (at, h) = if label_at_right {
+        (x.1, HPos::Right)
+    } else {
+        (x.0, HPos::Left)
+    };
+    let style = ("sans-serif", 14)
+        .into_font()
+        .color(&color)
+        .pos(Pos::new(h, VPos::Bottom));
+    let text = if label.is_empty() {
+        num(v)
+    } else {
+        label.to_string()
+    };
+    chart
+        .draw_series(std::iter::once(Text::new(text, (at, v), style)))
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Draws the chart onto an SVG string.
+fn draw(spec: &ChartSpec, l: &Layout, buf: &mut String) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let root = SVGBackend::with_string(buf, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let x_axis = TickedAxis::new(l.x, l.x_ticks.0.clone());
+    let y_axis = TickedAxis::new(l.y, l.y_ticks.0.clone());
+    let mut chart = ChartBuilder::on(&root)
+        .caption(spec.title, ("sans-serif", 20).into_font())
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_axis, y_axis)
+        .map_err(|x| e(&x))?;
+    let x_desc = format!(
+        "{} since T0 ({})",
+        l.unit.name,
+        spec.t0.format("%Y-%m-%d %H:%M UTC")
+    );
+    let (x_dec, y_dec) = (decimals(l.x_ticks.1), decimals(l.y_ticks.1));
+    let x_fmt = |x: &f64| format!("{x:.x_dec$}");
+    let y_fmt = |y: &f64| format!("{y:.y_dec$}");
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(spec.y_label)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .bold_line_style(RGBColor(0xee, 0xee, 0xee))
+        .draw()
+        .map_err(|x| e(&x))?;
+
+    for seg in &l.segs {
+        if seg.len() == 1 {
+            // A lone sample between two gaps: a dot, since a one-point
+            // line is invisible.
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    seg[0],
+                    2,
+                    SERIES_COLOR.filled(),
+                )))
+                .map_err(|x| e(&x))?;
+        } else {
+            let pts = m4(seg, l.x.0, l.x.1 - l.x.0, M4_BUCKETS);
+            chart
+                .draw_series(LineSeries::new(pts, SERIES_COLOR.stroke_width(2)))
+                .map_err(|x| e(&x))?;
+        }
+    }
+    if let Some(b) = spec.baseline.filter(|(v, _)| v.is_finite()) {
+        reference_line(&mut chart, l.x, b, BASELINE_COLOR, false)?;
+    }
+    if let Some(t) = spec.threshold.filter(|(v, _)| v.is_finite()) {
+        reference_line(&mut chart, l.x, t, THRESHOLD_COLOR, true)?;
+    }
+    if l.segs.iter().all(Vec::is_empty) {
+        let style = ("sans-serif", 24)
+            .into_font()
+            .color(&RGBColor(0x77, 0x77, 0x77))
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        let mid = ((l.x.0 + l.x.1) / 2.0, (l.y.0 + l.y.1) / 2.0);
+        chart
+            .draw_series(std::iter::once(Text::new("no data", mid, style)))
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
 }
 
 /// Renders an SVG document (as a String) with plotters' SVG backend, 900x300.
 /// Empty series give a chart that says "no data"; samples further apart than
 /// `gap` are not joined (a non-positive `gap` joins everything); non-finite
-/// values are skipped. The threshold line and label are drawn in any case.
+/// values are skipped. Baseline and threshold lines and labels are drawn in
+/// any case.
 pub fn render_svg(spec: &ChartSpec, gap: Duration) -> Result<String, ChartError> {
-    let segs = segments(spec.series, spec.t0, gap);
-    let n_points: usize = segs.iter().map(Vec::len).sum();
-    let threshold = spec.threshold.filter(|(v, _)| v.is_finite());
-
-    let first_x = segs.first().and_then(|s| s.first()).map(|p| p.0);
-    let last_x = segs.last().and_then(|s| s.last()).map(|p| p.0);
-    let x_lo = first_x.map_or(0.0, |x| x.min(0.0));
-    let mut x_hi = hours_since(spec.t0, spec.end).max(last_x.unwrap_or(f64::NEG_INFINITY));
-    if x_hi <= x_lo {
-        x_hi = x_lo + 1.0;
-    }
-    let (y_lo, y_hi) = y_range(
-        segs.iter()
-            .flatten()
-            .map(|p| p.1)
-            .chain(threshold.map(|t| t.0)),
-    );
-    let x_dec = decimals(x_hi - x_lo);
-    let y_dec = decimals(y_hi - y_lo);
-
-    let draw_err = |e: &dyn std::fmt::Display| ChartError::Draw {
-        title: spec.title.to_string(),
-        message: e.to_string(),
-    };
-
+    let layout = Layout::new(spec, gap);
     let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(spec.title, ("sans-serif", 20).into_font())
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
-            .map_err(|e| draw_err(&e))?;
-        let x_desc = format!("hours since T0 ({})", spec.t0.format("%Y-%m-%d %H:%M UTC"));
-        let x_fmt = |x: &f64| format!("{x:.x_dec$}");
-        let y_fmt = |y: &f64| format!("{y:.y_dec$}");
-        chart
-            .configure_mesh()
-            .x_desc(x_desc)
-            .y_desc(spec.y_label)
-            .x_labels(12)
-            .y_labels(6)
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&y_fmt)
-            .light_line_style(RGBColor(0xee, 0xee, 0xee))
-            .draw()
-            .map_err(|e| draw_err(&e))?;
-
-        for seg in &segs {
-            if seg.len() == 1 {
-                // A lone sample between two gaps: a dot, since a one-point
-                // line is invisible.
-                chart
-                    .draw_series(std::iter::once(Circle::new(
-                        seg[0],
-                        2,
-                        SERIES_COLOR.filled(),
-                    )))
-                    .map_err(|e| draw_err(&e))?;
-            } else {
-                let pts = m4(seg, x_lo, x_hi - x_lo, M4_BUCKETS);
-                chart
-                    .draw_series(LineSeries::new(pts, SERIES_COLOR.stroke_width(2)))
-                    .map_err(|e| draw_err(&e))?;
-            }
-        }
-
-        if let Some((v, label)) = threshold {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x_lo, v), (x_hi, v)],
-                    8,
-                    5,
-                    THRESHOLD_COLOR.stroke_width(2),
-                ))
-                .map_err(|e| draw_err(&e))?;
-            let style = ("sans-serif", 14)
-                .into_font()
-                .color(&THRESHOLD_COLOR)
-                .pos(Pos::new(HPos::Right, VPos::Bottom));
-            let text = if label.is_empty() {
-                format!("{v}")
-            } else {
-                label.to_string()
-            };
-            chart
-                .draw_series(std::iter::once(Text::new(text, (x_hi, v), style)))
-                .map_err(|e| draw_err(&e))?;
-        }
-
-        if n_points == 0 {
-            let style = ("sans-serif", 24)
-                .into_font()
-                .color(&RGBColor(0x77, 0x77, 0x77))
-                .pos(Pos::new(HPos::Center, VPos::Center));
-            let mid = ((x_lo + x_hi) / 2.0, (y_lo + y_hi) / 2.0);
-            chart
-                .draw_series(std::iter::once(Text::new("no data", mid, style)))
-                .map_err(|e| draw_err(&e))?;
-        }
-        root.present().map_err(|e| draw_err(&e))?;
-    }
-    Ok(add_title_desc(
-        buf,
-        spec.title,
-        &describe(spec, n_points, segs.len()),
-    ))
-}
-
-/// Number for a threshold label: integers without decimals.
-fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
+    draw(spec, &layout, &mut buf).map_err(|message| ChartError::Draw {
+        title: spec.title.to_string(),
+        message,
+    })?;
+    let n_points: usize = layout.segs.iter().map(Vec::len).sum();
+    let desc = describe(spec, layout.unit, n_points, layout.segs.len());
+    Ok(add_title_desc(buf, spec.title, &desc))
 }
 
 /// Writes the five standard charts of a summary (lag with its fail threshold,
@@ -377,8 +583,9 @@ fn num(v: f64) -> String {
 /// with its maximum) next to a report: `<stem>-lag.svg`, `<stem>-dlq.svg`,
 /// `<stem>-throughput.svg`, `<stem>-success.svg`, `<stem>-p95.svg` in `dir`,
 /// each atomically. Returns (chart title, file name) pairs in that order, for
-/// [`crate::render::report::render_markdown`]. The X axis runs from T0 to the
-/// later of "now" and the planned end, so checkpoints share one scale.
+/// [`crate::render::report::render_markdown`]. The X axis runs from T0 to
+/// "now": an early report shows what has happened, not a sliver of 48 h. The
+/// DLQ chart draws its baseline and the count at which `dlq` fails.
 pub fn write_charts(
     summary: &SoakSummary,
     thresholds: &ChartThresholds,
@@ -394,22 +601,27 @@ pub fn write_charts(
     {
         return Err(ChartError::BadStem(stem.to_string()));
     }
-    let planned_ms = if summary.planned_secs.is_finite() && summary.planned_secs > 0.0 {
-        (summary.planned_secs * 1000.0).min(1e15) as i64
-    } else {
-        0
-    };
-    let planned_end = summary.t0 + Duration::milliseconds(planned_ms);
-    let end = summary.now.max(planned_end);
+    let end = summary.now;
     let s = &summary.series;
     let lag_label = format!("fail >= {}", num(thresholds.lag_fail));
     let success_label = format!("fail < {} %", num(thresholds.success_min_pct));
     let p95_label = format!("fail >= {} ms", num(thresholds.p95_max_ms));
-    let spec = |title, y_label, series, threshold| ChartSpec {
+    let dlq_baseline = thresholds.dlq_baseline.filter(|b| b.is_finite());
+    let dlq_baseline_label = dlq_baseline
+        .map(|b| format!("baseline {} at T0", num(b)))
+        .unwrap_or_default();
+    // The criterion fails on any message beyond the baseline.
+    let dlq_fail = dlq_baseline.map(|b| b + 1.0);
+    let dlq_fail_label = dlq_fail
+        .map(|f| format!("fail >= {}", num(f)))
+        .unwrap_or_default();
+    let spec = |title, y_label, series, threshold, integer_y| ChartSpec {
         title,
         y_label,
         series,
         threshold,
+        baseline: None,
+        integer_y,
         t0: summary.t0,
         end,
     };
@@ -421,12 +633,25 @@ pub fn write_charts(
                 "messages",
                 &s.lag,
                 Some((thresholds.lag_fail, &lag_label)),
+                true,
             ),
         ),
-        ("dlq", spec("DLQ messages", "messages", &s.dlq, None)),
+        (
+            "dlq",
+            ChartSpec {
+                baseline: dlq_baseline.map(|b| (b, dlq_baseline_label.as_str())),
+                ..spec(
+                    "DLQ messages",
+                    "messages",
+                    &s.dlq,
+                    dlq_fail.map(|f| (f, dlq_fail_label.as_str())),
+                    true,
+                )
+            },
+        ),
         (
             "throughput",
-            spec("Throughput", "msgs/min", &s.throughput, None),
+            spec("Throughput", "msgs/min", &s.throughput, None, false),
         ),
         (
             "success",
@@ -435,6 +660,7 @@ pub fn write_charts(
                 "%",
                 &s.success_rate,
                 Some((thresholds.success_min_pct, &success_label)),
+                false,
             ),
         ),
         (
@@ -444,6 +670,7 @@ pub fn write_charts(
                 "ms",
                 &s.p95_ms,
                 Some((thresholds.p95_max_ms, &p95_label)),
+                false,
             ),
         ),
     ];
@@ -551,6 +778,29 @@ mod tests {
             .count()
     }
 
+    /// Numeric tick labels (x, y) as plotters writes them: X ticks centred
+    /// below the plot (`dy="0.76em"`), Y ticks right-aligned (`dy="0.5ex"`).
+    fn tick_labels(svg: &str) -> (Vec<f64>, Vec<f64>) {
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for part in svg.split("<text").skip(1) {
+            let Some((attrs, rest)) = part.split_once('>') else {
+                continue;
+            };
+            let Some((text, _)) = rest.split_once("</text>") else {
+                continue;
+            };
+            let Ok(v) = text.trim().parse::<f64>() else {
+                continue;
+            };
+            if attrs.contains("dy=\"0.76em\"") && attrs.contains("text-anchor=\"middle\"") {
+                xs.push(v);
+            } else if attrs.contains("dy=\"0.5ex\"") && attrs.contains("text-anchor=\"end\"") {
+                ys.push(v);
+            }
+        }
+        (xs, ys)
+    }
+
     #[test]
     fn renders_48h_with_threshold_and_gap() {
         let series = lag_series();
@@ -560,6 +810,8 @@ mod tests {
             y_label: "messages",
             series: &series,
             threshold: Some((10.0, "fail >= 10")),
+            baseline: None,
+            integer_y: true,
             t0: t0(),
             end: t0() + Duration::hours(48),
         };
@@ -576,6 +828,11 @@ mod tests {
         assert!(svg.contains("<title>Consumer lag</title>"));
         assert!(svg.contains("threshold 10 (fail &gt;= 10)"));
         assert!(svg.contains("hours since T0"));
+        let (xs, ys) = tick_labels(&svg);
+        assert_eq!(xs.first(), Some(&0.0), "{xs:?}");
+        assert_eq!(xs.last(), Some(&48.0), "{xs:?}");
+        assert_eq!(xs.get(1), Some(&6.0), "{xs:?}");
+        assert!(ys.iter().all(|y| y.fract() == 0.0), "{ys:?}");
         // The threshold (a dashed line) is drawn in its own colour.
         let red = format!(
             "stroke=\"#{:02X}{:02X}{:02X}\"",
@@ -621,19 +878,22 @@ mod tests {
             .iter()
             .map(|&x| (t0 + Duration::seconds(x), 1.0))
             .collect();
-        let segs = segments(&s, t0, Duration::seconds(30));
+        let unit = TimeUnit::for_span(1000.0);
+        let segs = segments(&s, t0, Duration::seconds(30), unit);
         assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 2, 1]);
-        assert_eq!(segments(&s, t0, Duration::zero()).len(), 1);
+        assert_eq!(segments(&s, t0, Duration::zero(), unit).len(), 1);
         // Unsorted input is sorted first.
         let mut r = s.clone();
         r.reverse();
-        assert_eq!(segments(&r, t0, Duration::seconds(30)).len(), 3);
+        assert_eq!(segments(&r, t0, Duration::seconds(30), unit).len(), 3);
         // The lone sample is drawn as a dot, runs as lines.
         let spec = ChartSpec {
             title: "t",
             y_label: "y",
             series: &s,
             threshold: None,
+            baseline: None,
+            integer_y: false,
             t0,
             end: t0 + Duration::seconds(1000),
         };
@@ -652,6 +912,8 @@ mod tests {
                 y_label: "messages",
                 series,
                 threshold: Some((2.0, "fail > 1")),
+                baseline: Some((1.0, "baseline 1")),
+                integer_y: true,
                 t0: t0(),
                 end: t0(), // zero-length soak: still a valid axis
             };
@@ -676,6 +938,72 @@ mod tests {
         assert!(lo < 5.0 && hi > 5.0);
         let (lo, hi) = y_range([0.0].into_iter());
         assert!(lo == 0.0 && hi > 0.0);
+    }
+
+    #[test]
+    fn ticks_are_round_and_counts_whole() {
+        assert_eq!(
+            ticks(0.0, 42.0, 12, false),
+            (
+                vec![0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0],
+                5.0
+            )
+        );
+        assert_eq!(ticks(0.0, 2.0, 6, true), (vec![0.0, 1.0, 2.0], 1.0));
+        assert_eq!(ticks(0.0, 1.0, 6, true).0, vec![0.0, 1.0]);
+        let (t, step) = ticks(99.5, 100.1, 6, false);
+        assert_eq!(step, 0.1);
+        assert_eq!(t.first().map(|v| format!("{v:.1}")), Some("99.5".into()));
+        assert_eq!(t.last().map(|v| format!("{v:.1}")), Some("100.1".into()));
+        let hours = TimeUnit::for_span(48.0 * 3600.0);
+        assert_eq!(time_ticks(0.0, 48.0, 12, hours).1, 6.0);
+        assert_eq!(time_ticks(0.0, 10.0, 12, hours).1, 1.0);
+        let secs = TimeUnit::for_span(42.0);
+        assert_eq!(time_ticks(0.0, 42.0, 12, secs).1, 5.0);
+        assert_eq!(time_ticks(0.0, 100.0, 12, secs).1, 10.0);
+        assert_eq!(ticks(0.0, 1200.0, 6, true).1, 200.0);
+        assert_eq!((decimals(5.0), decimals(0.1), decimals(0.05)), (0, 1, 2));
+        assert_eq!(integer_range((0.0, 1.1)), (0.0, 2.0));
+        assert_eq!(integer_range((3.0, 3.0)), (3.0, 4.0));
+        assert_eq!(TimeUnit::for_span(42.0).name, "seconds");
+        assert_eq!(TimeUnit::for_span(3600.0).name, "minutes");
+        assert_eq!(TimeUnit::for_span(48.0 * 3600.0).name, "hours");
+    }
+
+    #[test]
+    fn an_early_dlq_chart_spans_the_elapsed_seconds_with_its_baseline() {
+        let t0 = t0();
+        let series: Vec<_> = (0..43i64)
+            .map(|i| (t0 + Duration::seconds(i), if i < 30 { 1.0 } else { 2.0 }))
+            .collect();
+        let spec = ChartSpec {
+            title: "DLQ messages",
+            y_label: "messages",
+            series: &series,
+            threshold: Some((2.0, "fail >= 2")),
+            baseline: Some((1.0, "baseline 1 at T0")),
+            integer_y: true,
+            t0,
+            end: t0 + Duration::seconds(42),
+        };
+        let svg = render_svg(&spec, Duration::seconds(5)).unwrap_or_default();
+        assert!(svg.contains("seconds since T0"), "{svg}");
+        let (xs, ys) = tick_labels(&svg);
+        assert_eq!(xs, [0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0]);
+        assert!(ys.iter().all(|y| y.fract() == 0.0), "{ys:?}");
+        assert!(ys.contains(&1.0) && ys.contains(&2.0), "{ys:?}");
+        let distinct: std::collections::BTreeSet<i64> = ys.iter().map(|y| *y as i64).collect();
+        assert_eq!(distinct.len(), ys.len(), "{ys:?}");
+        assert!(svg.contains("baseline 1 at T0"));
+        assert!(svg.contains("baseline 1 (baseline 1 at T0); threshold 2 (fail &gt;= 2)"));
+        assert!(
+            count_color(&svg, (BASELINE_COLOR.0, BASELINE_COLOR.1, BASELINE_COLOR.2)) > 100,
+            "the baseline line is visible"
+        );
+        assert!(
+            count_color(&svg, (SERIES_COLOR.0, SERIES_COLOR.1, SERIES_COLOR.2)) > 500,
+            "the data spans the chart, not a sliver"
+        );
     }
 
     fn summary() -> SoakSummary {
@@ -722,6 +1050,7 @@ mod tests {
             lag_fail: 10.0,
             success_min_pct: 99.9,
             p95_max_ms: 500.0,
+            dlq_baseline: Some(1.0),
         };
         let out = match write_charts(&summary(), &th, dir.path(), "cp-24h", Duration::minutes(3)) {
             Ok(o) => o,
@@ -748,6 +1077,11 @@ mod tests {
         assert!(read("cp-24h-success.svg").contains("fail &lt; 99.9 %"));
         assert!(read("cp-24h-p95.svg").contains("fail &gt;= 500 ms"));
         assert!(read("cp-24h-p95.svg").contains("no data"));
+        let dlq = read("cp-24h-dlq.svg");
+        assert!(dlq.contains("baseline 1 at T0") && dlq.contains("fail &gt;= 2"));
+        // 10 h into a 48 h plan: the axis ends at 10 h.
+        let (xs, _) = tick_labels(&read("cp-24h-throughput.svg"));
+        assert_eq!(xs.last(), Some(&10.0), "{xs:?}");
         // No temp files left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())

@@ -5,4 +5,5 @@
 pub mod chart;
 pub mod check;
 pub mod markdown;
+pub mod number;
 pub mod report;

@@ -18,6 +18,7 @@ const DEFAULT_LAG_FAIL: f64 = 10.0;
 use crate::render::check::icon;
 
 use crate::render::markdown::md_cell as cell;
+use crate::render::number::{human_duration as duration, human_number as num};
 
 /// Text on one line (headings, list items).
 fn line(s: &str) -> String {
@@ -28,24 +29,6 @@ fn ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// Hours as in "24h" or "10.5h" (never rounds up across a boundary).
-fn hours(h: f64) -> String {
-    let h = if h.is_finite() { h.max(0.0) } else { 0.0 };
-    if h < 1.0 {
-        // Compressed soaks (the demo) are minutes long: say "30s", "1m".
-        let secs = std::time::Duration::from_secs((h * 3600.0).floor() as u64);
-        return humantime::format_duration(secs)
-            .to_string()
-            .replace(' ', "");
-    }
-    let tenths = (h * 10.0).floor() / 10.0;
-    if tenths.fract() == 0.0 {
-        format!("{tenths:.0}h")
-    } else {
-        format!("{tenths:.1}h")
-    }
-}
-
 /// A share 0..1 as a percentage with one decimal, truncated so that 99.96 %
 /// does not show as a complete 100.0 %.
 fn pct(share: f64) -> String {
@@ -54,23 +37,6 @@ fn pct(share: f64) -> String {
     }
     let v = (share.clamp(0.0, 1.0) * 1000.0).floor() / 10.0;
     format!("{v:.1} %")
-}
-
-/// A number: integers without decimals, others with up to three.
-fn num(v: f64) -> String {
-    if !v.is_finite() {
-        return format!("{v}");
-    }
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        return format!("{}", v as i64);
-    }
-    let s = format!("{v:.3}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn duration(secs: f64) -> String {
-    let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
-    humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)).to_string()
 }
 
 fn elapsed_secs(s: &SoakSummary) -> f64 {
@@ -169,8 +135,8 @@ pub fn checklist(summary: &SoakSummary) -> Vec<(bool, String)> {
     let day1 = planned / 2.0;
     let day2 = planned;
     let elapsed = elapsed_secs(summary);
-    let d1 = hours(day1 / 3600.0);
-    let d2 = hours(day2 / 3600.0);
+    let d1 = duration(day1);
+    let d2 = duration(day2);
     let lag_fail = summary
         .criterion(CriterionId::ConsumerLag)
         .and_then(|c| c.last.fail_at)
@@ -213,8 +179,8 @@ pub fn checklist(summary: &SoakSummary) -> Vec<(bool, String)> {
                     false,
                     format!(
                         "{text} (not reached yet: {} of {})",
-                        hours(elapsed / 3600.0),
-                        hours(due / 3600.0)
+                        duration(elapsed),
+                        duration(due)
                     ),
                 )
             } else {
@@ -431,22 +397,20 @@ fn rollback_section(s: &SoakSummary, out: &mut String) {
 /// [`crate::render::chart::write_charts`]). Deterministic: no clock is read.
 pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, String)]) -> String {
     let s = summary;
-    let elapsed_h = elapsed_secs(s) / 3600.0;
-    let planned_h = s.planned_secs / 3600.0;
     let progress = if s.planned_secs > 0.0 {
         format!(" ({})", pct(elapsed_secs(s) / s.planned_secs))
     } else {
         String::new()
     };
     let mut out = format!(
-        "# Soak report: {} — {}\n\n**Soak id:** `{}`  \n**T0:** {}  \n**Now:** {}  \n**Elapsed:** {:.1}h of {} planned{}  \n**Samples:** {}  \n**Verdict:** {}\n\n",
+        "# Soak report: {} — {}\n\n**Soak id:** `{}`  \n**T0:** {}  \n**Now:** {}  \n**Elapsed:** {} of {} planned{}  \n**Samples:** {}  \n**Verdict:** {}\n\n",
         line(&s.name),
         line(title),
         line(&s.soak_id).replace('`', "'"),
         ts(s.t0),
         ts(s.now),
-        (elapsed_h.max(0.0) * 10.0).floor() / 10.0,
-        hours(planned_h),
+        duration(elapsed_secs(s)),
+        duration(s.planned_secs),
         progress,
         s.samples,
         verdict_line(s),
@@ -679,7 +643,7 @@ mod tests {
         let md = render_markdown(&s, "48h final", &charts());
         assert!(md.starts_with("# Soak report: phase-b-staging — 48h final\n"));
         assert!(md.contains("**Verdict:** ✅ APPROVED FOR PRODUCTION\n"));
-        assert!(md.contains("**Elapsed:** 48.0h of 48h planned (100.0 %)"));
+        assert!(md.contains("**Elapsed:** 48h of 48h planned (100.0 %)"));
         assert!(md.contains("**Soak id:** `7f3a9c`"));
         assert!(md.contains("**T0:** 2025-10-02 17:08:59 UTC"));
         assert!(md.contains("**Now:** 2025-10-04 17:08:59 UTC"));
@@ -813,7 +777,7 @@ mod tests {
         let md = render_markdown(&s, "on demand", &[]);
         assert!(md.contains("**Verdict:** ⏳ SOAK IN PROGRESS — no failure so far\n"));
         assert!(!md.contains("APPROVED"));
-        assert!(md.contains("**Elapsed:** 10.0h of 48h planned (20.8 %)"));
+        assert!(md.contains("**Elapsed:** 10h of 48h planned (20.8 %)"));
         let list = checklist(&s);
         assert!(list.iter().all(|(ok, _)| !ok));
         assert_eq!(md.matches("- [ ] ").count(), 5);
@@ -918,12 +882,45 @@ mod tests {
     }
 
     #[test]
+    fn a_compressed_soak_reads_in_seconds_with_rounded_numbers() {
+        let mut s = summary(0);
+        s.planned_secs = 60.0;
+        s.now = s.t0 + Duration::seconds(42);
+        let start = s.t0 + Duration::seconds(20);
+        s.incidents.push(Span {
+            criterion: CriterionId::SuccessRate,
+            status: Status::Fail,
+            start,
+            end: start + Duration::seconds(7),
+            peak: Some(99.18032786885246),
+            evidence: "121/122 since the service started".into(),
+        });
+        set(&mut s, CriterionId::ConsumerLag, |c| {
+            c.soak = Status::Warn;
+            c.worst_value = Some(6.333333333333333);
+        });
+        s.verdict = Status::Warn;
+        let md = render_markdown(&s, "30s checkpoint", &[]);
+        assert!(
+            md.contains("**Elapsed:** 42s of 1m planned (70.0 %)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- [x] Day 1 (30s): Zero fallback events in logs ("),
+            "{md}"
+        );
+        assert!(md.contains("(not reached yet: 42s of 1m)"), "{md}");
+        assert!(md.contains("| 7s | 99.18 |"), "{md}");
+        assert!(md.contains("worst 6.333"), "{md}");
+        let long = regex::Regex::new(r"\d\.\d{4,}").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!long.is_match(&md), "{md}");
+    }
+
+    #[test]
     fn percentages_never_round_up_to_complete() {
         assert_eq!(pct(0.99999), "99.9 %");
         assert_eq!(pct(1.0), "100.0 %");
         assert_eq!(pct(f64::NAN), "-");
-        assert_eq!(hours(23.99), "23.9h");
-        assert_eq!(hours(24.0), "24h");
         assert_eq!(num(2.5), "2.5");
         assert_eq!(num(3.0), "3");
     }

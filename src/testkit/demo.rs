@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::atomic_file;
 use crate::config::Config;
 use crate::render::{self, check::Format};
+use crate::testkit::kept::{self, toml_string};
 use crate::testkit::replica::{self, HrvEvent, ReplicaNames};
 use crate::testkit::standin::{self, StandinOptions};
 use crate::verdict::{exit_code, CriterionId, Status};
@@ -37,7 +38,10 @@ pub struct DemoArgs {
     /// Synthetic HRV events to process before the first check.
     #[arg(long, default_value_t = 20)]
     pub events: u64,
-    /// Keep the replica (streams, database, files) afterwards.
+    /// Keep the replica afterwards: streams, database, files and a stand-in
+    /// left running, with a checks.toml (including `[rollback]`) that passes
+    /// `soakwatch check`; the demo prints the `teardown` command that
+    /// removes it all.
     #[arg(long)]
     pub keep: bool,
     /// Output format of the two checks.
@@ -76,6 +80,13 @@ pub struct StandinArgs {
     /// Write the bound address here once listening (lets callers use port 0).
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
+}
+
+/// Arguments of `soakwatch-testkit teardown`.
+#[derive(Debug, clap::Args)]
+pub struct TeardownArgs {
+    /// The folder `demo --keep` printed (it holds the replica's manifest).
+    pub dir: PathBuf,
 }
 
 /// Arguments of the hidden `soakwatch replica`.
@@ -269,15 +280,6 @@ restart_grace = "5m"
     )
 }
 
-/// A TOML basic string; `$` is escaped so paths are not read as `${VAR}`.
-fn toml_string(s: &str) -> String {
-    let escaped: String = s
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace("${", "$${");
-    format!("\"{escaped}\"")
-}
-
 /// `soakwatch replica up|down`.
 pub async fn run_replica(args: ReplicaArgs) -> anyhow::Result<ExitCode> {
     let names = ReplicaNames::new(&args.tag)?;
@@ -414,16 +416,22 @@ async fn wait_for_count(
     bail!("the stand-in did not process the events within 10 s")
 }
 
+/// `soakwatch-testkit teardown <dir>`.
+pub async fn run_teardown(args: TeardownArgs) -> anyhow::Result<ExitCode> {
+    kept::teardown(&args.dir).await?;
+    println!("== Demo replica removed");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `soakwatch demo`.
 pub async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let names = ReplicaNames::random();
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = std::env::temp_dir().join(format!("soakwatch-demo-{}", names.tag));
-            tmp
-        }
+    let (dir, owns_dir) = match &args.dir {
+        Some(d) => (d.clone(), !d.exists()),
+        None => (
+            std::env::temp_dir().join(format!("soakwatch-demo-{}", names.tag)),
+            true,
+        ),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let nats = async_nats::connect(&args.nats_url).await.with_context(|| {
@@ -445,19 +453,95 @@ pub async fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         names.database,
         dir.display()
     );
+    if args.keep {
+        // Before anything exists, so even a demo that fails halfway can be torn down.
+        kept::Manifest {
+            tag: names.tag.clone(),
+            nats_url: args.nats_url.clone(),
+            admin_database_url: args.admin_database_url.clone(),
+            owns_dir,
+            reports_dir: args.reports_dir.clone(),
+        }
+        .write(&dir)?;
+    }
     replica::provision(&nats, &args.admin_database_url, &names).await?;
     let result = demo_body(&args, &names, &nats, &dir).await;
-    if !args.keep {
-        if let Err(e) = replica::teardown(&nats, &args.admin_database_url, &names).await {
-            eprintln!("teardown failed: {e}");
-        } else {
-            println!("== Replica removed (use --keep to keep it)");
+    if args.keep {
+        if let Err(e) = keep_replica(&args, &names, &nats, &dir).await {
+            eprintln!("keeping the replica: {e:#}");
         }
-        if args.dir.is_none() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+        print_kept(&dir);
+        return result;
+    }
+    if let Err(e) = replica::teardown(&nats, &args.admin_database_url, &names).await {
+        eprintln!("teardown failed: {e}");
+    } else {
+        println!("== Replica removed (use --keep to keep it)");
+    }
+    if owns_dir {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     result
+}
+
+/// What `--keep` leaves: the stand-in running detached (started by the
+/// restart script the `[rollback]` section names), and checks.toml for it.
+async fn keep_replica(
+    args: &DemoArgs,
+    names: &ReplicaNames,
+    nats: &async_nats::Client,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let files = ReplicaFiles::in_dir(dir);
+    if !files.env_file.exists() {
+        standin::write_default_env_file(&files.env_file)?;
+    }
+    let service = kept::ServiceFiles {
+        env_file: &files.env_file,
+        log_file: &files.log_file,
+    };
+    let db_url = replica::replica_database_url(&args.admin_database_url, names)?;
+    let standin = kept::start_kept_standin(names, &args.nats_url, &db_url, service, dir).await?;
+    let metrics_url = format!("http://{}/metrics", standin.addr);
+    // T0 after the kept stand-in started: its start is no restart during the soak.
+    let base = replica_config(
+        names,
+        &args.nats_url,
+        &db_url,
+        &metrics_url,
+        &files,
+        Utc::now(),
+    );
+    let dlq = kept::dlq_state(nats, names).await?;
+    let text = kept::kept_config(&base, names, service, dir, dlq);
+    atomic_file::write_atomic(&files.config, &text)?;
+    Config::load(&files.config)
+        .with_context(|| format!("the kept config {} does not load", files.config.display()))?;
+    println!(
+        "\n== Replica kept in {}\n   stand-in normalize-service running detached: pid {} (in {}), {metrics_url}",
+        dir.display(),
+        standin.pid,
+        dir.join(kept::PID_FILE).display()
+    );
+    Ok(())
+}
+
+/// The commands for a kept replica, with the binaries' real paths.
+fn print_kept(dir: &Path) {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("soakwatch-testkit"));
+    let soakwatch = Some(exe.with_file_name("soakwatch"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("soakwatch"));
+    let w = |p: &Path| kept::shell_word(&p.display().to_string());
+    let config = w(&dir.join("checks.toml"));
+    println!(
+        "   check it:       {} check --config {config}\n   rollback plan:  {} rollback --dry-run --config {config}\n   restart it:     sh {}\n   remove it all (stand-in, streams, consumer, database, this folder):\n     {} teardown {}",
+        w(&soakwatch),
+        w(&soakwatch),
+        w(&dir.join(kept::RESTART_SCRIPT)),
+        w(&exe),
+        w(dir),
+    );
 }
 
 async fn demo_body(
@@ -664,7 +748,9 @@ async fn compressed_soak(
             i.criterion.as_str(),
             i.start.format("%H:%M:%S"),
             i.end.format("%H:%M:%S"),
-            i.peak.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+            i.peak
+                .map(crate::render::number::human_number)
+                .unwrap_or_else(|| "-".into())
         );
     }
     println!("   reports and charts in {}:", reports.display());

@@ -4,6 +4,7 @@
 //! service, the demo and synthetic soak histories.
 
 pub mod demo;
+pub mod kept;
 pub mod replica;
 pub mod standin;
 pub mod synthetic;

@@ -27,6 +27,7 @@ pub fn write_summary_report(
         lag_fail: cfg.criteria.lag_fail as f64,
         success_min_pct: cfg.criteria.success_rate_min * 100.0,
         p95_max_ms: cfg.criteria.p95_max.as_secs_f64() * 1000.0,
+        dlq_baseline: cfg.streams.dlq.baseline_messages.map(|b| b as f64),
     };
     let gap =
         chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30));

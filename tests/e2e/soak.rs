@@ -846,3 +846,179 @@ fn incident_evidence_is_from_when_the_incident_began() {
         dlq[0].evidence
     );
 }
+
+/// Tears a kept demo replica down if the test ends early (a no-op once the
+/// folder is gone).
+struct KeptGuard(std::path::PathBuf);
+
+impl Drop for KeptGuard {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::process::Command::new(crate::common::TESTKIT)
+                .arg("teardown")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// Runs a command line the demo printed, with sh.
+async fn run_printed(line: &str) -> std::process::Output {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("finished within 120 s")
+    .expect("sh runs")
+}
+
+/// Running and not a zombie.
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_keep_leaves_a_working_replica_and_its_teardown_removes_all_of_it() {
+    use soakwatch::testkit::kept;
+    let base = tempfile::tempdir().expect("tempdir");
+    let dir = base.path().join("kept");
+    let _guard = KeptGuard(dir.clone());
+    let help = std::process::Command::new(crate::common::TESTKIT)
+        .arg("--help")
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("teardown")),
+        "{help}"
+    );
+
+    let demo = tokio::process::Command::new(crate::common::TESTKIT)
+        .args(["demo", "--keep", "--soak", "0s", "--events", "5"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--reports-dir")
+        .arg(base.path().join("reports"))
+        .env("NATS_URL", crate::common::nats_url())
+        .env("DATABASE_ADMIN_URL", crate::common::admin_url())
+        .stdin(std::process::Stdio::null())
+        .output();
+    let demo = tokio::time::timeout(Duration::from_secs(180), demo)
+        .await
+        .expect("demo within 180 s")
+        .expect("demo runs");
+    let out = String::from_utf8_lossy(&demo.stdout).into_owned();
+    let err = String::from_utf8_lossy(&demo.stderr).into_owned();
+    assert_eq!(demo.status.code(), Some(0), "{out}\n{err}");
+    let printed = |after: &str| -> String {
+        let mut lines = out.lines().skip_while(|l| !l.contains(after));
+        lines.next();
+        lines.next().map(str::trim).unwrap_or_default().to_string()
+    };
+    let teardown = printed("remove it all");
+    assert!(
+        teardown.ends_with(&format!("teardown {}", dir.display())),
+        "no teardown command:\n{out}"
+    );
+
+    // The stand-in outlived the demo, detached, its pid in the folder.
+    let manifest = kept::Manifest::read(&dir).expect("manifest");
+    let names = soakwatch::testkit::replica::ReplicaNames::new(&manifest.tag).expect("tag");
+    let pid: u32 = std::fs::read_to_string(dir.join(kept::PID_FILE))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        process_alive(pid),
+        "the kept stand-in is not running\n{out}"
+    );
+    let config = dir.join("checks.toml").display().to_string();
+
+    // The kept config passes check and has a working [rollback].
+    let check = crate::common::run_bin(&["check", "--config", &config], &[]).await;
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    let plan = crate::common::run_bin(&["rollback", "--dry-run", "--config", &config], &[]).await;
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let script = dir.join(kept::RESTART_SCRIPT).display().to_string();
+    assert!(plan.stdout.contains(&script), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains(&format!("Stream candidates: {}", names.legacy_stream)),
+        "{}",
+        plan.stdout
+    );
+    // Its restart command restarts the kept stand-in on the same address.
+    let addr = std::fs::read_to_string(dir.join(kept::ADDR_FILE)).expect("addr");
+    let restart = run_printed(&format!("sh '{script}'")).await;
+    assert!(restart.status.success(), "{restart:?}");
+    let new_pid: u32 = std::fs::read_to_string(dir.join(kept::PID_FILE))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert_ne!(new_pid, pid);
+    assert!(!process_alive(pid), "the old stand-in still runs");
+    soakwatch::install_crypto_provider();
+    let http = soakwatch::probe::metrics::http_client(Duration::from_secs(2)).expect("client");
+    let mut answered = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("http://{}/metrics", addr.trim()))
+            .send()
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the restarted stand-in does not answer on {addr}");
+    let check = crate::common::run_bin(&["check", "--config", &config], &[]).await;
+    assert!(
+        check.code == 0 || check.code == 1,
+        "after the restart: {}{}",
+        check.stdout,
+        check.stderr
+    );
+
+    // The printed teardown removes everything it created.
+    let down = run_printed(&teardown).await;
+    assert!(down.status.success(), "{down:?}");
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let mut gone = false;
+    for _ in 0..50 {
+        if !process_alive(new_pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the stand-in (pid {new_pid}) survived the teardown");
+    let nats = async_nats::connect(crate::common::nats_url())
+        .await
+        .expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    for stream in names.streams() {
+        assert!(js.get_stream(stream).await.is_err(), "{stream} left behind");
+    }
+    use sqlx::Connection;
+    let mut pg = sqlx::PgConnection::connect(&crate::common::admin_url())
+        .await
+        .expect("postgres");
+    let (dbs,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&names.database)
+        .fetch_one(&mut pg)
+        .await
+        .expect("query");
+    assert_eq!(dbs, 0, "database {} left behind", names.database);
+    let _ = pg.close().await;
+}

@@ -703,7 +703,12 @@ async fn corrupt_state_is_refused_with_a_clear_error() {
     stop_cleanly(&mut first).await;
 
     // Released on exit: the next daemon takes the state over (and --max-cycles stops it).
-    let mut third = Daemon::start(&config.path, &["--force", "--max-cycles", "1"], dir.path(), "third");
+    let mut third = Daemon::start(
+        &config.path,
+        &["--force", "--max-cycles", "1"],
+        dir.path(),
+        "third",
+    );
     let code = third.wait_exit(secs(20)).await;
     assert_eq!(code, 0, "{}", third.stderr());
     assert!(third.stdout().contains(" after "), "{}", third.stdout());
@@ -1429,4 +1434,94 @@ async fn series_keep_their_labels_across_soaks_and_match_check_and_json_logs_hol
             .collect()
     };
     assert_eq!(probes(&run.stdout), probes(&bodies[1]));
+}
+
+/// Numeric tick labels of a report chart as plotters writes them: X ticks
+/// centred under the plot (`dy="0.76em"`), Y ticks right-aligned (`dy="0.5ex"`).
+fn svg_ticks(svg: &str) -> (Vec<f64>, Vec<f64>) {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for part in svg.split("<text").skip(1) {
+        let Some((attrs, rest)) = part.split_once('>') else {
+            continue;
+        };
+        let Some((text, _)) = rest.split_once("</text>") else {
+            continue;
+        };
+        let Ok(v) = text.trim().parse::<f64>() else {
+            continue;
+        };
+        if attrs.contains("dy=\"0.76em\"") && attrs.contains("text-anchor=\"middle\"") {
+            xs.push(v);
+        } else if attrs.contains("dy=\"0.5ex\"") && attrs.contains("text-anchor=\"end\"") {
+            ys.push(v);
+        }
+    }
+    (xs, ys)
+}
+
+/// Seconds in the report's "**Elapsed:** 8s of 48h planned" line.
+fn elapsed_secs_in(md: &str) -> f64 {
+    let line = md
+        .lines()
+        .find_map(|l| l.strip_prefix("**Elapsed:** "))
+        .unwrap_or_else(|| panic!("no elapsed line:\n{md}"));
+    let (elapsed, rest) = line.split_once(" of ").unwrap_or(("", ""));
+    assert!(rest.starts_with("48h planned"), "{line}");
+    elapsed
+        .strip_suffix('s')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a few seconds in seconds: {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_report_charts_the_elapsed_seconds_with_baselines_and_round_numbers() {
+    let mut r = Replica::healthy(5).await;
+    let w = r.add_watch_section("");
+    let _feed = Trickle::start(&mut r, Duration::from_millis(400));
+    let mut d = Daemon::start(&r.config, &[], r.dir.path(), "watch-early");
+    let body = d.wait_cycles(6, secs(30)).await;
+    let id = soak_label(&body);
+    stop_cleanly(&mut d).await;
+
+    let md = read(&w.reports.join(format!("{id}-latest.md")));
+    let elapsed = elapsed_secs_in(&md);
+    assert!((4.0..60.0).contains(&elapsed), "{md}");
+    // No float with more than three decimals anywhere in the report.
+    let long = regex::Regex::new(r"\d\.\d{4,}").expect("regex");
+    assert!(!long.is_match(&md), "{:?}\n{md}", long.find(&md));
+
+    for chart in ["lag", "dlq", "throughput", "success", "p95"] {
+        let file = format!("{id}-latest-{chart}.svg");
+        let svg = read(&w.reports.join(&file));
+        assert!(
+            svg.contains("seconds since T0"),
+            "{file}: X axis not in seconds"
+        );
+        let (xs, ys) = svg_ticks(&svg);
+        let last = xs.last().copied().unwrap_or(f64::NAN);
+        // The axis ends at "now": its last tick is within one tick step of
+        // the elapsed seconds, never at 48 (hours) of the plan.
+        let step = xs.windows(2).map(|w| w[1] - w[0]).next().unwrap_or(1.0);
+        assert!(
+            last <= elapsed + 1.0 && last >= elapsed - step - 1.0,
+            "{file}: X ticks {xs:?}, elapsed {elapsed}s"
+        );
+        assert!(!ys.is_empty(), "{file}: no Y ticks");
+        if chart == "lag" || chart == "dlq" {
+            assert!(
+                ys.iter().all(|y| y.fract() == 0.0),
+                "{file}: counts with fractional ticks {ys:?}"
+            );
+            let distinct: BTreeSet<i64> = ys.iter().map(|y| *y as i64).collect();
+            assert_eq!(distinct.len(), ys.len(), "{file}: repeated ticks {ys:?}");
+        }
+    }
+    // The DLQ chart draws its baseline (the config's 1 message) and where it fails.
+    let dlq = read(&w.reports.join(format!("{id}-latest-dlq.svg")));
+    assert!(dlq.contains("baseline 1 at T0"), "{dlq}");
+    assert!(dlq.contains("fail &gt;= 2"), "{dlq}");
+    assert!(
+        dlq.matches("stroke=\"#555555\"").count() > 5,
+        "the dashed baseline line"
+    );
 }
