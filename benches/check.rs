@@ -122,30 +122,46 @@ fn main() {
             "  /metrics scrape + parse",
             time_it(|| probe::metrics::probe(&http, &cfg)).await,
         );
-        let opts = probe::db::connect_options(&cfg.database, timeout).expect("pg opts");
+        let db_cfg = cfg
+            .database
+            .clone()
+            .expect("the replica config has [database]");
+        let log_cfg = cfg.log.clone().expect("the replica config has [log]");
+        let env_cfg = cfg
+            .service_env
+            .clone()
+            .expect("the replica config has [service_env]");
+        let opts = probe::db::connect_options(&db_cfg, timeout).expect("pg opts");
         let since = [Utc::now() - chrono::Duration::minutes(5)];
         row(
             "  database (connect + 5 queries)",
-            time_it(|| probe::db::probe(&opts, &cfg, Utc::now(), &since)).await,
+            time_it(|| probe::db::probe(&opts, &db_cfg, Utc::now(), &since)).await,
         );
         let plain = opts.clone().ssl_mode(sqlx::postgres::PgSslMode::Disable);
         row(
             "  database, sslmode=disable",
-            time_it(|| probe::db::probe(&plain, &cfg, Utc::now(), &since)).await,
+            time_it(|| probe::db::probe(&plain, &db_cfg, Utc::now(), &since)).await,
         );
         let session = tokio::sync::Mutex::new(probe::db::DbSession::new(opts.clone()));
         row(
             "  database, connection kept",
-            time_it(|| async { session.lock().await.probe(&cfg, Utc::now(), &since).await }).await,
+            time_it(|| async {
+                session
+                    .lock()
+                    .await
+                    .probe(&db_cfg, Utc::now(), &since)
+                    .await
+            })
+            .await,
         );
         // A fresh tail each round: the first cycle's scan of the recent tail.
         row(
             "  log scan",
-            time_it(|| probe::log::probe(Default::default(), &cfg.log, timeout)).await,
+            time_it(|| probe::log::probe(Default::default(), &log_cfg, timeout)).await,
         );
         row(
             "  env file",
-            time_it(|| probe::service_env::probe(&cfg.service_env)).await,
+            time_it(|| probe::service_env::probe(&env_cfg)).await,
         );
 
         token.cancel();

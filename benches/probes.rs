@@ -82,11 +82,12 @@ fn metrics_case(total: usize, content_length: bool) {
 fn log_case() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), "http://127.0.0.1:1/metrics");
-    let log = cfg.log.path.clone();
+    let log_cfg = cfg.log.clone().expect("the bench config has [log]");
+    let log = log_cfg.path.clone();
     std::fs::write(&log, "start\n").expect("log");
     let mut tail = soakwatch::probe::log::LogTail::default();
     let far = || Instant::now() + Duration::from_secs(3600);
-    tail.poll(&cfg.log, far()).expect("first poll");
+    tail.poll(&log_cfg, far()).expect("first poll");
     let total: usize = 500_000_000;
     let filler = "2026-11-27T06:00:00.000Z [normalize] processed HRV event for user 0000 ok\n";
     let block = filler.repeat((1 << 20) / filler.len());
@@ -114,13 +115,13 @@ fn log_case() {
     let mut worst = 0.0f64;
     loop {
         let p = Instant::now();
-        let s = tail.poll(&cfg.log, far()).expect("poll");
+        let s = tail.poll(&log_cfg, far()).expect("poll");
         worst = worst.max(p.elapsed().as_secs_f64());
         polls += 1;
         if s.backlog_bytes == 0 {
             println!(
                 "| 500 MB burst, {} MiB per cycle | {polls} cycles | {:.2} s reading | {:.2} s worst cycle | {} fallback | {:.1} MiB peak RSS |",
-                cfg.log.max_scan_bytes >> 20,
+                log_cfg.max_scan_bytes >> 20,
                 t.elapsed().as_secs_f64(),
                 worst,
                 s.fallback_total,

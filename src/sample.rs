@@ -51,6 +51,27 @@ pub struct ProbeFailure {
     pub reason: String,
 }
 
+/// How a [`ProbeFailure::not_configured`] reason begins; kept in the reason
+/// itself so stored snapshots need no new field.
+const NOT_CONFIGURED: &str = "not configured: ";
+
+impl ProbeFailure {
+    /// The probe's section is not in the config, so it did not run. Its
+    /// criteria are `not_configured` (never blocking a verdict), not
+    /// `unknown`, and outputs list the probe as not configured, not failed.
+    pub fn not_configured(probe: ProbeKind, section: &str) -> Self {
+        ProbeFailure {
+            probe,
+            reason: format!("{NOT_CONFIGURED}no [{section}] section in the config"),
+        }
+    }
+
+    /// Whether this is a [`ProbeFailure::not_configured`] rather than a failure.
+    pub fn is_not_configured(&self) -> bool {
+        self.reason.starts_with(NOT_CONFIGURED)
+    }
+}
+
 /// A probe outcome: a sample or the reason there is none.
 pub type Probed<T> = Result<T, ProbeFailure>;
 
@@ -369,6 +390,27 @@ pub struct Snapshot {
     pub env: Probed<EnvState>,
     /// Wall time each probe took, milliseconds.
     pub probe_ms: BTreeMap<String, u64>,
+}
+
+impl Snapshot {
+    /// Every probe that ran, by its stable label (`stream <name>`,
+    /// `consumer`, `metrics`, `database`, `log`, `service_env`), with its
+    /// failure if it failed. Probes whose section is not configured did not
+    /// run and are left out: they are neither failed nor covered.
+    pub fn probe_outcomes(&self) -> Vec<(String, Option<&ProbeFailure>)> {
+        let mut v: Vec<(String, Option<&ProbeFailure>)> = self
+            .streams
+            .iter()
+            .map(|(name, r)| (format!("stream {name}"), r.as_ref().err()))
+            .collect();
+        v.push(("consumer".into(), self.consumer.as_ref().err()));
+        v.push(("metrics".into(), self.metrics.as_ref().err()));
+        v.push(("database".into(), self.db.as_ref().err()));
+        v.push(("log".into(), self.log.as_ref().err()));
+        v.push(("service_env".into(), self.env.as_ref().err()));
+        v.retain(|(_, f)| !f.is_some_and(ProbeFailure::is_not_configured));
+        v
+    }
 }
 
 #[cfg(test)]

@@ -101,12 +101,15 @@ pub struct Config {
     pub consumer: ConsumerConfig,
     /// The service's Prometheus endpoint and the series to read.
     pub metrics: MetricsConfig,
-    /// The table the service writes.
-    pub database: DatabaseConfig,
-    /// The service's log and what counts as a fallback there.
-    pub log: LogConfig,
-    /// The service's env file and the values it must hold.
-    pub service_env: ServiceEnvConfig,
+    /// The table the service writes; None when the service has none (its
+    /// criteria are then `not_configured`, which never blocks a verdict).
+    pub database: Option<DatabaseConfig>,
+    /// The service's log and what counts as a fallback there; None: no log
+    /// to read (`fallback` is `not_configured`).
+    pub log: Option<LogConfig>,
+    /// The service's env file and the values it must hold; None: no .env
+    /// (its part of `consumer_config` is left out).
+    pub service_env: Option<ServiceEnvConfig>,
     /// Thresholds per criterion.
     pub criteria: CriteriaConfig,
     /// The daemon: interval, state, reports, soak policy.
@@ -602,7 +605,9 @@ impl Config {
             s.add_url(part, false);
         }
         s.add_url(self.metrics.url.expose(), false);
-        s.add_url(self.database.url.expose(), false);
+        if let Some(d) = &self.database {
+            s.add_url(d.url.expose(), false);
+        }
         for r in &self.alerts.routes {
             match &r.sink {
                 Sink::Email(e) => s.add_credentials(&e.username, e.password.expose()),
@@ -662,7 +667,10 @@ mod tests {
             _ => None,
         };
         let c = Config::from_text(Path::new("c.toml"), &shipped(), &env).expect("valid");
-        assert_eq!(c.database.url.expose(), "postgres://u:topsecret@db/x");
+        assert_eq!(
+            c.database.as_ref().expect("[database]").url.expose(),
+            "postgres://u:topsecret@db/x"
+        );
         assert!(!format!("{c:?}").contains("topsecret"));
     }
 
@@ -798,8 +806,14 @@ mod tests {
             .expect("valid");
         assert_eq!(c.source, Path::new("/etc/soak/y/checks.toml"));
         let svc = Path::new("/etc/soak/y/services/normalize-service");
-        assert_eq!(c.log.path, svc.join("logs/normalize-service.log"));
-        assert_eq!(c.service_env.path, svc.join(".env"));
+        assert_eq!(
+            c.log.as_ref().expect("[log]").path,
+            svc.join("logs/normalize-service.log")
+        );
+        assert_eq!(
+            c.service_env.as_ref().expect("[service_env]").path,
+            svc.join(".env")
+        );
         assert_eq!(
             c.watch.state,
             Path::new("/etc/soak/y/reports/soakwatch-state.sqlite")

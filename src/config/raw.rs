@@ -14,9 +14,12 @@ pub(super) struct RawConfig {
     pub(super) streams: StreamsConfig,
     pub(super) consumer: ConsumerConfig,
     pub(super) metrics: RawMetrics,
-    pub(super) database: RawDatabase,
-    pub(super) log: RawLog,
-    pub(super) service_env: RawServiceEnv,
+    #[serde(default)]
+    pub(super) database: Option<RawDatabase>,
+    #[serde(default)]
+    pub(super) log: Option<RawLog>,
+    #[serde(default)]
+    pub(super) service_env: Option<RawServiceEnv>,
     #[serde(default)]
     pub(super) criteria: CriteriaConfig,
     #[serde(default)]

@@ -108,26 +108,26 @@ pub(super) fn validate(
             process_start_metric: opt(raw.metrics.process_start_metric),
             max_body_bytes: raw.metrics.max_body_bytes,
         },
-        database: DatabaseConfig {
-            url: SecretUrl::new(raw.database.url),
-            table: raw.database.table,
-            created_column: raw.database.created_column,
-            updated_column: opt(raw.database.updated_column),
-            recent_window: raw.database.recent_window,
-            derived: raw.database.derived,
-        },
-        log: LogConfig {
-            path: resolve_path(&base, &raw.log.path),
+        database: raw.database.map(|d| DatabaseConfig {
+            url: SecretUrl::new(d.url),
+            table: d.table,
+            created_column: d.created_column,
+            updated_column: opt(d.updated_column),
+            recent_window: d.recent_window,
+            derived: d.derived,
+        }),
+        log: raw.log.map(|l| LogConfig {
+            path: resolve_path(&base, &l.path),
             fallback_patterns,
             ignore_patterns,
-            max_scan_bytes: raw.log.max_scan_bytes,
-        },
-        service_env: ServiceEnvConfig {
-            path: resolve_path(&base, &raw.service_env.path),
-            ack_wait_key: opt(raw.service_env.ack_wait_key),
-            ack_wait_unit: raw.service_env.ack_wait_unit,
-            expect: raw.service_env.expect,
-        },
+            max_scan_bytes: l.max_scan_bytes,
+        }),
+        service_env: raw.service_env.map(|e| ServiceEnvConfig {
+            path: resolve_path(&base, &e.path),
+            ack_wait_key: opt(e.ack_wait_key),
+            ack_wait_unit: e.ack_wait_unit,
+            expect: e.expect,
+        }),
         criteria: raw.criteria,
         watch,
         alerts,
@@ -301,7 +301,8 @@ fn check_metrics(raw: &RawConfig, p: Problems<'_>) {
 
 /// The database URL, table and derived-column check.
 fn check_database(raw: &RawConfig, p: Problems<'_>) {
-    match url::Url::parse(&raw.database.url) {
+    let Some(db) = &raw.database else { return };
+    match url::Url::parse(&db.url) {
         Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => {}
         Ok(u) => p(
             "database.url",
@@ -310,14 +311,14 @@ fn check_database(raw: &RawConfig, p: Problems<'_>) {
         Err(e) => p("database.url", format!("not a URL: {e}")),
     }
     for (key, v) in [
-        ("database.table", &raw.database.table),
-        ("database.created_column", &raw.database.created_column),
+        ("database.table", &db.table),
+        ("database.created_column", &db.created_column),
     ] {
         if v.trim().is_empty() {
             p(key, "must not be empty".into());
         }
     }
-    if let Some(d) = &raw.database.derived {
+    if let Some(d) = &db.derived {
         if !(d.tolerance >= 0.0 && d.tolerance.is_finite()) {
             p(
                 "database.derived.tolerance",
@@ -355,15 +356,18 @@ fn check_log(raw: &RawConfig, p: Problems<'_>) -> (Vec<regex::Regex>, Vec<regex:
                 })
                 .collect()
         };
-    let fallback_patterns = compile("log.fallback_patterns", &raw.log.fallback_patterns, p);
-    let ignore_patterns = compile("log.ignore_patterns", &raw.log.ignore_patterns, p);
-    if raw.log.max_scan_bytes == 0 {
+    let Some(log) = &raw.log else {
+        return (Vec::new(), Vec::new());
+    };
+    let fallback_patterns = compile("log.fallback_patterns", &log.fallback_patterns, p);
+    let ignore_patterns = compile("log.ignore_patterns", &log.ignore_patterns, p);
+    if log.max_scan_bytes == 0 {
         p(
             "log.max_scan_bytes",
             "must be greater than 0 (0 would scan nothing and never see a fallback)".into(),
         );
     }
-    if raw.log.fallback_patterns.is_empty() {
+    if log.fallback_patterns.is_empty() {
         p(
             "log.fallback_patterns",
             "at least one pattern is required".into(),
@@ -374,10 +378,11 @@ fn check_log(raw: &RawConfig, p: Problems<'_>) -> (Vec<regex::Regex>, Vec<regex:
 
 /// The service env's ack-wait unit.
 fn check_service_env(raw: &RawConfig, p: Problems<'_>) {
-    if !matches!(raw.service_env.ack_wait_unit.as_str(), "ms" | "s") {
+    let Some(env) = &raw.service_env else { return };
+    if !matches!(env.ack_wait_unit.as_str(), "ms" | "s") {
         p(
             "service_env.ack_wait_unit",
-            format!("`{}`: expected ms or s", raw.service_env.ack_wait_unit),
+            format!("`{}`: expected ms or s", env.ack_wait_unit),
         );
     }
 }

@@ -166,7 +166,7 @@ pub fn plan(observed: &Observed, hints: &Hints) -> Plan {
     if let Ok(m) = &observed.metrics {
         choose_matchers(&mut plan, &m.families, hints);
     }
-    if let Ok(t) = &observed.table {
+    if let Some(Ok(t)) = &observed.table {
         choose_columns(&mut plan, t);
     }
     if let Some(Ok(env)) = &observed.env {
@@ -1133,7 +1133,7 @@ mod tests {
     #[test]
     fn missing_index_bogus_match_and_ack_wait_drift_are_conflicts() {
         let mut o = fixture::observed();
-        if let Ok(t) = &mut o.table {
+        if let Some(Ok(t)) = &mut o.table {
             t.indexes.retain(|i| i.columns[0] != "createdAt");
         }
         if let Some(Ok(env)) = &mut o.env {
@@ -1172,7 +1172,7 @@ mod tests {
         let o = Observed {
             nats: Err("no NATS".into()),
             metrics: Err("no metrics".into()),
-            table: Err("no db".into()),
+            table: Some(Err("no db".into())),
             env: None,
             files: Vec::new(),
         };

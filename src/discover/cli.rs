@@ -25,9 +25,10 @@ pub struct DiscoverArgs {
     /// The service's Prometheus endpoint, e.g. http://127.0.0.1:4102/metrics.
     #[arg(long, env = "METRICS_URL", hide_env_values = true)]
     pub metrics: String,
-    /// The service's PostgreSQL URL.
+    /// The service's PostgreSQL URL; without it the config has no
+    /// `[database]` (its criteria are not_configured).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database: String,
+    pub database: Option<String>,
     /// The table the service writes (`schema.table` allowed).
     #[arg(long, default_value = "hrv_data")]
     pub table: String,
@@ -101,7 +102,7 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         nats: nats_config(&args.nats, args.nats_creds.clone()),
         streams: StreamSelection::Matching(filter),
         metrics_url: SecretUrl::new(args.metrics.clone()),
-        database_url: SecretUrl::new(args.database.clone()),
+        database_url: args.database.clone().map(SecretUrl::new),
         table: args.table.clone(),
         env_file: args.env_file.clone(),
         files: args.log.iter().cloned().collect(),
@@ -152,7 +153,7 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
 /// 3 a look-up failed).
 pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut files = vec![cfg.log.path.clone()];
+    let mut files: Vec<PathBuf> = cfg.log.iter().map(|l| l.path.clone()).collect();
     if let Some(r) = &cfg.rollback {
         files.push(r.run.env_file.clone());
         files.push(r.run.log_file.clone());
@@ -161,9 +162,13 @@ pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
         nats: cfg.nats.clone(),
         streams: StreamSelection::Named(cfg.streams.all().iter().map(|s| s.name.clone()).collect()),
         metrics_url: cfg.metrics.url.clone(),
-        database_url: cfg.database.url.clone(),
-        table: cfg.database.table.clone(),
-        env_file: Some(cfg.service_env.path.clone()),
+        database_url: cfg.database.as_ref().map(|d| d.url.clone()),
+        table: cfg
+            .database
+            .as_ref()
+            .map(|d| d.table.clone())
+            .unwrap_or_default(),
+        env_file: cfg.service_env.as_ref().map(|e| e.path.clone()),
         files,
         timeout: cfg.probe_timeout,
     };
@@ -173,8 +178,10 @@ pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
         println!("{}", f.display(path));
     }
     // A missing env file is a finding (service_env.path), not a failed look-up.
-    let env_missing = observed
-        .file(&cfg.service_env.path)
+    let env_missing = cfg
+        .service_env
+        .as_ref()
+        .and_then(|e| observed.file(&e.path))
         .is_some_and(|f| f.size.is_none());
     let mut failures = observed.failures();
     if env_missing {

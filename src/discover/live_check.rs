@@ -370,8 +370,9 @@ fn check_matchers(cfg: &Config, f: &FamilyFacts, what: &str, out: &mut Out<'_>) 
 }
 
 fn check_table(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
-    let Ok(t) = &observed.table else { return };
-    let d = &cfg.database;
+    let (Some(Ok(t)), Some(d)) = (&observed.table, &cfg.database) else {
+        return;
+    };
     if !t.exists {
         out.problem(
             "database.table",
@@ -428,14 +429,19 @@ fn check_files(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
             }
         }
     };
-    file("log.path", &cfg.log.path, out);
-    file("service_env.path", &cfg.service_env.path, out);
+    if let Some(l) = &cfg.log {
+        file("log.path", &l.path, out);
+    }
+    if let Some(e) = &cfg.service_env {
+        file("service_env.path", &e.path, out);
+    }
     if let Some(r) = &cfg.rollback {
         file("rollback.env_file", &r.run.env_file, out);
         file("rollback.log_file", &r.run.log_file, out);
     }
-    let Some(Ok(env)) = &observed.env else { return };
-    let se = &cfg.service_env;
+    let (Some(Ok(env)), Some(se)) = (&observed.env, &cfg.service_env) else {
+        return;
+    };
     if let Some(k) = &se.ack_wait_key {
         if !env.keys.contains(k) {
             out.problem(
@@ -491,10 +497,10 @@ mod tests {
                 soak_name: "t".into(),
                 nats_url: "nats://127.0.0.1:4222".into(),
                 metrics_url: "http://127.0.0.1:4102/metrics".into(),
-                database_url: "postgres://u@127.0.0.1/db".into(),
+                database_url: Some("postgres://u@127.0.0.1/db".into()),
                 table: "hrv_data".into(),
-                env_file: Some(PathBuf::from("svc/.env")),
-                log: Some(PathBuf::from("svc/log")),
+                env_file: Some(PathBuf::from("/svc/.env")),
+                log: Some(PathBuf::from("/svc/log")),
                 generated_at: chrono::Utc::now(),
             },
         )
@@ -516,7 +522,7 @@ mod tests {
         let text = config_text();
         let mut o = fixture::observed();
         o.files.push(crate::discover::FileFacts {
-            path: PathBuf::from("svc/log"),
+            path: PathBuf::from("/svc/log"),
             size: Some(1),
             error: None,
         });
@@ -546,7 +552,7 @@ mod tests {
         let cfg = load(&text);
         let mut o = fixture::observed();
         o.files.push(crate::discover::FileFacts {
-            path: PathBuf::from("svc/log"),
+            path: PathBuf::from("/svc/log"),
             size: None,
             error: Some("does not exist".into()),
         });
@@ -613,7 +619,7 @@ mod tests {
                 }
             }
         }
-        if let Ok(t) = &mut o.table {
+        if let Some(Ok(t)) = &mut o.table {
             t.indexes.clear();
         }
         let f = check(&load(&text), &text, &o);

@@ -201,8 +201,8 @@ pub struct Observed {
     pub nats: Result<NatsFacts, String>,
     /// `/metrics`.
     pub metrics: Result<MetricsFacts, String>,
-    /// The table.
-    pub table: Result<TableFacts, String>,
+    /// The table; None when no database was given.
+    pub table: Option<Result<TableFacts, String>>,
     /// The env file, when one was given.
     pub env: Option<Result<EnvFacts, String>>,
     /// Files whose existence was asked about (log, env, rollback files).
@@ -219,7 +219,7 @@ impl Observed {
         if let Err(e) = &self.metrics {
             v.push(e.clone());
         }
-        if let Err(e) = &self.table {
+        if let Some(Err(e)) = &self.table {
             v.push(e.clone());
         }
         if let Some(Err(e)) = &self.env {
@@ -252,8 +252,8 @@ pub struct LookupTargets {
     pub streams: StreamSelection,
     /// The `/metrics` URL.
     pub metrics_url: SecretUrl,
-    /// PostgreSQL URL.
-    pub database_url: SecretUrl,
+    /// PostgreSQL URL; None: the service has no table to look at.
+    pub database_url: Option<SecretUrl>,
     /// The table (`schema.table` or `table`).
     pub table: String,
     /// The env file, if any.
@@ -269,7 +269,12 @@ pub async fn lookup(t: &LookupTargets) -> Observed {
     let (nats, metrics, table) = futures::join!(
         lookup_nats(&t.nats, &t.streams, t.timeout),
         lookup_metrics(&t.metrics_url, t.timeout),
-        lookup_table(&t.database_url, &t.table, t.timeout)
+        async {
+            match &t.database_url {
+                Some(url) => Some(lookup_table(url, &t.table, t.timeout).await),
+                None => None,
+            }
+        }
     );
     let env = match &t.env_file {
         Some(p) => Some(lookup_env(p).await),
@@ -720,7 +725,7 @@ process_start_time_seconds 1759338384\n";
                 filtered_out: 0,
             }),
             metrics: Ok(families_of(&promtext::parse(METRICS))),
-            table: Ok(TableFacts {
+            table: Some(Ok(TableFacts {
                 table: "hrv_data".into(),
                 exists: true,
                 columns: vec![
@@ -742,10 +747,10 @@ process_start_time_seconds 1759338384\n";
                     },
                 ],
                 other_tables: Vec::new(),
-            }),
-            env: Some(Ok(env_facts(Path::new("svc/.env"), &env))),
+            })),
+            env: Some(Ok(env_facts(Path::new("/svc/.env"), &env))),
             files: vec![FileFacts {
-                path: PathBuf::from("svc/.env"),
+                path: PathBuf::from("/svc/.env"),
                 size: Some(80),
                 error: None,
             }],

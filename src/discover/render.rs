@@ -23,7 +23,7 @@ pub struct RenderOptions {
     /// `/metrics` URL as given.
     pub metrics_url: String,
     /// PostgreSQL URL as given.
-    pub database_url: String,
+    pub database_url: Option<String>,
     /// The table.
     pub table: String,
     /// The service's env file, when given.
@@ -246,11 +246,49 @@ pub fn render(plan: &Plan, observed: &Observed, opts: &RenderOptions) -> String 
     streams_section(&mut out, plan, observed, &legacy, &hot);
     consumer_section(&mut out, plan, &hot);
     metrics_section(&mut out, plan, observed, opts);
-    database_section(&mut out, plan, observed, opts);
-    log_section(&mut out, plan, observed, opts, &legacy.name);
-    service_env_section(&mut out, plan, opts);
+    // A probe whose input was not given is left out (its criteria are then
+    // not_configured): its section is written commented, ready to fill in.
+    let mut section = String::new();
+    database_section(&mut section, plan, observed, opts);
+    optional(
+        &mut out,
+        &section,
+        opts.database_url.is_some(),
+        "--database URL",
+    );
+    section.clear();
+    log_section(&mut section, plan, observed, opts, &legacy.name);
+    optional(&mut out, &section, opts.log.is_some(), "--log PATH");
+    section.clear();
+    service_env_section(&mut section, plan, opts);
+    optional(
+        &mut out,
+        &section,
+        opts.env_file.is_some(),
+        "--env-file PATH",
+    );
     out.push_str(CRITERIA_SECTION);
     out
+}
+
+/// `section` as written, or commented out when its input was not given.
+fn optional(out: &mut String, section: &str, given: bool, flag: &str) {
+    if given {
+        out.push_str(section);
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "# Left out (no {flag} given): its criteria are not_configured, which never\n\
+         # blocks a verdict. Uncomment and fill in to watch it."
+    );
+    for line in section.lines() {
+        if line.is_empty() {
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "# {line}");
+        }
+    }
 }
 
 /// Where and when the file was written, what could not be looked at, the conflicts.
@@ -266,7 +304,9 @@ fn header(out: &mut String, plan: &Plan, observed: &Observed, opts: &RenderOptio
         "# from NATS {}, metrics {}, database {} (table {}).",
         crate::secret::redact_url(&opts.nats_url),
         crate::secret::redact_url(&opts.metrics_url),
-        crate::secret::redact_url(&opts.database_url),
+        opts.database_url
+            .as_deref()
+            .map_or("none".into(), crate::secret::redact_url),
         opts.table
     );
     out.push_str(
@@ -474,7 +514,12 @@ fn metrics_section(out: &mut String, plan: &Plan, observed: &Observed, opts: &Re
 
 /// `[database]`: the table's columns and indexes, the chosen columns.
 fn database_section(out: &mut String, plan: &Plan, observed: &Observed, opts: &RenderOptions) {
-    let (db_url, db_note) = env_url("DATABASE_URL", &opts.database_url);
+    let (db_url, db_note) = env_url(
+        "DATABASE_URL",
+        opts.database_url
+            .as_deref()
+            .unwrap_or("postgres://localhost/change_me"),
+    );
     out.push_str("[database]\n");
     if let Some(n) = db_note {
         let _ = writeln!(out, "{n}");
@@ -482,7 +527,7 @@ fn database_section(out: &mut String, plan: &Plan, observed: &Observed, opts: &R
     let _ = writeln!(out, "url = {db_url}");
     let _ = writeln!(out, "table = {}", toml_str(&opts.table));
     notes(out, plan, "database");
-    if let Ok(t) = &observed.table {
+    if let Some(Ok(t)) = &observed.table {
         if t.exists {
             let cols: Vec<String> = t
                 .columns
@@ -620,16 +665,36 @@ mod tests {
             soak_name: "discovered".into(),
             nats_url: "nats://svc:natspw@127.0.0.1:4222".into(),
             metrics_url: "http://127.0.0.1:4102/metrics".into(),
-            database_url: "postgres://athlete:dbsecret@127.0.0.1:5432/athlete?sslmode=disable&password=qsecret".into(),
+            database_url: Some("postgres://athlete:dbsecret@127.0.0.1:5432/athlete?sslmode=disable&password=qsecret".into()),
             table: "hrv_data".into(),
-            env_file: Some(PathBuf::from("svc/.env")),
-            log: None,
+            env_file: Some(PathBuf::from("/svc/.env")),
+            log: Some(PathBuf::from("/svc/log")),
             generated_at: chrono::DateTime::from_timestamp(1_764_000_000, 0).unwrap_or_default(),
         }
     }
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn inputs_not_given_leave_their_sections_out_commented() {
+        let mut o = fixture::observed();
+        o.table = None;
+        o.env = None;
+        let opts = RenderOptions {
+            database_url: None,
+            env_file: None,
+            log: None,
+            ..opts()
+        };
+        let text = render(&plan(&o, &Hints::default()), &o, &opts);
+        let c = Config::from_text(Path::new("/d/d.toml"), &text, &no_env)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(c.database.is_none() && c.log.is_none() && c.service_env.is_none());
+        assert!(text.contains("# [database]"), "{text}");
+        assert!(text.contains("Left out (no --log PATH given)"), "{text}");
+        assert!(!text.contains("dbsecret"), "{text}");
     }
 
     #[test]
@@ -653,13 +718,21 @@ mod tests {
             c.metrics.matchers,
             [("durable".to_string(), "normalize-hrv-durable".to_string())]
         );
-        assert_eq!(c.database.created_column, "createdAt");
-        assert!(c.database.derived.is_some());
         assert_eq!(
-            c.service_env.ack_wait_key.as_deref(),
+            c.database.as_ref().expect("[database]").created_column,
+            "createdAt"
+        );
+        assert!(c.database.as_ref().expect("[database]").derived.is_some());
+        assert_eq!(
+            c.service_env
+                .as_ref()
+                .expect("[service_env]")
+                .ack_wait_key
+                .as_deref(),
             Some("NORMALIZE_HRV_ACK_WAIT_MS")
         );
-        assert!(c.log.fallback_patterns[0].is_match("bound ATHLETE_ALLY_EVENTS now"));
+        assert!(c.log.as_ref().expect("[log]").fallback_patterns[0]
+            .is_match("bound ATHLETE_ALLY_EVENTS now"));
         assert!(text.contains("max_age = \"48h\""), "{text}");
         assert!(
             text.contains("# guessed: legacy stream ATHLETE_ALLY_EVENTS"),
@@ -684,7 +757,10 @@ mod tests {
         assert!(text.contains("set DATABASE_URL (with them)"), "{text}");
         let env = |k: &str| (k == "DATABASE_URL").then(|| "postgres://u:p@db/x".to_string());
         let c = Config::from_text(Path::new("d.toml"), &text, &env).expect("valid");
-        assert_eq!(c.database.url.expose(), "postgres://u:p@db/x");
+        assert_eq!(
+            c.database.as_ref().expect("[database]").url.expose(),
+            "postgres://u:p@db/x"
+        );
     }
 
     #[test]
@@ -692,7 +768,7 @@ mod tests {
         let o = Observed {
             nats: Err("cannot connect to NATS at nats://127.0.0.1:1".into()),
             metrics: Err("GET x: connection failed".into()),
-            table: Err("database: refused".into()),
+            table: Some(Err("database: refused".into())),
             env: None,
             files: Vec::new(),
         };

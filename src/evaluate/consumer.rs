@@ -45,10 +45,11 @@ impl Ctx<'_> {
                 }
             }
         }
-        match &self.last.env {
-            Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
-            Ok(env) => {
-                let env_cfg = &self.cfg.service_env;
+        // No [service_env]: the consumer's own config is the whole criterion.
+        match (&self.cfg.service_env, &self.last.env) {
+            (None, _) => {}
+            (Some(_), Err(f)) => parts.push(part(Status::Unknown, f.reason.clone())),
+            (Some(env_cfg), Ok(env)) => {
                 if let Some(key) = &env_cfg.ack_wait_key {
                     let consumer_secs = actual_ack_wait.unwrap_or(cc.ack_wait.as_secs_f64());
                     parts.push(env_ack_wait(env_cfg, env, key, consumer_secs));

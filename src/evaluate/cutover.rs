@@ -11,7 +11,15 @@ impl Ctx<'_> {
         let target = "0 fallback events".to_string();
         let mut parts = Vec::new();
         let mut events = 0.0;
+        // No [log]: /metrics' legacy series are the whole criterion.
+        let log_path = self
+            .cfg
+            .log
+            .as_ref()
+            .map(|l| l.path.display().to_string())
+            .unwrap_or_default();
         match &self.last.log {
+            _ if self.cfg.log.is_none() => {}
             Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
             // Counted since the tail started: a fallback seen stays failing for
             // the soak, through rotations and while the log is unreadable.
@@ -22,7 +30,7 @@ impl Ctx<'_> {
                     Status::Fail,
                     format!(
                         "{n} fallback line(s) in {}; last: {}{}",
-                        self.cfg.log.path.display(),
+                        log_path,
                         l.last_fallback.as_deref().unwrap_or(""),
                         l.unreadable
                             .as_deref()
@@ -42,7 +50,7 @@ impl Ctx<'_> {
                 format!(
                     "catching up: {:.1} MiB of {} behind, no fallback line in the {} line(s) read so far",
                     l.backlog_bytes as f64 / (1024.0 * 1024.0),
-                    self.cfg.log.path.display(),
+                    log_path,
                     l.lines_total.max(l.lines_scanned)
                 ),
             )),
@@ -50,7 +58,7 @@ impl Ctx<'_> {
                 Status::Pass,
                 format!(
                     "no fallback line in {} ({} lines scanned{})",
-                    self.cfg.log.path.display(),
+                    log_path,
                     l.lines_total.max(l.lines_scanned),
                     if l.ignored_total.max(l.ignored_count) > 0 {
                         format!(

@@ -9,9 +9,24 @@ use crate::histogram;
 use crate::sample::Snapshot;
 use crate::verdict::{CriterionId as C, Status, Verdict};
 
+/// The service has no table in the config: nothing to judge, and nothing
+/// that blocks a verdict.
+fn not_configured(id: C, target: String) -> Verdict {
+    Verdict::new(
+        id,
+        Status::NotConfigured,
+        "n/a",
+        target,
+        "no [database] section in the config",
+    )
+}
+
 impl Ctx<'_> {
     pub(super) fn db_writes(&self, history: &[Snapshot]) -> Verdict {
         let target = "rows written while messages succeed".to_string();
+        if self.cfg.database.is_none() {
+            return not_configured(C::DbWrites, target);
+        }
         if history.len() < 2 || self.window_secs() <= 0.0 {
             return Verdict::unknown(
                 C::DbWrites,
@@ -87,6 +102,9 @@ impl Ctx<'_> {
     pub(super) fn db_integrity(&self) -> Verdict {
         let tol = self.cfg.criteria.db_in_flight_tolerance;
         let target = format!("rows written >= successes - {tol} (in flight) since service start; derived column exact");
+        if self.cfg.database.is_none() {
+            return not_configured(C::DbIntegrity, target);
+        }
         let db = match &self.last.db {
             Err(f) => return Verdict::unknown(C::DbIntegrity, target, f.reason.clone()),
             Ok(d) => d,
@@ -130,7 +148,7 @@ impl Ctx<'_> {
                 },
             },
         }
-        if let Some(der) = &self.cfg.database.derived {
+        if let Some(der) = self.cfg.database.as_ref().and_then(|d| d.derived.as_ref()) {
             match (db.derived_checked, db.derived_bad) {
                 (Some(n), Some(bad)) if bad > 0 => parts.push(part(
                     Status::Fail,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
-use crate::config::{Config, DatabaseConfig, DerivedCheck};
+use crate::config::{DatabaseConfig, DerivedCheck};
 use crate::sample::{DbState, ProbeFailure, ProbeKind, Probed};
 use crate::sql::{quote_ident, quote_table};
 
@@ -74,17 +74,13 @@ impl TsKind {
 /// start) for which the number of rows written after them is wanted.
 pub async fn probe(
     opts: &PgConnectOptions,
-    cfg: &Config,
+    cfg: &DatabaseConfig,
     now: DateTime<Utc>,
     since: &[DateTime<Utc>],
 ) -> Probed<DbState> {
-    let mut conn = PgConnection::connect_with(opts).await.map_err(|e| {
-        fail(format!(
-            "database {}: {}",
-            cfg.database.url.shown(),
-            describe(&e)
-        ))
-    })?;
+    let mut conn = PgConnection::connect_with(opts)
+        .await
+        .map_err(|e| fail(format!("database {}: {}", cfg.url.shown(), describe(&e))))?;
     let res = query_state(&mut conn, cfg, now, since).await;
     let _ = conn.close().await;
     res
@@ -107,19 +103,15 @@ impl DbSession {
     /// One round of the database probe on the kept (or a new) connection.
     pub async fn probe(
         &mut self,
-        cfg: &Config,
+        cfg: &DatabaseConfig,
         now: DateTime<Utc>,
         since: &[DateTime<Utc>],
     ) -> Probed<DbState> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => PgConnection::connect_with(&self.opts).await.map_err(|e| {
-                fail(format!(
-                    "database {}: {}",
-                    cfg.database.url.shown(),
-                    describe(&e)
-                ))
-            })?,
+            None => PgConnection::connect_with(&self.opts)
+                .await
+                .map_err(|e| fail(format!("database {}: {}", cfg.url.shown(), describe(&e))))?,
         };
         let res = query_state(&mut conn, cfg, now, since).await;
         if res.is_ok() {
@@ -133,11 +125,10 @@ impl DbSession {
 /// newest write and, when configured, the derived-column check.
 async fn query_state(
     conn: &mut PgConnection,
-    cfg: &Config,
+    d: &DatabaseConfig,
     now: DateTime<Utc>,
     since: &[DateTime<Utc>],
 ) -> Probed<DbState> {
-    let d = &cfg.database;
     let write_cols = write_columns(conn, d).await?;
     let mut state = DbState {
         recent_window_secs: d.recent_window.as_secs_f64(),

@@ -70,8 +70,15 @@ impl Prober {
     /// Builds clients without connecting: a dead server fails its probe, not start-up.
     pub fn new(cfg: Config) -> Result<Prober, ProberError> {
         let http = metrics::http_client(cfg.probe_timeout)?;
-        let pg = db::connect_options(&cfg.database, cfg.probe_timeout)
-            .map(|o| Mutex::new(db::DbSession::new(o)));
+        let pg = match &cfg.database {
+            Some(d) => {
+                db::connect_options(d, cfg.probe_timeout).map(|o| Mutex::new(db::DbSession::new(o)))
+            }
+            None => Err(ProbeFailure::not_configured(
+                ProbeKind::Database,
+                "database",
+            )),
+        };
         Ok(Prober {
             cfg,
             http,
@@ -151,17 +158,25 @@ impl Prober {
         );
         let remembered = self.last_process_start.lock().ok().and_then(|g| *g);
         let db_part = self.db_round(now, since, remembered, metrics_rx);
-        let log_part = timed(
-            ProbeKind::Log,
-            "log".into(),
-            timeout,
-            log::probe(self.log_tail.clone(), &cfg.log, timeout),
-        );
+        let log_part = timed(ProbeKind::Log, "log".into(), timeout, async {
+            match &cfg.log {
+                Some(l) => log::probe(self.log_tail.clone(), l, timeout).await,
+                None => Err(ProbeFailure::not_configured(ProbeKind::Log, "log")),
+            }
+        });
         let env_part = timed(
             ProbeKind::ServiceEnv,
             "service_env".into(),
             timeout,
-            service_env::probe(&cfg.service_env),
+            async {
+                match &cfg.service_env {
+                    Some(e) => service_env::probe(e).await,
+                    None => Err(ProbeFailure::not_configured(
+                        ProbeKind::ServiceEnv,
+                        "service_env",
+                    )),
+                }
+            },
         );
 
         let ((streams, consumer), metrics, db, log, env) =
@@ -293,13 +308,17 @@ impl Prober {
         };
         timed(ProbeKind::Database, "database".into(), timeout, async {
             let session = self.pg.as_ref().map_err(Clone::clone)?;
+            let d = cfg
+                .database
+                .as_ref()
+                .ok_or_else(|| ProbeFailure::not_configured(ProbeKind::Database, "database"))?;
             let mut instants: Vec<DateTime<Utc>> = since.to_vec();
             if let Some(ps) =
                 process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
             {
                 instants.push(ps);
             }
-            session.lock().await.probe(cfg, now, &instants).await
+            session.lock().await.probe(d, now, &instants).await
         })
         .await
     }

@@ -225,34 +225,26 @@ struct JsonDoc<'a> {
     probes: std::collections::BTreeMap<String, JsonProbe>,
 }
 
-/// Probe outcomes keyed by the label used for timings.
+/// The probes that ran, labelled as in the JSON document (the consumer
+/// with its durable, as timed), each with its failure reason if any.
 fn probe_outcomes(s: &Snapshot) -> Vec<(String, Option<&str>)> {
-    let mut v: Vec<(String, Option<&str>)> = s
-        .streams
-        .iter()
-        .map(|(n, r)| {
-            (
-                format!("stream {n}"),
-                r.as_ref().err().map(|f| f.reason.as_str()),
-            )
+    let consumer = s
+        .probe_ms
+        .keys()
+        .find(|k| k.starts_with("consumer"))
+        .cloned()
+        .unwrap_or_else(|| "consumer".into());
+    s.probe_outcomes()
+        .into_iter()
+        .map(|(label, f)| {
+            let label = if label == "consumer" {
+                consumer.clone()
+            } else {
+                label
+            };
+            (label, f.map(|f| f.reason.as_str()))
         })
-        .collect();
-    fn err(r: Option<&crate::sample::ProbeFailure>) -> Option<&str> {
-        r.map(|f| f.reason.as_str())
-    }
-    v.push((
-        s.probe_ms
-            .keys()
-            .find(|k| k.starts_with("consumer"))
-            .cloned()
-            .unwrap_or_else(|| "consumer".into()),
-        err(s.consumer.as_ref().err()),
-    ));
-    v.push(("metrics".into(), err(s.metrics.as_ref().err())));
-    v.push(("database".into(), err(s.db.as_ref().err())));
-    v.push(("log".into(), err(s.log.as_ref().err())));
-    v.push(("service_env".into(), err(s.env.as_ref().err())));
-    v
+        .collect()
 }
 
 /// The documented JSON document (see README, "JSON output").

@@ -89,9 +89,9 @@ impl CycleRecord {
             }
         }
         let mut probe_errors = BTreeMap::new();
-        for (label, err) in probe_outcomes(snap) {
+        for (label, err) in snap.probe_outcomes() {
             if let Some(e) = err {
-                probe_errors.insert(label, e);
+                probe_errors.insert(label, e.reason.clone());
             }
         }
         let metrics = snap.metrics.as_ref().ok();
@@ -173,22 +173,6 @@ impl EvidenceDeduper {
     }
 }
 
-/// Probe labels of a snapshot with their failure reason (None = ok).
-pub fn probe_outcomes(snap: &Snapshot) -> Vec<(String, Option<String>)> {
-    let err = |r: Option<&crate::sample::ProbeFailure>| r.map(|f| f.reason.clone());
-    let mut v: Vec<(String, Option<String>)> = snap
-        .streams
-        .iter()
-        .map(|(name, r)| (format!("stream {name}"), err(r.as_ref().err())))
-        .collect();
-    v.push(("consumer".into(), err(snap.consumer.as_ref().err())));
-    v.push(("metrics".into(), err(snap.metrics.as_ref().err())));
-    v.push(("database".into(), err(snap.db.as_ref().err())));
-    v.push(("log".into(), err(snap.log.as_ref().err())));
-    v.push(("service_env".into(), err(snap.env.as_ref().err())));
-    v
-}
-
 /// Probe labels a config produces (for coverage of probes that never failed).
 pub fn probe_labels(cfg: &Config) -> Vec<String> {
     let mut v: Vec<String> = cfg
@@ -197,7 +181,16 @@ pub fn probe_labels(cfg: &Config) -> Vec<String> {
         .iter()
         .map(|s| format!("stream {}", s.name))
         .collect();
-    v.extend(["consumer", "metrics", "database", "log", "service_env"].map(String::from));
+    v.extend(["consumer", "metrics"].map(String::from));
+    for (label, configured) in [
+        ("database", cfg.database.is_some()),
+        ("log", cfg.log.is_some()),
+        ("service_env", cfg.service_env.is_some()),
+    ] {
+        if configured {
+            v.push(label.into());
+        }
+    }
     v
 }
 

@@ -276,31 +276,37 @@ impl Scenario {
             (processed_total as u64).saturating_sub(self.processed_by(secs - self.interval_secs));
         let db = DbState {
             rows_recent: since_start as i64,
-            recent_window_secs: cfg.database.recent_window.as_secs_f64(),
+            recent_window_secs: cfg
+                .database
+                .as_ref()
+                .map_or(600.0, |d| d.recent_window.as_secs_f64()),
             newest_write: Some(at),
             written_since: vec![
                 (process_start, since_start as i64),
                 (window_start, in_window as i64),
             ],
-            write_columns: vec![cfg.database.created_column.clone()],
+            write_columns: cfg
+                .database
+                .iter()
+                .map(|d| d.created_column.clone())
+                .collect(),
             derived_checked: Some(200),
             derived_bad: Some(0),
             derived_max_error: Some(0.0),
             notes: vec![],
         };
         let mut env = EnvState::default();
-        if let Some(k) = &cfg.service_env.ack_wait_key {
-            let scale = if cfg.service_env.ack_wait_unit == "ms" {
-                1000.0
-            } else {
-                1.0
-            };
+        let env_cfg = cfg.service_env.as_ref();
+        if let Some((k, unit)) =
+            env_cfg.and_then(|e| Some((e.ack_wait_key.as_ref()?, &e.ack_wait_unit)))
+        {
+            let scale = if unit == "ms" { 1000.0 } else { 1.0 };
             env.values.insert(
                 k.clone(),
                 (format!("{}", c.ack_wait.as_secs_f64() * scale), 1),
             );
         }
-        for (k, v) in &cfg.service_env.expect {
+        for (k, v) in env_cfg.iter().flat_map(|e| &e.expect) {
             env.values.insert(k.clone(), (v.clone(), 2));
         }
         Some(Snapshot {

@@ -39,7 +39,11 @@ pub fn snapshot_problems(cfg: &Config, snap: &Snapshot) -> Vec<String> {
         snap.log.as_ref().err(),
         snap.env.as_ref().err(),
     ];
-    for f in failures.into_iter().flatten() {
+    for f in failures
+        .into_iter()
+        .flatten()
+        .filter(|f| !f.is_not_configured())
+    {
         out.push(format!("{}: {}", f.probe.as_str(), f.reason));
     }
     out

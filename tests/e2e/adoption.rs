@@ -104,6 +104,14 @@ async fn a_soak_waits_for_its_preflight_and_a_dead_service_at_start_is_not_a_fai
     // what is wrong and records nothing.
     let mut r = Replica::provisioned().await;
     r.add_watch_section("");
+    // No [soak] started_at: T0 is "now", i.e. when the preflight passes
+    // (with a started_at, T0 stays the cutover's and only recording waits).
+    r.edit_config(|t| {
+        t.lines()
+            .filter(|l| !l.starts_with("started_at"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     let config = r.config.display().to_string();
     let mut d = Daemon::start(&r.config, &[], r.dir.path(), "preflight");
     assert!(
@@ -175,7 +183,8 @@ async fn a_soak_waits_for_its_preflight_and_a_dead_service_at_start_is_not_a_fai
     assert!(
         // The id keeps whole seconds of T0.
         t0 + chrono::Duration::seconds(1) > up_at,
-        "T0 {t0} is before the service came up at {up_at}"
+        "T0 {t0} is before the service came up at {up_at}\n{}",
+        d.stderr()
     );
 }
 
@@ -207,4 +216,96 @@ async fn rollback_dry_run_checks_the_files_and_the_restart_command_exist() {
     let missing = r.dir.path().join("missing.env").display().to_string();
     assert!(out.contains(&missing), "{out}");
     assert!(out.contains("/no/such/restart"), "{out}");
+}
+
+/// `text` without the `[name]` table (and its sub-tables such as `[name.expect]`).
+fn without_section(text: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            let header = t.trim_matches(|c| c == '[' || c == ']');
+            skipping = header == name || header.starts_with(&format!("{name}."));
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_with_only_nats_and_metrics_gets_a_verdict_with_the_rest_not_configured() {
+    let mut r = Replica::healthy(3).await;
+    r.edit_config(|t| {
+        let t = without_section(&t, "database");
+        let t = without_section(&t, "log");
+        without_section(&t, "service_env")
+    });
+    let text = read(&r.config);
+    assert!(
+        !text.contains("[database]") && !text.contains("[log]"),
+        "{text}"
+    );
+    let run = r.check("2s", true).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let j = run.json();
+    assert_eq!(j["overall"], "pass", "{}", run.stdout);
+    let status = |id: &str| {
+        j["criteria"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id))
+            .map(|c| c["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(status("db_writes"), "not_configured", "{}", run.stdout);
+    assert_eq!(status("db_integrity"), "not_configured", "{}", run.stdout);
+    // fallback and consumer_config still judge what they can: /metrics and NATS.
+    assert_eq!(status("fallback"), "pass", "{}", run.stdout);
+    assert_eq!(status("consumer_config"), "pass", "{}", run.stdout);
+    // The probes that did not run are not listed as failed.
+    let probes = j["probes"].as_object().cloned().unwrap_or_default();
+    assert!(
+        !probes.contains_key("database") && !probes.contains_key("log"),
+        "{probes:?}"
+    );
+    assert!(probes.values().all(|p| p["ok"] == true), "{probes:?}");
+
+    // The daemon's preflight passes without them, and the soak is recorded.
+    r.add_watch_section("");
+    let config = r.config.display().to_string();
+    let mut d = Daemon::start(&r.config, &["--max-cycles", "3"], r.dir.path(), "minimal");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        d.stderr()
+    );
+    assert!(d.stderr().contains("preflight passed"), "{}", d.stderr());
+    let soak = run_bin(
+        &["check", "--soak", "--config", &config, "--format", "text"],
+        &[],
+    )
+    .await;
+    let db_line = soak
+        .stdout
+        .lines()
+        .find(|l| l.contains(" db_writes "))
+        .unwrap_or_default();
+    assert!(
+        db_line.starts_with("N/A") || db_line.starts_with("NOT_CONFIGURED"),
+        "{}",
+        soak.stdout
+    );
+    // Nagios output leaves out what is not configured instead of calling it 0.
+    let nagios = run_bin(
+        &[
+            "check", "--config", &config, "--format", "nagios", "--window", "0s",
+        ],
+        &[],
+    )
+    .await;
+    assert!(!nagios.stdout.contains("'db_writes'="), "{}", nagios.stdout);
 }
