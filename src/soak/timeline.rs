@@ -305,7 +305,12 @@ pub fn summarize(
         .filter(|s| s.status == Status::Fail)
         .cloned()
         .collect();
-    let (verdict, verdict_reason) = soak_verdict(&criteria, policy, cycles.is_empty());
+    let (verdict, mut verdict_reason) = soak_verdict(&criteria, policy, cycles.is_empty());
+    if verdict == Status::Fail {
+        if let Some(hint) = start_over_hint(cycles, &incidents) {
+            verdict_reason.push_str(hint);
+        }
+    }
     SoakSummary {
         soak_id: meta.id.clone(),
         name: meta.name.clone(),
@@ -325,6 +330,18 @@ pub fn summarize(
         last_snapshot,
         rollback: None,
     }
+}
+
+/// When every incident began at the soak's first cycle, the failure may be
+/// the monitor's own configuration (a wrong URL, path or name) rather than
+/// the system: say how to start over without losing this record.
+fn start_over_hint(cycles: &[CycleRecord], incidents: &[Span]) -> Option<&'static str> {
+    let first = cycles.first()?.at;
+    (!incidents.is_empty() && incidents.iter().all(|i| i.start <= first)).then_some(
+        " (every failure began at the first cycle: if it was soakwatch's own \
+         configuration, fix it and start a fresh soak with `soakwatch watch --new-soak`; \
+         this one is kept)",
+    )
 }
 
 /// Time each cycle stands for: until the next cycle, capped by `max_gap`.
@@ -788,6 +805,29 @@ mod tests {
             dlq_last_seq: Some(1),
             dlq_counter: Some(0.0),
         }
+    }
+
+    #[test]
+    fn a_soak_failing_from_its_first_cycle_says_how_to_start_over() {
+        let p = policy();
+        let from_start: Vec<CycleRecord> = (0..45).map(|k| cycle(k * 10, Status::Fail)).collect();
+        let s = summarize(&meta(), &from_start, &[], None, &p);
+        assert_eq!(s.verdict, Status::Fail);
+        assert!(
+            s.verdict_reason.contains("--new-soak"),
+            "{}",
+            s.verdict_reason
+        );
+        // A failure that began later is the system's: no such hint.
+        let mut later: Vec<CycleRecord> = (0..10).map(|k| cycle(k * 10, Status::Pass)).collect();
+        later.extend((10..45).map(|k| cycle(k * 10, Status::Fail)));
+        let s = summarize(&meta(), &later, &[], None, &p);
+        assert_eq!(s.verdict, Status::Fail);
+        assert!(
+            !s.verdict_reason.contains("--new-soak"),
+            "{}",
+            s.verdict_reason
+        );
     }
 
     #[test]
