@@ -73,9 +73,16 @@ pub struct E2eConfig {
     /// Column holding rMSSD (default `rmssd`).
     #[serde(default = "default_value_column")]
     pub value_column: String,
-    /// Column holding ln(rMSSD) (default `lnRmssd`).
+    /// Column holding ln(value) (default `lnRmssd`); empty: the service
+    /// derives nothing and only the value is checked.
     #[serde(default = "default_derived_column")]
     pub derived_column: String,
+    /// The message to publish, as a JSON template for a service that does
+    /// not take the HRV event: `{event_id}`, `{user_id}`, `{date}`,
+    /// `{captured_at}` and `{value}` are replaced (each JSON-escaped), and
+    /// the result must be JSON. Absent: the HRV event of the ingest service.
+    #[serde(default)]
+    pub payload: Option<String>,
     /// Longest to wait for the row after the publish (default 30s); also bounds each connect.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -131,6 +138,7 @@ impl E2eConfig {
             user_column: default_user_column(),
             value_column: default_value_column(),
             derived_column: default_derived_column(),
+            payload: None,
             timeout: default_timeout(),
             user_prefix: default_user_prefix(),
             every: None,
@@ -147,7 +155,6 @@ impl E2eConfig {
             ("table", &self.table),
             ("user_column", &self.user_column),
             ("value_column", &self.value_column),
-            ("derived_column", &self.derived_column),
         ] {
             if v.trim().is_empty() {
                 p.push(format!("{field}: must not be empty"));
@@ -170,6 +177,16 @@ impl E2eConfig {
         if self.timeout.is_zero() {
             p.push("timeout: must be > 0".to_string());
         }
+        if let Some(t) = &self.payload {
+            let sample =
+                fill_template(t, "e", "u", "2026-01-01", "2026-01-01T00:00:00Z", E2E_RMSSD);
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&sample) {
+                p.push(format!("payload: not JSON once filled in: {e}"));
+            }
+            if !t.contains("{user_id}") {
+                p.push("payload: must contain {user_id} (the row is found by it)".to_string());
+            }
+        }
         if PgConnectOptions::from_str(&self.database_url).is_err() {
             p.push(format!(
                 "database_url: {} is not a PostgreSQL URL",
@@ -181,9 +198,18 @@ impl E2eConfig {
 
     /// The plan line of the probe (URLs redacted).
     pub fn describe(&self) -> String {
+        let derived = if self.derived_column.is_empty() {
+            format!(" = {E2E_RMSSD}")
+        } else {
+            format!(
+                " and {} = ln(it) within {DERIVED_TOLERANCE:e}",
+                quote_ident(&self.derived_column)
+            )
+        };
         format!(
-            "publish one HRV event (rMSSD {E2E_RMSSD}, userId {}<ts>-<pid>-<n>) to {} on {} and wait for the JetStream ack; \
-             then expect a row in {} ({} = that user) on {} within {}, with {} = ln({}) within {DERIVED_TOLERANCE:e}",
+            "publish one {} (value {E2E_RMSSD}, user {}<ts>-<pid>-<n>) to {} on {} and wait for the JetStream ack; \
+             then expect a row in {} ({} = that user) on {} within {}, with {}{derived}",
+            if self.payload.is_some() { "message from the payload template" } else { "HRV event" },
             self.user_prefix,
             self.subject,
             redact_url(&self.nats_url),
@@ -191,7 +217,6 @@ impl E2eConfig {
             quote_ident(&self.user_column),
             redact_url(&self.database_url),
             humantime::format_duration(self.timeout),
-            quote_ident(&self.derived_column),
             quote_ident(&self.value_column),
         )
     }
@@ -421,9 +446,20 @@ async fn publish_and_wait(
         ok: false,
         reason: String::new(),
     };
-    let body = match serde_json::to_vec(&event) {
-        Ok(b) => b,
-        Err(e) => return failed(cfg, res, format!("cannot serialize the event: {e}")),
+    let body = match &cfg.payload {
+        Some(t) => fill_template(
+            t,
+            &event.event_id,
+            &event.payload.user_id,
+            &event.payload.date,
+            &event.payload.captured_at,
+            E2E_RMSSD,
+        )
+        .into_bytes(),
+        None => match serde_json::to_vec(&event) {
+            Ok(b) => b,
+            Err(e) => return failed(cfg, res, format!("cannot serialize the event: {e}")),
+        },
     };
     let t0 = Instant::now();
     let elapsed_ms = |t0: Instant| u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -490,10 +526,15 @@ async fn wait_for_row(
     user_id: &str,
     deadline: Instant,
 ) -> Result<Option<(Option<f64>, Option<f64>)>, String> {
+    let derived = if cfg.derived_column.is_empty() {
+        "NULL".to_string()
+    } else {
+        quote_ident(&cfg.derived_column)
+    };
     let sql = format!(
         "SELECT {v}::float8, {d}::float8 FROM {t} WHERE {u} = $1 LIMIT 1",
         v = quote_ident(&cfg.value_column),
-        d = quote_ident(&cfg.derived_column),
+        d = derived,
         t = quote_table(&cfg.table),
         u = quote_ident(&cfg.user_column),
     );
@@ -548,6 +589,14 @@ fn judge_row(
             res,
             format!("row seen but {} is NULL", cfg.value_column),
         ),
+        (Some(_), _) if cfg.derived_column.is_empty() => {
+            res.ok = true;
+            res.reason = format!(
+                "row seen in {} (stored by stream {stream}) with {} = {E2E_RMSSD}",
+                cfg.table, cfg.value_column
+            );
+            res
+        }
         (_, None) => failed(
             cfg,
             res,
@@ -571,6 +620,28 @@ fn judge_row(
             res
         }
     }
+}
+
+/// The payload template with its placeholders replaced; each value is
+/// JSON-escaped (without quotes: the template puts `"{user_id}"` in quotes
+/// itself, `{value}` is a number).
+fn fill_template(
+    t: &str,
+    event_id: &str,
+    user_id: &str,
+    date: &str,
+    captured_at: &str,
+    value: f64,
+) -> String {
+    let esc = |v: &str| {
+        let q = serde_json::Value::String(v.to_string()).to_string();
+        q[1..q.len() - 1].to_string()
+    };
+    t.replace("{event_id}", &esc(event_id))
+        .replace("{user_id}", &esc(user_id))
+        .replace("{date}", &esc(date))
+        .replace("{captured_at}", &esc(captured_at))
+        .replace("{value}", &value.to_string())
 }
 
 /// Deletes the probe's rows (user id starting with `user_prefix`), so

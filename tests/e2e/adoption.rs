@@ -309,3 +309,36 @@ async fn a_service_with_only_nats_and_metrics_gets_a_verdict_with_the_rest_not_c
     .await;
     assert!(!nagios.stdout.contains("'db_writes'="), "{}", nagios.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_e2e_probe_publishes_the_configured_payload_and_checks_only_what_is_configured() {
+    use soakwatch::rollback::{run_e2e, E2eConfig};
+    let r = Replica::healthy(1).await;
+    let mut cfg = E2eConfig::new(&nats_url(), &r.names.hrv_subject, &r.db_url, &r.names.table);
+    cfg.timeout = Duration::from_secs(10);
+    // Another service's message shape (here the same fields, written by hand),
+    // and no derived column to check.
+    cfg.payload = Some(
+        r#"{"payload": {"capturedAt": "{captured_at}", "rMSSD": {value}, "date": "{date}", "userId": "{user_id}"}, "eventId": "{event_id}"}"#
+            .into(),
+    );
+    cfg.derived_column = String::new();
+    assert_eq!(cfg.validate(), Vec::<String>::new());
+    let res = run_e2e(&cfg).await;
+    assert!(res.ok, "{res:?}");
+    assert!(res.reason.contains("rmssd = 62"), "{}", res.reason);
+    assert!(!res.reason.contains("ln("), "{}", res.reason);
+    // A template that is not JSON, or cannot be found by its user, is refused up front.
+    cfg.payload = Some(r#"{"user": {user_id}"#.into());
+    let problems = cfg.validate();
+    assert!(
+        problems.iter().any(|p| p.starts_with("payload: not JSON")),
+        "{problems:?}"
+    );
+    cfg.payload = Some(r#"{"n": {value}}"#.into());
+    let problems = cfg.validate();
+    assert!(
+        problems.iter().any(|p| p.contains("{user_id}")),
+        "{problems:?}"
+    );
+}
