@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real peers the tests use besides the servers, from Debian's packages:
-# promtool (package prometheus) validates the daemon's own /metrics; an SMTP
+# promtool (package prometheus) validates the daemon's own /metrics and the
+# exported rules, and the prometheus server of that package evaluates them; an SMTP
 # server (python3-aiosmtpd) and Alertmanager (prometheus-alertmanager) receive
 # alerts. Installed when missing; the services they come with are not started.
 set -euo pipefail
@@ -31,16 +32,16 @@ ensure_node_standin() {
 ensure_node_standin
 
 missing=()
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v promtool >/dev/null 2>&1 && [ -x /usr/bin/prometheus ]; } || missing+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 if [ "${#missing[@]}" -eq 0 ]; then
-  log "promtool, prometheus-alertmanager and python3-aiosmtpd present"
+  log "promtool, prometheus, prometheus-alertmanager and python3-aiosmtpd present"
   exit 0
 fi
 log "installing ${missing[*]}"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-# Keep the package's service from starting: only the promtool binary is wanted.
+# Keep the packages' services from starting: the tests start their own servers.
 created_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
@@ -52,6 +53,7 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-rec
 if [ "$created_policy" -eq 1 ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
 [ "$status" -eq 0 ] || { log "apt-get install ${missing[*]} failed ($status)"; exit "$status"; }
 command -v promtool >/dev/null 2>&1 || { log "promtool still missing after install"; exit 1; }
+[ -x /usr/bin/prometheus ] || { log "prometheus still missing after install"; exit 1; }
 [ -x /usr/bin/prometheus-alertmanager ] || { log "prometheus-alertmanager still missing"; exit 1; }
 /usr/bin/python3 -c 'import aiosmtpd' || { log "python3-aiosmtpd still missing"; exit 1; }
 log "installed ${missing[*]}"

@@ -106,7 +106,28 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             alert_test(&cfg).await
         }
         Command::Discover(args) => soakwatch::discover::cli::run_discover(args).await,
+        Command::Export { command } => export(command),
     }
+}
+
+/// `soakwatch export prometheus-rules|grafana`: the file on stdout or `--out`.
+fn export(command: crate::ExportCommand) -> anyhow::Result<ExitCode> {
+    use soakwatch::export::{grafana, rules};
+    let (args, what, generate): (_, _, fn(&Config) -> Result<String, _>) = match command {
+        crate::ExportCommand::PrometheusRules(a) => (a, "rules", rules::prometheus_rules),
+        crate::ExportCommand::Grafana(a) => (a, "dashboard", grafana::grafana_dashboard),
+    };
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let text = generate(&cfg).with_context(|| format!("exporting the {what}"))?;
+    match args.out {
+        Some(path) => atomic_file::write_atomic(&path, &text)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `soakwatch check`: a one-shot verdict, or the soak's so far with `--soak`.

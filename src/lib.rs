@@ -16,6 +16,7 @@ pub mod config;
 pub mod discover;
 pub mod envfile;
 pub mod evaluate;
+pub mod export;
 pub mod histogram;
 pub mod logging;
 pub mod probe;

@@ -155,6 +155,33 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
+    /// Writes the soak's criteria for other tools: Prometheus alerting rules
+    /// or a Grafana dashboard (JSON, which Prometheus reads as YAML).
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
+}
+
+/// What `soakwatch export` writes.
+#[derive(Subcommand)]
+enum ExportCommand {
+    /// Alerting rules equivalent to the criteria (thresholds and `for` from
+    /// the config, labels as soakwatch's alerts), for `rule_files`.
+    PrometheusRules(ExportArgs),
+    /// A dashboard with the reports' charts on Prometheus queries.
+    Grafana(ExportArgs),
+}
+
+/// Where `soakwatch export` reads and writes.
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The checks file.
+    #[arg(long, short, default_value = "checks.toml")]
+    config: PathBuf,
+    /// Write here (atomically) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
