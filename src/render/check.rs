@@ -150,7 +150,12 @@ pub fn text(r: &CheckReport) -> String {
     for v in &r.verdicts {
         out.push_str(&format!(
             "{:<8} {:<w$}  {}  [target {}]\n         {:<w$}  {}\n",
-            v.status.as_str().to_uppercase(),
+            // "N/A" keeps the column: not configured is not a state to read out.
+            if v.status == Status::NotConfigured {
+                "N/A".to_string()
+            } else {
+                v.status.as_str().to_uppercase()
+            },
             v.id.as_str(),
             untrusted(&v.observed),
             untrusted(&v.target),
