@@ -184,6 +184,19 @@ pub fn markdown(r: &CheckReport) -> String {
         r.overall().as_str().to_uppercase()
     );
     out.push_str(&state_tables_markdown(&r.last));
+    // A dead probe is said once, above the table; criteria refer to it.
+    let failed = failed_probes(&r.last);
+    if !failed.is_empty() {
+        out.push_str("## Probes that failed\n\n");
+        for (labels, reason) in &failed {
+            out.push_str(&format!(
+                "- **{}**: {}\n",
+                md_cell(&labels.join(", ")),
+                md_cell(reason)
+            ));
+        }
+        out.push('\n');
+    }
     out.push_str("## Success criteria\n\n| Criteria | Target | Actual | Status | Evidence |\n|----------|--------|--------|--------|----------|\n");
     for v in &r.verdicts {
         out.push_str(&format!(
@@ -193,7 +206,7 @@ pub fn markdown(r: &CheckReport) -> String {
             md_cell(&v.target),
             md_cell(&v.observed),
             icon(v.status),
-            md_cell(&v.evidence)
+            md_cell(&refer_to_probes(&v.evidence, &failed))
         ));
     }
     out

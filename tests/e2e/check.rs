@@ -1597,4 +1597,19 @@ async fn a_dead_metrics_probe_is_explained_once_in_text_output() {
     assert!(out.contains("metrics probe failed, see above"), "{out}");
     let refs = out.matches("metrics probe failed, see above").count();
     assert!(refs >= 5, "{refs} references: {out}");
+    // Markdown says it once too, in its own list above the criteria.
+    let md = run_bin(
+        &[
+            "check", "-c", &cfg, "--format", "markdown", "--window", "0s",
+        ],
+        &[],
+    )
+    .await;
+    let out = &md.stdout;
+    assert_eq!(
+        out.to_lowercase().matches("connection refused").count(),
+        1,
+        "{out}"
+    );
+    assert!(out.contains("## Probes that failed"), "{out}");
 }
