@@ -42,7 +42,7 @@ td.evidence{min-width:14rem;overflow-wrap:anywhere}\
 .status.s-pass{color:var(--pass)}.status.s-warn{color:var(--warn)}.status.s-fail{color:var(--fail)}\
 .status.s-unknown{color:var(--unknown)}.status.s-pending{color:var(--pending)}.status.s-not_configured{color:var(--muted)}\
 tr.s-fail{background:#fdecea}tr.s-warn{background:#fff8e1}\
-figure{margin:.5rem 0}figure img{width:100%;height:auto;border:1px solid var(--line)}\
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,30rem),1fr));gap:.5rem .9rem}figure{margin:.5rem 0}figure img{width:100%;height:auto;border:1px solid var(--line)}\
 .note{color:var(--muted);font-size:.9rem}\
 footer{margin-top:1.5rem;color:var(--muted);font-size:.85rem}\
 @media (max-width:40rem){body{font-size:15px;padding:.5rem}h1{font-size:1.2rem}}\
@@ -219,7 +219,7 @@ fn head(v: &PageView, out: &mut String) {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta http-equiv=\"refresh\" content=\"{}\">\n\
-         <title>{verdict}soak {name} — soakwatch</title>\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n\
+         <title>{verdict}soak {name} — soakwatch</title>\n<link rel=\"icon\" href=\"favicon.svg\" type=\"image/svg+xml\">\n<style>{PAGE_CSS}</style>\n</head>\n<body>\n\
          <header><h1>Soak <code>{name}</code></h1></header>\n<main>\n",
         refresh_secs(v.interval_secs),
     ));
@@ -512,13 +512,31 @@ fn coverage_table(s: &SoakSummary, out: &mut String) {
 }
 
 fn charts(out: &mut String) {
-    out.push_str("<h2 id=\"charts\">Charts</h2>\n");
+    out.push_str("<h2 id=\"charts\">Charts</h2>\n<div class=\"charts\">\n");
     for (name, title) in STANDARD_CHARTS {
         out.push_str(&format!(
             "<figure><img src=\"charts/{name}.svg\" width=\"900\" height=\"300\" alt=\"{title} since T0 (chart)\"><figcaption>{title}</figcaption></figure>\n",
             title = escape_html(title),
         ));
     }
+    out.push_str("</div>\n");
+}
+
+/// The tab's icon: a disc in the verdict's colour with its symbol, so a
+/// background tab still says how the soak goes (None: starting).
+pub fn favicon_svg(verdict: Option<Status>) -> String {
+    let (fill, sym) = match verdict {
+        Some(Status::Pass) => ("#1a7f37", symbol(Status::Pass)),
+        Some(Status::Warn) => ("#9a6700", symbol(Status::Warn)),
+        Some(Status::Fail) => ("#c62828", symbol(Status::Fail)),
+        Some(Status::Unknown) => ("#6e40c9", symbol(Status::Unknown)),
+        Some(s) => ("#0b5cad", symbol(s)),
+        None => ("#0b5cad", symbol(Status::Pending)),
+    };
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\"><circle cx=\"16\" cy=\"16\" r=\"15\" fill=\"{fill}\"/>\
+         <text x=\"16\" y=\"23\" font-family=\"sans-serif\" font-size=\"20\" font-weight=\"bold\" text-anchor=\"middle\" fill=\"#fff\">{sym}</text></svg>\n"
+    )
 }
 
 fn reports(v: &PageView, out: &mut String) {

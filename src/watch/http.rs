@@ -57,6 +57,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/", get(status_page))
+        .route("/favicon.svg", get(favicon))
         .route("/charts/{file}", get(chart_svg))
         .route("/reports/{file}", get(report_file))
         .with_state(status);
@@ -230,6 +231,20 @@ async fn status_page(State(status): State<SharedStatus>) -> Response {
         Err(_) => return not_found("status unavailable"),
     };
     with_headers("text/html; charset=utf-8", page_csp(), "no-store", html)
+}
+
+/// `/favicon.svg`: the verdict's colour in the browser tab.
+async fn favicon(State(status): State<SharedStatus>) -> Response {
+    let verdict = status
+        .read()
+        .ok()
+        .and_then(|s| s.summary.as_ref().map(|x| x.verdict));
+    with_headers(
+        "image/svg+xml",
+        FILE_CSP,
+        "no-store",
+        page::favicon_svg(verdict),
+    )
 }
 
 /// The page's view of what the daemon published.
@@ -691,6 +706,9 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "image/svg+xml");
         assert!(r.text().await.expect("svg").starts_with("<svg"));
         assert_eq!(get("/charts/nope.svg").await.expect("chart").status(), 404);
+        let r = get("/favicon.svg").await.expect("favicon");
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.expect("icon").contains("#1a7f37"));
 
         let r = get("/reports/demo-1-5s.md").await.expect("report");
         assert_eq!(r.status(), 200);

@@ -19,6 +19,7 @@ mod common;
 mod adoption;
 mod alert_sinks;
 mod check;
+mod page;
 mod rollback;
 mod soak;
 mod testkit;
