@@ -756,7 +756,7 @@ mod tests {
     fn a_stale_sample_says_so_in_words() {
         let s = summary();
         let mut v = view(Some(&s), &[]);
-        v.now = v.now + Duration::seconds(60);
+        v.now += Duration::seconds(60);
         let html = render_page(&v);
         assert!(html.contains("1m 3s — <span class=\"status s-unknown\"><span aria-hidden=\"true\">?</span> stale</span>"), "{html}");
     }
