@@ -195,13 +195,22 @@ fn with_headers(
     r
 }
 
-fn not_found(what: &str) -> Response {
+fn plain(code: StatusCode, what: &str) -> Response {
     with_headers(
         "text/plain; charset=utf-8",
         FILE_CSP,
         "no-store",
-        (StatusCode::NOT_FOUND, format!("{what}\n")),
+        (code, format!("{what}\n")),
     )
+}
+
+fn not_found(what: &str) -> Response {
+    plain(StatusCode::NOT_FOUND, what)
+}
+
+/// The status lock was poisoned (a publisher panicked): nothing to show.
+fn unavailable() -> Response {
+    plain(StatusCode::SERVICE_UNAVAILABLE, "status unavailable")
 }
 
 /// `/`: the status page.
@@ -210,7 +219,7 @@ async fn status_page(State(status): State<SharedStatus>) -> Response {
     // outside the lock; only names the daemon published).
     let named = match status.read() {
         Ok(s) => s.page.reports.clone(),
-        Err(_) => return not_found("status unavailable"),
+        Err(_) => return unavailable(),
     };
     let mut links = Vec::new();
     let mut due = Vec::new();
@@ -228,7 +237,7 @@ async fn status_page(State(status): State<SharedStatus>) -> Response {
     }
     let html = match status.read() {
         Ok(s) => page::render_page(&page_view(&s, &links, &due, Utc::now())),
-        Err(_) => return not_found("status unavailable"),
+        Err(_) => return unavailable(),
     };
     with_headers("text/html; charset=utf-8", page_csp(), "no-store", html)
 }
@@ -305,12 +314,7 @@ async fn chart_svg(State(status): State<SharedStatus>, Path(file): Path<String>)
         ),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "status page chart not drawn");
-            with_headers(
-                "text/plain; charset=utf-8",
-                FILE_CSP,
-                "no-store",
-                (StatusCode::INTERNAL_SERVER_ERROR, "chart not drawn\n"),
-            )
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "chart not drawn")
         }
         _ => not_found("no such chart"),
     }
