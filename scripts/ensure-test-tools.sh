@@ -3,7 +3,9 @@
 # promtool (package prometheus) validates the daemon's own /metrics and the
 # exported rules, and the prometheus server of that package evaluates them; an SMTP
 # server (python3-aiosmtpd) and Alertmanager (prometheus-alertmanager) receive
-# alerts. Installed when missing; the services they come with are not started.
+# alerts; headless Chromium (chromium, with fonts-dejavu-core for legible
+# screenshots) loads the daemon's status page. Installed when missing; the
+# services they come with are not started.
 set -euo pipefail
 log() { printf 'ensure-test-tools: %s\n' "$*" >&2; }
 SUDO=""
@@ -35,8 +37,14 @@ missing=()
 { command -v promtool >/dev/null 2>&1 && [ -x /usr/bin/prometheus ]; } || missing+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -eq 0 ]; then
+<<<<<<< HEAD
   log "promtool, prometheus, prometheus-alertmanager and python3-aiosmtpd present"
+=======
+  log "promtool, prometheus-alertmanager, python3-aiosmtpd and chromium present"
+>>>>>>> h/page
   exit 0
 fi
 log "installing ${missing[*]}"
@@ -56,4 +64,5 @@ command -v promtool >/dev/null 2>&1 || { log "promtool still missing after insta
 [ -x /usr/bin/prometheus ] || { log "prometheus still missing after install"; exit 1; }
 [ -x /usr/bin/prometheus-alertmanager ] || { log "prometheus-alertmanager still missing"; exit 1; }
 /usr/bin/python3 -c 'import aiosmtpd' || { log "python3-aiosmtpd still missing"; exit 1; }
+command -v chromium >/dev/null 2>&1 || { log "chromium still missing after install"; exit 1; }
 log "installed ${missing[*]}"

@@ -246,7 +246,7 @@ async fn run_watch(
                 .await
                 .with_context(|| format!("binding the status listener on {addr}"))?;
             let local = listener.local_addr()?;
-            tracing::info!(addr = %local, "serving /metrics and /healthz");
+            tracing::info!(addr = %local, "serving the status page /, /metrics and /healthz");
             if let Some(f) = &addr_file {
                 atomic_file::write_atomic(f, &format!("{local}\n"))
                     .with_context(|| format!("writing the listener address to {}", f.display()))?;

@@ -578,14 +578,116 @@ pub fn render_svg(spec: &ChartSpec, gap: Duration) -> Result<String, ChartError>
     Ok(add_title_desc(buf, spec.title, &desc))
 }
 
-/// Writes the five standard charts of a summary (lag with its fail threshold,
-/// DLQ messages, throughput msgs/min, success rate % with its minimum, p95 ms
-/// with its maximum) next to a report: `<stem>-lag.svg`, `<stem>-dlq.svg`,
-/// `<stem>-throughput.svg`, `<stem>-success.svg`, `<stem>-p95.svg` in `dir`,
-/// each atomically. Returns (chart title, file name) pairs in that order, for
-/// [`crate::render::report::render_markdown`]. The X axis runs from T0 to
-/// "now": an early report shows what has happened, not a sliver of 48 h. The
-/// DLQ chart draws its baseline and the count at which `dlq` fails.
+/// The standard charts of a soak, in report order: (name, title). The name
+/// is the file suffix of [`write_charts`] and the chart's name on the
+/// daemon's status page (`/charts/<name>.svg`).
+pub const STANDARD_CHARTS: [(&str, &str); 5] = [
+    ("lag", "Consumer lag (pending + ack pending)"),
+    ("dlq", "DLQ messages"),
+    ("throughput", "Throughput"),
+    ("success", "Success rate"),
+    ("p95", "p95 processing time"),
+];
+
+/// One standard chart drawn in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedChart {
+    /// Its name in [`STANDARD_CHARTS`].
+    pub name: &'static str,
+    /// Its title.
+    pub title: String,
+    /// The SVG document.
+    pub svg: String,
+}
+
+/// Draws the standard charts of a summary whose name `wanted` accepts, in
+/// [`STANDARD_CHARTS`] order: lag with its fail threshold, DLQ messages with
+/// its baseline and the count at which `dlq` fails, throughput msgs/min,
+/// success rate % with its minimum, p95 ms with its maximum. The X axis runs
+/// from T0 to "now": an early report shows what has happened, not a sliver
+/// of 48 h. Reports draw all five; the status page one per request.
+pub fn render_standard(
+    summary: &SoakSummary,
+    thresholds: &ChartThresholds,
+    gap: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<RenderedChart>, ChartError> {
+    let end = summary.now;
+    let s = &summary.series;
+    let lag_label = format!("fail >= {}", num(thresholds.lag_fail));
+    let success_label = format!("fail < {} %", num(thresholds.success_min_pct));
+    let p95_label = format!("fail >= {} ms", num(thresholds.p95_max_ms));
+    let dlq_baseline = thresholds.dlq_baseline.filter(|b| b.is_finite());
+    let dlq_baseline_label = dlq_baseline
+        .map(|b| format!("baseline {} at T0", num(b)))
+        .unwrap_or_default();
+    // The criterion fails on any message beyond the baseline.
+    let dlq_fail = dlq_baseline.map(|b| b + 1.0);
+    let dlq_fail_label = dlq_fail
+        .map(|f| format!("fail >= {}", num(f)))
+        .unwrap_or_default();
+    let spec = |i: usize, y_label, series, threshold, integer_y| ChartSpec {
+        title: STANDARD_CHARTS[i].1,
+        y_label,
+        series,
+        threshold,
+        baseline: None,
+        integer_y,
+        t0: summary.t0,
+        end,
+    };
+    let charts: [ChartSpec; 5] = [
+        spec(
+            0,
+            "messages",
+            &s.lag,
+            Some((thresholds.lag_fail, &lag_label)),
+            true,
+        ),
+        ChartSpec {
+            baseline: dlq_baseline.map(|b| (b, dlq_baseline_label.as_str())),
+            ..spec(
+                1,
+                "messages",
+                &s.dlq,
+                dlq_fail.map(|f| (f, dlq_fail_label.as_str())),
+                true,
+            )
+        },
+        spec(2, "msgs/min", &s.throughput, None, false),
+        spec(
+            3,
+            "%",
+            &s.success_rate,
+            Some((thresholds.success_min_pct, &success_label)),
+            false,
+        ),
+        spec(
+            4,
+            "ms",
+            &s.p95_ms,
+            Some((thresholds.p95_max_ms, &p95_label)),
+            false,
+        ),
+    ];
+    let mut out = Vec::new();
+    for ((name, title), spec) in STANDARD_CHARTS.into_iter().zip(charts) {
+        if wanted(name) {
+            out.push(RenderedChart {
+                name,
+                title: title.to_string(),
+                svg: render_svg(&spec, gap)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the five standard charts of a summary ([`render_standard`]) next
+/// to a report: `<stem>-lag.svg`, `<stem>-dlq.svg`, `<stem>-throughput.svg`,
+/// `<stem>-success.svg`, `<stem>-p95.svg` in `dir`, each atomically. Returns
+/// (chart title, file name) pairs in that order, for
+/// [`crate::render::report::render_markdown`].
 pub fn write_charts(
     summary: &SoakSummary,
     thresholds: &ChartThresholds,
@@ -601,89 +703,16 @@ pub fn write_charts(
     {
         return Err(ChartError::BadStem(stem.to_string()));
     }
-    let end = summary.now;
-    let s = &summary.series;
-    let lag_label = format!("fail >= {}", num(thresholds.lag_fail));
-    let success_label = format!("fail < {} %", num(thresholds.success_min_pct));
-    let p95_label = format!("fail >= {} ms", num(thresholds.p95_max_ms));
-    let dlq_baseline = thresholds.dlq_baseline.filter(|b| b.is_finite());
-    let dlq_baseline_label = dlq_baseline
-        .map(|b| format!("baseline {} at T0", num(b)))
-        .unwrap_or_default();
-    // The criterion fails on any message beyond the baseline.
-    let dlq_fail = dlq_baseline.map(|b| b + 1.0);
-    let dlq_fail_label = dlq_fail
-        .map(|f| format!("fail >= {}", num(f)))
-        .unwrap_or_default();
-    let spec = |title, y_label, series, threshold, integer_y| ChartSpec {
-        title,
-        y_label,
-        series,
-        threshold,
-        baseline: None,
-        integer_y,
-        t0: summary.t0,
-        end,
-    };
-    let charts: [(&str, ChartSpec); 5] = [
-        (
-            "lag",
-            spec(
-                "Consumer lag (pending + ack pending)",
-                "messages",
-                &s.lag,
-                Some((thresholds.lag_fail, &lag_label)),
-                true,
-            ),
-        ),
-        (
-            "dlq",
-            ChartSpec {
-                baseline: dlq_baseline.map(|b| (b, dlq_baseline_label.as_str())),
-                ..spec(
-                    "DLQ messages",
-                    "messages",
-                    &s.dlq,
-                    dlq_fail.map(|f| (f, dlq_fail_label.as_str())),
-                    true,
-                )
-            },
-        ),
-        (
-            "throughput",
-            spec("Throughput", "msgs/min", &s.throughput, None, false),
-        ),
-        (
-            "success",
-            spec(
-                "Success rate",
-                "%",
-                &s.success_rate,
-                Some((thresholds.success_min_pct, &success_label)),
-                false,
-            ),
-        ),
-        (
-            "p95",
-            spec(
-                "p95 processing time",
-                "ms",
-                &s.p95_ms,
-                Some((thresholds.p95_max_ms, &p95_label)),
-                false,
-            ),
-        ),
-    ];
+    let charts = render_standard(summary, thresholds, gap, |_| true)?;
     let mut out = Vec::with_capacity(charts.len());
-    for (suffix, spec) in charts {
-        let svg = render_svg(&spec, gap)?;
-        let file = format!("{stem}-{suffix}.svg");
+    for c in charts {
+        let file = format!("{stem}-{}.svg", c.name);
         let path = dir.join(&file);
-        crate::atomic_file::write_atomic(&path, &svg).map_err(|source| ChartError::Io {
+        crate::atomic_file::write_atomic(&path, &c.svg).map_err(|source| ChartError::Io {
             path: path.display().to_string(),
             source,
         })?;
-        out.push((spec.title.to_string(), file));
+        out.push((c.title, file));
     }
     Ok(out)
 }

@@ -6,4 +6,5 @@ pub mod chart;
 pub mod check;
 pub mod markdown;
 pub mod number;
+pub mod page;
 pub mod report;

@@ -39,7 +39,7 @@ mod status;
 
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use read::{load_summary, summary_as_check, write_summary_report};
-pub use status::{DaemonStatus, SharedStatus};
+pub use status::{DaemonStatus, PageInputs, SharedStatus};
 
 /// Produces one snapshot per cycle; the real one is [`Prober`].
 pub trait SampleSource: Send + Sync {
@@ -598,6 +598,7 @@ impl Watch {
             .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
             .collect();
         st.summary = Some(summary.clone());
+        st.page = status::PageInputs::of(&self.eff, &self.soak.meta.id, self.rollback_latched);
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,

@@ -23,21 +23,29 @@ pub fn write_summary_report(
         .and_then(|s| s.to_str())
         .unwrap_or("report")
         .to_string();
-    let thresholds = ChartThresholds {
-        lag_fail: cfg.criteria.lag_fail as f64,
-        success_min_pct: cfg.criteria.success_rate_min * 100.0,
-        p95_max_ms: cfg.criteria.p95_max.as_secs_f64() * 1000.0,
-        dlq_baseline: cfg.streams.dlq.baseline_messages.map(|b| b as f64),
-    };
-    let gap =
-        chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30));
-    let charts = chart::write_charts(summary, &thresholds, dir, &stem, gap)
+    let charts = chart::write_charts(summary, &chart_thresholds(cfg), dir, &stem, chart_gap(cfg))
         .map_err(|e| WatchError::Chart(e.to_string()))?;
     let text = report::render_markdown(summary, title, &charts);
     write_atomic(path, &text).map_err(|source| WatchError::Report {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The thresholds and baseline the charts draw, from the config with the
+/// soak's baselines in force: the same lines in reports and on the status page.
+pub(crate) fn chart_thresholds(cfg: &Config) -> ChartThresholds {
+    ChartThresholds {
+        lag_fail: cfg.criteria.lag_fail as f64,
+        success_min_pct: cfg.criteria.success_rate_min * 100.0,
+        p95_max_ms: cfg.criteria.p95_max.as_secs_f64() * 1000.0,
+        dlq_baseline: cfg.streams.dlq.baseline_messages.map(|b| b as f64),
+    }
+}
+
+/// Samples further apart than this are not joined in a chart.
+pub(crate) fn chart_gap(cfg: &Config) -> chrono::Duration {
+    chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30))
 }
 
 /// The soak in a state database as it stands, without a running daemon:

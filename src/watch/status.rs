@@ -1,9 +1,12 @@
 //! What the daemon publishes about itself each cycle, for its listener.
 
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
+use crate::config::Config;
+use crate::render::chart::ChartThresholds;
 use crate::soak::model::SoakSummary;
 
 /// What the daemon publishes about itself (read by its HTTP listener).
@@ -41,6 +44,54 @@ pub struct DaemonStatus {
     pub unsaved_cycles: u64,
     /// Cycles dropped because the state database refused them for too long.
     pub lost_cycles: u64,
+    /// What the status page shows beyond the summary.
+    pub page: PageInputs,
+}
+
+/// What the status page (`/`) needs beyond the summary, published each
+/// cycle so the listener never reads the config or the state database.
+#[derive(Debug, Clone, Default)]
+pub struct PageInputs {
+    /// Lines the charts draw (None before the first cycle).
+    pub chart_thresholds: Option<ChartThresholds>,
+    /// Samples further apart than this are not joined in a chart.
+    pub chart_gap: chrono::Duration,
+    /// `[rollback] mode` (`armed`, `dry_run`, `disarmed`); None without a
+    /// `[rollback]` section.
+    pub rollback_mode: Option<&'static str>,
+    /// Whether the once-per-soak rollback latch is taken.
+    pub rollback_latched: bool,
+    /// The soak's checkpoint reports as the daemon names them, in config
+    /// order: (label, path). A report is there once its checkpoint is due
+    /// and written; the listener serves only these files.
+    pub reports: Vec<(String, PathBuf)>,
+}
+
+impl PageInputs {
+    /// From the config with the soak's baselines in force (`eff`).
+    pub(super) fn of(eff: &Config, soak_id: &str, rollback_latched: bool) -> PageInputs {
+        let reports = if soak_id.is_empty() {
+            Vec::new()
+        } else {
+            eff.watch
+                .checkpoints
+                .iter()
+                .map(|d| {
+                    let label = super::checkpoint_label(*d);
+                    // As `Watch::write_due_checkpoints` names them.
+                    let path = eff.watch.reports_dir.join(format!("{soak_id}-{label}.md"));
+                    (label, path)
+                })
+                .collect()
+        };
+        PageInputs {
+            chart_thresholds: Some(super::read::chart_thresholds(eff)),
+            chart_gap: super::read::chart_gap(eff),
+            rollback_mode: eff.rollback.as_ref().map(|r| r.run.mode.as_str()),
+            rollback_latched,
+            reports,
+        }
+    }
 }
 
 /// Shared, read-mostly daemon status.

@@ -10,6 +10,8 @@
 //! - `alert_sinks`: every sink against real receivers.
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
 //! - `testkit`: the replica's provisioning and the stand-in service themselves.
+//! - `export`: the exported Prometheus rules and Grafana dashboard under promtool and a real Prometheus.
+//! - `page`: the daemon's status page in a real headless Chromium.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -20,6 +22,7 @@ mod adoption;
 mod alert_sinks;
 mod check;
 mod export;
+mod page;
 mod rollback;
 mod soak;
 mod testkit;
