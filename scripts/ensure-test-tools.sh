@@ -40,11 +40,7 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -eq 0 ]; then
-<<<<<<< HEAD
-  log "promtool, prometheus, prometheus-alertmanager and python3-aiosmtpd present"
-=======
-  log "promtool, prometheus-alertmanager, python3-aiosmtpd and chromium present"
->>>>>>> h/page
+  log "promtool, prometheus, prometheus-alertmanager, python3-aiosmtpd and chromium present"
   exit 0
 fi
 log "installing ${missing[*]}"
