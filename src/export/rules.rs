@@ -148,171 +148,206 @@ fn hold(cfg: &Config, id: C) -> Duration {
 
 /// One rule per criterion (two for `dlq`: its hold and its spike), in report order.
 fn criterion_rules(cfg: &Config, q: &Queries) -> Vec<Rule> {
-    let cr = &cfg.criteria;
-    let m = &cfg.metrics;
     let mut out = Vec::new();
     for id in C::ALL {
         match id {
-            C::ConsumerLag => out.push(rule(
-                cfg,
-                q,
-                id,
-                format!(
-                    "max({}) >= {}",
-                    q.soakwatch("soakwatch_criterion_value", Some(id.as_str())),
-                    cr.lag_fail
-                ),
-                hold(cfg, id),
-                format!(
-                    "Consumer lag (pending + ack pending of {} on {}) at or above {}. JetStream \
-                     consumer lag is not in the service's metrics: this reads soakwatch's \
-                     soakwatch_criterion_value{{criterion=\"consumer_lag\"}}. A stalled consumer \
-                     (work pending, no pull for longer than ack_wait) is judged by soakwatch \
-                     alone (soakwatch_criterion_status).",
-                    cfg.consumer.durable, cfg.consumer.stream, cr.lag_fail
-                ),
-            )),
-            C::Redeliveries => out.push(rule(
-                cfg,
-                q,
-                id,
-                format!(
-                    "max({}) >= {}",
-                    q.soakwatch("soakwatch_criterion_value", Some(id.as_str())),
-                    cr.redeliveries_fail
-                ),
-                hold(cfg, id),
-                format!(
-                    "{} or more messages redelivered to {}. Redeliveries are JetStream consumer \
-                     state, not in the service's metrics: this reads soakwatch's \
-                     soakwatch_criterion_value{{criterion=\"redeliveries\"}}.",
-                    cr.redeliveries_fail, cfg.consumer.durable
-                ),
-            )),
-            C::Dlq => {
-                out.push(rule(
-                    cfg,
-                    q,
-                    id,
-                    format!(
-                        "({} > 0) or (max({}) >= 1)",
-                        q.dlq_total(),
-                        q.soakwatch("soakwatch_criterion_value", Some(id.as_str()))
-                    ),
-                    hold(cfg, id),
-                    format!(
-                        "Messages dead-lettered: the service's {}{{{}=\"{}\"}} is above 0 since \
-                         it started, or soakwatch counts messages in {} beyond its baseline \
-                         (soakwatch_criterion_value{{criterion=\"dlq\"}}; the stream is not in \
-                         the service's metrics). Any dead-lettered message fails dlq.",
-                        m.messages_counter, m.result_label, m.dlq_result, cfg.streams.dlq.name
-                    ),
-                ));
-                let window = promql::duration(cfg.watch.dlq_spike_window);
-                let limit =
-                    cfg.watch.dlq_spike_per_min * cfg.watch.dlq_spike_window.as_secs_f64() / 60.0;
-                out.push(
-                    rule(
-                        cfg,
-                        q,
-                        id,
-                        format!("{} > {}", q.dlq_increase(&window), promql::number(limit)),
-                        Duration::ZERO,
-                        format!(
-                            "DLQ spike: more than {} message(s) dead-lettered within {window} \
-                         (dlq_spike_per_min = {}); a spike fails dlq at once, with no `for`. \
-                         Counted from the service's counter only (soakwatch also counts the \
-                         DLQ stream's last sequence); Prometheus' increase() extrapolates to \
-                         the window's edges.",
-                            promql::number(limit),
-                            promql::number(cfg.watch.dlq_spike_per_min)
-                        ),
-                    )
-                    .condition("spike"),
-                );
-            }
-            C::SuccessRate => out.push(rule(
-                cfg,
-                q,
-                id,
-                format!(
-                    "({}) < {}",
-                    q.success_ratio(),
-                    promql::number(cr.success_rate_min)
-                ),
-                hold(cfg, id),
-                format!(
-                    "Share of {}=\"{}\" among counted messages of {} since the service started \
-                     below {}{}.",
-                    m.result_label,
-                    m.success_result,
-                    m.messages_counter,
-                    promql::number(cr.success_rate_min),
-                    if m.uncounted_results.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (not counted: {})", m.uncounted_results.join(", "))
-                    }
-                ),
-            )),
-            C::StreamPurity => out.push(rule(
-                cfg,
-                q,
-                id,
-                format!("{} > 0", q.off_stream_total(&cfg.consumer.stream)),
-                hold(cfg, id),
-                format!(
-                    "Messages of {} counted with {} other than \"{}\" (or without it) since the \
-                     service started.",
-                    m.messages_counter, m.stream_label, cfg.consumer.stream
-                ),
-            )),
-            C::P95Latency => {
-                if let Some(expr) = latency_expr(cfg, q) {
-                    out.push(rule(
-                        cfg,
-                        q,
-                        id,
-                        expr,
-                        hold(cfg, id),
-                        format!(
-                            "p{} processing time at or above {} ({} bucket interpolation): over \
-                             the last {} when it holds at least {MIN_WINDOW_OBSERVATIONS} \
-                             observations, else since the service started when that holds as \
-                             many (fewer are too few to judge a tail).",
-                            (cr.latency_quantile * 100.0).round(),
-                            humantime::format_duration(cr.p95_max),
-                            m.latency_histogram.as_deref().unwrap_or_default(),
-                            promql::duration(LATENCY_WINDOW)
-                        ),
-                    ));
-                }
-            }
+            C::ConsumerLag => out.push(lag_rule(cfg, q, id)),
+            C::Redeliveries => out.push(redeliveries_rule(cfg, q, id)),
+            C::Dlq => out.extend(dlq_rules(cfg, q, id)),
+            C::SuccessRate => out.push(success_rate_rule(cfg, q, id)),
+            C::StreamPurity => out.push(stream_purity_rule(cfg, q, id)),
+            C::P95Latency => out.extend(latency_rule(cfg, q, id)),
             C::Topology
             | C::ConsumerConfig
             | C::LegacyIdle
             | C::Fallback
             | C::DbWrites
             | C::DbIntegrity
-            | C::ServiceUp => out.push(rule(
-                cfg,
-                q,
-                id,
-                format!(
-                    "{} == 2",
-                    q.soakwatch("soakwatch_criterion_status", Some(id.as_str()))
-                ),
-                Duration::ZERO,
-                format!(
-                    "soakwatch judges this from {}, which Prometheus does not see: the rule \
-                     relays soakwatch's debounced status (2 = fail, the `for` of checks.toml \
-                     already applied), so it holds no `for` of its own.",
-                    relayed_source(id)
-                ),
-            )),
+            | C::ServiceUp => out.push(relayed_rule(cfg, q, id)),
         }
     }
     out
+}
+
+/// `consumer_lag`, from soakwatch's value (JetStream state is not in the service's metrics).
+fn lag_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
+    let cr = &cfg.criteria;
+    rule(
+        cfg,
+        q,
+        id,
+        format!(
+            "max({}) >= {}",
+            q.soakwatch("soakwatch_criterion_value", Some(id.as_str())),
+            cr.lag_fail
+        ),
+        hold(cfg, id),
+        format!(
+            "Consumer lag (pending + ack pending of {} on {}) at or above {}. JetStream \
+             consumer lag is not in the service's metrics: this reads soakwatch's \
+             soakwatch_criterion_value{{criterion=\"consumer_lag\"}}. A stalled consumer \
+             (work pending, no pull for longer than ack_wait) is judged by soakwatch \
+             alone (soakwatch_criterion_status).",
+            cfg.consumer.durable, cfg.consumer.stream, cr.lag_fail
+        ),
+    )
+}
+
+/// `redeliveries`, from soakwatch's value.
+fn redeliveries_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
+    let cr = &cfg.criteria;
+    rule(
+        cfg,
+        q,
+        id,
+        format!(
+            "max({}) >= {}",
+            q.soakwatch("soakwatch_criterion_value", Some(id.as_str())),
+            cr.redeliveries_fail
+        ),
+        hold(cfg, id),
+        format!(
+            "{} or more messages redelivered to {}. Redeliveries are JetStream consumer \
+             state, not in the service's metrics: this reads soakwatch's \
+             soakwatch_criterion_value{{criterion=\"redeliveries\"}}.",
+            cr.redeliveries_fail, cfg.consumer.durable
+        ),
+    )
+}
+
+/// `dlq`: its hold rule and its spike rule.
+fn dlq_rules(cfg: &Config, q: &Queries, id: C) -> Vec<Rule> {
+    let m = &cfg.metrics;
+    let mut v = Vec::new();
+    v.push(rule(
+        cfg,
+        q,
+        id,
+        format!(
+            "({} > 0) or (max({}) >= 1)",
+            q.dlq_total(),
+            q.soakwatch("soakwatch_criterion_value", Some(id.as_str()))
+        ),
+        hold(cfg, id),
+        format!(
+            "Messages dead-lettered: the service's {}{{{}=\"{}\"}} is above 0 since \
+             it started, or soakwatch counts messages in {} beyond its baseline \
+             (soakwatch_criterion_value{{criterion=\"dlq\"}}; the stream is not in \
+             the service's metrics). Any dead-lettered message fails dlq.",
+            m.messages_counter, m.result_label, m.dlq_result, cfg.streams.dlq.name
+        ),
+    ));
+    let window = promql::duration(cfg.watch.dlq_spike_window);
+    let limit = cfg.watch.dlq_spike_per_min * cfg.watch.dlq_spike_window.as_secs_f64() / 60.0;
+    v.push(
+        rule(
+            cfg,
+            q,
+            id,
+            format!("{} > {}", q.dlq_increase(&window), promql::number(limit)),
+            Duration::ZERO,
+            format!(
+                "DLQ spike: more than {} message(s) dead-lettered within {window} \
+             (dlq_spike_per_min = {}); a spike fails dlq at once, with no `for`. \
+             Counted from the service's counter only (soakwatch also counts the \
+             DLQ stream's last sequence); Prometheus' increase() extrapolates to \
+             the window's edges.",
+                promql::number(limit),
+                promql::number(cfg.watch.dlq_spike_per_min)
+            ),
+        )
+        .condition("spike"),
+    );
+    v
+}
+
+/// `success_rate`, from the service's counter.
+fn success_rate_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
+    let (cr, m) = (&cfg.criteria, &cfg.metrics);
+    rule(
+        cfg,
+        q,
+        id,
+        format!(
+            "({}) < {}",
+            q.success_ratio(),
+            promql::number(cr.success_rate_min)
+        ),
+        hold(cfg, id),
+        format!(
+            "Share of {}=\"{}\" among counted messages of {} since the service started \
+             below {}{}.",
+            m.result_label,
+            m.success_result,
+            m.messages_counter,
+            promql::number(cr.success_rate_min),
+            if m.uncounted_results.is_empty() {
+                String::new()
+            } else {
+                format!(" (not counted: {})", m.uncounted_results.join(", "))
+            }
+        ),
+    )
+}
+
+/// `stream_purity`, from the service's counter.
+fn stream_purity_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
+    let m = &cfg.metrics;
+    rule(
+        cfg,
+        q,
+        id,
+        format!("{} > 0", q.off_stream_total(&cfg.consumer.stream)),
+        hold(cfg, id),
+        format!(
+            "Messages of {} counted with {} other than \"{}\" (or without it) since the \
+             service started.",
+            m.messages_counter, m.stream_label, cfg.consumer.stream
+        ),
+    )
+}
+
+/// `p95_latency`, when a latency histogram is configured.
+fn latency_rule(cfg: &Config, q: &Queries, id: C) -> Option<Rule> {
+    let (cr, m) = (&cfg.criteria, &cfg.metrics);
+    let expr = latency_expr(cfg, q)?;
+    Some(rule(
+        cfg,
+        q,
+        id,
+        expr,
+        hold(cfg, id),
+        format!(
+            "p{} processing time at or above {} ({} bucket interpolation): over \
+                 the last {} when it holds at least {MIN_WINDOW_OBSERVATIONS} \
+                 observations, else since the service started when that holds as \
+                 many (fewer are too few to judge a tail).",
+            (cr.latency_quantile * 100.0).round(),
+            humantime::format_duration(cr.p95_max),
+            m.latency_histogram.as_deref().unwrap_or_default(),
+            promql::duration(LATENCY_WINDOW)
+        ),
+    ))
+}
+
+/// A criterion Prometheus cannot compute: soakwatch's debounced status relayed.
+fn relayed_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
+    rule(
+        cfg,
+        q,
+        id,
+        format!(
+            "{} == 2",
+            q.soakwatch("soakwatch_criterion_status", Some(id.as_str()))
+        ),
+        Duration::ZERO,
+        format!(
+            "soakwatch judges this from {}, which Prometheus does not see: the rule \
+             relays soakwatch's debounced status (2 = fail, the `for` of checks.toml \
+             already applied), so it holds no `for` of its own.",
+            relayed_source(id)
+        ),
+    )
 }
 
 /// What soakwatch reads for a criterion Prometheus cannot compute.
