@@ -24,6 +24,8 @@ mod collect;
 mod env;
 mod locate;
 mod raw;
+#[cfg(test)]
+mod reference;
 mod validate;
 pub use validate::resolve_path;
 
