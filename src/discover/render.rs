@@ -645,9 +645,9 @@ fn service_env_section(out: &mut String, plan: &Plan, opts: &RenderOptions) {
     }
 }
 
-/// `[criteria]`: the Phase B seed's thresholds, not observed.
+/// `[criteria]`: the Phase B cutover's thresholds, not observed.
 const CRITERIA_SECTION: &str =
-    "\n# Thresholds: the Phase B seed's, not observed; tune them.\n[criteria]\n\
+    "\n# Thresholds: the Phase B cutover's, not observed; tune them.\n[criteria]\n\
          lag_warn = 5\nlag_fail = 10\nredeliveries_warn = 1\nredeliveries_fail = 10\n\
          success_rate_min = 0.999\np95_max = \"500ms\"\nlatency_quantile = 0.95\n\
          db_in_flight_tolerance = 5\nrestart_grace = \"5m\"\n";

@@ -1,5 +1,5 @@
 //! Checkpoint and on-demand soak reports in Markdown, shaped like the
-//! deployment record (`PHASE_B_STAGING_RESULTS.md`): a verdict line, the
+//! deployment record of the Phase B cutover: a verdict line, the
 //! record's Day 1 / Day 2 health-check list ticked from evidence, the stream
 //! and consumer tables, the success-criteria table with soak status and
 //! coverage, probe coverage, incidents and chart links.

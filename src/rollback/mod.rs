@@ -1,4 +1,4 @@
-//! The seed's rollback runbook (`PHASE_B_STAGING_RESULTS.md`, "Rollback
+//! The Phase B rollback runbook (its staging record's "Rollback
 //! Readiness"), as code that can be planned, dry-run and executed:
 //!
 //! 1. `edit_env`: revert the service's `.env` (`EVENT_STREAM_MODE=single`),
