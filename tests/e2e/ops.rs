@@ -293,3 +293,226 @@ fn sysusers_and_tmpfiles_make_the_user_and_the_reports_folder() {
     run("systemd-tmpfiles", &["--create"], "soakwatch.tmpfiles.conf");
     assert!(root.path().join("var/lib/soakwatch/reports").is_dir());
 }
+
+// `check`'s TLS set-up: the system's roots are read only for a certificate to
+// verify, and every mode that verifies still does.
+
+/// A self-signed certificate for `localhost` made by openssl(1) (its own
+/// subject: Debian's snakeoil one, also `CN=localhost`, sits among the roots), and an
+/// https server (Python's) presenting it: `None` without openssl.
+struct SelfSignedHttps {
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+    port: u16,
+}
+
+impl SelfSignedHttps {
+    fn start() -> Option<SelfSignedHttps> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=soakwatch e2e untrusted",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .ok()?;
+        if !made.status.success() {
+            return None;
+        }
+        let port_file = dir.path().join("port");
+        let script = "import http.server, ssl, sys\n\
+            s = http.server.HTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+            s.socket = c.wrap_socket(s.socket, server_side=True)\n\
+            open(sys.argv[3], 'w').write(str(s.server_address[1]))\n\
+            s.serve_forever()\n";
+        let child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&cert)
+            .arg(&key)
+            .arg(&port_file)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 https server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(Instant::now() < deadline, "the https server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Some(SelfSignedHttps {
+            _dir: dir,
+            child,
+            port,
+        })
+    }
+}
+
+impl Drop for SelfSignedHttps {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One plain-http answer on a loopback port.
+async fn plain_http_once() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        if let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_roots_are_read_on_the_first_https_certificate_and_it_is_still_verified() {
+    soakwatch::install_crypto_provider();
+    use soakwatch::probe::lazy_roots;
+    let (tls, verifier) = lazy_roots::client_config().expect("tls config");
+    let client = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    assert!(!verifier.loaded(), "roots read when the client was built");
+    let port = plain_http_once().await;
+    let body = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .expect("plain http answers")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, "ok");
+    assert!(!verifier.loaded(), "roots read for a plain-http request");
+
+    let Some(https) = SelfSignedHttps::start() else {
+        eprintln!("openssl not installed: the https half is not checked");
+        return;
+    };
+    let url = format!("https://localhost:{}/", https.port);
+    let err = client
+        .get(&url)
+        .send()
+        .await
+        .expect_err("an untrusted certificate is refused");
+    assert!(
+        verifier.loaded(),
+        "the certificate was checked without roots"
+    );
+    let chain = format!("{:?}", anyhow::Error::from(err));
+    assert!(
+        chain.contains("invalid peer certificate: UnknownIssuer"),
+        "{chain}"
+    );
+    // The product's client refuses it the same way.
+    let product = soakwatch::probe::metrics::http_client(Duration::from_secs(5)).expect("client");
+    let err = product.get(&url).send().await.expect_err("refused");
+    let chain = format!("{:?}", anyhow::Error::from(err));
+    assert!(
+        chain.contains("invalid peer certificate: UnknownIssuer"),
+        "{chain}"
+    );
+}
+
+/// The local PostgreSQL's certificate file when it has `ssl = on`.
+async fn pg_ssl_cert() -> Option<PathBuf> {
+    use sqlx::{Connection, Row};
+    let mut c = sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("postgres");
+    let ssl: String = sqlx::query("show ssl").fetch_one(&mut c).await.ok()?.get(0);
+    let cert: String = sqlx::query("show ssl_cert_file")
+        .fetch_one(&mut c)
+        .await
+        .ok()?
+        .get(0);
+    let _ = c.close().await;
+    (ssl == "on")
+        .then(|| PathBuf::from(cert))
+        .filter(|p| p.is_file())
+}
+
+/// Connects with `sslmode` (and `extra` URL parameters) to `host`; whether TLS is in use.
+async fn pg_tls(host: &str, query: &str) -> Result<bool, String> {
+    use sqlx::{Connection, Row};
+    let base = admin_url().replace("127.0.0.1", host);
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let mut c = sqlx::PgConnection::connect(&format!("{base}{sep}{query}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ssl: bool = sqlx::query("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(&mut c)
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    let _ = c.close().await;
+    Ok(ssl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn database_tls_prefer_encrypts_and_verify_modes_still_verify() {
+    soakwatch::install_crypto_provider();
+    let Some(cert) = pg_ssl_cert().await else {
+        eprintln!("the local PostgreSQL has ssl off: TLS modes not checked");
+        return;
+    };
+    let root = format!("sslrootcert={}", cert.display());
+    // prefer: TLS without verification (as libpq), the default URL's mode.
+    assert_eq!(pg_tls("127.0.0.1", "sslmode=prefer").await, Ok(true));
+    // The self-signed server certificate is not trusted by the built-in roots.
+    let e = pg_tls("localhost", "sslmode=verify-full")
+        .await
+        .expect_err("untrusted");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    let e = pg_tls("localhost", "sslmode=verify-ca")
+        .await
+        .expect_err("untrusted");
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // Trusted through sslrootcert, it verifies; verify-full also checks the name.
+    assert_eq!(
+        pg_tls("localhost", &format!("sslmode=verify-full&{root}")).await,
+        Ok(true)
+    );
+    let e = pg_tls("127.0.0.1", &format!("sslmode=verify-full&{root}"))
+        .await
+        .expect_err("a certificate for localhost is not one for 127.0.0.1");
+    assert!(
+        e.to_lowercase().contains("certificate") || e.contains("name"),
+        "{e}"
+    );
+    assert_eq!(
+        pg_tls("127.0.0.1", &format!("sslmode=verify-ca&{root}")).await,
+        Ok(true)
+    );
+}
