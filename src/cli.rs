@@ -224,13 +224,18 @@ async fn run_watch(
     start: soakwatch::watch::StartOptions,
     addr_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    use soakwatch::watch::{SharedStatus, SystemClock, Watch};
+    use soakwatch::watch::{notify, SharedStatus, SystemClock, Watch};
     let status = SharedStatus::default();
     let token = tokio_util::sync::CancellationToken::new();
+    // systemd (`Type=notify`): READY once serving, STOPPING on shutdown,
+    // watchdog pings while the cycle loop beats.
+    let systemd = notify::SystemdLink::from_env();
     let t = token.clone();
+    let on_signal = systemd.clone();
     tokio::spawn(async move {
         soakwatch::shutdown::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing the cycle");
+        on_signal.stopping();
         t.cancel();
     });
     let watch = match Watch::open(cfg.clone(), status.clone()).await {
@@ -260,7 +265,11 @@ async fn run_watch(
         None => None,
     };
     let prober = soakwatch::probe::Prober::new(cfg)?;
+    let heartbeat = notify::Heartbeat::default();
+    let watch = watch.with_heartbeat(heartbeat.clone());
+    systemd.ready(heartbeat);
     let result = watch.run(&prober, &SystemClock, start, token.clone()).await;
+    systemd.stopping();
     token.cancel();
     if let Some(s) = server {
         let _ = s.await;

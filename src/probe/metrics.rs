@@ -16,13 +16,24 @@ const BLOCKING_PARSE_BYTES: usize = 1024 * 1024;
 /// How many bad lines are kept verbatim as evidence.
 const KEPT_ERRORS: usize = 5;
 
-/// Builds the HTTP client once (TLS via rustls; the provider is installed in main).
+/// Builds the HTTP client once (TLS via rustls; the provider is installed in
+/// main). The system's root certificates are read on the first https
+/// certificate to verify ([`super::lazy_roots`]), so a plain-http scrape
+/// never pays for them.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
-        .user_agent(concat!("soakwatch/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("soakwatch/", env!("CARGO_PKG_VERSION")));
+    match super::lazy_roots::client_config() {
+        Ok((tls, _)) => builder.tls_backend_preconfigured(tls),
+        // Only a provider without TLS 1.2/1.3 gets here: reqwest's own set-up.
+        Err(e) => {
+            tracing::warn!(error = %e, "lazy TLS set-up unavailable: loading root certificates now");
+            builder
+        }
+    }
+    .build()
 }
 
 fn fail(reason: String) -> ProbeFailure {

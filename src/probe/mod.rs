@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod file;
+pub mod lazy_roots;
 pub mod log;
 pub mod metrics;
 pub mod nats;

@@ -32,6 +32,7 @@ use crate::verdict::Verdict;
 
 mod clock;
 pub mod http;
+pub mod notify;
 pub mod preflight;
 mod read;
 pub mod rollback;
@@ -237,6 +238,8 @@ pub struct Watch {
     unmarked_checkpoints: Vec<(String, PathBuf)>,
     /// Outbox rows (pending, delivered, given up) as last read.
     outbox: (i64, i64, i64),
+    /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
+    heartbeat: notify::Heartbeat,
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -294,7 +297,23 @@ impl Watch {
             pending_alerts: Default::default(),
             unmarked_checkpoints: Vec::new(),
             outbox: (0, 0, 0),
+            heartbeat: notify::Heartbeat::default(),
         })
+    }
+
+    /// Beats `heartbeat` while the loop makes progress (the systemd watchdog
+    /// pings only while it does) and publishes the loop's state on it.
+    pub fn with_heartbeat(mut self, heartbeat: notify::Heartbeat) -> Watch {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// Promises the next beat by `until` plus the time a cycle may take (its
+    /// probes' timeout and a minute for writes and reports).
+    fn promise_beat(&self, clock: &dyn Clock, until: DateTime<Utc>) {
+        let wait = (until - clock.now()).to_std().unwrap_or_default();
+        self.heartbeat
+            .expect_within(wait + self.cfg.probe_timeout + Duration::from_secs(60));
     }
 
     /// The soak being watched.
@@ -337,12 +356,20 @@ impl Watch {
         );
         loop {
             let tick = t0 + interval * k as i32;
+            self.promise_beat(clock, tick);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = clock.sleep_until(tick) => {}
             }
             summary = self.cycle(source, clock, tick, &mut pending_new).await;
             done_cycles += 1;
+            self.heartbeat.set_status(format!(
+                "soak {}: {} ({}), {} cycle(s)",
+                self.soak.meta.id,
+                summary.verdict.as_str(),
+                summary.verdict_reason,
+                done_cycles
+            ));
             if start.max_cycles.is_some_and(|m| done_cycles >= m) {
                 break;
             }
@@ -428,13 +455,21 @@ impl Watch {
     ) -> Result<(), WatchError> {
         let mut last: Vec<String> = Vec::new();
         loop {
+            self.promise_beat(clock, clock.now());
             let snap = source.snapshot(clock.now(), &[]).await;
             let mut problems = preflight::snapshot_problems(&self.cfg, &snap);
             problems.extend(preflight::local_problems(&self.cfg));
             if problems.is_empty() {
                 tracing::info!("preflight passed: every probe answered, every file is there");
+                self.heartbeat
+                    .set_status("preflight passed: the soak starts");
                 return Ok(());
             }
+            self.heartbeat.set_status(format!(
+                "preflight: {} problem(s), T0 not recorded (first: {})",
+                problems.len(),
+                problems[0]
+            ));
             if problems != last {
                 for p in &problems {
                     tracing::warn!(problem = %p, "preflight: T0 not recorded yet");
@@ -448,6 +483,7 @@ impl Watch {
             let next = clock.now()
                 + chrono::Duration::from_std(self.cfg.watch.interval)
                     .unwrap_or(chrono::Duration::seconds(10));
+            self.promise_beat(clock, next);
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(WatchError::NotStarted { problems: last }),
                 _ = clock.sleep_until(next) => {}

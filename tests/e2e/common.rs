@@ -803,6 +803,17 @@ impl Daemon {
     /// Starts `soakwatch watch --config <config> <args>`; its output goes to
     /// `<log_dir>/<name>.stdout|stderr`.
     pub fn start(config: &Path, args: &[&str], log_dir: &Path, name: &str) -> Daemon {
+        Daemon::start_with_env(config, args, &[], log_dir, name)
+    }
+
+    /// [`Daemon::start`] with extra environment variables (`NOTIFY_SOCKET`, …).
+    pub fn start_with_env(
+        config: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+        name: &str,
+    ) -> Daemon {
         soakwatch::install_crypto_provider();
         let stdout = log_dir.join(format!("{name}.stdout"));
         let stderr = log_dir.join(format!("{name}.stderr"));
@@ -816,6 +827,7 @@ impl Daemon {
             .arg(&addr_file)
             .args(args)
             .env("SOAKWATCH_LOG", "soakwatch=info,warn")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::from(
                 std::fs::File::create(&stdout).expect("stdout file"),

@@ -8,6 +8,7 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `ops`: running under systemd: the notify socket, the unit, sysusers and tmpfiles.
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
 //! - `testkit`: the replica's provisioning and the stand-in service themselves.
 //! - `export`: the exported Prometheus rules and Grafana dashboard under promtool and a real Prometheus.
@@ -22,6 +23,7 @@ mod adoption;
 mod alert_sinks;
 mod check;
 mod export;
+mod ops;
 mod page;
 mod rollback;
 mod soak;
