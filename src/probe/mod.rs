@@ -151,12 +151,25 @@ impl Prober {
         let timeout = cfg.probe_timeout;
         let (metrics_tx, metrics_rx) = tokio::sync::oneshot::channel::<Option<f64>>();
         let nats_part = self.nats_round();
-        let metrics_part = timed(
-            ProbeKind::Metrics,
-            "metrics".into(),
-            timeout,
-            self.metrics_round(metrics_tx),
-        );
+        // The URL is in the reason whichever timeout fires first (the
+        // client's own, equal to this one, or this one).
+        let metrics_url = cfg.metrics.url.shown();
+        let metrics_part = async {
+            let (label, ms, res) = timed(
+                ProbeKind::Metrics,
+                "metrics".into(),
+                timeout,
+                self.metrics_round(metrics_tx),
+            )
+            .await;
+            let res = res.map_err(|mut f| {
+                if !f.reason.contains(metrics_url) {
+                    f.reason = format!("GET {metrics_url}: {}", f.reason);
+                }
+                f
+            });
+            (label, ms, res)
+        };
         let remembered = self.last_process_start.lock().ok().and_then(|g| *g);
         let db_part = self.db_round(now, since, remembered, metrics_rx);
         let log_part = timed(ProbeKind::Log, "log".into(), timeout, async {
