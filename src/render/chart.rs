@@ -614,6 +614,9 @@ pub fn render_standard(
 ) -> Result<Vec<RenderedChart>, ChartError> {
     let end = summary.now;
     let s = &summary.series;
+    // Series reduced to buckets: neighbours are up to two buckets apart, so
+    // only a longer silence is a gap in the chart (the timeline lists all).
+    let gap = gap.max(Duration::milliseconds(s.resolution_ms.saturating_mul(3)));
     let lag_label = format!("fail >= {}", num(thresholds.lag_fail));
     let success_label = format!("fail < {} %", num(thresholds.success_min_pct));
     let p95_label = format!("fail >= {} ms", num(thresholds.p95_max_ms));
@@ -1061,6 +1064,7 @@ mod tests {
                 throughput: pts(|i| 50.0 + (i % 10) as f64),
                 success_rate: pts(|_| 100.0),
                 p95_ms: vec![],
+                resolution_ms: 0,
             },
             verdict: Status::Pass,
             verdict_reason: String::new(),

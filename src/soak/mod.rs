@@ -4,5 +4,7 @@
 pub mod dlq_spike;
 pub mod model;
 pub mod record;
+pub mod running;
+pub mod series;
 pub mod store;
 pub mod timeline;

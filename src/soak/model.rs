@@ -92,6 +92,10 @@ pub struct ChartSeries {
     pub success_rate: Vec<(DateTime<Utc>, f64)>,
     /// Processing-time quantile in milliseconds.
     pub p95_ms: Vec<(DateTime<Utc>, f64)>,
+    /// Width of the time buckets the series were reduced to (0: every
+    /// sample kept); a chart joins samples up to a few buckets apart.
+    #[serde(default)]
+    pub resolution_ms: i64,
 }
 
 /// Everything known about a soak at one instant.

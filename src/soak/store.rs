@@ -399,6 +399,25 @@ impl Store {
         rows.iter().map(|r| decode(r)).collect()
     }
 
+    /// Hands every cycle of a soak to `f`, oldest first, as it is read: a
+    /// 48 h history is folded without being held whole.
+    pub async fn for_each_cycle(
+        &self,
+        soak_id: &str,
+        mut f: impl FnMut(CycleRecord),
+    ) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT record FROM cycle WHERE soak_id = ? ORDER BY at_ms",
+        )
+        .bind(soak_id)
+        .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
+            f(decode(&r)?);
+        }
+        Ok(())
+    }
+
     /// The newest snapshot of a soak.
     pub async fn last_snapshot(&self, soak_id: &str) -> Result<Option<Snapshot>, StoreError> {
         let row: Option<Vec<u8>> = sqlx::query_scalar(

@@ -26,8 +26,9 @@ use crate::render::report;
 use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
 use crate::soak::model::SoakSummary;
+use crate::soak::running::RunningSummary;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
-use crate::soak::timeline::{summarize, CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
+use crate::soak::timeline::{CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
 
 mod clock;
@@ -145,6 +146,15 @@ pub fn policy(cfg: &Config) -> SoakPolicy {
     }
 }
 
+/// How far back the rollback's triggers look beyond the DLQ spike window:
+/// the longest hold (the spike must hold for every cycle of it).
+fn rollback_reach(cfg: &Config) -> Duration {
+    cfg.rollback
+        .as_ref()
+        .and_then(|r| r.triggers.iter().map(|t| t.hold).max())
+        .unwrap_or_default()
+}
+
 /// The config with the soak's recorded baselines in force (no re-baselining on restart).
 pub fn with_baselines(cfg: &Config, b: &Baselines) -> Config {
     let mut c = cfg.clone();
@@ -214,7 +224,9 @@ pub struct Watch {
     store: Arc<Store>,
     soak: SoakRecord,
     alerts: AlertEngine,
-    cycles: Vec<CycleRecord>,
+    /// The soak so far, folded cycle by cycle: memory and per-cycle cost
+    /// stay flat however old the soak is.
+    running: RunningSummary,
     prev: Option<Snapshot>,
     last_verdicts: Vec<Verdict>,
     status: SharedStatus,
@@ -264,6 +276,7 @@ impl Watch {
     pub async fn open(cfg: Config, status: SharedStatus) -> Result<Watch, WatchError> {
         let store = Arc::new(Store::open(&cfg.watch.state).await?);
         let policy = policy(&cfg);
+        let running = RunningSummary::new(&policy, rollback_reach(&cfg));
         let placeholder = SoakRecord {
             meta: SoakMeta {
                 id: String::new(),
@@ -280,7 +293,7 @@ impl Watch {
             store,
             soak: placeholder,
             alerts: AlertEngine::default(),
-            cycles: Vec::new(),
+            running,
             prev: None,
             last_verdicts: Vec::new(),
             status,
@@ -401,8 +414,17 @@ impl Watch {
         if let Some(rec) = resumed {
             tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
             self.eff = with_baselines(&self.cfg, &rec.baselines);
-            self.cycles = self.store.cycles(&rec.meta.id).await?;
-            self.dedupe = EvidenceDeduper::from_history(&self.cycles);
+            // The history is folded as it is read, never held whole.
+            let mut running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
+            let mut dedupe = EvidenceDeduper::default();
+            self.store
+                .for_each_cycle(&rec.meta.id, |c| {
+                    dedupe.remember(&c);
+                    running.push(c);
+                })
+                .await?;
+            self.running = running;
+            self.dedupe = dedupe;
             self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
             self.rollback_latched = rollback::check_interrupted(
                 &self.store,
@@ -522,7 +544,7 @@ impl Watch {
         for (p, e) in &rec.probe_errors {
             tracing::warn!(probe = %p, reason = %e, "probe failed");
         }
-        self.cycles.push(rec);
+        self.running.push(rec);
         self.last_verdicts = verdicts;
         self.prev = Some(snap);
         let summary = self.summary();
@@ -541,14 +563,14 @@ impl Watch {
         if self.rollback_latched {
             self.refresh_rollback_view().await;
         }
-        if self.cycles.len().is_multiple_of(360) && self.unsaved.is_empty() {
+        if self.running.samples().is_multiple_of(360) && self.unsaved.is_empty() {
             self.thin(tick).await;
         }
         self.self_alert(tick).await;
         self.publish_status(started, tick, errors, &summary);
         tracing::info!(
             soak = %self.soak.meta.id,
-            cycle = self.cycles.len(),
+            cycle = self.running.samples(),
             verdict = summary.verdict.as_str(),
             took_ms = started.elapsed().as_millis() as u64,
             "cycle done"
@@ -579,6 +601,7 @@ impl Watch {
         self.eff = with_baselines(&self.cfg, &rec.baselines);
         self.soak = rec;
         self.soak_saved = false;
+        self.running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
     }
 
     /// Thins full snapshots older than `keep_full_snapshots`.
@@ -846,13 +869,9 @@ impl Watch {
     }
 
     fn summary(&self) -> SoakSummary {
-        let mut s = summarize(
-            &self.soak.meta,
-            &self.cycles,
-            &self.last_verdicts,
-            self.prev.clone(),
-            &self.policy,
-        );
+        let mut s = self
+            .running
+            .summary(&self.soak.meta, &self.last_verdicts, self.prev.clone());
         s.rollback = self.rollback_view.clone();
         s
     }
@@ -932,7 +951,7 @@ impl Watch {
         let Some(trigger) = rollback::fired_trigger(
             &settings.triggers,
             summary,
-            &self.cycles,
+            self.running.recent(),
             &self.policy.dlq_spike,
         ) else {
             return;

@@ -60,20 +60,17 @@ pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchEr
     };
     let eff = with_baselines(cfg, &soak.baselines);
     let policy = policy(cfg);
-    let cycles = store.cycles(&soak.meta.id).await?;
+    let mut running = crate::soak::running::RunningSummary::new(&policy, Duration::ZERO);
+    store
+        .for_each_cycle(&soak.meta.id, |c| running.push(c))
+        .await?;
     let last = store.last_snapshots(&soak.meta.id, 2).await?;
     let verdicts = match last.as_slice() {
         [prev, snap] => CycleRecord::evaluate(&eff, Some(prev), snap, policy.max_gap).1,
         [snap] => CycleRecord::evaluate(&eff, None, snap, policy.max_gap).1,
         _ => Vec::new(),
     };
-    let mut summary = summarize(
-        &soak.meta,
-        &cycles,
-        &verdicts,
-        last.last().cloned(),
-        &policy,
-    );
+    let mut summary = running.summary(&soak.meta, &verdicts, last.last().cloned());
     // The rollback's journal and outcome belong in every report, also
     // `soakwatch report` and `check --soak`, as in the checkpoint reports.
     summary.rollback = super::rollback::view(&store, &soak.meta.id).await?;
