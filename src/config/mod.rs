@@ -120,6 +120,44 @@ pub struct Config {
     pub alerts: std::sync::Arc<crate::alert::routes::AlertsConfig>,
     /// The one-shot rollback and what triggers it; None when not configured.
     pub rollback: Option<RollbackSettings>,
+    /// Where the soak's state lives (SQLite file or JetStream) and the
+    /// leader lease between watchers.
+    pub state: StateConfig,
+}
+
+/// Which engine holds the soak's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// The embedded SQLite file `[watch] state` (one watcher).
+    Sqlite,
+    /// JetStream KV buckets and streams (any number of watchers, one leader).
+    JetStream,
+}
+
+/// `[state]`: the state backend and, for JetStream, its connection,
+/// names, replication and the leader lease.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// SQLite (default) or JetStream.
+    pub backend: StateBackend,
+    /// The JetStream holding the state: `[state] nats_url` and its
+    /// credentials, else the watched `[nats]` connection.
+    pub nats: NatsConfig,
+    /// Prefix of the KV bucket and streams (one family per soak name).
+    pub bucket: String,
+    /// JetStream replicas of every bucket and stream (3 in a cluster).
+    pub replicas: usize,
+    /// A lease not renewed for this many intervals expires.
+    pub lease_intervals: u32,
+    /// Retention of every record (soak duration plus a margin by default).
+    pub max_age: Duration,
+}
+
+impl StateConfig {
+    /// The leader lease's length: `lease_intervals` x `interval`.
+    pub fn lease(&self, interval: Duration) -> Duration {
+        interval * self.lease_intervals.max(2)
+    }
 }
 
 /// `[rollback]`: the runbook's steps plus the triggers that fire it.

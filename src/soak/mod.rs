@@ -2,7 +2,11 @@
 //! a verdict over the whole soak, and its store.
 
 pub mod dlq_spike;
+pub mod jetstream;
+pub mod lease;
+pub mod migrate;
 pub mod model;
 pub mod record;
+pub mod state;
 pub mod store;
 pub mod timeline;

@@ -18,6 +18,8 @@ use sqlx::Row;
 use crate::sample::Snapshot;
 use crate::soak::record::{CycleRecord, SoakMeta};
 
+pub use crate::soak::state::Store;
+
 /// Schema version written in `meta`; bumped on incompatible changes.
 const SCHEMA_VERSION: &str = "1";
 
@@ -49,6 +51,12 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("state database holds a record that does not decode: {0}")]
     Decode(String),
+    /// The JetStream holding the state refused or did not answer.
+    #[error("state on JetStream: {0}")]
+    Nats(String),
+    /// This watcher does not hold the leader lease: it may not write.
+    #[error("not the leader: this watcher's lease is not held (another watcher acts)")]
+    NotLeader,
 }
 
 impl From<serde_json::Error> for StoreError {
@@ -101,11 +109,11 @@ pub struct SoakRecord {
     pub baselines: Baselines,
 }
 
-/// An open state database.
-pub struct Store {
+/// An open SQLite state database (the embedded backend).
+pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
-    /// Held for the store's life; released by [`Store::close`].
+    /// Held for the store's life; released by [`SqliteStore::close`].
     lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
@@ -145,9 +153,9 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if missing) for writing, taking the exclusive lock.
-    pub async fn open(given: &Path) -> Result<Store, StoreError> {
+    pub async fn open(given: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = given.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: given.to_path_buf(),
@@ -205,7 +213,7 @@ impl Store {
     /// Opens an existing database for a small write beside a running daemon
     /// (the manual rollback takes the latch): no lock file, SQLite's own
     /// locking serialises the writes.
-    pub async fn open_shared(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open_shared(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.exists() {
             return Err(StoreError::Open {
                 path: path.to_path_buf(),
@@ -218,7 +226,7 @@ impl Store {
     }
 
     /// Opens an existing database for reading while a daemon may be writing it.
-    pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.exists() {
             return Err(StoreError::Open {
                 path: path.to_path_buf(),
@@ -234,7 +242,7 @@ impl Store {
         path: &Path,
         read_only: bool,
         lock: Option<std::fs::File>,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<SqliteStore, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
@@ -255,7 +263,7 @@ impl Store {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        Ok(Store {
+        Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
             lock: std::sync::Mutex::new(lock),
@@ -664,6 +672,45 @@ impl Store {
         }))
     }
 
+    /// Every outbox row of a soak as stored (for the migration).
+    pub async fn outbox_rows(&self, soak_id: &str) -> Result<Vec<OutboxCopy>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, route, body, created_ms, attempts, next_ms, delivered_ms, dead, last_error \
+             FROM outbox WHERE soak_id = ? ORDER BY created_ms, id",
+        )
+        .bind(soak_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxCopy {
+                id: r.get(0),
+                route: r.get(1),
+                body: r.get(2),
+                created_ms: r.get(3),
+                attempts: r.get(4),
+                next_ms: r.get(5),
+                delivered_ms: r.get(6),
+                dead: r.get::<i64, _>(7) != 0,
+                last_error: r.get(8),
+            })
+            .collect())
+    }
+
+    /// (label, path) of every checkpoint written (for the migration).
+    pub async fn checkpoint_rows(&self, soak_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT label, path FROM checkpoint WHERE soak_id = ?")
+            .bind(soak_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Size of the database file and its WAL, bytes.
     pub fn size_bytes(&self) -> u64 {
         let main = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
@@ -696,6 +743,29 @@ pub struct OutboxItem<N> {
     pub body: N,
     /// Attempts so far.
     pub attempts: i64,
+}
+
+/// An outbox row as stored, body still encoded (copied between backends).
+#[derive(Debug, Clone)]
+pub struct OutboxCopy {
+    /// Notification id.
+    pub id: String,
+    /// Route name.
+    pub route: String,
+    /// The notification, MessagePack.
+    pub body: Vec<u8>,
+    /// Queued at, ms.
+    pub created_ms: i64,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Next attempt, ms.
+    pub next_ms: i64,
+    /// Delivered at, ms.
+    pub delivered_ms: Option<i64>,
+    /// Given up.
+    pub dead: bool,
+    /// The last failure.
+    pub last_error: Option<String>,
 }
 
 /// What happened to one delivery attempt.

@@ -1,0 +1,206 @@
+//! One interface to the soak's state, whichever engine holds it: the
+//! embedded SQLite file (default) or JetStream (watchers as replicas). An
+//! enum rather than a trait object: the methods are generic over the
+//! records they store, which `dyn` cannot carry.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::{Config, StateBackend};
+use crate::sample::Snapshot;
+use crate::soak::jetstream::{Access, JetStreamStore};
+use crate::soak::lease::Fence;
+use crate::soak::record::CycleRecord;
+use crate::soak::store::{OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, SqliteStore, StoreError};
+
+/// The soak's state, on either backend.
+pub enum Store {
+    /// `[watch] state`, a local SQLite file.
+    Sqlite(SqliteStore),
+    /// `[state] backend = "jetstream"`.
+    JetStream(JetStreamStore),
+}
+
+macro_rules! both {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::JetStream($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Opens a SQLite file for the daemon (exclusive lock).
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        SqliteStore::open(path).await.map(Store::Sqlite)
+    }
+
+    /// Opens a SQLite file for a small write beside a running daemon.
+    pub async fn open_shared(path: &Path) -> Result<Store, StoreError> {
+        SqliteStore::open_shared(path).await.map(Store::Sqlite)
+    }
+
+    /// Opens a SQLite file for reading.
+    pub async fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        SqliteStore::open_read_only(path).await.map(Store::Sqlite)
+    }
+
+    /// Opens the backend the config names: `state` is the SQLite path
+    /// (`--state` or `[watch] state`).
+    pub async fn open_config(cfg: &Config, state: &Path, access: Access) -> Result<Store, StoreError> {
+        match (cfg.state.backend, access) {
+            (StateBackend::JetStream, a) => JetStreamStore::open(&cfg.state, a).await.map(Store::JetStream),
+            (StateBackend::Sqlite, Access::Leader) => Self::open(state).await,
+            (StateBackend::Sqlite, Access::Shared) => Self::open_shared(state).await,
+            (StateBackend::Sqlite, Access::ReadOnly) => Self::open_read_only(state).await,
+        }
+    }
+
+    /// The leader fence of a JetStream state (None for SQLite: one writer by lock file).
+    pub fn fence(&self) -> Option<Arc<Fence>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::JetStream(j) => Some(j.fence()),
+        }
+    }
+
+    /// Whether this process may act now (SQLite: always; JetStream: while it leads).
+    pub fn may_act(&self) -> bool {
+        self.fence().is_none_or(|f| f.is_open())
+    }
+
+    /// Where the state is, for messages (no credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => s.path().display().to_string(),
+            Store::JetStream(j) => format!("JetStream bucket {}", j.bucket()),
+        }
+    }
+
+    /// The soak in progress, if any.
+    pub async fn active_soak(&self) -> Result<Option<SoakRecord>, StoreError> {
+        both!(self, s => s.active_soak().await)
+    }
+
+    /// Records a new soak and makes it the active one.
+    pub async fn start_soak(&self, rec: &SoakRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+        both!(self, s => s.start_soak(rec, now).await)
+    }
+
+    /// Appends one cycle and its snapshot.
+    pub async fn append(&self, soak_id: &str, rec: &CycleRecord, snap: &Snapshot) -> Result<(), StoreError> {
+        both!(self, s => s.append(soak_id, rec, snap).await)
+    }
+
+    /// Every cycle of a soak, oldest first.
+    pub async fn cycles(&self, soak_id: &str) -> Result<Vec<CycleRecord>, StoreError> {
+        both!(self, s => s.cycles(soak_id).await)
+    }
+
+    /// The newest snapshot of a soak.
+    pub async fn last_snapshot(&self, soak_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.last_snapshots(soak_id, 1).await?.pop())
+    }
+
+    /// The newest `n` snapshots, oldest first.
+    pub async fn last_snapshots(&self, soak_id: &str, n: i64) -> Result<Vec<Snapshot>, StoreError> {
+        both!(self, s => s.last_snapshots(soak_id, n).await)
+    }
+
+    /// Every kept snapshot, oldest first.
+    pub async fn snapshots(&self, soak_id: &str) -> Result<Vec<Snapshot>, StoreError> {
+        both!(self, s => s.snapshots(soak_id).await)
+    }
+
+    /// Labels of checkpoints already written.
+    pub async fn checkpoints_done(&self, soak_id: &str) -> Result<Vec<String>, StoreError> {
+        both!(self, s => s.checkpoints_done(soak_id).await)
+    }
+
+    /// Records a written checkpoint so a restart does not write it again.
+    pub async fn mark_checkpoint(&self, soak_id: &str, label: &str, path: &Path, now: DateTime<Utc>) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.mark_checkpoint(soak_id, label, path, now).await,
+            Store::JetStream(j) => j.mark_checkpoint(soak_id, label, path).await,
+        }
+    }
+
+    /// Thins old snapshots (JetStream keeps only the newest few anyway).
+    pub async fn thin(&self, soak_id: &str, before: DateTime<Utc>, keep_every: Duration) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.thin(soak_id, before, keep_every).await,
+            Store::JetStream(_) => Ok(0),
+        }
+    }
+
+    /// Alert tracking states of a soak.
+    pub async fn alert_states<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Vec<T>, StoreError> {
+        both!(self, s => s.alert_states(soak_id).await)
+    }
+
+    /// Saves alert states and enqueues notifications.
+    pub async fn commit_alerts<S: Serialize, N: Serialize>(
+        &self,
+        soak_id: &str,
+        states: &[(String, S)],
+        outbox: &[(String, String, N)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.commit_alerts(soak_id, states, outbox, now).await)
+    }
+
+    /// Undelivered notifications due at `now`; refused to a watcher that
+    /// does not lead (only the leader delivers).
+    pub async fn due_outbox<N: serde::de::DeserializeOwned>(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        if !self.may_act() {
+            return Err(StoreError::NotLeader);
+        }
+        both!(self, s => s.due_outbox(now, limit).await)
+    }
+
+    /// Records a delivery outcome.
+    pub async fn outbox_result(&self, id: &str, route: &str, outcome: OutboxOutcome, now: DateTime<Utc>) -> Result<(), StoreError> {
+        both!(self, s => s.outbox_result(id, route, outcome, now).await)
+    }
+
+    /// (pending, delivered, dead) counts of the outbox.
+    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        both!(self, s => s.outbox_counts().await)
+    }
+
+    /// Takes the one-shot rollback latch; false when already taken.
+    pub async fn take_rollback_latch(&self, soak_id: &str, trigger: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        both!(self, s => s.take_rollback_latch(soak_id, trigger, now).await)
+    }
+
+    /// Saves the rollback's progress or its end.
+    pub async fn save_rollback<T: Serialize>(&self, soak_id: &str, state: &str, steps: &T, finished: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        both!(self, s => s.save_rollback(soak_id, state, steps, finished).await)
+    }
+
+    /// The rollback record of a soak.
+    pub async fn rollback_record<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Option<RollbackRow<T>>, StoreError> {
+        both!(self, s => s.rollback_record(soak_id).await)
+    }
+
+    /// Size of the SQLite file and its WAL (0 on JetStream: the server's).
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.size_bytes(),
+            Store::JetStream(_) => 0,
+        }
+    }
+
+    /// A clean close.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+            Store::JetStream(_) => {}
+        }
+    }
+}
