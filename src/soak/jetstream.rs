@@ -140,18 +140,30 @@ impl JetStreamStore {
         let cycles_stream = format!("{bucket}_cycles");
         let snaps_stream = format!("{bucket}_snapshots");
         let kv = if access == Access::Leader {
+            // The bucket's stream as `create_key_value` makes it, made
+            // directly: that call first reads the account info, which this
+            // client cannot decode from a 2.9 server.
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some("soakwatch soak state".into()),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: cfg.max_age,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: cfg.replicas,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err(&format!("creating KV bucket {bucket}"), e))?;
             let kv = js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    description: "soakwatch soak state".into(),
-                    history: 1,
-                    max_age: cfg.max_age,
-                    num_replicas: cfg.replicas,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
+                .get_key_value(&bucket)
                 .await
-                .map_err(|e| nats_err(&format!("creating KV bucket {bucket}"), e))?;
+                .map_err(|e| nats_err(&format!("opening KV bucket {bucket}"), e))?;
             for (name, subject, per_subject) in [
                 (&cycles_stream, format!("{bucket}.cycle.>"), -1),
                 (&snaps_stream, format!("{bucket}.snap.>"), SNAPSHOTS_KEPT),

@@ -26,6 +26,8 @@ use crate::render::report;
 use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
 use crate::soak::model::SoakSummary;
+use crate::soak::jetstream::Access;
+use crate::soak::lease::Lease;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::soak::timeline::{summarize, CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
@@ -103,6 +105,10 @@ pub enum WatchError {
         /// The preflight's last problems.
         problems: Vec<String>,
     },
+    /// This watcher lost the leader lease (JetStream state): it stopped
+    /// acting; the caller opens a new [`Watch`] that waits as a standby.
+    #[error("stepped down: the leader lease is no longer held")]
+    SteppedDown,
     /// T0 (from `--t0` or `[soak] started_at`) plus the soak's duration is past.
     #[error("the soak starting at {t0} ended at {end} ([soak] started_at + duration): set [soak] started_at to this cutover's T0, remove it to start now, or pass --t0")]
     SoakOver {
@@ -240,6 +246,8 @@ pub struct Watch {
     outbox: (i64, i64, i64),
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
     heartbeat: notify::Heartbeat,
+    /// The leader election of a JetStream state (None with SQLite).
+    lease: Option<Lease>,
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -262,7 +270,16 @@ impl Watch {
     /// Opens the state and resumes the active soak, or prepares a new one
     /// (recorded at the first cycle, when baselines can be observed).
     pub async fn open(cfg: Config, status: SharedStatus) -> Result<Watch, WatchError> {
-        let store = Arc::new(Store::open(&cfg.watch.state).await?);
+        let store = Arc::new(Store::open_config(&cfg, &cfg.watch.state, Access::Leader).await?);
+        let lease = match (&*store, store.fence()) {
+            (Store::JetStream(j), Some(fence)) => Some(Lease::start(
+                j.kv().clone(),
+                fence,
+                cfg.watch.interval,
+                cfg.state.lease(cfg.watch.interval),
+            )),
+            _ => None,
+        };
         let policy = policy(&cfg);
         let placeholder = SoakRecord {
             meta: SoakMeta {
@@ -298,7 +315,40 @@ impl Watch {
             unmarked_checkpoints: Vec::new(),
             outbox: (0, 0, 0),
             heartbeat: notify::Heartbeat::default(),
+            lease,
         })
+    }
+
+    /// With a JetStream state: waits as a standby (connections open, role
+    /// published) until this watcher takes the lease. False on shutdown.
+    async fn await_leadership(&mut self, shutdown: &CancellationToken) -> bool {
+        let Some(lease) = self.lease.as_mut() else {
+            return true;
+        };
+        if let Ok(mut st) = self.status.write() {
+            st.role = Some("standby");
+            st.interval_secs = self.cfg.watch.interval.as_secs_f64();
+        }
+        if !lease.role().leader {
+            tracing::info!(holder = %lease.holder(), "standby: waiting for the leader lease");
+            self.heartbeat.set_status("standby: another watcher leads");
+        }
+        // The systemd watchdog is fed while campaigning, not only while sampling.
+        let leads = loop {
+            self.heartbeat.expect_within(self.cfg.watch.interval * 4 + Duration::from_secs(60));
+            tokio::select! {
+                r = lease.wait_leader(shutdown) => break r,
+                _ = tokio::time::sleep(self.cfg.watch.interval) => {}
+            }
+        };
+        if leads {
+            let term = lease.role().term;
+            if let Ok(mut st) = self.status.write() {
+                st.role = Some("leader");
+                st.leader_terms = term;
+            }
+        }
+        leads
     }
 
     /// Beats `heartbeat` while the loop makes progress (the systemd watchdog
@@ -330,6 +380,10 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
+        if !self.await_leadership(&shutdown).await {
+            self.store.close().await;
+            return Ok(self.summary());
+        }
         let begun = self.begin(source, &start, clock).await?;
         let mut pending_new = begun.map(|(t0, _)| t0);
         if let (Some((_, t0_is_now)), true) = (begun, start.preflight) {
@@ -360,6 +414,16 @@ impl Watch {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = clock.sleep_until(tick) => {}
+            }
+            if !self.store.may_act() {
+                // Fenced: another watcher may lead by now. Nothing more is
+                // sampled, recorded, delivered or fired by this one.
+                delivery.abort();
+                tracing::warn!(soak = %self.soak.meta.id, "leader lease lost: stepping down");
+                if let Ok(mut st) = self.status.write() {
+                    st.role = Some("standby");
+                }
+                return Err(WatchError::SteppedDown);
             }
             summary = self.cycle(source, clock, tick, &mut pending_new).await;
             done_cycles += 1;
@@ -635,6 +699,11 @@ impl Watch {
             .collect();
         st.summary = Some(summary.clone());
         st.page = status::PageInputs::of(&self.eff, &self.soak.meta.id, self.rollback_latched);
+        if let Some(l) = &self.lease {
+            let r = l.role();
+            st.role = Some(if r.leader { "leader" } else { "standby" });
+            st.leader_terms = r.term;
+        }
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,
@@ -688,6 +757,10 @@ impl Watch {
             );
         }
         self.store.close().await;
+        // Hands the lease over at once rather than after it expires.
+        if let Some(l) = self.lease.take() {
+            l.release().await;
+        }
         Ok(summary)
     }
 
@@ -926,7 +999,7 @@ impl Watch {
         let Some(settings) = self.cfg.rollback.clone() else {
             return;
         };
-        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) {
+        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) || !self.store.may_act() {
             return;
         }
         let Some(trigger) = rollback::fired_trigger(
@@ -948,6 +1021,11 @@ impl Watch {
                 tracing::info!(
                     "rollback trigger holds but the latch was already taken: not firing again"
                 );
+                return;
+            }
+            // Not the leader (any more): the leader decides, never this one.
+            Err(StoreError::NotLeader) => {
+                self.rollback_latched = false;
                 return;
             }
             // The trigger is the critical condition the rollback exists for:
