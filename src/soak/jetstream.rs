@@ -245,20 +245,34 @@ impl JetStreamStore {
             .map_err(|e| nats_err(&format!("writing {key}"), e))
     }
 
+    /// Keys starting with `prefix` (which ends in `.`), from the bucket
+    /// stream's subject list: one request, no consumer (an ephemeral
+    /// consumer placed on a dead peer of a cluster would never answer).
     async fn keys_with(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut keys = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| nats_err("listing keys", e))?;
-        let mut out = Vec::new();
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(|e| nats_err("listing keys", e))?;
-            if k.starts_with(prefix) {
-                out.push(k);
+        let head = format!("$KV.{}.", self.prefix);
+        let list = async {
+            let stream = self
+                .js
+                .get_stream(format!("KV_{}", self.prefix))
+                .await
+                .map_err(|e| nats_err("opening the bucket", e))?;
+            let mut subjects = stream
+                .info_with_subjects(format!("{head}{prefix}>"))
+                .await
+                .map_err(|e| nats_err("listing keys", e))?;
+            let mut out = Vec::new();
+            while let Some(s) = subjects.next().await {
+                let (subject, _) = s.map_err(|e| nats_err("listing keys", e))?;
+                if let Some(k) = subject.strip_prefix(&head) {
+                    out.push(k.to_string());
+                }
             }
-        }
-        Ok(out)
+            out.sort();
+            Ok::<_, StoreError>(out)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT * 2, list)
+            .await
+            .map_err(|_| nats_err("listing keys", "no answer"))?
     }
 
     /// The soak in progress, if any.
@@ -378,8 +392,23 @@ impl JetStreamStore {
         Ok(())
     }
 
-    /// Every message on `subject` of `stream_name`, oldest first.
+    /// Every message on `subject` of `stream_name`, oldest first; tried
+    /// three times (a consumer the cluster placed on a peer that just died
+    /// never answers; the next one lands elsewhere).
     async fn read_all(&self, stream_name: &str, subject: String) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut last = None;
+        for _ in 0..3 {
+            let once = self.read_all_once(stream_name, subject.clone());
+            match tokio::time::timeout(REQUEST_TIMEOUT * 6, once).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(nats_err(&format!("reading {subject}"), "no answer")),
+            }
+        }
+        Err(last.unwrap_or_else(|| nats_err(&format!("reading {subject}"), "no answer")))
+    }
+
+    async fn read_all_once(&self, stream_name: &str, subject: String) -> Result<Vec<Vec<u8>>, StoreError> {
         let stream = self
             .js
             .get_stream(stream_name)
