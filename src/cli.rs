@@ -288,10 +288,24 @@ async fn run_watch(
                 // The soak goes on: a later term resumes it, never starts one.
                 start.new_soak = false;
                 start.t0 = None;
-                watch = match Watch::open(cfg.clone(), status.clone()).await {
-                    Ok(w) => w.with_heartbeat(heartbeat.clone()),
-                    Err(e) => break Err(e),
+                // The state's NATS may be out of reach (that is often why the
+                // lease was lost): a standby keeps trying until shutdown.
+                let reopened = loop {
+                    match Watch::open(cfg.clone(), status.clone()).await {
+                        Ok(w) => break Some(w),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "standby: the state is out of reach; retrying");
+                            tokio::select! {
+                                _ = token.cancelled() => break None,
+                                _ = tokio::time::sleep(cfg.watch.interval.max(Duration::from_secs(1))) => {}
+                            }
+                        }
+                    }
                 };
+                match reopened {
+                    Some(w) => watch = w.with_heartbeat(heartbeat.clone()),
+                    None => break Err(soakwatch::watch::WatchError::SteppedDown),
+                }
             }
             r => break r,
         }
@@ -301,7 +315,14 @@ async fn run_watch(
     if let Some(s) = server {
         let _ = s.await;
     }
-    let summary = result?;
+    let summary = match result {
+        // Stopped while a standby: nothing to summarise, a clean exit.
+        Err(soakwatch::watch::WatchError::SteppedDown) => {
+            println!("standby stopped: another watcher leads the soak");
+            return Ok(ExitCode::SUCCESS);
+        }
+        r => r?,
+    };
     println!(
         "soak {}: {} ({}) after {} samples",
         summary.soak_id,
@@ -448,9 +469,8 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
             ExitCode::from(2)
         });
     }
-    let store = std::sync::Arc::new(
-        Store::open_config(cfg, &cfg.watch.state, Access::Shared).await?,
-    );
+    let store =
+        std::sync::Arc::new(Store::open_config(cfg, &cfg.watch.state, Access::Shared).await?);
     let soak = store
         .active_soak()
         .await?

@@ -726,7 +726,8 @@ fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig 
     if s.lease_intervals < 2 {
         p(
             "state.lease_intervals",
-            "must be at least 2 (the leader steps down one interval before its lease expires)".into(),
+            "must be at least 2 (the leader steps down one interval before its lease expires)"
+                .into(),
         );
     }
     if !s.bucket.is_empty()

@@ -152,7 +152,9 @@ impl JetStreamStore {
                 storage: stream::StorageType::File,
                 allow_rollup: true,
                 deny_delete: true,
-                allow_direct: true,
+                // Reads go to the stream leader: a direct get is answered by
+                // any replica, and a frozen one (still subscribed) never answers.
+                allow_direct: false,
                 num_replicas: cfg.replicas,
                 discard: stream::DiscardPolicy::New,
                 duplicate_window: Duration::from_secs(120),
@@ -312,7 +314,12 @@ impl JetStreamStore {
         Ok(())
     }
 
-    async fn publish(&self, subject: String, msg_id: String, body: Vec<u8>) -> Result<(), StoreError> {
+    async fn publish(
+        &self,
+        subject: String,
+        msg_id: String,
+        body: Vec<u8>,
+    ) -> Result<(), StoreError> {
         self.may_write()?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id.as_str());
@@ -327,7 +334,12 @@ impl JetStreamStore {
 
     /// Appends one cycle, then its snapshot (a cycle without its snapshot
     /// only costs a restart its log cursor; the reverse would lose history).
-    pub async fn append(&self, soak_id: &str, rec: &CycleRecord, snap: &Snapshot) -> Result<(), StoreError> {
+    pub async fn append(
+        &self,
+        soak_id: &str,
+        rec: &CycleRecord,
+        snap: &Snapshot,
+    ) -> Result<(), StoreError> {
         let at_ms = ms(rec.at);
         self.publish(
             format!("{}.cycle.{soak_id}", self.prefix),
@@ -354,7 +366,11 @@ impl JetStreamStore {
     }
 
     /// Copies outbox rows as they stand (delivered stays delivered).
-    pub async fn copy_outbox(&self, soak_id: &str, rows: &[OutboxCopy]) -> Result<usize, StoreError> {
+    pub async fn copy_outbox(
+        &self,
+        soak_id: &str,
+        rows: &[OutboxCopy],
+    ) -> Result<usize, StoreError> {
         let mut n = 0;
         for r in rows {
             let row = OutboxRow {
@@ -380,7 +396,11 @@ impl JetStreamStore {
     }
 
     /// Copies a rollback latch and journal (taken stays taken).
-    pub async fn copy_rollback<T: Serialize>(&self, soak_id: &str, r: &RollbackRow<T>) -> Result<(), StoreError> {
+    pub async fn copy_rollback<T: Serialize>(
+        &self,
+        soak_id: &str,
+        r: &RollbackRow<T>,
+    ) -> Result<(), StoreError> {
         let rec = RollbackRec {
             state: r.state.clone(),
             trigger: r.trigger.clone(),
@@ -388,14 +408,19 @@ impl JetStreamStore {
             finished_ms: r.finished.map(ms),
             steps: r.steps.as_ref().map(encode).transpose()?,
         };
-        self.put(&format!("rollback.{soak_id}"), encode(&rec)?).await?;
+        self.put(&format!("rollback.{soak_id}"), encode(&rec)?)
+            .await?;
         Ok(())
     }
 
     /// Every message on `subject` of `stream_name`, oldest first; tried
     /// three times (a consumer the cluster placed on a peer that just died
     /// never answers; the next one lands elsewhere).
-    async fn read_all(&self, stream_name: &str, subject: String) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn read_all(
+        &self,
+        stream_name: &str,
+        subject: String,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut last = None;
         for _ in 0..3 {
             let once = self.read_all_once(stream_name, subject.clone());
@@ -408,14 +433,22 @@ impl JetStreamStore {
         Err(last.unwrap_or_else(|| nats_err(&format!("reading {subject}"), "no answer")))
     }
 
-    async fn read_all_once(&self, stream_name: &str, subject: String) -> Result<Vec<Vec<u8>>, StoreError> {
+    async fn read_all_once(
+        &self,
+        stream_name: &str,
+        subject: String,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let stream = self
             .js
             .get_stream(stream_name)
             .await
             .map_err(|e| nats_err(&format!("opening stream {stream_name}"), e))?;
         // An empty subject: the consumer would wait for a first message forever.
-        if stream.get_last_raw_message_by_subject(&subject).await.is_err() {
+        if stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .is_err()
+        {
             return Ok(Vec::new());
         }
         let consumer = stream
@@ -449,7 +482,10 @@ impl JetStreamStore {
     /// Every cycle of a soak, oldest first (one per sampling time).
     pub async fn cycles(&self, soak_id: &str) -> Result<Vec<CycleRecord>, StoreError> {
         let raw = self
-            .read_all(&self.cycles_stream, format!("{}.cycle.{soak_id}", self.prefix))
+            .read_all(
+                &self.cycles_stream,
+                format!("{}.cycle.{soak_id}", self.prefix),
+            )
             .await?;
         let mut by_at = BTreeMap::new();
         for b in raw {
@@ -462,7 +498,10 @@ impl JetStreamStore {
     /// The kept snapshots, oldest first.
     pub async fn snapshots(&self, soak_id: &str) -> Result<Vec<Snapshot>, StoreError> {
         let raw = self
-            .read_all(&self.snaps_stream, format!("{}.snap.{soak_id}", self.prefix))
+            .read_all(
+                &self.snaps_stream,
+                format!("{}.snap.{soak_id}", self.prefix),
+            )
             .await?;
         let mut by_at = BTreeMap::new();
         for b in raw {
@@ -491,7 +530,12 @@ impl JetStreamStore {
     }
 
     /// Records a written checkpoint.
-    pub async fn mark_checkpoint(&self, soak_id: &str, label: &str, path: &std::path::Path) -> Result<(), StoreError> {
+    pub async fn mark_checkpoint(
+        &self,
+        soak_id: &str,
+        label: &str,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
         self.put(
             &format!("ckpt.{soak_id}.{}", part(label)),
             path.display().to_string().into_bytes(),
@@ -501,7 +545,10 @@ impl JetStreamStore {
     }
 
     /// Alert tracking states of a soak.
-    pub async fn alert_states<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Vec<T>, StoreError> {
+    pub async fn alert_states<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let mut out = Vec::new();
         for k in self.keys_with(&format!("alert.{soak_id}.")).await? {
             if let Some(e) = self.get(&k).await? {
@@ -598,7 +645,9 @@ impl JetStreamStore {
             if !k.ends_with(&suffix) {
                 continue;
             }
-            let Some(e) = self.get(&k).await? else { continue };
+            let Some(e) = self.get(&k).await? else {
+                continue;
+            };
             let mut row: OutboxRow = decode(&e.value)?;
             row.attempts += 1;
             match &outcome {
@@ -641,7 +690,12 @@ impl JetStreamStore {
 
     /// Takes the one-shot latch with an atomic create: across every watcher
     /// and failover, only one caller ever gets `true`.
-    pub async fn take_rollback_latch(&self, soak_id: &str, trigger: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn take_rollback_latch(
+        &self,
+        soak_id: &str,
+        trigger: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         self.may_write()?;
         let rec = RollbackRec {
             state: "started".into(),

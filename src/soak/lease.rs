@@ -92,12 +92,7 @@ impl Lease {
     /// Starts campaigning: polls (standby) or renews (leader) every half
     /// interval; `lease` is how long an unrenewed lease stands.
     pub fn start(kv: kv::Store, fence: Arc<Fence>, interval: Duration, lease: Duration) -> Lease {
-        let holder = format!(
-            "{}-{}-{:08x}",
-            hostname(),
-            std::process::id(),
-            rand_u32()
-        );
+        let holder = format!("{}-{}-{:08x}", hostname(), std::process::id(), rand_u32());
         let (tx, rx) = watch::channel(Role::default());
         let stop = tokio_util::sync::CancellationToken::new();
         let mut c = Campaign {
@@ -133,6 +128,24 @@ impl Lease {
     /// The role now.
     pub fn role(&self) -> Role {
         *self.role.borrow()
+    }
+
+    /// Keeps `publish(leader, term)` current until the election stops:
+    /// leader means the lease is held *and* the fence is open, checked
+    /// every 100 ms, so a leader stuck in a write reports standby on time.
+    pub fn publish_role(&self, fence: Arc<Fence>, publish: impl Fn(bool, u64) + Send + 'static) {
+        let rx = self.role.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = *rx.borrow();
+                publish(r.leader && fence.is_open(), r.term);
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        });
     }
 
     /// This watcher's holder id (host, pid and a random part).
@@ -257,7 +270,10 @@ impl Campaign {
                 if since.elapsed() >= self.lease {
                     let sent = Instant::now();
                     if let Ok(r) = self.kv.update(KEY, self.value().into(), rev).await {
-                        tracing::warn!(revision = rev, "the leader's lease expired unrenewed: taking over");
+                        tracing::warn!(
+                            revision = rev,
+                            "the leader's lease expired unrenewed: taking over"
+                        );
                         self.won(sent, r);
                     }
                 }

@@ -41,11 +41,7 @@ pub enum MigrateError {
 pub async fn migrate(from: &SqliteStore, to: &JetStreamStore) -> Result<Migrated, MigrateError> {
     let soak = from.active_soak().await?.ok_or(MigrateError::NoSoak)?;
     let id = soak.meta.id.clone();
-    if to
-        .active_soak()
-        .await?
-        .is_some_and(|s| s.meta.id == id)
-    {
+    if to.active_soak().await?.is_some_and(|s| s.meta.id == id) {
         return Err(MigrateError::Exists(id));
     }
     let mut m = Migrated {
@@ -103,7 +99,10 @@ pub mod rmpv_value {
     impl Raw {
         /// The `name` field of a map (alert tracks are keyed by it).
         pub fn name(&self) -> Option<String> {
-            self.0.get("name").and_then(|v| v.as_str()).map(String::from)
+            self.0
+                .get("name")
+                .and_then(|v| v.as_str())
+                .map(String::from)
         }
     }
 }

@@ -15,7 +15,9 @@ use crate::sample::Snapshot;
 use crate::soak::jetstream::{Access, JetStreamStore};
 use crate::soak::lease::Fence;
 use crate::soak::record::CycleRecord;
-use crate::soak::store::{OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, SqliteStore, StoreError};
+use crate::soak::store::{
+    OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, SqliteStore, StoreError,
+};
 
 /// The soak's state, on either backend.
 pub enum Store {
@@ -52,9 +54,15 @@ impl Store {
 
     /// Opens the backend the config names: `state` is the SQLite path
     /// (`--state` or `[watch] state`).
-    pub async fn open_config(cfg: &Config, state: &Path, access: Access) -> Result<Store, StoreError> {
+    pub async fn open_config(
+        cfg: &Config,
+        state: &Path,
+        access: Access,
+    ) -> Result<Store, StoreError> {
         match (cfg.state.backend, access) {
-            (StateBackend::JetStream, a) => JetStreamStore::open(&cfg.state, a).await.map(Store::JetStream),
+            (StateBackend::JetStream, a) => JetStreamStore::open(&cfg.state, a)
+                .await
+                .map(Store::JetStream),
             (StateBackend::Sqlite, Access::Leader) => Self::open(state).await,
             (StateBackend::Sqlite, Access::Shared) => Self::open_shared(state).await,
             (StateBackend::Sqlite, Access::ReadOnly) => Self::open_read_only(state).await,
@@ -93,7 +101,12 @@ impl Store {
     }
 
     /// Appends one cycle and its snapshot.
-    pub async fn append(&self, soak_id: &str, rec: &CycleRecord, snap: &Snapshot) -> Result<(), StoreError> {
+    pub async fn append(
+        &self,
+        soak_id: &str,
+        rec: &CycleRecord,
+        snap: &Snapshot,
+    ) -> Result<(), StoreError> {
         both!(self, s => s.append(soak_id, rec, snap).await)
     }
 
@@ -123,7 +136,13 @@ impl Store {
     }
 
     /// Records a written checkpoint so a restart does not write it again.
-    pub async fn mark_checkpoint(&self, soak_id: &str, label: &str, path: &Path, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn mark_checkpoint(
+        &self,
+        soak_id: &str,
+        label: &str,
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.mark_checkpoint(soak_id, label, path, now).await,
             Store::JetStream(j) => j.mark_checkpoint(soak_id, label, path).await,
@@ -131,7 +150,12 @@ impl Store {
     }
 
     /// Thins old snapshots (JetStream keeps only the newest few anyway).
-    pub async fn thin(&self, soak_id: &str, before: DateTime<Utc>, keep_every: Duration) -> Result<u64, StoreError> {
+    pub async fn thin(
+        &self,
+        soak_id: &str,
+        before: DateTime<Utc>,
+        keep_every: Duration,
+    ) -> Result<u64, StoreError> {
         match self {
             Store::Sqlite(s) => s.thin(soak_id, before, keep_every).await,
             Store::JetStream(_) => Ok(0),
@@ -139,7 +163,10 @@ impl Store {
     }
 
     /// Alert tracking states of a soak.
-    pub async fn alert_states<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Vec<T>, StoreError> {
+    pub async fn alert_states<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Vec<T>, StoreError> {
         both!(self, s => s.alert_states(soak_id).await)
     }
 
@@ -156,7 +183,11 @@ impl Store {
 
     /// Undelivered notifications due at `now`; refused to a watcher that
     /// does not lead (only the leader delivers).
-    pub async fn due_outbox<N: serde::de::DeserializeOwned>(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxItem<N>>, StoreError> {
+    pub async fn due_outbox<N: serde::de::DeserializeOwned>(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
         if !self.may_act() {
             return Err(StoreError::NotLeader);
         }
@@ -164,7 +195,13 @@ impl Store {
     }
 
     /// Records a delivery outcome.
-    pub async fn outbox_result(&self, id: &str, route: &str, outcome: OutboxOutcome, now: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn outbox_result(
+        &self,
+        id: &str,
+        route: &str,
+        outcome: OutboxOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         both!(self, s => s.outbox_result(id, route, outcome, now).await)
     }
 
@@ -174,17 +211,31 @@ impl Store {
     }
 
     /// Takes the one-shot rollback latch; false when already taken.
-    pub async fn take_rollback_latch(&self, soak_id: &str, trigger: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn take_rollback_latch(
+        &self,
+        soak_id: &str,
+        trigger: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         both!(self, s => s.take_rollback_latch(soak_id, trigger, now).await)
     }
 
     /// Saves the rollback's progress or its end.
-    pub async fn save_rollback<T: Serialize>(&self, soak_id: &str, state: &str, steps: &T, finished: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    pub async fn save_rollback<T: Serialize>(
+        &self,
+        soak_id: &str,
+        state: &str,
+        steps: &T,
+        finished: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         both!(self, s => s.save_rollback(soak_id, state, steps, finished).await)
     }
 
     /// The rollback record of a soak.
-    pub async fn rollback_record<T: serde::de::DeserializeOwned>(&self, soak_id: &str) -> Result<Option<RollbackRow<T>>, StoreError> {
+    pub async fn rollback_record<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Option<RollbackRow<T>>, StoreError> {
         both!(self, s => s.rollback_record(soak_id).await)
     }
 

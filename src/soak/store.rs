@@ -698,7 +698,10 @@ impl SqliteStore {
     }
 
     /// (label, path) of every checkpoint written (for the migration).
-    pub async fn checkpoint_rows(&self, soak_id: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn checkpoint_rows(
+        &self,
+        soak_id: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT label, path FROM checkpoint WHERE soak_id = ?")
             .bind(soak_id)
             .fetch_all(&self.pool)

@@ -25,9 +25,9 @@ use crate::render::chart::{self, ChartThresholds};
 use crate::render::report;
 use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
-use crate::soak::model::SoakSummary;
 use crate::soak::jetstream::Access;
 use crate::soak::lease::Lease;
+use crate::soak::model::SoakSummary;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::soak::timeline::{summarize, CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
@@ -280,6 +280,15 @@ impl Watch {
             )),
             _ => None,
         };
+        if let (Some(l), Some(fence)) = (&lease, store.fence()) {
+            let st = status.clone();
+            l.publish_role(fence, move |leader, term| {
+                if let Ok(mut s) = st.write() {
+                    s.role = Some(if leader { "leader" } else { "standby" });
+                    s.leader_terms = term;
+                }
+            });
+        }
         let policy = policy(&cfg);
         let placeholder = SoakRecord {
             meta: SoakMeta {
@@ -335,7 +344,8 @@ impl Watch {
         }
         // The systemd watchdog is fed while campaigning, not only while sampling.
         let leads = loop {
-            self.heartbeat.expect_within(self.cfg.watch.interval * 4 + Duration::from_secs(60));
+            self.heartbeat
+                .expect_within(self.cfg.watch.interval * 4 + Duration::from_secs(60));
             tokio::select! {
                 r = lease.wait_leader(shutdown) => break r,
                 _ = tokio::time::sleep(self.cfg.watch.interval) => {}
@@ -384,7 +394,16 @@ impl Watch {
             self.store.close().await;
             return Ok(self.summary());
         }
-        let begun = self.begin(source, &start, clock).await?;
+        let begun = match self.begin(source, &start, clock).await {
+            Ok(b) => b,
+            // A new leader that cannot read the shared state yet (a cluster
+            // still electing) gives the lease back and campaigns again.
+            Err(WatchError::Store(e @ StoreError::Nats(_))) if self.lease.is_some() => {
+                tracing::warn!(error = %e, "cannot resume the soak from the state: stepping down");
+                return Err(WatchError::SteppedDown);
+            }
+            Err(e) => return Err(e),
+        };
         let mut pending_new = begun.map(|(t0, _)| t0);
         if let (Some((_, t0_is_now)), true) = (begun, start.preflight) {
             self.preflight(source, clock, &shutdown).await?;
@@ -699,11 +718,6 @@ impl Watch {
             .collect();
         st.summary = Some(summary.clone());
         st.page = status::PageInputs::of(&self.eff, &self.soak.meta.id, self.rollback_latched);
-        if let Some(l) = &self.lease {
-            let r = l.role();
-            st.role = Some(if r.leader { "leader" } else { "standby" });
-            st.leader_terms = r.term;
-        }
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,
@@ -999,7 +1013,8 @@ impl Watch {
         let Some(settings) = self.cfg.rollback.clone() else {
             return;
         };
-        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) || !self.store.may_act() {
+        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) || !self.store.may_act()
+        {
             return;
         }
         let Some(trigger) = rollback::fired_trigger(
