@@ -24,7 +24,7 @@ use crate::config::StateConfig;
 use crate::sample::Snapshot;
 use crate::soak::lease::Fence;
 use crate::soak::record::{CycleRecord, SoakMeta};
-use crate::soak::store::{
+use crate::soak::types::{
     Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, StoreError,
 };
 

@@ -4,7 +4,8 @@
 //! continues under replicated watchers.
 
 use crate::soak::jetstream::JetStreamStore;
-use crate::soak::store::{SqliteStore, StoreError};
+use crate::soak::sqlite::SqliteStore;
+use crate::soak::types::StoreError;
 
 /// What was copied.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -7,6 +7,7 @@ pub mod lease;
 pub mod migrate;
 pub mod model;
 pub mod record;
-pub mod state;
+pub mod sqlite;
 pub mod store;
 pub mod timeline;
+pub mod types;
