@@ -450,3 +450,117 @@ async fn a_leader_cut_off_from_the_cluster_steps_down_and_never_acts_beside_the_
     assert_eq!(leaders_now, 1, "{}\n-----\n{}", a.stderr(), b.stderr());
     drop_state(&cluster.url(1), &bucket).await;
 }
+
+/// An HTTP receiver that counts every delivery per `X-Soakwatch-Id`.
+async fn counting_receiver() -> (
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+    u16,
+) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    type Seen = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>;
+    async fn handle(State(seen): State<Seen>, headers: HeaderMap) -> StatusCode {
+        let id = headers
+            .get("x-soakwatch-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Ok(mut s) = seen.lock() {
+            *s.entry(id).or_default() += 1;
+        }
+        StatusCode::OK
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (seen, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sent_twice() {
+    let (seen, port) = counting_receiver().await;
+    let (cluster, mut r, bucket) = two_watchers(|_| String::new()).await;
+    let runs = r.path("rollback-runs");
+    let script = r.path("restart.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {}\nsleep 6\n", runs.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    r.edit_config(|t| {
+        t + &format!(
+            "\n[[alerts.routes]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             \n[rollback]\nmode = \"armed\"\nenv_file = {env}\nrestart_command = [{script}]\n\
+             log_file = {log}\nexpect_log_lines = []\nrestart_timeout = \"30s\"\n\
+             \n[rollback.triggers]\nservice_up = \"0s\"\n",
+            env = toml_path(&r.files.env_file),
+            script = toml_path(&script),
+            log = toml_path(&r.files.log_file),
+        )
+    });
+    let mut a = r.start_daemon("rb-a");
+    let mut b = r.start_daemon("rb-b");
+    let leader = one_leader(&mut [&mut a, &mut b], secs(40)).await;
+    let (mut old, mut new) = if leader == 0 { (a, b) } else { (b, a) };
+    old.wait_cycles(3, secs(30)).await;
+
+    // The service dies: the trigger holds, the leader takes the latch and
+    // runs the restart; it is SIGKILLed while the restart runs.
+    r.kill_standin().await;
+    let deadline = Instant::now() + secs(30);
+    while !runs.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no rollback ran\n{}",
+            old.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    old.signal("KILL");
+    let _ = old.wait_exit(secs(10)).await;
+
+    // The new leader reports the interrupted rollback and never runs it again.
+    new.wait_cycles(5, secs(40)).await;
+    tokio::time::sleep(secs(8)).await;
+    assert_eq!(
+        read(&runs).lines().count(),
+        1,
+        "the rollback ran more than once"
+    );
+    let cfg = soakwatch::config::Config::load(&r.config).expect("config");
+    let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+    let rb = s.rollback.expect("the rollback is recorded");
+    assert_eq!(rb.state, "interrupted", "{rb:?}\n{}", new.stderr());
+    assert!(
+        new.stderr().contains("interrupted rollback was found"),
+        "{}",
+        new.stderr()
+    );
+
+    // Every notification at most twice; only one in flight at the kill may be.
+    let counts = seen.lock().expect("lock").clone();
+    assert!(!counts.is_empty(), "no notification arrived");
+    assert!(counts.values().all(|n| *n <= 2), "{counts:?}");
+    assert!(
+        counts.values().filter(|n| **n == 2).count() <= 1,
+        "{counts:?}"
+    );
+    assert!(
+        counts.keys().any(|k| k.contains("rollback")),
+        "the rollback's notification: {counts:?}"
+    );
+    eprintln!("deliveries per notification id: {counts:?}");
+    new.signal("TERM");
+    let _ = new.wait_exit(secs(20)).await;
+    drop_state(&cluster.url(0), &bucket).await;
+}
