@@ -701,6 +701,44 @@ mod tests {
     }
 
     #[test]
+    fn state_defaults_to_sqlite_and_jetstream_settings_are_checked() {
+        let c = Config::from_text(Path::new("checks.toml"), &shipped(), &no_env).expect("valid");
+        assert_eq!(c.state.backend, StateBackend::Sqlite);
+        assert_eq!(c.state.nats.url.expose(), c.nats.url.expose());
+        assert_eq!(
+            c.state.lease(Duration::from_secs(10)),
+            Duration::from_secs(30)
+        );
+        let text = shipped()
+            + "\n[state]\nbackend = \"jetstream\"\nnats_url = \"nats://u:pw@a:4222,nats://b:4222\"\nreplicas = 3\n";
+        let c = Config::from_text(Path::new("c.toml"), &text, &no_env).expect("valid");
+        assert_eq!(c.state.backend, StateBackend::JetStream);
+        assert_eq!(c.state.replicas, 3);
+        assert!(
+            c.state.bucket.starts_with("soakwatch_"),
+            "{}",
+            c.state.bucket
+        );
+        assert!(
+            !format!("{c:?}").contains(":pw@"),
+            "the state URL's password is hidden"
+        );
+        let bad = shipped()
+            + "\n[state]\nbackend = \"etcd\"\nreplicas = 0\nlease_intervals = 1\nbucket = \"a.b\"\n";
+        let e = Config::from_text(Path::new("c.toml"), &bad, &no_env)
+            .expect_err("refused")
+            .to_string();
+        for key in [
+            "state.backend",
+            "state.replicas",
+            "state.lease_intervals",
+            "state.bucket",
+        ] {
+            assert!(e.contains(key), "{key} not reported: {e}");
+        }
+    }
+
+    #[test]
     fn env_overrides_defaults_and_secrets_are_hidden() {
         let env = |k: &str| match k {
             "DATABASE_URL" => Some("postgres://u:topsecret@db/x".to_string()),

@@ -757,3 +757,18 @@ impl JetStreamStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_chosen_names_become_key_safe_and_stay_distinct() {
+        for name in ["hook", "a.b", "a b", "ümlaut", "*", ">"] {
+            let k = part(name);
+            assert!(k.chars().all(|c| c.is_ascii_hexdigit()), "{k}");
+            assert_eq!(hex::decode(&k).ok().as_deref(), Some(name.as_bytes()));
+        }
+        assert_ne!(part("a.b"), part("a_b"));
+    }
+}

@@ -309,3 +309,22 @@ fn rand_u32() -> u32 {
     );
     h.finish() as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_is_open_only_until_its_deadline_and_an_unenforced_one_always() {
+        let f = Fence::new(true);
+        assert!(!f.is_open(), "closed before any lease");
+        f.open_until(Instant::now() + Duration::from_secs(60));
+        assert!(f.is_open());
+        f.open_until(Instant::now());
+        assert!(!f.is_open(), "closed once the deadline is reached");
+        f.open_until(Instant::now() + Duration::from_secs(60));
+        f.close();
+        assert!(!f.is_open(), "closed when the lease is lost");
+        assert!(Fence::new(false).is_open());
+    }
+}

@@ -23,7 +23,7 @@ pub enum Store {
     /// `[watch] state`, a local SQLite file.
     Sqlite(SqliteStore),
     /// `[state] backend = "jetstream"`.
-    JetStream(JetStreamStore),
+    JetStream(Box<JetStreamStore>),
 }
 
 macro_rules! both {
@@ -61,7 +61,7 @@ impl Store {
         match (cfg.state.backend, access) {
             (StateBackend::JetStream, a) => JetStreamStore::open(&cfg.state, a)
                 .await
-                .map(Store::JetStream),
+                .map(|j| Store::JetStream(Box::new(j))),
             (StateBackend::Sqlite, Access::Leader) => Self::open(state).await,
             (StateBackend::Sqlite, Access::Shared) => Self::open_shared(state).await,
             (StateBackend::Sqlite, Access::ReadOnly) => Self::open_read_only(state).await,

@@ -44,15 +44,16 @@ async fn drop_state(url: &str, bucket: &str) {
     let _ = js.delete_stream(format!("{bucket}_snapshots")).await;
 }
 
-/// Cycle records in the state's stream (raw messages, duplicates included).
-async fn cycles_in_stream(url: &str, bucket: &str) -> u64 {
+/// (messages, bytes) of the state's cycle stream (duplicates included).
+async fn cycles_in_stream(url: &str, bucket: &str) -> (u64, u64) {
     let c = async_nats::connect(url).await.expect("state NATS");
     let js = async_nats::jetstream::new(c);
     let mut s = js
         .get_stream(format!("{bucket}_cycles"))
         .await
         .expect("cycles stream");
-    s.info().await.expect("stream info").state.messages
+    let st = &s.info().await.expect("stream info").state;
+    (st.messages, st.bytes)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +120,12 @@ async fn jetstream_state_is_read_by_report_check_and_rollback_and_a_sqlite_soak_
         run.stdout,
         run.stderr
     );
-    assert!(cycles_in_stream(&url, &bucket).await >= 6);
+    let (n, bytes) = cycles_in_stream(&url, &bucket).await;
+    assert!(n >= 6, "{n} cycle records");
+    eprintln!(
+        "cycle records on JetStream: {n}, {} bytes each on average",
+        bytes / n
+    );
     drop_state(&url, &bucket).await;
 }
 
@@ -528,6 +534,7 @@ async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sen
     }
     old.signal("KILL");
     let _ = old.wait_exit(secs(10)).await;
+    let old_log = old.stderr();
 
     // The new leader reports the interrupted rollback and never runs it again.
     new.wait_cycles(5, secs(40)).await;
@@ -560,6 +567,12 @@ async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sen
         "the rollback's notification: {counts:?}"
     );
     eprintln!("deliveries per notification id: {counts:?}");
+    if counts.keys().any(|k| k.contains("soakwatch_self")) {
+        eprintln!(
+            "--- old leader ---\n{old_log}\n--- new leader ---\n{}",
+            new.stderr()
+        );
+    }
     new.signal("TERM");
     let _ = new.wait_exit(secs(20)).await;
     drop_state(&cluster.url(0), &bucket).await;
