@@ -324,7 +324,15 @@ async fn sigkill_of_the_leader_hands_over_within_the_lease_and_a_nats_node_may_d
     let (mut old, mut new) = if leader == 0 { (a, b) } else { (b, a) };
     let body = old.wait_cycles(3, secs(30)).await;
     let id = soak_id(&body).expect("soak id");
-    let (code, text) = new.get("/healthz").await.expect("standby /healthz");
+    let mut health = None;
+    for _ in 0..100 {
+        health = new.get("/healthz").await;
+        if health.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, text) = health.expect("standby /healthz");
     assert_eq!(code, 200, "{text}");
     assert!(text.starts_with("standby"), "{text}");
 
