@@ -12,7 +12,7 @@ use soakwatch::config::{Config, ConfigError};
 use soakwatch::render::{self, check::Format};
 use soakwatch::verdict::exit_code;
 
-use crate::{AlertCommand, Cli, Command, EXIT_CONFIG};
+use crate::{AlertCommand, Cli, Command, StateCommand, EXIT_CONFIG};
 
 /// `--window`: a duration like `90s` or `5m`; the error shows one.
 pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
@@ -94,6 +94,15 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             rollback_command(&cfg, dry_run || !execute).await
+        }
+        Command::State {
+            command: StateCommand::Migrate { config, state },
+        } => {
+            let cfg = match load_with_state(&config, state) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            migrate_command(&cfg).await
         }
         Command::E2e { config } => e2e(&config).await,
         Command::Alert {
@@ -221,7 +230,7 @@ async fn e2e(config: &Path) -> anyhow::Result<ExitCode> {
 /// report is written and the state database is closed.
 async fn run_watch(
     cfg: Config,
-    start: soakwatch::watch::StartOptions,
+    mut start: soakwatch::watch::StartOptions,
     addr_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     use soakwatch::watch::{notify, SharedStatus, SystemClock, Watch};
@@ -264,17 +273,56 @@ async fn run_watch(
         }
         None => None,
     };
-    let prober = soakwatch::probe::Prober::new(cfg)?;
+    let prober = soakwatch::probe::Prober::new(cfg.clone())?;
     let heartbeat = notify::Heartbeat::default();
-    let watch = watch.with_heartbeat(heartbeat.clone());
-    systemd.ready(heartbeat);
-    let result = watch.run(&prober, &SystemClock, start, token.clone()).await;
+    let mut watch = watch.with_heartbeat(heartbeat.clone());
+    systemd.ready(heartbeat.clone());
+    // A leader that loses its lease (JetStream state) steps down and
+    // campaigns again as a standby, on a fresh view of the shared state.
+    let result = loop {
+        match watch
+            .run(&prober, &SystemClock, start.clone(), token.clone())
+            .await
+        {
+            Err(soakwatch::watch::WatchError::SteppedDown) if !token.is_cancelled() => {
+                // The soak goes on: a later term resumes it, never starts one.
+                start.new_soak = false;
+                start.t0 = None;
+                // The state's NATS may be out of reach (that is often why the
+                // lease was lost): a standby keeps trying until shutdown.
+                let reopened = loop {
+                    match Watch::open(cfg.clone(), status.clone()).await {
+                        Ok(w) => break Some(w),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "standby: the state is out of reach; retrying");
+                            tokio::select! {
+                                _ = token.cancelled() => break None,
+                                _ = tokio::time::sleep(cfg.watch.interval.max(Duration::from_secs(1))) => {}
+                            }
+                        }
+                    }
+                };
+                match reopened {
+                    Some(w) => watch = w.with_heartbeat(heartbeat.clone()),
+                    None => break Err(soakwatch::watch::WatchError::SteppedDown),
+                }
+            }
+            r => break r,
+        }
+    };
     systemd.stopping();
     token.cancel();
     if let Some(s) = server {
         let _ = s.await;
     }
-    let summary = result?;
+    let summary = match result {
+        // Stopped while a standby: nothing to summarise, a clean exit.
+        Err(soakwatch::watch::WatchError::SteppedDown) => {
+            println!("standby stopped: another watcher leads the soak");
+            return Ok(ExitCode::SUCCESS);
+        }
+        r => r?,
+    };
     println!(
         "soak {}: {} ({}) after {} samples",
         summary.soak_id,
@@ -335,8 +383,43 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `soakwatch state migrate`: the SQLite soak into JetStream.
+async fn migrate_command(cfg: &Config) -> anyhow::Result<ExitCode> {
+    use soakwatch::soak::jetstream::{Access, JetStreamStore};
+    use soakwatch::soak::store::SqliteStore;
+    let from = SqliteStore::open_read_only(&cfg.watch.state).await?;
+    // Shared: the copy is not a leader's write (no watcher runs yet).
+    let mut js_cfg = cfg.state.clone();
+    js_cfg.backend = soakwatch::config::StateBackend::JetStream;
+    // The bucket and streams are created as the daemon would (its settings).
+    drop(JetStreamStore::open(&js_cfg, Access::Leader).await?);
+    let to = JetStreamStore::open(&js_cfg, Access::Shared).await?;
+    let result = soakwatch::soak::migrate::migrate(&from, &to).await;
+    from.close().await;
+    match result {
+        Ok(m) => {
+            println!(
+                "copied soak {} into JetStream bucket {}: {} cycles, {} snapshots, {} alert tracks, {} outbox rows, rollback latch {}",
+                m.soak_id,
+                to.bucket(),
+                m.cycles,
+                m.snapshots,
+                m.alerts,
+                m.outbox,
+                if m.rollback { "taken" } else { "free" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("soakwatch state migrate: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 /// `soakwatch rollback --dry-run | --execute`.
 async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCode> {
+    use soakwatch::soak::jetstream::Access;
     use soakwatch::soak::store::Store;
     let settings = cfg
         .rollback
@@ -365,7 +448,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
                 println!("  rollback.{p}");
             }
         }
-        match Store::open_read_only(&cfg.watch.state).await {
+        match Store::open_config(cfg, &cfg.watch.state, Access::ReadOnly).await {
             Ok(store) => {
                 if let Some(soak) = store.active_soak().await? {
                     match soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
@@ -386,7 +469,8 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
             ExitCode::from(2)
         });
     }
-    let store = std::sync::Arc::new(Store::open_shared(&cfg.watch.state).await?);
+    let store =
+        std::sync::Arc::new(Store::open_config(cfg, &cfg.watch.state, Access::Shared).await?);
     let soak = store
         .active_soak()
         .await?

@@ -144,6 +144,11 @@ enum Command {
         #[arg(long)]
         execute: bool,
     },
+    /// The soak's state: `soakwatch state migrate` copies a SQLite soak into JetStream.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// The end-to-end probe alone: an HRV event in, its row out (exit 0 ok, 2 failed).
     E2e {
         /// The checks file.
@@ -182,6 +187,21 @@ struct ExportArgs {
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// What `soakwatch state` does.
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Copies the active soak of the SQLite state (`--state` or `[watch]
+    /// state`) into the JetStream `[state]` names (exit 0 copied, 2 refused).
+    Migrate {
+        /// The checks file (its `[state]` says where JetStream is).
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+        /// The SQLite state to copy (default: watch.state in the config).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

@@ -312,6 +312,10 @@ pub async fn deliver_due(
     let due = store.due_outbox::<Notification>(now, 50).await?;
     let (mut ok, mut failed) = (0, 0);
     for item in due {
+        // A watcher that lost the leader lease mid-round sends nothing more.
+        if !store.may_act() {
+            break;
+        }
         let Some(route) = cfg.routes.iter().find(|r| r.name == item.route) else {
             store
                 .outbox_result(

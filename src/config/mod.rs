@@ -120,6 +120,44 @@ pub struct Config {
     pub alerts: std::sync::Arc<crate::alert::routes::AlertsConfig>,
     /// The one-shot rollback and what triggers it; None when not configured.
     pub rollback: Option<RollbackSettings>,
+    /// Where the soak's state lives (SQLite file or JetStream) and the
+    /// leader lease between watchers.
+    pub state: StateConfig,
+}
+
+/// Which engine holds the soak's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// The embedded SQLite file `[watch] state` (one watcher).
+    Sqlite,
+    /// JetStream KV buckets and streams (any number of watchers, one leader).
+    JetStream,
+}
+
+/// `[state]`: the state backend and, for JetStream, its connection,
+/// names, replication and the leader lease.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// SQLite (default) or JetStream.
+    pub backend: StateBackend,
+    /// The JetStream holding the state: `[state] nats_url` and its
+    /// credentials, else the watched `[nats]` connection.
+    pub nats: NatsConfig,
+    /// Prefix of the KV bucket and streams (one family per soak name).
+    pub bucket: String,
+    /// JetStream replicas of every bucket and stream (3 in a cluster).
+    pub replicas: usize,
+    /// A lease not renewed for this many intervals expires.
+    pub lease_intervals: u32,
+    /// Retention of every record (soak duration plus a margin by default).
+    pub max_age: Duration,
+}
+
+impl StateConfig {
+    /// The leader lease's length: `lease_intervals` x `interval`.
+    pub fn lease(&self, interval: Duration) -> Duration {
+        interval * self.lease_intervals.max(2)
+    }
 }
 
 /// `[rollback]`: the runbook's steps plus the triggers that fire it.
@@ -660,6 +698,44 @@ mod tests {
         assert_eq!(c.metrics.url.expose(), "http://127.0.0.1:4102/metrics");
         assert_eq!(c.criteria.lag_fail, 10);
         assert_eq!(c.criteria.p95_max, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn state_defaults_to_sqlite_and_jetstream_settings_are_checked() {
+        let c = Config::from_text(Path::new("checks.toml"), &shipped(), &no_env).expect("valid");
+        assert_eq!(c.state.backend, StateBackend::Sqlite);
+        assert_eq!(c.state.nats.url.expose(), c.nats.url.expose());
+        assert_eq!(
+            c.state.lease(Duration::from_secs(10)),
+            Duration::from_secs(30)
+        );
+        let text = shipped()
+            + "\n[state]\nbackend = \"jetstream\"\nnats_url = \"nats://u:pw@a:4222,nats://b:4222\"\nreplicas = 3\n";
+        let c = Config::from_text(Path::new("c.toml"), &text, &no_env).expect("valid");
+        assert_eq!(c.state.backend, StateBackend::JetStream);
+        assert_eq!(c.state.replicas, 3);
+        assert!(
+            c.state.bucket.starts_with("soakwatch_"),
+            "{}",
+            c.state.bucket
+        );
+        assert!(
+            !format!("{c:?}").contains(":pw@"),
+            "the state URL's password is hidden"
+        );
+        let bad = shipped()
+            + "\n[state]\nbackend = \"etcd\"\nreplicas = 0\nlease_intervals = 1\nbucket = \"a.b\"\n";
+        let e = Config::from_text(Path::new("c.toml"), &bad, &no_env)
+            .expect_err("refused")
+            .to_string();
+        for key in [
+            "state.backend",
+            "state.replicas",
+            "state.lease_intervals",
+            "state.bucket",
+        ] {
+            assert!(e.contains(key), "{key} not reported: {e}");
+        }
     }
 
     #[test]

@@ -28,6 +28,60 @@ pub(super) struct RawConfig {
     pub(super) alerts: RawAlerts,
     #[serde(default)]
     pub(super) rollback: Option<crate::rollback::RollbackConfig>,
+    #[serde(default)]
+    pub(super) state: RawState,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    #[serde(default = "default_backend")]
+    pub(super) backend: String,
+    #[serde(default)]
+    pub(super) nats_url: String,
+    #[serde(default)]
+    pub(super) token: String,
+    #[serde(default)]
+    pub(super) user: String,
+    #[serde(default)]
+    pub(super) password: String,
+    #[serde(default)]
+    pub(super) creds_file: String,
+    #[serde(default)]
+    pub(super) bucket: String,
+    #[serde(default = "default_replicas")]
+    pub(super) replicas: usize,
+    #[serde(default = "default_lease_intervals")]
+    pub(super) lease_intervals: u32,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) max_age: Option<Duration>,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        RawState {
+            backend: default_backend(),
+            nats_url: String::new(),
+            token: String::new(),
+            user: String::new(),
+            password: String::new(),
+            creds_file: String::new(),
+            bucket: String::new(),
+            replicas: default_replicas(),
+            lease_intervals: default_lease_intervals(),
+            max_age: None,
+        }
+    }
+}
+
+pub(super) fn default_backend() -> String {
+    "sqlite".into()
+}
+pub(super) fn default_replicas() -> usize {
+    1
+}
+pub(super) fn default_lease_intervals() -> u32 {
+    3
 }
 
 #[derive(Deserialize)]

@@ -76,6 +76,7 @@ pub(super) fn validate(
     let watch = validate_watch(&raw, &base, &mut p);
     let alerts = validate_alerts(&raw, &mut p);
     let rollback = validate_rollback(&raw, &base, &mut p);
+    let state = validate_state(&raw, &base, &mut p);
 
     let opt = |s: String| (!s.trim().is_empty()).then_some(s);
     Config {
@@ -132,6 +133,7 @@ pub(super) fn validate(
         watch,
         alerts,
         rollback,
+        state,
     }
 }
 
@@ -701,4 +703,94 @@ fn validate_rollback(raw: &RawConfig, base: &Path, p: Problems<'_>) -> Option<Ro
         p(&format!("rollback.{}", k.trim()), m.trim().to_string());
     }
     Some(RollbackSettings { run, triggers })
+}
+
+/// `[state]`: the backend, its connection (the watched NATS unless
+/// `nats_url` is given) and the lease.
+fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig {
+    let s = &raw.state;
+    let backend = match s.backend.as_str() {
+        "sqlite" => StateBackend::Sqlite,
+        "jetstream" => StateBackend::JetStream,
+        other => {
+            p(
+                "state.backend",
+                format!("`{other}`: expected `sqlite` or `jetstream`"),
+            );
+            StateBackend::Sqlite
+        }
+    };
+    if !(1..=5).contains(&s.replicas) {
+        p("state.replicas", "must be 1 to 5".into());
+    }
+    if s.lease_intervals < 2 {
+        p(
+            "state.lease_intervals",
+            "must be at least 2 (the leader steps down one interval before its lease expires)"
+                .into(),
+        );
+    }
+    if !s.bucket.is_empty()
+        && !s
+            .bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        p(
+            "state.bucket",
+            format!("`{}`: only letters, digits, `_` and `-`", s.bucket),
+        );
+    }
+    if s.user.is_empty() != s.password.is_empty() {
+        p(
+            "state.password",
+            "set `state.user` and `state.password` together".into(),
+        );
+    }
+    let nats = if s.nats_url.trim().is_empty() {
+        NatsConfig {
+            url: SecretUrl::new(raw.nats.url.clone()),
+            token: Secret::new(raw.nats.token.clone()),
+            user: raw.nats.user.clone(),
+            password: Secret::new(raw.nats.password.clone()),
+            creds_file: non_empty_path(base, &raw.nats.creds_file),
+            tls_required: raw.nats.tls_required,
+            tls_ca_file: non_empty_path(base, &raw.nats.tls_ca_file),
+            tls_cert_file: non_empty_path(base, &raw.nats.tls_cert_file),
+            tls_key_file: non_empty_path(base, &raw.nats.tls_key_file),
+        }
+    } else {
+        NatsConfig {
+            url: SecretUrl::new(s.nats_url.clone()),
+            token: Secret::new(s.token.clone()),
+            user: s.user.clone(),
+            password: Secret::new(s.password.clone()),
+            creds_file: non_empty_path(base, &s.creds_file),
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    };
+    let bucket = if s.bucket.is_empty() {
+        let clean: String = raw
+            .soak
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        format!("soakwatch_{clean}")
+    } else {
+        s.bucket.clone()
+    };
+    StateConfig {
+        backend,
+        nats,
+        bucket,
+        replicas: s.replicas,
+        lease_intervals: s.lease_intervals,
+        max_age: s
+            .max_age
+            .unwrap_or(raw.soak.duration + Duration::from_secs(7 * 24 * 3600)),
+    }
 }

@@ -2,9 +2,14 @@
 //! a verdict over the whole soak, and its store.
 
 pub mod dlq_spike;
+pub mod jetstream;
+pub mod lease;
+pub mod migrate;
 pub mod model;
 pub mod record;
 pub mod running;
 pub mod series;
+pub mod sqlite;
 pub mod store;
 pub mod timeline;
+pub mod types;

@@ -366,6 +366,14 @@ pub fn report_path(
 
 /// Healthy while samples are fresh (younger than three intervals).
 pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, String) {
+    // A standby is healthy while it keeps its connections and campaigns;
+    // it samples nothing, so the sample age says nothing about it.
+    if s.role == Some("standby") {
+        return (
+            StatusCode::OK,
+            "standby: another watcher leads; taking over when its lease expires\n".into(),
+        );
+    }
     match s.last_sample_at {
         None => (StatusCode::OK, "starting: no cycle yet\n".into()),
         Some(t) => {
@@ -405,6 +413,20 @@ fn process_families(w: &mut ExpositionWriter, s: &DaemonStatus, now: chrono::Dat
         "Sampling cycles completed by this process.",
     )
     .sample(&[], s.cycles);
+    if let Some(role) = s.role {
+        w.family(
+            "soakwatch_leader",
+            "gauge",
+            "1 while this watcher holds the leader lease of a JetStream state, 0 on standby.",
+        )
+        .sample(&[], u64::from(role == "leader"));
+        w.family(
+            "soakwatch_leader_terms_total",
+            "counter",
+            "Times this watcher became leader since it started.",
+        )
+        .sample(&[], s.leader_terms);
+    }
     w.family(
         "soakwatch_cycle_duration_seconds",
         "gauge",

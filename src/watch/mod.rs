@@ -25,6 +25,8 @@ use crate::render::chart::{self, ChartThresholds};
 use crate::render::report;
 use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
+use crate::soak::jetstream::Access;
+use crate::soak::lease::Lease;
 use crate::soak::model::SoakSummary;
 use crate::soak::running::RunningSummary;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
@@ -104,6 +106,10 @@ pub enum WatchError {
         /// The preflight's last problems.
         problems: Vec<String>,
     },
+    /// This watcher lost the leader lease (JetStream state): it stopped
+    /// acting; the caller opens a new [`Watch`] that waits as a standby.
+    #[error("stepped down: the leader lease is no longer held")]
+    SteppedDown,
     /// T0 (from `--t0` or `[soak] started_at`) plus the soak's duration is past.
     #[error("the soak starting at {t0} ended at {end} ([soak] started_at + duration): set [soak] started_at to this cutover's T0, remove it to start now, or pass --t0")]
     SoakOver {
@@ -252,6 +258,8 @@ pub struct Watch {
     outbox: (i64, i64, i64),
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
     heartbeat: notify::Heartbeat,
+    /// The leader election of a JetStream state (None with SQLite).
+    lease: Option<Lease>,
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -274,7 +282,25 @@ impl Watch {
     /// Opens the state and resumes the active soak, or prepares a new one
     /// (recorded at the first cycle, when baselines can be observed).
     pub async fn open(cfg: Config, status: SharedStatus) -> Result<Watch, WatchError> {
-        let store = Arc::new(Store::open(&cfg.watch.state).await?);
+        let store = Arc::new(Store::open_config(&cfg, &cfg.watch.state, Access::Leader).await?);
+        let lease = match (&*store, store.fence()) {
+            (Store::JetStream(j), Some(fence)) => Some(Lease::start(
+                j.kv().clone(),
+                fence,
+                cfg.watch.interval,
+                cfg.state.lease(cfg.watch.interval),
+            )),
+            _ => None,
+        };
+        if let (Some(l), Some(fence)) = (&lease, store.fence()) {
+            let st = status.clone();
+            l.publish_role(fence, move |leader, term| {
+                if let Ok(mut s) = st.write() {
+                    s.role = Some(if leader { "leader" } else { "standby" });
+                    s.leader_terms = term;
+                }
+            });
+        }
         let policy = policy(&cfg);
         let running = RunningSummary::new(&policy, rollback_reach(&cfg));
         let placeholder = SoakRecord {
@@ -311,7 +337,41 @@ impl Watch {
             unmarked_checkpoints: Vec::new(),
             outbox: (0, 0, 0),
             heartbeat: notify::Heartbeat::default(),
+            lease,
         })
+    }
+
+    /// With a JetStream state: waits as a standby (connections open, role
+    /// published) until this watcher takes the lease. False on shutdown.
+    async fn await_leadership(&mut self, shutdown: &CancellationToken) -> bool {
+        let Some(lease) = self.lease.as_mut() else {
+            return true;
+        };
+        if let Ok(mut st) = self.status.write() {
+            st.role = Some("standby");
+            st.interval_secs = self.cfg.watch.interval.as_secs_f64();
+        }
+        if !lease.role().leader {
+            tracing::info!(holder = %lease.holder(), "standby: waiting for the leader lease");
+            self.heartbeat.set_status("standby: another watcher leads");
+        }
+        // The systemd watchdog is fed while campaigning, not only while sampling.
+        let leads = loop {
+            self.heartbeat
+                .expect_within(self.cfg.watch.interval * 4 + Duration::from_secs(60));
+            tokio::select! {
+                r = lease.wait_leader(shutdown) => break r,
+                _ = tokio::time::sleep(self.cfg.watch.interval) => {}
+            }
+        };
+        if leads {
+            let term = lease.role().term;
+            if let Ok(mut st) = self.status.write() {
+                st.role = Some("leader");
+                st.leader_terms = term;
+            }
+        }
+        leads
     }
 
     /// Beats `heartbeat` while the loop makes progress (the systemd watchdog
@@ -343,7 +403,20 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
-        let begun = self.begin(source, &start, clock).await?;
+        if !self.await_leadership(&shutdown).await {
+            self.store.close().await;
+            return Ok(self.summary());
+        }
+        let begun = match self.begin(source, &start, clock).await {
+            Ok(b) => b,
+            // A new leader that cannot read the shared state yet (a cluster
+            // still electing) gives the lease back and campaigns again.
+            Err(WatchError::Store(e @ StoreError::Nats(_))) if self.lease.is_some() => {
+                tracing::warn!(error = %e, "cannot resume the soak from the state: stepping down");
+                return Err(WatchError::SteppedDown);
+            }
+            Err(e) => return Err(e),
+        };
         let mut pending_new = begun.map(|(t0, _)| t0);
         if let (Some((_, t0_is_now)), true) = (begun, start.preflight) {
             self.preflight(source, clock, &shutdown).await?;
@@ -373,6 +446,16 @@ impl Watch {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = clock.sleep_until(tick) => {}
+            }
+            if !self.store.may_act() {
+                // Fenced: another watcher may lead by now. Nothing more is
+                // sampled, recorded, delivered or fired by this one.
+                delivery.abort();
+                tracing::warn!(soak = %self.soak.meta.id, "leader lease lost: stepping down");
+                if let Ok(mut st) = self.status.write() {
+                    st.role = Some("standby");
+                }
+                return Err(WatchError::SteppedDown);
             }
             summary = self.cycle(source, clock, tick, &mut pending_new).await;
             done_cycles += 1;
@@ -711,6 +794,10 @@ impl Watch {
             );
         }
         self.store.close().await;
+        // Hands the lease over at once rather than after it expires.
+        if let Some(l) = self.lease.take() {
+            l.release().await;
+        }
         Ok(summary)
     }
 
@@ -945,7 +1032,8 @@ impl Watch {
         let Some(settings) = self.cfg.rollback.clone() else {
             return;
         };
-        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) {
+        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) || !self.store.may_act()
+        {
             return;
         }
         let Some(trigger) = rollback::fired_trigger(
@@ -967,6 +1055,11 @@ impl Watch {
                 tracing::info!(
                     "rollback trigger holds but the latch was already taken: not firing again"
                 );
+                return;
+            }
+            // Not the leader (any more): the leader decides, never this one.
+            Err(StoreError::NotLeader) => {
+                self.rollback_latched = false;
                 return;
             }
             // The trigger is the critical condition the rollback exists for:

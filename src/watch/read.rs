@@ -51,10 +51,10 @@ pub(crate) fn chart_gap(cfg: &Config) -> chrono::Duration {
 /// The soak in a state database as it stands, without a running daemon:
 /// for `report` and `check --soak` (read-only; a daemon may be writing).
 pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchError> {
-    let store = Store::open_read_only(&cfg.watch.state).await?;
+    let store = Store::open_config(cfg, &cfg.watch.state, Access::ReadOnly).await?;
     let Some(soak) = store.active_soak().await? else {
         return Err(WatchError::Store(StoreError::Open {
-            path: cfg.watch.state.clone(),
+            path: store.describe().into(),
             reason: "no soak recorded yet".into(),
         }));
     };

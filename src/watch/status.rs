@@ -46,6 +46,11 @@ pub struct DaemonStatus {
     pub lost_cycles: u64,
     /// What the status page shows beyond the summary.
     pub page: PageInputs,
+    /// With a JetStream state: `leader` or `standby` (None with SQLite,
+    /// where the one watcher always acts).
+    pub role: Option<&'static str>,
+    /// Times this watcher became leader since it started.
+    pub leader_terms: u64,
 }
 
 /// What the status page (`/`) needs beyond the summary, published each

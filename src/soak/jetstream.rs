@@ -1,0 +1,774 @@
+//! The soak's state on JetStream, for watchers that run as replicas: one KV
+//! bucket (soak record, alert tracks, outbox, rollback latch and journal,
+//! checkpoints, the leader lease) and two streams (cycle records; the newest
+//! snapshots, a few per soak). Every record is MessagePack or small JSON,
+//! and every bucket and stream has a `max_age`, so a 48 h soak at 10 s stays
+//! bounded.
+//!
+//! There are no multi-key transactions: where SQLite writes two rows at
+//! once, the one whose loss is worse is written first (outbox before alert
+//! tracks; cycle before its snapshot). Writes of a watcher that is not the
+//! leader are refused by its [`Fence`] before they reach the server, and the
+//! latch and outbox changes are compare-and-set on the key's revision.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::config::StateConfig;
+use crate::sample::Snapshot;
+use crate::soak::lease::Fence;
+use crate::soak::record::{CycleRecord, SoakMeta};
+use crate::soak::types::{
+    Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, StoreError,
+};
+
+/// Snapshots kept per soak: enough for the read side (the last two) and a
+/// restart's log cursor; replay of old snapshots needs the SQLite backend.
+const SNAPSHOTS_KEPT: i64 = 16;
+
+/// How long one request to the state's JetStream may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn nats_err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Nats(format!("{what}: {e}"))
+}
+
+/// Key-safe spelling of a user-chosen name (route, alert, label, id).
+fn part(s: &str) -> String {
+    hex::encode(s.as_bytes())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(rmp_serde::to_vec_named(v)?)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    Ok(rmp_serde::from_slice(b)?)
+}
+
+#[derive(Serialize, Deserialize)]
+struct SoakRow {
+    id: String,
+    name: String,
+    t0_ms: i64,
+    planned_secs: f64,
+    baselines: Baselines,
+    created_ms: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+struct OutboxRow {
+    id: String,
+    route: String,
+    soak_id: String,
+    body: Vec<u8>,
+    created_ms: i64,
+    attempts: i64,
+    next_ms: i64,
+    delivered_ms: Option<i64>,
+    dead: bool,
+    last_error: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RollbackRec {
+    state: String,
+    trigger: String,
+    started_ms: i64,
+    finished_ms: Option<i64>,
+    steps: Option<Vec<u8>>,
+}
+
+/// How the store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The daemon: creates what is missing; writes only while it leads.
+    Leader,
+    /// A small write beside the daemon (the manual rollback's latch).
+    Shared,
+    /// `report`, `check --soak`, `rollback --dry-run`: nothing is written.
+    ReadOnly,
+}
+
+/// An open JetStream state.
+pub struct JetStreamStore {
+    js: jetstream::Context,
+    kv: kv::Store,
+    cycles_stream: String,
+    snaps_stream: String,
+    prefix: String,
+    fence: Arc<Fence>,
+    read_only: bool,
+}
+
+/// Connects to the state's JetStream (connect errors never show secrets).
+pub async fn connect(cfg: &StateConfig) -> Result<async_nats::Client, StoreError> {
+    crate::probe::nats::connect(&cfg.nats, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| StoreError::Nats(e.to_string()))
+}
+
+impl JetStreamStore {
+    /// Opens the state; the daemon creates the bucket and streams.
+    pub async fn open(cfg: &StateConfig, access: Access) -> Result<JetStreamStore, StoreError> {
+        let client = connect(cfg).await?;
+        Self::with_client(client, cfg, access).await
+    }
+
+    /// Opens on a connection already made.
+    pub async fn with_client(
+        client: async_nats::Client,
+        cfg: &StateConfig,
+        access: Access,
+    ) -> Result<JetStreamStore, StoreError> {
+        let js = jetstream::new(client);
+        let bucket = cfg.bucket.clone();
+        let cycles_stream = format!("{bucket}_cycles");
+        let snaps_stream = format!("{bucket}_snapshots");
+        let kv = if access == Access::Leader {
+            // The bucket's stream as `create_key_value` makes it, made
+            // directly: that call first reads the account info, which this
+            // client cannot decode from a 2.9 server.
+            js.get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some("soakwatch soak state".into()),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: cfg.max_age,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                // Reads go to the stream leader: a direct get is answered by
+                // any replica, and a frozen one (still subscribed) never answers.
+                allow_direct: false,
+                num_replicas: cfg.replicas,
+                discard: stream::DiscardPolicy::New,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err(&format!("creating KV bucket {bucket}"), e))?;
+            let kv = js
+                .get_key_value(&bucket)
+                .await
+                .map_err(|e| nats_err(&format!("opening KV bucket {bucket}"), e))?;
+            for (name, subject, per_subject) in [
+                (&cycles_stream, format!("{bucket}.cycle.>"), -1),
+                (&snaps_stream, format!("{bucket}.snap.>"), SNAPSHOTS_KEPT),
+            ] {
+                js.get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects: vec![subject],
+                    max_age: cfg.max_age,
+                    max_messages_per_subject: per_subject,
+                    num_replicas: cfg.replicas,
+                    storage: stream::StorageType::File,
+                    duplicate_window: Duration::from_secs(120),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| nats_err(&format!("creating stream {name}"), e))?;
+            }
+            kv
+        } else {
+            js.get_key_value(&bucket).await.map_err(|e| {
+                nats_err(
+                    &format!("no soak state in KV bucket {bucket} (has `soakwatch watch` run with [state] backend = \"jetstream\"?)"),
+                    e,
+                )
+            })?
+        };
+        Ok(JetStreamStore {
+            js,
+            kv,
+            cycles_stream,
+            snaps_stream,
+            prefix: bucket,
+            fence: Arc::new(Fence::new(access == Access::Leader)),
+            read_only: access == Access::ReadOnly,
+        })
+    }
+
+    /// The bucket's name (also the prefix of the streams).
+    pub fn bucket(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The KV bucket (the lease lives there too).
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// The fence every write passes; the lease keeps it open while this
+    /// watcher leads.
+    pub fn fence(&self) -> Arc<Fence> {
+        self.fence.clone()
+    }
+
+    fn may_write(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::Nats("state opened read-only".into()));
+        }
+        if self.fence.is_open() {
+            Ok(())
+        } else {
+            Err(StoreError::NotLeader)
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<kv::Entry>, StoreError> {
+        let e = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| nats_err(&format!("reading {key}"), e))?;
+        Ok(e.filter(|e| e.operation == kv::Operation::Put))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64, StoreError> {
+        self.may_write()?;
+        self.kv
+            .put(key, value.into())
+            .await
+            .map_err(|e| nats_err(&format!("writing {key}"), e))
+    }
+
+    /// Keys starting with `prefix` (which ends in `.`), from the bucket
+    /// stream's subject list: one request, no consumer (an ephemeral
+    /// consumer placed on a dead peer of a cluster would never answer).
+    async fn keys_with(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let head = format!("$KV.{}.", self.prefix);
+        let list = async {
+            let stream = self
+                .js
+                .get_stream(format!("KV_{}", self.prefix))
+                .await
+                .map_err(|e| nats_err("opening the bucket", e))?;
+            let mut subjects = stream
+                .info_with_subjects(format!("{head}{prefix}>"))
+                .await
+                .map_err(|e| nats_err("listing keys", e))?;
+            let mut out = Vec::new();
+            while let Some(s) = subjects.next().await {
+                let (subject, _) = s.map_err(|e| nats_err("listing keys", e))?;
+                if let Some(k) = subject.strip_prefix(&head) {
+                    out.push(k.to_string());
+                }
+            }
+            out.sort();
+            Ok::<_, StoreError>(out)
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT * 2, list)
+            .await
+            .map_err(|_| nats_err("listing keys", "no answer"))?
+    }
+
+    /// The soak in progress, if any.
+    pub async fn active_soak(&self) -> Result<Option<SoakRecord>, StoreError> {
+        let Some(active) = self.get("active").await? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&active.value).to_string();
+        let Some(row) = self.get(&format!("soak.{id}")).await? else {
+            return Ok(None);
+        };
+        let row: SoakRow = serde_json::from_slice(&row.value)?;
+        Ok(Some(SoakRecord {
+            meta: SoakMeta {
+                id: row.id,
+                name: row.name,
+                t0: at(row.t0_ms),
+                planned_secs: row.planned_secs,
+            },
+            baselines: row.baselines,
+        }))
+    }
+
+    /// Records a new soak and makes it the active one.
+    pub async fn start_soak(&self, rec: &SoakRecord, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let row = SoakRow {
+            id: rec.meta.id.clone(),
+            name: rec.meta.name.clone(),
+            t0_ms: ms(rec.meta.t0),
+            planned_secs: rec.meta.planned_secs,
+            baselines: rec.baselines.clone(),
+            created_ms: ms(now),
+        };
+        self.put(&format!("soak.{}", rec.meta.id), serde_json::to_vec(&row)?)
+            .await?;
+        self.put("active", rec.meta.id.clone().into_bytes()).await?;
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        msg_id: String,
+        body: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.may_write()?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id.as_str());
+        self.js
+            .publish_with_headers(subject.clone(), headers, body.into())
+            .await
+            .map_err(|e| nats_err(&format!("publishing to {subject}"), e))?
+            .await
+            .map_err(|e| nats_err(&format!("publishing to {subject}"), e))?;
+        Ok(())
+    }
+
+    /// Appends one cycle, then its snapshot (a cycle without its snapshot
+    /// only costs a restart its log cursor; the reverse would lose history).
+    pub async fn append(
+        &self,
+        soak_id: &str,
+        rec: &CycleRecord,
+        snap: &Snapshot,
+    ) -> Result<(), StoreError> {
+        let at_ms = ms(rec.at);
+        self.publish(
+            format!("{}.cycle.{soak_id}", self.prefix),
+            format!("c.{soak_id}.{at_ms}"),
+            encode(rec)?,
+        )
+        .await?;
+        self.publish(
+            format!("{}.snap.{soak_id}", self.prefix),
+            format!("s.{soak_id}.{}", ms(snap.taken_at)),
+            encode(snap)?,
+        )
+        .await
+    }
+
+    /// Appends a cycle whose snapshot is gone (the migration of a thinned soak).
+    pub async fn append_cycle(&self, soak_id: &str, rec: &CycleRecord) -> Result<(), StoreError> {
+        self.publish(
+            format!("{}.cycle.{soak_id}", self.prefix),
+            format!("c.{soak_id}.{}", ms(rec.at)),
+            encode(rec)?,
+        )
+        .await
+    }
+
+    /// Copies outbox rows as they stand (delivered stays delivered).
+    pub async fn copy_outbox(
+        &self,
+        soak_id: &str,
+        rows: &[OutboxCopy],
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in rows {
+            let row = OutboxRow {
+                id: r.id.clone(),
+                route: r.route.clone(),
+                soak_id: soak_id.to_string(),
+                body: r.body.clone(),
+                created_ms: r.created_ms,
+                attempts: r.attempts,
+                next_ms: r.next_ms,
+                delivered_ms: r.delivered_ms,
+                dead: r.dead,
+                last_error: r.last_error.clone(),
+            };
+            self.put(
+                &format!("outbox.{soak_id}.{}.{}", part(&r.id), part(&r.route)),
+                encode(&row)?,
+            )
+            .await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Copies a rollback latch and journal (taken stays taken).
+    pub async fn copy_rollback<T: Serialize>(
+        &self,
+        soak_id: &str,
+        r: &RollbackRow<T>,
+    ) -> Result<(), StoreError> {
+        let rec = RollbackRec {
+            state: r.state.clone(),
+            trigger: r.trigger.clone(),
+            started_ms: ms(r.started),
+            finished_ms: r.finished.map(ms),
+            steps: r.steps.as_ref().map(encode).transpose()?,
+        };
+        self.put(&format!("rollback.{soak_id}"), encode(&rec)?)
+            .await?;
+        Ok(())
+    }
+
+    /// Every message on `subject` of `stream_name`, oldest first; tried
+    /// three times (a consumer the cluster placed on a peer that just died
+    /// never answers; the next one lands elsewhere).
+    async fn read_all(
+        &self,
+        stream_name: &str,
+        subject: String,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut last = None;
+        for _ in 0..3 {
+            let once = self.read_all_once(stream_name, subject.clone());
+            match tokio::time::timeout(REQUEST_TIMEOUT * 6, once).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => last = Some(nats_err(&format!("reading {subject}"), "no answer")),
+            }
+        }
+        Err(last.unwrap_or_else(|| nats_err(&format!("reading {subject}"), "no answer")))
+    }
+
+    async fn read_all_once(
+        &self,
+        stream_name: &str,
+        subject: String,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let stream = self
+            .js
+            .get_stream(stream_name)
+            .await
+            .map_err(|e| nats_err(&format!("opening stream {stream_name}"), e))?;
+        // An empty subject: the consumer would wait for a first message forever.
+        if stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject.clone(),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| nats_err(&format!("reading {subject}"), e))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| nats_err(&format!("reading {subject}"), e))?;
+        let mut out = Vec::new();
+        loop {
+            let next = tokio::time::timeout(REQUEST_TIMEOUT, msgs.next())
+                .await
+                .map_err(|_| nats_err(&format!("reading {subject}"), "no answer"))?;
+            let Some(m) = next else { break };
+            let m = m.map_err(|e| nats_err(&format!("reading {subject}"), e))?;
+            let pending = m.info().map(|i| i.pending).unwrap_or(0);
+            out.push(m.payload.to_vec());
+            if pending == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every cycle of a soak, oldest first (one per sampling time).
+    pub async fn cycles(&self, soak_id: &str) -> Result<Vec<CycleRecord>, StoreError> {
+        let raw = self
+            .read_all(
+                &self.cycles_stream,
+                format!("{}.cycle.{soak_id}", self.prefix),
+            )
+            .await?;
+        let mut by_at = BTreeMap::new();
+        for b in raw {
+            let rec: CycleRecord = decode(&b)?;
+            by_at.insert(ms(rec.at), rec);
+        }
+        Ok(by_at.into_values().collect())
+    }
+
+    /// The kept snapshots, oldest first.
+    pub async fn snapshots(&self, soak_id: &str) -> Result<Vec<Snapshot>, StoreError> {
+        let raw = self
+            .read_all(
+                &self.snaps_stream,
+                format!("{}.snap.{soak_id}", self.prefix),
+            )
+            .await?;
+        let mut by_at = BTreeMap::new();
+        for b in raw {
+            let s: Snapshot = decode(&b)?;
+            by_at.insert(ms(s.taken_at), s);
+        }
+        Ok(by_at.into_values().collect())
+    }
+
+    /// The newest `n` snapshots, oldest first.
+    pub async fn last_snapshots(&self, soak_id: &str, n: i64) -> Result<Vec<Snapshot>, StoreError> {
+        let mut all = self.snapshots(soak_id).await?;
+        let skip = all.len().saturating_sub(n.max(0) as usize);
+        Ok(all.split_off(skip))
+    }
+
+    /// Labels of checkpoints already written.
+    pub async fn checkpoints_done(&self, soak_id: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = format!("ckpt.{soak_id}.");
+        let keys = self.keys_with(&prefix).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| hex::decode(&k[prefix.len()..]).ok())
+            .map(|b| String::from_utf8_lossy(&b).to_string())
+            .collect())
+    }
+
+    /// Records a written checkpoint.
+    pub async fn mark_checkpoint(
+        &self,
+        soak_id: &str,
+        label: &str,
+        path: &std::path::Path,
+    ) -> Result<(), StoreError> {
+        self.put(
+            &format!("ckpt.{soak_id}.{}", part(label)),
+            path.display().to_string().into_bytes(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Alert tracking states of a soak.
+    pub async fn alert_states<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.keys_with(&format!("alert.{soak_id}.")).await? {
+            if let Some(e) = self.get(&k).await? {
+                out.push(decode(&e.value)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Enqueues notifications (each once: `create`), then saves the tracks.
+    pub async fn commit_alerts<S: Serialize, N: Serialize>(
+        &self,
+        soak_id: &str,
+        states: &[(String, S)],
+        outbox: &[(String, String, N)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for (id, route, n) in outbox {
+            self.may_write()?;
+            let row = OutboxRow {
+                id: id.clone(),
+                route: route.clone(),
+                soak_id: soak_id.to_string(),
+                body: encode(n)?,
+                created_ms: ms(now),
+                attempts: 0,
+                next_ms: ms(now),
+                delivered_ms: None,
+                dead: false,
+                last_error: None,
+            };
+            let key = format!("outbox.{soak_id}.{}.{}", part(id), part(route));
+            match self.kv.create(&key, encode(&row)?.into()).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(e) => return Err(nats_err(&format!("queueing {key}"), e)),
+            }
+        }
+        for (name, st) in states {
+            self.put(&format!("alert.{soak_id}.{}", part(name)), encode(st)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn outbox_rows(&self) -> Result<Vec<(String, u64, OutboxRow)>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.keys_with("outbox.").await? {
+            if let Some(e) = self.get(&k).await? {
+                out.push((k, e.revision, decode::<OutboxRow>(&e.value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Undelivered notifications due at `now`, oldest first.
+    pub async fn due_outbox<N: serde::de::DeserializeOwned>(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        let mut rows: Vec<OutboxRow> = self
+            .outbox_rows()
+            .await?
+            .into_iter()
+            .map(|(_, _, r)| r)
+            .filter(|r| r.delivered_ms.is_none() && !r.dead && r.next_ms <= ms(now))
+            .collect();
+        rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        rows.truncate(limit.max(0) as usize);
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    body: decode(&r.body)?,
+                    id: r.id,
+                    route: r.route,
+                    attempts: r.attempts,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a delivery outcome, compare-and-set on the entry's revision.
+    pub async fn outbox_result(
+        &self,
+        id: &str,
+        route: &str,
+        outcome: OutboxOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.may_write()?;
+        let suffix = format!(".{}.{}", part(id), part(route));
+        for k in self.keys_with("outbox.").await? {
+            if !k.ends_with(&suffix) {
+                continue;
+            }
+            let Some(e) = self.get(&k).await? else {
+                continue;
+            };
+            let mut row: OutboxRow = decode(&e.value)?;
+            row.attempts += 1;
+            match &outcome {
+                OutboxOutcome::Delivered => {
+                    row.delivered_ms = Some(ms(now));
+                    row.last_error = None;
+                }
+                OutboxOutcome::Retry { next, error } => {
+                    row.next_ms = ms(*next);
+                    row.last_error = Some(error.clone());
+                }
+                OutboxOutcome::Dead { error } => {
+                    row.dead = true;
+                    row.last_error = Some(error.clone());
+                }
+            }
+            self.may_write()?;
+            self.kv
+                .update(&k, encode(&row)?.into(), e.revision)
+                .await
+                .map_err(|e| nats_err(&format!("recording delivery of {k}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// (pending, delivered, dead) counts of the outbox.
+    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        let (mut p, mut d, mut x) = (0, 0, 0);
+        for (_, _, r) in self.outbox_rows().await? {
+            if r.delivered_ms.is_some() {
+                d += 1;
+            } else if r.dead {
+                x += 1;
+            } else {
+                p += 1;
+            }
+        }
+        Ok((p, d, x))
+    }
+
+    /// Takes the one-shot latch with an atomic create: across every watcher
+    /// and failover, only one caller ever gets `true`.
+    pub async fn take_rollback_latch(
+        &self,
+        soak_id: &str,
+        trigger: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.may_write()?;
+        let rec = RollbackRec {
+            state: "started".into(),
+            trigger: trigger.to_string(),
+            started_ms: ms(now),
+            finished_ms: None,
+            steps: None,
+        };
+        match self
+            .kv
+            .create(format!("rollback.{soak_id}"), encode(&rec)?.into())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(nats_err("taking the rollback latch", e)),
+        }
+    }
+
+    /// Saves the rollback's progress or its end (on the latch's revision).
+    pub async fn save_rollback<T: Serialize>(
+        &self,
+        soak_id: &str,
+        state: &str,
+        steps: &T,
+        finished: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let key = format!("rollback.{soak_id}");
+        let Some(e) = self.get(&key).await? else {
+            return Ok(());
+        };
+        let mut rec: RollbackRec = decode(&e.value)?;
+        rec.state = state.to_string();
+        rec.steps = Some(encode(steps)?);
+        rec.finished_ms = finished.map(ms);
+        self.may_write()?;
+        self.kv
+            .update(&key, encode(&rec)?.into(), e.revision)
+            .await
+            .map_err(|e| nats_err("journaling the rollback", e))?;
+        Ok(())
+    }
+
+    /// The rollback record of a soak.
+    pub async fn rollback_record<T: serde::de::DeserializeOwned>(
+        &self,
+        soak_id: &str,
+    ) -> Result<Option<RollbackRow<T>>, StoreError> {
+        let Some(e) = self.get(&format!("rollback.{soak_id}")).await? else {
+            return Ok(None);
+        };
+        let rec: RollbackRec = decode(&e.value)?;
+        Ok(Some(RollbackRow {
+            state: rec.state,
+            trigger: rec.trigger,
+            started: at(rec.started_ms),
+            finished: rec.finished_ms.and_then(DateTime::from_timestamp_millis),
+            steps: rec.steps.map(|b| decode(&b)).transpose()?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_chosen_names_become_key_safe_and_stay_distinct() {
+        for name in ["hook", "a.b", "a b", "ümlaut", "*", ">"] {
+            let k = part(name);
+            assert!(k.chars().all(|c| c.is_ascii_hexdigit()), "{k}");
+            assert_eq!(hex::decode(&k).ok().as_deref(), Some(name.as_bytes()));
+        }
+        assert_ne!(part("a.b"), part("a_b"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The records and errors every state backend shares.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::soak::record::SoakMeta;
+
+/// Why the state database cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the lock (a second `watch` on the same state).
+    #[error("state database {0} is locked by another soakwatch process (lock file {1})")]
+    Locked(PathBuf, PathBuf),
+    /// The file exists but is not a soakwatch database (or is corrupt).
+    #[error("state database {path} is not a usable soakwatch database: {reason}; refusing to start a new soak over it (move it away or pass another --state)")]
+    NotSoakwatch {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite or the schema check said.
+        reason: String,
+    },
+    /// Opening or creating the file failed.
+    #[error("cannot open state database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("state database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// A stored record does not decode.
+    #[error("state database holds a record that does not decode: {0}")]
+    Decode(String),
+    /// The JetStream holding the state refused or did not answer.
+    #[error("state on JetStream: {0}")]
+    Nats(String),
+    /// This watcher does not hold the leader lease: it may not write.
+    #[error("not the leader: this watcher's lease is not held (another watcher acts)")]
+    NotLeader,
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+impl From<rmp_serde::decode::Error> for StoreError {
+    fn from(e: rmp_serde::decode::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+impl From<rmp_serde::encode::Error> for StoreError {
+    fn from(e: rmp_serde::encode::Error) -> Self {
+        StoreError::Decode(e.to_string())
+    }
+}
+
+/// Baselines recorded once at soak start (from the config, or observed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baselines {
+    /// Legacy stream messages at T0.
+    pub legacy_messages: Option<u64>,
+    /// Legacy stream last sequence at T0.
+    pub legacy_last_seq: Option<u64>,
+    /// DLQ stream messages at T0.
+    pub dlq_messages: Option<u64>,
+    /// DLQ stream last sequence at T0.
+    pub dlq_last_seq: Option<u64>,
+}
+
+/// A soak as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoakRecord {
+    /// Identity and T0.
+    pub meta: SoakMeta,
+    /// Baselines recorded at start.
+    pub baselines: Baselines,
+}
+
+/// A notification waiting in the outbox for one route.
+#[derive(Debug, Clone)]
+pub struct OutboxItem<N> {
+    /// Notification id.
+    pub id: String,
+    /// Route name.
+    pub route: String,
+    /// The notification.
+    pub body: N,
+    /// Attempts so far.
+    pub attempts: i64,
+}
+
+/// An outbox row as stored, body still encoded (copied between backends).
+#[derive(Debug, Clone)]
+pub struct OutboxCopy {
+    /// Notification id.
+    pub id: String,
+    /// Route name.
+    pub route: String,
+    /// The notification, MessagePack.
+    pub body: Vec<u8>,
+    /// Queued at, ms.
+    pub created_ms: i64,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Next attempt, ms.
+    pub next_ms: i64,
+    /// Delivered at, ms.
+    pub delivered_ms: Option<i64>,
+    /// Given up.
+    pub dead: bool,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// What happened to one delivery attempt.
+#[derive(Debug, Clone)]
+pub enum OutboxOutcome {
+    /// The receiver accepted it; never sent again.
+    Delivered,
+    /// A transient failure: try again at `next`.
+    Retry {
+        /// When to try again.
+        next: DateTime<Utc>,
+        /// The reason, one line.
+        error: String,
+    },
+    /// A permanent failure: give up (kept for the report).
+    Dead {
+        /// The reason, one line.
+        error: String,
+    },
+}
+
+/// The rollback latch and journal of a soak.
+#[derive(Debug, Clone)]
+pub struct RollbackRow<T> {
+    /// started, done or failed.
+    pub state: String,
+    /// What triggered it.
+    pub trigger: String,
+    /// When the latch was taken.
+    pub started: DateTime<Utc>,
+    /// When it ended (None while running, or if interrupted).
+    pub finished: Option<DateTime<Utc>>,
+    /// The steps recorded so far.
+    pub steps: Option<T>,
+}

@@ -1,0 +1,587 @@
+//! The soak's state on JetStream and watchers as replicas: `report`,
+//! `check --soak` and `rollback --dry-run` on a JetStream state, the
+//! migration of a SQLite soak, and a real 3-node JetStream cluster (R3)
+//! holding the state of two watchers: the leader SIGKILLed, a NATS node
+//! killed, the leader cut off from the cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn soak_id(body: &str) -> Option<String> {
+    soakwatch::promtext::parse(body)
+        .select("soakwatch_soak_info", &[])
+        .find_map(|s| s.label("id").map(str::to_string))
+        .filter(|s| !s.is_empty())
+}
+
+fn gauge(body: &str, name: &str) -> Option<f64> {
+    soakwatch::promtext::parse(body).sum(name, &[])
+}
+
+/// The `[state]` section of a JetStream state in `bucket` at `urls`.
+fn state_section(urls: &str, bucket: &str, replicas: usize) -> String {
+    format!(
+        "\n[state]\nbackend = \"jetstream\"\nnats_url = \"{urls}\"\nbucket = \"{bucket}\"\n\
+         replicas = {replicas}\nlease_intervals = 3\n"
+    )
+}
+
+/// Removes a state's bucket and streams (the test's names only).
+async fn drop_state(url: &str, bucket: &str) {
+    let Ok(Ok(c)) = tokio::time::timeout(secs(5), async_nats::connect(url)).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(c);
+    let _ = js.delete_key_value(bucket).await;
+    let _ = js.delete_stream(format!("{bucket}_cycles")).await;
+    let _ = js.delete_stream(format!("{bucket}_snapshots")).await;
+}
+
+/// (messages, bytes) of the state's cycle stream (duplicates included).
+async fn cycles_in_stream(url: &str, bucket: &str) -> (u64, u64) {
+    let c = async_nats::connect(url).await.expect("state NATS");
+    let js = async_nats::jetstream::new(c);
+    let mut s = js
+        .get_stream(format!("{bucket}_cycles"))
+        .await
+        .expect("cycles stream");
+    let st = &s.info().await.expect("stream info").state;
+    (st.messages, st.bytes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jetstream_state_is_read_by_report_check_and_rollback_and_a_sqlite_soak_migrates() {
+    let r = Replica::healthy(3).await;
+    let w = r.add_watch_section("");
+    let bucket = format!("swt_{}", r.names.tag);
+    let url = nats_url();
+
+    // A SQLite soak first (the embedded default), stopped cleanly.
+    let mut d = r.start_daemon("sqlite");
+    let body = d.wait_cycles(3, secs(30)).await;
+    let id = soak_id(&body).expect("soak id");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(secs(15)).await, 0, "{}", d.stderr());
+    let before = check_soak(&r.config).await.json()["soak"].clone();
+
+    // Copied into JetStream, the same soak is what every reader sees.
+    r.edit_config(|t| t + &state_section(&url, &bucket, 1));
+    let config = r.config.display().to_string();
+    let run = run_bin(&["state", "migrate", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(&format!("copied soak {id}")),
+        "{}",
+        run.stdout
+    );
+    let again = run_bin(&["state", "migrate", "--config", &config], &[]).await;
+    assert_eq!(again.code, 2, "a second copy is refused: {}", again.stdout);
+    let after = check_soak(&r.config).await;
+    assert_eq!(
+        after.json()["soak"],
+        before,
+        "{}{}",
+        after.stdout,
+        after.stderr
+    );
+
+    // The daemon on JetStream resumes that soak (not a new one) and records.
+    std::fs::remove_file(&w.state).expect("the SQLite file is not needed any more");
+    let mut d = r.start_daemon("jetstream");
+    let body = d.wait_cycles(3, secs(40)).await;
+    assert_eq!(soak_id(&body).as_deref(), Some(id.as_str()), "{body}");
+    assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(secs(15)).await, 0, "{}", d.stderr());
+    assert!(!w.state.exists(), "a JetStream state writes no SQLite file");
+
+    let run = check_soak(&r.config).await;
+    assert!(
+        run.json()["soak"].as_str().unwrap_or("").contains(&id),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let run = run_bin(&["report", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(read(Path::new(run.stdout.trim())).contains(&id));
+    let run = run_bin(&["rollback", "--dry-run", "--config", &config], &[]).await;
+    assert!(
+        run.stdout.contains(&format!("latch: free for soak {id}"))
+            || run.stderr.contains("no [rollback] section"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    let (n, bytes) = cycles_in_stream(&url, &bucket).await;
+    assert!(n >= 6, "{n} cycle records");
+    eprintln!(
+        "cycle records on JetStream: {n}, {} bytes each on average",
+        bytes / n
+    );
+    drop_state(&url, &bucket).await;
+}
+
+/// One node of a local JetStream cluster.
+struct Node {
+    port: u16,
+    _port: ReservedPort,
+    _cluster_port: ReservedPort,
+    cluster_port: u16,
+    name: String,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// Three `nats-server -js` processes routed to each other on loopback.
+struct Cluster {
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes: Vec<Node> = (0..3)
+            .map(|i| {
+                let (p, c) = (ReservedPort::new(), ReservedPort::new());
+                Node {
+                    port: p.port(),
+                    cluster_port: c.port(),
+                    _port: p,
+                    _cluster_port: c,
+                    name: format!("n{i}"),
+                    dir: dir.path().join(format!("n{i}")),
+                    child: None,
+                }
+            })
+            .collect();
+        let routes: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
+            .collect();
+        for n in &mut nodes {
+            std::fs::create_dir_all(&n.dir).expect("node dir");
+            let log = std::fs::File::create(n.dir.join("log")).expect("log");
+            let child =
+                std::process::Command::new(if Path::new("/usr/sbin/nats-server").exists() {
+                    "/usr/sbin/nats-server"
+                } else {
+                    "nats-server"
+                })
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &n.port.to_string(),
+                    "-n",
+                    &n.name,
+                ])
+                .arg("-sd")
+                .arg(n.dir.join("store"))
+                .args(["--cluster_name", "swha"])
+                .arg("--cluster")
+                .arg(format!("nats://127.0.0.1:{}", n.cluster_port))
+                .arg("--routes")
+                .arg(routes.join(","))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("nats-server starts");
+            n.child = Some(child);
+        }
+        let c = Cluster { nodes, _dir: dir };
+        c.wait_ready().await;
+        c
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    fn urls(&self) -> String {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Until an R3 stream can be created (routes up, a meta leader elected).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + secs(30);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Ok(Ok(c)) = tokio::time::timeout(secs(2), async_nats::connect(self.url(0))).await
+            {
+                let js = async_nats::jetstream::new(c);
+                let cfg = async_nats::jetstream::stream::Config {
+                    name: "ready_probe".into(),
+                    subjects: vec!["ready.probe".into()],
+                    num_replicas: 3,
+                    ..Default::default()
+                };
+                match tokio::time::timeout(secs(5), js.create_stream(cfg)).await {
+                    Ok(Ok(_)) => {
+                        let _ = js.delete_stream("ready_probe").await;
+                        return;
+                    }
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "no answer".into(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!(
+            "JetStream cluster not ready within 30 s ({last}): {}",
+            std::fs::read_to_string(self.nodes[0].dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        if let Some(c) = &self.nodes[i].child {
+            send_signal(c.id(), sig);
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.signal(i, "CONT");
+            self.kill(i);
+        }
+    }
+}
+
+/// (leader?, cycles by this process) of a watcher, None while it does not answer.
+async fn role(d: &Daemon) -> Option<(bool, f64)> {
+    let body = d.metrics().await?;
+    Some((
+        gauge(&body, "soakwatch_leader")? == 1.0,
+        gauge(&body, "soakwatch_cycles_total").unwrap_or(0.0),
+    ))
+}
+
+/// Waits until exactly one of `ds` leads and has sampled; its index.
+async fn one_leader(ds: &mut [&mut Daemon], timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, d) in ds.iter_mut().enumerate() {
+            d.assert_running("while electing a leader");
+            if let Some((true, cycles)) = role(d).await {
+                if cycles >= 1.0 {
+                    leaders.push(i);
+                }
+            }
+        }
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        assert!(leaders.len() < 2, "two leaders at once: {leaders:?}");
+        if Instant::now() > deadline {
+            let errs: Vec<String> = ds.iter().map(|d| d.stderr()).collect();
+            panic!("no leader within {timeout:?}\n{}", errs.join("\n-----\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A 3-node cluster holds the state at R3; two watchers share it.
+async fn two_watchers(extra_state: impl Fn(&Cluster) -> String) -> (Cluster, Replica, String) {
+    let cluster = Cluster::start().await;
+    let r = Replica::healthy(3).await;
+    r.add_watch_section("");
+    let bucket = format!("swha_{}", r.names.tag);
+    let section = extra_state(&cluster);
+    r.edit_config(|t| t + &state_section(&cluster.urls(), &bucket, 3) + &section);
+    (cluster, r, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_of_the_leader_hands_over_within_the_lease_and_a_nats_node_may_die() {
+    let (mut cluster, r, bucket) = two_watchers(|_| String::new()).await;
+    let mut a = r.start_daemon("a");
+    let mut b = r.start_daemon("b");
+    let leader = one_leader(&mut [&mut a, &mut b], secs(40)).await;
+    let (mut old, mut new) = if leader == 0 { (a, b) } else { (b, a) };
+    let body = old.wait_cycles(3, secs(30)).await;
+    let id = soak_id(&body).expect("soak id");
+    let mut health = None;
+    for _ in 0..100 {
+        health = new.get("/healthz").await;
+        if health.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, text) = health.expect("standby /healthz");
+    assert_eq!(code, 200, "{text}");
+    assert!(text.starts_with("standby"), "{text}");
+
+    // SIGKILL: no clean hand-over; the standby waits the lease out (3 s).
+    old.signal("KILL");
+    let killed = Instant::now();
+    let _ = old.wait_exit(secs(10)).await;
+    let body = new.wait_cycles(1, secs(30)).await;
+    let took = killed.elapsed();
+    eprintln!(
+        "takeover after SIGKILL: {:.2} s (lease 3 s, interval 1 s)",
+        took.as_secs_f64()
+    );
+    assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
+    assert_eq!(
+        soak_id(&body).as_deref(),
+        Some(id.as_str()),
+        "the same soak goes on: {body}"
+    );
+    // Lease + one interval, plus the first cycle's probes and the poll here.
+    assert!(took < secs(3 + 1 + 6), "takeover took {took:?}");
+
+    // One NATS node dies: the R3 state keeps its quorum, the soak goes on.
+    let before = gauge(
+        &new.metrics().await.expect("metrics"),
+        "soakwatch_cycles_total",
+    )
+    .unwrap_or(0.0);
+    cluster.kill(2);
+    new.wait_cycles(before as u64 + 4, secs(40)).await;
+    let body = new.metrics().await.expect("metrics");
+    assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
+    new.signal("TERM");
+    assert_eq!(new.wait_exit(secs(20)).await, 0, "{}", new.stderr());
+
+    // The record: one soak, read from the cluster.
+    let mut run = check_soak(&r.config).await;
+    for _ in 0..5 {
+        if run.code != 3 {
+            break;
+        }
+        eprintln!("check --soak: {}", run.stderr);
+        tokio::time::sleep(secs(2)).await;
+        run = check_soak(&r.config).await;
+    }
+    assert!(
+        run.json()["soak"].as_str().unwrap_or("").contains(&id),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    drop_state(&cluster.url(0), &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_from_the_cluster_steps_down_and_never_acts_beside_the_new_one() {
+    let (cluster, r, bucket) = two_watchers(|_| String::new()).await;
+    // The leader talks to node 0 only, the standby to nodes 1 and 2.
+    let leader_cfg = r.path("leader.toml");
+    let standby_cfg = r.path("standby.toml");
+    let text = read(&r.config);
+    let all = cluster.urls();
+    std::fs::write(&leader_cfg, text.replace(&all, &cluster.url(0))).expect("config");
+    std::fs::write(
+        &standby_cfg,
+        text.replace(&all, &format!("{},{}", cluster.url(1), cluster.url(2))),
+    )
+    .expect("config");
+    let mut a = Daemon::start(&leader_cfg, &[], r.dir.path(), "cut-a");
+    a.wait_cycles(2, secs(40)).await;
+    let mut b = Daemon::start(&standby_cfg, &[], r.dir.path(), "cut-b");
+    tokio::time::sleep(secs(2)).await;
+    assert_eq!(
+        role(&b).await.map(|r| r.0),
+        Some(false),
+        "b waits as standby"
+    );
+
+    // Node 0 frozen: the leader's connection hangs, it cannot renew.
+    cluster.signal(0, "STOP");
+    let cut = Instant::now();
+    let mut stepped_down = None;
+    let mut took_over = None;
+    while cut.elapsed() < secs(30) && (stepped_down.is_none() || took_over.is_none()) {
+        a.assert_running("while cut off");
+        let ra = role(&a).await;
+        let rb = role(&b).await;
+        if stepped_down.is_none() && ra.is_some_and(|r| !r.0) {
+            stepped_down = Some(cut.elapsed());
+        }
+        if took_over.is_none() && rb.is_some_and(|r| r.0) {
+            took_over = Some(cut.elapsed());
+        }
+        // Never both at once, as far as either says.
+        assert!(
+            !(ra.is_some_and(|r| r.0) && rb.is_some_and(|r| r.0)),
+            "two leaders: a {ra:?}, b {rb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (Some(down), Some(up)) = (stepped_down, took_over) else {
+        panic!(
+            "stepped down {stepped_down:?}, took over {took_over:?}\n{}\n-----\n{}",
+            a.stderr(),
+            b.stderr()
+        );
+    };
+    eprintln!("cut off: old leader stepped down after {down:?}, new leader after {up:?}");
+    assert!(
+        down <= up,
+        "the old leader stepped down ({down:?}) before the takeover ({up:?})"
+    );
+    b.wait_cycles(3, secs(30)).await;
+    cluster.signal(0, "CONT");
+    // Node 0 rejoins (its streams catch up, leaders may move, a renewal may
+    // miss and its leader step down): never two leaders, and one again.
+    let rejoin = Instant::now();
+    let mut leaders_now = 0;
+    while rejoin.elapsed() < secs(30) {
+        let ra = role(&a).await.is_some_and(|r| r.0);
+        let rb = role(&b).await.is_some_and(|r| r.0);
+        assert!(!(ra && rb), "two leaders after the rejoin");
+        leaders_now = usize::from(ra) + usize::from(rb);
+        if leaders_now == 1 && rejoin.elapsed() > secs(4) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leaders_now, 1, "{}\n-----\n{}", a.stderr(), b.stderr());
+    drop_state(&cluster.url(1), &bucket).await;
+}
+
+/// An HTTP receiver that counts every delivery per `X-Soakwatch-Id`.
+async fn counting_receiver() -> (
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+    u16,
+) {
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    type Seen = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>;
+    async fn handle(State(seen): State<Seen>, headers: HeaderMap) -> StatusCode {
+        let id = headers
+            .get("x-soakwatch-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let Ok(mut s) = seen.lock() {
+            *s.entry(id).or_default() += 1;
+        }
+        StatusCode::OK
+    }
+    let seen: Seen = Default::default();
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (seen, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sent_twice() {
+    let (seen, port) = counting_receiver().await;
+    let (cluster, mut r, bucket) = two_watchers(|_| String::new()).await;
+    let runs = r.path("rollback-runs");
+    let script = r.path("restart.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {}\nsleep 6\n", runs.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    r.edit_config(|t| {
+        t + &format!(
+            "\n[[alerts.routes]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+             \n[rollback]\nmode = \"armed\"\nenv_file = {env}\nrestart_command = [{script}]\n\
+             log_file = {log}\nexpect_log_lines = []\nrestart_timeout = \"30s\"\n\
+             \n[rollback.triggers]\nservice_up = \"0s\"\n",
+            env = toml_path(&r.files.env_file),
+            script = toml_path(&script),
+            log = toml_path(&r.files.log_file),
+        )
+    });
+    let mut a = r.start_daemon("rb-a");
+    let mut b = r.start_daemon("rb-b");
+    let leader = one_leader(&mut [&mut a, &mut b], secs(40)).await;
+    let (mut old, mut new) = if leader == 0 { (a, b) } else { (b, a) };
+    old.wait_cycles(3, secs(30)).await;
+
+    // The service dies: the trigger holds, the leader takes the latch and
+    // runs the restart; it is SIGKILLed while the restart runs.
+    r.kill_standin().await;
+    let deadline = Instant::now() + secs(30);
+    while !runs.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no rollback ran\n{}",
+            old.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    old.signal("KILL");
+    let _ = old.wait_exit(secs(10)).await;
+    let old_log = old.stderr();
+
+    // The new leader reports the interrupted rollback and never runs it again.
+    new.wait_cycles(5, secs(40)).await;
+    tokio::time::sleep(secs(8)).await;
+    assert_eq!(
+        read(&runs).lines().count(),
+        1,
+        "the rollback ran more than once"
+    );
+    let cfg = soakwatch::config::Config::load(&r.config).expect("config");
+    let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+    let rb = s.rollback.expect("the rollback is recorded");
+    assert_eq!(rb.state, "interrupted", "{rb:?}\n{}", new.stderr());
+    assert!(
+        new.stderr().contains("interrupted rollback was found"),
+        "{}",
+        new.stderr()
+    );
+
+    // Every notification at most twice; only one in flight at the kill may be.
+    let counts = seen.lock().expect("lock").clone();
+    assert!(!counts.is_empty(), "no notification arrived");
+    assert!(counts.values().all(|n| *n <= 2), "{counts:?}");
+    assert!(
+        counts.values().filter(|n| **n == 2).count() <= 1,
+        "{counts:?}"
+    );
+    assert!(
+        counts.keys().any(|k| k.contains("rollback")),
+        "the rollback's notification: {counts:?}"
+    );
+    eprintln!("deliveries per notification id: {counts:?}");
+    if counts.keys().any(|k| k.contains("soakwatch_self")) {
+        eprintln!(
+            "--- old leader ---\n{old_log}\n--- new leader ---\n{}",
+            new.stderr()
+        );
+    }
+    new.signal("TERM");
+    let _ = new.wait_exit(secs(20)).await;
+    drop_state(&cluster.url(0), &bucket).await;
+}
