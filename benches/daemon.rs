@@ -71,7 +71,7 @@ impl SampleSource for Measured {
         _since: &'a [DateTime<Utc>],
     ) -> BoxFuture<'a, Snapshot> {
         let n = self.n.fetch_add(1, Ordering::Relaxed);
-        if n > 0 && n % BLOCK == 0 {
+        if n > 0 && n.is_multiple_of(BLOCK) {
             let now = cpu();
             let mut last = self.last.lock().expect("lock");
             let per = (now - *last).as_secs_f64() * 1e6 / BLOCK as f64;

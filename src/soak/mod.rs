@@ -6,6 +6,7 @@ pub mod jetstream;
 pub mod lease;
 pub mod migrate;
 pub mod model;
+pub mod policy;
 pub mod record;
 pub mod running;
 pub mod series;

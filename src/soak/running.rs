@@ -18,9 +18,9 @@ use crate::histogram;
 use crate::sample::Snapshot;
 use crate::soak::dlq_spike::is_spike;
 use crate::soak::model::{ChartSeries, CriterionSummary, ProbeCoverage, SoakSummary, Span};
+use crate::soak::policy::SoakPolicy;
 use crate::soak::record::{CycleRecord, SoakMeta};
 use crate::soak::series::BoundedSeries;
-use crate::soak::timeline::SoakPolicy;
 use crate::verdict::{CriterionId, Status, Verdict};
 
 /// One criterion's running state: its debounce clocks, totals and spans.

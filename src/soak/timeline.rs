@@ -11,38 +11,12 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::evaluate::evaluate;
 use crate::sample::Snapshot;
-use crate::soak::dlq_spike::SpikeRule;
 use crate::soak::model::SoakSummary;
 pub use crate::soak::record::{CycleRecord, SoakMeta};
 use crate::soak::running::RunningSummary;
 use crate::verdict::{CriterionId, Status, Verdict};
 
-/// How history is judged; from `[watch]` in checks.toml.
-#[derive(Debug, Clone)]
-pub struct SoakPolicy {
-    /// Expected time between samples.
-    pub interval: Duration,
-    /// A longer gap between samples is a gap: unknown for its length.
-    pub max_gap: Duration,
-    /// A raw failure must hold this long before it counts, per criterion.
-    pub fail_for: BTreeMap<CriterionId, Duration>,
-    /// A failing criterion must pass this long before it recovers.
-    pub recover_after: Duration,
-    /// Below this share of judged time a criterion (and the soak) is unknown.
-    pub min_coverage: f64,
-    /// More than this many messages dead-lettered within the trailing window
-    /// fails `dlq` at once (no `for`).
-    pub dlq_spike: SpikeRule,
-    /// Every probe label, so coverage lists probes that never failed too.
-    pub probe_labels: Vec<String>,
-}
-
-impl SoakPolicy {
-    /// The `for` duration of a criterion (zero when none is set).
-    pub fn fail_for(&self, id: CriterionId) -> Duration {
-        self.fail_for.get(&id).copied().unwrap_or(Duration::ZERO)
-    }
-}
+pub use crate::soak::policy::SoakPolicy;
 
 impl CycleRecord {
     /// Evaluates one cycle against the previous snapshot (the window) and
@@ -240,6 +214,7 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::soak::dlq_spike::SpikeRule;
     use chrono::{DateTime, TimeZone, Utc};
 
     fn t0() -> DateTime<Utc> {
