@@ -81,7 +81,10 @@ pub async fn probe(
     let mut conn = PgConnection::connect_with(opts)
         .await
         .map_err(|e| fail(format!("database {}: {}", cfg.url.shown(), describe(&e))))?;
-    let res = query_state(&mut conn, cfg, now, since).await;
+    let res = match table_columns(&mut conn, cfg).await {
+        Ok(cols) => query_state(&mut conn, &cols, cfg, now, since).await,
+        Err(e) => Err(e),
+    };
     let _ = conn.close().await;
     res
 }
@@ -107,13 +110,35 @@ impl DbSession {
         now: DateTime<Utc>,
         since: &[DateTime<Utc>],
     ) -> Probed<DbState> {
+        let prepared = self.prepare(cfg).await?;
+        self.finish(prepared, cfg, now, since).await
+    }
+
+    /// The first half of a round: the connection (kept or new) and the
+    /// table's catalog. It needs no instant, so it can run while the
+    /// metrics probe finds the service's start time.
+    pub async fn prepare(&mut self, cfg: &DatabaseConfig) -> Result<Prepared, ProbeFailure> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => PgConnection::connect_with(&self.opts)
                 .await
                 .map_err(|e| fail(format!("database {}: {}", cfg.url.shown(), describe(&e))))?,
         };
-        let res = query_state(&mut conn, cfg, now, since).await;
+        let cols = table_columns(&mut conn, cfg).await?;
+        Ok(Prepared { conn, cols })
+    }
+
+    /// The second half: the figures after each instant of `since` (and the
+    /// recent window). The connection is kept only when the round succeeds.
+    pub async fn finish(
+        &mut self,
+        prepared: Prepared,
+        cfg: &DatabaseConfig,
+        now: DateTime<Utc>,
+        since: &[DateTime<Utc>],
+    ) -> Probed<DbState> {
+        let Prepared { mut conn, cols } = prepared;
+        let res = query_state(&mut conn, &cols, cfg, now, since).await;
         if res.is_ok() {
             self.conn = Some(conn);
         }
@@ -121,43 +146,46 @@ impl DbSession {
     }
 }
 
-/// One round of queries: the write columns, their indexes, write counts, the
-/// newest write and, when configured, the derived-column check.
+/// A round between its halves: the connection and the table's columns.
+pub struct Prepared {
+    conn: PgConnection,
+    cols: Vec<Column>,
+}
+
+/// The figures of one round, given the catalog ([`table_columns`], the
+/// round's first statement): every figure of the table in one statement of
+/// independent sub-selects (each keeps its own index), so a fresh
+/// connection pays for two round trips of planning, not five.
 async fn query_state(
     conn: &mut PgConnection,
+    cols: &[Column],
     d: &DatabaseConfig,
     now: DateTime<Utc>,
     since: &[DateTime<Utc>],
 ) -> Probed<DbState> {
-    let write_cols = write_columns(conn, d).await?;
-    let mut state = DbState {
-        recent_window_secs: d.recent_window.as_secs_f64(),
-        write_columns: write_cols.iter().map(|(c, _)| c.clone()).collect(),
-        notes: unindexed_notes(conn, d, &write_cols).await?,
-        ..Default::default()
-    };
-    let t = quote_table(&d.table);
+    let write_cols = write_columns(cols, d)?;
     let window_start = now
         - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
     let mut instants = vec![window_start];
     instants.extend_from_slice(since);
-    let counts = count_writes_since(conn, d, &write_cols, &instants).await?;
-    for (i, (at, n)) in instants.iter().zip(counts).enumerate() {
+    let figures = table_figures(conn, d, &write_cols, &instants).await?;
+    let mut state = DbState {
+        recent_window_secs: d.recent_window.as_secs_f64(),
+        write_columns: write_cols.iter().map(|(c, _)| c.clone()).collect(),
+        notes: unindexed_notes(d, cols, &write_cols),
+        ..Default::default()
+    };
+    for (i, (at, n)) in instants.iter().zip(figures.counts).enumerate() {
         if i == 0 {
             state.rows_recent = n;
         } else {
             state.written_since.push((*at, n));
         }
     }
-
-    let newest: Option<f64> = sqlx::query_scalar(AssertSqlSafe(newest_write_sql(&write_cols, &t)))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| fail(format!("newest write in {}: {}", d.table, describe(&e))))?;
-    state.newest_write = newest.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
-
-    if let Some(der) = &d.derived {
-        let (checked, bad, max_error) = check_derived(conn, d, der).await?;
+    state.newest_write = figures
+        .newest
+        .and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
+    if let Some((checked, bad, max_error)) = figures.derived {
         state.derived_checked = Some(checked);
         state.derived_bad = Some(bad);
         state.derived_max_error = max_error;
@@ -165,29 +193,54 @@ async fn query_state(
     Ok(state)
 }
 
+/// A column of the table as the catalog describes it.
+struct Column {
+    name: String,
+    /// The type's SQL name without modifiers (a domain: its base type), as
+    /// `information_schema.columns.data_type` spells it.
+    data_type: String,
+    /// Whether some index has this column as its first key.
+    leads_index: bool,
+}
+
+/// The table's columns from `pg_catalog` (the `information_schema` views
+/// cost a fresh backend ~15 ms of catalog loading to plan); none when the
+/// table does not exist.
+async fn table_columns(
+    conn: &mut PgConnection,
+    d: &DatabaseConfig,
+) -> Result<Vec<Column>, ProbeFailure> {
+    let rows = sqlx::query(
+        "SELECT a.attname::text, \
+                format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL), \
+                EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+                        WHERE i.indrelid = a.attrelid AND i.indkey[0] = a.attnum) \
+         FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+         WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(quote_table(&d.table))
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| fail(format!("table {}: {}", d.table, describe(&e))))?;
+    rows.iter()
+        .map(|r| {
+            Ok(Column {
+                name: r.try_get(0)?,
+                data_type: r.try_get(1)?,
+                leads_index: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| fail(format!("table {}: {}", d.table, describe(&e))))
+}
+
 /// The table's write columns (created, and updated when set) with their
 /// timestamp kinds; a missing table or column, or one that is not a
 /// timestamp, is the probe's failure. The derived check's columns must exist too.
-async fn write_columns(
-    conn: &mut PgConnection,
+fn write_columns(
+    cols: &[Column],
     d: &DatabaseConfig,
 ) -> Result<Vec<(String, TsKind)>, ProbeFailure> {
-    let (schema, table) = match d.table.split_once('.') {
-        Some((s, t)) => (Some(s.to_string()), t.to_string()),
-        None => (None, d.table.clone()),
-    };
-    let cols: Vec<(String, String)> = sqlx::query(
-        "SELECT column_name::text, data_type::text FROM information_schema.columns \
-         WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2",
-    )
-    .bind(&schema)
-    .bind(&table)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| fail(format!("table {}: {}", d.table, describe(&e))))?
-    .into_iter()
-    .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-    .collect();
     if cols.is_empty() {
         return Err(fail(format!(
             "table {} does not exist in the database",
@@ -195,11 +248,15 @@ async fn write_columns(
         )));
     }
     let kind_of = |col: &str| -> Result<TsKind, ProbeFailure> {
-        match cols.iter().find(|(c, _)| c == col) {
+        match cols
+            .iter()
+            .find(|c| c.name == col)
+            .map(|c| c.data_type.as_str())
+        {
             None => Err(fail(format!("table {} has no column {col}", d.table))),
-            Some((_, t)) if t == "timestamp with time zone" => Ok(TsKind::WithTz),
-            Some((_, t)) if t == "timestamp without time zone" => Ok(TsKind::NoTz),
-            Some((_, t)) => Err(fail(format!(
+            Some("timestamp with time zone") => Ok(TsKind::WithTz),
+            Some("timestamp without time zone") => Ok(TsKind::NoTz),
+            Some(t) => Err(fail(format!(
                 "column {}.{col} is {t}, not a timestamp",
                 d.table
             ))),
@@ -211,7 +268,7 @@ async fn write_columns(
     }
     if let Some(der) = &d.derived {
         for c in [&der.column, &der.source] {
-            if !cols.iter().any(|(name, _)| name == c) {
+            if !cols.iter().any(|col| col.name == *c) {
                 return Err(fail(format!("table {} has no column {c}", d.table)));
             }
         }
@@ -221,70 +278,101 @@ async fn write_columns(
 
 /// A note for each write column that leads no index: counting writes by it
 /// scans the table.
-async fn unindexed_notes(
-    conn: &mut PgConnection,
+fn unindexed_notes(
     d: &DatabaseConfig,
+    cols: &[Column],
     write_cols: &[(String, TsKind)],
-) -> Result<Vec<String>, ProbeFailure> {
-    let indexed: Vec<String> = sqlx::query(
-        "SELECT a.attname::text FROM pg_index i \
-         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-         WHERE i.indrelid = to_regclass($1)",
-    )
-    .bind(quote_table(&d.table))
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| fail(format!("index lookup on {}: {}", d.table, describe(&e))))?
-    .into_iter()
-    .map(|r| r.get::<String, _>(0))
-    .collect();
-    Ok(write_cols
+) -> Vec<String> {
+    write_cols
         .iter()
-        .filter(|(c, _)| !indexed.iter().any(|i| i == c))
+        .filter(|(c, _)| !cols.iter().any(|col| col.name == *c && col.leads_index))
         .map(|(c, _)| {
             format!(
                 "no index leads with {}.{c}: write counts scan the table (create one for a long soak)",
                 d.table
             )
         })
-        .collect())
+        .collect()
 }
 
-/// Rows written (by any write column) after each instant, in order.
-async fn count_writes_since(
+/// What the table's one statement of figures returns.
+struct Figures {
+    /// Rows written (by any write column) after each instant, in order.
+    counts: Vec<i64>,
+    /// The newest write, epoch seconds.
+    newest: Option<f64>,
+    /// The derived check: (rows checked, rows off by more than the
+    /// tolerance, largest error), when configured.
+    derived: Option<(i64, i64, Option<f64>)>,
+}
+
+/// The write counts after each instant, the newest write and (when
+/// configured) the derived check, in one statement: each figure is its own
+/// sub-select, planned as before (an index scan per count and per max()).
+async fn table_figures(
     conn: &mut PgConnection,
     d: &DatabaseConfig,
     write_cols: &[(String, TsKind)],
     instants: &[DateTime<Utc>],
-) -> Result<Vec<i64>, ProbeFailure> {
-    let pred = write_cols
-        .iter()
-        .map(|(c, k)| format!("{} > {}", quote_ident(c), k.instant_param(1)))
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    let count_sql = format!(
-        "SELECT count(*) FROM {} WHERE {pred}",
-        quote_table(&d.table)
-    );
-    let mut counts = Vec::with_capacity(instants.len());
-    for at in instants {
-        let n: i64 = sqlx::query_scalar(AssertSqlSafe(count_sql.clone()))
-            .bind(at.timestamp_micros() as f64 / 1e6)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| fail(format!("counting writes in {}: {}", d.table, describe(&e))))?;
-        counts.push(n);
+) -> Result<Figures, ProbeFailure> {
+    let t = quote_table(&d.table);
+    let mut parts: Vec<String> = (1..=instants.len())
+        .map(|n| {
+            let pred = write_cols
+                .iter()
+                .map(|(c, k)| format!("{} > {}", quote_ident(c), k.instant_param(n)))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            format!("(SELECT count(*) FROM {t} WHERE {pred})")
+        })
+        .collect();
+    parts.push(newest_write_expr(write_cols, &t));
+    let mut sql = format!("SELECT {}", parts.join(", "));
+    if let Some(der) = &d.derived {
+        sql.push_str(", x.* FROM ");
+        sql.push_str(&derived_sql(d, der, instants.len() + 1));
     }
-    Ok(counts)
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for at in instants {
+        q = q.bind(at.timestamp_micros() as f64 / 1e6);
+    }
+    if let Some(der) = &d.derived {
+        q = q.bind(der.tolerance).bind(der.sample_rows);
+    }
+    let row = q
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| fail(format!("querying {}: {}", d.table, describe(&e))))?;
+    let read = || -> Result<Figures, sqlx::Error> {
+        let k = instants.len();
+        let counts = (0..k).map(|i| row.try_get(i)).collect::<Result<_, _>>()?;
+        let derived = match d.derived {
+            Some(_) => Some((
+                row.try_get(k + 1)?,
+                row.try_get(k + 2)?,
+                row.try_get(k + 3)?,
+            )),
+            None => None,
+        };
+        Ok(Figures {
+            counts,
+            newest: row.try_get(k)?,
+            derived,
+        })
+    };
+    read().map_err(|e| {
+        fail(format!(
+            "reading the figures of {}: {}",
+            d.table,
+            describe(&e)
+        ))
+    })
 }
 
-/// The derived column against its function of the source on the newest rows:
-/// (rows checked, rows off by more than the tolerance, largest error).
-async fn check_derived(
-    conn: &mut PgConnection,
-    d: &DatabaseConfig,
-    der: &DerivedCheck,
-) -> Result<(i64, i64, Option<f64>), ProbeFailure> {
+/// The derived column against its function of the source on the newest rows,
+/// as a one-row sub-select `x` (checked, bad, max_error); the tolerance is
+/// parameter `$p`, the number of rows `$p+1`.
+fn derived_sql(d: &DatabaseConfig, der: &DerivedCheck, p: usize) -> String {
     let (dc, sc) = (quote_ident(&der.column), quote_ident(&der.source));
     let f = der.function.sql();
     let expected = match der.function {
@@ -295,37 +383,21 @@ async fn check_derived(
             format!("CASE WHEN s >= 0 THEN {f}(s::float8) END")
         }
     };
-    let sql = format!(
-        "SELECT count(*), \
-                count(*) FILTER (WHERE d IS NULL OR e IS NULL OR abs(d::float8 - e) > $1), \
-                max(abs(d::float8 - e)) \
+    format!(
+        "(SELECT count(*) AS checked, \
+                count(*) FILTER (WHERE d IS NULL OR e IS NULL OR abs(d::float8 - e) > ${p}) AS bad, \
+                max(abs(d::float8 - e)) AS max_error \
          FROM (SELECT d, {expected} AS e FROM \
-                 (SELECT {dc} AS d, {sc} AS s FROM {} ORDER BY {} DESC LIMIT $2) raw) x",
+                 (SELECT {dc} AS d, {sc} AS s FROM {} ORDER BY {} DESC LIMIT ${}) raw) y) x",
         quote_table(&d.table),
-        quote_ident(&d.created_column)
-    );
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(der.tolerance)
-        .bind(der.sample_rows)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| {
-            fail(format!(
-                "derived-column check on {}: {}",
-                d.table,
-                describe(&e)
-            ))
-        })?;
-    Ok((
-        row.get::<i64, _>(0),
-        row.get::<i64, _>(1),
-        row.get::<Option<f64>, _>(2),
-    ))
+        quote_ident(&d.created_column),
+        p + 1
+    )
 }
 
-/// `SELECT extract(epoch FROM greatest((SELECT max(c) FROM t), ...))::float8`:
+/// `greatest((SELECT extract(epoch FROM max(c)) FROM t), ...)::float8`:
 /// each max() is its own sub-select so each can use its column's index.
-fn newest_write_sql(write_cols: &[(String, TsKind)], t: &str) -> String {
+fn newest_write_expr(write_cols: &[(String, TsKind)], t: &str) -> String {
     let parts: Vec<String> = write_cols
         .iter()
         .map(|(c, k)| {
@@ -339,7 +411,7 @@ fn newest_write_sql(write_cols: &[(String, TsKind)], t: &str) -> String {
             }
         })
         .collect();
-    format!("SELECT greatest({})::float8", parts.join(", "))
+    format!("greatest({})::float8", parts.join(", "))
 }
 
 #[cfg(test)]

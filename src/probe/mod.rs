@@ -287,11 +287,13 @@ impl Prober {
     /// started.
     ///
     /// The database counts rows since the service started, which only the
-    /// metrics know. The database waits for this round's metrics outside
-    /// its own timeout: a quarter of the timeout when a start time is
-    /// remembered from an earlier round (then used if the metrics are
-    /// late), else (the first round, `check`) as long as the metrics probe
-    /// may take. A hanging /metrics never times the database out.
+    /// metrics know. The connection and the catalog query do not need it and
+    /// run at once, beside the metrics probe; the counts wait for this
+    /// round's metrics outside the database's timeout: a quarter of the
+    /// timeout when a start time is remembered from an earlier round (then
+    /// used if the metrics are late), else (the first round, `check`) as long
+    /// as the metrics probe may take. A hanging /metrics never times the
+    /// database out; the two halves share one timeout.
     async fn db_round(
         &self,
         now: DateTime<Utc>,
@@ -301,7 +303,59 @@ impl Prober {
     ) -> Timed<DbState> {
         let cfg = &self.cfg;
         let timeout = cfg.probe_timeout;
-        let process_start = match remembered {
+        let label = || "database".to_string();
+        let (session, d) = match (self.pg.as_ref(), cfg.database.as_ref()) {
+            (Ok(s), Some(d)) => (s, d),
+            (Err(e), _) => return (label(), 0, Err(e.clone())),
+            (Ok(_), None) => {
+                let f = ProbeFailure::not_configured(ProbeKind::Database, "database");
+                return (label(), 0, Err(f));
+            }
+        };
+        let mut session = session.lock().await;
+        let (_, first_ms, prepared) =
+            timed(ProbeKind::Database, label(), timeout, session.prepare(d)).await;
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => return (label(), first_ms, Err(e)),
+        };
+        let process_start = self.process_start(remembered, metrics_start).await;
+        let mut instants: Vec<DateTime<Utc>> = since.to_vec();
+        if let Some(ps) =
+            process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
+        {
+            instants.push(ps);
+        }
+        let left = timeout.saturating_sub(std::time::Duration::from_millis(first_ms));
+        let (label, ms, res) = timed(
+            ProbeKind::Database,
+            label(),
+            left,
+            session.finish(prepared, d, now, &instants),
+        )
+        .await;
+        let res = res.map_err(|mut f| {
+            // The reason names the whole probe's timeout, not what was left of it.
+            if f.reason.starts_with("database: no answer within") {
+                f.reason = format!(
+                    "database: no answer within {}",
+                    humantime::format_duration(timeout)
+                );
+            }
+            f
+        });
+        (label, first_ms + ms, res)
+    }
+
+    /// This round's process start time from the metrics probe (see
+    /// [`Prober::db_round`] for how long it is waited for).
+    async fn process_start(
+        &self,
+        remembered: Option<Option<f64>>,
+        metrics_start: tokio::sync::oneshot::Receiver<Option<f64>>,
+    ) -> Option<f64> {
+        let timeout = self.cfg.probe_timeout;
+        match remembered {
             // This round's value if the metrics answer soon (a restart
             // changes it), else the remembered one.
             Some(ps) => match tokio::time::timeout(timeout / 4, metrics_start).await {
@@ -319,22 +373,7 @@ impl Prober {
                     None
                 }
             },
-        };
-        timed(ProbeKind::Database, "database".into(), timeout, async {
-            let session = self.pg.as_ref().map_err(Clone::clone)?;
-            let d = cfg
-                .database
-                .as_ref()
-                .ok_or_else(|| ProbeFailure::not_configured(ProbeKind::Database, "database"))?;
-            let mut instants: Vec<DateTime<Utc>> = since.to_vec();
-            if let Some(ps) =
-                process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
-            {
-                instants.push(ps);
-            }
-            session.lock().await.probe(d, now, &instants).await
-        })
-        .await
+        }
     }
 }
 
