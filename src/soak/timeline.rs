@@ -1,9 +1,9 @@
-//! From per-cycle verdicts to a soak: debouncing (`for` durations and
-//! recovery hysteresis), gaps, spans, incidents, coverage and the verdict.
+//! From per-cycle verdicts to a soak: each cycle's compact record (statuses
+//! and numbers, evidence only when not passing and deduplicated), and the
+//! summary of a stored history ([`summarize`], [`replay`]) as the fold of
+//! [`RunningSummary`] over it, which the daemon keeps cycle by cycle.
 //!
-//! Pure: cycles in, a [`SoakSummary`] out. Each cycle is compact (statuses
-//! and numbers, evidence only when not passing), so 48 h at 10 s (17,280
-//! cycles) stays small in memory and summarises in milliseconds.
+//! Pure: cycles in, a [`SoakSummary`] out.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

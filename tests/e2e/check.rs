@@ -686,8 +686,24 @@ async fn discover_writes_a_config_that_check_passes() {
     );
     r.config = path;
     let check = r.check("2s", true).await;
-    assert_eq!(check.not_passing(), vec![], "{}", check.stdout);
-    assert_eq!(check.code, 0, "{}", check.stderr);
+    // The stand-in's processing time is real (receipt to ack, a database
+    // insert included): on a loaded machine one slow insert among a dozen
+    // messages is a p95 warning ("too few to judge a tail"), never a fail.
+    // Everything discover configured must pass.
+    let judged: Vec<(String, String)> = check
+        .not_passing()
+        .into_iter()
+        .filter(|(id, status)| !(id == "p95_latency" && status == "warn"))
+        .collect();
+    assert_eq!(judged, vec![], "{}", check.stdout);
+    assert!(check.code <= 1, "{}", check.stderr);
+    if check.code == 1 {
+        assert!(
+            check.stdout.contains("too few to judge a tail"),
+            "{}",
+            check.stdout
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
