@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use soakwatch::config::Config;
 use soakwatch::sample::Snapshot;
-use soakwatch::testkit::synthetic::{Fault, Scenario};
+use soakwatch::testkit::synthetic::Scenario;
 use soakwatch::watch::{BoxFuture, ManualClock, SampleSource, SharedStatus, StartOptions, Watch};
 
 /// 48 h at 10 s; `SOAKWATCH_BENCH_HOURS` runs longer or shorter soaks.
@@ -31,13 +31,13 @@ fn cycles() -> u64 {
 }
 const BLOCK: u64 = 1_440;
 
-/// Resident memory (VmRSS) of this process in KiB.
-fn rss_kib() -> u64 {
+/// A `/proc/self/status` figure in KiB (`VmRSS`: resident now, `VmHWM`: peak).
+fn status_kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(key))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
@@ -80,7 +80,7 @@ impl SampleSource for Measured {
                 "| {:>5.0} | {:>6} | {:>8.1} | {:>7.0} |",
                 (at - self.scenario.t0).num_seconds() as f64 / 3600.0,
                 n,
-                rss_kib() as f64 / 1024.0,
+                status_kib("VmRSS:") as f64 / 1024.0,
                 per
             );
         }
@@ -108,25 +108,9 @@ fn main() {
         .with_ymd_and_hms(2026, 10, 2, 17, 8, 59)
         .single()
         .expect("t0");
-    let h = 3600.0;
     let source = Measured {
         cfg: cfg.clone(),
-        scenario: Scenario {
-            t0,
-            interval_secs: 10.0,
-            per_interval: 2.0,
-            faults: vec![
-                Fault::Restart { at: 10.0 * h },
-                Fault::NatsDown {
-                    from: 20.0 * h,
-                    to: 20.5 * h,
-                },
-                Fault::DlqBurst {
-                    at: 30.0 * h,
-                    count: 15,
-                },
-            ],
-        },
+        scenario: Scenario::phase_b_benchmark(t0),
         n: AtomicU64::new(0),
         last: Mutex::new(cpu()),
     };
@@ -164,19 +148,6 @@ fn main() {
         summary.verdict.as_str(),
         summary.incidents.len(),
         summary.spans.len(),
-        peak_kib() as f64 / 1024.0
+        status_kib("VmHWM:") as f64 / 1024.0
     );
-}
-
-/// Peak resident memory (VmHWM) in KiB.
-fn peak_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -13,7 +13,7 @@ use soakwatch::config::Config;
 use soakwatch::soak::running::RunningSummary;
 use soakwatch::soak::store::{Baselines, SoakRecord, Store};
 use soakwatch::soak::timeline::{replay, summarize, CycleRecord, SoakMeta};
-use soakwatch::testkit::synthetic::{Fault, Scenario};
+use soakwatch::testkit::synthetic::Scenario;
 use soakwatch::watch;
 
 fn main() {
@@ -25,22 +25,7 @@ fn main() {
         .single()
         .expect("t0");
     let h = 3600.0;
-    let scenario = Scenario {
-        t0,
-        interval_secs: 10.0,
-        per_interval: 2.0,
-        faults: vec![
-            Fault::Restart { at: 10.0 * h },
-            Fault::NatsDown {
-                from: 20.0 * h,
-                to: 20.5 * h,
-            },
-            Fault::DlqBurst {
-                at: 30.0 * h,
-                count: 15,
-            },
-        ],
-    };
+    let scenario = Scenario::phase_b_benchmark(t0);
     let meta = SoakMeta {
         id: "bench".into(),
         name: "bench".into(),

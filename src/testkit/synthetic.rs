@@ -77,6 +77,28 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The benchmarks' 48 h at 10 s: a restart at 10 h, a 30 min NATS outage
+    /// at 20 h and a DLQ burst of 15 at 30 h, 2 messages per interval.
+    pub fn phase_b_benchmark(t0: DateTime<Utc>) -> Scenario {
+        let h = 3600.0;
+        Scenario {
+            t0,
+            interval_secs: 10.0,
+            per_interval: 2.0,
+            faults: vec![
+                Fault::Restart { at: 10.0 * h },
+                Fault::NatsDown {
+                    from: 20.0 * h,
+                    to: 20.5 * h,
+                },
+                Fault::DlqBurst {
+                    at: 30.0 * h,
+                    count: 15,
+                },
+            ],
+        }
+    }
+
     /// Snapshots for `[0, hours)`, skipping gaps, oldest first.
     pub fn history(&self, cfg: &Config, hours: f64) -> Vec<Snapshot> {
         let n = (hours * 3600.0 / self.interval_secs).round() as u64;
