@@ -247,11 +247,23 @@ async fn run_watch(
         on_signal.stopping();
         t.cancel();
     });
-    let watch = match Watch::open(cfg.clone(), status.clone()).await {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("soakwatch watch: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
+    // A JetStream state that does not answer at once (a cluster still
+    // electing, a loaded node) is retried for half a minute before the
+    // start is refused; anything else is refused at once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let watch = loop {
+        match Watch::open(cfg.clone(), status.clone()).await {
+            Ok(w) => break w,
+            Err(soakwatch::watch::WatchError::Store(soakwatch::soak::store::StoreError::Nats(
+                e,
+            ))) if tokio::time::Instant::now() < deadline && !token.is_cancelled() => {
+                tracing::warn!(error = %e, "the state on JetStream does not answer yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                eprintln!("soakwatch watch: {e}");
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
         }
     };
     let server = match cfg.watch.listen {
