@@ -48,7 +48,7 @@ fn unreachable_snapshot(t: chrono::DateTime<Utc>) -> crate::sample::Snapshot {
     crate::sample::Snapshot {
         taken_at: t,
         streams: Default::default(),
-        consumer: Err(f(K::Consumer)),
+        consumers: [(String::new(), Err(f(K::Consumer)))].into(),
         metrics: Err(f(K::Metrics)),
         db: Err(f(K::Database)),
         log: Err(f(K::Log)),

@@ -173,11 +173,10 @@ async fn validate(config: &Path, live: bool) -> anyhow::Result<ExitCode> {
         Ok(cfg) if live => Ok(soakwatch::discover::cli::run_validate_live(&cfg, config).await),
         Ok(cfg) => {
             println!(
-                "{}: valid ({} streams, consumer {} on {})",
+                "{}: valid ({} streams, consumers: {})",
                 config.display(),
                 cfg.streams.all().len(),
-                cfg.consumer.durable,
-                cfg.consumer.stream
+                cfg.consumers.describe()
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -371,15 +371,21 @@ pub struct EnvState {
     pub values: BTreeMap<String, (String, usize)>,
 }
 
+/// The consumers of one stream, read with the paged `CONSUMER.LIST` API:
+/// `Ok(None)` means the stream does not exist.
+pub type ConsumerListing = Probed<Option<Vec<ConsumerState>>>;
+
 /// Everything one round of probes saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredSnapshot")]
 pub struct Snapshot {
     /// When the round started; the evaluator's notion of "now".
     pub taken_at: DateTime<Utc>,
     /// Per configured stream name; `Ok(None)` means the server says it does not exist.
     pub streams: BTreeMap<String, Probed<Option<StreamState>>>,
-    /// The durable consumer; `Ok(None)` means it does not exist on its stream.
-    pub consumer: Probed<Option<ConsumerState>>,
+    /// Every stream a watched consumer lives on -> the consumers on it
+    /// (one paged listing per stream, not one request per consumer).
+    pub consumers: BTreeMap<String, ConsumerListing>,
     /// The service's metrics.
     pub metrics: Probed<MetricsState>,
     /// The service's table.
@@ -392,24 +398,108 @@ pub struct Snapshot {
     pub probe_ms: BTreeMap<String, u64>,
 }
 
+/// A snapshot as any version stored it: before the consumer listings, a
+/// snapshot held one `consumer` (the durable, or `None` when missing).
+#[derive(Deserialize)]
+struct StoredSnapshot {
+    taken_at: DateTime<Utc>,
+    streams: BTreeMap<String, Probed<Option<StreamState>>>,
+    #[serde(default)]
+    consumers: Option<BTreeMap<String, ConsumerListing>>,
+    #[serde(default)]
+    consumer: Option<Probed<Option<ConsumerState>>>,
+    metrics: Probed<MetricsState>,
+    db: Probed<DbState>,
+    log: Probed<LogState>,
+    env: Probed<EnvState>,
+    probe_ms: BTreeMap<String, u64>,
+}
+
+impl From<StoredSnapshot> for Snapshot {
+    fn from(s: StoredSnapshot) -> Snapshot {
+        let consumers = match (s.consumers, s.consumer) {
+            (Some(c), _) => c,
+            // The one durable of an older record becomes its stream's
+            // listing; a missing durable leaves an empty listing (the
+            // durable is then judged missing, as it was).
+            (None, Some(Ok(Some(c)))) => [(c.stream.clone(), Ok(Some(vec![c])))].into(),
+            (None, Some(Ok(None))) | (None, None) => BTreeMap::new(),
+            (None, Some(Err(f))) => [(String::new(), Err(f))].into(),
+        };
+        Snapshot {
+            taken_at: s.taken_at,
+            streams: s.streams,
+            consumers,
+            metrics: s.metrics,
+            db: s.db,
+            log: s.log,
+            env: s.env,
+            probe_ms: s.probe_ms,
+        }
+    }
+}
+
+/// Where one watched durable stands in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConsumerLookup<'a> {
+    /// Listed on its stream.
+    Found(&'a ConsumerState),
+    /// Its stream's listing answered and it is not in it (or the stream
+    /// does not exist).
+    Missing,
+    /// Its stream's listing failed: nothing can be said.
+    Unknown(&'a ProbeFailure),
+}
+
 impl Snapshot {
     /// Every probe that ran, by its stable label (`stream <name>`,
-    /// `consumer`, `metrics`, `database`, `log`, `service_env`), with its
-    /// failure if it failed. Probes whose section is not configured did not
-    /// run and are left out: they are neither failed nor covered.
+    /// `consumers <stream>`, `metrics`, `database`, `log`, `service_env`),
+    /// with its failure if it failed. Probes whose section is not
+    /// configured did not run and are left out: they are neither failed nor
+    /// covered.
     pub fn probe_outcomes(&self) -> Vec<(String, Option<&ProbeFailure>)> {
         let mut v: Vec<(String, Option<&ProbeFailure>)> = self
             .streams
             .iter()
             .map(|(name, r)| (format!("stream {name}"), r.as_ref().err()))
             .collect();
-        v.push(("consumer".into(), self.consumer.as_ref().err()));
+        v.extend(
+            self.consumers
+                .iter()
+                .map(|(stream, r)| (consumers_label(stream), r.as_ref().err())),
+        );
         v.push(("metrics".into(), self.metrics.as_ref().err()));
         v.push(("database".into(), self.db.as_ref().err()));
         v.push(("log".into(), self.log.as_ref().err()));
         v.push(("service_env".into(), self.env.as_ref().err()));
         v.retain(|(_, f)| !f.is_some_and(ProbeFailure::is_not_configured));
         v
+    }
+
+    /// The durable `name` on `stream`.
+    pub fn consumer(&self, stream: &str, name: &str) -> ConsumerLookup<'_> {
+        match self.consumers.get(stream) {
+            Some(Err(f)) => ConsumerLookup::Unknown(f),
+            Some(Ok(Some(list))) => list
+                .iter()
+                .find(|c| c.name == name)
+                .map_or(ConsumerLookup::Missing, ConsumerLookup::Found),
+            Some(Ok(None)) => ConsumerLookup::Missing,
+            // An older record's failed consumer probe has no stream.
+            None => match self.consumers.get("") {
+                Some(Err(f)) => ConsumerLookup::Unknown(f),
+                _ => ConsumerLookup::Missing,
+            },
+        }
+    }
+}
+
+/// The probe label of one stream's consumer listing.
+pub fn consumers_label(stream: &str) -> String {
+    if stream.is_empty() {
+        "consumers".to_string()
+    } else {
+        format!("consumers {stream}")
     }
 }
 

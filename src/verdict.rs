@@ -173,6 +173,48 @@ pub struct Verdict {
     pub warn_at: Option<f64>,
     /// Critical threshold for that number, if any.
     pub fail_at: Option<f64>,
+    /// For a per-consumer criterion (`consumer_config`, `consumer_lag`,
+    /// `redeliveries`), one judgement per watched consumer; this verdict
+    /// is their worst. Empty for the others (and, in a stored record, the
+    /// passing consumers are left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceVerdict>,
+}
+
+/// One consumer's part of a per-consumer criterion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceVerdict {
+    /// Stable id, `<criterion>/<durable>` (`consumer_lag/normalize-hrv-durable`);
+    /// a durable name found on two watched streams is `<durable>@<stream>`.
+    pub id: String,
+    /// The durable.
+    pub consumer: String,
+    /// The stream it lives on.
+    pub stream: String,
+    /// Outcome.
+    pub status: Status,
+    /// What was observed.
+    pub observed: String,
+    /// The target (overrides may give consumers their own).
+    pub target: String,
+    /// One line of evidence or, for unknown, the reason.
+    pub evidence: String,
+    /// The main number.
+    pub value: Option<f64>,
+    /// Warning threshold.
+    pub warn_at: Option<f64>,
+    /// Critical threshold.
+    pub fail_at: Option<f64>,
+}
+
+impl CriterionId {
+    /// Whether this criterion is judged per watched consumer.
+    pub fn per_consumer(self) -> bool {
+        matches!(
+            self,
+            CriterionId::ConsumerConfig | CriterionId::ConsumerLag | CriterionId::Redeliveries
+        )
+    }
 }
 
 impl Verdict {
@@ -193,6 +235,7 @@ impl Verdict {
             value: None,
             warn_at: None,
             fail_at: None,
+            instances: Vec::new(),
         }
     }
 

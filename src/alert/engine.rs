@@ -75,43 +75,26 @@ impl AlertEngine {
         let mut changes = Vec::new();
         let mut repeats = Vec::new();
         let mut changed = Vec::new();
-        let unknown_after = chrono::Duration::from_std(cfg.unknown_after).unwrap_or_default();
         let repeat =
             chrono::Duration::from_std(cfg.repeat_interval).unwrap_or(chrono::Duration::hours(4));
-        for c in &s.criteria {
-            let span_start = s
-                .spans
-                .iter()
-                .rev()
-                .find(|sp| sp.criterion == c.id)
-                .map(|sp| sp.start)
-                .unwrap_or(s.now);
-            let desired = match c.now {
-                Status::Fail => Some((cfg.severity_of(c.id), format!("{} failing", c.id.title()))),
-                Status::Unknown if now - span_start >= unknown_after => Some((
-                    Severity::Warning,
-                    format!("{} cannot be determined", c.id.title()),
-                )),
-                _ => None,
-            };
-            let name = format!("soakwatch_{}", c.id.as_str());
-            let track = self.tracks.get(&name).cloned();
+        for cand in candidates(cfg, s, now, &self.tracks) {
+            let track = self.tracks.get(&cand.key).cloned();
             let item = |state: AlertState,
                         severity: Severity,
                         since: DateTime<Utc>,
                         summary: String| AlertItem {
-                name: name.clone(),
-                criterion: Some(c.id.as_str().to_string()),
+                name: cand.name.clone(),
+                criterion: Some(cand.criterion.clone()),
                 severity,
                 state,
                 starts_at: since,
                 ends_at: (state == AlertState::Resolved).then_some(now),
                 summary,
-                evidence: c.last.evidence.clone(),
-                value: c.last.value,
-                target: c.last.target.clone(),
+                evidence: cand.evidence.clone(),
+                value: cand.value,
+                target: cand.target.clone(),
             };
-            match (desired, track) {
+            match (cand.desired.clone(), track) {
                 (Some((sev, summary)), Some(t)) if t.firing && now - t.last_sent >= repeat => {
                     repeats.push(item(AlertState::Firing, sev, t.since, summary));
                     let t2 = AlertTrack {
@@ -119,29 +102,29 @@ impl AlertEngine {
                         ..t
                     };
                     changed.push(t2.clone());
-                    self.tracks.insert(name.clone(), t2);
+                    self.tracks.insert(cand.key.clone(), t2);
                 }
                 // Still firing, repeat not due: nothing to say.
                 (Some(_), Some(t)) if t.firing => {}
                 (Some((sev, summary)), _) => {
-                    changes.push(item(AlertState::Firing, sev, span_start, summary));
+                    changes.push(item(AlertState::Firing, sev, cand.since, summary));
                     let t = AlertTrack {
-                        name: name.clone(),
-                        criterion: c.id.as_str().to_string(),
+                        name: cand.key.clone(),
+                        criterion: cand.criterion.clone(),
                         firing: true,
                         severity: sev,
-                        since: span_start,
+                        since: cand.since,
                         last_sent: now,
                     };
                     changed.push(t.clone());
-                    self.tracks.insert(name.clone(), t);
+                    self.tracks.insert(cand.key.clone(), t);
                 }
                 (None, Some(t)) if t.firing => {
                     changes.push(item(
                         AlertState::Resolved,
                         t.severity,
                         t.since,
-                        format!("{} recovered", c.id.title()),
+                        cand.recovered.clone(),
                     ));
                     let t2 = AlertTrack {
                         firing: false,
@@ -149,7 +132,7 @@ impl AlertEngine {
                         ..t
                     };
                     changed.push(t2.clone());
-                    self.tracks.insert(name.clone(), t2);
+                    self.tracks.insert(cand.key.clone(), t2);
                 }
                 _ => {}
             }
@@ -174,6 +157,120 @@ impl AlertEngine {
             changed,
         }
     }
+}
+
+/// One alert the lifecycle judges this cycle: a criterion's, or one
+/// consumer's part of a per-consumer criterion.
+struct Candidate {
+    /// Track key: the alert name, plus `/<consumer>` for a consumer's alert.
+    key: String,
+    /// Alert name (`soakwatch_<criterion>`), the same for every consumer.
+    name: String,
+    /// Criterion id or per-consumer id (`consumer_lag/<durable>`).
+    criterion: String,
+    /// Severity and summary when it should fire now.
+    desired: Option<(Severity, String)>,
+    since: DateTime<Utc>,
+    recovered: String,
+    evidence: String,
+    value: Option<f64>,
+    target: String,
+}
+
+/// Every alert to judge: each criterion, and for a failing per-consumer
+/// criterion one alert per failing consumer (so a second consumer that
+/// fails while the first still does is news, not hidden in a firing
+/// alert). A per-consumer criterion's own alert is only its "cannot be
+/// determined"; a consumer alert firing for a consumer no longer listed
+/// is resolved.
+fn candidates(
+    cfg: &AlertsConfig,
+    s: &SoakSummary,
+    now: DateTime<Utc>,
+    tracks: &BTreeMap<String, AlertTrack>,
+) -> Vec<Candidate> {
+    let unknown_after = chrono::Duration::from_std(cfg.unknown_after).unwrap_or_default();
+    let mut out = Vec::new();
+    for c in &s.criteria {
+        let since = s
+            .spans
+            .iter()
+            .rev()
+            .find(|sp| sp.criterion == c.id)
+            .map(|sp| sp.start)
+            .unwrap_or(s.now);
+        let unknown = (c.now == Status::Unknown && now - since >= unknown_after).then(|| {
+            (
+                Severity::Warning,
+                format!("{} cannot be determined", c.id.title()),
+            )
+        });
+        let failing = (c.now == Status::Fail)
+            .then(|| (cfg.severity_of(c.id), format!("{} failing", c.id.title())));
+        let name = format!("soakwatch_{}", c.id.as_str());
+        let per_consumer = c.id.per_consumer() && !c.last.instances.is_empty();
+        out.push(Candidate {
+            key: name.clone(),
+            name: name.clone(),
+            criterion: c.id.as_str().to_string(),
+            desired: if per_consumer {
+                unknown
+            } else {
+                failing.or(unknown)
+            },
+            since,
+            recovered: format!("{} recovered", c.id.title()),
+            evidence: c.last.evidence.clone(),
+            value: c.last.value,
+            target: c.last.target.clone(),
+        });
+        if !per_consumer {
+            continue;
+        }
+        let prefix = format!("{name}/");
+        let mut listed = std::collections::BTreeSet::new();
+        for i in &c.last.instances {
+            let consumer_key = i.id.split_once('/').map_or(i.id.as_str(), |(_, k)| k);
+            let key = format!("{prefix}{consumer_key}");
+            listed.insert(key.clone());
+            let desired = (c.now == Status::Fail && i.status == Status::Fail).then(|| {
+                (
+                    cfg.severity_of(c.id),
+                    format!("{} failing: {}", c.id.title(), i.consumer),
+                )
+            });
+            out.push(Candidate {
+                key,
+                name: name.clone(),
+                criterion: i.id.clone(),
+                desired,
+                since: now,
+                recovered: format!("{} recovered: {}", c.id.title(), i.consumer),
+                evidence: i.evidence.clone(),
+                value: i.value,
+                target: i.target.clone(),
+            });
+        }
+        for (key, t) in tracks.range(prefix.clone()..) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if t.firing && !listed.contains(key) {
+                out.push(Candidate {
+                    key: key.clone(),
+                    name: name.clone(),
+                    criterion: t.criterion.clone(),
+                    desired: None,
+                    since: t.since,
+                    recovered: format!("{} recovered: no longer failing", c.id.title()),
+                    evidence: String::new(),
+                    value: None,
+                    target: c.last.target.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// An alert that is not a criterion, as observed now.

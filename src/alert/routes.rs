@@ -30,6 +30,7 @@ impl Route {
         let crit = self.criteria.is_empty()
             || a.criterion
                 .as_deref()
+                .map(|c| c.split_once('/').map_or(c, |(kind, _)| kind))
                 .is_none_or(|c| self.criteria.iter().any(|id| id.as_str() == c));
         sev && crit
     }

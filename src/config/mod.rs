@@ -99,8 +99,9 @@ pub struct Config {
     pub nats: NatsConfig,
     /// Expected streams by role.
     pub streams: StreamsConfig,
-    /// The durable consumer the service binds.
-    pub consumer: ConsumerConfig,
+    /// The consumers the soak watches: named durables and selectors
+    /// (`[consumer]` is the one-durable shorthand).
+    pub consumers: ConsumersConfig,
     /// The service's Prometheus endpoint and the series to read.
     pub metrics: MetricsConfig,
     /// The table the service writes; None when the service has none (its
@@ -322,7 +323,7 @@ impl StreamsConfig {
     }
 }
 
-/// The durable consumer and the configuration it must have.
+/// A named durable consumer and the configuration it must have.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
@@ -343,6 +344,165 @@ pub struct ConsumerConfig {
     /// Expected max ack pending.
     #[serde(default)]
     pub max_ack_pending: Option<i64>,
+    /// This consumer's own `consumer_lag` warning level (default `[criteria] lag_warn`).
+    #[serde(default)]
+    pub lag_warn: Option<u64>,
+    /// This consumer's own `consumer_lag` failure level (default `[criteria] lag_fail`).
+    #[serde(default)]
+    pub lag_fail: Option<u64>,
+    /// Where it is written (`consumer` or `consumers[2]`), for messages.
+    #[serde(skip)]
+    pub key: String,
+}
+
+impl ConsumerConfig {
+    /// What a named durable must look like, in the form selectors share.
+    pub fn expectation(&self) -> ConsumerExpect {
+        ConsumerExpect {
+            filter_subject: Some(self.filter_subject.clone()),
+            ack_policy: Some(self.ack_policy.clone()),
+            ack_wait: Some(self.ack_wait),
+            max_deliver: Some(self.max_deliver),
+            max_ack_pending: self.max_ack_pending,
+            lag_warn: self.lag_warn,
+            lag_fail: self.lag_fail,
+        }
+    }
+}
+
+/// The settings a watched consumer must have; `None` is not checked. A
+/// selector states only what all its durables share, overrides the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerExpect {
+    /// Filter subject.
+    pub filter_subject: Option<String>,
+    /// Ack policy: explicit, all or none.
+    pub ack_policy: Option<String>,
+    /// Ack wait.
+    pub ack_wait: Option<Duration>,
+    /// Max deliveries.
+    pub max_deliver: Option<i64>,
+    /// Max ack pending.
+    pub max_ack_pending: Option<i64>,
+    /// `consumer_lag` warning level for this consumer.
+    pub lag_warn: Option<u64>,
+    /// `consumer_lag` failure level for this consumer.
+    pub lag_fail: Option<u64>,
+}
+
+impl ConsumerExpect {
+    /// `self` with every value `over` sets replaced by it.
+    pub fn overlaid(&self, over: &ConsumerExpect) -> ConsumerExpect {
+        ConsumerExpect {
+            filter_subject: over
+                .filter_subject
+                .clone()
+                .or_else(|| self.filter_subject.clone()),
+            ack_policy: over.ack_policy.clone().or_else(|| self.ack_policy.clone()),
+            ack_wait: over.ack_wait.or(self.ack_wait),
+            max_deliver: over.max_deliver.or(self.max_deliver),
+            max_ack_pending: over.max_ack_pending.or(self.max_ack_pending),
+            lag_warn: over.lag_warn.or(self.lag_warn),
+            lag_fail: over.lag_fail.or(self.lag_fail),
+        }
+    }
+}
+
+/// "Every durable on these streams": a fleet whose members are found on
+/// the server each cycle, so a durable added mid-soak is watched too.
+#[derive(Debug, Clone)]
+pub struct ConsumerSelector {
+    /// Where it is written (`consumers[1]`), for messages.
+    pub key: String,
+    /// Hot streams whose durables are selected.
+    pub streams: Vec<String>,
+    /// Only durables whose name starts with this ("" = all).
+    pub durable_prefix: String,
+    /// Durables left out by name.
+    pub exclude: Vec<String>,
+    /// Fewer durables than this is a failure of `consumer_config` (a fleet
+    /// that vanished is not a healthy empty one).
+    pub min_count: usize,
+    /// What every selected durable must have.
+    pub expect: ConsumerExpect,
+    /// Per-durable changes to `expect`.
+    pub overrides: BTreeMap<String, ConsumerExpect>,
+}
+
+impl ConsumerSelector {
+    /// Whether the selector takes the durable `name` on `stream`.
+    pub fn selects(&self, stream: &str, name: &str) -> bool {
+        self.streams.iter().any(|s| s == stream)
+            && name.starts_with(&self.durable_prefix)
+            && !self.exclude.iter().any(|e| e == name)
+    }
+
+    /// What the durable `name` must have: the defaults with its override.
+    pub fn expectation_of(&self, name: &str) -> ConsumerExpect {
+        match self.overrides.get(name) {
+            Some(o) => self.expect.overlaid(o),
+            None => self.expect.clone(),
+        }
+    }
+}
+
+/// Every consumer the soak watches.
+#[derive(Debug, Clone)]
+pub struct ConsumersConfig {
+    /// Named durables, in file order; the first is the service's own (the
+    /// one its env file's ack wait must match).
+    pub named: Vec<ConsumerConfig>,
+    /// Selectors, in file order.
+    pub selectors: Vec<ConsumerSelector>,
+}
+
+impl ConsumersConfig {
+    /// The service's own durable: the first named one (None when the soak
+    /// watches selectors only).
+    pub fn primary(&self) -> Option<&ConsumerConfig> {
+        self.named.first()
+    }
+
+    /// Every stream a watched consumer lives on, in first-mention order:
+    /// the streams listed each cycle, and those the service's messages may
+    /// be labelled with (`stream_purity`).
+    pub fn streams(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = Vec::new();
+        let named = self.named.iter().map(|c| c.stream.as_str());
+        let selected = self
+            .selectors
+            .iter()
+            .flat_map(|s| s.streams.iter().map(String::as_str));
+        for s in named.chain(selected) {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+        }
+        v
+    }
+
+    /// A short name of the watched set for texts: the durable when there
+    /// is one, else "N consumers".
+    pub fn describe(&self) -> String {
+        match (self.named.as_slice(), self.selectors.is_empty()) {
+            ([one], true) => format!("{} on {}", one.durable, one.stream),
+            _ => {
+                let mut parts: Vec<String> = self.named.iter().map(|c| c.durable.clone()).collect();
+                parts.extend(self.selectors.iter().map(|s| {
+                    format!(
+                        "every durable{} on {}",
+                        if s.durable_prefix.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" named {}*", s.durable_prefix)
+                        },
+                        s.streams.join(", ")
+                    )
+                }));
+                parts.join("; ")
+            }
+        }
+    }
 }
 
 fn default_ack_policy() -> String {
@@ -692,8 +852,8 @@ mod tests {
         assert_eq!(c.streams.legacy.name, "ATHLETE_ALLY_EVENTS");
         assert_eq!(c.streams.legacy.baseline_messages, Some(55));
         assert_eq!(c.streams.dlq.baseline_messages, Some(1));
-        assert_eq!(c.consumer.durable, "normalize-hrv-durable");
-        assert_eq!(c.consumer.ack_wait, Duration::from_secs(60));
+        assert_eq!(c.consumers.named[0].durable, "normalize-hrv-durable");
+        assert_eq!(c.consumers.named[0].ack_wait, Duration::from_secs(60));
         assert_eq!(c.nats.url.expose(), "nats://127.0.0.1:4222");
         assert_eq!(c.metrics.url.expose(), "http://127.0.0.1:4102/metrics");
         assert_eq!(c.criteria.lag_fail, 10);

@@ -12,7 +12,10 @@ pub(super) struct RawConfig {
     pub(super) probes: RawProbes,
     pub(super) nats: RawNats,
     pub(super) streams: StreamsConfig,
-    pub(super) consumer: ConsumerConfig,
+    #[serde(default)]
+    pub(super) consumer: Option<ConsumerConfig>,
+    #[serde(default)]
+    pub(super) consumers: Vec<RawConsumerEntry>,
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) database: Option<RawDatabase>,
@@ -30,6 +33,90 @@ pub(super) struct RawConfig {
     pub(super) rollback: Option<crate::rollback::RollbackConfig>,
     #[serde(default)]
     pub(super) state: RawState,
+}
+
+/// One `[[consumers]]` entry: a named durable (`durable` set) or a
+/// selector (`streams` set). One struct, not an untagged enum, so that a
+/// typo is still reported at its key.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConsumerEntry {
+    #[serde(default)]
+    pub(super) stream: String,
+    #[serde(default)]
+    pub(super) durable: String,
+    #[serde(default)]
+    pub(super) streams: Vec<String>,
+    #[serde(default)]
+    pub(super) durable_prefix: String,
+    #[serde(default)]
+    pub(super) exclude: Vec<String>,
+    #[serde(default)]
+    pub(super) min_count: Option<usize>,
+    #[serde(default)]
+    pub(super) filter_subject: Option<String>,
+    #[serde(default)]
+    pub(super) ack_policy: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) ack_wait: Option<Duration>,
+    #[serde(default)]
+    pub(super) max_deliver: Option<i64>,
+    #[serde(default)]
+    pub(super) max_ack_pending: Option<i64>,
+    #[serde(default)]
+    pub(super) lag_warn: Option<u64>,
+    #[serde(default)]
+    pub(super) lag_fail: Option<u64>,
+    #[serde(default)]
+    pub(super) overrides: BTreeMap<String, RawExpect>,
+}
+
+impl RawConsumerEntry {
+    pub(super) fn expectation(&self) -> ConsumerExpect {
+        ConsumerExpect {
+            filter_subject: self.filter_subject.clone(),
+            ack_policy: self.ack_policy.clone(),
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            max_ack_pending: self.max_ack_pending,
+            lag_warn: self.lag_warn,
+            lag_fail: self.lag_fail,
+        }
+    }
+}
+
+/// `[consumers.overrides.<durable>]`: what one selected durable has of its own.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExpect {
+    #[serde(default)]
+    pub(super) filter_subject: Option<String>,
+    #[serde(default)]
+    pub(super) ack_policy: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub(super) ack_wait: Option<Duration>,
+    #[serde(default)]
+    pub(super) max_deliver: Option<i64>,
+    #[serde(default)]
+    pub(super) max_ack_pending: Option<i64>,
+    #[serde(default)]
+    pub(super) lag_warn: Option<u64>,
+    #[serde(default)]
+    pub(super) lag_fail: Option<u64>,
+}
+
+impl RawExpect {
+    pub(super) fn to_expect(&self) -> ConsumerExpect {
+        ConsumerExpect {
+            filter_subject: self.filter_subject.clone(),
+            ack_policy: self.ack_policy.clone(),
+            ack_wait: self.ack_wait,
+            max_deliver: self.max_deliver,
+            max_ack_pending: self.max_ack_pending,
+            lag_warn: self.lag_warn,
+            lag_fail: self.lag_fail,
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -41,11 +41,23 @@ fn shipped() -> toml::Table {
 /// The table at dotted `path` (an array of tables: its first element),
 /// created empty where absent.
 fn table_at<'t>(root: &'t mut toml::Table, path: &str) -> &'t mut toml::Table {
+    table_at_shaped(root, path, false)
+}
+
+/// [`table_at`]; a missing last section is made an array of tables when
+/// `array` (a `[[section]]` the shipped file does not use).
+fn table_at_shaped<'t>(root: &'t mut toml::Table, path: &str, array: bool) -> &'t mut toml::Table {
     let mut cur = root;
-    for seg in path.split('.').filter(|s| !s.is_empty()) {
-        let entry = cur
-            .entry(seg.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        let entry = cur.entry(seg.to_string()).or_insert_with(|| {
+            if last && array {
+                toml::Value::Array(Vec::new())
+            } else {
+                toml::Value::Table(toml::Table::new())
+            }
+        });
         if let toml::Value::Array(items) = entry {
             if items.is_empty() {
                 items.push(toml::Value::Table(toml::Table::new()));
@@ -85,9 +97,10 @@ fn expected_names(message: &str) -> BTreeSet<String> {
 }
 
 /// Every key of the section at `path`, from the loader's refusal of a probe key.
-fn keys_of(path: &str) -> BTreeSet<String> {
+fn keys_of(path: &str, shape: Shape) -> BTreeSet<String> {
     let mut t = shipped();
-    table_at(&mut t, path).insert(PROBE.into(), toml::Value::Integer(1));
+    table_at_shaped(&mut t, path, shape == Shape::TableArray)
+        .insert(PROBE.into(), toml::Value::Integer(1));
     let wanted = format!("unknown field `{PROBE}`");
     let problems = problems_of(&t);
     let (_, message) = problems
@@ -102,17 +115,21 @@ fn keys_of(path: &str) -> BTreeSet<String> {
 
 /// The loader's messages about `key` of the section at `path` when it
 /// holds `value` instead.
-fn refusal_of(path: &str, key: &str, value: toml::Value) -> String {
+fn refusal_of(path: &str, array: bool, key: &str, value: toml::Value) -> String {
     let mut t = shipped();
-    table_at(&mut t, path).insert(key.into(), value);
+    table_at_shaped(&mut t, path, array).insert(key.into(), value);
     let full = if path.is_empty() {
         key.to_string()
     } else {
         format!("{path}.{key}")
     };
+    // Inside an array of tables the loader names the element: `a[0].key`.
+    let element = format!("{path}[0].{key}");
     problems_of(&t)
         .into_iter()
-        .filter(|(k, _)| *k == full || k.starts_with(&format!("{full}[")))
+        .filter(|(k, _)| {
+            *k == full || k.starts_with(&format!("{full}[")) || (array && *k == element)
+        })
         .map(|(_, m)| m)
         .collect::<Vec<_>>()
         .join("\n")
@@ -121,8 +138,8 @@ fn refusal_of(path: &str, key: &str, value: toml::Value) -> String {
 /// What `key` of the section at `path` holds, from the loader's refusal of
 /// an integer there (a struct or a map says so), and for a sequence of an
 /// array holding an integer (an array of structs says so of its element).
-fn shape_of(path: &str, key: &str) -> Shape {
-    let message = refusal_of(path, key, toml::Value::Integer(1));
+fn shape_of(path: &str, array: bool, key: &str) -> Shape {
+    let message = refusal_of(path, array, key, toml::Value::Integer(1));
     if message.contains("expected struct") {
         return Shape::Table;
     }
@@ -130,7 +147,12 @@ fn shape_of(path: &str, key: &str) -> Shape {
         return Shape::Map;
     }
     if message.contains("expected a sequence") {
-        let element = refusal_of(path, key, toml::Value::Array(vec![toml::Value::Integer(1)]));
+        let element = refusal_of(
+            path,
+            array,
+            key,
+            toml::Value::Array(vec![toml::Value::Integer(1)]),
+        );
         if element.contains("integer `1`, expected struct") {
             return Shape::TableArray;
         }
@@ -148,9 +170,9 @@ fn sections_from_types() -> BTreeMap<String, (Shape, BTreeSet<String>)> {
             out.insert(path, (shape, BTreeSet::new()));
             continue;
         }
-        let keys = keys_of(&path);
+        let keys = keys_of(&path, shape);
         for key in &keys {
-            let sub = shape_of(&path, key);
+            let sub = shape_of(&path, shape == Shape::TableArray, key);
             if sub != Shape::Value {
                 let child = if path.is_empty() {
                     key.clone()

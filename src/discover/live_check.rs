@@ -170,7 +170,40 @@ fn check_nats(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
             }
         }
     }
-    let c = &cfg.consumer;
+    for c in &cfg.consumers.named {
+        check_named_consumer(c, nats, out);
+    }
+    for sel in &cfg.consumers.selectors {
+        let count: usize = sel
+            .streams
+            .iter()
+            .filter_map(|s| nats.stream(s))
+            .map(|st| {
+                st.consumers
+                    .iter()
+                    .filter(|k| sel.selects(&st.name, &k.name))
+                    .count()
+            })
+            .sum();
+        if count < sel.min_count {
+            out.problem(
+                &format!("{}.streams", sel.key),
+                format!(
+                    "{count} durable(s) on {} match (at least {} expected)",
+                    sel.streams.join(", "),
+                    sel.min_count
+                ),
+            );
+        }
+    }
+}
+
+/// One named durable against the live listing of its stream.
+fn check_named_consumer(
+    c: &crate::config::ConsumerConfig,
+    nats: &super::NatsFacts,
+    out: &mut Out<'_>,
+) {
     let Some(stream) = nats.stream(&c.stream) else {
         // Already reported as a missing hot stream.
         return;
@@ -178,7 +211,7 @@ fn check_nats(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     let Some(live) = stream.consumers.iter().find(|k| k.name == c.durable) else {
         let names: Vec<&str> = stream.consumers.iter().map(|k| k.name.as_str()).collect();
         out.problem(
-            "consumer.durable",
+            &format!("{}.durable", c.key),
             format!(
                 "no consumer {} on stream {} (there: {})",
                 c.durable,
@@ -194,19 +227,19 @@ fn check_nats(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     };
     if live.filter_subject != c.filter_subject {
         out.warning(
-            "consumer.filter_subject",
+            &format!("{}.filter_subject", c.key),
             format!("consumer {} filters {:?}", c.durable, live.filter_subject),
         );
     }
     if live.ack_policy != c.ack_policy {
         out.warning(
-            "consumer.ack_policy",
+            &format!("{}.ack_policy", c.key),
             format!("consumer {} has ack policy {}", c.durable, live.ack_policy),
         );
     }
     if live.ack_wait != c.ack_wait {
         out.warning(
-            "consumer.ack_wait",
+            &format!("{}.ack_wait", c.key),
             format!(
                 "consumer {} has ack_wait {}",
                 c.durable,
@@ -216,7 +249,7 @@ fn check_nats(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     }
     if live.max_deliver != c.max_deliver {
         out.warning(
-            "consumer.max_deliver",
+            &format!("{}.max_deliver", c.key),
             format!(
                 "consumer {} has max_deliver {}",
                 c.durable, live.max_deliver
@@ -226,7 +259,7 @@ fn check_nats(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     if let Some(m) = c.max_ack_pending {
         if m != live.max_ack_pending {
             out.warning(
-                "consumer.max_ack_pending",
+                &format!("{}.max_ack_pending", c.key),
                 format!(
                     "consumer {} has max_ack_pending {}",
                     c.durable, live.max_ack_pending
@@ -455,12 +488,15 @@ fn check_files(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
                 Duration::from_millis
             };
             match v.trim().parse::<u64>().map(unit) {
-                Ok(w) if w != cfg.consumer.ack_wait => out.warning(
+                Ok(w) if Some(w) != cfg.consumers.primary().map(|c| c.ack_wait) => out.warning(
                     "service_env.ack_wait_key",
                     format!(
-                        "{k}={v} ({}) differs from consumer.ack_wait {}",
+                        "{k}={v} ({}) differs from the consumer's ack_wait {}",
                         humantime::format_duration(w),
-                        humantime::format_duration(cfg.consumer.ack_wait)
+                        cfg.consumers
+                            .primary()
+                            .map(|c| humantime::format_duration(c.ack_wait).to_string())
+                            .unwrap_or_else(|| "(no named consumer)".into())
                     ),
                 ),
                 Ok(_) => {}

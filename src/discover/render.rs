@@ -711,8 +711,8 @@ mod tests {
             c.streams.hot[0].max_age,
             Some(Duration::from_secs(48 * 3600))
         );
-        assert_eq!(c.consumer.durable, "normalize-hrv-durable");
-        assert_eq!(c.consumer.ack_wait, Duration::from_secs(60));
+        assert_eq!(c.consumers.named[0].durable, "normalize-hrv-durable");
+        assert_eq!(c.consumers.named[0].ack_wait, Duration::from_secs(60));
         assert_eq!(c.metrics.messages_counter, "normalize_hrv_messages_total");
         assert_eq!(
             c.metrics.matchers,

@@ -1,87 +1,395 @@
-//! The durable consumer: its settings against the config and the service's
-//! env file (`consumer_config`), its backlog (`consumer_lag`) and redeliveries.
+//! The watched consumers: their settings against the config and the
+//! service's env file (`consumer_config`), their backlog (`consumer_lag`) and
+//! redeliveries. Each is judged per consumer (an [`InstanceVerdict`] with the
+//! id `<criterion>/<durable>`); the criterion is the worst of them, so the
+//! overall and the soak verdicts cover every consumer.
+//!
+//! Which consumers: the named durables, then every durable a selector finds
+//! in this snapshot's listings (so one added mid-soak is watched from its
+//! first cycle).
+
+use std::collections::{BTreeMap, HashSet};
 
 use super::{ago, combine, part, secs, Ctx, Part};
-use crate::config::{ConsumerConfig, ServiceEnvConfig};
-use crate::sample::{ConsumerState, EnvState};
-use crate::verdict::{CriterionId as C, Status, Verdict};
+use crate::config::{Config, ConsumerExpect, ServiceEnvConfig};
+use crate::sample::{ConsumerLookup, ConsumerState, EnvState, Snapshot};
+use crate::verdict::{CriterionId as C, InstanceVerdict, Status, Verdict};
+
+/// Most consumers named in one criterion's evidence; the rest are counted.
+const SHOWN: usize = 5;
+
+/// One consumer the soak watches in this snapshot.
+pub(super) struct Watched {
+    /// The id's consumer part: the durable, or `durable@stream` when the
+    /// name is on two watched streams.
+    key: String,
+    durable: String,
+    stream: String,
+    expect: ConsumerExpect,
+}
+
+/// The consumers watched in this snapshot, and what the selectors say of
+/// themselves (a failed listing, too few durables).
+pub(super) struct Fleet {
+    watched: Vec<Watched>,
+    selector_parts: Vec<Part>,
+}
+
+impl Fleet {
+    /// Named durables first (their expectations win), then each selector's
+    /// finds in file order.
+    pub(super) fn resolve(cfg: &Config, snap: &Snapshot) -> Fleet {
+        let cc = &cfg.consumers;
+        let mut watched: Vec<Watched> = cc
+            .named
+            .iter()
+            .map(|c| Watched {
+                key: c.durable.clone(),
+                durable: c.durable.clone(),
+                stream: c.stream.clone(),
+                expect: c.expectation(),
+            })
+            .collect();
+        let mut taken: HashSet<(String, String)> = watched
+            .iter()
+            .map(|w| (w.stream.clone(), w.durable.clone()))
+            .collect();
+        let mut selector_parts = Vec::new();
+        for sel in &cc.selectors {
+            let mut count = 0usize;
+            let mut blind = false;
+            for stream in &sel.streams {
+                match snap.consumers.get(stream) {
+                    Some(Err(f)) => {
+                        blind = true;
+                        selector_parts.push(part(
+                            Status::Unknown,
+                            format!("{}: cannot list {stream}: {}", sel.key, f.reason),
+                        ));
+                    }
+                    Some(Ok(Some(list))) => {
+                        for c in list {
+                            if c.durable_name.is_none() || !sel.selects(stream, &c.name) {
+                                continue;
+                            }
+                            count += 1;
+                            if taken.insert((stream.clone(), c.name.clone())) {
+                                watched.push(Watched {
+                                    key: c.name.clone(),
+                                    durable: c.name.clone(),
+                                    stream: stream.clone(),
+                                    expect: sel.expectation_of(&c.name),
+                                });
+                            }
+                        }
+                    }
+                    Some(Ok(None)) | None => {}
+                }
+            }
+            if !blind && count < sel.min_count {
+                selector_parts.push(part(
+                    Status::Fail,
+                    format!(
+                        "{} selects {count} durable(s) on {} (at least {} expected)",
+                        sel.key,
+                        sel.streams.join(", "),
+                        sel.min_count
+                    ),
+                ));
+            }
+        }
+        // A durable name on two streams is two consumers: say which.
+        let mut per_name: BTreeMap<&str, usize> = BTreeMap::new();
+        for w in &watched {
+            *per_name.entry(w.durable.as_str()).or_default() += 1;
+        }
+        let twice: HashSet<String> = per_name
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        for w in &mut watched {
+            if twice.contains(&w.durable) {
+                w.key = format!("{}@{}", w.durable, w.stream);
+            }
+        }
+        Fleet {
+            watched,
+            selector_parts,
+        }
+    }
+}
+
+fn instance(
+    id: C,
+    w: &Watched,
+    status: Status,
+    observed: impl Into<String>,
+    target: impl Into<String>,
+    evidence: impl Into<String>,
+) -> InstanceVerdict {
+    InstanceVerdict {
+        id: format!("{}/{}", id.as_str(), w.key),
+        consumer: w.durable.clone(),
+        stream: w.stream.clone(),
+        status,
+        observed: observed.into(),
+        target: target.into(),
+        evidence: evidence.into(),
+        value: None,
+        warn_at: None,
+        fail_at: None,
+    }
+}
+
+/// The fleet as parts of one criterion: each consumer's own evidence when
+/// there is one; beyond that the not-passing ones (worst first, at most
+/// [`SHOWN`] named) or, when all pass, one line for all.
+fn fleet_parts(instances: &[InstanceVerdict], all_pass: &str) -> Vec<Part> {
+    if instances.len() <= 1 {
+        return instances
+            .iter()
+            .map(|i| part(i.status, i.evidence.clone()))
+            .collect();
+    }
+    let mut bad: Vec<&InstanceVerdict> = instances
+        .iter()
+        .filter(|i| i.status != Status::Pass && i.status != Status::NotConfigured)
+        .collect();
+    if bad.is_empty() {
+        return vec![part(
+            Status::Pass,
+            format!("{} consumers {all_pass}", instances.len()),
+        )];
+    }
+    bad.sort_by_key(|i| std::cmp::Reverse(i.status));
+    let mut parts: Vec<Part> = bad
+        .iter()
+        .take(SHOWN)
+        .map(|i| part(i.status, format!("{}: {}", i.id, i.evidence)))
+        .collect();
+    if bad.len() > SHOWN {
+        parts.push(part(
+            bad[SHOWN].status,
+            format!(
+                "and {} more of {} consumers not passing",
+                bad.len() - SHOWN,
+                instances.len()
+            ),
+        ));
+    }
+    parts
+}
+
+/// A numeric per-consumer criterion: one consumer's verdict is the
+/// criterion's (the texts stay those of a one-durable soak); a fleet's is
+/// its worst, valued at the largest number.
+fn numeric_aggregate(
+    id: C,
+    target: String,
+    instances: Vec<InstanceVerdict>,
+    extra: Vec<Part>,
+    all_pass: &str,
+    thresholds: (Option<f64>, Option<f64>),
+) -> Verdict {
+    if let ([one], true) = (instances.as_slice(), extra.is_empty()) {
+        let mut v = Verdict::new(id, one.status, &one.observed, target, &one.evidence);
+        v.value = one.value;
+        v.warn_at = one.warn_at;
+        v.fail_at = one.fail_at;
+        v.instances = instances;
+        return v;
+    }
+    let mut parts = fleet_parts(&instances, all_pass);
+    parts.extend(extra);
+    let (status, evidence) = combine(parts);
+    let max = instances
+        .iter()
+        .filter_map(|i| i.value)
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    let not_passing = instances
+        .iter()
+        .filter(|i| i.status != Status::Pass)
+        .count();
+    let observed = match max {
+        Some(m) => format!(
+            "max {m} over {} consumers ({not_passing} not passing)",
+            instances.len()
+        ),
+        None => "unknown".to_string(),
+    };
+    let mut v = Verdict::new(id, status, observed, target, evidence);
+    if let Some(m) = max {
+        v = v.with_value(m, thresholds.0, thresholds.1);
+    }
+    v.instances = instances;
+    v
+}
 
 impl Ctx<'_> {
-    pub(super) fn consumer_config(&self) -> Verdict {
-        let cc = &self.cfg.consumer;
-        let target = format!(
-            "{} on {}: filter {}, ack {}, ack_wait {}, max_deliver {}",
-            cc.durable,
-            cc.stream,
-            cc.filter_subject,
-            cc.ack_policy,
-            secs(cc.ack_wait),
-            cc.max_deliver
-        );
-        let mut parts = Vec::new();
-        let mut actual_ack_wait = None;
-        match &self.last.consumer {
-            Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
-            Ok(None) => parts.push(part(
+    fn lookup(&self, w: &Watched) -> Result<&ConsumerState, (Status, String)> {
+        match self.last.consumer(&w.stream, &w.durable) {
+            ConsumerLookup::Found(c) => Ok(c),
+            ConsumerLookup::Unknown(f) => Err((Status::Unknown, f.reason.clone())),
+            ConsumerLookup::Missing => Err((
                 Status::Fail,
                 format!(
                     "durable {} does not exist on stream {}",
-                    cc.durable, cc.stream
+                    w.durable, w.stream
                 ),
             )),
-            Ok(Some(c)) => {
-                actual_ack_wait = Some(c.ack_wait_secs);
-                let diffs = consumer_drift(cc, c);
-                if diffs.is_empty() {
-                    parts.push(part(
-                        Status::Pass,
-                        format!("{} on {} as expected", cc.durable, cc.stream),
-                    ));
-                } else {
-                    parts.push(part(
-                        Status::Fail,
-                        format!("consumer drift: {}", diffs.join(", ")),
-                    ));
-                }
-            }
         }
-        // No [service_env]: the consumer's own config is the whole criterion.
-        match (&self.cfg.service_env, &self.last.env) {
-            (None, _) => {}
-            (Some(_), Err(f)) => parts.push(part(Status::Unknown, f.reason.clone())),
-            (Some(env_cfg), Ok(env)) => {
-                if let Some(key) = &env_cfg.ack_wait_key {
-                    let consumer_secs = actual_ack_wait.unwrap_or(cc.ack_wait.as_secs_f64());
-                    parts.push(env_ack_wait(env_cfg, env, key, consumer_secs));
-                }
-                parts.extend(env_expected(env_cfg, env));
-            }
-        }
+    }
+
+    pub(super) fn consumer_config(&self) -> Verdict {
+        let cc = &self.cfg.consumers;
+        let single = match (cc.named.as_slice(), cc.selectors.is_empty()) {
+            ([one], true) => Some(one),
+            _ => None,
+        };
+        let target = match single {
+            Some(c) => format!(
+                "{} on {}: filter {}, ack {}, ack_wait {}, max_deliver {}",
+                c.durable,
+                c.stream,
+                c.filter_subject,
+                c.ack_policy,
+                secs(c.ack_wait),
+                c.max_deliver
+            ),
+            None => format!("every watched consumer as configured ({})", cc.describe()),
+        };
+        let instances: Vec<InstanceVerdict> = self
+            .fleet
+            .watched
+            .iter()
+            .map(|w| self.config_instance(w))
+            .collect();
+        let mut parts = fleet_parts(&instances, "as configured");
+        parts.extend(
+            self.fleet
+                .selector_parts
+                .iter()
+                .map(|p| part(p.status, p.text.clone())),
+        );
+        parts.extend(self.env_parts());
         let (status, evidence) = combine(parts);
         let observed = match status {
             Status::Pass => "as expected".to_string(),
             Status::Unknown => "unknown".to_string(),
             _ => "drift".to_string(),
         };
-        Verdict::new(C::ConsumerConfig, status, observed, target, evidence)
+        let mut v = Verdict::new(C::ConsumerConfig, status, observed, target, evidence);
+        v.instances = instances;
+        v
     }
 
-    fn consumer(&self) -> Result<&ConsumerState, String> {
-        match &self.last.consumer {
-            Err(f) => Err(f.reason.clone()),
-            Ok(None) => Err(format!(
-                "durable {} does not exist on stream {}",
-                self.cfg.consumer.durable, self.cfg.consumer.stream
-            )),
-            Ok(Some(c)) => Ok(c),
+    fn config_instance(&self, w: &Watched) -> InstanceVerdict {
+        let target = expect_text(&w.expect);
+        match self.lookup(w) {
+            Err((status, reason)) => {
+                let observed = if status == Status::Unknown {
+                    "unknown"
+                } else {
+                    "missing"
+                };
+                instance(C::ConsumerConfig, w, status, observed, target, reason)
+            }
+            Ok(c) => {
+                let diffs = consumer_drift(&w.durable, &w.expect, c);
+                if diffs.is_empty() {
+                    let evidence = format!("{} on {} as expected", w.durable, w.stream);
+                    instance(
+                        C::ConsumerConfig,
+                        w,
+                        Status::Pass,
+                        "as expected",
+                        target,
+                        evidence,
+                    )
+                } else {
+                    let evidence = format!("consumer drift: {}", diffs.join(", "));
+                    instance(
+                        C::ConsumerConfig,
+                        w,
+                        Status::Fail,
+                        "drift",
+                        target,
+                        evidence,
+                    )
+                }
+            }
         }
+    }
+
+    /// The service's env file against the service's own (primary) durable.
+    /// No `[service_env]`: the consumers' own config is the whole criterion.
+    fn env_parts(&self) -> Vec<Part> {
+        let mut parts = Vec::new();
+        match (&self.cfg.service_env, &self.last.env) {
+            (None, _) => {}
+            (Some(_), Err(f)) => parts.push(part(Status::Unknown, f.reason.clone())),
+            (Some(env_cfg), Ok(env)) => {
+                if let (Some(key), Some(primary)) =
+                    (&env_cfg.ack_wait_key, self.cfg.consumers.primary())
+                {
+                    let actual = match self.last.consumer(&primary.stream, &primary.durable) {
+                        ConsumerLookup::Found(c) => c.ack_wait_secs,
+                        _ => primary.ack_wait.as_secs_f64(),
+                    };
+                    parts.push(env_ack_wait(env_cfg, env, key, actual));
+                }
+                parts.extend(env_expected(env_cfg, env));
+            }
+        }
+        parts
+    }
+
+    fn lag_levels(&self, w: &Watched) -> (u64, u64) {
+        let cr = &self.cfg.criteria;
+        (
+            w.expect.lag_warn.unwrap_or(cr.lag_warn),
+            w.expect.lag_fail.unwrap_or(cr.lag_fail),
+        )
     }
 
     pub(super) fn consumer_lag(&self) -> Verdict {
         let cr = &self.cfg.criteria;
         let target = format!("pending + ack pending < {}; not stalled", cr.lag_fail);
-        let c = match self.consumer() {
-            Err(r) => return Verdict::unknown(C::ConsumerLag, target, r),
+        let instances: Vec<InstanceVerdict> = self
+            .fleet
+            .watched
+            .iter()
+            .map(|w| self.lag_instance(w))
+            .collect();
+        numeric_aggregate(
+            C::ConsumerLag,
+            target,
+            instances,
+            self.selector_unknowns(),
+            "under their lag limits, none stalled",
+            (Some(cr.lag_warn as f64), Some(cr.lag_fail as f64)),
+        )
+    }
+
+    /// A selector that could not list its streams leaves the numeric
+    /// criteria blind to consumers it would have found: unknown, not pass.
+    fn selector_unknowns(&self) -> Vec<Part> {
+        self.fleet
+            .selector_parts
+            .iter()
+            .filter(|p| p.status == Status::Unknown)
+            .map(|p| part(p.status, p.text.clone()))
+            .collect()
+    }
+
+    fn lag_instance(&self, w: &Watched) -> InstanceVerdict {
+        let (lag_warn, lag_fail) = self.lag_levels(w);
+        let target = format!("pending + ack pending < {lag_fail}; not stalled");
+        let c = match self.lookup(w) {
+            Err((_, r)) => {
+                return instance(C::ConsumerLag, w, Status::Unknown, "unknown", target, r)
+            }
             Ok(c) => c,
         };
         let lag = c.num_pending + c.num_ack_pending;
@@ -90,43 +398,25 @@ impl Ctx<'_> {
             c.num_pending, c.num_ack_pending
         );
         let mut parts = Vec::new();
-        if lag >= cr.lag_fail {
-            parts.push(part(Status::Fail, format!("lag {lag} >= {}", cr.lag_fail)));
-        } else if lag >= cr.lag_warn {
+        if lag >= lag_fail {
+            parts.push(part(Status::Fail, format!("lag {lag} >= {lag_fail}")));
+        } else if lag >= lag_warn {
             parts.push(part(
                 Status::Warn,
-                format!("lag {lag} >= warning level {}", cr.lag_warn),
+                format!("lag {lag} >= warning level {lag_warn}"),
             ));
         } else {
             parts.push(part(Status::Pass, format!("lag {lag}")));
         }
-        // Stalled: work is waiting, nobody pulls, and nothing was delivered for
-        // longer than ack_wait (redelivery only happens on a pull).
-        let ack_wait = chrono::Duration::milliseconds((c.ack_wait_secs * 1000.0) as i64);
-        let now = self.last.taken_at;
-        let idle_since = c.delivered_last_active;
-        let idle_too_long = match idle_since {
-            Some(t) => now - t > ack_wait,
-            None => true,
-        };
-        if c.num_pending > 0 && c.num_waiting == 0 && idle_too_long {
-            let last = idle_since
-                .map(|t| format!("last delivery {}", ago(now, t)))
-                .unwrap_or_else(|| "never delivered".into());
-            parts.push(part(
-                Status::Fail,
-                format!(
-                    "stalled: {} pending, {last} (> ack_wait {}s), no pull waiting",
-                    c.num_pending, c.ack_wait_secs
-                ),
-            ));
+        if let Some(stall) = stalled(c, self.last.taken_at) {
+            parts.push(part(Status::Fail, stall));
         }
         let (status, evidence) = combine(parts);
-        Verdict::new(C::ConsumerLag, status, observed, target, evidence).with_value(
-            lag as f64,
-            Some(cr.lag_warn as f64),
-            Some(cr.lag_fail as f64),
-        )
+        let mut i = instance(C::ConsumerLag, w, status, observed, target, evidence);
+        i.value = Some(lag as f64);
+        i.warn_at = Some(lag_warn as f64);
+        i.fail_at = Some(lag_fail as f64);
+        i
     }
 
     pub(super) fn redeliveries(&self) -> Verdict {
@@ -135,8 +425,31 @@ impl Ctx<'_> {
             "< {} redelivered (warn at {})",
             cr.redeliveries_fail, cr.redeliveries_warn
         );
-        let c = match self.consumer() {
-            Err(r) => return Verdict::unknown(C::Redeliveries, target, r),
+        let instances: Vec<InstanceVerdict> = self
+            .fleet
+            .watched
+            .iter()
+            .map(|w| self.redeliveries_instance(w, &target))
+            .collect();
+        numeric_aggregate(
+            C::Redeliveries,
+            target,
+            instances,
+            self.selector_unknowns(),
+            "with redeliveries under the limit",
+            (
+                Some(cr.redeliveries_warn as f64),
+                Some(cr.redeliveries_fail as f64),
+            ),
+        )
+    }
+
+    fn redeliveries_instance(&self, w: &Watched, target: &str) -> InstanceVerdict {
+        let cr = &self.cfg.criteria;
+        let c = match self.lookup(w) {
+            Err((_, r)) => {
+                return instance(C::Redeliveries, w, Status::Unknown, "unknown", target, r)
+            }
             Ok(c) => c,
         };
         let n = c.num_redelivered;
@@ -147,28 +460,65 @@ impl Ctx<'_> {
         } else {
             Status::Pass
         };
-        Verdict::new(
-            C::Redeliveries,
-            status,
-            n.to_string(),
-            target,
-            format!(
-                "{n} message(s) being redelivered (ack_wait {}s, max_deliver {})",
-                c.ack_wait_secs, c.max_deliver
-            ),
-        )
-        .with_value(
-            n as f64,
-            Some(cr.redeliveries_warn as f64),
-            Some(cr.redeliveries_fail as f64),
-        )
+        let evidence = format!(
+            "{n} message(s) being redelivered (ack_wait {}s, max_deliver {})",
+            c.ack_wait_secs, c.max_deliver
+        );
+        let mut i = instance(C::Redeliveries, w, status, n.to_string(), target, evidence);
+        i.value = Some(n as f64);
+        i.warn_at = Some(cr.redeliveries_warn as f64);
+        i.fail_at = Some(cr.redeliveries_fail as f64);
+        i
     }
 }
 
+/// Stalled: work is waiting, nobody pulls, and nothing was delivered for
+/// longer than ack_wait (redelivery only happens on a pull).
+fn stalled(c: &ConsumerState, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+    let ack_wait = chrono::Duration::milliseconds((c.ack_wait_secs * 1000.0) as i64);
+    let idle_since = c.delivered_last_active;
+    let idle_too_long = match idle_since {
+        Some(t) => now - t > ack_wait,
+        None => true,
+    };
+    if c.num_pending > 0 && c.num_waiting == 0 && idle_too_long {
+        let last = idle_since
+            .map(|t| format!("last delivery {}", ago(now, t)))
+            .unwrap_or_else(|| "never delivered".into());
+        Some(format!(
+            "stalled: {} pending, {last} (> ack_wait {}s), no pull waiting",
+            c.num_pending, c.ack_wait_secs
+        ))
+    } else {
+        None
+    }
+}
+
+/// The expectation as a target line (only what is checked).
+fn expect_text(e: &ConsumerExpect) -> String {
+    let mut v = vec!["durable, pull".to_string()];
+    if let Some(f) = &e.filter_subject {
+        v.push(format!("filter {f}"));
+    }
+    if let Some(a) = &e.ack_policy {
+        v.push(format!("ack {a}"));
+    }
+    if let Some(w) = e.ack_wait {
+        v.push(format!("ack_wait {}", secs(w)));
+    }
+    if let Some(m) = e.max_deliver {
+        v.push(format!("max_deliver {m}"));
+    }
+    if let Some(m) = e.max_ack_pending {
+        v.push(format!("max_ack_pending {m}"));
+    }
+    v.join(", ")
+}
+
 /// Differences between the durable's expected and actual settings.
-fn consumer_drift(cc: &ConsumerConfig, c: &ConsumerState) -> Vec<String> {
+fn consumer_drift(durable: &str, e: &ConsumerExpect, c: &ConsumerState) -> Vec<String> {
     let mut diffs = Vec::new();
-    if c.durable_name.as_deref() != Some(cc.durable.as_str()) {
+    if c.durable_name.as_deref() != Some(durable) {
         diffs.push("not durable".to_string());
     }
     if let Some(ds) = &c.deliver_subject {
@@ -176,38 +526,34 @@ fn consumer_drift(cc: &ConsumerConfig, c: &ConsumerState) -> Vec<String> {
             "push consumer (deliver subject {ds}), expected pull"
         ));
     }
-    if c.filter_subject != cc.filter_subject {
-        diffs.push(format!(
-            "filter `{}` (expected `{}`)",
-            c.filter_subject, cc.filter_subject
-        ));
+    if let Some(f) = e
+        .filter_subject
+        .as_ref()
+        .filter(|f| **f != c.filter_subject)
+    {
+        diffs.push(format!("filter `{}` (expected `{f}`)", c.filter_subject));
     }
-    if c.ack_policy != cc.ack_policy {
-        diffs.push(format!(
-            "ack policy {} (expected {})",
-            c.ack_policy, cc.ack_policy
-        ));
+    if let Some(a) = e.ack_policy.as_ref().filter(|a| **a != c.ack_policy) {
+        diffs.push(format!("ack policy {} (expected {a})", c.ack_policy));
     }
-    if (c.ack_wait_secs - cc.ack_wait.as_secs_f64()).abs() > 0.001 {
+    if let Some(w) = e
+        .ack_wait
+        .filter(|w| (c.ack_wait_secs - w.as_secs_f64()).abs() > 0.001)
+    {
         diffs.push(format!(
             "ack_wait {}s (expected {})",
             c.ack_wait_secs,
-            secs(cc.ack_wait)
+            secs(w)
         ));
     }
-    if c.max_deliver != cc.max_deliver {
+    if let Some(m) = e.max_deliver.filter(|m| *m != c.max_deliver) {
+        diffs.push(format!("max_deliver {} (expected {m})", c.max_deliver));
+    }
+    if let Some(m) = e.max_ack_pending.filter(|m| *m != c.max_ack_pending) {
         diffs.push(format!(
-            "max_deliver {} (expected {})",
-            c.max_deliver, cc.max_deliver
+            "max_ack_pending {} (expected {m})",
+            c.max_ack_pending
         ));
-    }
-    if let Some(m) = cc.max_ack_pending {
-        if c.max_ack_pending != m {
-            diffs.push(format!(
-                "max_ack_pending {} (expected {m})",
-                c.max_ack_pending
-            ));
-        }
     }
     diffs
 }
@@ -274,7 +620,7 @@ mod tests {
         let c = cfg();
         let mut h = healthy_window(&c);
         let set = |h: &mut Vec<Snapshot>, pending: u64, waiting: u64, last: i64| {
-            if let Ok(Some(cs)) = &mut h[1].consumer {
+            if let Some(cs) = first_consumer(&mut h[1]) {
                 cs.num_pending = pending;
                 cs.num_waiting = waiting;
                 cs.delivered_last_active = Some(t(last));

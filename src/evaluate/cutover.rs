@@ -112,9 +112,12 @@ impl Ctx<'_> {
     }
 
     pub(super) fn stream_purity(&self) -> Verdict {
-        let expected = &self.cfg.consumer.stream;
+        // Every stream a watched consumer lives on is a right one: a fleet
+        // on AA_CORE_HOT and AA_VENDOR_HOT processes messages from both.
+        let expected = self.cfg.consumers.streams();
+        let shown = expected.join("\", \"");
         let target = format!(
-            "100% of processed messages labelled {}=\"{expected}\"",
+            "100% of processed messages labelled {}=\"{shown}\"",
             self.cfg.metrics.stream_label
         );
         let ms = match self.counter() {
@@ -132,12 +135,18 @@ impl Ctx<'_> {
                 format!("{NO_TRAFFIC}{}", filter_note(ms.counter.as_ref())),
             );
         }
-        let on = ms.by_stream.get(expected).copied().unwrap_or(0.0);
+        let is_expected = |k: &str| expected.contains(&k);
+        let on: f64 = ms
+            .by_stream
+            .iter()
+            .filter(|(k, _)| is_expected(k))
+            .map(|(_, v)| *v)
+            .sum();
         let ratio = on / total;
         let others: Vec<String> = ms
             .by_stream
             .iter()
-            .filter(|(k, v)| *k != expected && **v > 0.0)
+            .filter(|(k, v)| !is_expected(k) && **v > 0.0)
             .map(|(k, v)| format!("{}={v}", if k.is_empty() { "(no label)" } else { k }))
             .collect();
         let status = if others.is_empty() {
@@ -145,14 +154,15 @@ impl Ctx<'_> {
         } else {
             Status::Fail
         };
+        let on_text = expected.join(" or ");
         let evidence = if others.is_empty() {
             format!(
-                "{on} of {total} messages on {expected}{}",
+                "{on} of {total} messages on {on_text}{}",
                 filter_note(ms.counter.as_ref())
             )
         } else {
             format!(
-                "{on} of {total} on {expected}; elsewhere: {}",
+                "{on} of {total} on {on_text}; elsewhere: {}",
                 others.join(", ")
             )
         };

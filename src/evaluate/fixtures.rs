@@ -55,8 +55,8 @@ pub(super) fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
         Ok(Some(stream(&c.streams.dlq, 1))),
     );
     let consumer = ConsumerState {
-        stream: c.consumer.stream.clone(),
-        name: c.consumer.durable.clone(),
+        stream: c.consumers.named[0].stream.clone(),
+        name: c.consumers.named[0].durable.clone(),
         num_pending: 0,
         num_ack_pending: 0,
         num_redelivered: 0,
@@ -67,12 +67,12 @@ pub(super) fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
         ack_floor_consumer_seq: ok as u64,
         ack_floor_stream_seq: ok as u64,
         ack_floor_last_active: Some(t(at - 1)),
-        filter_subject: c.consumer.filter_subject.clone(),
+        filter_subject: c.consumers.named[0].filter_subject.clone(),
         ack_policy: "explicit".into(),
         ack_wait_secs: 60.0,
         max_deliver: 5,
         max_ack_pending: 1000,
-        durable_name: Some(c.consumer.durable.clone()),
+        durable_name: Some(c.consumers.named[0].durable.clone()),
         deliver_subject: None,
     };
     let process_start = t(-100);
@@ -80,7 +80,9 @@ pub(super) fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
         body_bytes: 1000,
         counter_found: true,
         by_result: [("success".to_string(), ok)].into_iter().collect(),
-        by_stream: [(c.consumer.stream.clone(), ok)].into_iter().collect(),
+        by_stream: [(c.consumers.named[0].stream.clone(), ok)]
+            .into_iter()
+            .collect(),
         histogram: Some(vec![
             (0.05, ok * 0.9),
             (0.1, ok),
@@ -115,7 +117,7 @@ pub(super) fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
     Snapshot {
         taken_at: t(at),
         streams,
-        consumer: Ok(Some(consumer)),
+        consumers: [(consumer.stream.clone(), Ok(Some(vec![consumer])))].into(),
         metrics: Ok(metrics),
         db: Ok(db),
         log: Ok(LogState {
@@ -180,3 +182,10 @@ pub(super) fn get(v: &[Verdict], id: C) -> &Verdict {
 }
 
 pub(super) const METRIC_CRITERIA: [C; 4] = [C::Dlq, C::SuccessRate, C::StreamPurity, C::P95Latency];
+
+/// The first listed consumer of a snapshot (the fixtures' one durable).
+pub(super) fn first_consumer(s: &mut Snapshot) -> Option<&mut ConsumerState> {
+    s.consumers
+        .values_mut()
+        .find_map(|l| l.as_mut().ok().and_then(|l| l.as_mut()?.first_mut()))
+}

@@ -107,7 +107,13 @@ pub fn evaluate(cfg: &Config, history: &[Snapshot]) -> Vec<Verdict> {
             .collect();
     };
     let first = history.first().unwrap_or(last);
-    let ctx = Ctx { cfg, first, last };
+    let fleet = consumer::Fleet::resolve(cfg, last);
+    let ctx = Ctx {
+        cfg,
+        first,
+        last,
+        fleet,
+    };
     vec![
         ctx.topology(),
         ctx.consumer_config(),
@@ -129,6 +135,8 @@ struct Ctx<'a> {
     cfg: &'a Config,
     first: &'a Snapshot,
     last: &'a Snapshot,
+    /// The consumers watched in `last` (named and selected).
+    fleet: consumer::Fleet,
 }
 
 impl Ctx<'_> {
@@ -210,7 +218,9 @@ mod tests {
             probe,
             reason: "down".into(),
         };
-        h[1].consumer = Err(f(ProbeKind::Consumer));
+        for l in h[1].consumers.values_mut() {
+            *l = Err(f(ProbeKind::Consumer));
+        }
         h[1].db = Err(f(ProbeKind::Database));
         h[1].log = Err(f(ProbeKind::Log));
         h[1].env = Err(f(ProbeKind::ServiceEnv));
@@ -269,7 +279,9 @@ mod tests {
                 m.by_result = [("success".to_string(), 0.0), ("dlq".to_string(), 0.0)]
                     .into_iter()
                     .collect();
-                m.by_stream = [(c.consumer.stream.clone(), 0.0)].into_iter().collect();
+                m.by_stream = [(c.consumers.named[0].stream.clone(), 0.0)]
+                    .into_iter()
+                    .collect();
                 m.histogram = Some(vec![(0.1, 0.0), (f64::INFINITY, 0.0)]);
             }
         }

@@ -138,7 +138,7 @@ mod tests {
         if let Ok(m) = &mut h[1].metrics {
             m.process_start = Some(t(5).timestamp() as f64);
             m.by_result.insert("success".into(), 3.0);
-            m.by_stream.insert(c.consumer.stream.clone(), 3.0);
+            m.by_stream.insert(c.consumers.named[0].stream.clone(), 3.0);
         }
         let s = statuses(&evaluate(&c, &h));
         assert_eq!(s["service_up"], Status::Fail);

@@ -246,8 +246,15 @@ impl Queries {
 
     /// Messages counted with a stream label other than `stream` (a series
     /// without the label counts too: `!=` selects it).
-    pub(super) fn off_stream_total(&self, stream: &str) -> String {
-        let sel = self.counter().with(&self.stream_label, "!=", stream);
+    pub(super) fn off_stream_total(&self, streams: &[&str]) -> String {
+        let sel = match streams {
+            [one] => self.counter().with(&self.stream_label, "!=", one),
+            many => {
+                let alternatives: Vec<String> = many.iter().map(|s| regex::escape(s)).collect();
+                self.counter()
+                    .with(&self.stream_label, "!~", &alternatives.join("|"))
+            }
+        };
         format!("sum({})", sel.render())
     }
 

@@ -183,12 +183,14 @@ fn lag_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
         ),
         hold(cfg, id),
         format!(
-            "Consumer lag (pending + ack pending of {} on {}) at or above {}. JetStream \
-             consumer lag is not in the service's metrics: this reads soakwatch's \
-             soakwatch_criterion_value{{criterion=\"consumer_lag\"}}. A stalled consumer \
-             (work pending, no pull for longer than ack_wait) is judged by soakwatch \
-             alone (soakwatch_criterion_status).",
-            cfg.consumer.durable, cfg.consumer.stream, cr.lag_fail
+            "Consumer lag (pending + ack pending of the most lagging of {}) at or above \
+             {}. JetStream consumer lag is not in the service's metrics: this reads \
+             soakwatch's soakwatch_criterion_value{{criterion=\"consumer_lag\"}} (per \
+             consumer: soakwatch_consumer_criterion_value). A stalled consumer (work \
+             pending, no pull for longer than ack_wait) and per-consumer lag limits are \
+             judged by soakwatch alone (soakwatch_criterion_status).",
+            cfg.consumers.describe(),
+            cr.lag_fail
         ),
     )
 }
@@ -210,7 +212,8 @@ fn redeliveries_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
             "{} or more messages redelivered to {}. Redeliveries are JetStream consumer \
              state, not in the service's metrics: this reads soakwatch's \
              soakwatch_criterion_value{{criterion=\"redeliveries\"}}.",
-            cr.redeliveries_fail, cfg.consumer.durable
+            cr.redeliveries_fail,
+            cfg.consumers.describe()
         ),
     )
 }
@@ -297,12 +300,14 @@ fn stream_purity_rule(cfg: &Config, q: &Queries, id: C) -> Rule {
         cfg,
         q,
         id,
-        format!("{} > 0", q.off_stream_total(&cfg.consumer.stream)),
+        format!("{} > 0", q.off_stream_total(&cfg.consumers.streams())),
         hold(cfg, id),
         format!(
             "Messages of {} counted with {} other than \"{}\" (or without it) since the \
              service started.",
-            m.messages_counter, m.stream_label, cfg.consumer.stream
+            m.messages_counter,
+            m.stream_label,
+            cfg.consumers.streams().join("\" or \"")
         ),
     )
 }

@@ -193,7 +193,7 @@ impl Prober {
             },
         );
 
-        let ((streams, consumer), metrics, db, log, env) =
+        let ((streams, listings), metrics, db, log, env) =
             futures::join!(nats_part, metrics_part, db_part, log_part, env_part);
 
         let mut probe_ms = BTreeMap::new();
@@ -202,7 +202,10 @@ impl Prober {
             probe_ms.insert(label, ms);
             stream_map.insert(spec.name.clone(), res);
         }
-        let consumer = record(&mut probe_ms, consumer);
+        let mut consumers = BTreeMap::new();
+        for (name, listing) in cfg.consumers.streams().into_iter().zip(listings) {
+            consumers.insert(name.to_string(), record(&mut probe_ms, listing));
+        }
         let metrics = record(&mut probe_ms, metrics);
         let db = record(&mut probe_ms, db);
         let log = record(&mut probe_ms, log);
@@ -210,7 +213,7 @@ impl Prober {
         Snapshot {
             taken_at: now,
             streams: stream_map,
-            consumer,
+            consumers,
             metrics,
             db,
             log,
@@ -219,13 +222,13 @@ impl Prober {
         }
     }
 
-    /// The NATS probes on one (kept) client: every configured stream, and the
-    /// durable consumer.
+    /// The NATS probes on one (kept) client: every configured stream, and
+    /// the consumer listing of every stream a watched consumer lives on.
     async fn nats_round(
         &self,
     ) -> (
         Vec<Timed<Option<StreamState>>>,
-        Timed<Option<ConsumerState>>,
+        Vec<Timed<Option<Vec<ConsumerState>>>>,
     ) {
         let cfg = &self.cfg;
         let timeout = cfg.probe_timeout;
@@ -249,21 +252,25 @@ impl Prober {
                 },
             )
         }));
-        let consumer = timed(
-            ProbeKind::Consumer,
-            format!("consumer {}", cfg.consumer.durable),
-            timeout,
-            async {
-                match &js {
-                    Ok(js) => nats::consumer_state(js, cfg, timeout).await,
-                    Err(reason) => Err(ProbeFailure {
-                        probe: ProbeKind::Consumer,
-                        reason: reason.clone(),
-                    }),
-                }
-            },
-        );
-        futures::join!(streams, consumer)
+        let listings = futures::future::join_all(cfg.consumers.streams().into_iter().map(|name| {
+            let js = js.clone();
+            let name = name.to_string();
+            timed(
+                ProbeKind::Consumer,
+                crate::sample::consumers_label(&name),
+                timeout,
+                async move {
+                    match js {
+                        Ok(js) => nats::consumer_listing(&js, &name, timeout).await,
+                        Err(reason) => Err(ProbeFailure {
+                            probe: ProbeKind::Consumer,
+                            reason,
+                        }),
+                    }
+                },
+            )
+        }));
+        futures::join!(streams, listings)
     }
 
     /// The metrics probe. Its process start time is sent to this round's

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, NatsConfig};
-use crate::sample::{ConsumerState, ProbeFailure, ProbeKind, Probed, StreamState};
+use crate::config::NatsConfig;
+use crate::sample::{ConsumerListing, ConsumerState, ProbeFailure, ProbeKind, Probed, StreamState};
 
 /// Why a NATS connection could not be made (one line, URL redacted).
 #[derive(Debug, thiserror::Error)]
@@ -131,14 +131,18 @@ pub async fn stream_state(
     }))
 }
 
-/// Info of the durable consumer; `Ok(None)` when it (or its stream) does not exist.
-pub async fn consumer_state(
+/// Every consumer on `stream_name`, read with the paged `CONSUMER.LIST`
+/// API (256 per page): one request per page for a whole fleet, not one per
+/// consumer. `Ok(None)` when the stream does not exist. The pages are not
+/// one atomic view: a consumer created or deleted between two pages may be
+/// missed or seen once too often, so names are deduplicated and the next
+/// cycle sees it right.
+pub async fn consumer_listing(
     js: &jetstream::Context,
-    cfg: &Config,
+    stream_name: &str,
     timeout: Duration,
-) -> Probed<Option<ConsumerState>> {
-    let stream_name = &cfg.consumer.stream;
-    let durable = &cfg.consumer.durable;
+) -> ConsumerListing {
+    use futures::TryStreamExt;
     let fail = |reason: String| ProbeFailure {
         probe: ProbeKind::Consumer,
         reason,
@@ -146,36 +150,70 @@ pub async fn consumer_state(
     let stream = js
         .get_stream_no_info(stream_name)
         .await
-        .map_err(|e| fail(format!("consumer {durable}: {e}")))?;
-    let info = match tokio::time::timeout(timeout, stream.consumer_info(durable)).await {
-        Err(_) => {
-            return Err(fail(format!(
-                "consumer {stream_name}/{durable}: no answer within {}",
-                humantime::format_duration(timeout)
-            )))
-        }
-        Ok(Err(e)) => {
-            use jetstream::context::ConsumerInfoErrorKind as K;
-            match e.kind() {
-                K::NotFound | K::StreamNotFound => return Ok(None),
-                K::JetStream(js_err)
-                    if js_err.code() == 404
-                        || js_err.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND
-                        || js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
-                {
-                    return Ok(None)
-                }
-                K::NoResponders => {
-                    return Err(fail(format!(
-                        "consumer {stream_name}/{durable}: JetStream is not available on the server (no responders)"
-                    )))
-                }
-                _ => return Err(fail(format!("consumer {stream_name}/{durable}: {}", one_line(&e.to_string())))),
+        .map_err(|e| fail(format!("consumers of {stream_name}: {e}")))?;
+    let listing = async {
+        let mut pages = stream.consumers();
+        let mut out: Vec<ConsumerState> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(info) = pages.try_next().await? {
+            if seen.insert(info.name.clone()) {
+                out.push(consumer_state_of(&info));
             }
         }
-        Ok(Ok(i)) => i,
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok::<_, jetstream::stream::ConsumersError>(out)
     };
-    Ok(Some(ConsumerState {
+    match tokio::time::timeout(timeout, listing).await {
+        Err(_) => Err(fail(format!(
+            "consumers of {stream_name}: no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
+        Ok(Ok(list)) => Ok(Some(list)),
+        Ok(Err(e)) => {
+            if is_stream_not_found(&e) {
+                return Ok(None);
+            }
+            let text = one_line(&error_chain(&e));
+            if text.contains("no responders") {
+                return Err(fail(format!(
+                    "consumers of {stream_name}: JetStream is not available on the server (no responders)"
+                )));
+            }
+            Err(fail(format!("consumers of {stream_name}: {text}")))
+        }
+    }
+}
+
+/// The listing's error wraps the server's: its code says "stream not found".
+fn is_stream_not_found(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(js) = err.downcast_ref::<jetstream::Error>() {
+            if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The error and its sources in one line (the listing's own says only "other").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+fn consumer_state_of(info: &jetstream::consumer::Info) -> ConsumerState {
+    ConsumerState {
         stream: info.stream_name.clone(),
         name: info.name.clone(),
         num_pending: info.num_pending,
@@ -195,5 +233,5 @@ pub async fn consumer_state(
         max_ack_pending: info.config.max_ack_pending,
         durable_name: info.config.durable_name.clone(),
         deliver_subject: info.config.deliver_subject.clone(),
-    }))
+    }
 }

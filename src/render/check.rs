@@ -162,6 +162,7 @@ pub fn text(r: &CheckReport) -> String {
             "",
             untrusted(&refer_to_probes(&v.evidence, &failed)),
         ));
+        out.push_str(&instance_lines(v));
     }
     let o = r.overall();
     out.push_str(&format!(
@@ -169,6 +170,40 @@ pub fn text(r: &CheckReport) -> String {
         o.as_str().to_uppercase(),
         exit_code(o)
     ));
+    out
+}
+
+/// Most consumers listed under a criterion in the text output.
+const TEXT_INSTANCES: usize = 10;
+
+/// A fleet's consumers that do not pass, worst first, under their
+/// criterion (one consumer is the criterion itself: nothing to add).
+fn instance_lines(v: &Verdict) -> String {
+    if v.instances.len() < 2 {
+        return String::new();
+    }
+    let mut bad: Vec<_> = v
+        .instances
+        .iter()
+        .filter(|i| i.status != Status::Pass)
+        .collect();
+    bad.sort_by_key(|i| std::cmp::Reverse(i.status));
+    let mut out = String::new();
+    for i in bad.iter().take(TEXT_INSTANCES) {
+        out.push_str(&format!(
+            "         - {} {}: {} ({})\n",
+            i.status.as_str().to_uppercase(),
+            untrusted(&i.id),
+            untrusted(&i.observed),
+            untrusted(&i.evidence)
+        ));
+    }
+    if bad.len() > TEXT_INSTANCES {
+        out.push_str(&format!(
+            "         - and {} more (see --format json)\n",
+            bad.len() - TEXT_INSTANCES
+        ));
+    }
     out
 }
 
@@ -223,6 +258,21 @@ struct JsonProbe {
 #[derive(Serialize)]
 struct JsonCriterion<'a> {
     id: &'a str,
+    status: &'a str,
+    observed: String,
+    target: String,
+    evidence: String,
+    value: Option<f64>,
+    /// Per-consumer criteria: one entry per watched consumer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    consumers: Vec<JsonInstance<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonInstance<'a> {
+    id: &'a str,
+    consumer: &'a str,
+    stream: &'a str,
     status: &'a str,
     observed: String,
     target: String,
@@ -288,6 +338,20 @@ pub fn json(r: &CheckReport) -> String {
                 target: crate::secret::scrub(&v.target),
                 evidence: crate::secret::scrub(&v.evidence),
                 value: v.value.filter(|x| x.is_finite()),
+                consumers: v
+                    .instances
+                    .iter()
+                    .map(|i| JsonInstance {
+                        id: &i.id,
+                        consumer: &i.consumer,
+                        stream: &i.stream,
+                        status: i.status.as_str(),
+                        observed: crate::secret::scrub(&i.observed),
+                        target: crate::secret::scrub(&i.target),
+                        evidence: crate::secret::scrub(&i.evidence),
+                        value: i.value.filter(|x| x.is_finite()),
+                    })
+                    .collect(),
             })
             .collect(),
         probes: probe_outcomes(&r.last)
@@ -478,7 +542,28 @@ fn perf_value(x: f64, rule: &PerfRule, status: Status) -> String {
 /// `U` for a number that could not be determined (never 0). None for a
 /// criterion that has no number.
 pub fn perf_item(v: &Verdict) -> Option<String> {
+    perf_item_labelled(v, v.id.as_str())
+}
+
+/// Every perfdata item of a verdict: its own, then one per consumer
+/// (`'consumer_lag/<durable>'`) for a per-consumer criterion.
+pub fn perf_items(v: &Verdict) -> Vec<String> {
+    let mut out: Vec<String> = perf_item(v).into_iter().collect();
+    for i in &v.instances {
+        let mut one = Verdict::new(v.id, i.status, "", "", "");
+        one.value = i.value;
+        one.warn_at = i.warn_at;
+        one.fail_at = i.fail_at;
+        out.extend(perf_item_labelled(&one, &i.id));
+    }
+    out
+}
+
+/// [`perf_item`] under another label (a consumer's id). A label with a
+/// quote would end the item: quotes are doubled, as the guidelines say.
+fn perf_item_labelled(v: &Verdict, label: &str) -> Option<String> {
     let rule = perf_rule(v)?;
+    let label = label.replace('\'', "''");
     let value = match v.value.filter(|x| x.is_finite()) {
         Some(x) if v.status != Status::Unknown => {
             format!("{}{}", perf_value(x, &rule, v.status), rule.uom)
@@ -489,7 +574,7 @@ pub fn perf_item(v: &Verdict) -> Option<String> {
     let num = |x: Option<f64>| x.map(|x| perf_number(x, 6)).unwrap_or_default();
     let item = format!(
         "'{}'={value};{};{};{};{}",
-        v.id.as_str(),
+        label,
         opt(rule.warn),
         opt(rule.crit),
         num(rule.min),
@@ -518,7 +603,7 @@ pub fn nagios(r: &CheckReport) -> String {
         }
     }
     summary.push(format!("{} pass", count(Status::Pass)));
-    let perf: Vec<String> = r.verdicts.iter().filter_map(perf_item).collect();
+    let perf: Vec<String> = r.verdicts.iter().flat_map(perf_items).collect();
     // Nagios knows four states: a failure inside its hold exits 1, so it reads WARNING.
     let label = match o {
         Status::Pending => Status::Warn.label(),
@@ -592,6 +677,55 @@ pub fn criterion_value_family<'a>(
     }
 }
 
+/// `soakwatch_consumer_criterion_status` and `_value{soak, criterion,
+/// consumer, stream}`: each watched consumer's part of the per-consumer
+/// criteria, `criterion` being its stable id (`consumer_lag/<durable>`).
+/// Separate families, so that `soakwatch_criterion_*{criterion="consumer_lag"}`
+/// stays one series (the worst consumer). Shared with the daemon's /metrics.
+pub fn consumer_families<'a>(
+    w: &mut crate::promtext::ExpositionWriter,
+    soak: &str,
+    verdicts: impl Iterator<Item = &'a Verdict> + Clone,
+) {
+    w.family(
+        "soakwatch_consumer_criterion_status",
+        "gauge",
+        "One consumer's status in a per-consumer criterion (same codes), this cycle.",
+    );
+    for v in verdicts.clone() {
+        for i in &v.instances {
+            let labels = [
+                ("soak", soak),
+                ("criterion", i.id.as_str()),
+                ("consumer", i.consumer.as_str()),
+                ("stream", i.stream.as_str()),
+            ];
+            w.sample(&labels, i.status.code());
+        }
+    }
+    w.family(
+        "soakwatch_consumer_criterion_value",
+        "gauge",
+        "One consumer's observed value in a per-consumer criterion (lag, redeliveries).",
+    );
+    for v in verdicts {
+        for i in &v.instances {
+            if let Some(x) = i
+                .value
+                .filter(|x| x.is_finite() && i.status != Status::Unknown)
+            {
+                let labels = [
+                    ("soak", soak),
+                    ("criterion", i.id.as_str()),
+                    ("consumer", i.consumer.as_str()),
+                    ("stream", i.stream.as_str()),
+                ];
+                w.sample(&labels, x);
+            }
+        }
+    }
+}
+
 /// `soakwatch_probe_up{soak, probe}` for a snapshot. Shared with the daemon's /metrics.
 pub fn probe_up_family(w: &mut crate::promtext::ExpositionWriter, soak: &str, s: &Snapshot) {
     w.family(
@@ -628,6 +762,7 @@ pub fn prometheus(r: &CheckReport) -> String {
         );
     }
     criterion_value_family(&mut w, soak, r.verdicts.iter());
+    consumer_families(&mut w, soak, r.verdicts.iter());
     w.family(
         "soakwatch_overall_status",
         "gauge",
@@ -852,7 +987,7 @@ mod tests {
         Snapshot {
             taken_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
             streams: Default::default(),
-            consumer: Ok(None),
+            consumers: [("AA_CORE_HOT".to_string(), Ok(Some(vec![])))].into(),
             metrics: Err(f(ProbeKind::Metrics, refused)),
             db: Err(f(ProbeKind::Database, "relation hrv_data does not exist")),
             log: Err(f(ProbeKind::Log, refused)),

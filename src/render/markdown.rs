@@ -43,7 +43,6 @@ pub fn md_cell(s: &str) -> String {
 /// The deployment record's "stream state" and "consumer health" tables for a
 /// snapshot; shared by `check --format markdown` and the soak reports.
 pub fn state_tables_markdown(snap: &Snapshot) -> String {
-    let t = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%SZ").to_string();
     let mut out = String::from(
         "## Stream state\n\n| Stream | Subjects | Messages | Bytes | First Seq | Last Seq | Last message |\n|---|---|---|---|---|---|---|\n",
     );
@@ -68,9 +67,43 @@ pub fn state_tables_markdown(snap: &Snapshot) -> String {
         }
     }
     out.push_str("\n## Consumer health\n\n");
-    match &snap.consumer {
-        Ok(Some(c)) => out.push_str(&format!(
-            "**Consumer: {} on {}**\n\n| Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n\n",
+    out.push_str(&consumer_table(snap));
+    out
+}
+
+fn t(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+/// Most consumers listed in the health table; the rest are counted (a
+/// fleet of 1,000 is read in the JSON, not in a Markdown table).
+const CONSUMER_ROWS: usize = 25;
+
+/// One row per consumer on the listed streams, the most lagging first.
+fn consumer_table(snap: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut rows: Vec<&crate::sample::ConsumerState> = Vec::new();
+    for (stream, listing) in &snap.consumers {
+        match listing {
+            Ok(Some(list)) => rows.extend(list.iter()),
+            Ok(None) => out.push_str(&format!(
+                "Stream {} does not exist: no consumers.\n\n",
+                md_cell(stream)
+            )),
+            Err(f) => out.push_str(&format!("Unknown: {}\n\n", md_cell(&f.reason))),
+        }
+    }
+    if rows.is_empty() {
+        if out.is_empty() {
+            out.push_str("The durable consumer does not exist.\n\n");
+        }
+        return out;
+    }
+    rows.sort_by_key(|c| std::cmp::Reverse(c.num_pending + c.num_ack_pending));
+    out.push_str("| Consumer | Stream | Pending | Delivered | Ack Floor | Num Ack Pending | Num Redelivered | Num Waiting | Last delivery |\n|---|---|---|---|---|---|---|---|---|\n");
+    for c in rows.iter().take(CONSUMER_ROWS) {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             md_cell(&c.name),
             md_cell(&c.stream),
             c.num_pending,
@@ -79,11 +112,18 @@ pub fn state_tables_markdown(snap: &Snapshot) -> String {
             c.num_ack_pending,
             c.num_redelivered,
             c.num_waiting,
-            c.delivered_last_active.map(t).unwrap_or_else(|| "never".into())
-        )),
-        Ok(None) => out.push_str("The durable consumer does not exist.\n\n"),
-        Err(f) => out.push_str(&format!("Unknown: {}\n\n", md_cell(&f.reason))),
+            c.delivered_last_active
+                .map(t)
+                .unwrap_or_else(|| "never".into())
+        ));
     }
+    if rows.len() > CONSUMER_ROWS {
+        out.push_str(&format!(
+            "\n{} more consumers, each lagging no more than those above.\n",
+            rows.len() - CONSUMER_ROWS
+        ));
+    }
+    out.push('\n');
     out
 }
 

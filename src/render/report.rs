@@ -52,10 +52,14 @@ fn finished(s: &SoakSummary) -> bool {
 /// (`… stream="AA_CORE_HOT"`).
 fn core_stream(s: &SoakSummary) -> String {
     if let Some(snap) = &s.last_snapshot {
-        if let Ok(Some(c)) = &snap.consumer {
-            if !c.stream.is_empty() {
-                return c.stream.clone();
-            }
+        let listed: Vec<&str> = snap
+            .consumers
+            .iter()
+            .filter(|(k, l)| !k.is_empty() && matches!(l, Ok(Some(v)) if !v.is_empty()))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !listed.is_empty() {
+            return listed.join(" and ");
         }
     }
     if let Some(c) = s.criterion(CriterionId::StreamPurity) {
@@ -496,27 +500,31 @@ mod tests {
         Snapshot {
             taken_at: at,
             streams,
-            consumer: Ok(Some(ConsumerState {
-                stream: "AA_CORE_HOT".into(),
-                name: "normalize-hrv-durable".into(),
-                num_pending: 0,
-                num_ack_pending: 0,
-                num_redelivered: 0,
-                num_waiting: 1,
-                delivered_consumer_seq: 2,
-                delivered_stream_seq: 2,
-                delivered_last_active: Some(at),
-                ack_floor_consumer_seq: 2,
-                ack_floor_stream_seq: 2,
-                ack_floor_last_active: Some(at),
-                filter_subject: "athlete-ally.hrv.raw-received".into(),
-                ack_policy: "explicit".into(),
-                ack_wait_secs: 60.0,
-                max_deliver: 5,
-                max_ack_pending: 1000,
-                durable_name: Some("normalize-hrv-durable".into()),
-                deliver_subject: None,
-            })),
+            consumers: [(
+                "AA_CORE_HOT".to_string(),
+                Ok(Some(vec![ConsumerState {
+                    stream: "AA_CORE_HOT".into(),
+                    name: "normalize-hrv-durable".into(),
+                    num_pending: 0,
+                    num_ack_pending: 0,
+                    num_redelivered: 0,
+                    num_waiting: 1,
+                    delivered_consumer_seq: 2,
+                    delivered_stream_seq: 2,
+                    delivered_last_active: Some(at),
+                    ack_floor_consumer_seq: 2,
+                    ack_floor_stream_seq: 2,
+                    ack_floor_last_active: Some(at),
+                    filter_subject: "athlete-ally.hrv.raw-received".into(),
+                    ack_policy: "explicit".into(),
+                    ack_wait_secs: 60.0,
+                    max_deliver: 5,
+                    max_ack_pending: 1000,
+                    durable_name: Some("normalize-hrv-durable".into()),
+                    deliver_subject: None,
+                }])),
+            )]
+            .into(),
             metrics: Err(ProbeFailure {
                 probe: ProbeKind::Metrics,
                 reason: "not needed".into(),
@@ -668,7 +676,10 @@ mod tests {
         assert!(md.contains("| AA_CORE_HOT | athlete-ally.>, sleep.\\* | 2 | 300 | 1 | 2 | - |"));
         assert!(md.contains("| AA_VENDOR_HOT | missing | | | | | |"));
         assert!(md.contains("| AA_DLQ | unknown: timeout \\| after 5s \\<none> next | | | | | |"));
-        assert!(md.contains("**Consumer: normalize-hrv-durable on AA_CORE_HOT**"));
+        assert!(
+            md.contains("| normalize-hrv-durable | AA_CORE_HOT |"),
+            "{md}"
+        );
         assert!(md.contains("| 0 | 2 | 2 | 0 | 0 | 1 | 2025-10-04 17:08:59Z |"));
         assert!(md.contains("| Criteria | Target | Actual | Status | Soak | Coverage |"));
         assert!(md.contains(

@@ -90,12 +90,15 @@ impl CycleRecord {
                     .copied()
                     .unwrap_or(0.0)
             }),
+            // The worst consumer's: what the lag chart and the soak's
+            // worst value show (per-consumer values are in `instances`).
             lag: snap
-                .consumer
-                .as_ref()
-                .ok()
-                .and_then(|c| c.as_ref())
-                .map(|c| c.num_pending + c.num_ack_pending),
+                .consumers
+                .values()
+                .filter_map(|l| l.as_ref().ok().and_then(|l| l.as_ref()))
+                .flatten()
+                .map(|c| c.num_pending + c.num_ack_pending)
+                .max(),
         }
     }
 }

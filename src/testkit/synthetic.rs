@@ -200,7 +200,8 @@ impl Scenario {
                 spec.baseline_messages.unwrap_or(55)
             } else if spec.name == cfg.streams.dlq.name {
                 spec.baseline_messages.unwrap_or(1) + dlq_extra
-            } else if spec.name == cfg.consumer.stream {
+            } else if Some(spec.name.as_str()) == cfg.consumers.primary().map(|c| c.stream.as_str())
+            {
                 published + dlq_extra + lag - waiting
             } else {
                 0
@@ -225,7 +226,8 @@ impl Scenario {
         let last_delivery = self
             .arrival(processed_total as u64)
             .map(|s| self.t0 + chrono::Duration::milliseconds((s * 1000.0) as i64));
-        let c = &cfg.consumer;
+        // The scenario plays the service's own (first named) durable.
+        let c = cfg.consumers.primary()?;
         let consumer = ConsumerState {
             stream: c.stream.clone(),
             name: c.durable.clone(),
@@ -334,11 +336,15 @@ impl Scenario {
         Some(Snapshot {
             taken_at: at,
             streams,
-            consumer: if nats_down {
-                Err(down(ProbeKind::Consumer))
-            } else {
-                Ok(Some(consumer))
-            },
+            consumers: [(
+                c.stream.clone(),
+                if nats_down {
+                    Err(down(ProbeKind::Consumer))
+                } else {
+                    Ok(Some(vec![consumer]))
+                },
+            )]
+            .into(),
             metrics: Ok(metrics),
             db: Ok(db),
             log: Ok(LogState {

@@ -559,6 +559,7 @@ fn soak_families(w: &mut ExpositionWriter, sum: &SoakSummary) {
         );
     }
     check::criterion_value_family(w, soak, sum.criteria.iter().map(|c| &c.last));
+    check::consumer_families(w, soak, sum.criteria.iter().map(|c| &c.last));
     if let Some(last) = &sum.last_snapshot {
         check::probe_up_family(w, soak, last);
     }

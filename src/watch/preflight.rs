@@ -25,13 +25,21 @@ pub fn snapshot_problems(cfg: &Config, snap: &Snapshot) -> Vec<String> {
             None => out.push(format!("stream {}: not probed", spec.name)),
         }
     }
-    match &snap.consumer {
-        Ok(Some(_)) => {}
-        Ok(None) => out.push(format!(
-            "consumer {} (consumer.durable) does not exist on stream {}",
-            cfg.consumer.durable, cfg.consumer.stream
-        )),
-        Err(f) => out.push(format!("consumer: {}", f.reason)),
+    for (stream, listing) in &snap.consumers {
+        if let Err(f) = listing {
+            out.push(format!("consumers of {stream}: {}", f.reason));
+        }
+    }
+    for c in &cfg.consumers.named {
+        if matches!(
+            snap.consumer(&c.stream, &c.durable),
+            crate::sample::ConsumerLookup::Missing
+        ) {
+            out.push(format!(
+                "consumer {} does not exist on stream {}",
+                c.durable, c.stream
+            ));
+        }
     }
     let failures = [
         snap.metrics.as_ref().err(),

@@ -102,7 +102,9 @@ pub fn soakwatch_json(n: &Notification) -> Value {
 }
 
 /// The Alertmanager labels of one alert: `alertname`, `criterion` (when the
-/// alert is about one), `severity`, `soak` (the soak's name). Labels are an
+/// alert is about one), `consumer` (when it is about one consumer:
+/// `criterion` is then `consumer_lag/<durable>`), `severity`, `soak` (the
+/// soak's name). Labels are an
 /// alert's identity in Alertmanager, so nothing that changes between cycles
 /// (values, evidence) is a label.
 pub fn alertmanager_labels(n: &Notification, a: &AlertItem) -> BTreeMap<String, String> {
@@ -110,6 +112,9 @@ pub fn alertmanager_labels(n: &Notification, a: &AlertItem) -> BTreeMap<String, 
     l.insert("alertname".to_string(), a.name.clone());
     if let Some(c) = a.criterion.as_deref().filter(|c| !c.is_empty()) {
         l.insert("criterion".to_string(), c.to_string());
+        if let Some((_, consumer)) = c.split_once('/') {
+            l.insert("consumer".to_string(), consumer.to_string());
+        }
     }
     l.insert("severity".to_string(), a.severity.as_str().to_string());
     l.insert("soak".to_string(), n.soak_name.clone());
