@@ -522,6 +522,77 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_stored_with_one_consumer_loads_as_its_streams_listing() {
+        #[derive(Serialize)]
+        struct Before<'a> {
+            taken_at: DateTime<Utc>,
+            streams: BTreeMap<String, Probed<Option<StreamState>>>,
+            consumer: Probed<Option<ConsumerState>>,
+            metrics: Probed<MetricsState>,
+            db: Probed<DbState>,
+            log: Probed<LogState>,
+            env: Probed<EnvState>,
+            probe_ms: BTreeMap<&'a str, u64>,
+        }
+        let c = ConsumerState {
+            stream: "AA_CORE_HOT".into(),
+            name: "normalize-hrv-durable".into(),
+            num_pending: 3,
+            num_ack_pending: 0,
+            num_redelivered: 0,
+            num_waiting: 1,
+            delivered_consumer_seq: 1,
+            delivered_stream_seq: 1,
+            delivered_last_active: None,
+            ack_floor_consumer_seq: 1,
+            ack_floor_stream_seq: 1,
+            ack_floor_last_active: None,
+            filter_subject: "a.b".into(),
+            ack_policy: "explicit".into(),
+            ack_wait_secs: 60.0,
+            max_deliver: 5,
+            max_ack_pending: 1000,
+            durable_name: Some("normalize-hrv-durable".into()),
+            deliver_subject: None,
+        };
+        let failed = |probe| ProbeFailure {
+            probe,
+            reason: "down".into(),
+        };
+        let old = Before {
+            taken_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            streams: BTreeMap::new(),
+            consumer: Ok(Some(c)),
+            metrics: Err(failed(ProbeKind::Metrics)),
+            db: Err(failed(ProbeKind::Database)),
+            log: Err(failed(ProbeKind::Log)),
+            env: Err(failed(ProbeKind::ServiceEnv)),
+            probe_ms: BTreeMap::new(),
+        };
+        let bytes = rmp_serde::to_vec_named(&old).expect("encode");
+        let back: Snapshot = rmp_serde::from_slice(&bytes).expect("old snapshot decodes");
+        match back.consumer("AA_CORE_HOT", "normalize-hrv-durable") {
+            ConsumerLookup::Found(c) => assert_eq!(c.num_pending, 3),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            back.consumer("AA_CORE_HOT", "other"),
+            ConsumerLookup::Missing
+        );
+        // A failed consumer probe of old stays unknown, not missing.
+        let old = Before {
+            consumer: Err(failed(ProbeKind::Consumer)),
+            ..old
+        };
+        let json = serde_json::to_string(&old).expect("json");
+        let back: Snapshot = serde_json::from_str(&json).expect("old JSON decodes");
+        assert!(matches!(
+            back.consumer("AA_CORE_HOT", "normalize-hrv-durable"),
+            ConsumerLookup::Unknown(_)
+        ));
+    }
+
+    #[test]
     fn metrics_recorded_before_the_family_facts_still_load() {
         let old = StoredBefore {
             body_bytes: 10,

@@ -846,6 +846,107 @@ mod tests {
         None
     }
 
+    /// The shipped file with its `[consumer]` table replaced by `entries`.
+    fn with_consumers(entries: &str) -> String {
+        let text = shipped();
+        let start = text
+            .find("[consumer]\n")
+            .expect("[consumer] in checks.toml");
+        let end = text[start + 1..]
+            .find("\n[")
+            .map(|i| start + 1 + i + 1)
+            .unwrap_or(text.len());
+        format!("{}{entries}\n{}", &text[..start], &text[end..])
+    }
+
+    #[test]
+    fn consumers_takes_named_durables_and_selectors_with_overrides() {
+        let text = with_consumers(
+            r#"[[consumers]]
+stream = "AA_CORE_HOT"
+durable = "normalize-hrv-durable"
+filter_subject = "athlete-ally.hrv.raw-received"
+ack_wait = "60s"
+max_deliver = 5
+
+[[consumers]]
+streams = ["AA_CORE_HOT", "AA_VENDOR_HOT"]
+max_deliver = 5
+min_count = 3
+exclude = ["ops-tool"]
+
+[consumers.overrides.vendor-oura]
+lag_fail = 100
+"#,
+        );
+        let c = Config::from_text(Path::new("checks.toml"), &text, &no_env).expect("valid");
+        assert_eq!(c.consumers.named.len(), 1);
+        assert_eq!(c.consumers.named[0].key, "consumers[0]");
+        let sel = &c.consumers.selectors[0];
+        assert_eq!(sel.min_count, 3);
+        assert!(sel.selects("AA_VENDOR_HOT", "vendor-oura"));
+        assert!(!sel.selects("AA_VENDOR_HOT", "ops-tool"));
+        assert!(!sel.selects("AA_DLQ", "vendor-oura"));
+        assert_eq!(sel.expectation_of("vendor-oura").lag_fail, Some(100));
+        assert_eq!(sel.expectation_of("vendor-oura").max_deliver, Some(5));
+        assert_eq!(sel.expectation_of("other").lag_fail, None);
+        assert_eq!(c.consumers.streams(), vec!["AA_CORE_HOT", "AA_VENDOR_HOT"]);
+    }
+
+    #[test]
+    fn consumers_problems_are_located_at_their_keys() {
+        let text = with_consumers(
+            r#"[[consumers]]
+stream = "AA_CORE_HOT"
+durable = "normalize-hrv-durable"
+ack_wait = "60s"
+
+[[consumers]]
+streams = ["AA_NOPE"]
+ack_policy = "sometimes"
+"#,
+        );
+        let Err(ConfigError::Invalid { problems }) =
+            Config::from_text(Path::new("checks.toml"), &text, &no_env)
+        else {
+            panic!("accepted");
+        };
+        let keys: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.key.as_str(), p.line)).collect();
+        for want in [
+            "consumers[0].filter_subject",
+            "consumers[0].max_deliver",
+            "consumers[1].streams[0]",
+            "consumers[1].ack_policy",
+        ] {
+            assert!(
+                keys.iter().any(|(k, _)| *k == want),
+                "{want} not in {keys:?}"
+            );
+        }
+        let line_of = |k: &str| keys.iter().find(|(key, _)| *key == k).and_then(|(_, l)| *l);
+        let policy_line = text
+            .lines()
+            .position(|l| l.starts_with("ack_policy = \"sometimes\""))
+            .map(|i| i + 1);
+        assert_eq!(line_of("consumers[1].ack_policy"), policy_line);
+
+        // Both forms at once, or neither: refused.
+        let both = format!(
+            "{}\n[[consumers]]\nstreams = [\"AA_CORE_HOT\"]\n",
+            shipped()
+        );
+        let err = Config::from_text(Path::new("checks.toml"), &both, &no_env)
+            .expect_err("both refused")
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+        let neither = with_consumers("");
+        let err = Config::from_text(Path::new("checks.toml"), &neither, &no_env)
+            .expect_err("neither refused")
+            .to_string();
+        assert!(err.contains("consumer: missing"), "{err}");
+    }
+
     #[test]
     fn shipped_config_is_valid_and_has_seed_defaults() {
         let c = Config::from_text(Path::new("checks.toml"), &shipped(), &no_env).expect("valid");

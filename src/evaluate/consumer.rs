@@ -657,4 +657,219 @@ mod tests {
             v[1].evidence
         );
     }
+
+    use crate::config::{Config, ConsumerExpect, ConsumerSelector};
+    use crate::sample::{ConsumerState, ProbeFailure, ProbeKind};
+    use crate::verdict::{CriterionId as C, Verdict};
+
+    /// The shipped config plus "every durable on both hot streams".
+    fn fleet_cfg(min_count: usize) -> Config {
+        let mut c = cfg();
+        c.consumers.selectors.push(ConsumerSelector {
+            key: "consumers[1]".into(),
+            streams: vec!["AA_CORE_HOT".into(), "AA_VENDOR_HOT".into()],
+            durable_prefix: String::new(),
+            exclude: vec!["ops-tool".into()],
+            min_count,
+            expect: ConsumerExpect {
+                max_deliver: Some(5),
+                ..Default::default()
+            },
+            overrides: [(
+                "vendor-slow".to_string(),
+                ConsumerExpect {
+                    lag_fail: Some(100),
+                    lag_warn: Some(50),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        });
+        c
+    }
+
+    /// A copy of the fixture's durable under another name and stream.
+    fn durable(template: &ConsumerState, stream: &str, name: &str, pending: u64) -> ConsumerState {
+        ConsumerState {
+            stream: stream.into(),
+            name: name.into(),
+            durable_name: Some(name.into()),
+            num_pending: pending,
+            ..template.clone()
+        }
+    }
+
+    /// The fixture's history with the vendor stream's listing added and
+    /// the core stream's extended.
+    fn fleet_history(c: &Config, vendor: &[(&str, u64)], core: &[(&str, u64)]) -> Vec<Snapshot> {
+        let mut h = healthy_window(c);
+        let template = first_consumer(&mut h[1]).cloned().expect("fixture durable");
+        let mut ephemeral = durable(&template, "AA_VENDOR_HOT", "eph-1", 500);
+        ephemeral.durable_name = None;
+        let mut v: Vec<ConsumerState> = vendor
+            .iter()
+            .map(|(n, p)| durable(&template, "AA_VENDOR_HOT", n, *p))
+            .collect();
+        v.push(ephemeral);
+        v.push(durable(&template, "AA_VENDOR_HOT", "ops-tool", 500));
+        let mut core_list = vec![template.clone()];
+        core_list.extend(
+            core.iter()
+                .map(|(n, p)| durable(&template, "AA_CORE_HOT", n, *p)),
+        );
+        for snap in &mut h {
+            snap.consumers
+                .insert("AA_VENDOR_HOT".into(), Ok(Some(v.clone())));
+            snap.consumers
+                .insert("AA_CORE_HOT".into(), Ok(Some(core_list.clone())));
+        }
+        h
+    }
+
+    fn instance<'v>(v: &'v Verdict, id: &str) -> &'v crate::verdict::InstanceVerdict {
+        v.instances
+            .iter()
+            .find(|i| i.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {:?}", v.instances))
+    }
+
+    #[test]
+    fn a_selector_watches_every_durable_and_one_lagging_consumer_fails_the_criterion() {
+        let c = fleet_cfg(1);
+        let h = fleet_history(&c, &[("vendor-a", 0), ("vendor-b", 12)], &[("core-x", 1)]);
+        let v = evaluate(&c, &h);
+        let lag = get(&v, C::ConsumerLag);
+        // The named durable, core-x, vendor-a, vendor-b: not the ephemeral
+        // consumer, not the excluded one.
+        let ids: Vec<&str> = lag.instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec![
+                "consumer_lag/normalize-hrv-durable",
+                "consumer_lag/core-x",
+                "consumer_lag/vendor-a",
+                "consumer_lag/vendor-b"
+            ]
+        );
+        assert_eq!(lag.status, Status::Fail);
+        assert_eq!(lag.value, Some(12.0));
+        assert!(
+            lag.evidence.contains("consumer_lag/vendor-b: lag 12 >= 10"),
+            "{}",
+            lag.evidence
+        );
+        assert_eq!(instance(lag, "consumer_lag/vendor-b").status, Status::Fail);
+        assert_eq!(instance(lag, "consumer_lag/vendor-a").status, Status::Pass);
+        assert_eq!(
+            instance(lag, "consumer_lag/vendor-b").stream,
+            "AA_VENDOR_HOT"
+        );
+        assert_eq!(not_passing(&v), vec![("consumer_lag", Status::Fail)]);
+        assert_eq!(crate::verdict::overall(&v), Status::Fail);
+        // Each consumer's config is judged against the selector's expectation.
+        let cfgv = get(&v, C::ConsumerConfig);
+        assert_eq!(cfgv.status, Status::Pass, "{}", cfgv.evidence);
+        assert_eq!(cfgv.instances.len(), 4);
+    }
+
+    #[test]
+    fn an_override_gives_one_durable_its_own_limits() {
+        let c = fleet_cfg(1);
+        let h = fleet_history(&c, &[("vendor-slow", 60)], &[]);
+        let v = evaluate(&c, &h);
+        let lag = get(&v, C::ConsumerLag);
+        let slow = instance(lag, "consumer_lag/vendor-slow");
+        assert_eq!(slow.status, Status::Warn, "{}", slow.evidence);
+        assert_eq!(slow.fail_at, Some(100.0));
+        assert_eq!(lag.status, Status::Warn);
+    }
+
+    #[test]
+    fn drift_of_a_selected_durable_fails_consumer_config_by_its_id() {
+        let c = fleet_cfg(1);
+        let mut h = fleet_history(&c, &[("vendor-a", 0)], &[]);
+        for snap in &mut h {
+            if let Some(Ok(Some(list))) = snap.consumers.get_mut("AA_VENDOR_HOT") {
+                list[0].max_deliver = 1;
+            }
+        }
+        let v = evaluate(&c, &h);
+        let cv = get(&v, C::ConsumerConfig);
+        assert_eq!(cv.status, Status::Fail);
+        assert!(
+            cv.evidence
+                .contains("consumer_config/vendor-a: consumer drift: max_deliver 1 (expected 5)"),
+            "{}",
+            cv.evidence
+        );
+    }
+
+    #[test]
+    fn a_selector_finding_too_few_durables_fails_and_a_failed_listing_is_unknown() {
+        let c = fleet_cfg(2);
+        let h = fleet_history(&c, &[], &[]);
+        // Only the named durable is on the streams: fewer than 2 selected.
+        let v = evaluate(&c, &h);
+        let cv = get(&v, C::ConsumerConfig);
+        assert_eq!(cv.status, Status::Fail);
+        assert!(
+            cv.evidence.contains("consumers[1] selects 1 durable(s)"),
+            "{}",
+            cv.evidence
+        );
+
+        let mut h = fleet_history(&fleet_cfg(1), &[("vendor-a", 0)], &[]);
+        h[1].consumers.insert(
+            "AA_VENDOR_HOT".into(),
+            Err(ProbeFailure {
+                probe: ProbeKind::Consumer,
+                reason: "consumers of AA_VENDOR_HOT: no answer within 5s".into(),
+            }),
+        );
+        let v = evaluate(&fleet_cfg(1), &h);
+        // The vendor fleet cannot be seen: never a silent pass.
+        for id in [C::ConsumerConfig, C::ConsumerLag, C::Redeliveries] {
+            let x = get(&v, id);
+            assert_eq!(x.status, Status::Unknown, "{id:?}: {}", x.evidence);
+            assert!(
+                x.evidence.contains("cannot list AA_VENDOR_HOT"),
+                "{}",
+                x.evidence
+            );
+        }
+    }
+
+    #[test]
+    fn one_name_on_two_streams_is_two_consumers_with_distinct_ids() {
+        let c = fleet_cfg(1);
+        let h = fleet_history(&c, &[("shared", 0)], &[("shared", 11)]);
+        let v = evaluate(&c, &h);
+        let lag = get(&v, C::ConsumerLag);
+        assert_eq!(
+            instance(lag, "consumer_lag/shared@AA_CORE_HOT").status,
+            Status::Fail
+        );
+        assert_eq!(
+            instance(lag, "consumer_lag/shared@AA_VENDOR_HOT").status,
+            Status::Pass
+        );
+    }
+
+    #[test]
+    fn a_whole_fleet_failing_names_a_few_and_counts_the_rest() {
+        let c = fleet_cfg(1);
+        let names: Vec<String> = (0..40).map(|i| format!("v{i:02}")).collect();
+        let vendor: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), 20)).collect();
+        let h = fleet_history(&c, &vendor, &[]);
+        let v = evaluate(&c, &h);
+        let lag = get(&v, C::ConsumerLag);
+        assert_eq!(lag.instances.len(), 41);
+        assert!(
+            lag.evidence
+                .contains("and 35 more of 41 consumers not passing"),
+            "{}",
+            lag.evidence
+        );
+        assert!(lag.evidence.len() < 600, "{}", lag.evidence.len());
+    }
 }
