@@ -12,6 +12,7 @@
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
 //! - `testkit`: the replica's provisioning and the stand-in service themselves.
 //! - `export`: the exported Prometheus rules and Grafana dashboard under promtool and a real Prometheus.
+//! - `fleet`: many consumers per soak (named durables and selectors) with per-consumer ids.
 //! - `ha`: the state on JetStream, the migration, two watchers on a 3-node cluster (failover, node loss, partition).
 //! - `page`: the daemon's status page in a real headless Chromium.
 //!
@@ -24,6 +25,7 @@ mod adoption;
 mod alert_sinks;
 mod check;
 mod export;
+mod fleet;
 mod ha;
 mod ops;
 mod page;

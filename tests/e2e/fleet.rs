@@ -1,0 +1,177 @@
+//! Many consumers per soak: `[[consumers]]` with a named durable and a
+//! selector over both hot streams, against real durables on the machine's
+//! NATS. Each consumer has its own id (`consumer_lag/<durable>`) in JSON,
+//! Nagios perfdata and Prometheus output, and the overall verdict covers all.
+
+use async_nats::jetstream::consumer;
+
+use crate::common::*;
+
+/// A pull durable on `stream` filtering `subject`, as the selector expects.
+async fn add_durable(r: &Replica, stream: &str, name: &str, subject: &str) {
+    let s = r.js.get_stream(stream).await.expect("stream");
+    s.create_consumer(consumer::pull::Config {
+        durable_name: Some(name.to_string()),
+        filter_subject: subject.to_string(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_deliver: 5,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+/// The config's `[consumer]` table replaced by the service's durable as a
+/// named entry plus "every fleet-* durable on both hot streams".
+fn fleet_config(text: String, r: &Replica, min_count: usize) -> String {
+    let start = text.find("[consumer]\n").expect("[consumer]");
+    let end = start
+        + text[start..]
+            .find("\n[metrics]")
+            .expect("[metrics] after it");
+    let named = text[start..end].replacen("[consumer]", "[[consumers]]", 1);
+    format!(
+        "{}{named}\n\n[[consumers]]\nstreams = [\"{}\", \"{}\"]\ndurable_prefix = \"fleet-\"\nmax_deliver = 5\nmin_count = {min_count}\n\n[consumers.overrides.fleet-core-b]\nlag_fail = 1000\nlag_warn = 900\n{}",
+        &text[..start],
+        r.names.core_stream,
+        r.names.vendor_stream,
+        &text[end..]
+    )
+}
+
+fn instance<'j>(run: &'j serde_json::Value, criterion: &str, id: &str) -> &'j serde_json::Value {
+    run["criteria"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == criterion))
+        .and_then(|c| c["consumers"].as_array())
+        .and_then(|a| a.iter().find(|i| i["id"] == id))
+        .unwrap_or_else(|| panic!("no {id} under {criterion}: {run}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_is_judged_per_consumer_with_stable_ids_in_every_format() {
+    let mut r = Replica::healthy(3).await;
+    let tag = r.names.tag.clone();
+    let (core, vendor) = (r.names.core_stream.clone(), r.names.vendor_stream.clone());
+    add_durable(&r, &core, "fleet-core-a", &format!("sw.{tag}.sleep.a")).await;
+    add_durable(&r, &core, "fleet-core-b", &format!("sw.{tag}.sleep.b")).await;
+    add_durable(&r, &vendor, "fleet-vendor-a", &format!("sw.{tag}.vendor.a")).await;
+    add_durable(&r, &vendor, "fleet-vendor-b", &format!("sw.{tag}.vendor.b")).await;
+    // An operator's durable that the prefix leaves out, with a backlog.
+    add_durable(&r, &vendor, "ops-replay", &format!("sw.{tag}.vendor.a")).await;
+    r.edit_config(|t| fleet_config(t, &r, 4));
+
+    let run = r.check("0s", false).await;
+    assert_eq!(
+        run.not_passing(),
+        pairs(&[("db_writes", "unknown")]),
+        "{}",
+        run.stdout
+    );
+    let j = run.json();
+    let ids: Vec<&str> = j["criteria"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["id"] == "consumer_lag"))
+        .and_then(|c| c["consumers"].as_array())
+        .expect("consumer_lag consumers")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            "consumer_lag/normalize-hrv-durable",
+            "consumer_lag/fleet-core-a",
+            "consumer_lag/fleet-core-b",
+            "consumer_lag/fleet-vendor-a",
+            "consumer_lag/fleet-vendor-b"
+        ],
+        "{j}"
+    );
+
+    // 12 messages wait for fleet-vendor-a (and the excluded ops-replay),
+    // 12 for fleet-core-b, whose own lag limit is 1000.
+    for n in 0..12 {
+        r.js.publish(format!("sw.{tag}.vendor.a"), format!("{n}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+        r.js.publish(format!("sw.{tag}.sleep.b"), format!("{n}").into())
+            .await
+            .expect("publish")
+            .await
+            .expect("ack");
+    }
+    let run = r.check("0s", false).await;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert_eq!(run.status("consumer_lag"), "fail");
+    let j = run.json();
+    let a = instance(&j, "consumer_lag", "consumer_lag/fleet-vendor-a");
+    assert_eq!(a["status"], "fail", "{a}");
+    assert_eq!(a["stream"], vendor.as_str());
+    assert_eq!(a["value"], 12.0);
+    // Nobody pulls for fleet-core-b: under its own limit of 1000, but stalled.
+    let b = instance(&j, "consumer_lag", "consumer_lag/fleet-core-b");
+    let b_evidence = b["evidence"].as_str().unwrap_or_default();
+    assert_eq!(b["status"], "fail", "{b}");
+    assert!(
+        b_evidence.starts_with("stalled: 12 pending") && !b_evidence.contains(">="),
+        "{b}"
+    );
+    assert_eq!(
+        instance(&j, "consumer_lag", "consumer_lag/fleet-vendor-b")["status"],
+        "pass"
+    );
+    let evidence = run.evidence("consumer_lag");
+    assert!(
+        evidence.contains("consumer_lag/fleet-vendor-a: lag 12 >= 10")
+            && !evidence.contains("ops-replay"),
+        "{evidence}"
+    );
+
+    let nagios = run_check(&r.config, "nagios", "0s").await;
+    assert!(
+        nagios.stdout.starts_with("SOAKWATCH CRITICAL"),
+        "{}",
+        nagios.stdout
+    );
+    assert!(
+        nagios
+            .stdout
+            .contains("'consumer_lag/fleet-vendor-a'=12;4;9;0")
+            && nagios
+                .stdout
+                .contains("'consumer_lag/fleet-core-b'=12;899;999;0"),
+        "{}",
+        nagios.stdout
+    );
+    let prom = run_check(&r.config, "prometheus", "0s").await;
+    let line = format!(
+        "soakwatch_consumer_criterion_value{{soak=\"{}\",criterion=\"consumer_lag/fleet-vendor-a\",consumer=\"fleet-vendor-a\",stream=\"{vendor}\"}} 12",
+        j["soak"].as_str().unwrap_or_default()
+    );
+    assert!(
+        prom.stdout.contains(&line),
+        "{line} not in\n{}",
+        prom.stdout
+    );
+    assert!(
+        prom.stdout
+            .contains("criterion=\"consumer_lag/fleet-vendor-a\",consumer=\"fleet-vendor-a\""),
+        "{}",
+        prom.stdout
+    );
+
+    // A durable of the fleet vanishes: fewer than min_count, a failure.
+    let s = r.js.get_stream(&core).await.expect("core");
+    s.delete_consumer("fleet-core-a").await.expect("delete");
+    let run = r.check("0s", false).await;
+    assert_eq!(run.status("consumer_config"), "fail", "{}", run.stdout);
+    assert!(
+        run.evidence("consumer_config")
+            .contains("selects 3 durable(s)"),
+        "{}",
+        run.evidence("consumer_config")
+    );
+}
