@@ -180,9 +180,11 @@ struct Candidate {
 /// Every alert to judge: each criterion, and for a failing per-consumer
 /// criterion one alert per failing consumer (so a second consumer that
 /// fails while the first still does is news, not hidden in a firing
-/// alert). A per-consumer criterion's own alert is only its "cannot be
-/// determined"; a consumer alert firing for a consumer no longer listed
-/// is resolved.
+/// alert). The `for` hold is the criterion's, across the fleet: once it is
+/// confirmed, every consumer failing in the newest cycle alerts. A
+/// per-consumer criterion's own alert is its "cannot be determined", or a
+/// confirmed failure that no consumer carries; a consumer alert firing for
+/// a consumer no longer failing or listed is resolved.
 fn candidates(
     cfg: &AlertsConfig,
     s: &SoakSummary,
@@ -209,11 +211,14 @@ fn candidates(
             .then(|| (cfg.severity_of(c.id), format!("{} failing", c.id.title())));
         let name = format!("soakwatch_{}", c.id.as_str());
         let per_consumer = c.id.per_consumer() && !c.last.instances.is_empty();
+        // A confirmed failure that is no one consumer's (too few durables
+        // selected, the env file) is the criterion's own alert.
+        let someone_fails = c.last.instances.iter().any(|i| i.status == Status::Fail);
         out.push(Candidate {
             key: name.clone(),
             name: name.clone(),
             criterion: c.id.as_str().to_string(),
-            desired: if per_consumer {
+            desired: if per_consumer && someone_fails {
                 unknown
             } else {
                 failing.or(unknown)
@@ -537,7 +542,98 @@ mod tests {
             verdict_reason: String::new(),
             last_snapshot: None,
             rollback: None,
+            consumers: vec![],
         }
+    }
+
+    /// `consumer_lag` confirmed failing with these consumers' raw statuses.
+    fn fleet_summary(now: i64, lag: Status, consumers: &[(&str, Status)]) -> SoakSummary {
+        let mut s = summary(now, &[(CriterionId::ConsumerLag, lag, 0)]);
+        s.criteria[0].last.instances = consumers
+            .iter()
+            .map(|(name, st)| crate::verdict::InstanceVerdict {
+                id: format!("consumer_lag/{name}"),
+                consumer: name.to_string(),
+                stream: "AA_VENDOR_HOT".into(),
+                status: *st,
+                observed: "12".into(),
+                target: "< 10".into(),
+                evidence: format!("{name}: lag 12 >= 10"),
+                value: Some(12.0),
+                warn_at: Some(5.0),
+                fail_at: Some(10.0),
+            })
+            .collect();
+        s
+    }
+
+    fn firing_ids(out: &StepOutput, state: AlertState) -> Vec<String> {
+        out.notifications
+            .iter()
+            .flat_map(|n| &n.alerts)
+            .filter(|a| a.state == state)
+            .filter_map(|a| a.criterion.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_failing_fleet_alerts_per_consumer_and_a_second_consumer_is_news() {
+        let c = cfg();
+        let mut e = AlertEngine::default();
+        let out = e.step(
+            &c,
+            &fleet_summary(
+                10,
+                Status::Fail,
+                &[("a", Status::Fail), ("b", Status::Pass)],
+            ),
+            t(10),
+        );
+        assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag/a"]);
+        assert!(out.notifications[0].alerts[0].name == "soakwatch_consumer_lag");
+        // b fails too while a still does: a new alert for b, none again for a.
+        let out = e.step(
+            &c,
+            &fleet_summary(
+                20,
+                Status::Fail,
+                &[("a", Status::Fail), ("b", Status::Fail)],
+            ),
+            t(20),
+        );
+        assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag/b"]);
+        // a recovers; then the criterion recovers and b's alert resolves too,
+        // even when b is no longer listed.
+        let out = e.step(
+            &c,
+            &fleet_summary(
+                30,
+                Status::Fail,
+                &[("a", Status::Pass), ("b", Status::Fail)],
+            ),
+            t(30),
+        );
+        assert_eq!(
+            firing_ids(&out, AlertState::Resolved),
+            vec!["consumer_lag/a"]
+        );
+        let out = e.step(
+            &c,
+            &fleet_summary(40, Status::Pass, &[("a", Status::Pass)]),
+            t(40),
+        );
+        assert_eq!(
+            firing_ids(&out, AlertState::Resolved),
+            vec!["consumer_lag/b"]
+        );
+        assert_eq!(e.firing().count(), 0);
+        // A confirmed failure no consumer carries alerts as the criterion.
+        let out = e.step(
+            &c,
+            &fleet_summary(50, Status::Fail, &[("a", Status::Pass)]),
+            t(50),
+        );
+        assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag"]);
     }
 
     #[test]

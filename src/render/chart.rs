@@ -1070,6 +1070,7 @@ mod tests {
             verdict_reason: String::new(),
             last_snapshot: None,
             rollback: None,
+            consumers: vec![],
         }
     }
 

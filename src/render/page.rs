@@ -198,6 +198,7 @@ pub fn render_page(v: &PageView) -> String {
             glance(v, s, &mut out);
             criteria_table(s, &mut out);
             incidents_table(s, &mut out);
+            consumers_table(s, &mut out);
             alerts_and_health(v, &mut out);
             rollback_section(v, s.rollback.as_ref(), &mut out);
             coverage_table(s, &mut out);
@@ -400,6 +401,43 @@ fn incidents_table(s: &SoakSummary, out: &mut String) {
         out.push_str(&format!(
             "<p class=\"note\">{} older incidents are in the reports.</p>\n",
             s.incidents.len() - MAX_INCIDENTS_SHOWN
+        ));
+    }
+}
+
+/// Most consumers on the page; the rest are in the reports.
+const MAX_CONSUMERS_SHOWN: usize = 30;
+
+/// The consumers that did not pass at some point, worst first (a fleet
+/// that always passed shows no table: the criteria say so).
+fn consumers_table(s: &SoakSummary, out: &mut String) {
+    if s.consumers.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2 id=\"consumers\">Consumers</h2>\n<div class=\"scroll\">\n<table id=\"consumers-table\">\n\
+         <caption>Consumers that did not pass a per-consumer criterion during the soak, worst first</caption>\n\
+         <thead><tr><th scope=\"col\">Consumer criterion</th><th scope=\"col\">Stream</th><th scope=\"col\">Now</th>\
+         <th scope=\"col\">Worst</th><th scope=\"col\">Time not passing</th><th scope=\"col\">Worst value</th>\
+         <th scope=\"col\">Evidence</th></tr></thead>\n<tbody>\n",
+    );
+    for c in s.consumers.iter().take(MAX_CONSUMERS_SHOWN) {
+        out.push_str(&format!(
+            "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"evidence\">{}</td></tr>\n",
+            text(&c.id),
+            text(&c.stream),
+            status_cell(c.now),
+            status_cell(c.worst),
+            human_duration(c.bad_secs),
+            c.worst_value.map(human_number).unwrap_or_else(|| "-".into()),
+            text(&c.evidence),
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n</div>\n");
+    if s.consumers.len() > MAX_CONSUMERS_SHOWN {
+        out.push_str(&format!(
+            "<p class=\"note\">{} more consumers are in the reports.</p>\n",
+            s.consumers.len() - MAX_CONSUMERS_SHOWN
         ));
     }
 }
@@ -645,6 +683,7 @@ mod tests {
                 finished: Some(now),
                 steps: vec![],
             }),
+            consumers: vec![],
         }
     }
 

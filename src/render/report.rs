@@ -345,6 +345,40 @@ fn incidents(s: &SoakSummary, out: &mut String) {
     }
 }
 
+/// Most consumers listed in a report; the rest are counted.
+const REPORT_CONSUMERS: usize = 50;
+
+/// Each consumer that did not pass a per-consumer criterion during the
+/// soak, by its stable id (left out when every consumer always passed).
+fn consumers_section(s: &SoakSummary, out: &mut String) {
+    if s.consumers.is_empty() {
+        return;
+    }
+    out.push_str("## Consumers not passing during the soak\n\n| Consumer criterion | Stream | Now | Worst | Time not passing | Cycles | First | Last | Worst value | Evidence |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    for c in s.consumers.iter().take(REPORT_CONSUMERS) {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            line(&c.id).replace('`', "'"),
+            cell(&c.stream),
+            c.now.as_str(),
+            c.worst.as_str(),
+            duration(c.bad_secs),
+            c.bad_cycles,
+            ts(c.first_bad),
+            ts(c.last_bad),
+            c.worst_value.map(num).unwrap_or_else(|| "-".into()),
+            cell(&c.evidence)
+        ));
+    }
+    if s.consumers.len() > REPORT_CONSUMERS {
+        out.push_str(&format!(
+            "\n{} more consumers did not pass at some point (the state holds them all).\n",
+            s.consumers.len() - REPORT_CONSUMERS
+        ));
+    }
+    out.push('\n');
+}
+
 /// Link target for a chart file: characters that would end or break a
 /// Markdown link destination are percent-encoded.
 fn link_target(file: &str) -> String {
@@ -430,6 +464,7 @@ pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, St
     criteria_table(s, &mut out);
     coverage_table(s, &mut out);
     incidents(s, &mut out);
+    consumers_section(s, &mut out);
     rollback_section(s, &mut out);
 
     if !charts.is_empty() {
@@ -629,6 +664,7 @@ mod tests {
             verdict_reason: "every criterion held with sufficient coverage".into(),
             last_snapshot: Some(snapshot(now)),
             rollback: None,
+            consumers: vec![],
         }
     }
 

@@ -221,6 +221,7 @@ mod tests {
             lag: None,
             dlq_last_seq: seq,
             dlq_counter: counter,
+            consumers: vec![],
         }
     }
 

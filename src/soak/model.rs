@@ -136,6 +136,36 @@ pub struct SoakSummary {
     /// The rollback, if it fired (filled by the daemon, not by the timeline).
     #[serde(default)]
     pub rollback: Option<RollbackView>,
+    /// Each consumer that did not pass a per-consumer criterion at some
+    /// point of the soak, most time not passing first (a consumer that
+    /// always passed is not listed).
+    #[serde(default)]
+    pub consumers: Vec<ConsumerSummary>,
+}
+
+/// One consumer's part of one per-consumer criterion over the soak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerSummary {
+    /// Stable id, `consumer_lag/<durable>`.
+    pub id: String,
+    /// The stream it lives on.
+    pub stream: String,
+    /// Its raw status in the newest cycle (pass when it is not marked).
+    pub now: Status,
+    /// Its worst raw status over the soak.
+    pub worst: Status,
+    /// Time it was not passing (each cycle stands until the next, capped by the gap limit).
+    pub bad_secs: f64,
+    /// Cycles it was not passing.
+    pub bad_cycles: usize,
+    /// First and newest cycle it was not passing.
+    pub first_bad: DateTime<Utc>,
+    /// See `first_bad`.
+    pub last_bad: DateTime<Utc>,
+    /// Its worst number (highest lag, most redeliveries).
+    pub worst_value: Option<f64>,
+    /// Its newest evidence while not passing.
+    pub evidence: String,
 }
 
 impl SoakSummary {

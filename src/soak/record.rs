@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::Status;
+use crate::verdict::{Status, Verdict};
 
 /// The soak's identity, recorded once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,4 +50,54 @@ pub struct CycleRecord {
     /// The service's dead-letter counter (result = dlq), if seen.
     #[serde(default)]
     pub dlq_counter: Option<f64>,
+    /// The consumers not passing a per-consumer criterion this cycle (a
+    /// consumer not listed passed), worst first, at most
+    /// [`MAX_MARKS_PER_CRITERION`] per criterion: a fleet of 1,000 healthy
+    /// durables costs nothing here, a fleet of 1,000 failing ones a bounded
+    /// amount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerMark>,
+}
+
+/// The marks of one cycle's verdicts (see [`CycleRecord::consumers`]).
+pub fn consumer_marks(verdicts: &[Verdict]) -> Vec<ConsumerMark> {
+    let mut out = Vec::new();
+    for v in verdicts.iter().filter(|v| v.id.per_consumer()) {
+        let mut bad: Vec<_> = v
+            .instances
+            .iter()
+            .filter(|i| !matches!(i.status, Status::Pass | Status::NotConfigured))
+            .collect();
+        bad.sort_by_key(|i| std::cmp::Reverse(i.status));
+        out.extend(
+            bad.into_iter()
+                .take(MAX_MARKS_PER_CRITERION)
+                .map(|i| ConsumerMark {
+                    id: i.id.clone(),
+                    stream: i.stream.clone(),
+                    status: i.status,
+                    value: i.value,
+                    evidence: i.evidence.clone(),
+                }),
+        );
+    }
+    out
+}
+
+/// Most consumers marked per criterion in one cycle record.
+pub const MAX_MARKS_PER_CRITERION: usize = 50;
+
+/// One consumer not passing one per-consumer criterion in one cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerMark {
+    /// Stable id, `consumer_lag/<durable>`.
+    pub id: String,
+    /// The stream it lives on.
+    pub stream: String,
+    /// Its raw status.
+    pub status: Status,
+    /// Its number (lag, redeliveries), if any.
+    pub value: Option<f64>,
+    /// Its evidence.
+    pub evidence: String,
 }

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use crate::histogram;
 use crate::sample::Snapshot;
 use crate::soak::dlq_spike::is_spike;
-use crate::soak::model::{ChartSeries, CriterionSummary, ProbeCoverage, SoakSummary, Span};
+use crate::soak::model::{
+    ChartSeries, ConsumerSummary, CriterionSummary, ProbeCoverage, SoakSummary, Span,
+};
 use crate::soak::policy::SoakPolicy;
 use crate::soak::record::{CycleRecord, SoakMeta};
 use crate::soak::series::BoundedSeries;
@@ -324,6 +326,8 @@ pub struct RunningSummary {
     probes: Vec<(String, ProbeRun)>,
     restarts: RestartRun,
     series: SeriesRun,
+    /// Consumers ever marked not passing, by id (bounded by the fleet).
+    consumers: std::collections::BTreeMap<String, ConsumerSummary>,
 }
 
 impl RunningSummary {
@@ -356,6 +360,7 @@ impl RunningSummary {
                 .collect(),
             restarts: RestartRun::default(),
             series: SeriesRun::default(),
+            consumers: Default::default(),
         }
     }
 
@@ -388,9 +393,15 @@ impl RunningSummary {
                         probe.good_secs += w;
                     }
                 }
+                for m in &prev.consumers {
+                    if let Some(run) = self.consumers.get_mut(&m.id) {
+                        run.bad_secs += w;
+                    }
+                }
             }
         }
         let gap_before = prev_at.is_some_and(|p| c.at - p > max_gap);
+        self.note_consumers(&c);
         self.restarts.push(&c);
         self.push_series(&c);
         self.note_probes(&c);
@@ -412,6 +423,39 @@ impl RunningSummary {
             run.shown_prev = Some(shown);
         }
         self.trim_recent();
+    }
+
+    /// Each consumer's part this cycle: marked ones are not passing, the
+    /// others (already known) pass now.
+    fn note_consumers(&mut self, c: &CycleRecord) {
+        for run in self.consumers.values_mut() {
+            run.now = Status::Pass;
+        }
+        for m in &c.consumers {
+            let run = self
+                .consumers
+                .entry(m.id.clone())
+                .or_insert_with(|| ConsumerSummary {
+                    id: m.id.clone(),
+                    stream: m.stream.clone(),
+                    now: m.status,
+                    worst: m.status,
+                    bad_secs: 0.0,
+                    bad_cycles: 0,
+                    first_bad: c.at,
+                    last_bad: c.at,
+                    worst_value: None,
+                    evidence: String::new(),
+                });
+            run.now = m.status;
+            run.worst = run.worst.max(m.status);
+            run.bad_cycles += 1;
+            run.last_bad = c.at;
+            run.evidence = m.evidence.clone();
+            if let Some(v) = m.value.filter(|v| v.is_finite()) {
+                run.worst_value = Some(run.worst_value.map_or(v, |w| w.max(v)));
+            }
+        }
     }
 
     fn note_probes(&mut self, c: &CycleRecord) {
@@ -546,7 +590,19 @@ impl RunningSummary {
             verdict_reason,
             last_snapshot,
             rollback: None,
+            consumers: self.consumer_summaries(),
         }
+    }
+
+    fn consumer_summaries(&self) -> Vec<ConsumerSummary> {
+        let mut v: Vec<ConsumerSummary> = self.consumers.values().cloned().collect();
+        v.sort_by(|a, b| {
+            b.worst
+                .cmp(&a.worst)
+                .then(b.bad_secs.total_cmp(&a.bad_secs))
+                .then(a.id.cmp(&b.id))
+        });
+        v
     }
 
     fn chart_series(&self) -> ChartSeries {
@@ -721,8 +777,50 @@ mod tests {
             dlq_messages: Some(dlq_seq),
             dlq_last_seq: Some(dlq_seq),
             dlq_counter: None,
+            consumers: vec![],
             lag: Some(lag),
         }
+    }
+
+    #[test]
+    fn consumers_that_did_not_pass_are_tallied_by_id_and_the_rest_cost_nothing() {
+        use crate::soak::record::ConsumerMark;
+        let mark = |id: &str, status, lag| ConsumerMark {
+            id: id.into(),
+            stream: "AA_VENDOR_HOT".into(),
+            status,
+            value: Some(lag),
+            evidence: format!("lag {lag}"),
+        };
+        let mut r = RunningSummary::new(&policy(), Duration::ZERO);
+        for k in 0..10 {
+            let mut c = cycle(k, 0, 0);
+            if (3..6).contains(&k) {
+                c.consumers = vec![
+                    mark("consumer_lag/vendor-a", Status::Fail, 12.0 + k as f64),
+                    mark("consumer_lag/vendor-b", Status::Warn, 6.0),
+                ];
+            }
+            r.push(c);
+        }
+        let meta = SoakMeta {
+            id: "t".into(),
+            name: "t".into(),
+            t0: cycle(0, 0, 0).at,
+            planned_secs: 3600.0,
+        };
+        let s = r.summary(&meta, &[], None);
+        let ids: Vec<&str> = s.consumers.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, vec!["consumer_lag/vendor-a", "consumer_lag/vendor-b"]);
+        let a = &s.consumers[0];
+        assert_eq!((a.worst, a.now), (Status::Fail, Status::Pass));
+        assert_eq!(a.bad_cycles, 3);
+        // Cycles 3, 4 and 5 each stand for the 10 s until the next one.
+        assert!((a.bad_secs - 30.0).abs() < 1e-9, "{}", a.bad_secs);
+        assert_eq!(a.worst_value, Some(17.0));
+        assert_eq!(a.first_bad, cycle(3, 0, 0).at);
+        assert_eq!(a.last_bad, cycle(5, 0, 0).at);
+        assert_eq!(s.consumers[1].worst, Status::Warn);
     }
 
     #[test]

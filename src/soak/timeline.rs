@@ -91,7 +91,7 @@ impl CycleRecord {
                     .unwrap_or(0.0)
             }),
             // The worst consumer's: what the lag chart and the soak's
-            // worst value show (per-consumer values are in `instances`).
+            // worst value show (per-consumer values are in `consumers`).
             lag: snap
                 .consumers
                 .values()
@@ -99,6 +99,7 @@ impl CycleRecord {
                 .flatten()
                 .map(|c| c.num_pending + c.num_ack_pending)
                 .max(),
+            consumers: crate::soak::record::consumer_marks(verdicts),
         }
     }
 }
@@ -277,6 +278,7 @@ mod tests {
             lag: Some(0),
             dlq_last_seq: Some(1),
             dlq_counter: Some(0.0),
+            consumers: vec![],
         }
     }
 

@@ -678,6 +678,7 @@ mod tests {
             verdict_reason: "so far so good".into(),
             last_snapshot: None,
             rollback: None,
+            consumers: vec![],
         }
     }
 

@@ -1,0 +1,216 @@
+//! Benchmark: one cycle over a fleet of durables on the local NATS.
+//!
+//! `cargo bench --features testkit --bench fleet` (NATS with JetStream at
+//! NATS_URL, default nats://127.0.0.1:4222) creates, for each size, hot
+//! streams with pull durables (1 on 1 stream; then 100, 1,000 and 2,000 over
+//! 10 streams), a config whose `[[consumers]]` selector takes every durable
+//! on them, and times (median of 15 cycles):
+//! - the consumer listings alone (one paged `CONSUMER.LIST` per stream),
+//! - the whole probe round (`Prober::snapshot`: stream infos, listings, and
+//!   the metrics probe against a closed port, which fails at once),
+//! - the evaluation (`evaluate` over the last two snapshots),
+//! - the compact cycle record, and the encoded sizes of the record and of
+//!   the snapshot the state keeps.
+//!
+//! Everything it creates is named for this run and deleted at the end.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, stream};
+use chrono::Utc;
+use soakwatch::config::Config;
+use soakwatch::evaluate::evaluate;
+use soakwatch::probe::{nats as nats_probe, Prober};
+use soakwatch::soak::timeline::CycleRecord;
+
+const CYCLES: usize = 15;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn config_text(url: &str, prefix: &str, streams: &[String]) -> String {
+    let hot: String = streams
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!("[[streams.hot]]\nname = \"{s}\"\nsubjects = [\"{prefix}.s{i}.>\"]\n\n")
+        })
+        .collect();
+    let quoted: Vec<String> = streams.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"[soak]
+name = "fleet-bench"
+
+[nats]
+url = "{url}"
+
+[streams.legacy]
+name = "{prefix}_LEGACY"
+subjects = ["{prefix}.legacy.>"]
+
+{hot}[streams.dlq]
+name = "{prefix}_DLQ"
+subjects = ["{prefix}.dlq.>"]
+
+[[consumers]]
+streams = [{}]
+ack_policy = "explicit"
+max_deliver = 5
+
+[metrics]
+url = "http://127.0.0.1:1/metrics"
+messages_counter = "messages_total"
+"#,
+        quoted.join(", ")
+    )
+}
+
+async fn make_stream(js: &jetstream::Context, name: &str, subjects: Vec<String>) {
+    js.create_stream(stream::Config {
+        name: name.to_string(),
+        subjects,
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("create stream {name}: {e}"));
+}
+
+struct Figures {
+    durables: usize,
+    streams: usize,
+    listing_ms: f64,
+    probe_ms: f64,
+    evaluate_ms: f64,
+    record_ms: f64,
+    record_bytes: usize,
+    snapshot_bytes: usize,
+}
+
+async fn run_size(
+    js: &jetstream::Context,
+    url: &str,
+    n_streams: usize,
+    per_stream: usize,
+) -> Figures {
+    let prefix = format!("SWFB{}N{}", std::process::id(), n_streams * per_stream);
+    let subj = prefix.to_lowercase();
+    let names: Vec<String> = (0..n_streams).map(|i| format!("{prefix}_HOT{i}")).collect();
+    make_stream(
+        js,
+        &format!("{prefix}_LEGACY"),
+        vec![format!("{subj}.legacy.>")],
+    )
+    .await;
+    make_stream(js, &format!("{prefix}_DLQ"), vec![format!("{subj}.dlq.>")]).await;
+    for (i, s) in names.iter().enumerate() {
+        make_stream(js, s, vec![format!("{subj}.s{i}.>")]).await;
+        let st = js.get_stream(s).await.expect("stream");
+        for j in 0..per_stream {
+            st.create_consumer(consumer::pull::Config {
+                durable_name: Some(format!("d{i}-{j:04}")),
+                filter_subject: format!("{subj}.s{i}.c{j}"),
+                ack_policy: consumer::AckPolicy::Explicit,
+                max_deliver: 5,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create durable: {e}"));
+        }
+    }
+    let text = config_text(url, &subj, &names);
+    let cfg = Config::from_text(Path::new("fleet.toml"), &text, &|_: &str| None)
+        .unwrap_or_else(|e| panic!("config: {e}"));
+    let prober = Prober::new(cfg.clone()).expect("prober");
+    let (mut listing, mut probe, mut eval, mut record) = (vec![], vec![], vec![], vec![]);
+    let mut prev = prober.snapshot(Utc::now(), &[]).await;
+    let (mut record_bytes, mut snapshot_bytes) = (0, 0);
+    for _ in 0..CYCLES {
+        let t = Instant::now();
+        let listings = futures::future::join_all(
+            names
+                .iter()
+                .map(|s| nats_probe::consumer_listing(js, s, Duration::from_secs(5))),
+        )
+        .await;
+        listing.push(t.elapsed().as_secs_f64() * 1000.0);
+        let listed: usize = listings
+            .iter()
+            .map(|l| l.as_ref().ok().and_then(|l| l.as_ref()).map_or(0, Vec::len))
+            .sum();
+        assert_eq!(listed, n_streams * per_stream, "listing saw every durable");
+
+        let t = Instant::now();
+        let snap = prober.snapshot(Utc::now(), &[]).await;
+        probe.push(t.elapsed().as_secs_f64() * 1000.0);
+
+        let t = Instant::now();
+        let history = [prev, snap];
+        let verdicts = evaluate(&cfg, &history);
+        eval.push(t.elapsed().as_secs_f64() * 1000.0);
+        let lag = verdicts
+            .iter()
+            .find(|v| v.id == soakwatch::verdict::CriterionId::ConsumerLag)
+            .expect("consumer_lag");
+        assert_eq!(
+            lag.instances.len(),
+            n_streams * per_stream,
+            "{}",
+            lag.evidence
+        );
+
+        let t = Instant::now();
+        let rec = CycleRecord::from_verdicts(&cfg, &history[1], &verdicts);
+        let rec_bytes = rmp_serde::to_vec_named(&rec).expect("record").len();
+        record.push(t.elapsed().as_secs_f64() * 1000.0);
+        record_bytes = rec_bytes;
+        snapshot_bytes = rmp_serde::to_vec_named(&history[1])
+            .expect("snapshot")
+            .len();
+        let [_, snap] = history;
+        prev = snap;
+    }
+    for s in names
+        .iter()
+        .chain([&format!("{prefix}_LEGACY"), &format!("{prefix}_DLQ")])
+    {
+        let _ = js.delete_stream(s).await;
+    }
+    Figures {
+        durables: n_streams * per_stream,
+        streams: n_streams,
+        listing_ms: median(listing),
+        probe_ms: median(probe),
+        evaluate_ms: median(eval),
+        record_ms: median(record),
+        record_bytes,
+        snapshot_bytes,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    soakwatch::install_crypto_provider();
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let client = async_nats::connect(&url).await.expect("connect to NATS");
+    let js = jetstream::new(client);
+    println!("durables streams | listings ms | probe round ms | evaluate ms | record ms | whole ms | record B | snapshot B");
+    for (streams, per) in [(1, 1), (10, 10), (10, 100), (10, 200)] {
+        let f = run_size(&js, &url, streams, per).await;
+        println!(
+            "{:>8} {:>7} | {:>11.2} | {:>14.2} | {:>11.2} | {:>9.3} | {:>8.2} | {:>8} | {:>10}",
+            f.durables,
+            f.streams,
+            f.listing_ms,
+            f.probe_ms,
+            f.evaluate_ms,
+            f.record_ms,
+            f.probe_ms + f.evaluate_ms + f.record_ms,
+            f.record_bytes,
+            f.snapshot_bytes
+        );
+    }
+}
