@@ -175,3 +175,133 @@ async fn a_fleet_is_judged_per_consumer_with_stable_ids_in_every_format() {
         run.evidence("consumer_config")
     );
 }
+
+/// Every JSON body POSTed to it, in arrival order.
+type Bodies = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// A webhook receiver on loopback that records each JSON body.
+async fn start_receiver() -> (Bodies, u16) {
+    use axum::{extract::State, routing::post, Router};
+    let seen: Bodies = Default::default();
+    async fn hook(State(seen): State<Bodies>, body: axum::body::Bytes) -> &'static str {
+        if let Ok(v) = serde_json::from_slice(&body) {
+            seen.lock().expect("lock").push(v);
+        }
+        "ok"
+    }
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (seen, port)
+}
+
+/// (state, criterion) of every alert the receiver got.
+fn received(seen: &Bodies) -> Vec<(String, String)> {
+    seen.lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap_or_default().to_string(),
+                a["criterion"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_received(seen: &Bodies, want: (&str, &str), d: &mut Daemon) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if received(seen)
+            .iter()
+            .any(|(s, c)| s == want.0 && c == want.1)
+        {
+            return;
+        }
+        d.assert_running("waiting for an alert");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!(
+        "no {want:?} alert; got {:?}\n{}",
+        received(seen),
+        d.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_alerts_once_per_failing_consumer_and_exports_each_on_metrics() {
+    let mut r = Replica::healthy(3).await;
+    let tag = r.names.tag.clone();
+    let vendor = r.names.vendor_stream.clone();
+    add_durable(&r, &vendor, "fleet-vendor-a", &format!("sw.{tag}.vendor.a")).await;
+    add_durable(&r, &vendor, "fleet-vendor-b", &format!("sw.{tag}.vendor.b")).await;
+    r.edit_config(|t| fleet_config(t, &r, 2));
+    let (seen, port) = start_receiver().await;
+    r.add_watch_section(&format!(
+        "[watch.for]\nconsumer_lag = \"1s\"\n\n[[alerts.routes]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n"
+    ));
+    let mut d = r.start_daemon("fleet");
+    d.wait_status(
+        "consumer_lag",
+        "pass",
+        std::time::Duration::from_secs(30),
+        |s| s == 0.0,
+    )
+    .await;
+
+    let publish = |subject: String| {
+        let js = r.js.clone();
+        async move {
+            for n in 0..12 {
+                js.publish(subject.clone(), format!("{n}").into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("ack");
+            }
+        }
+    };
+    publish(format!("sw.{tag}.vendor.a")).await;
+    wait_received(&seen, ("firing", "consumer_lag/fleet-vendor-a"), &mut d).await;
+    let body = d
+        .wait_metrics(
+            "fleet-vendor-a's lag on /metrics",
+            std::time::Duration::from_secs(10),
+            |m| {
+                m.sum(
+                    "soakwatch_consumer_criterion_value",
+                    &[("criterion".into(), "consumer_lag/fleet-vendor-a".into())],
+                ) == Some(12.0)
+            },
+        )
+        .await;
+    assert!(body.contains("consumer=\"fleet-vendor-a\""), "{body}");
+
+    // The second consumer failing while the first still does is news.
+    publish(format!("sw.{tag}.vendor.b")).await;
+    wait_received(&seen, ("firing", "consumer_lag/fleet-vendor-b"), &mut d).await;
+    let firing_a = received(&seen)
+        .iter()
+        .filter(|(s, c)| s == "firing" && c == "consumer_lag/fleet-vendor-a")
+        .count();
+    assert_eq!(firing_a, 1, "{:?}", received(&seen));
+    assert!(
+        !received(&seen).iter().any(|(_, c)| c == "consumer_lag"),
+        "the criterion's own alert stays quiet while consumers carry it: {:?}",
+        received(&seen)
+    );
+
+    // fleet-vendor-a is deleted: it drops out of the fleet and its alert resolves.
+    let s = r.js.get_stream(&vendor).await.expect("vendor");
+    s.delete_consumer("fleet-vendor-a").await.expect("delete");
+    wait_received(&seen, ("resolved", "consumer_lag/fleet-vendor-a"), &mut d).await;
+    d.assert_running("after the alerts");
+}
