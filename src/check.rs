@@ -54,5 +54,6 @@ fn unreachable_snapshot(t: chrono::DateTime<Utc>) -> crate::sample::Snapshot {
         log: Err(f(K::Log)),
         env: Err(f(K::ServiceEnv)),
         probe_ms: Default::default(),
+        consumers_elided: false,
     }
 }

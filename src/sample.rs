@@ -396,7 +396,16 @@ pub struct Snapshot {
     pub env: Probed<EnvState>,
     /// Wall time each probe took, milliseconds.
     pub probe_ms: BTreeMap<String, u64>,
+    /// Set on a stored older snapshot whose consumer listings were left
+    /// out (a fleet's listing is kept for the newest snapshot only): its
+    /// consumers read as unknown, never as missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub consumers_elided: bool,
 }
+
+/// Listings with more consumers than this are left out of older stored
+/// snapshots.
+pub const KEEP_LISTINGS_UP_TO: usize = 32;
 
 /// A snapshot as any version stored it: before the consumer listings, a
 /// snapshot held one `consumer` (the durable, or `None` when missing).
@@ -413,6 +422,8 @@ struct StoredSnapshot {
     log: Probed<LogState>,
     env: Probed<EnvState>,
     probe_ms: BTreeMap<String, u64>,
+    #[serde(default)]
+    consumers_elided: bool,
 }
 
 impl From<StoredSnapshot> for Snapshot {
@@ -435,6 +446,7 @@ impl From<StoredSnapshot> for Snapshot {
             log: s.log,
             env: s.env,
             probe_ms: s.probe_ms,
+            consumers_elided: s.consumers_elided,
         }
     }
 }
@@ -476,8 +488,39 @@ impl Snapshot {
         v
     }
 
+    /// This snapshot without its consumer listings, when they hold more
+    /// than [`KEEP_LISTINGS_UP_TO`] consumers (None: small enough to keep).
+    /// The listings of a 1,000-durable fleet are most of a snapshot; the
+    /// cycle record keeps each consumer's verdict, and only the newest
+    /// snapshot is evaluated again.
+    pub fn elide_consumers(mut self) -> Option<Snapshot> {
+        let listed: usize = self
+            .consumers
+            .values()
+            .filter_map(|l| l.as_ref().ok().and_then(|l| l.as_ref()))
+            .map(Vec::len)
+            .sum();
+        if listed <= KEEP_LISTINGS_UP_TO {
+            return None;
+        }
+        for l in self.consumers.values_mut() {
+            if let Ok(Some(list)) = l {
+                list.clear();
+            }
+        }
+        self.consumers_elided = true;
+        Some(self)
+    }
+
     /// The durable `name` on `stream`.
     pub fn consumer(&self, stream: &str, name: &str) -> ConsumerLookup<'_> {
+        if self.consumers_elided {
+            static ELIDED: std::sync::OnceLock<ProbeFailure> = std::sync::OnceLock::new();
+            return ConsumerLookup::Unknown(ELIDED.get_or_init(|| ProbeFailure {
+                probe: ProbeKind::Consumer,
+                reason: "consumer listings are kept for the newest sample only".into(),
+            }));
+        }
         match self.consumers.get(stream) {
             Some(Err(f)) => ConsumerLookup::Unknown(f),
             Some(Ok(Some(list))) => list

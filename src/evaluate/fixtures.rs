@@ -127,6 +127,7 @@ pub(super) fn healthy(c: &Config, at: i64, ok: f64) -> Snapshot {
         }),
         env: Ok(env),
         probe_ms: BTreeMap::new(),
+        consumers_elided: false,
     }
 }
 

@@ -219,6 +219,7 @@ impl Prober {
             log,
             env,
             probe_ms,
+            consumers_elided: false,
         }
     }
 

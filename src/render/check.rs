@@ -998,6 +998,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            consumers_elided: false,
         }
     }
 

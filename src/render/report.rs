@@ -577,6 +577,7 @@ mod tests {
                 reason: "not needed".into(),
             }),
             probe_ms: BTreeMap::new(),
+            consumers_elided: false,
         }
     }
 

@@ -39,6 +39,11 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Held for the store's life; released by [`SqliteStore::close`].
     lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// The newest appended snapshot's time and its body without consumer
+    /// listings, when it had a fleet's: the next append writes that body
+    /// over it, so only the newest snapshot keeps a 1,000-durable listing
+    /// (see [`Snapshot::elide_consumers`]).
+    slim_prev: std::sync::Mutex<Option<(i64, Vec<u8>)>>,
 }
 
 /// The file a path names once every symlink (also a last component that
@@ -191,6 +196,7 @@ impl SqliteStore {
             pool,
             path: path.to_path_buf(),
             lock: std::sync::Mutex::new(lock),
+            slim_prev: std::sync::Mutex::new(None),
         })
     }
 
@@ -304,7 +310,24 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let record = encode(rec)?;
         let body = encode(snap)?;
+        let slim = match snap.clone().elide_consumers() {
+            Some(slim) => Some((ms(snap.taken_at), encode(&slim)?)),
+            None => None,
+        };
+        let prev = self
+            .slim_prev
+            .lock()
+            .map(|mut p| std::mem::replace(&mut *p, slim.clone()))
+            .unwrap_or(None);
         let mut tx = self.pool.begin().await?;
+        if let Some((at, slim_body)) = prev.filter(|(at, _)| *at != ms(snap.taken_at)) {
+            sqlx::query("UPDATE snapshot SET body = ? WHERE soak_id = ? AND at_ms = ?")
+                .bind(slim_body)
+                .bind(soak_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("INSERT OR REPLACE INTO cycle (soak_id, at_ms, record) VALUES (?, ?, ?)")
             .bind(soak_id)
             .bind(ms(rec.at))

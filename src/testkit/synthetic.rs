@@ -353,6 +353,7 @@ impl Scenario {
             }),
             env: Ok(env),
             probe_ms: BTreeMap::new(),
+            consumers_elided: false,
         })
     }
 }

@@ -305,3 +305,80 @@ async fn the_daemon_alerts_once_per_failing_consumer_and_exports_each_on_metrics
     wait_received(&seen, ("resolved", "consumer_lag/fleet-vendor-a"), &mut d).await;
     d.assert_running("after the alerts");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_newest_stored_snapshot_keeps_a_fleets_listing() {
+    use soakwatch::config::Config;
+    use soakwatch::sample::ConsumerLookup;
+    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    use soakwatch::soak::timeline::{CycleRecord, SoakMeta};
+    use soakwatch::testkit::synthetic::Scenario;
+
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+        .expect("checks.toml");
+    let cfg = Config::from_text(std::path::Path::new("checks.toml"), &text, &|_: &str| None)
+        .expect("config");
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let scenario = Scenario {
+        t0,
+        interval_secs: 10.0,
+        per_interval: 2.0,
+        faults: vec![],
+    };
+    let mut history = scenario.history(&cfg, 0.02);
+    assert!(history.len() >= 4, "{}", history.len());
+    // 40 more durables beside the service's own on its stream.
+    for snap in &mut history {
+        if let Some(Ok(Some(list))) = snap.consumers.get_mut("AA_CORE_HOT") {
+            let own = list[0].clone();
+            list.extend((0..40).map(|i| soakwatch::sample::ConsumerState {
+                name: format!("fleet-{i:02}"),
+                durable_name: Some(format!("fleet-{i:02}")),
+                ..own.clone()
+            }));
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.sqlite"))
+        .await
+        .expect("open");
+    let meta = SoakMeta {
+        id: "fleet".into(),
+        name: "fleet".into(),
+        t0,
+        planned_secs: 3600.0,
+    };
+    store
+        .start_soak(
+            &SoakRecord {
+                meta: meta.clone(),
+                baselines: Baselines::default(),
+            },
+            t0,
+        )
+        .await
+        .expect("soak");
+    let max_gap = std::time::Duration::from_secs(30);
+    for (k, snap) in history.iter().enumerate() {
+        let prev = k.checked_sub(1).map(|p| &history[p]);
+        let (rec, _) = CycleRecord::evaluate(&cfg, prev, snap, max_gap);
+        store.append(&meta.id, &rec, snap).await.expect("append");
+    }
+    let kept = store.last_snapshots(&meta.id, 3).await.expect("snapshots");
+    assert_eq!(kept.len(), 3);
+    let newest = &kept[2];
+    assert!(!newest.consumers_elided);
+    assert!(matches!(
+        newest.consumer("AA_CORE_HOT", "fleet-39"),
+        ConsumerLookup::Found(_)
+    ));
+    for older in &kept[..2] {
+        assert!(older.consumers_elided);
+        // Left out is not missing: a replay of it reads unknown, never a failure.
+        assert!(matches!(
+            older.consumer("AA_CORE_HOT", "fleet-39"),
+            ConsumerLookup::Unknown(_)
+        ));
+    }
+    store.close().await;
+}
