@@ -10,7 +10,9 @@
 //!   the metrics probe against a closed port, which fails at once),
 //! - the evaluation (`evaluate` over the last two snapshots),
 //! - the compact cycle record, and the encoded sizes of the record and of
-//!   the snapshot the state keeps.
+//!   the snapshot,
+//! - appending each cycle (record + snapshot) to a SQLite state, and the
+//!   file's size per cycle (older snapshots lose a fleet's listing).
 //!
 //! Everything it creates is named for this run and deleted at the end.
 
@@ -88,6 +90,46 @@ struct Figures {
     record_ms: f64,
     record_bytes: usize,
     snapshot_bytes: usize,
+    append_ms: f64,
+    db_bytes_per_cycle: f64,
+}
+
+/// Appends the cycles to a fresh SQLite state: median ms per append, and
+/// the file's bytes per cycle (WAL checkpointed).
+async fn sqlite_append(cycles: &[(CycleRecord, soakwatch::sample::Snapshot)]) -> (f64, f64) {
+    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    use soakwatch::soak::timeline::SoakMeta;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.sqlite");
+    let store = Store::open(&path).await.expect("open state");
+    let t0 = cycles[0].0.at;
+    let meta = SoakMeta {
+        id: "fleet".into(),
+        name: "fleet".into(),
+        t0,
+        planned_secs: 3600.0,
+    };
+    let rec = SoakRecord {
+        meta: meta.clone(),
+        baselines: Baselines::default(),
+    };
+    store.start_soak(&rec, t0).await.expect("soak");
+    let mut times = Vec::new();
+    for (rec, snap) in cycles {
+        let t = Instant::now();
+        store.append(&meta.id, rec, snap).await.expect("append");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    store.close().await;
+    let bytes: u64 = std::fs::read_dir(dir.path())
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    (median(times), bytes as f64 / cycles.len() as f64)
 }
 
 async fn run_size(
@@ -128,6 +170,7 @@ async fn run_size(
     let (mut listing, mut probe, mut eval, mut record) = (vec![], vec![], vec![], vec![]);
     let mut prev = prober.snapshot(Utc::now(), &[]).await;
     let (mut record_bytes, mut snapshot_bytes) = (0, 0);
+    let mut kept = Vec::new();
     for _ in 0..CYCLES {
         let t = Instant::now();
         let listings = futures::future::join_all(
@@ -171,8 +214,10 @@ async fn run_size(
             .expect("snapshot")
             .len();
         let [_, snap] = history;
+        kept.push((rec, snap.clone()));
         prev = snap;
     }
+    let (append_ms, db_bytes_per_cycle) = sqlite_append(&kept).await;
     for s in names
         .iter()
         .chain([&format!("{prefix}_LEGACY"), &format!("{prefix}_DLQ")])
@@ -188,6 +233,8 @@ async fn run_size(
         record_ms: median(record),
         record_bytes,
         snapshot_bytes,
+        append_ms,
+        db_bytes_per_cycle,
     }
 }
 
@@ -197,20 +244,22 @@ async fn main() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let client = async_nats::connect(&url).await.expect("connect to NATS");
     let js = jetstream::new(client);
-    println!("durables streams | listings ms | probe round ms | evaluate ms | record ms | whole ms | record B | snapshot B");
+    println!("durables streams | listings ms | probe round ms | evaluate ms | record ms | append ms | whole ms | record B | snapshot B | state B/cycle");
     for (streams, per) in [(1, 1), (10, 10), (10, 100), (10, 200)] {
         let f = run_size(&js, &url, streams, per).await;
         println!(
-            "{:>8} {:>7} | {:>11.2} | {:>14.2} | {:>11.2} | {:>9.3} | {:>8.2} | {:>8} | {:>10}",
+            "{:>8} {:>7} | {:>11.2} | {:>14.2} | {:>11.2} | {:>9.3} | {:>9.2} | {:>8.2} | {:>8} | {:>10} | {:>13.0}",
             f.durables,
             f.streams,
             f.listing_ms,
             f.probe_ms,
             f.evaluate_ms,
             f.record_ms,
-            f.probe_ms + f.evaluate_ms + f.record_ms,
+            f.append_ms,
+            f.probe_ms + f.evaluate_ms + f.record_ms + f.append_ms,
             f.record_bytes,
-            f.snapshot_bytes
+            f.snapshot_bytes,
+            f.db_bytes_per_cycle
         );
     }
 }

@@ -225,6 +225,27 @@ fn chart_panels(cfg: &Config, q: &Queries) -> Vec<(Value, u32, u32)> {
         ),
         (
             timeseries(
+                "Consumer lag, the 10 most lagging consumers",
+                "Each watched consumer's lag (soakwatch_consumer_criterion_value); a fleet's worst ten.",
+                "short",
+                vec![target(
+                    format!(
+                        "topk(10, max by (consumer, stream) ({}))",
+                        q.per_consumer("soakwatch_consumer_criterion_value", C::ConsumerLag.as_str())
+                    ),
+                    "{{consumer}} on {{stream}}",
+                )],
+                thresholds(
+                    "green",
+                    &[(cr.lag_warn as f64, "yellow"), (cr.lag_fail as f64, "red")],
+                ),
+                Some(0),
+            ),
+            12,
+            8,
+        ),
+        (
+            timeseries(
                 "DLQ messages",
                 "Messages dead-lettered since the baseline (soakwatch: DLQ stream growth and the service's counter) and the service's dead-letter counter; dlq fails at 1.",
                 "short",
@@ -350,7 +371,7 @@ mod tests {
             && t["type"] == "datasource"
             && t["query"] == "prometheus"));
         let panels = v["panels"].as_array().expect("panels");
-        assert_eq!(panels.len(), 7);
+        assert_eq!(panels.len(), 8);
         let mut ids = std::collections::BTreeSet::new();
         for p in panels {
             assert!(ids.insert(p["id"].as_u64().expect("id")), "unique ids");
@@ -398,7 +419,7 @@ mod tests {
         let mut cfg = shipped();
         cfg.metrics.latency_histogram = None;
         let v = dashboard(&cfg).expect("exports");
-        assert_eq!(v["panels"].as_array().map(Vec::len), Some(6));
+        assert_eq!(v["panels"].as_array().map(Vec::len), Some(7));
         for e in exprs(&v) {
             assert!(
                 e.contains("normalize_hrv_messages_total")

@@ -294,6 +294,18 @@ impl Queries {
     }
 
     /// A soakwatch series of this soak, for one criterion or all.
+    /// Each consumer's series of a per-consumer criterion (`consumer_lag/…`).
+    pub(super) fn per_consumer(&self, metric: &str, criterion: &str) -> String {
+        Selector::new(metric, &[])
+            .with("soak", "=", &self.soak)
+            .with(
+                "criterion",
+                "=~",
+                &format!("{}/.+", regex::escape(criterion)),
+            )
+            .render()
+    }
+
     pub(super) fn soakwatch(&self, metric: &str, criterion: Option<&str>) -> String {
         let sel = Selector::new(metric, &[]).with("soak", "=", &self.soak);
         match criterion {
