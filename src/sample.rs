@@ -465,21 +465,22 @@ pub enum ConsumerLookup<'a> {
 
 impl Snapshot {
     /// Every probe that ran, by its stable label (`stream <name>`,
-    /// `consumers <stream>`, `metrics`, `database`, `log`, `service_env`),
-    /// with its failure if it failed. Probes whose section is not
-    /// configured did not run and are left out: they are neither failed nor
-    /// covered.
+    /// `consumer`, `metrics`, `database`, `log`, `service_env`), with its
+    /// failure if it failed. The consumer listings of all watched streams
+    /// are one probe, `consumer` (failed when one listing failed, with its
+    /// reason, which names the stream), so the label stays what it was for
+    /// one durable. Probes whose section is not configured did not run and
+    /// are left out: they are neither failed nor covered.
     pub fn probe_outcomes(&self) -> Vec<(String, Option<&ProbeFailure>)> {
         let mut v: Vec<(String, Option<&ProbeFailure>)> = self
             .streams
             .iter()
             .map(|(name, r)| (format!("stream {name}"), r.as_ref().err()))
             .collect();
-        v.extend(
-            self.consumers
-                .iter()
-                .map(|(stream, r)| (consumers_label(stream), r.as_ref().err())),
-        );
+        if !self.consumers.is_empty() {
+            let failed = self.consumers.values().find_map(|r| r.as_ref().err());
+            v.push((CONSUMER_PROBE.to_string(), failed));
+        }
         v.push(("metrics".into(), self.metrics.as_ref().err()));
         v.push(("database".into(), self.db.as_ref().err()));
         v.push(("log".into(), self.log.as_ref().err()));
@@ -537,14 +538,8 @@ impl Snapshot {
     }
 }
 
-/// The probe label of one stream's consumer listing.
-pub fn consumers_label(stream: &str) -> String {
-    if stream.is_empty() {
-        "consumers".to_string()
-    } else {
-        format!("consumers {stream}")
-    }
-}
+/// The probe label of the consumer listings (all streams: one probe).
+pub const CONSUMER_PROBE: &str = "consumer";
 
 #[cfg(test)]
 mod tests {
