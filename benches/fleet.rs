@@ -12,7 +12,10 @@
 //! - the compact cycle record, and the encoded sizes of the record and of
 //!   the snapshot,
 //! - appending each cycle (record + snapshot) to a SQLite state, and the
-//!   file's size per cycle (older snapshots lose a fleet's listing).
+//!   file's size per cycle (older snapshots lose a fleet's listing),
+//! - the real daemon: `soakwatch watch` on that config at a 2 s interval,
+//!   its own `soakwatch_cycle_duration_seconds` (probes, evaluation, state,
+//!   summary, alerts, status) over 10 cycles, and its resident memory.
 //!
 //! Everything it creates is named for this run and deleted at the end.
 
@@ -92,6 +95,90 @@ struct Figures {
     snapshot_bytes: usize,
     append_ms: f64,
     db_bytes_per_cycle: f64,
+    daemon_cycle_ms: (f64, f64),
+    daemon_rss_mib: f64,
+}
+
+/// A sample's value in an exposition (first series of `name`).
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `soakwatch watch` on `text` for 10 cycles: (median, max) of its
+/// cycle duration in ms, and its resident memory at the end (MiB).
+async fn daemon_cycles(text: &str) -> ((f64, f64), f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("fleet.toml");
+    let state = dir.path().join("state.sqlite");
+    let addr = dir.path().join("addr");
+    let watch = format!(
+        "\n[watch]\ninterval = \"2s\"\nstate = \"{}\"\nreports_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\n",
+        state.display(),
+        dir.path().join("reports").display()
+    );
+    std::fs::write(&config, format!("{text}{watch}")).expect("config");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_soakwatch"))
+        .arg("watch")
+        .arg("--config")
+        .arg(&config)
+        .arg("--addr-file")
+        .arg(&addr)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start soakwatch watch");
+    let http = reqwest::Client::new();
+    let (mut seen, mut durations) = (0.0, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while durations.len() < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let Some(port) = std::fs::read_to_string(&addr)
+            .ok()
+            .and_then(|a| a.trim().rsplit(':').next()?.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        let Ok(resp) = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let body = resp.text().await.unwrap_or_default();
+        let cycles = metric(&body, "soakwatch_cycles_total").unwrap_or(0.0);
+        if cycles > seen {
+            seen = cycles;
+            // The first cycle opens connections and the state: left out.
+            if cycles > 1.0 {
+                if let Some(d) = metric(&body, "soakwatch_cycle_duration_seconds") {
+                    durations.push(d * 1000.0);
+                }
+            }
+        }
+    }
+    let rss = child
+        .id()
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(-1.0, |kb| kb / 1024.0);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    assert!(
+        !durations.is_empty(),
+        "the daemon ran no cycle:\n{}",
+        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default()
+    );
+    let max = durations.iter().copied().fold(0.0, f64::max);
+    ((median(durations), max), rss)
 }
 
 /// Appends the cycles to a fresh SQLite state: median ms per append, and
@@ -218,6 +305,7 @@ async fn run_size(
         prev = snap;
     }
     let (append_ms, db_bytes_per_cycle) = sqlite_append(&kept).await;
+    let (daemon_cycle_ms, daemon_rss_mib) = daemon_cycles(&text).await;
     for s in names
         .iter()
         .chain([&format!("{prefix}_LEGACY"), &format!("{prefix}_DLQ")])
@@ -235,6 +323,8 @@ async fn run_size(
         snapshot_bytes,
         append_ms,
         db_bytes_per_cycle,
+        daemon_cycle_ms,
+        daemon_rss_mib,
     }
 }
 
@@ -244,11 +334,11 @@ async fn main() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let client = async_nats::connect(&url).await.expect("connect to NATS");
     let js = jetstream::new(client);
-    println!("durables streams | listings ms | probe round ms | evaluate ms | record ms | append ms | whole ms | record B | snapshot B | state B/cycle");
+    println!("durables streams | listings ms | probe round ms | evaluate ms | record ms | append ms | sum ms | record B | snapshot B | state B/cycle | daemon cycle ms (median, max) | daemon RSS MiB");
     for (streams, per) in [(1, 1), (10, 10), (10, 100), (10, 200)] {
         let f = run_size(&js, &url, streams, per).await;
         println!(
-            "{:>8} {:>7} | {:>11.2} | {:>14.2} | {:>11.2} | {:>9.3} | {:>9.2} | {:>8.2} | {:>8} | {:>10} | {:>13.0}",
+            "{:>8} {:>7} | {:>11.2} | {:>14.2} | {:>11.2} | {:>9.3} | {:>9.2} | {:>6.2} | {:>8} | {:>10} | {:>13.0} | {:>8.1}, {:>8.1} | {:>6.1}",
             f.durables,
             f.streams,
             f.listing_ms,
@@ -259,7 +349,10 @@ async fn main() {
             f.probe_ms + f.evaluate_ms + f.record_ms + f.append_ms,
             f.record_bytes,
             f.snapshot_bytes,
-            f.db_bytes_per_cycle
+            f.db_bytes_per_cycle,
+            f.daemon_cycle_ms.0,
+            f.daemon_cycle_ms.1,
+            f.daemon_rss_mib
         );
     }
 }

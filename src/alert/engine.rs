@@ -180,11 +180,12 @@ struct Candidate {
 /// Every alert to judge: each criterion, and for a failing per-consumer
 /// criterion one alert per failing consumer (so a second consumer that
 /// fails while the first still does is news, not hidden in a firing
-/// alert). The `for` hold is the criterion's, across the fleet: once it is
-/// confirmed, every consumer failing in the newest cycle alerts. A
-/// per-consumer criterion's own alert is its "cannot be determined", or a
-/// confirmed failure that no consumer carries; a consumer alert firing for
-/// a consumer no longer failing or listed is resolved.
+/// alert). The `for` and recovery holds are the criterion's, across the
+/// fleet: once its failure is confirmed, every consumer failing in the
+/// newest cycle alerts, and a consumer's alert resolves when the criterion
+/// recovers or the consumer is no longer listed. A per-consumer
+/// criterion's own alert is its "cannot be determined", or a confirmed
+/// failure that no consumer carries.
 fn candidates(
     cfg: &AlertsConfig,
     s: &SoakSummary,
@@ -211,40 +212,25 @@ fn candidates(
             .then(|| (cfg.severity_of(c.id), format!("{} failing", c.id.title())));
         let name = format!("soakwatch_{}", c.id.as_str());
         let per_consumer = c.id.per_consumer() && !c.last.instances.is_empty();
-        // A confirmed failure that is no one consumer's (too few durables
-        // selected, the env file) is the criterion's own alert.
-        let someone_fails = c.last.instances.iter().any(|i| i.status == Status::Fail);
-        out.push(Candidate {
-            key: name.clone(),
-            name: name.clone(),
-            criterion: c.id.as_str().to_string(),
-            desired: if per_consumer && someone_fails {
-                unknown
-            } else {
-                failing.or(unknown)
-            },
-            since,
-            recovered: format!("{} recovered", c.id.title()),
-            evidence: c.last.evidence.clone(),
-            value: c.last.value,
-            target: c.last.target.clone(),
-        });
-        if !per_consumer {
-            continue;
-        }
         let prefix = format!("{name}/");
         let mut listed = std::collections::BTreeSet::new();
-        for i in &c.last.instances {
+        let mut consumer_alerts = Vec::new();
+        for i in c.last.instances.iter().filter(|_| per_consumer) {
             let consumer_key = i.id.split_once('/').map_or(i.id.as_str(), |(_, k)| k);
             let key = format!("{prefix}{consumer_key}");
             listed.insert(key.clone());
-            let desired = (c.now == Status::Fail && i.status == Status::Fail).then(|| {
-                (
-                    cfg.severity_of(c.id),
-                    format!("{} failing: {}", c.id.title(), i.consumer),
-                )
-            });
-            out.push(Candidate {
+            // Fires with the criterion's confirmed failure; once firing it
+            // holds until the criterion recovers (its recovery hold is the
+            // criterion's, as its `for` is), or the consumer is gone.
+            let firing = tracks.get(&key).is_some_and(|t| t.firing);
+            let desired =
+                (c.now == Status::Fail && (i.status == Status::Fail || firing)).then(|| {
+                    (
+                        cfg.severity_of(c.id),
+                        format!("{} failing: {}", c.id.title(), i.consumer),
+                    )
+                });
+            consumer_alerts.push(Candidate {
                 key,
                 name: name.clone(),
                 criterion: i.id.clone(),
@@ -255,6 +241,28 @@ fn candidates(
                 value: i.value,
                 target: i.target.clone(),
             });
+        }
+        // A confirmed failure that is no one consumer's (too few durables
+        // selected, the env file) is the criterion's own alert.
+        let carried = consumer_alerts.iter().any(|a| a.desired.is_some());
+        out.push(Candidate {
+            key: name.clone(),
+            name: name.clone(),
+            criterion: c.id.as_str().to_string(),
+            desired: if carried {
+                unknown
+            } else {
+                failing.or(unknown)
+            },
+            since,
+            recovered: format!("{} recovered", c.id.title()),
+            evidence: c.last.evidence.clone(),
+            value: c.last.value,
+            target: c.last.target.clone(),
+        });
+        out.append(&mut consumer_alerts);
+        if !per_consumer {
+            continue;
         }
         for (key, t) in tracks.range(prefix.clone()..) {
             if !key.starts_with(&prefix) {
@@ -602,21 +610,19 @@ mod tests {
             t(20),
         );
         assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag/b"]);
-        // a recovers; then the criterion recovers and b's alert resolves too,
-        // even when b is no longer listed.
+        // a passes while the criterion still fails: a's alert holds (the
+        // recovery hold is the criterion's); b is deleted: its alert resolves.
         let out = e.step(
             &c,
-            &fleet_summary(
-                30,
-                Status::Fail,
-                &[("a", Status::Pass), ("b", Status::Fail)],
-            ),
+            &fleet_summary(30, Status::Fail, &[("a", Status::Pass)]),
             t(30),
         );
         assert_eq!(
             firing_ids(&out, AlertState::Resolved),
-            vec!["consumer_lag/a"]
+            vec!["consumer_lag/b"]
         );
+        assert!(firing_ids(&out, AlertState::Firing).is_empty());
+        // The criterion recovers: a's alert resolves, and nothing else fires.
         let out = e.step(
             &c,
             &fleet_summary(40, Status::Pass, &[("a", Status::Pass)]),
@@ -624,8 +630,9 @@ mod tests {
         );
         assert_eq!(
             firing_ids(&out, AlertState::Resolved),
-            vec!["consumer_lag/b"]
+            vec!["consumer_lag/a"]
         );
+        assert!(firing_ids(&out, AlertState::Firing).is_empty());
         assert_eq!(e.firing().count(), 0);
         // A confirmed failure no consumer carries alerts as the criterion.
         let out = e.step(
