@@ -178,7 +178,7 @@ struct Candidate {
 }
 
 /// Every alert to judge: each criterion, and for a failing per-consumer
-/// criterion one alert per failing consumer (so a second consumer that
+/// criterion over a fleet (more than one consumer) one alert per failing consumer (so a second consumer that
 /// fails while the first still does is news, not hidden in a firing
 /// alert). The `for` and recovery holds are the criterion's, across the
 /// fleet: once its failure is confirmed, every consumer failing in the
@@ -211,8 +211,16 @@ fn candidates(
         let failing = (c.now == Status::Fail)
             .then(|| (cfg.severity_of(c.id), format!("{} failing", c.id.title())));
         let name = format!("soakwatch_{}", c.id.as_str());
-        let per_consumer = c.id.per_consumer() && !c.last.instances.is_empty();
+        // One consumer is the criterion: its alert stays the criterion's
+        // (the labels Prometheus rules and receivers already match). A
+        // fleet that shrank to one keeps its consumer alerts until they
+        // resolve.
         let prefix = format!("{name}/");
+        let consumer_firing = tracks
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .any(|(_, t)| t.firing);
+        let per_consumer = c.id.per_consumer() && (c.last.instances.len() > 1 || consumer_firing);
         let mut listed = std::collections::BTreeSet::new();
         let mut consumer_alerts = Vec::new();
         for i in c.last.instances.iter().filter(|_| per_consumer) {
@@ -634,10 +642,22 @@ mod tests {
         );
         assert!(firing_ids(&out, AlertState::Firing).is_empty());
         assert_eq!(e.firing().count(), 0);
+        // One watched consumer: the criterion's own alert, as always.
+        let mut one = AlertEngine::default();
+        let out = one.step(
+            &c,
+            &fleet_summary(10, Status::Fail, &[("a", Status::Fail)]),
+            t(10),
+        );
+        assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag"]);
         // A confirmed failure no consumer carries alerts as the criterion.
         let out = e.step(
             &c,
-            &fleet_summary(50, Status::Fail, &[("a", Status::Pass)]),
+            &fleet_summary(
+                50,
+                Status::Fail,
+                &[("a", Status::Pass), ("b", Status::Pass)],
+            ),
             t(50),
         );
         assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag"]);
