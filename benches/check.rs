@@ -114,8 +114,8 @@ fn main() {
             time_it(|| probe::nats::stream_state(&js, &names.core_stream, timeout)).await,
         );
         row(
-            "  consumer info",
-            time_it(|| probe::nats::consumer_state(&js, &cfg, timeout)).await,
+            "  consumer listing (1 stream)",
+            time_it(|| probe::nats::consumer_listing(&js, &names.core_stream, timeout)).await,
         );
         let http = probe::metrics::http_client(timeout).expect("http");
         row(

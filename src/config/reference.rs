@@ -39,14 +39,9 @@ fn shipped() -> toml::Table {
 }
 
 /// The table at dotted `path` (an array of tables: its first element),
-/// created empty where absent.
-fn table_at<'t>(root: &'t mut toml::Table, path: &str) -> &'t mut toml::Table {
-    table_at_shaped(root, path, false)
-}
-
-/// [`table_at`]; a missing last section is made an array of tables when
-/// `array` (a `[[section]]` the shipped file does not use).
-fn table_at_shaped<'t>(root: &'t mut toml::Table, path: &str, array: bool) -> &'t mut toml::Table {
+/// created empty where absent; a missing last section is made an array of
+/// tables when `array` (a `[[section]]` the shipped file does not use).
+fn table_at<'t>(root: &'t mut toml::Table, path: &str, array: bool) -> &'t mut toml::Table {
     let mut cur = root;
     let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
     for (i, seg) in segs.iter().enumerate() {
@@ -99,7 +94,7 @@ fn expected_names(message: &str) -> BTreeSet<String> {
 /// Every key of the section at `path`, from the loader's refusal of a probe key.
 fn keys_of(path: &str, shape: Shape) -> BTreeSet<String> {
     let mut t = shipped();
-    table_at_shaped(&mut t, path, shape == Shape::TableArray)
+    table_at(&mut t, path, shape == Shape::TableArray)
         .insert(PROBE.into(), toml::Value::Integer(1));
     let wanted = format!("unknown field `{PROBE}`");
     let problems = problems_of(&t);
@@ -117,7 +112,7 @@ fn keys_of(path: &str, shape: Shape) -> BTreeSet<String> {
 /// holds `value` instead.
 fn refusal_of(path: &str, array: bool, key: &str, value: toml::Value) -> String {
     let mut t = shipped();
-    table_at_shaped(&mut t, path, array).insert(key.into(), value);
+    table_at(&mut t, path, array).insert(key.into(), value);
     let full = if path.is_empty() {
         key.to_string()
     } else {

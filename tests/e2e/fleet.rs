@@ -238,7 +238,7 @@ async fn wait_received(seen: &Bodies, want: (&str, &str), d: &mut Daemon) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daemon_alerts_once_per_failing_consumer_and_exports_each_on_metrics() {
-    let mut r = Replica::healthy(3).await;
+    let r = Replica::healthy(3).await;
     let tag = r.names.tag.clone();
     let vendor = r.names.vendor_stream.clone();
     add_durable(&r, &vendor, "fleet-vendor-a", &format!("sw.{tag}.vendor.a")).await;
