@@ -385,6 +385,17 @@ fn streams_section(
 fn consumer_section(out: &mut String, plan: &Plan, hot: &[StreamFacts]) {
     out.push_str("[consumer]\n");
     notes(out, plan, "consumer");
+    if !plan.other_consumers.is_empty() {
+        let _ = writeln!(
+            out,
+            "# To watch the other durables too: replace [consumer] by [[consumers]] (this\n\
+             # one) and a selector, e.g. [[consumers]] streams = [{}] (docs/CONFIG.md).",
+            hot.iter()
+                .map(|s| toml_str(&s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     for (s, c) in &plan.other_consumers {
         let _ = writeln!(
             out,
