@@ -28,6 +28,10 @@ use crate::soak::types::{
     Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, StoreError,
 };
 
+/// Largest snapshot published whole: below NATS' default 1 MB max_payload
+/// with room for headers.
+const MAX_SNAPSHOT_BYTES: usize = 900 * 1024;
+
 /// Snapshots kept per soak: enough for the read side (the last two) and a
 /// restart's log cursor; replay of old snapshots needs the SQLite backend.
 const SNAPSHOTS_KEPT: i64 = 16;
@@ -347,10 +351,19 @@ impl JetStreamStore {
             encode(rec)?,
         )
         .await?;
+        // A message must fit the server's max_payload (1 MB by default): a
+        // fleet's listing too large for it is left out of the snapshot (its
+        // consumers' verdicts are in the cycle record just written).
+        let mut body = encode(snap)?;
+        if body.len() > MAX_SNAPSHOT_BYTES {
+            if let Some(slim) = snap.clone().elide_consumers() {
+                body = encode(&slim)?;
+            }
+        }
         self.publish(
             format!("{}.snap.{soak_id}", self.prefix),
             format!("s.{soak_id}.{}", ms(snap.taken_at)),
-            encode(snap)?,
+            body,
         )
         .await
     }
