@@ -36,7 +36,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn config_text(url: &str, prefix: &str, streams: &[String]) -> String {
+fn config_text(url: &str, names: &str, prefix: &str, streams: &[String]) -> String {
     let hot: String = streams
         .iter()
         .enumerate()
@@ -53,11 +53,11 @@ name = "fleet-bench"
 url = "{url}"
 
 [streams.legacy]
-name = "{prefix}_LEGACY"
+name = "{names}_LEGACY"
 subjects = ["{prefix}.legacy.>"]
 
 {hot}[streams.dlq]
-name = "{prefix}_DLQ"
+name = "{names}_DLQ"
 subjects = ["{prefix}.dlq.>"]
 
 [[consumers]]
@@ -126,6 +126,8 @@ async fn daemon_cycles(text: &str) -> ((f64, f64), f64) {
         .arg(&config)
         .arg("--addr-file")
         .arg(&addr)
+        // The metrics endpoint is a closed port: start anyway.
+        .arg("--force")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"))
         .kill_on_drop(true)
@@ -250,7 +252,7 @@ async fn run_size(
             .unwrap_or_else(|e| panic!("create durable: {e}"));
         }
     }
-    let text = config_text(url, &subj, &names);
+    let text = config_text(url, &prefix, &subj, &names);
     let cfg = Config::from_text(Path::new("fleet.toml"), &text, &|_: &str| None)
         .unwrap_or_else(|e| panic!("config: {e}"));
     let prober = Prober::new(cfg.clone()).expect("prober");

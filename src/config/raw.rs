@@ -135,6 +135,14 @@ pub(super) struct RawState {
     #[serde(default)]
     pub(super) creds_file: String,
     #[serde(default)]
+    pub(super) tls_required: bool,
+    #[serde(default)]
+    pub(super) tls_ca_file: String,
+    #[serde(default)]
+    pub(super) tls_cert_file: String,
+    #[serde(default)]
+    pub(super) tls_key_file: String,
+    #[serde(default)]
     pub(super) bucket: String,
     #[serde(default = "default_replicas")]
     pub(super) replicas: usize,
@@ -153,6 +161,10 @@ impl Default for RawState {
             user: String::new(),
             password: String::new(),
             creds_file: String::new(),
+            tls_required: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             bucket: String::new(),
             replicas: default_replicas(),
             lease_intervals: default_lease_intervals(),

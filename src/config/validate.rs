@@ -932,12 +932,26 @@ fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig 
             user: s.user.clone(),
             password: Secret::new(s.password.clone()),
             creds_file: non_empty_path(base, &s.creds_file),
-            tls_required: false,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
+            tls_required: s.tls_required,
+            tls_ca_file: non_empty_path(base, &s.tls_ca_file),
+            tls_cert_file: non_empty_path(base, &s.tls_cert_file),
+            tls_key_file: non_empty_path(base, &s.tls_key_file),
         }
     };
+    if s.tls_cert_file.is_empty() != s.tls_key_file.is_empty() {
+        p(
+            "state.tls_key_file",
+            "set `state.tls_cert_file` and `state.tls_key_file` together".into(),
+        );
+    }
+    if s.nats_url.trim().is_empty()
+        && (s.tls_required || !s.tls_ca_file.is_empty() || !s.tls_cert_file.is_empty())
+    {
+        p(
+            "state.tls_ca_file",
+            "TLS settings of [state] apply to `state.nats_url`; without it the [nats] connection (and its TLS) is used".into(),
+        );
+    }
     let bucket = if s.bucket.is_empty() {
         let clean: String = raw
             .soak
