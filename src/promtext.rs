@@ -269,7 +269,7 @@ pub fn parse_as(text: &str, format: Format) -> Exposition<'_> {
     };
     // Reserve for one sample a line, bounded so that pathological input
     // (megabytes of bare newlines) cannot reserve much more than it is worth.
-    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let lines = count_newlines(text.as_bytes()) + 1;
     let lines = lines.min(text.len() / 16 + 1);
     let mut p = Parser {
         out: Exposition {
@@ -285,7 +285,11 @@ pub fn parse_as(text: &str, format: Format) -> Exposition<'_> {
     let mut saw_eof = false;
     while !rest.is_empty() {
         lineno += 1;
-        let (line, complete) = match rest.split_once('\n') {
+        // memchr: SIMD, several times faster than the standard library's
+        // search on 100-byte lines.
+        let (line, complete) = match memchr::memchr(b'\n', rest.as_bytes())
+            .and_then(|at| Some((rest.get(..at)?, rest.get(at + 1..)?)))
+        {
             Some((line, after)) => {
                 rest = after;
                 (line, true)
@@ -856,18 +860,17 @@ fn parse_quoted<'a>(line: &'a str, i: &mut usize) -> Res<Cow<'a, str>> {
     let b = line.as_bytes();
     let open = *i;
     let start = open + 1;
-    let mut j = start;
-    // Fast path: no escapes.
-    loop {
-        match b.get(j) {
-            None => return bad(Syntax::Unterminated, open),
-            Some(b'"') => {
-                *i = j + 1;
-                return Ok(Cow::Borrowed(sub(line, start, j)?));
-            }
-            Some(b'\\') => break,
-            Some(_) => j += 1,
-        }
+    // Fast path: no escapes. `j` is at the first quote or backslash.
+    let mut j = match b
+        .get(start..)
+        .and_then(|tail| memchr::memchr2(b'"', b'\\', tail))
+    {
+        None => return bad(Syntax::Unterminated, open),
+        Some(n) => start + n,
+    };
+    if b.get(j) == Some(&b'"') {
+        *i = j + 1;
+        return Ok(Cow::Borrowed(sub(line, start, j)?));
     }
     let mut out = String::with_capacity(j - start + 16);
     out.push_str(sub(line, start, j)?);
@@ -1006,6 +1009,22 @@ fn skip_token(b: &[u8], i: &mut usize) {
     while matches!(b.get(*i), Some(&c) if c != b' ' && c != b'\t') {
         *i += 1;
     }
+}
+
+/// Number of `\n` bytes in `b`. Counted into a byte per 64-byte chunk so
+/// that the compiler vectorises it; `filter().count()` widened every byte to
+/// a 64-bit counter and took a fifth of the parse time.
+fn count_newlines(b: &[u8]) -> usize {
+    let mut chunks = b.chunks_exact(64);
+    let mut n = 0usize;
+    for chunk in &mut chunks {
+        let mut in_chunk = 0u8;
+        for &c in chunk {
+            in_chunk += u8::from(c == b'\n');
+        }
+        n += usize::from(in_chunk);
+    }
+    n + chunks.remainder().iter().filter(|&&c| c == b'\n').count()
 }
 
 fn is_blank_str(s: &str) -> bool {
@@ -2107,7 +2126,7 @@ m{\"label with space\"=\"v\"} 3
 
     // ---- robustness ----------------------------------------------------
 
-    fn check_invariants(text: &str, e: &Exposition) {
+    fn check_invariants(text: &str, e: &Exposition<'_>) {
         let lines = text.split('\n').count();
         for le in &e.errors {
             assert!(le.line >= 1 && le.line <= lines, "{le:?} of {lines}");
@@ -2117,6 +2136,59 @@ m{\"label with space\"=\"v\"} 3
             );
             assert!(le.message.chars().count() <= 200, "{le:?}");
         }
+        check_every_line_accounted(text, e);
+    }
+
+    /// Every non-blank line before `# EOF` is a comment, a sample or a
+    /// reported error: no line is dropped silently.
+    fn check_every_line_accounted(text: &str, e: &Exposition<'_>) {
+        let blank = |c: char| c == ' ' || c == '\t';
+        let mut sample_lines = 0;
+        for (n, line) in text.split('\n').enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line).trim_matches(blank);
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix('#') {
+                if comment.trim_matches(blank) == "EOF" {
+                    break;
+                }
+                continue;
+            }
+            if !e.errors.iter().any(|le| le.line == n + 1) {
+                sample_lines += 1;
+            }
+        }
+        assert_eq!(e.samples.len(), sample_lines, "{:?}", e.errors);
+    }
+
+    #[test]
+    fn every_line_accounted_for_in_fixtures() {
+        for (name, text) in FIXTURES {
+            let e = parse(text);
+            check_invariants(text, &e);
+            assert!(!e.samples.is_empty(), "{name}");
+        }
+        let e = parse("a 1\n# TYPE a gauge\nbad line\n\n  \t\nb{x=\"1\"} 2\n#c\n");
+        check_every_line_accounted(
+            "a 1\n# TYPE a gauge\nbad line\n\n  \t\nb{x=\"1\"} 2\n#c\n",
+            &e,
+        );
+        assert_eq!((e.samples.len(), e.errors.len()), (2, 1));
+    }
+
+    #[test]
+    fn count_newlines_matches_a_plain_count() {
+        let mut rng = XorShift(7);
+        for len in 0..400 {
+            let b: Vec<u8> = (0..len)
+                .map(|_| if rng.below(4) == 0 { b'\n' } else { b'x' })
+                .collect();
+            let plain = b.iter().filter(|&&c| c == b'\n').count();
+            assert_eq!(count_newlines(&b), plain, "{len}");
+        }
+        assert_eq!(count_newlines(&[b'\n'; 1000]), 1000);
+        assert_eq!(count_newlines(b""), 0);
     }
 
     /// Tiny deterministic PRNG for the mutation tests.
