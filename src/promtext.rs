@@ -2232,6 +2232,20 @@ m{\"label with space\"=\"v\"} 3
     }
 
     #[test]
+    fn quoted_strings_short_and_long() {
+        for len in [0, 1, 15, 16, 17, 40] {
+            let v = "v".repeat(len);
+            assert_eq!(
+                one(&format!("m{{a=\"{v}\"}} 1\n")).label("a"),
+                Some(v.as_str())
+            );
+            let text = format!("m{{a=\"{v}\\\"q\"}} 1\n");
+            assert_eq!(one(&text).label("a"), Some(format!("{v}\"q").as_str()));
+            assert_eq!(only_error(&format!("m{{a=\"{v}\n")).line, 1);
+        }
+    }
+
+    #[test]
     fn count_newlines_matches_a_plain_count() {
         let mut rng = XorShift(7);
         for len in 0..400 {
