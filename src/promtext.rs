@@ -131,34 +131,59 @@ const SUFFIXES: [&str; 8] = [
     "_total", "_created", "_bucket", "_sum", "_count", "_gcount", "_gsum", "_info",
 ];
 
+/// A label (name, unescaped value). Both borrow the scraped text unless they
+/// had to be unescaped: a scrape of 100,000 series would otherwise allocate
+/// two strings per label, which was half of the parse time.
+pub type Label<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// One parsed sample line, with the family it belongs to, so evaluators can
 /// select series by name and labels without re-deriving types.
+///
+/// The strings borrow the parsed text (`'a`); [`Sample::into_owned`] makes a
+/// sample that outlives it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Sample {
+pub struct Sample<'a> {
     /// Full sample name, e.g. `http_requests_total`, `lat_bucket`.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Unescaped label values, in input order.
-    pub labels: Vec<(String, String)>,
+    pub labels: Vec<Label<'a>>,
     /// The value; NaN, +Inf and -Inf are kept as such.
     pub value: f64,
     /// Timestamp in milliseconds since the epoch, when the line had one.
     pub timestamp_ms: Option<i64>,
     /// Family this sample belongs to (`lat` for `lat_bucket` of histogram
     /// `lat`; `foo` for `foo_total` of OpenMetrics counter `foo`).
-    pub family: String,
+    pub family: Cow<'a, str>,
     /// The family's type; every sample of a histogram family gets
     /// `Histogram`, and so on.
     pub kind: MetricType,
 }
 
-impl Sample {
+impl Sample<'_> {
     /// Value of label `name`, if the sample has it: the common look-up when
     /// checking a series' identity (e.g. `le`, `quantile`, `stream`).
     pub fn label(&self, name: &str) -> Option<&str> {
         self.labels
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// The same sample owning its strings, for keeping it after the scraped
+    /// text is gone.
+    pub fn into_owned(self) -> Sample<'static> {
+        Sample {
+            name: Cow::Owned(self.name.into_owned()),
+            labels: self
+                .labels
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                .collect(),
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+            family: Cow::Owned(self.family.into_owned()),
+            kind: self.kind,
+        }
     }
 }
 
@@ -175,10 +200,13 @@ pub struct LineError {
 
 /// The result of parsing one scrape: samples, declared types, help texts,
 /// and whatever went wrong, so a partial scrape is still usable.
+///
+/// Samples borrow the parsed text (`'a`) so that parsing does not copy every
+/// name and label; [`Exposition::into_owned`] detaches it.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Exposition {
+pub struct Exposition<'a> {
     /// Samples in input order.
-    pub samples: Vec<Sample>,
+    pub samples: Vec<Sample<'a>>,
     /// Family name -> type declared by `# TYPE`.
     pub types: BTreeMap<String, MetricType>,
     /// Family name -> unescaped `# HELP` text, for display.
@@ -227,13 +255,13 @@ impl Format {
 
 /// Parses a scrape body, detecting OpenMetrics by its `# EOF` terminator: the
 /// entry point for probes that fetched `/metrics`.
-pub fn parse(text: &str) -> Exposition {
+pub fn parse(text: &str) -> Exposition<'_> {
     parse_as(text, Format::Auto)
 }
 
 /// Parses a scrape body in the given format, for callers that know it from
 /// the Content-Type (see [`Format::from_content_type`]).
-pub fn parse_as(text: &str, format: Format) -> Exposition {
+pub fn parse_as(text: &str, format: Format) -> Exposition<'_> {
     let openmetrics = match format {
         Format::Auto => ends_with_eof(text),
         Format::PrometheusText => false,
@@ -241,7 +269,7 @@ pub fn parse_as(text: &str, format: Format) -> Exposition {
     };
     // Reserve for one sample a line, bounded so that pathological input
     // (megabytes of bare newlines) cannot reserve much more than it is worth.
-    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let lines = count_newlines(text.as_bytes()) + 1;
     let lines = lines.min(text.len() / 16 + 1);
     let mut p = Parser {
         out: Exposition {
@@ -257,7 +285,11 @@ pub fn parse_as(text: &str, format: Format) -> Exposition {
     let mut saw_eof = false;
     while !rest.is_empty() {
         lineno += 1;
-        let (line, complete) = match rest.split_once('\n') {
+        // memchr: SIMD, several times faster than the standard library's
+        // search on 100-byte lines.
+        let (line, complete) = match memchr::memchr(b'\n', rest.as_bytes())
+            .and_then(|at| Some((rest.get(..at)?, rest.get(at + 1..)?)))
+        {
             Some((line, after)) => {
                 rest = after;
                 (line, true)
@@ -284,20 +316,20 @@ pub fn parse_as(text: &str, format: Format) -> Exposition {
     p.out
 }
 
-impl Exposition {
+impl<'a> Exposition<'a> {
     /// Samples with this exact sample name whose labels include all
     /// `matchers` (name, value) pairs. As in PromQL, a matcher with an empty
     /// value also matches a sample that lacks the label.
     ///
     /// The samples borrow only `self`, not the query, so they can be
     /// collected and kept after temporary `name`/`matchers` are gone.
-    pub fn select<'a, 'q>(
-        &'a self,
+    pub fn select<'s, 'q>(
+        &'s self,
         name: &'q str,
         matchers: &'q [(String, String)],
-    ) -> impl Iterator<Item = &'a Sample> + 'q
+    ) -> impl Iterator<Item = &'s Sample<'a>> + 'q
     where
-        'a: 'q,
+        's: 'q,
     {
         self.samples
             .iter()
@@ -341,13 +373,25 @@ impl Exposition {
     }
 }
 
-impl Exposition {
+impl Exposition<'_> {
+    /// The same exposition owning its strings, for keeping it after the
+    /// scraped text is gone.
+    pub fn into_owned(self) -> Exposition<'static> {
+        Exposition {
+            samples: self.samples.into_iter().map(Sample::into_owned).collect(),
+            types: self.types,
+            help: self.help,
+            errors: self.errors,
+            truncated: self.truncated,
+        }
+    }
+
     /// Every family name in the scrape, declared by `# TYPE` or carrying
     /// samples, so a misnamed family can be answered with "did you mean".
     pub fn family_names(&self) -> std::collections::BTreeSet<&str> {
         let mut names: std::collections::BTreeSet<&str> =
             self.types.keys().map(String::as_str).collect();
-        names.extend(self.samples.iter().map(|s| s.family.as_str()));
+        names.extend(self.samples.iter().map(|s| s.family.as_ref()));
         names
     }
 
@@ -366,7 +410,7 @@ impl Exposition {
     }
 }
 
-fn labels_match(s: &Sample, matchers: &[(String, String)]) -> bool {
+fn labels_match(s: &Sample<'_>, matchers: &[(String, String)]) -> bool {
     matchers.iter().all(|(k, v)| match s.label(k) {
         Some(actual) => actual == v,
         None => v.is_empty(),
@@ -454,14 +498,14 @@ fn bad<T>(what: Syntax, at: usize) -> Res<T> {
     Err(Bad { what, at })
 }
 
-struct Parser {
-    out: Exposition,
+struct Parser<'a> {
+    out: Exposition<'a>,
     openmetrics: bool,
     /// Family in scope: name and type of the last `# TYPE` line.
     current: Option<(String, MetricType)>,
     /// Reused label buffer: each sample's labels are moved out of it into a
     /// Vec of exactly the right size (one allocation, no regrowth).
-    scratch: Vec<(String, String)>,
+    scratch: Vec<Label<'a>>,
 }
 
 struct RawSample<'a> {
@@ -470,8 +514,8 @@ struct RawSample<'a> {
     timestamp_ms: Option<i64>,
 }
 
-impl Parser {
-    fn line(&mut self, line: &str, lineno: usize) -> Flow {
+impl<'a> Parser<'a> {
+    fn line(&mut self, line: &'a str, lineno: usize) -> Flow {
         let b = line.as_bytes();
         let mut i = 0;
         skip_blanks(b, &mut i);
@@ -488,14 +532,19 @@ impl Parser {
                 self.scratch.clear();
                 match parse_sample(line, i, self.openmetrics, &mut self.scratch) {
                     Ok(raw) => {
-                        let (family, kind) = self.resolve(&raw.name);
+                        let (family_len, kind) = self.resolve(&raw.name);
+                        let family = prefix(&raw.name, family_len);
                         let labels = if self.scratch.is_empty() {
                             Vec::new()
                         } else {
-                            self.scratch.drain(..).collect()
+                            // One exact allocation and a memcpy (collecting
+                            // a drain moved the labels one by one).
+                            let mut labels = Vec::with_capacity(self.scratch.len());
+                            labels.append(&mut self.scratch);
+                            labels
                         };
                         self.out.samples.push(Sample {
-                            name: raw.name.into_owned(),
+                            name: raw.name,
                             labels,
                             value: raw.value,
                             timestamp_ms: raw.timestamp_ms,
@@ -596,26 +645,37 @@ impl Parser {
         }
     }
 
-    /// Finds the family (name, type) a sample name belongs to.
-    fn resolve(&self, name: &str) -> (String, MetricType) {
+    /// Finds the family a sample name belongs to: its type and the length of
+    /// its name, which is always a prefix of the sample name (the family
+    /// borrows it instead of being copied).
+    fn resolve(&self, name: &str) -> (usize, MetricType) {
         if let Some((family, kind)) = &self.current {
             if belongs(name, family, *kind) {
-                return (family.clone(), *kind);
+                return (family.len(), *kind);
             }
         }
         if let Some(kind) = self.out.types.get(name) {
-            return (name.to_owned(), *kind);
+            return (name.len(), *kind);
         }
         for suffix in SUFFIXES {
             if let Some(base) = name.strip_suffix(suffix) {
                 if let Some(kind) = self.out.types.get(base) {
                     if kind.allows_suffix(suffix) {
-                        return (base.to_owned(), *kind);
+                        return (base.len(), *kind);
                     }
                 }
             }
         }
-        (name.to_owned(), MetricType::Untyped)
+        (name.len(), MetricType::Untyped)
+    }
+}
+
+/// The first `len` bytes of `name`, borrowed when `name` is; the whole name
+/// if `len` is not a char boundary (which [`Parser::resolve`] never gives).
+fn prefix<'a>(name: &Cow<'a, str>, len: usize) -> Cow<'a, str> {
+    match name {
+        Cow::Borrowed(s) => Cow::Borrowed(s.get(..len).unwrap_or(s)),
+        Cow::Owned(s) => Cow::Owned(s.get(..len).unwrap_or(s).to_owned()),
     }
 }
 
@@ -633,7 +693,7 @@ fn parse_sample<'a>(
     line: &'a str,
     mut i: usize,
     openmetrics: bool,
-    labels: &mut Vec<(String, String)>,
+    labels: &mut Vec<Label<'a>>,
 ) -> Res<RawSample<'a>> {
     let b = line.as_bytes();
     let mut name: Option<Cow<'a, str>> = None;
@@ -703,7 +763,7 @@ fn parse_labels<'a>(
     line: &'a str,
     i: &mut usize,
     name: &mut Option<Cow<'a, str>>,
-    labels: &mut Vec<(String, String)>,
+    labels: &mut Vec<Label<'a>>,
 ) -> Res<()> {
     let b = line.as_bytes();
     let open = *i;
@@ -712,7 +772,7 @@ fn parse_labels<'a>(
     loop {
         skip_blanks(b, i);
         let lstart = *i;
-        let label_name: String = match b.get(*i) {
+        let label_name: Cow<'a, str> = match b.get(*i) {
             None => return bad(Syntax::UnterminatedLabelSet, open),
             Some(b'}') => {
                 *i += 1;
@@ -723,7 +783,7 @@ fn parse_labels<'a>(
                 skip_blanks(b, i);
                 if b.get(*i) != Some(&b'=') {
                     if first && name.is_none() {
-                        *name = Some(Cow::Owned(quoted));
+                        *name = Some(quoted);
                         first = false;
                         if !comma_or_close(b, i)? {
                             break;
@@ -742,7 +802,7 @@ fn parse_labels<'a>(
                 if matches!(b.get(*i), Some(&c) if c == b':' || c == b'.' || c == b'-') {
                     return bad(Syntax::BadLabelName, *i);
                 }
-                sub(line, lstart, *i)?.to_owned()
+                Cow::Borrowed(sub(line, lstart, *i)?)
             }
             Some(_) => return bad(Syntax::ExpectedLabelName, *i),
         };
@@ -766,7 +826,7 @@ fn parse_labels<'a>(
         }
     }
     if labels.len() >= 32 {
-        let mut names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        let mut names: Vec<&str> = labels.iter().map(|(k, _)| k.as_ref()).collect();
         names.sort_unstable();
         let dup = names.windows(2).find_map(|w| match w {
             [a, b] if a == b => Some(*a),
@@ -798,23 +858,23 @@ fn comma_or_close(b: &[u8], i: &mut usize) -> Res<bool> {
 }
 
 /// Parses a `"..."` string at `*i` (which holds the opening quote), undoing
-/// `\\`, `\"` and `\n`; leaves `*i` after the closing quote.
-fn parse_quoted(line: &str, i: &mut usize) -> Res<String> {
+/// `\\`, `\"` and `\n`; leaves `*i` after the closing quote. Borrowed from
+/// `line` unless there was an escape to undo.
+fn parse_quoted<'a>(line: &'a str, i: &mut usize) -> Res<Cow<'a, str>> {
     let b = line.as_bytes();
     let open = *i;
     let start = open + 1;
-    let mut j = start;
-    // Fast path: no escapes.
-    loop {
-        match b.get(j) {
-            None => return bad(Syntax::Unterminated, open),
-            Some(b'"') => {
-                *i = j + 1;
-                return Ok(sub(line, start, j)?.to_owned());
-            }
-            Some(b'\\') => break,
-            Some(_) => j += 1,
-        }
+    // Fast path: no escapes. `j` is at the first quote or backslash.
+    let mut j = match b
+        .get(start..)
+        .and_then(|tail| memchr::memchr2(b'"', b'\\', tail))
+    {
+        None => return bad(Syntax::Unterminated, open),
+        Some(n) => start + n,
+    };
+    if b.get(j) == Some(&b'"') {
+        *i = j + 1;
+        return Ok(Cow::Borrowed(sub(line, start, j)?));
     }
     let mut out = String::with_capacity(j - start + 16);
     out.push_str(sub(line, start, j)?);
@@ -825,7 +885,7 @@ fn parse_quoted(line: &str, i: &mut usize) -> Res<String> {
             Some(b'"') => {
                 out.push_str(sub(line, run, j)?);
                 *i = j + 1;
-                return Ok(out);
+                return Ok(Cow::Owned(out));
             }
             Some(b'\\') => {
                 out.push_str(sub(line, run, j)?);
@@ -858,7 +918,7 @@ fn comment_name<'a>(line: &'a str, i: &mut usize, what: &'static str) -> Res<Cow
     let start = *i;
     let name = match b.get(*i) {
         None => return bad(Syntax::CommentMissingName(what), *i),
-        Some(b'"') => Cow::Owned(parse_quoted(line, i)?),
+        Some(b'"') => parse_quoted(line, i)?,
         Some(&c) if is_name_start(c) => {
             *i += 1;
             while matches!(b.get(*i), Some(&c) if is_name_char(c)) {
@@ -921,24 +981,62 @@ fn parse_timestamp(tok: &str, openmetrics: bool) -> Option<i64> {
     }
 }
 
+const NAME_START: u8 = 1;
+const NAME_CHAR: u8 = 2;
+const LABEL_START: u8 = 4;
+const LABEL_CHAR: u8 = 8;
+
+/// What each byte may be in a name: one table look-up per byte instead of
+/// the range comparisons of `is_ascii_alphanumeric`, for the names that
+/// make up most of an exposition.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut n = 0;
+    while n < 256 {
+        let c = n as u8;
+        let alpha = c.is_ascii_alphabetic() || c == b'_';
+        let alnum = alpha || c.is_ascii_digit();
+        let mut class = 0;
+        if alpha || c == b':' {
+            class |= NAME_START;
+        }
+        if alnum || c == b':' {
+            class |= NAME_CHAR;
+        }
+        if alpha {
+            class |= LABEL_START;
+        }
+        if alnum {
+            class |= LABEL_CHAR;
+        }
+        table[n] = class;
+        n += 1;
+    }
+    table
+};
+
+/// `[a-zA-Z_:]`
 #[inline]
 fn is_name_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c == b':'
+    BYTE_CLASS[usize::from(c)] & NAME_START != 0
 }
 
+/// `[a-zA-Z0-9_:]`
 #[inline]
 fn is_name_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b':'
+    BYTE_CLASS[usize::from(c)] & NAME_CHAR != 0
 }
 
+/// `[a-zA-Z_]`
 #[inline]
 fn is_label_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_'
+    BYTE_CLASS[usize::from(c)] & LABEL_START != 0
 }
 
+/// `[a-zA-Z0-9_]`
 #[inline]
 fn is_label_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
+    BYTE_CLASS[usize::from(c)] & LABEL_CHAR != 0
 }
 
 #[inline]
@@ -953,6 +1051,22 @@ fn skip_token(b: &[u8], i: &mut usize) {
     while matches!(b.get(*i), Some(&c) if c != b' ' && c != b'\t') {
         *i += 1;
     }
+}
+
+/// Number of `\n` bytes in `b`. Counted into a byte per 64-byte chunk so
+/// that the compiler vectorises it; `filter().count()` widened every byte to
+/// a 64-bit counter and took a fifth of the parse time.
+fn count_newlines(b: &[u8]) -> usize {
+    let mut chunks = b.chunks_exact(64);
+    let mut n = 0usize;
+    for chunk in &mut chunks {
+        let mut in_chunk = 0u8;
+        for &c in chunk {
+            in_chunk += u8::from(c == b'\n');
+        }
+        n += usize::from(in_chunk);
+    }
+    n + chunks.remainder().iter().filter(|&&c| c == b'\n').count()
 }
 
 fn is_blank_str(s: &str) -> bool {
@@ -1103,13 +1217,21 @@ mod tests {
             .collect()
     }
 
-    fn clean(text: &str) -> Exposition {
+    /// Labels as owned pairs, to compare with [`m`].
+    fn owned(labels: &[Label<'_>]) -> Vec<(String, String)> {
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn clean(text: &str) -> Exposition<'_> {
         let e = parse(text);
         assert!(e.errors.is_empty(), "unexpected errors: {:?}", e.errors);
         e
     }
 
-    fn one(text: &str) -> Sample {
+    fn one(text: &str) -> Sample<'_> {
         let e = clean(text);
         assert_eq!(e.samples.len(), 1, "{:?}", e.samples);
         e.samples.into_iter().next().unwrap()
@@ -1133,9 +1255,9 @@ mod tests {
     #[test]
     fn bare_sample_with_and_without_timestamp() {
         let s = one("m 5\n");
-        assert_eq!((s.name.as_str(), s.value, s.timestamp_ms), ("m", 5.0, None));
+        assert_eq!((s.name.as_ref(), s.value, s.timestamp_ms), ("m", 5.0, None));
         assert!(s.labels.is_empty());
-        assert_eq!((s.family.as_str(), s.kind), ("m", MetricType::Untyped));
+        assert_eq!((s.family.as_ref(), s.kind), ("m", MetricType::Untyped));
 
         let s = one("m 5 1717987543123\n");
         assert_eq!(s.timestamp_ms, Some(1717987543123));
@@ -1146,7 +1268,7 @@ mod tests {
     #[test]
     fn empty_label_set() {
         let s = one("m{} 5\n");
-        assert_eq!((s.name.as_str(), s.value), ("m", 5.0));
+        assert_eq!((s.name.as_ref(), s.value), ("m", 5.0));
         assert!(s.labels.is_empty());
         let s = one("m{ } 5 123\n");
         assert_eq!(s.timestamp_ms, Some(123));
@@ -1155,7 +1277,7 @@ mod tests {
     #[test]
     fn names_with_colons_and_underscores() {
         let e = clean("job:rate5m:sum{job=\"api\"} 3\n:leading_colon 1\n_under 2\nA9_b:c 4\n");
-        let names: Vec<_> = e.samples.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<_> = e.samples.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(
             names,
             ["job:rate5m:sum", ":leading_colon", "_under", "A9_b:c"]
@@ -1175,7 +1297,7 @@ mod tests {
         assert_eq!(s.label("utf"), Some("héllo ✓"));
         assert_eq!(s.label("missing"), None);
         // Input order is kept.
-        let keys: Vec<_> = s.labels.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = s.labels.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["q", "braces", "sp", "esc", "utf"]);
         assert!(parse(r#"m{a="x\\"} 1"#).samples[0].label("a") == Some("x\\"));
         assert_eq!(one(r#"m{a=""} 1"#).label("a"), Some(""));
@@ -1184,7 +1306,7 @@ mod tests {
     #[test]
     fn trailing_comma_and_whitespace_variations() {
         let s = one("m{a=\"1\",} 2\n");
-        assert_eq!(s.labels, m(&[("a", "1")]));
+        assert_eq!(owned(&s.labels), m(&[("a", "1")]));
         for text in [
             "m{a=\"1\",b=\"2\"} 2",
             "m {a=\"1\",b=\"2\"} 2",
@@ -1194,8 +1316,8 @@ mod tests {
             "m{a=\"1\",b=\"2\"}2",
         ] {
             let s = one(text);
-            assert_eq!((s.name.as_str(), s.value), ("m", 2.0), "{text}");
-            assert_eq!(s.labels, m(&[("a", "1"), ("b", "2")]), "{text}");
+            assert_eq!((s.name.as_ref(), s.value), ("m", 2.0), "{text}");
+            assert_eq!(owned(&s.labels), m(&[("a", "1"), ("b", "2")]), "{text}");
         }
         let s = one("m\t\t7\t\t99\n");
         assert_eq!((s.value, s.timestamp_ms), (7.0, Some(99)));
@@ -1239,7 +1361,8 @@ m 1
             ("unknown", MetricType::Unknown),
         ];
         for (word, kind) in words {
-            let e = clean(&format!("# TYPE f_{word} {word}\n"));
+            let text = format!("# TYPE f_{word} {word}\n");
+            let e = clean(&text);
             assert_eq!(e.types.get(&format!("f_{word}")), Some(&kind));
             assert_eq!(kind.as_str(), word);
             assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{word}\""));
@@ -1338,7 +1461,7 @@ bar_total 3
         let fams: Vec<_> = e
             .samples
             .iter()
-            .map(|s| (s.name.as_str(), s.family.as_str()))
+            .map(|s| (s.name.as_ref(), s.family.as_ref()))
             .collect();
         assert_eq!(
             fams,
@@ -1379,7 +1502,7 @@ st{st=\"a\"} 1
         let got: Vec<_> = e
             .samples
             .iter()
-            .map(|s| (s.name.as_str(), s.family.as_str(), s.kind))
+            .map(|s| (s.name.as_ref(), s.family.as_ref(), s.kind))
             .collect();
         use MetricType::*;
         assert_eq!(
@@ -1420,7 +1543,7 @@ other_sum 1
         let got: Vec<_> = e
             .samples
             .iter()
-            .map(|s| (s.family.as_str(), s.kind))
+            .map(|s| (s.family.as_ref(), s.kind))
             .collect();
         assert_eq!(
             got,
@@ -1578,7 +1701,7 @@ also_good{x=\"y\"} 2
             err(28, "duplicate # HELP line for `good` (first one kept) at column 3: `# HELP good two`"),
         ];
         assert_eq!(e.errors, want);
-        let names: Vec<_> = e.samples.iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<_> = e.samples.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(names, ["good", "also_good"]);
         assert_eq!(e.types.get("good"), Some(&MetricType::Gauge));
         assert_eq!(e.help.get("good").map(String::as_str), Some("one"));
@@ -1690,7 +1813,10 @@ m{\"label with space\"=\"v\"} 3
         let e = clean(text);
         assert_eq!(e.types.get("my.metric"), Some(&MetricType::Counter));
         assert_eq!(e.samples[0].name, "my.metric");
-        assert_eq!(e.samples[0].labels, m(&[("le.vel", "x"), ("b", "y")]));
+        assert_eq!(
+            owned(&e.samples[0].labels),
+            m(&[("le.vel", "x"), ("b", "y")])
+        );
         assert_eq!(e.samples[0].kind, MetricType::Counter);
         assert_eq!(e.samples[1].name, "my.metric");
         assert_eq!(e.samples[2].label("label with space"), Some("v"));
@@ -1763,7 +1889,7 @@ m{\"label with space\"=\"v\"} 3
             .next()
             .unwrap();
         assert_eq!(
-            (sum.family.as_str(), sum.kind),
+            (sum.family.as_ref(), sum.kind),
             ("soak_request_latency_seconds", MetricType::Histogram)
         );
         let created = e
@@ -1870,7 +1996,7 @@ m{\"label with space\"=\"v\"} 3
             .next()
             .unwrap();
         assert_eq!(
-            (count.value, count.family.as_str(), count.kind),
+            (count.value, count.family.as_ref(), count.kind),
             (187.0, "go_gc_duration_seconds", MetricType::Summary)
         );
         assert_eq!(e.sum("go_goroutines", &[]), Some(42.0));
@@ -1983,7 +2109,7 @@ m{\"label with space\"=\"v\"} 3
             .next()
             .unwrap();
         assert_eq!(
-            (count.value, count.family.as_str(), count.kind),
+            (count.value, count.family.as_ref(), count.kind),
             (4.0, h, MetricType::Histogram)
         );
         assert_eq!(e.sum(&format!("{h}_sum"), &[]), Some(7.327));
@@ -1999,7 +2125,7 @@ m{\"label with space\"=\"v\"} 3
             .next()
             .unwrap();
         assert_eq!(
-            (c.family.as_str(), c.kind),
+            (c.family.as_ref(), c.kind),
             ("normalize_hrv_messages", MetricType::Counter)
         );
         let u = e
@@ -2007,7 +2133,7 @@ m{\"label with space\"=\"v\"} 3
             .next()
             .unwrap();
         assert_eq!(
-            (u.family.as_str(), u.kind),
+            (u.family.as_ref(), u.kind),
             ("process_cpu_user_seconds", MetricType::Counter)
         );
         assert_eq!(
@@ -2024,7 +2150,7 @@ m{\"label with space\"=\"v\"} 3
         let s = &e.samples[0];
         assert_eq!(s.name, "job:http_requests:rate5m");
         assert_eq!(
-            (s.family.as_str(), s.kind),
+            (s.family.as_ref(), s.kind),
             ("job:http_requests:rate5m", MetricType::Untyped)
         );
         assert_eq!(s.timestamp_ms, Some(1717987543123));
@@ -2042,7 +2168,7 @@ m{\"label with space\"=\"v\"} 3
 
     // ---- robustness ----------------------------------------------------
 
-    fn check_invariants(text: &str, e: &Exposition) {
+    fn check_invariants(text: &str, e: &Exposition<'_>) {
         let lines = text.split('\n').count();
         for le in &e.errors {
             assert!(le.line >= 1 && le.line <= lines, "{le:?} of {lines}");
@@ -2052,6 +2178,85 @@ m{\"label with space\"=\"v\"} 3
             );
             assert!(le.message.chars().count() <= 200, "{le:?}");
         }
+        check_every_line_accounted(text, e);
+    }
+
+    /// Every non-blank line before `# EOF` is a comment, a sample or a
+    /// reported error: no line is dropped silently.
+    fn check_every_line_accounted(text: &str, e: &Exposition<'_>) {
+        let blank = |c: char| c == ' ' || c == '\t';
+        let mut sample_lines = 0;
+        for (n, line) in text.split('\n').enumerate() {
+            let line = line.strip_suffix('\r').unwrap_or(line).trim_matches(blank);
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix('#') {
+                if comment.trim_matches(blank) == "EOF" {
+                    break;
+                }
+                continue;
+            }
+            if !e.errors.iter().any(|le| le.line == n + 1) {
+                sample_lines += 1;
+            }
+        }
+        assert_eq!(e.samples.len(), sample_lines, "{:?}", e.errors);
+    }
+
+    #[test]
+    fn every_line_accounted_for_in_fixtures() {
+        for (name, text) in FIXTURES {
+            let e = parse(text);
+            check_invariants(text, &e);
+            assert!(!e.samples.is_empty(), "{name}");
+        }
+        let e = parse("a 1\n# TYPE a gauge\nbad line\n\n  \t\nb{x=\"1\"} 2\n#c\n");
+        check_every_line_accounted(
+            "a 1\n# TYPE a gauge\nbad line\n\n  \t\nb{x=\"1\"} 2\n#c\n",
+            &e,
+        );
+        assert_eq!((e.samples.len(), e.errors.len()), (2, 1));
+    }
+
+    #[test]
+    fn byte_classes_are_the_name_grammar() {
+        for c in 0..=255u8 {
+            let alpha = c.is_ascii_alphabetic() || c == b'_';
+            let alnum = c.is_ascii_alphanumeric() || c == b'_';
+            assert_eq!(is_name_start(c), alpha || c == b':', "{c}");
+            assert_eq!(is_name_char(c), alnum || c == b':', "{c}");
+            assert_eq!(is_label_start(c), alpha, "{c}");
+            assert_eq!(is_label_char(c), alnum, "{c}");
+        }
+    }
+
+    #[test]
+    fn quoted_strings_short_and_long() {
+        for len in [0, 1, 15, 16, 17, 40] {
+            let v = "v".repeat(len);
+            assert_eq!(
+                one(&format!("m{{a=\"{v}\"}} 1\n")).label("a"),
+                Some(v.as_str())
+            );
+            let text = format!("m{{a=\"{v}\\\"q\"}} 1\n");
+            assert_eq!(one(&text).label("a"), Some(format!("{v}\"q").as_str()));
+            assert_eq!(only_error(&format!("m{{a=\"{v}\n")).line, 1);
+        }
+    }
+
+    #[test]
+    fn count_newlines_matches_a_plain_count() {
+        let mut rng = XorShift(7);
+        for len in 0..400 {
+            let b: Vec<u8> = (0..len)
+                .map(|_| if rng.below(4) == 0 { b'\n' } else { b'x' })
+                .collect();
+            let plain = b.iter().filter(|&&c| c == b'\n').count();
+            assert_eq!(count_newlines(&b), plain, "{len}");
+        }
+        assert_eq!(count_newlines(&[b'\n'; 1000]), 1000);
+        assert_eq!(count_newlines(b""), 0);
     }
 
     /// Tiny deterministic PRNG for the mutation tests.
@@ -2194,7 +2399,7 @@ m{\"label with space\"=\"v\"} 3
             prop_assert_eq!(e.samples.len(), samples.len());
             for (got, (name, labels, value, ts)) in e.samples.iter().zip(&samples) {
                 prop_assert_eq!(&got.name, name);
-                prop_assert_eq!(&got.labels, labels);
+                prop_assert_eq!(&owned(&got.labels), labels);
                 prop_assert!(got.value == *value || (got.value.is_nan() && value.is_nan()));
                 prop_assert_eq!(got.timestamp_ms, *ts);
             }

@@ -484,7 +484,7 @@ fn innermost(e: &dyn std::error::Error) -> String {
 }
 
 /// The pure part of the metrics look-up: samples grouped by family.
-pub fn families_of(expo: &promtext::Exposition) -> MetricsFacts {
+pub fn families_of(expo: &promtext::Exposition<'_>) -> MetricsFacts {
     let mut by_name: BTreeMap<String, FamilyFacts> = BTreeMap::new();
     let new_family = |name: &str, kind: MetricType| FamilyFacts {
         name: name.to_string(),
@@ -499,17 +499,17 @@ pub fn families_of(expo: &promtext::Exposition) -> MetricsFacts {
     }
     for s in &expo.samples {
         let f = by_name
-            .entry(s.family.clone())
+            .entry(s.family.to_string())
             .or_insert_with(|| new_family(&s.family, s.kind));
         f.samples += 1;
-        f.sample_names.insert(s.name.clone());
+        f.sample_names.insert(s.name.to_string());
         for (k, v) in &s.labels {
             if k == "le" || k == "quantile" {
                 continue;
             }
-            let values = f.labels.entry(k.clone()).or_default();
+            let values = f.labels.entry(k.to_string()).or_default();
             if values.len() < MAX_LABEL_VALUES {
-                values.insert(v.clone());
+                values.insert(v.to_string());
             }
         }
     }

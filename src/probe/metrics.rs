@@ -62,18 +62,23 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
         return Err(fail(format!("GET {shown}: HTTP {status}")));
     }
     let body = read_capped(resp, cfg.metrics.max_body_bytes, shown).await?;
-    let len = body.len();
-    let parse = move || -> (Exposition, usize) {
-        let text = String::from_utf8_lossy(&body);
-        (promtext::parse(&text), len)
-    };
-    let (expo, len) = if len >= BLOCKING_PARSE_BYTES {
-        tokio::task::spawn_blocking(parse)
+    if body.len() >= BLOCKING_PARSE_BYTES {
+        // The exposition borrows the body, so both steps run on that thread.
+        let (cfg, shown_owned) = (cfg.clone(), shown.to_string());
+        tokio::task::spawn_blocking(move || parse_and_extract(&body, &cfg, &shown_owned))
             .await
             .map_err(|e| fail(format!("GET {shown}: parse task failed: {e}")))?
     } else {
-        parse()
-    };
+        parse_and_extract(&body, cfg, shown)
+    }
+}
+
+/// Parses a scraped body and extracts its facts; the parsed exposition
+/// borrows the body, so this is the one step a blocking thread is given.
+fn parse_and_extract(body: &[u8], cfg: &Config, shown: &str) -> Probed<MetricsState> {
+    let len = body.len();
+    let text = String::from_utf8_lossy(body);
+    let expo = promtext::parse(&text);
     // Only `# TYPE` lines is still an exposition: a registry of labelled
     // families before their first event (prometheus_client without collectors).
     if expo.samples.is_empty() && expo.types.is_empty() {
@@ -149,7 +154,7 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 }
 
 /// The pure part: from a parsed exposition to the facts the criteria read.
-pub fn extract(expo: &Exposition, cfg: &Config, body_bytes: u64) -> MetricsState {
+pub fn extract(expo: &Exposition<'_>, cfg: &Config, body_bytes: u64) -> MetricsState {
     let m = &cfg.metrics;
     let mut state = MetricsState {
         body_bytes,
@@ -212,25 +217,29 @@ const KEPT_INVALID: usize = 5;
 /// The selected series of one family and the facts about the selection.
 struct Selection<'a> {
     facts: FamilyFacts,
-    samples: Vec<&'a Sample>,
+    samples: Vec<&'a Sample<'a>>,
 }
 
 /// `name{a="x",b="y"}`, labels in input order, `skip` labels left out.
-fn series_name(name: &str, labels: &[(String, String)], skip: &[&str]) -> String {
+fn series_name<K: AsRef<str>, V: AsRef<str>>(
+    name: &str,
+    labels: &[(K, V)],
+    skip: &[&str],
+) -> String {
     let shown: Vec<String> = labels
         .iter()
-        .filter(|(k, _)| !skip.contains(&k.as_str()))
-        .map(|(k, v)| format!("{k}={v:?}"))
+        .filter(|(k, _)| !skip.contains(&k.as_ref()))
+        .map(|(k, v)| format!("{}={:?}", k.as_ref(), v.as_ref()))
         .collect();
     format!("{name}{{{}}}", shown.join(","))
 }
 
 /// A label set as an identity: sorted, so label order does not make two series.
-fn identity(labels: &[(String, String)], skip: &[&str]) -> Vec<(String, String)> {
+fn identity(labels: &[promtext::Label<'_>], skip: &[&str]) -> Vec<(String, String)> {
     let mut id: Vec<(String, String)> = labels
         .iter()
-        .filter(|(k, _)| !skip.contains(&k.as_str()))
-        .cloned()
+        .filter(|(k, _)| !skip.contains(&k.as_ref()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     id.sort();
     id
@@ -238,7 +247,7 @@ fn identity(labels: &[(String, String)], skip: &[&str]) -> Vec<(String, String)>
 
 /// Matching as in PromQL equality matchers: the label has the value, or the
 /// value is empty and the label is missing.
-fn matches(s: &Sample, matchers: &[(String, String)]) -> bool {
+fn matches(s: &Sample<'_>, matchers: &[(String, String)]) -> bool {
     matchers.iter().all(|(k, v)| match s.label(k) {
         Some(actual) => actual == v,
         None => v.is_empty(),
@@ -250,7 +259,7 @@ fn matches(s: &Sample, matchers: &[(String, String)]) -> bool {
 /// latency histogram labelled by `stream` alone is still read). `skip` are
 /// the structural labels (`le`) left out of identities and label sets.
 fn select_samples<'a>(
-    expo: &'a Exposition,
+    expo: &'a Exposition<'a>,
     name: &str,
     sample_name: &str,
     declared: bool,
@@ -261,7 +270,7 @@ fn select_samples<'a>(
         name: name.to_string(),
         ..Default::default()
     };
-    let all: Vec<&Sample> = expo
+    let all: Vec<&Sample<'_>> = expo
         .samples
         .iter()
         .filter(|s| s.name == sample_name)
@@ -280,7 +289,7 @@ fn select_samples<'a>(
     }
     let carried: std::collections::BTreeSet<&str> = all
         .iter()
-        .flat_map(|s| s.labels.iter().map(|(k, _)| k.as_str()))
+        .flat_map(|s| s.labels.iter().map(|(k, _)| k.as_ref()))
         .collect();
     let (applied, unapplied): (Vec<_>, Vec<_>) = matchers
         .iter()
@@ -333,7 +342,7 @@ fn select_samples<'a>(
 /// out and reported (a counter is never any of these; summing them would
 /// turn every ratio into NaN).
 fn select_counter<'a>(
-    expo: &'a Exposition,
+    expo: &'a Exposition<'a>,
     name: &str,
     matchers: &[(String, String)],
 ) -> Selection<'a> {
@@ -365,7 +374,7 @@ fn select_counter<'a>(
 /// NaN, infinite, negative, decreasing or have an unreadable `le` is left
 /// out and reported.
 fn select_histogram(
-    expo: &Exposition,
+    expo: &Exposition<'_>,
     name: &str,
     matchers: &[(String, String)],
 ) -> (FamilyFacts, Vec<(f64, f64)>) {
@@ -373,7 +382,7 @@ fn select_histogram(
     let declared = expo.types.contains_key(name);
     let sel = select_samples(expo, name, &bucket_name, declared, matchers, &["le"]);
     let mut facts = sel.facts;
-    let mut groups: std::collections::BTreeMap<Vec<(String, String)>, Vec<&Sample>> =
+    let mut groups: std::collections::BTreeMap<Vec<(String, String)>, Vec<&Sample<'_>>> =
         Default::default();
     for s in sel.samples {
         groups
@@ -490,7 +499,7 @@ mod tests {
     use super::*;
 
     /// Fixtures made by the real client libraries (see tests/fixtures/promtext/README.md).
-    fn fixture(name: &str) -> Exposition {
+    fn fixture(name: &str) -> Exposition<'static> {
         let path = format!(
             "{}/tests/fixtures/promtext/{name}",
             env!("CARGO_MANIFEST_DIR")
@@ -498,7 +507,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let expo = promtext::parse(&text);
         assert!(expo.errors.is_empty(), "{name}: {:?}", expo.errors);
-        expo
+        expo.into_owned()
     }
 
     fn cfg() -> Config {

@@ -1296,9 +1296,13 @@ fn series_label_sets(body: &str) -> BTreeSet<(String, Vec<(String, String)>)> {
         .into_iter()
         .filter(|s| s.family != "soakwatch_soak_info")
         .map(|s| {
-            let mut labels = s.labels;
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
             labels.sort();
-            (s.name, labels)
+            (s.name.into_owned(), labels)
         })
         .collect()
 }
@@ -1307,9 +1311,9 @@ fn series_label_sets(body: &str) -> BTreeSet<(String, Vec<(String, String)>)> {
 fn label_names_by_family(body: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
     let mut out: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
     for s in soakwatch::promtext::parse(body).samples {
-        out.entry(s.family)
+        out.entry(s.family.into_owned())
             .or_default()
-            .extend(s.labels.into_iter().map(|(k, _)| k));
+            .extend(s.labels.into_iter().map(|(k, _)| k.into_owned()));
     }
     out
 }
