@@ -585,3 +585,138 @@ async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sen
     let _ = new.wait_exit(secs(20)).await;
     drop_state(&cluster.url(0), &bucket).await;
 }
+
+/// A CA and a server certificate for 127.0.0.1, written by openssl(1) into `dir`.
+fn tls_files(dir: &Path) {
+    let sh = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subj_ca = "/CN=soakwatch test CA";
+    sh(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", subj_ca,
+    ]);
+    sh(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    sh(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_on_its_own_tls_nats_is_reached_with_its_ca_and_refused_without() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    tls_files(dir.path());
+    let mut server = tokio::process::Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", "-1", "--tls"])
+        .arg("--tlscert")
+        .arg(dir.path().join("server.pem"))
+        .arg("--tlskey")
+        .arg(dir.path().join("server.key"))
+        .arg("--ports_file_dir")
+        .arg(dir.path())
+        .arg("-sd")
+        .arg(dir.path().join("js"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nats-server starts");
+    let pid = server.id().expect("pid");
+    let deadline = std::time::Instant::now() + secs(15);
+    let port = loop {
+        let found = std::fs::read_dir(dir.path())
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(&format!("_{pid}.ports"))
+            })
+            .find_map(|e| std::fs::read_to_string(e.path()).ok())
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v["nats"][0]
+                    .as_str()?
+                    .rsplit(':')
+                    .next()?
+                    .parse::<u16>()
+                    .ok()
+            });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ports file");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let r = Replica::healthy(3).await;
+    r.add_watch_section("");
+    let ca = dir.path().join("ca.pem");
+    let state = format!(
+        "\n[state]\nbackend = \"jetstream\"\nnats_url = \"tls://127.0.0.1:{port}\"\ntls_ca_file = {}\nbucket = \"swtls_{}\"\n",
+        toml_path(&ca),
+        r.names.tag
+    );
+    r.edit_config(|t| t + &state);
+    let mut d = r.start_daemon("tls");
+    let body = d.wait_cycles(3, secs(40)).await;
+    assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
+    d.signal("TERM");
+    assert_eq!(d.wait_exit(secs(15)).await, 0, "{}", d.stderr());
+    let config = r.config.display().to_string();
+    let run = run_bin(&["report", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    // Without its CA the state's server is not trusted: refused, with why.
+    r.edit_config(|t| {
+        t.lines()
+            .filter(|l| !l.starts_with("tls_ca_file"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    let run = run_bin(&["report", "--config", &config], &[]).await;
+    assert_ne!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let said = format!("{}{}", run.stdout, run.stderr).to_lowercase();
+    assert!(
+        said.contains("certificate") || said.contains("unknownissuer"),
+        "{said}"
+    );
+    let _ = server.start_kill();
+}
