@@ -398,14 +398,19 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
 async fn migrate_command(cfg: &Config) -> anyhow::Result<ExitCode> {
     use soakwatch::soak::jetstream::{Access, JetStreamStore};
     use soakwatch::soak::store::SqliteStore;
-    let from = SqliteStore::open_read_only(&cfg.watch.state).await?;
     // Shared: the copy is not a leader's write (no watcher runs yet).
     let mut js_cfg = cfg.state.clone();
     js_cfg.backend = soakwatch::config::StateBackend::JetStream;
     // The bucket and streams are created as the daemon would (its settings).
     drop(JetStreamStore::open(&js_cfg, Access::Leader).await?);
     let to = JetStreamStore::open(&js_cfg, Access::Shared).await?;
-    let result = soakwatch::soak::migrate::migrate(&from, &to).await;
+    let lease = cfg.state.lease(cfg.watch.interval);
+    if let Err(e) = soakwatch::soak::migrate::refuse_beside_leader(&to, lease).await {
+        eprintln!("soakwatch state migrate: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let from = SqliteStore::open_read_only(&cfg.watch.state).await?;
+    let result = soakwatch::soak::migrate::migrate(&from, &to, lease).await;
     from.close().await;
     match result {
         Ok(m) => {

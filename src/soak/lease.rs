@@ -292,6 +292,25 @@ impl Campaign {
     }
 }
 
+/// The watcher holding the lease in `kv` now: its holder name and when it
+/// last renewed, if that was less than `lease` ago (an unrenewed lease is
+/// nobody's). For tools that must not write beside a leader (`state
+/// migrate`); a read error is reported, not taken for "free".
+pub async fn current_holder(
+    kv: &kv::Store,
+    lease: Duration,
+) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, kv::EntryError> {
+    let Some(bytes) = kv.get(KEY).await? else {
+        return Ok(None);
+    };
+    let Ok(h) = serde_json::from_slice::<Holder>(&bytes) else {
+        return Ok(None);
+    };
+    let age = chrono::Utc::now() - h.renewed_at;
+    let stands = age < chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    Ok(stands.then_some((h.holder, h.renewed_at)))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())

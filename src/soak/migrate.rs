@@ -36,10 +36,41 @@ pub enum MigrateError {
     /// The target already holds this soak: copying twice would mix records.
     #[error("JetStream already holds soak {0}: not copied again")]
     Exists(String),
+    /// A watcher leads on the target: a copy beside it would mix two soaks'
+    /// writers. Stop the watchers first.
+    #[error("watcher {holder} holds the lease of this JetStream state (renewed {renewed}): stop the watchers, then migrate")]
+    Leader {
+        /// The leading watcher's name (host-pid-random).
+        holder: String,
+        /// Its last renewal.
+        renewed: chrono::DateTime<chrono::Utc>,
+    },
 }
 
-/// Copies the active soak; refuses when JetStream holds it already.
-pub async fn migrate(from: &SqliteStore, to: &JetStreamStore) -> Result<Migrated, MigrateError> {
+/// Refuses while a watcher holds the lease of `to` (an unreadable lease is
+/// refused too: "free" must be known, not assumed).
+pub async fn refuse_beside_leader(
+    to: &JetStreamStore,
+    lease: std::time::Duration,
+) -> Result<(), MigrateError> {
+    match crate::soak::lease::current_holder(to.kv(), lease).await {
+        Ok(Some((holder, renewed))) => Err(MigrateError::Leader { holder, renewed }),
+        Ok(None) => Ok(()),
+        Err(e) => Err(MigrateError::Store(StoreError::Open {
+            path: to.bucket().into(),
+            reason: format!("reading the lease: {e}"),
+        })),
+    }
+}
+
+/// Copies the active soak; refuses when JetStream holds it already, or
+/// while a watcher holds the lease (`lease`: how long an unrenewed lease stands).
+pub async fn migrate(
+    from: &SqliteStore,
+    to: &JetStreamStore,
+    lease: std::time::Duration,
+) -> Result<Migrated, MigrateError> {
+    refuse_beside_leader(to, lease).await?;
     let soak = from.active_soak().await?.ok_or(MigrateError::NoSoak)?;
     let id = soak.meta.id.clone();
     if to.active_soak().await?.is_some_and(|s| s.meta.id == id) {

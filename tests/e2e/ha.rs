@@ -98,6 +98,16 @@ async fn jetstream_state_is_read_by_report_check_and_rollback_and_a_sqlite_soak_
     let body = d.wait_cycles(3, secs(40)).await;
     assert_eq!(soak_id(&body).as_deref(), Some(id.as_str()), "{body}");
     assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
+    // A migration beside a leader is refused before it writes anything.
+    let beside = run_bin(&["state", "migrate", "--config", &config], &[]).await;
+    assert_eq!(beside.code, 2, "{}{}", beside.stdout, beside.stderr);
+    assert!(
+        beside
+            .stderr
+            .contains("holds the lease of this JetStream state"),
+        "{}",
+        beside.stderr
+    );
     d.signal("TERM");
     assert_eq!(d.wait_exit(secs(15)).await, 0, "{}", d.stderr());
     assert!(!w.state.exists(), "a JetStream state writes no SQLite file");
