@@ -369,9 +369,14 @@ pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, Stri
     // A standby is healthy while it keeps its connections and campaigns;
     // it samples nothing, so the sample age says nothing about it.
     if s.role == Some("standby") {
+        let probes = match s.standby_failing.as_deref() {
+            None => String::new(),
+            Some([]) => "; every probe answers".to_string(),
+            Some(failing) => format!("; failing probes: {}", failing.join(", ")),
+        };
         return (
             StatusCode::OK,
-            "standby: another watcher leads; taking over when its lease expires\n".into(),
+            format!("standby: another watcher leads; taking over when its lease expires{probes}\n"),
         );
     }
     match s.last_sample_at {

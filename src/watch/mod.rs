@@ -341,9 +341,19 @@ impl Watch {
         })
     }
 
-    /// With a JetStream state: waits as a standby (connections open, role
-    /// published) until this watcher takes the lease. False on shutdown.
-    async fn await_leadership(&mut self, shutdown: &CancellationToken) -> bool {
+    /// With a JetStream state: waits as a standby until this watcher takes
+    /// the lease, role published. Each interval it samples and discards
+    /// (records nothing, sends nothing), so its connections to NATS, the
+    /// service and the database are open and proven when it takes over, and
+    /// /healthz says which probes fail. Taking over resumes the log tail
+    /// from the state, so the standby's reading loses no line. False on
+    /// shutdown.
+    async fn await_leadership(
+        &mut self,
+        source: &dyn SampleSource,
+        clock: &dyn Clock,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let Some(lease) = self.lease.as_mut() else {
             return true;
         };
@@ -356,17 +366,42 @@ impl Watch {
             self.heartbeat.set_status("standby: another watcher leads");
         }
         // The systemd watchdog is fed while campaigning, not only while sampling.
+        let interval = self.cfg.watch.interval;
+        let heartbeat = self.heartbeat.clone();
+        let status = self.status.clone();
         let leads = loop {
-            self.heartbeat
-                .expect_within(self.cfg.watch.interval * 4 + Duration::from_secs(60));
+            heartbeat
+                .expect_within(interval * 4 + self.cfg.probe_timeout + Duration::from_secs(60));
+            let warm = async {
+                let snap = source.snapshot(clock.now(), &[]).await;
+                let failing: Vec<String> = snap
+                    .probe_outcomes()
+                    .into_iter()
+                    .filter(|(_, f)| f.is_some())
+                    .map(|(label, _)| label)
+                    .collect();
+                heartbeat.set_status(if failing.is_empty() {
+                    "standby: another watcher leads; every probe answers".to_string()
+                } else {
+                    format!(
+                        "standby: another watcher leads; failing probes: {}",
+                        failing.join(", ")
+                    )
+                });
+                if let Ok(mut st) = status.write() {
+                    st.standby_failing = Some(failing);
+                }
+                tokio::time::sleep(interval).await;
+            };
             tokio::select! {
                 r = lease.wait_leader(shutdown) => break r,
-                _ = tokio::time::sleep(self.cfg.watch.interval) => {}
+                _ = warm => {}
             }
         };
         if leads {
             let term = lease.role().term;
             if let Ok(mut st) = self.status.write() {
+                st.standby_failing = None;
                 st.role = Some("leader");
                 st.leader_terms = term;
             }
@@ -403,7 +438,7 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
-        if !self.await_leadership(&shutdown).await {
+        if !self.await_leadership(source, clock, &shutdown).await {
             self.store.close().await;
             return Ok(self.summary());
         }

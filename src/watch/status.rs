@@ -22,6 +22,9 @@ pub struct DaemonStatus {
     pub last_sample_at: Option<DateTime<Utc>>,
     /// Probe failures since this process started, per probe.
     pub probe_errors: std::collections::BTreeMap<String, u64>,
+    /// A standby's last warm-up round: the probes that failed in it (None
+    /// before the first round, or while leading).
+    pub standby_failing: Option<Vec<String>>,
     /// State database size, bytes.
     pub state_bytes: u64,
     /// Expected interval, seconds (health: is the last sample fresh?).

@@ -334,10 +334,15 @@ async fn sigkill_of_the_leader_hands_over_within_the_lease_and_a_nats_node_may_d
     let (mut old, mut new) = if leader == 0 { (a, b) } else { (b, a) };
     let body = old.wait_cycles(3, secs(30)).await;
     let id = soak_id(&body).expect("soak id");
+    // The standby samples (and discards) each interval: its connections to
+    // NATS, the service and the database are open and proven.
     let mut health = None;
     for _ in 0..100 {
         health = new.get("/healthz").await;
-        if health.is_some() {
+        if health
+            .as_ref()
+            .is_some_and(|(_, t)| t.contains("every probe answers"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -345,6 +350,7 @@ async fn sigkill_of_the_leader_hands_over_within_the_lease_and_a_nats_node_may_d
     let (code, text) = health.expect("standby /healthz");
     assert_eq!(code, 200, "{text}");
     assert!(text.starts_with("standby"), "{text}");
+    assert!(text.contains("every probe answers"), "{text}");
 
     // SIGKILL: no clean hand-over; the standby waits the lease out (3 s).
     old.signal("KILL");
