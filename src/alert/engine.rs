@@ -139,7 +139,7 @@ impl AlertEngine {
         }
         let mut notifications = Vec::new();
         let mk = |kind: NotificationKind, alerts: Vec<AlertItem>| Notification {
-            id: format!("{}-{}-{}", s.soak_id, kind.as_str(), now.timestamp_millis()),
+            id: notification_id(&s.soak_id, kind, &alerts, now),
             soak_id: s.soak_id.clone(),
             soak_name: s.name.clone(),
             created_at: now,
@@ -157,6 +157,39 @@ impl AlertEngine {
             changed,
         }
     }
+}
+
+/// A notification's id. A change is named by what it says (each alert's
+/// name, criterion, state and start), not by when it was made: a step
+/// redone after a crash between queueing it and saving the alert tracks
+/// (two writes on a JetStream state) queues the same id again, which the
+/// outbox ignores, so the receiver gets it once. A repeat is named by its
+/// time (a repeat sent twice says nothing new).
+fn notification_id(
+    soak_id: &str,
+    kind: NotificationKind,
+    alerts: &[AlertItem],
+    now: DateTime<Utc>,
+) -> String {
+    use sha2::Digest;
+    if kind != NotificationKind::Change {
+        return format!("{soak_id}-{}-{}", kind.as_str(), now.timestamp_millis());
+    }
+    let mut h = sha2::Sha256::new();
+    for a in alerts {
+        for part in [
+            a.name.as_str(),
+            a.criterion.as_deref().unwrap_or(""),
+            a.state.as_str(),
+            &a.starts_at.timestamp_millis().to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        h.update([0xffu8]);
+    }
+    let digest = h.finalize();
+    format!("{soak_id}-{}-{}", kind.as_str(), hex::encode(&digest[..8]))
 }
 
 /// One alert the lifecycle judges this cycle: a criterion's, or one
@@ -243,7 +276,8 @@ fn candidates(
                 name: name.clone(),
                 criterion: i.id.clone(),
                 desired,
-                since: now,
+                // The criterion's span: stable across a redone step.
+                since,
                 recovered: format!("{} recovered: {}", c.id.title(), i.consumer),
                 evidence: i.evidence.clone(),
                 value: i.value,
@@ -661,6 +695,32 @@ mod tests {
             t(50),
         );
         assert_eq!(firing_ids(&out, AlertState::Firing), vec!["consumer_lag"]);
+    }
+
+    #[test]
+    fn a_step_redone_after_a_crash_queues_the_same_notification_id() {
+        let c = cfg();
+        let s = summary(100, &[(CriterionId::Dlq, Status::Fail, 40)]);
+        // The tracks were not saved: the next step (later) says it again.
+        let first = AlertEngine::default().step(&c, &s, t(100));
+        let redone = AlertEngine::default().step(&c, &s, t(110));
+        assert_eq!(first.notifications[0].id, redone.notifications[0].id);
+        // What a change says makes its id: firing and resolving differ.
+        let mut e = AlertEngine::default();
+        let fired = e.step(&c, &s, t(100));
+        let resolved = e.step(
+            &c,
+            &summary(200, &[(CriterionId::Dlq, Status::Pass, 150)]),
+            t(200),
+        );
+        assert_ne!(fired.notifications[0].id, resolved.notifications[0].id);
+        // A new incident of the same criterion is a new notification.
+        let again = e.step(
+            &c,
+            &summary(300, &[(CriterionId::Dlq, Status::Fail, 290)]),
+            t(300),
+        );
+        assert_ne!(fired.notifications[0].id, again.notifications[0].id);
     }
 
     #[test]
