@@ -494,7 +494,8 @@ impl Snapshot {
     /// The listings of a 1,000-durable fleet are most of a snapshot; the
     /// cycle record keeps each consumer's verdict, and only the newest
     /// snapshot is evaluated again.
-    pub fn elide_consumers(mut self) -> Option<Snapshot> {
+    /// Counted before anything is copied: the store asks every cycle.
+    pub fn elide_consumers(&self) -> Option<Snapshot> {
         let listed: usize = self
             .consumers
             .values()
@@ -504,13 +505,28 @@ impl Snapshot {
         if listed <= KEEP_LISTINGS_UP_TO {
             return None;
         }
-        for l in self.consumers.values_mut() {
-            if let Ok(Some(list)) = l {
-                list.clear();
-            }
-        }
-        self.consumers_elided = true;
-        Some(self)
+        let consumers = self
+            .consumers
+            .iter()
+            .map(|(k, l)| {
+                let l = match l {
+                    Ok(Some(_)) => Ok(Some(Vec::new())),
+                    other => other.clone(),
+                };
+                (k.clone(), l)
+            })
+            .collect();
+        Some(Snapshot {
+            taken_at: self.taken_at,
+            streams: self.streams.clone(),
+            consumers,
+            metrics: self.metrics.clone(),
+            db: self.db.clone(),
+            log: self.log.clone(),
+            env: self.env.clone(),
+            probe_ms: self.probe_ms.clone(),
+            consumers_elided: true,
+        })
     }
 
     /// The durable `name` on `stream`.

@@ -207,6 +207,25 @@ pub struct InstanceVerdict {
     pub fail_at: Option<f64>,
 }
 
+impl InstanceVerdict {
+    /// This consumer's judgement as a verdict of criterion `id` (texts,
+    /// number and thresholds), for what reads verdicts: perfdata, a
+    /// one-consumer soak's criterion.
+    pub fn to_verdict(&self, id: CriterionId) -> Verdict {
+        let mut v = Verdict::new(
+            id,
+            self.status,
+            &self.observed,
+            &self.target,
+            &self.evidence,
+        );
+        v.value = self.value;
+        v.warn_at = self.warn_at;
+        v.fail_at = self.fail_at;
+        v
+    }
+}
+
 impl CriterionId {
     /// Whether this criterion is judged per watched consumer.
     pub fn per_consumer(self) -> bool {

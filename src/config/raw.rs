@@ -37,7 +37,9 @@ pub(super) struct RawConfig {
 
 /// One `[[consumers]]` entry: a named durable (`durable` set) or a
 /// selector (`streams` set). One struct, not an untagged enum, so that a
-/// typo is still reported at its key.
+/// typo is still reported at its key. The expectation keys are written out
+/// here and again in [`RawExpect`]: serde's `flatten` cannot be combined
+/// with `deny_unknown_fields`, which is what reports typos.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConsumerEntry {

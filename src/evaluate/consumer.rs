@@ -214,12 +214,12 @@ fn numeric_aggregate(
     thresholds: (Option<f64>, Option<f64>),
 ) -> Verdict {
     if let ([one], true) = (instances.as_slice(), extra.is_empty()) {
-        let mut v = Verdict::new(id, one.status, &one.observed, target, &one.evidence);
-        v.value = one.value;
-        v.warn_at = one.warn_at;
-        v.fail_at = one.fail_at;
-        v.instances = instances;
-        return v;
+        // The criterion's target is the fleet's, not the consumer's own.
+        let v = Verdict {
+            target,
+            ..one.to_verdict(id)
+        };
+        return Verdict { instances, ..v };
     }
     let mut parts = fleet_parts(&instances, all_pass);
     parts.extend(extra);

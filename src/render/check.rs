@@ -550,11 +550,7 @@ pub fn perf_item(v: &Verdict) -> Option<String> {
 pub fn perf_items(v: &Verdict) -> Vec<String> {
     let mut out: Vec<String> = perf_item(v).into_iter().collect();
     for i in &v.instances {
-        let mut one = Verdict::new(v.id, i.status, "", "", "");
-        one.value = i.value;
-        one.warn_at = i.warn_at;
-        one.fail_at = i.fail_at;
-        out.extend(perf_item_labelled(&one, &i.id));
+        out.extend(perf_item_labelled(&i.to_verdict(v.id), &i.id));
     }
     out
 }

@@ -356,7 +356,7 @@ impl JetStreamStore {
         // consumers' verdicts are in the cycle record just written).
         let mut body = encode(snap)?;
         if body.len() > MAX_SNAPSHOT_BYTES {
-            if let Some(slim) = snap.clone().elide_consumers() {
+            if let Some(slim) = snap.elide_consumers() {
                 body = encode(&slim)?;
             }
         }

@@ -310,7 +310,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let record = encode(rec)?;
         let body = encode(snap)?;
-        let slim = match snap.clone().elide_consumers() {
+        let slim = match snap.elide_consumers() {
             Some(slim) => Some((ms(snap.taken_at), encode(&slim)?)),
             None => None,
         };

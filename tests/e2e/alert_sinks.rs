@@ -28,7 +28,7 @@ use soakwatch::alert::sink::{
 };
 use soakwatch::secret::{Secret, SecretUrl};
 
-use crate::common::ReservedPort;
+use crate::common::{serve_loopback, ReservedPort};
 
 const PYTHON: &str = "/usr/bin/python3";
 const HOW_TO_INSTALL: &str =
@@ -601,13 +601,7 @@ async fn start_receiver() -> (Receiver, u16) {
         }
     }
     let app = Router::new().fallback(handle).with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = serve_loopback(app).await.port();
     (r, port)
 }
 

@@ -584,6 +584,19 @@ impl Replica {
     }
 }
 
+/// Serves `app` on a free loopback port for the rest of the test: the
+/// real HTTP peer (receiver, endpoint) a test talks to.
+pub async fn serve_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// A path as a TOML string (`$` escaped so it is not read as `${VAR}`).
 pub fn toml_path(p: &Path) -> String {
     let s = p.display().to_string();
@@ -650,7 +663,7 @@ impl NatsServer {
 
     /// The client port from the ports file the server writes at start
     /// (`<exe>_<pid>.ports`: `{"nats": ["nats://127.0.0.1:PORT"], …}`).
-    async fn read_port(dir: &Path, pid: u32) -> u16 {
+    pub async fn read_port(dir: &Path, pid: u32) -> u16 {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             let found = std::fs::read_dir(dir)

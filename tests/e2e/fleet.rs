@@ -192,13 +192,7 @@ async fn start_receiver() -> (Bodies, u16) {
     let app = Router::new()
         .route("/hook", post(hook))
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = serve_loopback(app).await.port();
     (seen, port)
 }
 

@@ -504,13 +504,7 @@ async fn counting_receiver() -> (
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = serve_loopback(app).await.port();
     (seen, port)
 }
 
@@ -673,34 +667,7 @@ async fn a_state_on_its_own_tls_nats_is_reached_with_its_ca_and_refused_without(
         .spawn()
         .expect("nats-server starts");
     let pid = server.id().expect("pid");
-    let deadline = std::time::Instant::now() + secs(15);
-    let port = loop {
-        let found = std::fs::read_dir(dir.path())
-            .ok()
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .ends_with(&format!("_{pid}.ports"))
-            })
-            .find_map(|e| std::fs::read_to_string(e.path()).ok())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| {
-                v["nats"][0]
-                    .as_str()?
-                    .rsplit(':')
-                    .next()?
-                    .parse::<u16>()
-                    .ok()
-            });
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(std::time::Instant::now() < deadline, "no ports file");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let port = NatsServer::read_port(dir.path(), pid).await;
 
     let r = Replica::healthy(3).await;
     r.add_watch_section("");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{nats_url, Replica, TESTKIT};
+use crate::common::{nats_url, serve_loopback, Replica, TESTKIT};
 use soakwatch::rollback::{
     self, cleanup_e2e_rows, run_e2e, steps, E2eConfig, LogMark, RollbackConfig, RollbackMode,
     StepRecord, StepStatus,
@@ -1341,13 +1341,7 @@ async fn echoing_receiver() -> (
     let app = axum::Router::new()
         .fallback(handle)
         .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let port = serve_loopback(app).await.port();
     (seen, port)
 }
 

@@ -13,7 +13,7 @@ use soakwatch::testkit::synthetic::{Fault, Scenario};
 use soakwatch::verdict::{CriterionId as C, Status};
 use soakwatch::watch::{self, BoxFuture, ManualClock, SampleSource, StartOptions};
 
-use crate::common::{run_watch, run_watch_cycles};
+use crate::common::{run_watch, run_watch_cycles, serve_loopback};
 
 const H: f64 = 3600.0;
 
@@ -453,13 +453,7 @@ async fn receiver() -> Receiver {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve_loopback(app).await;
     Receiver {
         url: format!("http://{addr}/hook"),
         got,
