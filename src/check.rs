@@ -35,6 +35,7 @@ pub async fn run(cfg: Config, window: Duration) -> Result<CheckReport, ProberErr
         window_secs: if window.is_zero() { 0.0 } else { window_secs },
         verdicts,
         last,
+        edges: None,
     })
 }
 

@@ -432,7 +432,13 @@ pub async fn enqueue_notifications(
     let mut rows = Vec::new();
     for n in notifications {
         for r in &cfg.routes {
-            if let Some(f) = r.filter(n) {
+            // The sign-off goes to every route: a route that takes only
+            // critical alerts still wants to hear the soak ended.
+            let taken = match n.kind {
+                NotificationKind::SignOff => Some(n.clone()),
+                _ => r.filter(n),
+            };
+            if let Some(f) = taken {
                 rows.push((n.id.clone(), r.name.clone(), f));
             }
         }
@@ -593,6 +599,7 @@ mod tests {
             last_snapshot: None,
             rollback: None,
             consumers: vec![],
+            edges: Default::default(),
         }
     }
 

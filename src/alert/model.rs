@@ -80,6 +80,9 @@ pub enum NotificationKind {
     Rollback,
     /// `soakwatch alert test`.
     Test,
+    /// The soak reached T0 + duration: its frozen verdict, once, to every
+    /// route whatever its filters (the one message a team waits 48 h for).
+    SignOff,
 }
 
 impl NotificationKind {
@@ -90,6 +93,7 @@ impl NotificationKind {
             NotificationKind::Repeat => "repeat",
             NotificationKind::Rollback => "rollback",
             NotificationKind::Test => "test",
+            NotificationKind::SignOff => "sign_off",
         }
     }
 }
@@ -157,6 +161,13 @@ impl Notification {
             NotificationKind::Rollback => format!("ROLLBACK {}", parts.join("; ")),
             NotificationKind::Repeat => format!("still {}", parts.join("; ")),
             NotificationKind::Change => parts.join("; "),
+            NotificationKind::SignOff => format!(
+                "SIGN-OFF {}",
+                self.alerts
+                    .first()
+                    .map(|a| a.summary.as_str())
+                    .unwrap_or("")
+            ),
         };
         format!(
             "[soakwatch] {what} ({})",

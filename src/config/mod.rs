@@ -214,6 +214,23 @@ pub struct WatchConfig {
     pub keep_full_snapshots: Duration,
     /// Thinned snapshots are kept one per this span.
     pub thin_to: Duration,
+    /// What the daemon does once the soak is signed off.
+    pub at_end: AtEnd,
+}
+
+/// What `watch` does after the sign-off at T0 + duration (and what a
+/// restarted `watch` does on a soak that has ended). Either way it exits 0,
+/// so a unit with `Restart=on-failure` never restarts it in a loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtEnd {
+    /// Keep serving the status page, /metrics and /healthz (read-only, the
+    /// frozen verdict) until SIGTERM: dashboards, the exported rules and a
+    /// dead-man's switch do not see the exporter vanish at sign-off.
+    #[default]
+    Serve,
+    /// Exit 0 at once (scripts, the compressed demo).
+    Exit,
 }
 
 /// The soak's identity and start.

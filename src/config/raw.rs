@@ -308,6 +308,8 @@ pub(super) struct RawWatch {
     pub(super) keep_full_snapshots: Duration,
     #[serde(default = "default_thin_to", with = "humantime_serde")]
     pub(super) thin_to: Duration,
+    #[serde(default)]
+    pub(super) at_end: super::AtEnd,
 }
 
 impl Default for RawWatch {
@@ -326,6 +328,7 @@ impl Default for RawWatch {
             listen: default_listen(),
             keep_full_snapshots: default_keep_full(),
             thin_to: default_thin_to(),
+            at_end: super::AtEnd::default(),
         }
     }
 }

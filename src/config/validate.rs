@@ -674,6 +674,7 @@ fn validate_watch(raw: &RawConfig, base: &Path, p: Problems<'_>) -> WatchConfig 
         listen,
         keep_full_snapshots: w.keep_full_snapshots,
         thin_to: w.thin_to,
+        at_end: w.at_end,
     }
 }
 

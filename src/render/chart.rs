@@ -1071,6 +1071,7 @@ mod tests {
             last_snapshot: None,
             rollback: None,
             consumers: vec![],
+            edges: Default::default(),
         }
     }
 

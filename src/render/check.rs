@@ -36,6 +36,9 @@ pub struct CheckReport {
     pub verdicts: Vec<Verdict>,
     /// The last snapshot, for the state tables.
     pub last: Snapshot,
+    /// `check --soak`: where the record begins (a late watcher's unobserved
+    /// head) and the frozen sign-off once the soak ended.
+    pub edges: Option<crate::soak::model::SoakEdges>,
 }
 
 impl CheckReport {
@@ -291,6 +294,10 @@ struct JsonDoc<'a> {
     exit_code: u8,
     criteria: Vec<JsonCriterion<'a>>,
     probes: std::collections::BTreeMap<String, JsonProbe>,
+    /// `check --soak` only: `observed_from` (the first recorded cycle) and
+    /// `ended` (the frozen sign-off: at, signed_at, verdict, reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    soak_edges: Option<&'a crate::soak::model::SoakEdges>,
 }
 
 /// The probes that ran, labelled as in the JSON document (the consumer
@@ -326,6 +333,7 @@ pub fn json(r: &CheckReport) -> String {
             .generated_at
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         window_seconds: r.window_secs,
+        soak_edges: r.edges.as_ref(),
         overall: o.as_str(),
         exit_code: exit_code(o),
         criteria: r
@@ -1008,6 +1016,7 @@ mod tests {
             window_secs: 0.0,
             verdicts,
             last: failing_snapshot(),
+            edges: None,
         }
     }
 

@@ -236,7 +236,11 @@ fn starting(v: &PageView, out: &mut String) {
 
 fn verdict_banner(s: &SoakSummary, out: &mut String) {
     let finished = secs_between(s.t0, s.now) >= s.planned_secs;
-    let phase = if finished { "soak finished" } else { "so far" };
+    let phase = match &s.edges.ended {
+        Some(end) => format!("signed off {} (frozen)", ts(end.at)),
+        None if finished => "soak finished".to_string(),
+        None => "so far".to_string(),
+    };
     out.push_str(&format!(
         "<p class=\"verdict s-{}\" id=\"verdict\" data-verdict=\"{}\">Verdict {phase}: {} — {}</p>\n",
         s.verdict.as_str(),
@@ -252,7 +256,8 @@ fn fact(out: &mut String, term: &str, value: &str) {
 }
 
 fn glance(v: &PageView, s: &SoakSummary, out: &mut String) {
-    let elapsed = secs_between(s.t0, v.now).max(0.0);
+    let end = s.edges.ended.as_ref().map(|e| e.at);
+    let elapsed = secs_between(s.t0, end.unwrap_or(v.now)).max(0.0);
     let remaining = (s.planned_secs - elapsed).max(0.0);
     out.push_str("<h2 id=\"glance\">At a glance</h2>\n<dl class=\"glance\">\n");
     fact(
@@ -271,7 +276,11 @@ fn glance(v: &PageView, s: &SoakSummary, out: &mut String) {
         ),
     );
     fact(out, "Remaining", &human_duration(remaining));
+    if let Some(head) = s.head_note() {
+        fact(out, "Watched from", &text(&head));
+    }
     let age = match v.last_sample_at {
+        _ if end.is_some() => "the soak has ended: nothing is sampled any more".to_string(),
         None => "no sample yet".to_string(),
         Some(t) => {
             let age = secs_between(t, v.now).max(0.0);
@@ -684,6 +693,7 @@ mod tests {
                 steps: vec![],
             }),
             consumers: vec![],
+            edges: Default::default(),
         }
     }
 

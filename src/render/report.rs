@@ -44,7 +44,7 @@ fn elapsed_secs(s: &SoakSummary) -> f64 {
 }
 
 fn finished(s: &SoakSummary) -> bool {
-    elapsed_secs(s) >= s.planned_secs
+    s.is_ended() || elapsed_secs(s) >= s.planned_secs
 }
 
 /// Name of the stream messages should be on: the durable's stream in the
@@ -453,6 +453,22 @@ pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, St
         s.samples,
         verdict_line(s),
     );
+    if let Some(end) = &s.edges.ended {
+        out.insert_str(
+            out.len() - 1,
+            &format!(
+                "**Signed off:** {} at T0 + {}; the verdict is frozen (a restarted watcher or a later config does not change it)  \n",
+                ts(end.at),
+                duration((end.at - s.t0).num_milliseconds() as f64 / 1000.0)
+            ),
+        );
+    }
+    if let Some(head) = s.head_note() {
+        out.insert_str(
+            out.len() - 1,
+            &format!("**Watched from:** {}  \n", line(&head)),
+        );
+    }
 
     out.push_str("## Health checks\n\n");
     for (ok, text) in checklist(s) {
@@ -666,6 +682,7 @@ mod tests {
             last_snapshot: Some(snapshot(now)),
             rollback: None,
             consumers: vec![],
+            edges: Default::default(),
         }
     }
 

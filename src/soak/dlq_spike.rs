@@ -4,17 +4,21 @@
 //! messages dead-lettered within one minute. The first version scaled the
 //! growth between two consecutive cycles to a minute, so at a 10 s interval
 //! two poison messages read as 12/min and fired the production rollback (at
-//! 1 s, one message read as 60/min). Here the rule counts messages in a
-//! trailing window of real time, from samples only:
+//! 1 s, one message read as 60/min). Here the rule counts messages between
+//! real samples, never extrapolated:
 //!
-//! - The window at cycle `k` is `(t_k - window, t_k]`. It is *covered* only
-//!   when a sample exists at or before its start and no gap (longer than
-//!   `max_gap`) lies inside it; an uncovered window is never a spike (the
-//!   first minute of a soak, the minute after soakwatch itself was down).
-//! - The count is the growth between the earliest sample inside the window
-//!   and the newest one, so it never spans more than the window: a count
-//!   above the limit proves more than that many messages in one window. It
-//!   is never extrapolated from a shorter span.
+//! - A spike is proven by two samples at most `window` apart whose count
+//!   (the growth from the older to the newer) exceeds the limit. The count
+//!   between two samples can only undercount what happened in any window
+//!   that holds them both, so it is always safe to act on, from the soak's
+//!   first cycle on: a burst in the first seconds after T0 is acted on at
+//!   the first cycle that sees it, not one window later.
+//! - Whatever lies between the two samples does not matter: a sampling gap
+//!   or a failover between them only hides resets and so can only lower the
+//!   count. A gap longer than the window simply leaves no pair of samples
+//!   to prove anything across it.
+//! - At cycle `k` the count starts at the earliest sample within `window`
+//!   of it (growth only accumulates, so that pair gives the largest count).
 //! - Two sources count the same events: the DLQ stream's `last_seq` (every
 //!   message ever written to it, unaffected by expiry) and the service's
 //!   dead-letter counter (reset-aware). The larger of the two is taken; they
@@ -35,7 +39,8 @@ pub struct SpikeRule {
     pub window: Duration,
     /// The rate: more than `per_min` x window / 1 min messages is a spike.
     pub per_min: f64,
-    /// A longer silence between samples breaks coverage.
+    /// The daemon's `max_gap`: kept for the record (a gap no longer stops a
+    /// spike from being proven, see the module docs).
     pub max_gap: Duration,
 }
 
@@ -46,66 +51,61 @@ impl SpikeRule {
     }
 }
 
-/// Messages dead-lettered within one covered window.
+/// Messages dead-lettered between two samples at most one window apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowCount {
     /// Messages counted (the larger of the two sources).
     pub count: u64,
     /// Which source gave the count: the stream's `last_seq` or the counter.
     pub source: &'static str,
-    /// The sample the count starts from (inside the window).
+    /// The sample the count starts from (within one window of `to`).
     pub from: DateTime<Utc>,
     /// The newest sample.
     pub to: DateTime<Utc>,
 }
 
-/// Why a window cannot be judged (and so can never be a spike).
+/// Why nothing can be counted at a cycle (and so it can never be a spike).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotCovered {
-    /// No sample at or before the window's start yet.
+    /// No earlier sample lies within one window of this one (the soak's
+    /// first cycle, or the first after a gap longer than the window).
     TooEarly,
-    /// A gap in sampling inside the window.
-    Gap,
-    /// Neither source was seen at both ends of the window.
+    /// Neither source was seen twice within the window.
     NoDlqSample,
 }
 
 impl std::fmt::Display for NotCovered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            NotCovered::TooEarly => "the window is not covered by samples yet",
-            NotCovered::Gap => "a sampling gap lies inside the window",
-            NotCovered::NoDlqSample => "the DLQ was not seen at both ends of the window",
+            NotCovered::TooEarly => "no earlier sample lies within the window",
+            NotCovered::NoDlqSample => "the DLQ was not seen twice within the window",
         })
     }
 }
 
-/// Growth of a cumulative value over `vals` (oldest first, gaps skipped): a
-/// value lower than the one before is a reset (a service restart, a stream
-/// recreated), after which everything counted is new.
+/// Growth of a cumulative value over `vals` (oldest first; samples without
+/// the value are skipped): a value lower than the one before is a reset (a
+/// service restart, a stream recreated), after which everything counted is
+/// new. `None` unless the value was seen at least twice.
 fn growth(vals: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let mut prev: Option<f64> = None;
-    let mut first = true;
+    let mut seen = 0u32;
     let mut total = 0.0;
-    for v in vals {
-        match (first, v) {
-            (true, None) => return None,
-            (_, None) => continue,
-            (_, Some(y)) if !y.is_finite() || y < 0.0 => return None,
-            (_, Some(y)) => {
-                if let Some(x) = prev {
-                    total += if y >= x { y - x } else { y };
-                }
-                prev = Some(y);
-            }
+    for y in vals.flatten() {
+        if !y.is_finite() || y < 0.0 {
+            return None;
         }
-        first = false;
+        if let Some(x) = prev {
+            total += if y >= x { y - x } else { y };
+        }
+        prev = Some(y);
+        seen += 1;
     }
-    prev.map(|_| total)
+    (seen >= 2).then_some(total)
 }
 
-/// Messages dead-lettered within the window ending at cycle `k` (`cycles`
-/// oldest first), or why that window cannot be judged.
+/// Messages dead-lettered between the earliest sample within one window of
+/// cycle `k` and cycle `k` (`cycles` oldest first), or why none can be counted.
 pub fn window_count(
     cycles: &[CycleRecord],
     k: usize,
@@ -115,33 +115,19 @@ pub fn window_count(
         return Err(NotCovered::TooEarly);
     };
     let window = chrono::Duration::from_std(rule.window).unwrap_or(chrono::Duration::MAX);
-    let max_gap = chrono::Duration::from_std(rule.max_gap).unwrap_or(chrono::Duration::MAX);
-    let start = now.at - window;
     let head = &cycles[..=k];
-    // Earliest sample inside the window, and the one that covers its start.
-    let b = head.partition_point(|c| c.at < start);
-    let cover = if head.get(b).is_some_and(|c| c.at == start) {
-        b
-    } else if b > 0 {
-        b - 1
-    } else {
-        return Err(NotCovered::TooEarly);
-    };
-    if head[cover..]
-        .windows(2)
-        .any(|pair| pair[1].at - pair[0].at > max_gap)
-    {
-        return Err(NotCovered::Gap);
-    }
+    // The earliest sample at most one window before this one: every sample
+    // from there on lies within one window of `now`.
+    let b = head.partition_point(|c| now.at.signed_duration_since(c.at) > window);
     if b >= k {
-        // Only the newest sample lies inside: nothing can have been counted.
+        // Only this sample lies within the window: nothing can be counted.
         return Err(NotCovered::TooEarly);
     }
     let inside = &head[b..];
     let by_seq = growth(inside.iter().map(|c| c.dlq_last_seq.map(|v| v as f64)))
-        .filter(|_| inside.last().is_some_and(|c| c.dlq_last_seq.is_some()));
-    let by_counter = growth(inside.iter().map(|c| c.dlq_counter))
-        .filter(|_| inside.last().is_some_and(|c| c.dlq_counter.is_some()));
+        .filter(|_| now.dlq_last_seq.is_some());
+    let by_counter =
+        growth(inside.iter().map(|c| c.dlq_counter)).filter(|_| now.dlq_counter.is_some());
     let (count, source) = match (by_seq, by_counter) {
         (None, None) => return Err(NotCovered::NoDlqSample),
         (Some(s), Some(c)) if c > s => (c, "dead-letter counter"),
@@ -260,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn eleven_within_a_minute_is_a_spike_once_the_window_is_covered() {
+    fn eleven_within_a_minute_is_a_spike_at_the_first_cycle_that_sees_them() {
         for interval in [10, 1] {
             let r = rule(interval);
             let h = history(interval, 900, &[(300, 11)]);
@@ -271,14 +257,17 @@ mod tests {
             assert!(first.num_seconds() > 300 && first.num_seconds() <= 300 + interval as i64);
             let last = h[*s.last().expect("some")].at - t0();
             assert!(last.num_seconds() <= 300 + 60, "{last}");
-            // Also in the very first minute, once a full minute is sampled.
+            // Also in the very first seconds of the soak: no history is
+            // needed, the first cycle after the burst proves it.
             let early = history(interval, 120, &[(0, 11)]);
             let s = spikes(&early, &r);
             assert_eq!(
                 (early[s[0]].at - t0()).num_seconds(),
-                60,
-                "interval {interval}s: not before the window is covered"
+                interval as i64,
+                "interval {interval}s: acted on at the first cycle that sees it"
             );
+            // The soak's first cycle alone can never be a spike.
+            assert!(!is_spike(&early, 0, &r));
         }
     }
 
@@ -295,27 +284,28 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_or_missing_dlq_samples_leave_the_window_uncovered() {
+    fn a_gap_shorter_than_the_window_still_proves_a_spike_longer_does_not() {
         let r = rule(10);
+        // soakwatch was down (or failing over) from 150 s to 180 s; 50
+        // messages landed at 170 s. The samples at 120 s and 180 s are 60 s
+        // apart: the burst is proven at the first cycle after the gap.
+        let mut h = history(10, 300, &[(170, 50)]);
+        h.retain(|c| !(150..180).contains(&(c.at - t0()).num_seconds()));
+        let at = |h: &[CycleRecord], s: i64| {
+            h.iter()
+                .position(|c| (c.at - t0()).num_seconds() == s)
+                .expect("sampled")
+        };
+        let k = at(&h, 180);
+        let w = window_count(&h, k, &r).expect("counted across the gap");
+        assert_eq!((w.count, (w.from - t0()).num_seconds()), (50, 120));
+        assert!(is_spike(&h, k, &r));
+        // Down from 150 s to 230 s: no two samples within a minute hold the
+        // burst, so nothing is proven (and nothing is invented).
         let mut h = history(10, 300, &[(200, 50)]);
-        // soakwatch was down from 150 s to 210 s.
-        h.retain(|c| {
-            let s = (c.at - t0()).num_seconds();
-            !(150..210).contains(&s)
-        });
-        let k = h.len() - 1;
-        assert!(h.iter().enumerate().all(|(i, _)| !is_spike(&h, i, &r)));
-        assert_eq!(
-            window_count(
-                &h,
-                h.iter()
-                    .position(|c| (c.at - t0()).num_seconds() == 210)
-                    .expect("210"),
-                &r
-            ),
-            Err(NotCovered::Gap)
-        );
-        assert!(window_count(&h, k, &r).is_ok());
+        h.retain(|c| !(150..230).contains(&(c.at - t0()).num_seconds()));
+        assert!(spikes(&h, &r).is_empty());
+        assert_eq!(window_count(&h, at(&h, 230), &r), Err(NotCovered::TooEarly));
         let blind: Vec<CycleRecord> = history(10, 300, &[(100, 50)])
             .into_iter()
             .map(|mut c| {
@@ -325,6 +315,20 @@ mod tests {
             })
             .collect();
         assert_eq!(window_count(&blind, 20, &r), Err(NotCovered::NoDlqSample));
+    }
+
+    #[test]
+    fn a_source_missing_at_the_window_start_counts_from_its_first_sample() {
+        let r = rule(10);
+        let mut h = history(10, 120, &[(55, 12)]);
+        // The stream was unreadable for the first samples of the window.
+        for c in h.iter_mut().take(5) {
+            c.dlq_last_seq = None;
+            c.dlq_counter = None;
+        }
+        let k = h.len() - 1 - 5; // 70 s: sees the burst, window from 10 s
+        let w = window_count(&h, k, &r).expect("counted from 50 s");
+        assert_eq!(w.count, 12);
     }
 
     #[test]

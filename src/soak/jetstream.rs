@@ -25,7 +25,7 @@ use crate::sample::Snapshot;
 use crate::soak::lease::Fence;
 use crate::soak::record::{CycleRecord, SoakMeta};
 use crate::soak::types::{
-    Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, SoakRecord, StoreError,
+    Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, SoakEnd, SoakRecord, StoreError,
 };
 
 /// Largest snapshot published whole: below NATS' default 1 MB max_payload
@@ -316,6 +316,21 @@ impl JetStreamStore {
             .await?;
         self.put("active", rec.meta.id.clone().into_bytes()).await?;
         Ok(())
+    }
+
+    /// Freezes a soak's verdict at its end.
+    pub async fn end_soak(&self, soak_id: &str, end: &SoakEnd) -> Result<(), StoreError> {
+        self.put(&format!("end.{}", part(soak_id)), serde_json::to_vec(end)?)
+            .await?;
+        Ok(())
+    }
+
+    /// The sign-off of a soak, once it ended.
+    pub async fn soak_end(&self, soak_id: &str) -> Result<Option<SoakEnd>, StoreError> {
+        match self.get(&format!("end.{}", part(soak_id))).await? {
+            Some(e) => Ok(Some(serde_json::from_slice(&e.value)?)),
+            None => Ok(None),
+        }
     }
 
     async fn publish(

@@ -141,6 +141,41 @@ pub struct SoakSummary {
     /// always passed is not listed).
     #[serde(default)]
     pub consumers: Vec<ConsumerSummary>,
+    /// The soak's edges: when watching began and, once signed off, the
+    /// frozen end (a signed-off soak is never judged again).
+    #[serde(default)]
+    pub edges: SoakEdges,
+}
+
+/// Where a soak's record begins and ends, as opposed to where the soak
+/// does: a watcher started after T0 did not see the head, and a soak is
+/// judged over what was observed until it is signed off.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SoakEdges {
+    /// The first recorded cycle (T0 itself for a soak watched from T0).
+    pub observed_from: Option<DateTime<Utc>>,
+    /// Seconds from T0 to the first recorded cycle when that is more than
+    /// two intervals (a watcher started late); 0 otherwise.
+    #[serde(default)]
+    pub unobserved_head_secs: f64,
+    /// The sign-off, once T0 + duration was reached.
+    pub ended: Option<SoakEnd>,
+}
+
+/// The sign-off of a soak: its verdict frozen at T0 + duration. Stored with
+/// the soak; `check --soak`, `report`, the page and a restarted `watch`
+/// read it instead of judging again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoakEnd {
+    /// T0 + duration: where the soak's window ends.
+    pub at: DateTime<Utc>,
+    /// When the verdict was frozen (later than `at` when no watcher ran at
+    /// the end and the next start signed it off).
+    pub signed_at: DateTime<Utc>,
+    /// The soak verdict at the end.
+    pub verdict: Status,
+    /// Why, in one line.
+    pub reason: String,
 }
 
 /// One consumer's part of one per-consumer criterion over the soak.
@@ -172,6 +207,34 @@ impl SoakSummary {
     /// Hours since T0 at `now`.
     pub fn elapsed_hours(&self) -> f64 {
         (self.now - self.t0).num_seconds() as f64 / 3600.0
+    }
+
+    /// Puts the frozen sign-off in force: the verdict is the one recorded
+    /// at the end, whatever a later config would judge.
+    pub fn freeze(&mut self, end: &SoakEnd) {
+        self.verdict = end.verdict;
+        self.verdict_reason = end.reason.clone();
+        self.edges.ended = Some(end.clone());
+    }
+
+    /// Whether the soak is signed off (its verdict frozen).
+    pub fn is_ended(&self) -> bool {
+        self.edges.ended.is_some()
+    }
+
+    /// The unobserved head in words ("watched from 17:02:00 UTC, 31m after
+    /// T0"), when the watcher began more than two intervals after T0.
+    pub fn head_note(&self) -> Option<String> {
+        let from = self.edges.observed_from?;
+        (self.edges.unobserved_head_secs > 0.0).then(|| {
+            format!(
+                "watched from {} UTC, {} after T0: the head was not observed",
+                from.format("%Y-%m-%d %H:%M:%S"),
+                humantime::format_duration(std::time::Duration::from_secs(
+                    self.edges.unobserved_head_secs as u64
+                ))
+            )
+        })
     }
 
     /// The summary of one criterion.

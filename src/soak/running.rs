@@ -532,7 +532,7 @@ impl RunningSummary {
         let policy = &self.policy;
         let empty = self.samples == 0;
         let now = self.recent.last().map(|c| c.at).unwrap_or(meta.t0);
-        let window_secs = ((now - meta.t0).num_milliseconds() as f64 / 1000.0).max(0.0);
+        let window_secs = self.judged_window(meta, now);
         let mut spans = Vec::new();
         let mut criteria = Vec::with_capacity(self.criteria.len());
         for run in &self.criteria {
@@ -591,6 +591,41 @@ impl RunningSummary {
             last_snapshot,
             rollback: None,
             consumers: self.consumer_summaries(),
+            edges: crate::soak::model::SoakEdges {
+                observed_from: self.first_at,
+                unobserved_head_secs: self.unobserved_head_secs(meta.t0),
+                ended: None,
+            },
+        }
+    }
+
+    /// T0 to the first cycle, when a watcher began more than two intervals
+    /// late (a cycle's own lateness is not a head); 0 otherwise.
+    fn unobserved_head_secs(&self, t0: DateTime<Utc>) -> f64 {
+        let Some(first) = self.first_at else {
+            return 0.0;
+        };
+        let head = (first - t0).num_milliseconds() as f64 / 1000.0;
+        if head > 2.0 * self.policy.interval.as_secs_f64() {
+            head
+        } else {
+            0.0
+        }
+    }
+
+    /// Seconds coverage is judged over. Before the end: what was observed,
+    /// from the first cycle on (T0 itself for a soak watched from T0, so a
+    /// healthy soak is never short of coverage in its first minutes; a
+    /// watcher started late names the head it did not see instead). From
+    /// T0 + duration on: the whole soak, T0 to its end, as the sign-off
+    /// rule requires.
+    fn judged_window(&self, meta: &SoakMeta, now: DateTime<Utc>) -> f64 {
+        let planned = chrono::Duration::milliseconds((meta.planned_secs * 1000.0) as i64);
+        let end = meta.t0.checked_add_signed(planned);
+        let secs = |d: chrono::Duration| (d.num_milliseconds() as f64 / 1000.0).max(0.0);
+        match end {
+            Some(end) if now >= end => secs(end - meta.t0),
+            _ => secs(now - self.first_at.unwrap_or(meta.t0).max(meta.t0)),
         }
     }
 

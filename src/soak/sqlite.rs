@@ -301,6 +301,29 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Freezes a soak's verdict at its end. Kept in `meta` (key
+    /// `end:<soak id>`), so the schema and older readers stay as they are.
+    pub async fn end_soak(&self, soak_id: &str, end: &SoakEnd) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)")
+            .bind(format!("end:{soak_id}"))
+            .bind(serde_json::to_string(end)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The sign-off of a soak, once it ended.
+    pub async fn soak_end(&self, soak_id: &str) -> Result<Option<SoakEnd>, StoreError> {
+        let v: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(format!("end:{soak_id}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match v {
+            Some(v) => Some(serde_json::from_str(&v)?),
+            None => None,
+        })
+    }
+
     /// Appends one cycle and its snapshot atomically.
     pub async fn append(
         &self,

@@ -99,6 +99,17 @@ impl Store {
         both!(self, s => s.start_soak(rec, now).await)
     }
 
+    /// Freezes a soak's verdict at its end (the sign-off).
+    pub async fn end_soak(&self, soak_id: &str, end: &SoakEnd) -> Result<(), StoreError> {
+        both!(self, s => s.end_soak(soak_id, end).await)
+    }
+
+    /// The sign-off of a soak, once it ended: what every reader shows
+    /// instead of judging the history again.
+    pub async fn soak_end(&self, soak_id: &str) -> Result<Option<SoakEnd>, StoreError> {
+        both!(self, s => s.soak_end(soak_id).await)
+    }
+
     /// Appends one cycle and its snapshot.
     pub async fn append(
         &self,

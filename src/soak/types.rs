@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::soak::model::SoakEnd;
 use crate::soak::record::SoakMeta;
 
 /// Why the state database cannot be used.

@@ -596,6 +596,18 @@ fn soak_families(w: &mut ExpositionWriter, sum: &SoakSummary) {
         w.sample(&[("soak", soak), ("probe", &c.probe)], c.share());
     }
     w.family(
+        "soakwatch_soak_ended",
+        "gauge",
+        "1 once the soak is signed off at T0 + duration (its verdict frozen; no more cycles: a stale last cycle is then expected).",
+    );
+    w.sample(&[("soak", soak)], if sum.is_ended() { 1.0 } else { 0.0 });
+    w.family(
+        "soakwatch_soak_unobserved_head_seconds",
+        "gauge",
+        "T0 to the first recorded cycle when the watcher started late (0 for a soak watched from T0).",
+    );
+    w.sample(&[("soak", soak)], sum.edges.unobserved_head_secs);
+    w.family(
         "soakwatch_soak_verdict",
         "gauge",
         "Soak verdict so far: 0 pass, 1 warn, 2 fail, 3 unknown.",
@@ -684,6 +696,7 @@ mod tests {
             last_snapshot: None,
             rollback: None,
             consumers: vec![],
+            edges: Default::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::engine::{self as alert_engine, AlertEngine};
 use crate::alert::routes::AlertsConfig;
 use crate::atomic_file::write_atomic;
-use crate::config::Config;
+use crate::config::{AtEnd, Config};
 use crate::probe::Prober;
 use crate::render::chart::{self, ChartThresholds};
 use crate::render::report;
@@ -27,7 +27,7 @@ use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
 use crate::soak::jetstream::Access;
 use crate::soak::lease::Lease;
-use crate::soak::model::SoakSummary;
+use crate::soak::model::{SoakEnd, SoakSummary};
 use crate::soak::running::RunningSummary;
 use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::soak::timeline::{CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
@@ -39,6 +39,7 @@ pub mod notify;
 pub mod preflight;
 mod read;
 pub mod rollback;
+pub mod signoff;
 mod status;
 
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
@@ -260,6 +261,9 @@ pub struct Watch {
     heartbeat: notify::Heartbeat,
     /// The leader election of a JetStream state (None with SQLite).
     lease: Option<Lease>,
+    /// The sign-off, once the soak reached its end: the soak is then
+    /// never sampled or judged again.
+    ended: Option<SoakEnd>,
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -338,6 +342,7 @@ impl Watch {
             outbox: (0, 0, 0),
             heartbeat: notify::Heartbeat::default(),
             lease,
+            ended: None,
         })
     }
 
@@ -452,19 +457,32 @@ impl Watch {
             }
             Err(e) => return Err(e),
         };
-        let mut pending_new = begun.map(|(t0, _)| t0);
-        if let (Some((_, t0_is_now)), true) = (begun, start.preflight) {
-            self.preflight(source, clock, &shutdown).await?;
-            source.forget_rounds();
-            // A T0 of "now" means when monitoring could begin.
-            if t0_is_now {
-                pending_new = Some(clock.now());
-            }
+        if let Some(end) = self.ended.clone() {
+            return self.after_end(end, clock, &shutdown).await;
         }
         let interval = chrono::Duration::from_std(self.cfg.watch.interval)
             .unwrap_or(chrono::Duration::seconds(10));
+        // A new soak's first cycle is taken at once (the preflight's passing
+        // round is that sample): a soak watched from its T0 is covered from
+        // its T0, never "unknown: coverage below 95 %" in its first minutes.
+        let mut first: Option<(DateTime<Utc>, Option<Snapshot>)> = None;
+        let mut pending_new = None;
+        if let Some((asked_t0, t0_is_now)) = begun {
+            // Only what happens from T0 on is judged: the log is read from
+            // where it ends now, never its pre-cutover tail.
+            source.forget_rounds();
+            let snap = if start.preflight {
+                Some(self.preflight(source, clock, &shutdown).await?)
+            } else {
+                None
+            };
+            let at = snap.as_ref().map_or_else(|| clock.now(), |s| s.taken_at);
+            pending_new = Some(if t0_is_now { at } else { asked_t0 });
+            first = Some((at, snap));
+        }
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
-        let mut k = first_tick(t0, interval, clock.now());
+        let end = signoff::end_of(t0, self.cfg.soak.duration);
+        let reached = |at: DateTime<Utc>| end.is_some_and(|e| at >= e);
         let mut done_cycles = 0u64;
         let mut summary = self.summary();
         // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
@@ -475,8 +493,24 @@ impl Watch {
             delivery_stop.clone(),
             self.wake.clone(),
         );
-        loop {
-            let tick = t0 + interval * k as i32;
+        // A resumed soak whose end passed while no watcher ran is signed off
+        // from its history: nothing sampled after the end belongs to it.
+        let mut ended = first.is_none() && reached(clock.now());
+        let mut last_at = None;
+        if let Some((at, snap)) = first.take() {
+            summary = self.cycle(source, clock, at, snap, &mut pending_new).await;
+            done_cycles += 1;
+            last_at = Some(at);
+            ended = reached(at);
+        }
+        let mut k = first_tick(t0, interval, clock.now());
+        while last_at.is_some_and(|l| t0 + interval * k as i32 <= l) {
+            k += 1;
+        }
+        while !ended && !start.max_cycles.is_some_and(|m| done_cycles >= m) {
+            // The grid ends at T0 + duration exactly: the final cycle is there.
+            let grid = t0 + interval * k as i32;
+            let tick = end.map_or(grid, |e| grid.min(e));
             self.promise_beat(clock, tick);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -492,7 +526,9 @@ impl Watch {
                 }
                 return Err(WatchError::SteppedDown);
             }
-            summary = self.cycle(source, clock, tick, &mut pending_new).await;
+            summary = self
+                .cycle(source, clock, tick, None, &mut pending_new)
+                .await;
             done_cycles += 1;
             self.heartbeat.set_status(format!(
                 "soak {}: {} ({}), {} cycle(s)",
@@ -501,9 +537,7 @@ impl Watch {
                 summary.verdict_reason,
                 done_cycles
             ));
-            if start.max_cycles.is_some_and(|m| done_cycles >= m) {
-                break;
-            }
+            ended = reached(tick);
             // Next tick on the grid after now (a slow cycle skips, never bunches).
             let now = clock.now();
             k += 1;
@@ -511,7 +545,15 @@ impl Watch {
                 k += 1;
             }
         }
-        self.finish(summary, clock, delivery_stop, delivery).await
+        if let (true, Some(end)) = (ended, end) {
+            summary = self.sign_off(summary, end, clock).await;
+        }
+        let serve = ended && self.cfg.watch.at_end == AtEnd::Serve;
+        let summary = self.finish(summary, clock, delivery_stop, delivery).await?;
+        if serve {
+            serve_until_shutdown(&shutdown).await;
+        }
+        Ok(summary)
     }
 
     /// Resumes the active soak (history, alert states, rollback latch, last
@@ -559,6 +601,7 @@ impl Watch {
             if let Some(prev) = &self.prev {
                 source.resume(prev);
             }
+            self.ended = self.store.soak_end(&rec.meta.id).await?;
             self.soak = rec;
             return Ok(None);
         }
@@ -586,16 +629,20 @@ impl Watch {
 
     /// Probes once per interval until [`preflight`] finds nothing wrong;
     /// each new set of problems is logged (with how to start anyway), and
-    /// nothing is recorded meanwhile.
+    /// nothing is recorded meanwhile. The passing round is returned: it is
+    /// the soak's first sample. Each round reads as the first (the log from
+    /// where it ends then), so lines written during a failed preflight,
+    /// before T0, are never judged.
     async fn preflight(
         &mut self,
         source: &dyn SampleSource,
         clock: &dyn Clock,
         shutdown: &CancellationToken,
-    ) -> Result<(), WatchError> {
+    ) -> Result<Snapshot, WatchError> {
         let mut last: Vec<String> = Vec::new();
         loop {
             self.promise_beat(clock, clock.now());
+            source.forget_rounds();
             let snap = source.snapshot(clock.now(), &[]).await;
             let mut problems = preflight::snapshot_problems(&self.cfg, &snap);
             problems.extend(preflight::local_problems(&self.cfg));
@@ -603,7 +650,7 @@ impl Watch {
                 tracing::info!("preflight passed: every probe answered, every file is there");
                 self.heartbeat
                     .set_status("preflight passed: the soak starts");
-                return Ok(());
+                return Ok(snap);
             }
             self.heartbeat.set_status(format!(
                 "preflight: {} problem(s), T0 not recorded (first: {})",
@@ -631,14 +678,16 @@ impl Watch {
         }
     }
 
-    /// One cycle at `tick`: sample, judge, record, alert, checkpoints,
-    /// rollback, E2E, thinning, status. Never fails: what cannot be written
-    /// is recorded in [`SelfHealth`] and retried.
+    /// One cycle at `tick`: sample (or take the sample `taken`, the
+    /// preflight's), judge, record, alert, checkpoints, rollback, E2E,
+    /// thinning, status. Never fails: what cannot be written is recorded in
+    /// [`SelfHealth`] and retried.
     async fn cycle(
         &mut self,
         source: &dyn SampleSource,
         clock: &dyn Clock,
         tick: DateTime<Utc>,
+        taken: Option<Snapshot>,
         pending_new: &mut Option<DateTime<Utc>>,
     ) -> SoakSummary {
         let started = std::time::Instant::now();
@@ -646,7 +695,10 @@ impl Watch {
         // A cycle's probes are bounded by the probe timeout, so a cycle
         // that has started is finished even when shutdown is requested;
         // a cycle that runs long makes the next tick late, never two at once.
-        let snap = source.snapshot(tick, &since).await;
+        let snap = match taken {
+            Some(s) => s,
+            None => source.snapshot(tick, &since).await,
+        };
         if let Some(t0_new) = pending_new.take() {
             self.new_soak(t0_new, &snap);
         }
@@ -995,7 +1047,105 @@ impl Watch {
             .running
             .summary(&self.soak.meta, &self.last_verdicts, self.prev.clone());
         s.rollback = self.rollback_view.clone();
+        if let Some(end) = &self.ended {
+            s.freeze(end);
+        }
         s
+    }
+
+    /// The end of the soak: the verdict is frozen and stored, the final
+    /// report written, one sign-off sent to every route. A write that fails
+    /// is retried by the next start (the soak is still open in the state,
+    /// its end has passed, so that start signs off again from the same
+    /// history; the notification id is the same, so it is delivered once).
+    async fn sign_off(
+        &mut self,
+        mut summary: SoakSummary,
+        end_at: DateTime<Utc>,
+        clock: &dyn Clock,
+    ) -> SoakSummary {
+        let now = clock.now();
+        let end = signoff::freeze(&summary, end_at, now);
+        summary.freeze(&end);
+        self.ended = Some(end.clone());
+        match self.store.end_soak(&self.soak.meta.id, &end).await {
+            Ok(()) => self.noted_ok(WriteTarget::State),
+            Err(e) => self.note(WriteTarget::State, format!("recording the sign-off: {e}")),
+        }
+        let path = self
+            .cfg
+            .watch
+            .reports_dir
+            .join(format!("{}-final.md", self.soak.meta.id));
+        match self.write_report(&summary, "final", &path).await {
+            Ok(()) => self.noted_ok(WriteTarget::Report),
+            Err(e) => self.note(WriteTarget::Report, format!("the final report: {e}")),
+        }
+        let n = signoff::notification(&summary, &end, &path.display().to_string());
+        match crate::alert::engine::enqueue_notifications(
+            &self.store,
+            &self.cfg.alerts,
+            &self.soak.meta.id,
+            std::slice::from_ref(&n),
+            &[],
+            now,
+        )
+        .await
+        {
+            Ok(queued) if queued > 0 => self.wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => self.note(WriteTarget::Outbox, format!("queueing the sign-off: {e}")),
+        }
+        tracing::info!(
+            soak = %self.soak.meta.id,
+            verdict = signoff::verdict_words(end.verdict),
+            reason = %end.reason,
+            report = %path.display(),
+            "soak signed off at T0 + duration: the verdict is frozen"
+        );
+        self.heartbeat.set_status(format!(
+            "soak {} signed off: {} ({})",
+            self.soak.meta.id,
+            signoff::verdict_words(end.verdict),
+            end.reason
+        ));
+        if let Ok(mut st) = self.status.write() {
+            st.summary = Some(summary.clone());
+        }
+        summary
+    }
+
+    /// A restarted `watch` on a soak that was signed off: nothing is
+    /// sampled or judged; it says so (and how to start the next soak),
+    /// serves the frozen verdict when `at_end = "serve"`, and exits 0.
+    async fn after_end(
+        mut self,
+        end: SoakEnd,
+        clock: &dyn Clock,
+        shutdown: &CancellationToken,
+    ) -> Result<SoakSummary, WatchError> {
+        tracing::warn!(
+            soak = %self.soak.meta.id,
+            ended_at = %end.at,
+            verdict = signoff::verdict_words(end.verdict),
+            "this soak has ended and its verdict is frozen; to start a new soak: soakwatch watch --new-soak (this one is kept)"
+        );
+        let summary = self.summary();
+        self.publish_status(std::time::Instant::now(), clock.now(), Vec::new(), &summary);
+        self.heartbeat.set_status(format!(
+            "soak {} ended: {}; start a new one with --new-soak",
+            self.soak.meta.id,
+            signoff::verdict_words(end.verdict)
+        ));
+        let serve = self.cfg.watch.at_end == AtEnd::Serve;
+        self.store.close().await;
+        if let Some(l) = self.lease.take() {
+            l.release().await;
+        }
+        if serve {
+            serve_until_shutdown(shutdown).await;
+        }
+        Ok(summary)
     }
 
     /// Starts the E2E probe when due and turns a finished run into an alert
@@ -1194,6 +1344,15 @@ impl Watch {
 
 /// The delivery loop: every second, one attempt per due outbox row; a final
 /// round when stopped.
+/// After the sign-off: the status page and /metrics keep serving the
+/// frozen verdict until SIGTERM (the listener is the caller's).
+async fn serve_until_shutdown(shutdown: &CancellationToken) {
+    tracing::info!(
+        "the soak has ended: serving its frozen verdict until SIGTERM ([watch] at_end = \"serve\")"
+    );
+    shutdown.cancelled().await;
+}
+
 fn spawn_delivery(
     store: Arc<Store>,
     cfg: Arc<AlertsConfig>,

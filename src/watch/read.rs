@@ -74,6 +74,10 @@ pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchEr
     // The rollback's journal and outcome belong in every report, also
     // `soakwatch report` and `check --soak`, as in the checkpoint reports.
     summary.rollback = super::rollback::view(&store, &soak.meta.id).await?;
+    // A signed-off soak is read as it was frozen, never judged again.
+    if let Some(end) = store.soak_end(&soak.meta.id).await? {
+        summary.freeze(&end);
+    }
     store.close().await;
     Ok((eff, summary))
 }
@@ -102,14 +106,25 @@ pub fn summary_as_check(
             v
         })
         .collect();
+    let mut soak = format!(
+        "{} (soak {}, {:.1}h of {:.0}h)",
+        cfg.soak.name,
+        s.soak_id,
+        s.elapsed_hours(),
+        s.planned_secs / 3600.0
+    );
+    if let Some(end) = &s.edges.ended {
+        soak.push_str(&format!(
+            "; signed off {}: {}",
+            end.at.format("%Y-%m-%d %H:%M UTC"),
+            super::signoff::verdict_words(end.verdict)
+        ));
+    }
+    if let Some(head) = s.head_note() {
+        soak.push_str(&format!("; {head}"));
+    }
     Some(crate::render::check::CheckReport {
-        soak: format!(
-            "{} (soak {}, {:.1}h of {:.0}h)",
-            cfg.soak.name,
-            s.soak_id,
-            s.elapsed_hours(),
-            s.planned_secs / 3600.0
-        ),
+        soak,
         name: cfg.soak.name.clone(),
         recorded: Some((s.soak_id.clone(), s.t0)),
         config: cfg.source.display().to_string(),
@@ -117,5 +132,6 @@ pub fn summary_as_check(
         window_secs: (s.now - s.t0).num_milliseconds() as f64 / 1000.0,
         verdicts,
         last,
+        edges: Some(s.edges.clone()),
     })
 }
