@@ -50,6 +50,9 @@ struct CriterionRun {
     /// The raw status of the current run of equal raw statuses, and the
     /// newest evidence kept within it (evidence is deduplicated).
     raw_run: Option<(Status, Option<String>)>,
+    /// The soak's first interval, when the first cycle could not judge this
+    /// criterion: credited with the second cycle's status.
+    backfill: Option<f64>,
 }
 
 impl CriterionRun {
@@ -69,6 +72,7 @@ impl CriterionRun {
             ever_failed: false,
             spans: Vec::new(),
             raw_run: None,
+            backfill: None,
         }
     }
 
@@ -384,8 +388,18 @@ impl RunningSummary {
             let w = (c.at - p).min(max_gap).max(chrono::Duration::zero());
             let w = w.num_milliseconds() as f64 / 1000.0;
             self.total_weight += w;
+            // The soak's first cycle has no sample before it, so a
+            // criterion judged from the change between two samples (rows
+            // written, rates) is unknown there. The second cycle's
+            // judgement covers exactly that first interval: it stands for
+            // it, so a soak watched from T0 is never short of coverage.
+            let first_interval = self.samples == 1;
             for run in &mut self.criteria {
-                run.credit(w);
+                if first_interval && run.shown_prev == Some(Status::Unknown) {
+                    run.backfill = Some(w);
+                } else {
+                    run.credit(w);
+                }
             }
             if let Some(prev) = self.recent.last() {
                 for (label, probe) in &mut self.probes {
@@ -421,6 +435,9 @@ impl RunningSummary {
             run.extend_spans(c, prev_at, shown, v, ev, max_gap);
             run.tally(shown, v);
             run.shown_prev = Some(shown);
+            if let Some(w) = run.backfill.take() {
+                run.credit(w);
+            }
         }
         self.trim_recent();
     }
@@ -815,6 +832,65 @@ mod tests {
             consumers: vec![],
             lag: Some(lag),
         }
+    }
+
+    fn meta_at(t0: DateTime<Utc>, planned_secs: f64) -> SoakMeta {
+        SoakMeta {
+            id: "t".into(),
+            name: "t".into(),
+            t0,
+            planned_secs,
+        }
+    }
+
+    #[test]
+    fn a_soak_watched_from_t0_is_never_short_of_coverage_at_any_age() {
+        let t0 = cycle(0, 0, 0).at;
+        let db = CriterionId::ALL
+            .iter()
+            .position(|c| *c == CriterionId::DbWrites)
+            .expect("db_writes");
+        let mut r = RunningSummary::new(&policy(), Duration::ZERO);
+        for k in 0..40 {
+            let mut c = cycle(k, 0, 0);
+            if k == 0 {
+                // No sample before the first: rows written cannot be judged.
+                c.status[db] = Status::Unknown;
+            }
+            r.push(c);
+            let s = r.summary(&meta_at(t0, 48.0 * 3600.0), &[], None);
+            assert_eq!(s.verdict, Status::Pass, "cycle {k}: {}", s.verdict_reason);
+            assert!(
+                s.criteria.iter().all(|c| c.coverage >= 0.999),
+                "cycle {k}"
+            );
+            assert_eq!(s.edges.unobserved_head_secs, 0.0);
+        }
+    }
+
+    #[test]
+    fn a_late_watcher_is_judged_on_what_it_saw_until_the_end_then_on_the_whole_soak() {
+        // T0 was 200 s before the first cycle; the soak lasts 600 s.
+        let t0 = cycle(0, 0, 0).at - chrono::Duration::seconds(200);
+        let meta = meta_at(t0, 600.0);
+        let mut r = RunningSummary::new(&policy(), Duration::ZERO);
+        for k in 0..=20 {
+            r.push(cycle(k, 0, 0));
+        }
+        let s = r.summary(&meta, &[], None);
+        assert_eq!(s.verdict, Status::Pass, "{}", s.verdict_reason);
+        assert_eq!(s.edges.unobserved_head_secs, 200.0);
+        let note = s.head_note().expect("a head was missed");
+        assert!(note.contains("3m 20s after T0"), "{note}");
+        // At the end (T0 + 600 s) coverage is over the whole soak: 400 of
+        // 600 s observed is below 95 %, so the sign-off cannot approve.
+        for k in 21..=40 {
+            r.push(cycle(k, 0, 0));
+        }
+        let s = r.summary(&meta, &[], None);
+        assert_eq!(s.verdict, Status::Unknown, "{}", s.verdict_reason);
+        let cov = s.criteria[0].coverage;
+        assert!((cov - 400.0 / 600.0).abs() < 0.02, "{cov}");
     }
 
     #[test]
