@@ -205,8 +205,14 @@ fn stream_block(out: &mut String, header: &str, s: &StreamFacts, baseline: bool)
                 ))
                 .unwrap_or_default()
         );
-        let _ = writeln!(out, "baseline_messages = {}", s.messages);
-        let _ = writeln!(out, "baseline_last_seq = {}", s.last_seq);
+        // What discover sees may be days before the cutover: the soak
+        // takes its own baselines at T0. Pinned here only by hand.
+        let _ = writeln!(
+            out,
+            "# The soak takes its baselines at T0 (its first cycle); uncomment only to pin T0's values by hand."
+        );
+        let _ = writeln!(out, "# baseline_messages = {}", s.messages);
+        let _ = writeln!(out, "# baseline_last_seq = {}", s.last_seq);
     } else {
         let _ = writeln!(out, "storage = {}", toml_str(&s.storage));
         let _ = writeln!(out, "replicas = {}", s.replicas);
@@ -715,8 +721,10 @@ mod tests {
         let c = Config::from_text(Path::new("d.toml"), &text, &no_env)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(c.streams.legacy.name, "ATHLETE_ALLY_EVENTS");
-        assert_eq!(c.streams.legacy.baseline_messages, Some(55));
-        assert_eq!(c.streams.dlq.baseline_messages, Some(1));
+        // Baselines belong to T0, not to when discover ran: written as comments.
+        assert_eq!(c.streams.legacy.baseline_messages, None);
+        assert_eq!(c.streams.dlq.baseline_messages, None);
+        assert!(text.contains("# baseline_messages = 55"), "{text}");
         assert_eq!(c.streams.hot.len(), 2);
         assert_eq!(
             c.streams.hot[0].max_age,

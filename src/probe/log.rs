@@ -97,6 +97,9 @@ pub struct LogTail {
     resume: Option<crate::sample::LogCursor>,
     /// Whether a first file was ever opened (later files are read from 0).
     started: bool,
+    /// Start the first file where it ends now (a soak's T0: lines written
+    /// before it are never judged), rather than at its recent tail.
+    from_end: bool,
     totals: Totals,
 }
 
@@ -110,6 +113,18 @@ struct Cycle {
 }
 
 impl LogTail {
+    /// A tail for a soak starting now: the first file is read from where
+    /// it ends at the first poll, so a pre-cutover line ("bound durable …
+    /// on stream <legacy>") can never fail `fallback` for the whole soak.
+    /// The position taken is stored with each cycle (file identity and
+    /// offset), and a restarted watcher resumes from it.
+    pub fn from_now() -> LogTail {
+        LogTail {
+            from_end: true,
+            ..LogTail::default()
+        }
+    }
+
     /// Continues from a stored snapshot's log state (a restarted `watch`):
     /// the same file is read on from the stored offset, and the counts go on.
     pub fn resume(&mut self, prev: &LogState) {
@@ -241,6 +256,9 @@ impl LogTail {
             // Rotated while we were away, or a later file: from its start.
             Some(_) => (0, false),
             None if self.started => (0, false),
+            // A soak's T0: from here on; a line being written is finished
+            // before anything is judged.
+            None if self.from_end => (size, size > 0 && !ends_line(&file, size)),
             // The first file of a process: its recent tail, as `check` shows.
             None => {
                 let start = size.saturating_sub(cfg.max_scan_bytes);
@@ -266,6 +284,14 @@ impl LogTail {
     fn retire(&mut self, r: Reader) {
         self.old = Some(r);
     }
+}
+
+/// Whether the byte before `size` is a newline (a file read from its end
+/// then starts on a whole line).
+fn ends_line(file: &std::fs::File, size: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    matches!(file.read_at(&mut b, size - 1), Ok(1) if b[0] == b'\n')
 }
 
 /// Reads `r` from its offset to its end or until the budget or the deadline
@@ -578,6 +604,30 @@ mod tests {
         append(&p, "\n");
         let s = t.poll(&c, far()).expect("poll");
         assert_eq!((s.lines_scanned, s.backlog_bytes), (1, 0));
+    }
+
+    #[test]
+    fn a_soak_tail_never_judges_lines_from_before_its_t0() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("svc.log");
+        // A pre-cutover fallback, and a line still being written at T0.
+        append(&p, "falling back before T0\nhalf a line, falling back");
+        let c = tail_cfg(&p, 1 << 20);
+        let mut t = LogTail::from_now();
+        let s = t.poll(&c, far()).expect("poll at T0");
+        assert_eq!((s.fallback_total, s.lines_scanned), (0, 0));
+        let cursor = s.cursor.clone().expect("position recorded at T0");
+        assert_eq!(cursor.offset, std::fs::metadata(&p).expect("meta").len());
+        // The rest of the unfinished line belongs to before T0 as well.
+        append(&p, " still\nok\n");
+        let s = t.poll(&c, far()).expect("poll");
+        assert_eq!((s.fallback_total, s.lines_scanned), (0, 1));
+        append(&p, "falling back after T0\n");
+        let s = t.poll(&c, far()).expect("poll");
+        assert_eq!((s.fallback_count, s.fallback_total), (1, 1));
+        // A `check` (the default tail) still shows the recent tail.
+        let s = LogTail::default().poll(&c, far()).expect("check's tail");
+        assert_eq!(s.fallback_total, 3);
     }
 
     #[test]

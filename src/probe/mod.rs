@@ -101,15 +101,16 @@ impl Prober {
         g.resume(prev);
     }
 
-    /// Forgets what earlier rounds saw (the log tail's position, the last
-    /// process start), so the next round reads as the first: the daemon's
-    /// preflight probes before T0 without using up the soak's first lines.
+    /// Forgets what earlier rounds saw (the last process start) and starts
+    /// the log tail where the log ends now, so the next round reads as a
+    /// soak's first: the daemon's preflight probes before T0 without using
+    /// up the soak's first lines, and no line from before T0 is judged.
     pub fn forget_rounds(&self) {
         let mut g = match self.log_tail.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        *g = Default::default();
+        *g = log::LogTail::from_now();
         drop(g);
         let mut s = match self.last_process_start.lock() {
             Ok(g) => g,

@@ -860,10 +860,7 @@ mod tests {
             r.push(c);
             let s = r.summary(&meta_at(t0, 48.0 * 3600.0), &[], None);
             assert_eq!(s.verdict, Status::Pass, "cycle {k}: {}", s.verdict_reason);
-            assert!(
-                s.criteria.iter().all(|c| c.coverage >= 0.999),
-                "cycle {k}"
-            );
+            assert!(s.criteria.iter().all(|c| c.coverage >= 0.999), "cycle {k}");
             assert_eq!(s.edges.unobserved_head_secs, 0.0);
         }
     }

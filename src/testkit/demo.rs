@@ -685,7 +685,7 @@ async fn compressed_soak(
         }
     }
     let text = format!(
-        "{base}\n[watch]\ninterval = \"500ms\"\nmax_gap = \"2s\"\nrecover_after = \"2s\"\nstate = {}\nreports_dir = {}\ncheckpoints = [\"{}\", \"{}\"]\nlisten = \"\"\n\n[watch.for]\ndlq = \"3s\"\n",
+        "{base}\n[watch]\ninterval = \"500ms\"\nmax_gap = \"2s\"\nrecover_after = \"2s\"\nstate = {}\nreports_dir = {}\ncheckpoints = [\"{}\", \"{}\"]\nlisten = \"\"\nat_end = \"exit\"\n\n[watch.for]\ndlq = \"3s\"\n",
         toml_string(&state.display().to_string()),
         toml_string(&reports.display().to_string()),
         humantime::format_duration(soak / 2),
@@ -701,7 +701,6 @@ async fn compressed_soak(
         humantime::format_duration(soak / 2),
         humantime::format_duration(soak)
     );
-    let cycles = (soak.as_millis() / interval.as_millis()) as u64 + 1;
     let feeder = {
         let js = js.clone();
         let subject = names.hrv_subject.clone();
@@ -727,10 +726,9 @@ async fn compressed_soak(
         .run(
             &prober,
             &crate::watch::SystemClock,
-            crate::watch::StartOptions {
-                max_cycles: Some(cycles),
-                ..Default::default()
-            },
+            // The daemon ends the soak itself at T0 + duration: the final
+            // cycle, the frozen verdict, the sign-off report.
+            crate::watch::StartOptions::default(),
             tokio_util::sync::CancellationToken::new(),
         )
         .await?;
@@ -742,6 +740,15 @@ async fn compressed_soak(
         summary.verdict_reason,
         summary.incidents.len()
     );
+    match &summary.edges.ended {
+        Some(end) => println!(
+            "   signed off at {} (T0 + {}): {} — the verdict is frozen",
+            end.at.format("%H:%M:%S"),
+            humantime::format_duration(soak),
+            crate::watch::signoff::verdict_words(end.verdict)
+        ),
+        None => println!("   the soak did not reach its end"),
+    }
     for i in &summary.incidents {
         println!(
             "   incident {}: {} .. {} peak {}",

@@ -4,6 +4,7 @@
 //! axum) are linked once; one module per concern:
 //!
 //! - `check`: `soakwatch check` and `validate` against a replica, one test per fault.
+//! - `edges`: a soak's first minute after T0 and its sign-off at T0 + duration, through the daemon.
 //! - `watch`: the daemon binary (outages, restarts, rotation, write errors, locks).
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
@@ -24,6 +25,7 @@ mod common;
 mod adoption;
 mod alert_sinks;
 mod check;
+mod edges;
 mod export;
 mod fleet;
 mod ha;
