@@ -152,6 +152,13 @@ pub struct StateConfig {
     pub lease_intervals: u32,
     /// Retention of every record (soak duration plus a margin by default).
     pub max_age: Duration,
+    /// How long one request to the state's JetStream may take: shorter than
+    /// the fence's margin (one interval), so a write a leader starts just
+    /// before its fence closes has ended before a standby can take over.
+    pub request_timeout: Duration,
+    /// A watcher whose wall clock differs from the NATS server's by more
+    /// than this refuses to lead.
+    pub max_clock_skew: Duration,
 }
 
 impl StateConfig {

@@ -152,6 +152,17 @@ pub(super) struct RawState {
     pub(super) lease_intervals: u32,
     #[serde(default, with = "humantime_serde")]
     pub(super) max_age: Option<Duration>,
+    #[serde(default = "default_state_request_timeout", with = "humantime_serde")]
+    pub(super) request_timeout: Duration,
+    #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
+    pub(super) max_clock_skew: Duration,
+}
+
+pub(super) fn default_state_request_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+pub(super) fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(2)
 }
 
 impl Default for RawState {
@@ -171,6 +182,8 @@ impl Default for RawState {
             replicas: default_replicas(),
             lease_intervals: default_lease_intervals(),
             max_age: None,
+            request_timeout: default_state_request_timeout(),
+            max_clock_skew: default_max_clock_skew(),
         }
     }
 }

@@ -897,6 +897,23 @@ fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig 
                 .into(),
         );
     }
+    // The fencing proof (docs/HA.md): the leader's fence closes one interval
+    // before its lease could expire, and a standby takes over only after the
+    // whole lease. A write started just before the fence closes must end
+    // (land or time out) inside that interval.
+    if backend == StateBackend::JetStream && s.request_timeout >= raw.watch.interval {
+        p(
+            "state.request_timeout",
+            format!(
+                "`{}`: must be shorter than watch.interval ({}): the fence closes one interval before the lease could expire, and a state write started just before it closes must end within that interval, or a deposed leader's write could land in the next leader's term",
+                humantime::format_duration(s.request_timeout),
+                humantime::format_duration(raw.watch.interval)
+            ),
+        );
+    }
+    if s.request_timeout.is_zero() {
+        p("state.request_timeout", "must be greater than 0".into());
+    }
     if !s.bucket.is_empty()
         && !s
             .bucket
@@ -970,6 +987,8 @@ fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig 
         bucket,
         replicas: s.replicas,
         lease_intervals: s.lease_intervals,
+        request_timeout: s.request_timeout,
+        max_clock_skew: s.max_clock_skew,
         max_age: s
             .max_age
             .unwrap_or(raw.soak.duration + Duration::from_secs(7 * 24 * 3600)),

@@ -304,7 +304,20 @@ pub struct StepRecord {
     pub duration_ms: u64,
     /// What it did or why it failed: trimmed, at most [`MAX_OUTPUT_BYTES`], URLs redacted.
     pub output: String,
+    /// The leader lease revision this step acted under (JetStream state):
+    /// the journal says which watcher's term did what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_revision: Option<u64>,
 }
+
+/// Asked immediately before each step with an outside effect (the env
+/// edit, the restart, the E2E publish): `Ok` with the leader lease revision
+/// this process acts under (`None` without a lease), or why it may no
+/// longer act. A deposed leader that resumes mid-rollback is stopped here.
+pub type ActGate<'a> = &'a (dyn Fn() -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<u64>, String>> + Send>,
+> + Send
+         + Sync);
 
 /// The result of [`execute`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -425,6 +438,16 @@ pub async fn execute(
     cfg: &RollbackConfig,
     on_step: &mut (dyn FnMut(&StepRecord) + Send),
 ) -> RollbackOutcome {
+    execute_gated(cfg, on_step, &|| Box::pin(async { Ok(None) })).await
+}
+
+/// [`execute`], asking `gate` before every step with an outside effect: a
+/// refusal fails that step ("not run: …") and skips the rest.
+pub async fn execute_gated(
+    cfg: &RollbackConfig,
+    on_step: &mut (dyn FnMut(&StepRecord) + Send),
+    gate: ActGate<'_>,
+) -> RollbackOutcome {
     let mut out = RollbackOutcome {
         steps: Vec::new(),
         success: false,
@@ -491,7 +514,7 @@ pub async fn execute(
         }
         return out;
     }
-    run_steps(cfg, out, &mut push).await
+    run_steps(cfg, out, &mut push, gate).await
 }
 
 /// The four steps of an armed rollback, in order, stopping at the first failure.
@@ -499,23 +522,60 @@ async fn run_steps(
     cfg: &RollbackConfig,
     mut out: RollbackOutcome,
     push: &mut (impl FnMut(&mut RollbackOutcome, StepRecord) + Send),
+    gate: ActGate<'_>,
 ) -> RollbackOutcome {
-    if record_step(&mut out, edit_env_step(cfg), push) {
+    let rev = match gate().await {
+        Ok(rev) => rev,
+        Err(why) => return refused(out, 1, why, push),
+    };
+    if record_step(&mut out, with_revision(edit_env_step(cfg), rev), push) {
         return stop_after(out, 1, push);
     }
     // The log position before the restart: only lines written after it count.
     let mark = LogMark::of(&cfg.log_file);
-    if record_step(&mut out, restart_step(cfg).await, push) {
+    let rev = match gate().await {
+        Ok(rev) => rev,
+        Err(why) => return refused(out, 2, why, push),
+    };
+    if record_step(&mut out, with_revision(restart_step(cfg).await, rev), push) {
         return stop_after(out, 2, push);
     }
     if record_step(&mut out, verify_logs_step(cfg, &mark).await, push) {
         return stop_after(out, 3, push);
     }
-    if record_step(&mut out, e2e_step(cfg).await, push) {
+    let rev = match gate().await {
+        Ok(rev) => rev,
+        Err(why) => return refused(out, 4, why, push),
+    };
+    if record_step(&mut out, with_revision(e2e_step(cfg).await, rev), push) {
         return stop_after(out, 4, push);
     }
     out.success = true;
     out
+}
+
+fn with_revision(mut rec: StepRecord, rev: Option<u64>) -> StepRecord {
+    rec.lease_revision = rev;
+    rec
+}
+
+/// Step `n` was not run because this process may no longer act.
+fn refused(
+    mut out: RollbackOutcome,
+    n: usize,
+    why: String,
+    push: &mut impl FnMut(&mut RollbackOutcome, StepRecord),
+) -> RollbackOutcome {
+    tracing::error!(step = n, reason = %why, "rollback step NOT run: this watcher no longer leads");
+    push(
+        &mut out,
+        instant_record(
+            n,
+            StepStatus::Failed,
+            format!("not run: this watcher may no longer act ({why})"),
+        ),
+    );
+    stop_after(out, n, push)
 }
 
 /// Records a step's outcome; true when it failed.
@@ -661,6 +721,7 @@ fn preflight_failure(problems: &[String]) -> StepRecord {
             "refused, nothing was changed: {}",
             problems.join("; ")
         )),
+        lease_revision: None,
     }
 }
 
@@ -672,6 +733,7 @@ fn instant_record(n: usize, status: StepStatus, output: String) -> StepRecord {
         started_at: Utc::now(),
         duration_ms: 0,
         output: clean_output(&output),
+        lease_revision: None,
     }
 }
 
@@ -708,6 +770,7 @@ impl Timer {
             started_at: self.started_at,
             duration_ms: u64::try_from(self.t0.elapsed().as_millis()).unwrap_or(u64::MAX),
             output: clean_output(&output),
+            lease_revision: None,
         }
     }
 

@@ -36,7 +36,7 @@ const MAX_SNAPSHOT_BYTES: usize = 900 * 1024;
 /// restart's log cursor; replay of old snapshots needs the SQLite backend.
 const SNAPSHOTS_KEPT: i64 = 16;
 
-/// How long one request to the state's JetStream may take.
+/// Bound of the reads that list or scan (writes use `[state] request_timeout`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn nats_err(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -95,6 +95,13 @@ struct RollbackRec {
     started_ms: i64,
     finished_ms: Option<i64>,
     steps: Option<Vec<u8>>,
+    /// Who took the latch, so a create that timed out but landed is
+    /// recognised as this watcher's own, never another's.
+    #[serde(default)]
+    holder: Option<String>,
+    /// The lease revision the latch was taken under.
+    #[serde(default)]
+    lease_revision: Option<u64>,
 }
 
 /// How the store is opened.
@@ -121,7 +128,9 @@ pub struct JetStreamStore {
 
 /// Connects to the state's JetStream (connect errors never show secrets).
 pub async fn connect(cfg: &StateConfig) -> Result<async_nats::Client, StoreError> {
-    crate::probe::nats::connect(&cfg.nats, REQUEST_TIMEOUT)
+    // Every write is a request bounded by `[state] request_timeout`, which
+    // `validate` keeps below the fence's margin (see docs/HA.md).
+    crate::probe::nats::connect(&cfg.nats, cfg.request_timeout)
         .await
         .map_err(|e| StoreError::Nats(e.to_string()))
 }
@@ -435,6 +444,8 @@ impl JetStreamStore {
             started_ms: ms(r.started),
             finished_ms: r.finished.map(ms),
             steps: r.steps.as_ref().map(encode).transpose()?,
+            holder: r.holder.as_ref().map(|h| h.0.clone()),
+            lease_revision: r.holder.as_ref().map(|h| h.1),
         };
         self.put(&format!("rollback.{soak_id}"), encode(&rec)?)
             .await?;
@@ -725,20 +736,38 @@ impl JetStreamStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.may_write()?;
+        let held = self.fence.held();
         let rec = RollbackRec {
             state: "started".into(),
             trigger: trigger.to_string(),
             started_ms: ms(now),
             finished_ms: None,
             steps: None,
+            holder: held.as_ref().map(|h| h.holder.clone()),
+            lease_revision: held.as_ref().map(|h| h.revision),
         };
-        match self
-            .kv
-            .create(format!("rollback.{soak_id}"), encode(&rec)?.into())
-            .await
-        {
+        let key = format!("rollback.{soak_id}");
+        match self.kv.create(&key, encode(&rec)?.into()).await {
             Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            // async-nats reads the key after any failed create and reports
+            // "already exists" when it is there, also when it is there
+            // because this very create landed before its answer was lost.
+            // What the latch says decides, not the error.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                let Some(entry) = self.get(&key).await? else {
+                    return Err(nats_err("taking the rollback latch", "the latch vanished"));
+                };
+                let stored: RollbackRec = decode(&entry.value)?;
+                let mine = held.is_some()
+                    && stored.holder == rec.holder
+                    && stored.started_ms == rec.started_ms;
+                if mine {
+                    tracing::warn!(
+                        "the rollback latch write timed out but landed: it is this watcher's"
+                    );
+                }
+                Ok(mine)
+            }
             Err(e) => Err(nats_err("taking the rollback latch", e)),
         }
     }
@@ -782,6 +811,7 @@ impl JetStreamStore {
             started: at(rec.started_ms),
             finished: rec.finished_ms.and_then(DateTime::from_timestamp_millis),
             steps: rec.steps.map(|b| decode(&b)).transpose()?,
+            holder: rec.holder.map(|h| (h, rec.lease_revision.unwrap_or(0))),
         }))
     }
 }

@@ -658,6 +658,7 @@ impl SqliteStore {
                 .get::<Option<i64>, _>(3)
                 .and_then(DateTime::from_timestamp_millis),
             steps: steps.map(|b| decode(&b)).transpose()?,
+            holder: None,
         }))
     }
 

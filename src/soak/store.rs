@@ -81,6 +81,26 @@ impl Store {
         self.fence().is_none_or(|f| f.is_open())
     }
 
+    /// Immediately before an outside effect: `Ok` with the lease revision
+    /// this process acts under (None for SQLite: one writer by lock file),
+    /// or why it may no longer act (JetStream: the lease, read now from the
+    /// server, must still name this watcher).
+    pub async fn confirm_acting(&self) -> Result<Option<u64>, String> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            // A manual `rollback --execute` beside the daemon holds no lease.
+            Store::JetStream(j) if !j.fence().is_enforced() => Ok(None),
+            Store::JetStream(j) => crate::soak::lease::confirm(j.kv(), &j.fence())
+                .await
+                .map(Some),
+        }
+    }
+
+    /// This watcher's holder id while it leads (JetStream state).
+    pub fn holder(&self) -> Option<String> {
+        self.fence().and_then(|f| f.held()).map(|h| h.holder)
+    }
+
     /// Where the state is, for messages (no credentials).
     pub fn describe(&self) -> String {
         match self {

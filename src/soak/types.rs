@@ -152,4 +152,7 @@ pub struct RollbackRow<T> {
     pub finished: Option<DateTime<Utc>>,
     /// The steps recorded so far.
     pub steps: Option<T>,
+    /// The watcher whose latch this is and the lease revision it was taken
+    /// under (JetStream state; None with SQLite, which has one writer).
+    pub holder: Option<(String, u64)>,
 }

@@ -264,6 +264,9 @@ pub struct Watch {
     /// The sign-off, once the soak reached its end: the soak is then
     /// never sampled or judged again.
     ended: Option<SoakEnd>,
+    /// When (boot clock) to read again a rollback journal a previous
+    /// leader left `started`: after its lease could no longer act.
+    interrupted_check_at: Option<Duration>,
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -291,16 +294,24 @@ impl Watch {
             (Store::JetStream(j), Some(fence)) => Some(Lease::start(
                 j.kv().clone(),
                 fence,
-                cfg.watch.interval,
-                cfg.state.lease(cfg.watch.interval),
+                crate::soak::lease::LeaseTiming {
+                    interval: cfg.watch.interval,
+                    lease: cfg.state.lease(cfg.watch.interval),
+                    max_clock_skew: cfg.state.max_clock_skew,
+                },
             )),
             _ => None,
         };
         if let (Some(l), Some(fence)) = (&lease, store.fence()) {
             let st = status.clone();
+            // The lease going away shows at once; "leader" is published by
+            // the loop itself once it has resumed the soak and acts (a lease
+            // re-taken on a state that cannot be read is not leading).
             l.publish_role(fence, move |leader, term| {
                 if let Ok(mut s) = st.write() {
-                    s.role = Some(if leader { "leader" } else { "standby" });
+                    if !leader {
+                        s.role = Some("standby");
+                    }
                     s.leader_terms = term;
                 }
             });
@@ -343,6 +354,7 @@ impl Watch {
             heartbeat: notify::Heartbeat::default(),
             lease,
             ended: None,
+            interrupted_check_at: None,
         })
     }
 
@@ -407,7 +419,6 @@ impl Watch {
             let term = lease.role().term;
             if let Ok(mut st) = self.status.write() {
                 st.standby_failing = None;
-                st.role = Some("leader");
                 st.leader_terms = term;
             }
         }
@@ -453,10 +464,19 @@ impl Watch {
             // still electing) gives the lease back and campaigns again.
             Err(WatchError::Store(e @ StoreError::Nats(_))) if self.lease.is_some() => {
                 tracing::warn!(error = %e, "cannot resume the soak from the state: stepping down");
+                if let Ok(mut st) = self.status.write() {
+                    st.role = Some("standby");
+                }
                 return Err(WatchError::SteppedDown);
             }
             Err(e) => return Err(e),
         };
+        if self.lease.is_some() && self.store.may_act() {
+            // Leading in fact: the soak is resumed and this loop acts.
+            if let Ok(mut st) = self.status.write() {
+                st.role = Some("leader");
+            }
+        }
         if let Some(end) = self.ended.clone() {
             return self.after_end(end, clock, &shutdown).await;
         }
@@ -586,14 +606,31 @@ impl Watch {
             self.running = running;
             self.dedupe = dedupe;
             self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
-            self.rollback_latched = rollback::check_interrupted(
-                &self.store,
-                &self.cfg.alerts,
-                &rec.meta.id,
-                &rec.meta.name,
-                clock.now(),
-            )
-            .await?;
+            if self.store.fence().is_some() {
+                // A rollback "started" by the previous leader may still be
+                // running there until that leader's lease could no longer
+                // act: judged only after a lease and the fence margin.
+                let v = rollback::view(&self.store, &rec.meta.id).await?;
+                self.rollback_latched = v.is_some();
+                if v.is_some_and(|v| v.state == "started") {
+                    let wait =
+                        self.cfg.state.lease(self.cfg.watch.interval) + self.cfg.watch.interval;
+                    tracing::warn!(
+                        wait_ms = wait.as_millis() as u64,
+                        "a rollback started by the previous leader: its journal is read again once that leader's lease can no longer act"
+                    );
+                    self.interrupted_check_at = Some(crate::soak::lease::boot_now() + wait);
+                }
+            } else {
+                self.rollback_latched = rollback::check_interrupted(
+                    &self.store,
+                    &self.cfg.alerts,
+                    &rec.meta.id,
+                    &rec.meta.name,
+                    clock.now(),
+                )
+                .await?;
+            }
             self.rollback_view = rollback::view(&self.store, &rec.meta.id).await?;
             self.prev = self.store.last_snapshot(&rec.meta.id).await?;
             // The log tail goes on from the stored cursor: lines written while
@@ -729,6 +766,7 @@ impl Watch {
             Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
         }
         self.maybe_fire_rollback(&summary, clock).await;
+        self.due_interrupted_check(clock.now()).await;
         self.periodic_e2e(clock.now()).await;
         if self.rollback_latched {
             self.refresh_rollback_view().await;
@@ -1247,6 +1285,20 @@ impl Watch {
                 self.rollback_latched = false;
                 return;
             }
+            // Shared state: never act without a latch that names this
+            // watcher, or a later leader could take the free latch and run
+            // the rollback a second time. The trigger is looked at again
+            // next cycle; a create that landed after all is then found to
+            // be this watcher's and runs once.
+            Err(e) if self.store.fence().is_some() => {
+                self.rollback_latched = false;
+                self.note(
+                    WriteTarget::State,
+                    format!("taking the rollback latch: {e}"),
+                );
+                tracing::error!(trigger = %trigger, error = %e, "rollback latch not taken: NOT firing without it; retrying next cycle");
+                return;
+            }
             // The trigger is the critical condition the rollback exists for:
             // it fires, latched in this process; a restart could fire it once
             // more (the runbook's steps are idempotent), which is better than
@@ -1273,6 +1325,35 @@ impl Watch {
             // Deliver the outcome now, not at the next cycle.
             wake.notify_one();
         }));
+    }
+
+    /// A previous leader's rollback left `started`: once that leader can
+    /// no longer act, the journal is read again; still `started`, it was
+    /// interrupted (reported, never re-run); finished, it stands.
+    async fn due_interrupted_check(&mut self, now: DateTime<Utc>) {
+        let Some(at) = self.interrupted_check_at else {
+            return;
+        };
+        if crate::soak::lease::boot_now() < at || !self.store.may_act() {
+            return;
+        }
+        match rollback::check_interrupted(
+            &self.store,
+            &self.cfg.alerts,
+            &self.soak.meta.id,
+            &self.soak.meta.name,
+            now,
+        )
+        .await
+        {
+            Ok(_) => {
+                self.interrupted_check_at = None;
+                self.refresh_rollback_view().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the previous leader's rollback journal is unreadable; retrying")
+            }
+        }
     }
 
     /// Writes each due checkpoint not yet written. One that cannot be

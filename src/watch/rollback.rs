@@ -16,7 +16,7 @@ use crate::alert::engine::enqueue_notifications;
 use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
 use crate::alert::routes::AlertsConfig;
 use crate::config::{RollbackSettings, RollbackTrigger};
-use crate::rollback::{execute, RollbackMode, RollbackOutcome, StepRecord, StepStatus};
+use crate::rollback::{execute_gated, RollbackMode, RollbackOutcome, StepRecord, StepStatus};
 use crate::soak::dlq_spike::{describe_spike, is_spike, SpikeRule};
 use crate::soak::model::{RollbackView, SoakSummary};
 use crate::soak::record::CycleRecord;
@@ -243,9 +243,22 @@ pub(super) async fn run_latched(
             }
         })
     };
-    let outcome = execute(&settings.run, &mut |rec: &StepRecord| {
-        let _ = tx.send(rec.clone());
-    })
+    // Every step with an outside effect asks the state first: a leader
+    // deposed while this task ran (frozen, partitioned, suspended) is
+    // refused before it touches anything.
+    let gate_store = store.clone();
+    let gate = move || {
+        let s = gate_store.clone();
+        Box::pin(async move { s.confirm_acting().await })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+    };
+    let outcome = execute_gated(
+        &settings.run,
+        &mut |rec: &StepRecord| {
+            let _ = tx.send(rec.clone());
+        },
+        &gate,
+    )
     .await;
     drop(tx);
     let _ = journal.await;

@@ -29,7 +29,7 @@ fn gauge(body: &str, name: &str) -> Option<f64> {
 fn state_section(urls: &str, bucket: &str, replicas: usize) -> String {
     format!(
         "\n[state]\nbackend = \"jetstream\"\nnats_url = \"{urls}\"\nbucket = \"{bucket}\"\n\
-         replicas = {replicas}\nlease_intervals = 3\n"
+         replicas = {replicas}\nlease_intervals = 3\nrequest_timeout = \"800ms\"\n"
     )
 }
 
@@ -673,7 +673,7 @@ async fn a_state_on_its_own_tls_nats_is_reached_with_its_ca_and_refused_without(
     r.add_watch_section("");
     let ca = dir.path().join("ca.pem");
     let state = format!(
-        "\n[state]\nbackend = \"jetstream\"\nnats_url = \"tls://127.0.0.1:{port}\"\ntls_ca_file = {}\nbucket = \"swtls_{}\"\n",
+        "\n[state]\nbackend = \"jetstream\"\nnats_url = \"tls://127.0.0.1:{port}\"\ntls_ca_file = {}\nbucket = \"swtls_{}\"\nrequest_timeout = \"800ms\"\n",
         toml_path(&ca),
         r.names.tag
     );
