@@ -310,11 +310,14 @@ pub struct StepRecord {
     pub lease_revision: Option<u64>,
 }
 
-/// Asked immediately before each step with an outside effect (the env
-/// edit, the restart, the E2E publish): `Ok` with the leader lease revision
+/// Asked with the step's number immediately before each step with an
+/// outside effect (the env edit, the restart, the E2E publish): `Ok` with
+/// the leader lease revision
 /// this process acts under (`None` without a lease), or why it may no
 /// longer act. A deposed leader that resumes mid-rollback is stopped here.
-pub type ActGate<'a> = &'a (dyn Fn() -> std::pin::Pin<
+pub type ActGate<'a> = &'a (dyn Fn(
+    usize,
+) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Option<u64>, String>> + Send>,
 > + Send
          + Sync);
@@ -438,7 +441,7 @@ pub async fn execute(
     cfg: &RollbackConfig,
     on_step: &mut (dyn FnMut(&StepRecord) + Send),
 ) -> RollbackOutcome {
-    execute_gated(cfg, on_step, &|| Box::pin(async { Ok(None) })).await
+    execute_gated(cfg, on_step, &|_| Box::pin(async { Ok(None) })).await
 }
 
 /// [`execute`], asking `gate` before every step with an outside effect: a
@@ -524,7 +527,7 @@ async fn run_steps(
     push: &mut (impl FnMut(&mut RollbackOutcome, StepRecord) + Send),
     gate: ActGate<'_>,
 ) -> RollbackOutcome {
-    let rev = match gate().await {
+    let rev = match gate(1).await {
         Ok(rev) => rev,
         Err(why) => return refused(out, 1, why, push),
     };
@@ -533,7 +536,7 @@ async fn run_steps(
     }
     // The log position before the restart: only lines written after it count.
     let mark = LogMark::of(&cfg.log_file);
-    let rev = match gate().await {
+    let rev = match gate(2).await {
         Ok(rev) => rev,
         Err(why) => return refused(out, 2, why, push),
     };
@@ -543,7 +546,7 @@ async fn run_steps(
     if record_step(&mut out, verify_logs_step(cfg, &mark).await, push) {
         return stop_after(out, 3, push);
     }
-    let rev = match gate().await {
+    let rev = match gate(4).await {
         Ok(rev) => rev,
         Err(why) => return refused(out, 4, why, push),
     };

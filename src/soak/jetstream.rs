@@ -102,6 +102,9 @@ struct RollbackRec {
     /// The lease revision the latch was taken under.
     #[serde(default)]
     lease_revision: Option<u64>,
+    /// The step about to run and the lease revision confirmed for it.
+    #[serde(default)]
+    acting: Option<(usize, u64)>,
 }
 
 /// How the store is opened.
@@ -446,6 +449,7 @@ impl JetStreamStore {
             steps: r.steps.as_ref().map(encode).transpose()?,
             holder: r.holder.as_ref().map(|h| h.0.clone()),
             lease_revision: r.holder.as_ref().map(|h| h.1),
+            acting: r.acting,
         };
         self.put(&format!("rollback.{soak_id}"), encode(&rec)?)
             .await?;
@@ -745,6 +749,7 @@ impl JetStreamStore {
             steps: None,
             holder: held.as_ref().map(|h| h.holder.clone()),
             lease_revision: held.as_ref().map(|h| h.revision),
+            acting: None,
         };
         let key = format!("rollback.{soak_id}");
         match self.kv.create(&key, encode(&rec)?.into()).await {
@@ -772,6 +777,76 @@ impl JetStreamStore {
         }
     }
 
+    /// Marks, before step `step` runs, that this holder acts on it under
+    /// lease revision `rev`: a compare-and-set on the journal, refused when
+    /// the latch is not this watcher's (another leader took it over).
+    pub async fn mark_acting(
+        &self,
+        soak_id: &str,
+        step: usize,
+        rev: u64,
+    ) -> Result<(), StoreError> {
+        self.may_write()?;
+        let key = format!("rollback.{soak_id}");
+        let Some(e) = self.get(&key).await? else {
+            return Err(nats_err("marking the rollback step", "no latch"));
+        };
+        let mut e = e;
+        // The journal of the previous step may be written at the same
+        // moment (its own task): a lost compare-and-set is read again.
+        for _ in 0..5 {
+            let mut rec: RollbackRec = decode(&e.value)?;
+            let me = self.fence.held().map(|h| h.holder);
+            if rec.holder.is_some() && rec.holder != me {
+                return Err(StoreError::NotLeader);
+            }
+            rec.acting = Some((step, rev));
+            self.may_write()?;
+            match self.kv.update(&key, encode(&rec)?.into(), e.revision).await {
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    let Some(next) = self.get(&key).await? else {
+                        return Err(nats_err("marking the rollback step", "no latch"));
+                    };
+                    e = next;
+                }
+                Err(err) => return Err(nats_err("marking the rollback step", err)),
+            }
+        }
+        Err(nats_err(
+            "marking the rollback step",
+            "the journal kept changing",
+        ))
+    }
+
+    /// Takes over a latch a previous leader took but never acted on beyond
+    /// the idempotent env edit (no restart marked): compare-and-set on the journal, so
+    /// a late mark of the old holder and this takeover cannot both win.
+    /// True when this watcher now holds the latch and may run it.
+    pub async fn retake_rollback_latch(&self, soak_id: &str) -> Result<bool, StoreError> {
+        self.may_write()?;
+        let key = format!("rollback.{soak_id}");
+        let Some(e) = self.get(&key).await? else {
+            return Ok(false);
+        };
+        let mut rec: RollbackRec = decode(&e.value)?;
+        // The env edit sets fixed keys to fixed values (idempotent): a
+        // holder marked at it, or before, never restarted anything. The
+        // restart is marked before it runs.
+        let never_acted = rec.state == "started" && rec.acting.is_none_or(|(step, _)| step <= 1);
+        let Some(held) = self.fence.held().filter(|_| never_acted) else {
+            return Ok(false);
+        };
+        rec.holder = Some(held.holder);
+        rec.lease_revision = Some(held.revision);
+        self.may_write()?;
+        match self.kv.update(&key, encode(&rec)?.into(), e.revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(nats_err("taking over the rollback latch", e)),
+        }
+    }
+
     /// Saves the rollback's progress or its end (on the latch's revision).
     pub async fn save_rollback<T: Serialize>(
         &self,
@@ -781,19 +856,28 @@ impl JetStreamStore {
         finished: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         let key = format!("rollback.{soak_id}");
-        let Some(e) = self.get(&key).await? else {
-            return Ok(());
-        };
-        let mut rec: RollbackRec = decode(&e.value)?;
-        rec.state = state.to_string();
-        rec.steps = Some(encode(steps)?);
-        rec.finished_ms = finished.map(ms);
-        self.may_write()?;
-        self.kv
-            .update(&key, encode(&rec)?.into(), e.revision)
-            .await
-            .map_err(|e| nats_err("journaling the rollback", e))?;
-        Ok(())
+        let body = encode(steps)?;
+        // A step's mark (written by the rollback's gate) may land at the
+        // same moment: a lost compare-and-set is read again and retried.
+        for _ in 0..5 {
+            let Some(e) = self.get(&key).await? else {
+                return Ok(());
+            };
+            let mut rec: RollbackRec = decode(&e.value)?;
+            rec.state = state.to_string();
+            rec.steps = Some(body.clone());
+            rec.finished_ms = finished.map(ms);
+            self.may_write()?;
+            match self.kv.update(&key, encode(&rec)?.into(), e.revision).await {
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(err) => return Err(nats_err("journaling the rollback", err)),
+            }
+        }
+        Err(nats_err(
+            "journaling the rollback",
+            "the journal kept changing",
+        ))
     }
 
     /// The rollback record of a soak.
@@ -812,6 +896,7 @@ impl JetStreamStore {
             finished: rec.finished_ms.and_then(DateTime::from_timestamp_millis),
             steps: rec.steps.map(|b| decode(&b)).transpose()?,
             holder: rec.holder.map(|h| (h, rec.lease_revision.unwrap_or(0))),
+            acting: rec.acting,
         }))
     }
 }

@@ -659,7 +659,23 @@ impl SqliteStore {
                 .and_then(DateTime::from_timestamp_millis),
             steps: steps.map(|b| decode(&b)).transpose()?,
             holder: None,
+            acting: None,
         }))
+    }
+
+    /// One writer by lock file: nothing to mark.
+    pub async fn mark_acting(
+        &self,
+        _soak_id: &str,
+        _step: usize,
+        _rev: u64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// One writer by lock file: a latch is never taken over.
+    pub async fn retake_rollback_latch(&self, _soak_id: &str) -> Result<bool, StoreError> {
+        Ok(false)
     }
 
     /// Every outbox row of a soak as stored (for the migration).

@@ -270,6 +270,23 @@ impl Store {
         both!(self, s => s.take_rollback_latch(soak_id, trigger, now).await)
     }
 
+    /// Marks that this holder is about to run rollback step `step` under
+    /// lease revision `rev` (JetStream; a no-op with SQLite).
+    pub async fn mark_acting(
+        &self,
+        soak_id: &str,
+        step: usize,
+        rev: u64,
+    ) -> Result<(), StoreError> {
+        both!(self, s => s.mark_acting(soak_id, step, rev).await)
+    }
+
+    /// Takes over a previous leader's latch it never acted on (JetStream);
+    /// true when this watcher may now run the rollback.
+    pub async fn retake_rollback_latch(&self, soak_id: &str) -> Result<bool, StoreError> {
+        both!(self, s => s.retake_rollback_latch(soak_id).await)
+    }
+
     /// Saves the rollback's progress or its end.
     pub async fn save_rollback<T: Serialize>(
         &self,

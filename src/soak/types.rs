@@ -155,4 +155,8 @@ pub struct RollbackRow<T> {
     /// The watcher whose latch this is and the lease revision it was taken
     /// under (JetStream state; None with SQLite, which has one writer).
     pub holder: Option<(String, u64)>,
+    /// The step the holder was about to run and the lease revision it
+    /// confirmed, written before the step (JetStream state): a journal
+    /// with no steps and no such mark was never acted on.
+    pub acting: Option<(usize, u64)>,
 }

@@ -766,7 +766,7 @@ impl Watch {
             Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
         }
         self.maybe_fire_rollback(&summary, clock).await;
-        self.due_interrupted_check(clock.now()).await;
+        self.due_interrupted_check(clock).await;
         self.periodic_e2e(clock.now()).await;
         if self.rollback_latched {
             self.refresh_rollback_view().await;
@@ -1311,13 +1311,24 @@ impl Watch {
                 tracing::error!(trigger = %trigger, "rollback latch not recorded: firing once in this process");
             }
         }
+        self.spawn_rollback_with(settings, trigger, now, clock.handle());
+    }
+
+    /// Runs the rollback whose latch this watcher holds, beside the cycles.
+    fn spawn_rollback_with(
+        &mut self,
+        settings: crate::config::RollbackSettings,
+        trigger: String,
+        now: DateTime<Utc>,
+        clock: Arc<dyn Clock>,
+    ) {
         let target = rollback::RollbackTarget {
             store: self.store.clone(),
             alerts: self.cfg.alerts.clone(),
             soak_id: self.soak.meta.id.clone(),
             soak_name: self.soak.meta.name.clone(),
         };
-        let (wake, clock) = (self.wake.clone(), clock.handle());
+        let wake = self.wake.clone();
         self.rollback_task = Some(tokio::spawn(async move {
             if let Err(e) = rollback::run_latched(target, settings, trigger, now, clock).await {
                 tracing::error!(error = %e, "rollback journal failed");
@@ -1330,12 +1341,35 @@ impl Watch {
     /// A previous leader's rollback left `started`: once that leader can
     /// no longer act, the journal is read again; still `started`, it was
     /// interrupted (reported, never re-run); finished, it stands.
-    async fn due_interrupted_check(&mut self, now: DateTime<Utc>) {
+    async fn due_interrupted_check(&mut self, clock: &dyn Clock) {
+        let now = clock.now();
         let Some(at) = self.interrupted_check_at else {
             return;
         };
         if crate::soak::lease::boot_now() < at || !self.store.may_act() {
             return;
+        }
+        // Never acted on (no step marked or journaled): the previous leader
+        // was stopped between its latch and its first step, and can no
+        // longer act. This leader takes the latch over and runs it, once.
+        match self.store.retake_rollback_latch(&self.soak.meta.id).await {
+            Ok(true) => {
+                self.interrupted_check_at = None;
+                let trigger = match rollback::view(&self.store, &self.soak.meta.id).await {
+                    Ok(Some(v)) => v.trigger,
+                    _ => "the previous leader's trigger".to_string(),
+                };
+                tracing::warn!(trigger = %trigger, "the previous leader took the rollback latch but never acted: this leader runs the rollback");
+                if let Some(settings) = self.cfg.rollback.clone() {
+                    self.spawn_rollback_with(settings, trigger, now, clock.handle());
+                }
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the previous leader's rollback latch could not be taken over; retrying");
+                return;
+            }
         }
         match rollback::check_interrupted(
             &self.store,

@@ -246,11 +246,22 @@ pub(super) async fn run_latched(
     // Every step with an outside effect asks the state first: a leader
     // deposed while this task ran (frozen, partitioned, suspended) is
     // refused before it touches anything.
+    // The mark written before each step lets a later leader tell a latch
+    // never acted on (it runs the rollback) from one interrupted half-way
+    // (reported, never re-run).
     let gate_store = store.clone();
-    let gate = move || {
-        let s = gate_store.clone();
-        Box::pin(async move { s.confirm_acting().await })
-            as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+    let gate_soak = soak_id.clone();
+    let gate = move |step: usize| {
+        let (s, id) = (gate_store.clone(), gate_soak.clone());
+        Box::pin(async move {
+            let rev = s.confirm_acting().await?;
+            if let Some(r) = rev {
+                s.mark_acting(&id, step, r)
+                    .await
+                    .map_err(|e| format!("the step could not be marked in the journal: {e}"))?;
+            }
+            Ok(rev)
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
     };
     let outcome = execute_gated(
         &settings.run,

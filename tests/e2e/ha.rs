@@ -703,3 +703,106 @@ async fn a_state_on_its_own_tls_nats_is_reached_with_its_ca_and_refused_without(
     );
     let _ = server.start_kill();
 }
+
+/// One trial: the leader is frozen (SIGSTOP) the instant its rollback latch
+/// lands on the server, the standby takes over, then the old leader wakes.
+/// Returns how many times the restart command ran and the journal's state.
+async fn frozen_at_latch_trial(cluster: &Cluster, trial: usize) -> (usize, String, String) {
+    use futures::StreamExt;
+    let mut r = Replica::healthy(3).await;
+    r.add_watch_section("");
+    let bucket = format!("swhz_{}", r.names.tag);
+    r.edit_config(|t| t + &state_section(&cluster.urls(), &bucket, 3));
+    let runs = r.path("rollback-runs");
+    let script = r.path("restart.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho run >> {}\n", runs.display()),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    r.edit_config(|t| {
+        t + &format!(
+            "\n[rollback]\nmode = \"armed\"\nenv_file = {env}\nrestart_command = [{script}]\n\
+             log_file = {log}\nexpect_log_lines = []\nrestart_timeout = \"30s\"\n\
+             \n[rollback.triggers]\nservice_up = \"0s\"\n",
+            env = toml_path(&r.files.env_file),
+            script = toml_path(&script),
+            log = toml_path(&r.files.log_file),
+        )
+    });
+    let mut a = r.start_daemon(&format!("frz-a{trial}"));
+    let mut b = r.start_daemon(&format!("frz-b{trial}"));
+    let leader = one_leader(&mut [&mut a, &mut b], secs(40)).await;
+    let (mut old, mut new) = if leader == 0 { (a, b) } else { (b, a) };
+    old.wait_cycles(2, secs(30)).await;
+    // Watch the latch's key on the server itself: the leader is frozen the
+    // moment its latch write lands, before (or while) it runs a step.
+    let nc = async_nats::connect(cluster.url(0)).await.expect("nats");
+    let mut latch = nc
+        .subscribe(format!("$KV.{bucket}.rollback.>"))
+        .await
+        .expect("subscribe");
+    nc.flush().await.expect("flush");
+    r.kill_standin().await;
+    let landed = tokio::time::timeout(secs(40), latch.next()).await;
+    old.signal("STOP");
+    assert!(
+        matches!(landed, Ok(Some(_))),
+        "no latch was taken\n{}",
+        old.stderr()
+    );
+    // The standby takes over (the frozen leader cannot renew), and has led
+    // for longer than the old lease could still act.
+    new.wait_metrics("the standby to take over", secs(40), |m| {
+        m.sum("soakwatch_leader", &[]) == Some(1.0)
+    })
+    .await;
+    new.wait_cycles(6, secs(40)).await;
+    old.signal("CONT");
+    // The old leader wakes, with its rollback task mid-way: it must not act.
+    tokio::time::sleep(secs(6)).await;
+    new.wait_cycles(10, secs(40)).await;
+    let n = std::fs::read_to_string(&runs)
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    let cfg = soakwatch::config::Config::load(&r.config).expect("config");
+    let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+    let state = s.rollback.map(|v| v.state).unwrap_or_default();
+    let logs = format!(
+        "--- old ---\n{}\n--- new ---\n{}",
+        old.stderr(),
+        new.stderr()
+    );
+    old.signal("TERM");
+    new.signal("TERM");
+    let _ = old.wait_exit(secs(20)).await;
+    let _ = new.wait_exit(secs(20)).await;
+    drop_state(&cluster.url(0), &bucket).await;
+    (n, state, logs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_frozen_at_its_latch_never_runs_the_rollback_beside_the_new_leader() {
+    let cluster = Cluster::start().await;
+    // Timing-sensitive: several trials, each must hold.
+    for trial in 0..3 {
+        let (runs, state, logs) = frozen_at_latch_trial(&cluster, trial).await;
+        assert!(
+            runs <= 1,
+            "trial {trial}: the restart ran {runs} times\n{logs}"
+        );
+        // Frozen before it marked the restart, the old leader never runs it
+        // (the lease names another watcher when it wakes) and the new
+        // leader takes the latch over and runs the rollback: exactly once.
+        // Frozen after marking the restart, it is reported interrupted,
+        // never re-run.
+        match runs {
+            1 => assert!(state == "done", "trial {trial}: state {state}\n{logs}"),
+            _ => assert_eq!(state, "interrupted", "trial {trial}\n{logs}"),
+        }
+
+        eprintln!("trial {trial}: restart ran {runs} time(s), journal {state}");
+    }
+}
