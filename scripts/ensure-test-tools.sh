@@ -39,8 +39,10 @@ missing=()
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+# libfaketime: a watcher under a skewed clock (tests/e2e/ha.rs).
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)
 if [ "${#missing[@]}" -eq 0 ]; then
-  log "promtool, prometheus, prometheus-alertmanager, python3-aiosmtpd and chromium present"
+  log "promtool, prometheus, prometheus-alertmanager, python3-aiosmtpd, chromium and libfaketime present"
   exit 0
 fi
 log "installing ${missing[*]}"

@@ -127,7 +127,14 @@ pub struct JetStreamStore {
     prefix: String,
     fence: Arc<Fence>,
     read_only: bool,
+    /// The cycle subject's last stream sequence this writer knows (set by
+    /// [`JetStreamStore::begin_term`]): every cycle append expects it, so a
+    /// deposed leader's late append is refused by the server.
+    cycle_seq: std::sync::Mutex<Option<u64>>,
 }
+
+/// Header naming the lease revision of a term marker on the cycle subject.
+const TERM_HEADER: &str = "Soakwatch-Term";
 
 /// Connects to the state's JetStream (connect errors never show secrets).
 pub async fn connect(cfg: &StateConfig) -> Result<async_nats::Client, StoreError> {
@@ -216,6 +223,7 @@ impl JetStreamStore {
             prefix: bucket,
             fence: Arc::new(Fence::new(access == Access::Leader)),
             read_only: access == Access::ReadOnly,
+            cycle_seq: std::sync::Mutex::new(None),
         })
     }
 
@@ -351,15 +359,80 @@ impl JetStreamStore {
         msg_id: String,
         body: Vec<u8>,
     ) -> Result<(), StoreError> {
+        self.publish_expecting(subject, msg_id, body, None, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes with `Nats-Msg-Id` (a retry is a duplicate, never a second
+    /// record) and, with `expect`, `Nats-Expected-Last-Subject-Sequence`: the
+    /// server refuses the message when anything else was appended to the
+    /// subject since (a newer term's marker). Returns the stream sequence.
+    async fn publish_expecting(
+        &self,
+        subject: String,
+        msg_id: String,
+        body: Vec<u8>,
+        expect: Option<u64>,
+        term: Option<u64>,
+    ) -> Result<u64, StoreError> {
         self.may_write()?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id.as_str());
-        self.js
+        if let Some(seq) = expect {
+            headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
+        }
+        if let Some(t) = term {
+            headers.insert(TERM_HEADER, t.to_string().as_str());
+        }
+        let ack = self
+            .js
             .publish_with_headers(subject.clone(), headers, body.into())
             .await
             .map_err(|e| nats_err(&format!("publishing to {subject}"), e))?
+            .await;
+        match ack {
+            Ok(a) => Ok(a.sequence),
+            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+                // Another term wrote on this soak's record since: this
+                // writer's term has ended.
+                self.fence.close_for_write();
+                Err(StoreError::NotLeader)
+            }
+            Err(e) => Err(nats_err(&format!("publishing to {subject}"), e)),
+        }
+    }
+
+    /// Starts this leader's term on a soak's record: a marker appended on
+    /// the cycle subject, after whatever is there now. From then on every
+    /// cycle this leader appends expects the sequence it last wrote, so a
+    /// cycle a deposed leader sent late (a frozen node, a partition) can no
+    /// longer land inside this term: the server refuses it.
+    pub async fn begin_term(&self, soak_id: &str) -> Result<(), StoreError> {
+        let subject = format!("{}.cycle.{soak_id}", self.prefix);
+        let stream = self
+            .js
+            .get_stream(&self.cycles_stream)
             .await
-            .map_err(|e| nats_err(&format!("publishing to {subject}"), e))?;
+            .map_err(|e| nats_err(&format!("opening stream {}", self.cycles_stream), e))?;
+        let last = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e) => return Err(nats_err(&format!("reading {subject}"), e)),
+        };
+        let rev = self.fence.held().map(|h| h.revision).unwrap_or(0);
+        let seq = self
+            .publish_expecting(
+                subject,
+                format!("t.{soak_id}.{rev}"),
+                Vec::new(),
+                Some(last),
+                Some(rev),
+            )
+            .await?;
+        if let Ok(mut c) = self.cycle_seq.lock() {
+            *c = Some(seq);
+        }
         Ok(())
     }
 
@@ -372,12 +445,21 @@ impl JetStreamStore {
         snap: &Snapshot,
     ) -> Result<(), StoreError> {
         let at_ms = ms(rec.at);
-        self.publish(
-            format!("{}.cycle.{soak_id}", self.prefix),
-            format!("c.{soak_id}.{at_ms}"),
-            encode(rec)?,
-        )
-        .await?;
+        let expect = self.cycle_seq.lock().ok().and_then(|c| *c);
+        let seq = self
+            .publish_expecting(
+                format!("{}.cycle.{soak_id}", self.prefix),
+                format!("c.{soak_id}.{at_ms}"),
+                encode(rec)?,
+                expect,
+                None,
+            )
+            .await?;
+        if expect.is_some() {
+            if let Ok(mut c) = self.cycle_seq.lock() {
+                *c = Some(seq);
+            }
+        }
         // A message must fit the server's max_payload (1 MB by default): a
         // fleet's listing too large for it is left out of the snapshot (its
         // consumers' verdicts are in the cycle record just written).
@@ -531,7 +613,8 @@ impl JetStreamStore {
             )
             .await?;
         let mut by_at = BTreeMap::new();
-        for b in raw {
+        // Term markers are empty: they only order the terms.
+        for b in raw.into_iter().filter(|b| !b.is_empty()) {
             let rec: CycleRecord = decode(&b)?;
             by_at.insert(ms(rec.at), rec);
         }

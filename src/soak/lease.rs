@@ -112,6 +112,14 @@ impl Fence {
         }
     }
 
+    /// Closes the fence because the server refused a write of this term
+    /// (a newer term wrote since): nothing more is written or done.
+    pub fn close_for_write(&self) {
+        if self.enforced {
+            self.close();
+        }
+    }
+
     fn close(&self) {
         if let Ok(mut u) = self.until.lock() {
             *u = None;

@@ -130,6 +130,16 @@ impl Store {
         both!(self, s => s.soak_end(soak_id).await)
     }
 
+    /// Starts this leader's term on a soak's record (JetStream: a marker
+    /// after which a deposed leader's late cycle append is refused by the
+    /// server; nothing with SQLite's single writer).
+    pub async fn begin_term(&self, soak_id: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::JetStream(j) => j.begin_term(soak_id).await,
+        }
+    }
+
     /// Appends one cycle and its snapshot.
     pub async fn append(
         &self,

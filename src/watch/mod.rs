@@ -267,6 +267,9 @@ pub struct Watch {
     /// When (boot clock) to read again a rollback journal a previous
     /// leader left `started`: after its lease could no longer act.
     interrupted_check_at: Option<Duration>,
+    /// Whether this process's term marker is on the soak's record (the
+    /// fence of every later cycle append; see `Store::begin_term`).
+    term_started: bool,
 }
 
 /// Cycles kept in memory while the state database refuses writes: about
@@ -355,6 +358,7 @@ impl Watch {
             lease,
             ended: None,
             interrupted_check_at: None,
+            term_started: false,
         })
     }
 
@@ -809,6 +813,7 @@ impl Watch {
         self.eff = with_baselines(&self.cfg, &rec.baselines);
         self.soak = rec;
         self.soak_saved = false;
+        self.term_started = false;
         self.running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
     }
 
@@ -958,6 +963,16 @@ impl Watch {
                 }
                 Err(e) => {
                     self.note(WriteTarget::State, format!("recording the soak: {e}"));
+                    self.bound_unsaved();
+                    return;
+                }
+            }
+        }
+        if !self.term_started {
+            match self.store.begin_term(&self.soak.meta.id).await {
+                Ok(()) => self.term_started = true,
+                Err(e) => {
+                    self.note(WriteTarget::State, format!("starting this leader's term: {e}"));
                     self.bound_unsaved();
                     return;
                 }

@@ -560,7 +560,8 @@ async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sen
     assert_eq!(
         read(&runs).lines().count(),
         1,
-        "the rollback ran more than once"
+        "the rollback ran more than once\n--- old ---\n{old_log}\n--- new ---\n{}",
+        new.stderr()
     );
     let cfg = soakwatch::config::Config::load(&r.config).expect("config");
     let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
@@ -805,4 +806,65 @@ async fn a_leader_frozen_at_its_latch_never_runs_the_rollback_beside_the_new_lea
 
         eprintln!("trial {trial}: restart ran {runs} time(s), journal {state}");
     }
+}
+
+/// Debian's libfaketime (package libfaketime, installed by ensure-test-tools.sh).
+fn faketime_lib() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    found
+        .expect("libfaketime is installed (scripts/ensure-test-tools.sh installs it)")
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_whose_clock_is_skewed_from_the_server_refuses_to_lead() {
+    let lib = faketime_lib();
+    let (cluster, r, bucket) = two_watchers(|_| String::new()).await;
+    // Ten minutes behind the server (and everyone else), started first: it
+    // would win the lease alone.
+    let mut skewed = Daemon::start_with_env(
+        &r.config,
+        &[],
+        &[
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", "-10m"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+        r.dir.path(),
+        "skewed",
+    );
+    let deadline = Instant::now() + secs(30);
+    while !skewed.stderr().contains("refusing to lead") {
+        skewed.assert_running("while campaigning with a skewed clock");
+        assert!(Instant::now() < deadline, "{}", skewed.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut good = r.start_daemon("good");
+    let body = good.wait_cycles(3, secs(40)).await;
+    assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
+    // The skewed watcher never acted: no cycle, never reported leading.
+    let sk = skewed.metrics().await.unwrap_or_default();
+    assert_ne!(gauge(&sk, "soakwatch_leader"), Some(1.0), "{sk}");
+    assert_eq!(
+        gauge(&sk, "soakwatch_cycles_total").unwrap_or(0.0),
+        0.0,
+        "{sk}"
+    );
+    // The record's time is the server's and the good watcher's: its newest
+    // cycle is now, not ten minutes ago.
+    good.signal("TERM");
+    assert_eq!(good.wait_exit(secs(20)).await, 0, "{}", good.stderr());
+    let cfg = soakwatch::config::Config::load(&r.config).expect("config");
+    let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
+    let age = (chrono::Utc::now() - s.now).num_seconds().abs();
+    assert!(age < 60, "newest cycle {} is {age}s from now", s.now);
+    skewed.signal("TERM");
+    let _ = skewed.wait_exit(secs(20)).await;
+    drop_state(&cluster.url(0), &bucket).await;
 }
