@@ -137,10 +137,20 @@ pub struct JetStreamStore {
 const TERM_HEADER: &str = "Soakwatch-Term";
 
 /// Connects to the state's JetStream (connect errors never show secrets).
+/// The leader's requests are bounded by `[state] request_timeout`, which the
+/// fencing rule keeps below the interval; readers and tools beside the
+/// daemon (`report`, `check --soak`, `state migrate`) write nothing a fence
+/// guards, so they wait at least the usual 5 s.
 pub async fn connect(cfg: &StateConfig) -> Result<async_nats::Client, StoreError> {
-    // Every write is a request bounded by `[state] request_timeout`, which
-    // `validate` keeps below the fence's margin (see docs/HA.md).
-    crate::probe::nats::connect(&cfg.nats, cfg.request_timeout)
+    connect_for(cfg, Access::Leader).await
+}
+
+async fn connect_for(cfg: &StateConfig, access: Access) -> Result<async_nats::Client, StoreError> {
+    let timeout = match access {
+        Access::Leader => cfg.request_timeout,
+        Access::Shared | Access::ReadOnly => cfg.request_timeout.max(REQUEST_TIMEOUT),
+    };
+    crate::probe::nats::connect(&cfg.nats, timeout)
         .await
         .map_err(|e| StoreError::Nats(e.to_string()))
 }
@@ -148,7 +158,7 @@ pub async fn connect(cfg: &StateConfig) -> Result<async_nats::Client, StoreError
 impl JetStreamStore {
     /// Opens the state; the daemon creates the bucket and streams.
     pub async fn open(cfg: &StateConfig, access: Access) -> Result<JetStreamStore, StoreError> {
-        let client = connect(cfg).await?;
+        let client = connect_for(cfg, access).await?;
         Self::with_client(client, cfg, access).await
     }
 
@@ -380,7 +390,10 @@ impl JetStreamStore {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", msg_id.as_str());
         if let Some(seq) = expect {
-            headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string().as_str());
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                seq.to_string().as_str(),
+            );
         }
         if let Some(t) = term {
             headers.insert(TERM_HEADER, t.to_string().as_str());
@@ -393,7 +406,10 @@ impl JetStreamStore {
             .await;
         match ack {
             Ok(a) => Ok(a.sequence),
-            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
                 // Another term wrote on this soak's record since: this
                 // writer's term has ended.
                 self.fence.close_for_write();
@@ -417,7 +433,12 @@ impl JetStreamStore {
             .map_err(|e| nats_err(&format!("opening stream {}", self.cycles_stream), e))?;
         let last = match stream.get_last_raw_message_by_subject(&subject).await {
             Ok(m) => m.sequence,
-            Err(e) if e.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                0
+            }
             Err(e) => return Err(nats_err(&format!("reading {subject}"), e)),
         };
         let rev = self.fence.held().map(|h| h.revision).unwrap_or(0);
@@ -830,7 +851,7 @@ impl JetStreamStore {
             started_ms: ms(now),
             finished_ms: None,
             steps: None,
-            holder: held.as_ref().map(|h| h.holder.clone()),
+            holder: held.as_ref().map(|h| h.term_id()),
             lease_revision: held.as_ref().map(|h| h.revision),
             acting: None,
         };
@@ -868,6 +889,7 @@ impl JetStreamStore {
         soak_id: &str,
         step: usize,
         rev: u64,
+        term_id: &str,
     ) -> Result<(), StoreError> {
         self.may_write()?;
         let key = format!("rollback.{soak_id}");
@@ -879,8 +901,9 @@ impl JetStreamStore {
         // moment (its own task): a lost compare-and-set is read again.
         for _ in 0..5 {
             let mut rec: RollbackRec = decode(&e.value)?;
-            let me = self.fence.held().map(|h| h.holder);
-            if rec.holder.is_some() && rec.holder != me {
+            if rec.holder.as_deref().is_some_and(|h| h != term_id) {
+                // Taken over by another term (another watcher, or this
+                // process after it lost and won the lease again).
                 return Err(StoreError::NotLeader);
             }
             rec.acting = Some((step, rev));
@@ -920,7 +943,7 @@ impl JetStreamStore {
         let Some(held) = self.fence.held().filter(|_| never_acted) else {
             return Ok(false);
         };
-        rec.holder = Some(held.holder);
+        rec.holder = Some(held.term_id());
         rec.lease_revision = Some(held.revision);
         self.may_write()?;
         match self.kv.update(&key, encode(&rec)?.into(), e.revision).await {

@@ -62,13 +62,25 @@ pub struct Fence {
     held: Mutex<Option<Held>>,
 }
 
-/// This process's hold on the lease: its holder id and the key's revision.
+/// This process's hold on the lease: its holder id, the key's revision and
+/// which of this process's terms it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     /// The holder id written in the lease key.
     pub holder: String,
     /// The lease key's revision of the last renewal.
     pub revision: u64,
+    /// This process's term as leader (1, 2, … each time it wins the lease).
+    pub term: u64,
+}
+
+impl Held {
+    /// The identity a latch and its marks carry: holder and term, so a
+    /// rollback task left over from an earlier term of the same process
+    /// (it lost the lease and won it again) is not taken for this term's.
+    pub fn term_id(&self) -> String {
+        format!("{}#{}", self.holder, self.term)
+    }
 }
 
 impl Fence {
@@ -136,7 +148,7 @@ impl Fence {
 /// lease revision it acts under (for the journal), or why it may not act.
 /// A deposed leader that resumes after a freeze, a partition or a suspend
 /// is refused here even if its own clock says its lease stands.
-pub async fn confirm(kv: &kv::Store, fence: &Fence) -> Result<u64, String> {
+pub async fn confirm(kv: &kv::Store, fence: &Fence, term_id: Option<&str>) -> Result<u64, String> {
     if !fence.is_enforced() {
         return Ok(0);
     }
@@ -146,6 +158,12 @@ pub async fn confirm(kv: &kv::Store, fence: &Fence) -> Result<u64, String> {
     let Some(held) = fence.held() else {
         return Err("this watcher holds no lease".into());
     };
+    if let Some(want) = term_id.filter(|t| *t != held.term_id()) {
+        return Err(format!(
+            "the rollback began in term {want}; this process leads in term {} now",
+            held.term_id()
+        ));
+    }
     let entry = tokio::time::timeout(Duration::from_secs(5), kv.entry(KEY))
         .await
         .map_err(|_| "the lease could not be read within 5s".to_string())?
@@ -230,6 +248,7 @@ impl Lease {
             seen: None,
             skewed_until: None,
             role: tx,
+            term: 0,
         };
         let s = stop.clone();
         let interval = timing.interval;
@@ -315,6 +334,8 @@ struct Campaign {
     /// After stepping down for clock skew: no campaign before this (boot clock).
     skewed_until: Option<Duration>,
     role: watch::Sender<Role>,
+    /// Terms won so far (the current one while leading).
+    term: u64,
 }
 
 impl Campaign {
@@ -366,11 +387,15 @@ impl Campaign {
             self.skewed_until = Some(boot_now() + self.lease);
             return;
         }
+        if !self.role.borrow().leader {
+            self.term += 1;
+        }
         self.fence.open_until(
             sent + self.lease.saturating_sub(self.margin),
             Held {
                 holder: self.holder.clone(),
                 revision,
+                term: self.term,
             },
         );
         self.set_leader(true);
@@ -518,7 +543,9 @@ mod tests {
         let held = || Held {
             holder: "h".into(),
             revision: 7,
+            term: 2,
         };
+        assert_eq!(held().term_id(), "h#2");
         let f = Fence::new(true);
         assert!(!f.is_open(), "closed before any lease");
         f.open_until(boot_now() + Duration::from_secs(60), held());

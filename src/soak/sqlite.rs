@@ -669,6 +669,7 @@ impl SqliteStore {
         _soak_id: &str,
         _step: usize,
         _rev: u64,
+        _term_id: &str,
     ) -> Result<(), StoreError> {
         Ok(())
     }

@@ -85,20 +85,23 @@ impl Store {
     /// this process acts under (None for SQLite: one writer by lock file),
     /// or why it may no longer act (JetStream: the lease, read now from the
     /// server, must still name this watcher).
-    pub async fn confirm_acting(&self) -> Result<Option<u64>, String> {
+    /// `term_id` is the term the rollback began in (see [`Store::term_id`]):
+    /// a task left from an earlier term of this process is refused too.
+    pub async fn confirm_acting(&self, term_id: Option<&str>) -> Result<Option<u64>, String> {
         match self {
             Store::Sqlite(_) => Ok(None),
             // A manual `rollback --execute` beside the daemon holds no lease.
             Store::JetStream(j) if !j.fence().is_enforced() => Ok(None),
-            Store::JetStream(j) => crate::soak::lease::confirm(j.kv(), &j.fence())
+            Store::JetStream(j) => crate::soak::lease::confirm(j.kv(), &j.fence(), term_id)
                 .await
                 .map(Some),
         }
     }
 
-    /// This watcher's holder id while it leads (JetStream state).
-    pub fn holder(&self) -> Option<String> {
-        self.fence().and_then(|f| f.held()).map(|h| h.holder)
+    /// This watcher's term while it leads (JetStream state): its holder id
+    /// and term number, what a latch and its marks carry.
+    pub fn term_id(&self) -> Option<String> {
+        self.fence().and_then(|f| f.held()).map(|h| h.term_id())
     }
 
     /// Where the state is, for messages (no credentials).
@@ -287,8 +290,9 @@ impl Store {
         soak_id: &str,
         step: usize,
         rev: u64,
+        term_id: &str,
     ) -> Result<(), StoreError> {
-        both!(self, s => s.mark_acting(soak_id, step, rev).await)
+        both!(self, s => s.mark_acting(soak_id, step, rev, term_id).await)
     }
 
     /// Takes over a previous leader's latch it never acted on (JetStream);

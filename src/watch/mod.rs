@@ -972,7 +972,10 @@ impl Watch {
             match self.store.begin_term(&self.soak.meta.id).await {
                 Ok(()) => self.term_started = true,
                 Err(e) => {
-                    self.note(WriteTarget::State, format!("starting this leader's term: {e}"));
+                    self.note(
+                        WriteTarget::State,
+                        format!("starting this leader's term: {e}"),
+                    );
                     self.bound_unsaved();
                     return;
                 }

@@ -249,14 +249,18 @@ pub(super) async fn run_latched(
     // The mark written before each step lets a later leader tell a latch
     // never acted on (it runs the rollback) from one interrupted half-way
     // (reported, never re-run).
+    // The term this rollback began in: a task that outlives its term (the
+    // process lost the lease and won it again) is refused like another
+    // watcher would be.
+    let term = store.term_id();
     let gate_store = store.clone();
     let gate_soak = soak_id.clone();
     let gate = move |step: usize| {
-        let (s, id) = (gate_store.clone(), gate_soak.clone());
+        let (s, id, term) = (gate_store.clone(), gate_soak.clone(), term.clone());
         Box::pin(async move {
-            let rev = s.confirm_acting().await?;
-            if let Some(r) = rev {
-                s.mark_acting(&id, step, r)
+            let rev = s.confirm_acting(term.as_deref()).await?;
+            if let (Some(r), Some(t)) = (rev, term.as_deref()) {
+                s.mark_acting(&id, step, r, t)
                     .await
                     .map_err(|e| format!("the step could not be marked in the journal: {e}"))?;
             }
