@@ -169,19 +169,24 @@ async fn check(
 
 /// `soakwatch validate [--live]`.
 async fn validate(config: &Path, live: bool) -> anyhow::Result<ExitCode> {
-    match load(config) {
-        Ok(cfg) if live => Ok(soakwatch::discover::cli::run_validate_live(&cfg, config).await),
-        Ok(cfg) => {
-            println!(
-                "{}: valid ({} streams, consumers: {})",
-                config.display(),
-                cfg.streams.all().len(),
-                cfg.consumers.describe()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(code) => Ok(code),
+    let cfg = match load(config) {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
+    };
+    // Allowed but probably not meant: said on stderr, the exit stays 0.
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
     }
+    if live {
+        return Ok(soakwatch::discover::cli::run_validate_live(&cfg, config).await);
+    }
+    println!(
+        "{}: valid ({} streams, consumers: {})",
+        config.display(),
+        cfg.streams.all().len(),
+        cfg.consumers.describe()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `soakwatch report`: the soak so far as Markdown with charts.
@@ -233,6 +238,9 @@ async fn run_watch(
     addr_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     use soakwatch::watch::{notify, SharedStatus, SystemClock, Watch};
+    for w in &cfg.warnings {
+        tracing::warn!(key = %w.key, "config: {w}");
+    }
     let status = SharedStatus::default();
     let token = tokio_util::sync::CancellationToken::new();
     // systemd (`Type=notify`): READY once serving, STOPPING on shutdown,

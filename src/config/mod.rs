@@ -124,6 +124,10 @@ pub struct Config {
     /// Where the soak's state lives (SQLite file or JetStream) and the
     /// leader lease between watchers.
     pub state: StateConfig,
+    /// What is allowed but probably not meant (an interval shorter than the
+    /// probe timeout), located like a problem: `validate` prints them and
+    /// `watch` logs them at start.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// Which engine holds the soak's state.
@@ -772,7 +776,16 @@ impl Config {
             return Err(fail(problems, &secrets));
         };
         let mut semantic = Vec::new();
-        let config = validate(path, raw, &mut semantic);
+        let mut config = validate(path, raw, &mut semantic);
+        config.warnings = advisories(&config)
+            .into_iter()
+            .map(|(key, message)| ConfigProblem {
+                file: path.to_path_buf(),
+                line: locate.line_of(&key),
+                key,
+                message,
+            })
+            .collect();
         // A value already reported (or replaced by a placeholder) is not
         // judged again: its "problem" would be the placeholder's.
         problems.extend(semantic.into_iter().filter(|(k, _)| {

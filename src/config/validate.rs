@@ -134,7 +134,28 @@ pub(super) fn validate(
         alerts,
         rollback,
         state,
+        warnings: Vec::new(),
     }
+}
+
+/// What a valid config allows but probably does not mean, as (dotted key,
+/// message): nothing is refused for it, but a person should hear it.
+pub(super) fn advisories(cfg: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    // A cycle waits for its slowest probe: an interval shorter than the
+    // timeout stretches every cycle with a hanging probe to the timeout.
+    if cfg.watch.interval < cfg.probe_timeout {
+        out.push((
+            "watch.interval".to_string(),
+            format!(
+                "`{}` is shorter than probes.timeout ({}): a cycle waits for its slowest probe, so while one hangs every cycle takes {} and samples come that far apart; set probes.timeout below the interval",
+                humantime::format_duration(cfg.watch.interval),
+                humantime::format_duration(cfg.probe_timeout),
+                humantime::format_duration(cfg.probe_timeout),
+            ),
+        ));
+    }
+    out
 }
 
 /// NATS: URLs, one kind of auth, TLS files in pairs.

@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::delivery::{Delivery, SHUTDOWN_GRACE};
 use crate::alert::engine::{self as alert_engine, AlertEngine};
-use crate::alert::routes::AlertsConfig;
 use crate::atomic_file::write_atomic;
 use crate::config::Config;
 use crate::probe::Prober;
@@ -467,12 +467,11 @@ impl Watch {
         let mut k = first_tick(t0, interval, clock.now());
         let mut done_cycles = 0u64;
         let mut summary = self.summary();
-        // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
-        let delivery_stop = CancellationToken::new();
-        let delivery = spawn_delivery(
+        // Delivery runs beside the cycles, one task per route: a slow or
+        // dead receiver never delays sampling, nor another route.
+        let delivery = Delivery::spawn(
             self.store.clone(),
             self.cfg.alerts.clone(),
-            delivery_stop.clone(),
             self.wake.clone(),
         );
         loop {
@@ -511,7 +510,7 @@ impl Watch {
                 k += 1;
             }
         }
-        self.finish(summary, clock, delivery_stop, delivery).await
+        self.finish(summary, clock, delivery).await
     }
 
     /// Resumes the active soak (history, alert states, rollback latch, last
@@ -779,14 +778,14 @@ impl Watch {
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,
-    /// a last try at unsaved cycles and alerts, a last delivery round, the
-    /// final report, and a clean close of the state database.
+    /// a last try at unsaved cycles and alerts, the final report, then a
+    /// last delivery round bounded by [`SHUTDOWN_GRACE`], and a clean close
+    /// of the state database.
     async fn finish(
         mut self,
         mut summary: SoakSummary,
         clock: &dyn Clock,
-        delivery_stop: CancellationToken,
-        delivery: tokio::task::JoinHandle<()>,
+        delivery: Delivery,
     ) -> Result<SoakSummary, WatchError> {
         // A rollback in flight finishes (its steps have their own timeouts).
         if let Some(task) = self.rollback_task.take() {
@@ -802,9 +801,6 @@ impl Watch {
         // A last try at what the state database refused during the soak.
         self.save_pending(clock.now()).await;
         self.flush_alerts(clock.now()).await;
-        // One last delivery round for what the final cycle raised, then stop.
-        delivery_stop.cancel();
-        let _ = delivery.await;
         if !self.soak.meta.id.is_empty() {
             let path = self
                 .cfg
@@ -821,6 +817,9 @@ impl Watch {
                 ),
             }
         }
+        // The report is out: deliveries get a bounded grace, the rest waits
+        // in the outbox for the next start.
+        finish_delivery(&self.store, delivery).await;
         if !self.unsaved.is_empty() || self.lost_cycles > 0 {
             tracing::error!(
                 unsaved = self.unsaved.len(),
@@ -1192,51 +1191,25 @@ impl Watch {
     }
 }
 
-/// The delivery loop: every second, one attempt per due outbox row; a final
-/// round when stopped.
-fn spawn_delivery(
-    store: Arc<Store>,
-    cfg: Arc<AlertsConfig>,
-    stop: CancellationToken,
-    wake: Arc<tokio::sync::Notify>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the HTTP client: alerts are queued, not delivered");
-                return;
-            }
-        };
-        if cfg.routes.is_empty() {
-            return;
-        }
-        let mut failing: Option<String> = None;
-        loop {
-            let stopping = tokio::select! {
-                _ = stop.cancelled() => true,
-                _ = wake.notified() => false,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-            };
-            // Logged when it starts failing, changes reason or recovers:
-            // a locked database must not write a line every second.
-            match alert_engine::deliver_due(&store, &cfg, &http, Utc::now()).await {
-                Ok(_) => {
-                    if failing.take().is_some() {
-                        tracing::info!("outbox delivery works again");
-                    }
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    if failing.as_deref() != Some(reason.as_str()) {
-                        tracing::error!(error = %reason, "outbox delivery failed; retrying every second");
-                        failing = Some(reason);
-                    }
-                }
-            }
-            if stopping {
-                break;
-            }
-        }
-    })
+/// The last delivery round of a stopping daemon, bounded by
+/// [`SHUTDOWN_GRACE`]; says what stays in the outbox.
+async fn finish_delivery(store: &Store, delivery: Delivery) {
+    tracing::info!(
+        grace_secs = SHUTDOWN_GRACE.as_secs(),
+        "delivery grace: a last round for every route"
+    );
+    let done = delivery.finish(SHUTDOWN_GRACE).await;
+    let pending = store.outbox_counts().await.map(|c| c.0).unwrap_or(0);
+    if !done.cut.is_empty() {
+        tracing::warn!(
+            routes = %done.cut.join(", "),
+            pending,
+            "delivery grace over: routes still sending were stopped; their notifications stay in the outbox for the next start"
+        );
+    } else if pending > 0 {
+        tracing::warn!(
+            pending,
+            "notifications stay in the outbox for the next start"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `delivery`: the daemon's alert delivery when a receiver hangs, and on stop.
 //! - `ops`: running under systemd: the notify socket, the unit, sysusers and tmpfiles.
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
 //! - `testkit`: the replica's provisioning and the stand-in service themselves.
@@ -24,6 +25,7 @@ mod common;
 mod adoption;
 mod alert_sinks;
 mod check;
+mod delivery;
 mod export;
 mod fleet;
 mod ha;
