@@ -8,6 +8,7 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `probes`: probes independent of each other; /metrics answers that are not an exposition.
 //! - `delivery`: the daemon's alert delivery when a receiver hangs, and on stop.
 //! - `ops`: running under systemd: the notify socket, the unit, sysusers and tmpfiles.
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
@@ -31,6 +32,7 @@ mod fleet;
 mod ha;
 mod ops;
 mod page;
+mod probes;
 mod rollback;
 mod soak;
 mod testkit;
