@@ -122,15 +122,21 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `soakwatch export prometheus-rules|grafana`: the file on stdout or `--out`.
 fn export(command: crate::ExportCommand) -> anyhow::Result<ExitCode> {
     use soakwatch::export::{grafana, rules};
-    let (args, what, generate): (_, _, fn(&Config) -> Result<String, _>) = match command {
-        crate::ExportCommand::PrometheusRules(a) => (a, "rules", rules::prometheus_rules),
-        crate::ExportCommand::Grafana(a) => (a, "dashboard", grafana::grafana_dashboard),
+    let (args, what, watchdog_alert) = match command {
+        crate::ExportCommand::PrometheusRules(a) => (a.common, "rules", Some(a.watchdog_alert)),
+        crate::ExportCommand::Grafana(a) => (a, "dashboard", None),
     };
     let cfg = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let text = generate(&cfg).with_context(|| format!("exporting the {what}"))?;
+    let text = match watchdog_alert {
+        Some(watchdog_alert) => {
+            rules::prometheus_rules_with(&cfg, &rules::RulesOptions { watchdog_alert })
+        }
+        None => grafana::grafana_dashboard(&cfg),
+    }
+    .with_context(|| format!("exporting the {what}"))?;
     match args.out {
         Some(path) => atomic_file::write_atomic(&path, &text)
             .with_context(|| format!("writing {}", path.display()))?,

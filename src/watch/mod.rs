@@ -34,6 +34,7 @@ use crate::soak::timeline::{CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
 
 mod clock;
+pub mod deadman;
 pub mod http;
 pub mod notify;
 pub mod preflight;
@@ -258,6 +259,9 @@ pub struct Watch {
     outbox: (i64, i64, i64),
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
     heartbeat: notify::Heartbeat,
+    /// The dead-man's switch (`[heartbeat]` pings to a healthchecks.io URL),
+    /// which someone else watches: not the systemd watchdog above.
+    deadman: deadman::Deadman,
     /// The leader election of a JetStream state (None with SQLite).
     lease: Option<Lease>,
 }
@@ -302,6 +306,7 @@ impl Watch {
             });
         }
         let policy = policy(&cfg);
+        let (cfg_heartbeat, cfg_interval) = (cfg.heartbeat.clone(), cfg.watch.interval);
         let running = RunningSummary::new(&policy, rollback_reach(&cfg));
         let placeholder = SoakRecord {
             meta: SoakMeta {
@@ -337,6 +342,7 @@ impl Watch {
             unmarked_checkpoints: Vec::new(),
             outbox: (0, 0, 0),
             heartbeat: notify::Heartbeat::default(),
+            deadman: deadman::Deadman::new(cfg_heartbeat.as_ref(), cfg_interval),
             lease,
         })
     }
@@ -368,6 +374,7 @@ impl Watch {
         // The systemd watchdog is fed while campaigning, not only while sampling.
         let interval = self.cfg.watch.interval;
         let heartbeat = self.heartbeat.clone();
+        let deadman = self.deadman.clone();
         let status = self.status.clone();
         let leads = loop {
             heartbeat
@@ -388,6 +395,7 @@ impl Watch {
                         failing.join(", ")
                     )
                 });
+                deadman.standby_round(&failing);
                 if let Ok(mut st) = status.write() {
                     st.standby_failing = Some(failing);
                 }
@@ -474,6 +482,8 @@ impl Watch {
             self.cfg.alerts.clone(),
             self.wake.clone(),
         );
+        // Stops watching for a stuck loop whichever way this returns.
+        let stalls = self.deadman.watch_stalls();
         loop {
             let tick = t0 + interval * k as i32;
             self.promise_beat(clock, tick);
@@ -492,6 +502,7 @@ impl Watch {
                 return Err(WatchError::SteppedDown);
             }
             summary = self.cycle(source, clock, tick, &mut pending_new).await;
+            self.deadman.cycle_done(&summary, self.prev.as_ref());
             done_cycles += 1;
             self.heartbeat.set_status(format!(
                 "soak {}: {} ({}), {} cycle(s)",
@@ -510,6 +521,8 @@ impl Watch {
                 k += 1;
             }
         }
+        // Stopping is not a stall.
+        drop(stalls);
         self.finish(summary, clock, delivery).await
     }
 
@@ -816,6 +829,10 @@ impl Watch {
                     "final report not written; `soakwatch report` renders it from the state database"
                 ),
             }
+        }
+        // The dead-man's switch hears the end (bounded by its timeout).
+        if !self.soak.meta.id.is_empty() {
+            self.deadman.final_ping(&stopped_text(&summary)).await;
         }
         // The report is out: deliveries get a bounded grace, the rest waits
         // in the outbox for the next start.
@@ -1189,6 +1206,24 @@ impl Watch {
     ) -> Result<(), WatchError> {
         write_summary_report(&self.eff, summary, title, path)
     }
+}
+
+/// The body of the dead-man's switch's last ping: the soak's verdict as the
+/// daemon stops.
+fn stopped_text(summary: &SoakSummary) -> String {
+    format!(
+        "soakwatch stopped: soak {}: {} ({}) after {} samples, T0 {}, last sample {}",
+        summary.soak_id,
+        summary.verdict.as_str(),
+        summary.verdict_reason,
+        summary.samples,
+        summary
+            .t0
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        summary
+            .now
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
 }
 
 /// The last delivery round of a stopping daemon, bounded by

@@ -8,6 +8,7 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `deadman`: the dead-man's switch pings (`[heartbeat]`) and the exported watchdog rules.
 //! - `probes`: probes independent of each other; /metrics answers that are not an exposition.
 //! - `delivery`: the daemon's alert delivery when a receiver hangs, and on stop.
 //! - `ops`: running under systemd: the notify socket, the unit, sysusers and tmpfiles.
@@ -26,6 +27,7 @@ mod common;
 mod adoption;
 mod alert_sinks;
 mod check;
+mod deadman;
 mod delivery;
 mod export;
 mod fleet;
