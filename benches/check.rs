@@ -161,7 +161,8 @@ fn main() {
         );
         row(
             "  env file",
-            time_it(|| probe::service_env::probe(&env_cfg)).await,
+            time_it(|| probe::service_env::probe(&env_cfg, std::time::Duration::from_secs(5)))
+                .await,
         );
 
         token.cancel();

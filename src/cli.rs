@@ -122,15 +122,21 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `soakwatch export prometheus-rules|grafana`: the file on stdout or `--out`.
 fn export(command: crate::ExportCommand) -> anyhow::Result<ExitCode> {
     use soakwatch::export::{grafana, rules};
-    let (args, what, generate): (_, _, fn(&Config) -> Result<String, _>) = match command {
-        crate::ExportCommand::PrometheusRules(a) => (a, "rules", rules::prometheus_rules),
-        crate::ExportCommand::Grafana(a) => (a, "dashboard", grafana::grafana_dashboard),
+    let (args, what, watchdog_alert) = match command {
+        crate::ExportCommand::PrometheusRules(a) => (a.common, "rules", Some(a.watchdog_alert)),
+        crate::ExportCommand::Grafana(a) => (a, "dashboard", None),
     };
     let cfg = match load(&args.config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let text = generate(&cfg).with_context(|| format!("exporting the {what}"))?;
+    let text = match watchdog_alert {
+        Some(watchdog_alert) => {
+            rules::prometheus_rules_with(&cfg, &rules::RulesOptions { watchdog_alert })
+        }
+        None => grafana::grafana_dashboard(&cfg),
+    }
+    .with_context(|| format!("exporting the {what}"))?;
     match args.out {
         Some(path) => atomic_file::write_atomic(&path, &text)
             .with_context(|| format!("writing {}", path.display()))?,
@@ -169,19 +175,24 @@ async fn check(
 
 /// `soakwatch validate [--live]`.
 async fn validate(config: &Path, live: bool) -> anyhow::Result<ExitCode> {
-    match load(config) {
-        Ok(cfg) if live => Ok(soakwatch::discover::cli::run_validate_live(&cfg, config).await),
-        Ok(cfg) => {
-            println!(
-                "{}: valid ({} streams, consumers: {})",
-                config.display(),
-                cfg.streams.all().len(),
-                cfg.consumers.describe()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(code) => Ok(code),
+    let cfg = match load(config) {
+        Ok(cfg) => cfg,
+        Err(code) => return Ok(code),
+    };
+    // Allowed but probably not meant: said on stderr, the exit stays 0.
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
     }
+    if live {
+        return Ok(soakwatch::discover::cli::run_validate_live(&cfg, config).await);
+    }
+    println!(
+        "{}: valid ({} streams, consumers: {})",
+        config.display(),
+        cfg.streams.all().len(),
+        cfg.consumers.describe()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `soakwatch report`: the soak so far as Markdown with charts.
@@ -233,6 +244,9 @@ async fn run_watch(
     addr_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     use soakwatch::watch::{notify, SharedStatus, SystemClock, Watch};
+    for w in &cfg.warnings {
+        tracing::warn!(key = %w.key, "config: {w}");
+    }
     let status = SharedStatus::default();
     let token = tokio_util::sync::CancellationToken::new();
     // systemd (`Type=notify`): READY once serving, STOPPING on shutdown,

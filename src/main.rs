@@ -173,7 +173,7 @@ enum Command {
 enum ExportCommand {
     /// Alerting rules equivalent to the criteria (thresholds and `for` from
     /// the config, labels as soakwatch's alerts), for `rule_files`.
-    PrometheusRules(ExportArgs),
+    PrometheusRules(RulesArgs),
     /// A dashboard with the reports' charts on Prometheus queries.
     Grafana(ExportArgs),
 }
@@ -187,6 +187,19 @@ struct ExportArgs {
     /// Write here (atomically) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+}
+
+/// `soakwatch export prometheus-rules`: where, and whether the
+/// always-firing `Watchdog` alert is in.
+#[derive(clap::Args)]
+struct RulesArgs {
+    #[command(flatten)]
+    common: ExportArgs,
+    /// Add the conventional always-firing `Watchdog` alert (severity
+    /// `none`), for Alertmanager's dead-man's-switch routing: its silence
+    /// says Prometheus or Alertmanager is down.
+    #[arg(long)]
+    watchdog_alert: bool,
 }
 
 /// What `soakwatch state` does.

@@ -9,7 +9,8 @@
 //! when the criterion's failure is confirmed.
 //!
 //! Notifications are written to the outbox together with the new states in
-//! one transaction; [`deliver_due`] sends them with backoff, so a receiver
+//! one transaction; [`deliver_route_due`] sends them, each route on its own
+//! (see [`crate::alert::delivery`]), with backoff, so a receiver
 //! that is down gets the alert when it is back, also after a restart, and a
 //! delivered notification is never sent again.
 
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
 use crate::alert::routes::AlertsConfig;
 use crate::soak::model::SoakSummary;
-use crate::soak::store::{OutboxOutcome, Store, StoreError};
+use crate::soak::store::{OutboxItem, OutboxOutcome, Store, StoreError};
 use crate::verdict::Status;
 
 /// What is known about one alert between cycles (persisted).
@@ -460,7 +461,19 @@ pub fn backoff(attempts: i64, max: Duration) -> Duration {
     Duration::from_secs(secs).min(max)
 }
 
-/// One delivery attempt per due outbox row. Returns (delivered, failed).
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The receiver took it; never sent again.
+    Delivered,
+    /// A failure a later attempt may not see: due again after its backoff.
+    Retry,
+    /// A permanent failure (or a route no longer configured): given up.
+    GaveUp,
+}
+
+/// One delivery attempt per due outbox row, every route in turn (the
+/// one-shot `rollback` command). Returns (delivered, failed).
 pub async fn deliver_due(
     store: &Store,
     cfg: &AlertsConfig,
@@ -474,60 +487,99 @@ pub async fn deliver_due(
         if !store.may_act() {
             break;
         }
-        let Some(route) = cfg.routes.iter().find(|r| r.name == item.route) else {
-            store
-                .outbox_result(
-                    &item.id,
-                    &item.route,
-                    OutboxOutcome::Dead {
-                        error: format!("route {} is no longer configured", item.route),
-                    },
-                    now,
-                )
-                .await?;
-            failed += 1;
-            continue;
-        };
-        match route.sink.send(&item.body, http).await {
-            Ok(()) => {
-                tracing::info!(route = %route.name, id = %item.id, "notification delivered");
-                store
-                    .outbox_result(&item.id, &item.route, OutboxOutcome::Delivered, now)
-                    .await?;
-                ok += 1;
-            }
-            Err(e) if e.retryable => {
-                let wait = backoff(item.attempts, cfg.max_backoff);
-                tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in_secs = wait.as_secs_f64(), "delivery failed");
-                let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                store
-                    .outbox_result(
-                        &item.id,
-                        &item.route,
-                        OutboxOutcome::Retry {
-                            next,
-                            error: e.reason,
-                        },
-                        now,
-                    )
-                    .await?;
-                failed += 1;
-            }
-            Err(e) => {
-                tracing::error!(route = %route.name, id = %item.id, error = %e.reason, "delivery failed permanently");
-                store
-                    .outbox_result(
-                        &item.id,
-                        &item.route,
-                        OutboxOutcome::Dead { error: e.reason },
-                        now,
-                    )
-                    .await?;
-                failed += 1;
-            }
+        match deliver_one(store, cfg, item, http, now).await? {
+            Attempt::Delivered => ok += 1,
+            Attempt::Retry | Attempt::GaveUp => failed += 1,
         }
     }
     Ok((ok, failed))
+}
+
+/// What one round of a route's deliveries did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteRound {
+    /// Notifications the receiver took.
+    pub delivered: usize,
+    /// Attempts that failed (retryable or not).
+    pub failed: usize,
+    /// The round ended at a retryable failure: the receiver is down or
+    /// slow, so the route backs off before its next round.
+    pub backing_off: bool,
+}
+
+/// One round of route `route`'s due outbox rows, oldest first. It ends at
+/// the first retryable failure: a receiver that is down or hangs costs
+/// its own route one timeout per round, and no other route anything.
+pub async fn deliver_route_due(
+    store: &Store,
+    cfg: &AlertsConfig,
+    route: &str,
+    http: &reqwest::Client,
+    now: DateTime<Utc>,
+) -> Result<RouteRound, StoreError> {
+    let due = store
+        .due_outbox_route::<Notification>(route, now, 50)
+        .await?;
+    let mut round = RouteRound::default();
+    for item in due {
+        if !store.may_act() {
+            break;
+        }
+        match deliver_one(store, cfg, item, http, now).await? {
+            Attempt::Delivered => round.delivered += 1,
+            Attempt::GaveUp => round.failed += 1,
+            Attempt::Retry => {
+                round.failed += 1;
+                round.backing_off = true;
+                break;
+            }
+        }
+    }
+    Ok(round)
+}
+
+/// One attempt at one outbox row, its outcome recorded (at the time the
+/// attempt ended, so a slow receiver's backoff starts when it gave up).
+async fn deliver_one(
+    store: &Store,
+    cfg: &AlertsConfig,
+    item: OutboxItem<Notification>,
+    http: &reqwest::Client,
+    now: DateTime<Utc>,
+) -> Result<Attempt, StoreError> {
+    let Some(route) = cfg.routes.iter().find(|r| r.name == item.route) else {
+        let error = format!("route {} is no longer configured", item.route);
+        store
+            .outbox_result(&item.id, &item.route, OutboxOutcome::Dead { error }, now)
+            .await?;
+        return Ok(Attempt::GaveUp);
+    };
+    let sent = route.sink.send(&item.body, http).await;
+    let at = Utc::now().max(now);
+    let (outcome, attempt) = match sent {
+        Ok(()) => {
+            tracing::info!(route = %route.name, id = %item.id, "notification delivered");
+            (OutboxOutcome::Delivered, Attempt::Delivered)
+        }
+        Err(e) if e.retryable => {
+            let wait = backoff(item.attempts, cfg.max_backoff);
+            tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in_secs = wait.as_secs_f64(), "delivery failed");
+            let next = at + chrono::Duration::from_std(wait).unwrap_or_default();
+            let outcome = OutboxOutcome::Retry {
+                next,
+                error: e.reason,
+            };
+            (outcome, Attempt::Retry)
+        }
+        Err(e) => {
+            tracing::error!(route = %route.name, id = %item.id, error = %e.reason, "delivery failed permanently");
+            (OutboxOutcome::Dead { error: e.reason }, Attempt::GaveUp)
+        }
+    };
+    store
+        .outbox_result(&item.id, &item.route, outcome, at)
+        .await?;
+    Ok(attempt)
 }
 
 #[cfg(test)]

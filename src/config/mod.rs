@@ -124,6 +124,14 @@ pub struct Config {
     /// Where the soak's state lives (SQLite file or JetStream) and the
     /// leader lease between watchers.
     pub state: StateConfig,
+    /// The dead-man's switch: pings to a healthchecks.io-compatible URL so
+    /// that a watcher that dies, hangs or goes blind is noticed by someone
+    /// else; None when no URL is set.
+    pub heartbeat: Option<HeartbeatConfig>,
+    /// What is allowed but probably not meant (an interval shorter than the
+    /// probe timeout), located like a problem: `validate` prints them and
+    /// `watch` logs them at start.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// Which engine holds the soak's state.
@@ -133,6 +141,22 @@ pub enum StateBackend {
     Sqlite,
     /// JetStream KV buckets and streams (any number of watchers, one leader).
     JetStream,
+}
+
+/// `[heartbeat]`: where the dead-man's switch pings (see
+/// `crate::watch::deadman`). The URLs carry the check's token in their
+/// path: they are shown as `scheme://host/***` and scrubbed from logs.
+#[derive(Debug, Clone)]
+pub struct HeartbeatConfig {
+    /// Pinged by the leader (the only watcher with a SQLite state); None:
+    /// the leader does not ping.
+    pub url: Option<SecretUrl>,
+    /// Pinged by a standby (JetStream state) instead; None: a standby is quiet.
+    pub standby_url: Option<SecretUrl>,
+    /// At most one success ping per this (a `/fail` or a recovery is sent at once).
+    pub every: Duration,
+    /// Bound on each ping.
+    pub timeout: Duration,
 }
 
 /// `[state]`: the state backend and, for JetStream, its connection,
@@ -796,7 +820,16 @@ impl Config {
             return Err(fail(problems, &secrets));
         };
         let mut semantic = Vec::new();
-        let config = validate(path, raw, &mut semantic);
+        let mut config = validate(path, raw, &mut semantic);
+        config.warnings = advisories(&config)
+            .into_iter()
+            .map(|(key, message)| ConfigProblem {
+                file: path.to_path_buf(),
+                line: locate.line_of(&key),
+                key,
+                message,
+            })
+            .collect();
         // A value already reported (or replaced by a placeholder) is not
         // judged again: its "problem" would be the placeholder's.
         problems.extend(semantic.into_iter().filter(|(k, _)| {
@@ -842,6 +875,11 @@ impl Config {
                 Sink::Alertmanager(a) => s.add_url(a.base_url.expose(), false),
             }
         }
+        if let Some(h) = &self.heartbeat {
+            for u in h.url.iter().chain(h.standby_url.iter()) {
+                s.add_url(u.expose(), true);
+            }
+        }
         if let Some(r) = &self.rollback {
             if let Some(e) = &r.run.e2e {
                 s.add_url(&e.nats_url, false);
@@ -868,6 +906,54 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn heartbeat_urls_are_checked_hidden_and_scrubbed() {
+        let token = "tok3n-77c1d";
+        let with = |lines: &str| {
+            shipped().replace(
+                "url = \"${SOAKWATCH_HEARTBEAT_URL:-}\"\nevery = \"1m\"\n",
+                lines,
+            )
+        };
+        // Off by default.
+        let c = Config::from_text(Path::new("c.toml"), &shipped(), &no_env).expect("valid");
+        assert!(c.heartbeat.is_none());
+        let text = with(&format!(
+            "url = \"https://hc-ping.com/{token}\"\nevery = \"30s\"\n"
+        ));
+        let c = Config::from_text(Path::new("c.toml"), &text, &no_env).expect("valid");
+        let h = c.heartbeat.clone().expect("on");
+        assert_eq!(h.every, Duration::from_secs(30));
+        assert!(h.standby_url.is_none());
+        let url = h.url.expect("url");
+        assert_eq!(url.shown(), "https://hc-ping.com/***");
+        assert!(!format!("{c:?}").contains(token));
+        let scrubbed = c
+            .scrubber()
+            .scrub(&format!("GET https://hc-ping.com/{token}/fail"));
+        assert!(!scrubbed.contains(token), "{scrubbed}");
+        let text = with(&format!(
+            "url = \"https://hc-ping.com/{token}?a=1\"\nstandby_url = \"ftp://x/{token}\"\nevery = \"100ms\"\ntimeout = \"0s\"\n"
+        ));
+        let Err(ConfigError::Invalid { problems }) =
+            Config::from_text(Path::new("c.toml"), &text, &no_env)
+        else {
+            panic!("refused");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "heartbeat.url",
+                "heartbeat.standby_url",
+                "heartbeat.every",
+                "heartbeat.timeout"
+            ]
+        );
+        assert!(problems.iter().all(|p| p.line.is_some()));
+        assert!(problems.iter().all(|p| !p.message.contains(token)));
     }
 
     /// The shipped file with its `[consumer]` table replaced by `entries`.

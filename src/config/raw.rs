@@ -33,6 +33,38 @@ pub(super) struct RawConfig {
     pub(super) rollback: Option<crate::rollback::RollbackConfig>,
     #[serde(default)]
     pub(super) state: RawState,
+    #[serde(default)]
+    pub(super) heartbeat: RawHeartbeat,
+}
+
+/// `[heartbeat]`: the dead-man's switch pings (healthchecks.io-compatible).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeartbeat {
+    #[serde(default)]
+    pub(super) url: String,
+    #[serde(default)]
+    pub(super) standby_url: String,
+    #[serde(default = "default_heartbeat_every", with = "humantime_serde")]
+    pub(super) every: Duration,
+    #[serde(default = "default_sink_timeout", with = "humantime_serde")]
+    pub(super) timeout: Duration,
+}
+
+impl Default for RawHeartbeat {
+    fn default() -> Self {
+        RawHeartbeat {
+            url: String::new(),
+            standby_url: String::new(),
+            every: default_heartbeat_every(),
+            timeout: default_sink_timeout(),
+        }
+    }
+}
+
+/// A success ping at most once a minute: healthchecks.io's shortest period.
+pub(super) fn default_heartbeat_every() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// One `[[consumers]]` entry: a named durable (`durable` set) or a

@@ -15,6 +15,18 @@ impl Ctx<'_> {
             Err(r) if r.contains(crate::probe::metrics::OVER_CAP_MARK) => {
                 return Verdict::unknown(C::ServiceUp, target, r)
             }
+            // It answered, with something else (a login page, an empty
+            // 200): not down, which would feed the `service_up` rollback
+            // trigger, and not up either: nobody can tell.
+            Err(r) if r.contains(crate::probe::metrics::NOT_EXPOSITION_MARK) => {
+                return Verdict::new(
+                    C::ServiceUp,
+                    Status::Unknown,
+                    "answers, not with metrics",
+                    target,
+                    format!("the endpoint answers, with something else: {r}"),
+                )
+            }
             Err(r) => {
                 return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(
                     0.0,
@@ -129,6 +141,32 @@ mod tests {
         let v = evaluate(&c, &h);
         let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
         assert_eq!(up.status, Status::Unknown);
+    }
+
+    #[test]
+    fn an_answer_that_is_not_an_exposition_is_unknown_never_down() {
+        let c = cfg();
+        let mut h = healthy_window(&c);
+        h[1].metrics = Err(crate::sample::ProbeFailure {
+            probe: crate::sample::ProbeKind::Metrics,
+            reason: format!(
+                "GET x: HTTP 200 OK but {} (text/html, 90 bytes, 2 bad lines)",
+                crate::probe::metrics::NOT_EXPOSITION_MARK
+            ),
+        });
+        let v = evaluate(&c, &h);
+        let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
+        assert_eq!(up.status, Status::Unknown);
+        assert!(!up.observed.contains("down"), "{}", up.observed);
+        assert!(up.evidence.contains("answers, with something else"));
+        // A refused connection is still down.
+        h[1].metrics = Err(crate::sample::ProbeFailure {
+            probe: crate::sample::ProbeKind::Metrics,
+            reason: "GET x: connection failed: refused".into(),
+        });
+        let v = evaluate(&c, &h);
+        let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
+        assert_eq!(up.status, Status::Fail);
     }
 
     #[test]

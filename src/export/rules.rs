@@ -88,9 +88,23 @@ impl Rule {
     }
 }
 
+/// What the rules file holds beyond the criteria and visibility rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulesOptions {
+    /// The conventional always-firing `Watchdog` alert (severity `none`),
+    /// which Alertmanager routes to a dead-man's switch: when it stops
+    /// arriving, Prometheus or Alertmanager is down. Off unless asked for.
+    pub watchdog_alert: bool,
+}
+
 /// The rules file (JSON, which Prometheus reads as YAML), ending in a newline.
 pub fn prometheus_rules(cfg: &Config) -> Result<String, ExportError> {
-    let groups = rule_groups(cfg)?;
+    prometheus_rules_with(cfg, &RulesOptions::default())
+}
+
+/// [`prometheus_rules`] with options (the opt-in `Watchdog` alert).
+pub fn prometheus_rules_with(cfg: &Config, opts: &RulesOptions) -> Result<String, ExportError> {
+    let groups = rule_groups_with(cfg, opts)?;
     let mut text = serde_json::to_string_pretty(&groups).unwrap_or_default();
     text.push('\n');
     Ok(text)
@@ -98,12 +112,20 @@ pub fn prometheus_rules(cfg: &Config) -> Result<String, ExportError> {
 
 /// The rule groups as a JSON value: `{"groups": [criteria, visibility]}`.
 pub fn rule_groups(cfg: &Config) -> Result<Value, ExportError> {
+    rule_groups_with(cfg, &RulesOptions::default())
+}
+
+/// [`rule_groups`] with options.
+pub fn rule_groups_with(cfg: &Config, opts: &RulesOptions) -> Result<Value, ExportError> {
     let q = Queries::new(cfg)?;
     let criteria: Vec<Value> = criterion_rules(cfg, &q).iter().map(Rule::to_json).collect();
-    let visibility: Vec<Value> = visibility_rules(cfg, &q)
+    let mut visibility: Vec<Value> = visibility_rules(cfg, &q)
         .iter()
         .map(Rule::to_json)
         .collect();
+    if opts.watchdog_alert {
+        visibility.push(watchdog_alert(&q).to_json());
+    }
     Ok(json!({
         "groups": [
             {"name": format!("soakwatch {}: criteria", q.soak()), "rules": criteria},
@@ -419,14 +441,23 @@ fn visibility_rules(cfg: &Config, q: &Queries) -> Vec<Rule> {
             ],
         })
         .collect();
+    out.push(watchdog_rule(cfg, q));
+    out
+}
+
+/// soakwatch's own watchdog: the daemon of this soak completed no cycle for
+/// three intervals (its listener answers, its loop does not), or it is
+/// absent (no series of this soak: killed, frozen, unreachable; Prometheus
+/// ends a target's series at its first failed scrape).
+fn watchdog_rule(cfg: &Config, q: &Queries) -> Rule {
     let stale_after = cfg.watch.interval * 3;
-    out.push(Rule {
+    let info = q.soakwatch("soakwatch_soak_info", None);
+    Rule {
         alert: "soakwatch_stale".into(),
         expr: format!(
-            "(time() - max(soakwatch_last_sample_timestamp_seconds) > {}) or (vector(1) unless \
-             on() {})",
+            "(time() - max(soakwatch_last_sample_timestamp_seconds and on(instance, job) {info}) > {}) \
+             or absent({info})",
             promql::number(stale_after.as_secs_f64()),
-            q.soakwatch("soakwatch_soak_info", None)
         ),
         hold: Duration::from_secs(60),
         labels: vec![
@@ -438,15 +469,44 @@ fn visibility_rules(cfg: &Config, q: &Queries) -> Vec<Rule> {
             (
                 "description",
                 format!(
-                    "No soakwatch sample for more than {} (3 intervals, as its /healthz), or \
-                     no soakwatch series for this soak: the rules that read soakwatch's \
-                     /metrics cannot fire.",
+                    "soakwatch's watchdog: no completed cycle for more than {} (3 intervals, as \
+                     its /healthz), or no soakwatch series for this soak (the daemon is down, \
+                     frozen or unreachable): nothing watches the soak, and the rules that read \
+                     soakwatch's /metrics cannot fire.",
                     humantime::format_duration(stale_after)
                 ),
             ),
         ],
-    });
-    out
+    }
+}
+
+/// The conventional always-firing `Watchdog` (kube-prometheus): routed by
+/// Alertmanager to a dead-man's switch, its silence says the alerting
+/// pipeline itself is down.
+fn watchdog_alert(q: &Queries) -> Rule {
+    Rule {
+        alert: "Watchdog".into(),
+        expr: "vector(1)".into(),
+        hold: Duration::ZERO,
+        labels: vec![
+            ("severity", "none".to_string()),
+            ("soak", q.soak().to_string()),
+        ],
+        annotations: vec![
+            (
+                "summary",
+                "An alert that always fires: the alerting pipeline works".to_string(),
+            ),
+            (
+                "description",
+                "Always firing, on purpose. Route it in Alertmanager to a dead-man's switch \
+                 (a healthchecks.io check, PagerDuty's or Opsgenie's heartbeat): when it stops \
+                 arriving there, Prometheus or Alertmanager is down and no soak alert can reach \
+                 anyone."
+                    .to_string(),
+            ),
+        ],
+    }
 }
 
 #[cfg(test)]

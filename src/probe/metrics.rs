@@ -10,6 +10,11 @@ use crate::sample::{FamilyFacts, FamilyPresence, MetricsState, ProbeFailure, Pro
 /// say `unknown` (the service answered, we refused to read it) instead of `down`.
 pub const OVER_CAP_MARK: &str = "[metrics] max_body_bytes";
 
+/// Names a successful answer that is not an exposition (an HTML login
+/// page, an empty body): the evaluator reads it to say the endpoint answers
+/// with something else (`unknown`), never that the service is down.
+pub const NOT_EXPOSITION_MARK: &str = "not a Prometheus exposition";
+
 /// A body at least this large is parsed on a blocking thread, so a big
 /// exposition cannot stall the runtime (and the probe timeout stays in force).
 const BLOCKING_PARSE_BYTES: usize = 1024 * 1024;
@@ -19,11 +24,14 @@ const KEPT_ERRORS: usize = 5;
 /// Builds the HTTP client once (TLS via rustls; the provider is installed in
 /// main). The system's root certificates are read on the first https
 /// certificate to verify ([`super::lazy_roots`]), so a plain-http scrape
-/// never pays for them.
+/// never pays for them. It asks for gzip (`Accept-Encoding: gzip`, as
+/// Prometheus does) and decodes a gzip answer before anything reads it, so
+/// `[metrics] max_body_bytes` bounds the decoded body.
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
+        .gzip(true)
         .user_agent(concat!("soakwatch/", env!("CARGO_PKG_VERSION")));
     match super::lazy_roots::client_config() {
         Ok((tls, _)) => builder.tls_backend_preconfigured(tls),
@@ -61,38 +69,83 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
     if !status.is_success() {
         return Err(fail(format!("GET {shown}: HTTP {status}")));
     }
+    let answer = Answer::of(&resp);
     let body = read_capped(resp, cfg.metrics.max_body_bytes, shown).await?;
     if body.len() >= BLOCKING_PARSE_BYTES {
         // The exposition borrows the body, so both steps run on that thread.
         let (cfg, shown_owned) = (cfg.clone(), shown.to_string());
-        tokio::task::spawn_blocking(move || parse_and_extract(&body, &cfg, &shown_owned))
+        tokio::task::spawn_blocking(move || parse_and_extract(&body, &cfg, &shown_owned, &answer))
             .await
             .map_err(|e| fail(format!("GET {shown}: parse task failed: {e}")))?
     } else {
-        parse_and_extract(&body, cfg, shown)
+        parse_and_extract(&body, cfg, shown, &answer)
+    }
+}
+
+/// What a successful answer said about itself, for the reason of a body
+/// that is not an exposition.
+struct Answer {
+    status: reqwest::StatusCode,
+    content_type: String,
+}
+
+impl Answer {
+    fn of(resp: &reqwest::Response) -> Answer {
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| crate::untrusted::escape_untrusted(v.trim()))
+            .unwrap_or_default();
+        Answer {
+            status: resp.status(),
+            content_type,
+        }
     }
 }
 
 /// Parses a scraped body and extracts its facts; the parsed exposition
 /// borrows the body, so this is the one step a blocking thread is given.
-fn parse_and_extract(body: &[u8], cfg: &Config, shown: &str) -> Probed<MetricsState> {
+fn parse_and_extract(
+    body: &[u8],
+    cfg: &Config,
+    shown: &str,
+    answer: &Answer,
+) -> Probed<MetricsState> {
     let len = body.len();
     let text = String::from_utf8_lossy(body);
     let expo = promtext::parse(&text);
     // Only `# TYPE` lines is still an exposition: a registry of labelled
     // families before their first event (prometheus_client without collectors).
     if expo.samples.is_empty() && expo.types.is_empty() {
+        return Err(fail(not_exposition(shown, answer, len, &expo)));
+    }
+    Ok(extract(&expo, cfg, len as u64))
+}
+
+/// The reason of a successful answer that is not an exposition: what it
+/// was (status, content type, size, first bad line), marked with
+/// [`NOT_EXPOSITION_MARK`].
+fn not_exposition(shown: &str, answer: &Answer, len: usize, expo: &Exposition<'_>) -> String {
+    let kind = if answer.content_type.is_empty() {
+        "no content type".to_string()
+    } else {
+        answer.content_type.clone()
+    };
+    let what = if len == 0 {
+        "an empty body".to_string()
+    } else {
         let first = expo
             .errors
             .first()
             .map(|e| format!("; line {}: {}", e.line, e.message))
             .unwrap_or_default();
-        return Err(fail(format!(
-            "GET {shown}: not a Prometheus exposition ({len} bytes, {} bad lines{first})",
-            expo.errors.len()
-        )));
-    }
-    Ok(extract(&expo, cfg, len as u64))
+        format!("{len} bytes, {} bad lines{first}", expo.errors.len())
+    };
+    format!(
+        "GET {shown}: HTTP {} but {NOT_EXPOSITION_MARK} ({kind}, {what})",
+        answer.status
+    )
 }
 
 /// Reads the body chunk by chunk and stops as soon as it exceeds `cap`,
@@ -497,6 +550,29 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_that_is_not_an_exposition_says_what_it_was() {
+        let answer = Answer {
+            status: reqwest::StatusCode::OK,
+            content_type: "text/html; charset=utf-8".into(),
+        };
+        let page = "<html><body><form>Sign in</form></body></html>\n";
+        let expo = promtext::parse(page);
+        let r = not_exposition("http://x/metrics", &answer, page.len(), &expo);
+        assert!(r.contains(NOT_EXPOSITION_MARK), "{r}");
+        assert!(r.contains("HTTP 200 OK") && r.contains("text/html"), "{r}");
+        let empty = promtext::parse("");
+        let plain = Answer {
+            status: reqwest::StatusCode::OK,
+            content_type: String::new(),
+        };
+        let r = not_exposition("http://x/metrics", &plain, 0, &empty);
+        assert!(
+            r.contains("an empty body") && r.contains("no content type"),
+            "{r}"
+        );
+    }
 
     /// Fixtures made by the real client libraries (see tests/fixtures/promtext/README.md).
     fn fixture(name: &str) -> Exposition<'static> {

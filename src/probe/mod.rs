@@ -185,7 +185,7 @@ impl Prober {
             timeout,
             async {
                 match &cfg.service_env {
-                    Some(e) => service_env::probe(e).await,
+                    Some(e) => service_env::probe(e, timeout).await,
                     None => Err(ProbeFailure::not_configured(
                         ProbeKind::ServiceEnv,
                         "service_env",

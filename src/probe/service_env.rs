@@ -1,5 +1,7 @@
 //! The service's env file: only the configured keys are kept (others may be secrets).
 
+use std::time::Duration;
+
 use crate::config::ServiceEnvConfig;
 use crate::envfile::EnvFile;
 use crate::sample::{EnvState, ProbeFailure, ProbeKind, Probed};
@@ -7,20 +9,34 @@ use crate::sample::{EnvState, ProbeFailure, ProbeKind, Probed};
 /// Largest env file read: a real one is a few KiB.
 const MAX_ENV_BYTES: u64 = 4 * 1024 * 1024;
 
-/// Reads the env file (never blocking on a FIFO, on a blocking thread) and
-/// keeps the ack-wait key and the expected keys.
-pub async fn probe(cfg: &ServiceEnvConfig) -> Probed<EnvState> {
-    let fail = |reason: String| ProbeFailure {
+/// Reads and parses the env file on a blocking thread (never blocking on a
+/// FIFO) and keeps the ack-wait key and the expected keys. The probe has its
+/// own deadline: a file that takes longer fails this probe alone, with its
+/// own reason, and never holds the runtime (or another probe) meanwhile.
+pub async fn probe(cfg: &ServiceEnvConfig, timeout: Duration) -> Probed<EnvState> {
+    let owned = cfg.clone();
+    let task = tokio::task::spawn_blocking(move || read_and_extract(&owned));
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(fail(format!("env file read task failed: {e}"))),
+        Err(_) => Err(fail(format!(
+            "env file {}: not read and parsed within {}",
+            cfg.path.display(),
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
+fn fail(reason: String) -> ProbeFailure {
+    ProbeFailure {
         probe: ProbeKind::ServiceEnv,
         reason,
-    };
-    let path = cfg.path.clone();
-    let bytes = tokio::task::spawn_blocking(move || {
-        super::file::read_regular(&path, "env file", MAX_ENV_BYTES)
-    })
-    .await
-    .map_err(|e| fail(format!("env file read task failed: {e}")))?
-    .map_err(fail)?;
+    }
+}
+
+/// The blocking part: read (bounded), decode, parse, pick.
+fn read_and_extract(cfg: &ServiceEnvConfig) -> Probed<EnvState> {
+    let bytes = super::file::read_regular(&cfg.path, "env file", MAX_ENV_BYTES).map_err(fail)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| fail(format!("env file {}: not valid UTF-8", cfg.path.display())))?;
     Ok(extract(&EnvFile::parse(&text), cfg))

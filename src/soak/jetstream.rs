@@ -778,6 +778,36 @@ impl JetStreamStore {
             .collect()
     }
 
+    /// Undelivered notifications of `route` due at `now`, oldest first.
+    pub async fn due_outbox_route<N: serde::de::DeserializeOwned>(
+        &self,
+        route: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        let mut rows: Vec<OutboxRow> = self
+            .outbox_rows()
+            .await?
+            .into_iter()
+            .map(|(_, _, r)| r)
+            .filter(|r| {
+                r.route == route && r.delivered_ms.is_none() && !r.dead && r.next_ms <= ms(now)
+            })
+            .collect();
+        rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        rows.truncate(limit.max(0) as usize);
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    body: decode(&r.body)?,
+                    id: r.id,
+                    route: r.route,
+                    attempts: r.attempts,
+                })
+            })
+            .collect()
+    }
+
     /// Records a delivery outcome, compare-and-set on the entry's revision.
     pub async fn outbox_result(
         &self,

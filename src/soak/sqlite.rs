@@ -556,6 +556,34 @@ impl SqliteStore {
             .collect()
     }
 
+    /// Undelivered notifications of `route` due at `now`, oldest first.
+    pub async fn due_outbox_route<N: serde::de::DeserializeOwned>(
+        &self,
+        route: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, route, body, attempts FROM outbox WHERE route = ? AND delivered_ms IS NULL AND dead = 0 \
+             AND next_ms <= ? ORDER BY created_ms, id LIMIT ?",
+        )
+        .bind(route)
+        .bind(ms(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxItem {
+                    id: r.get(0),
+                    route: r.get(1),
+                    body: decode(r.get::<&[u8], _>(2))?,
+                    attempts: r.get(3),
+                })
+            })
+            .collect()
+    }
+
     /// Records a delivery outcome: delivered, retry later, or given up.
     pub async fn outbox_result(
         &self,

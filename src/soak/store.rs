@@ -257,6 +257,20 @@ impl Store {
         both!(self, s => s.due_outbox(now, limit).await)
     }
 
+    /// Undelivered notifications of one route due at `now`: each route
+    /// delivers on its own, so one slow receiver never waits for another.
+    pub async fn due_outbox_route<N: serde::de::DeserializeOwned>(
+        &self,
+        route: &str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        if !self.may_act() {
+            return Err(StoreError::NotLeader);
+        }
+        both!(self, s => s.due_outbox_route(route, now, limit).await)
+    }
+
     /// Records a delivery outcome.
     pub async fn outbox_result(
         &self,

@@ -16,8 +16,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::alert::delivery::{Delivery, SHUTDOWN_GRACE};
 use crate::alert::engine::{self as alert_engine, AlertEngine};
-use crate::alert::routes::AlertsConfig;
 use crate::atomic_file::write_atomic;
 use crate::config::{AtEnd, Config};
 use crate::probe::Prober;
@@ -34,6 +34,7 @@ use crate::soak::timeline::{CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
 use crate::verdict::Verdict;
 
 mod clock;
+pub mod deadman;
 pub mod http;
 pub mod notify;
 pub mod preflight;
@@ -259,6 +260,9 @@ pub struct Watch {
     outbox: (i64, i64, i64),
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
     heartbeat: notify::Heartbeat,
+    /// The dead-man's switch (`[heartbeat]` pings to a healthchecks.io URL),
+    /// which someone else watches: not the systemd watchdog above.
+    deadman: deadman::Deadman,
     /// The leader election of a JetStream state (None with SQLite).
     lease: Option<Lease>,
     /// The sign-off, once the soak reached its end: the soak is then
@@ -320,6 +324,7 @@ impl Watch {
             });
         }
         let policy = policy(&cfg);
+        let (cfg_heartbeat, cfg_interval) = (cfg.heartbeat.clone(), cfg.watch.interval);
         let running = RunningSummary::new(&policy, rollback_reach(&cfg));
         let placeholder = SoakRecord {
             meta: SoakMeta {
@@ -355,6 +360,7 @@ impl Watch {
             unmarked_checkpoints: Vec::new(),
             outbox: (0, 0, 0),
             heartbeat: notify::Heartbeat::default(),
+            deadman: deadman::Deadman::new(cfg_heartbeat.as_ref(), cfg_interval),
             lease,
             ended: None,
             interrupted_check_at: None,
@@ -389,6 +395,7 @@ impl Watch {
         // The systemd watchdog is fed while campaigning, not only while sampling.
         let interval = self.cfg.watch.interval;
         let heartbeat = self.heartbeat.clone();
+        let deadman = self.deadman.clone();
         let status = self.status.clone();
         let leads = loop {
             heartbeat
@@ -409,6 +416,7 @@ impl Watch {
                         failing.join(", ")
                     )
                 });
+                deadman.standby_round(&failing);
                 if let Ok(mut st) = status.write() {
                     st.standby_failing = Some(failing);
                 }
@@ -509,20 +517,22 @@ impl Watch {
         let reached = |at: DateTime<Utc>| end.is_some_and(|e| at >= e);
         let mut done_cycles = 0u64;
         let mut summary = self.summary();
-        // Delivery runs beside the cycles: a slow or dead receiver never delays sampling.
-        let delivery_stop = CancellationToken::new();
-        let delivery = spawn_delivery(
+        // Delivery runs beside the cycles, one task per route: a slow or
+        // dead receiver never delays sampling, nor another route.
+        let delivery = Delivery::spawn(
             self.store.clone(),
             self.cfg.alerts.clone(),
-            delivery_stop.clone(),
             self.wake.clone(),
         );
+        // Stops watching for a stuck loop whichever way this returns.
+        let stalls = self.deadman.watch_stalls();
         // A resumed soak whose end passed while no watcher ran is signed off
         // from its history: nothing sampled after the end belongs to it.
         let mut ended = first.is_none() && reached(clock.now());
         let mut last_at = None;
         if let Some((at, snap)) = first.take() {
             summary = self.cycle(source, clock, at, snap, &mut pending_new).await;
+            self.deadman.cycle_done(&summary, self.prev.as_ref());
             done_cycles += 1;
             last_at = Some(at);
             ended = reached(at);
@@ -553,6 +563,7 @@ impl Watch {
             summary = self
                 .cycle(source, clock, tick, None, &mut pending_new)
                 .await;
+            self.deadman.cycle_done(&summary, self.prev.as_ref());
             done_cycles += 1;
             self.heartbeat.set_status(format!(
                 "soak {}: {} ({}), {} cycle(s)",
@@ -569,11 +580,13 @@ impl Watch {
                 k += 1;
             }
         }
+        // Stopping (or the sign-off) is not a stall.
+        drop(stalls);
         if let (true, Some(end)) = (ended, end) {
             summary = self.sign_off(summary, end, clock).await;
         }
         let serve = ended && self.cfg.watch.at_end == AtEnd::Serve;
-        let summary = self.finish(summary, clock, delivery_stop, delivery).await?;
+        let summary = self.finish(summary, clock, delivery).await?;
         if serve {
             serve_until_shutdown(&shutdown).await;
         }
@@ -874,14 +887,14 @@ impl Watch {
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,
-    /// a last try at unsaved cycles and alerts, a last delivery round, the
-    /// final report, and a clean close of the state database.
+    /// a last try at unsaved cycles and alerts, the final report, then a
+    /// last delivery round bounded by [`SHUTDOWN_GRACE`], and a clean close
+    /// of the state database.
     async fn finish(
         mut self,
         mut summary: SoakSummary,
         clock: &dyn Clock,
-        delivery_stop: CancellationToken,
-        delivery: tokio::task::JoinHandle<()>,
+        delivery: Delivery,
     ) -> Result<SoakSummary, WatchError> {
         // A rollback in flight finishes (its steps have their own timeouts).
         if let Some(task) = self.rollback_task.take() {
@@ -897,9 +910,6 @@ impl Watch {
         // A last try at what the state database refused during the soak.
         self.save_pending(clock.now()).await;
         self.flush_alerts(clock.now()).await;
-        // One last delivery round for what the final cycle raised, then stop.
-        delivery_stop.cancel();
-        let _ = delivery.await;
         if !self.soak.meta.id.is_empty() {
             let path = self
                 .cfg
@@ -916,6 +926,13 @@ impl Watch {
                 ),
             }
         }
+        // The dead-man's switch hears the end (bounded by its timeout).
+        if !self.soak.meta.id.is_empty() {
+            self.deadman.final_ping(&stopped_text(&summary)).await;
+        }
+        // The report is out: deliveries get a bounded grace, the rest waits
+        // in the outbox for the next start.
+        finish_delivery(&self.store, delivery).await;
         if !self.unsaved.is_empty() || self.lost_cycles > 0 {
             tracing::error!(
                 unsaved = self.unsaved.len(),
@@ -1475,8 +1492,6 @@ impl Watch {
     }
 }
 
-/// The delivery loop: every second, one attempt per due outbox row; a final
-/// round when stopped.
 /// After the sign-off: the status page and /metrics keep serving the
 /// frozen verdict until SIGTERM (the listener is the caller's).
 async fn serve_until_shutdown(shutdown: &CancellationToken) {
@@ -1486,49 +1501,56 @@ async fn serve_until_shutdown(shutdown: &CancellationToken) {
     shutdown.cancelled().await;
 }
 
-fn spawn_delivery(
-    store: Arc<Store>,
-    cfg: Arc<AlertsConfig>,
-    stop: CancellationToken,
-    wake: Arc<tokio::sync::Notify>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the HTTP client: alerts are queued, not delivered");
-                return;
-            }
-        };
-        if cfg.routes.is_empty() {
-            return;
-        }
-        let mut failing: Option<String> = None;
-        loop {
-            let stopping = tokio::select! {
-                _ = stop.cancelled() => true,
-                _ = wake.notified() => false,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => false,
-            };
-            // Logged when it starts failing, changes reason or recovers:
-            // a locked database must not write a line every second.
-            match alert_engine::deliver_due(&store, &cfg, &http, Utc::now()).await {
-                Ok(_) => {
-                    if failing.take().is_some() {
-                        tracing::info!("outbox delivery works again");
-                    }
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    if failing.as_deref() != Some(reason.as_str()) {
-                        tracing::error!(error = %reason, "outbox delivery failed; retrying every second");
-                        failing = Some(reason);
-                    }
-                }
-            }
-            if stopping {
-                break;
-            }
-        }
-    })
+/// The body of the dead-man's switch's last ping: the soak's verdict as the
+/// daemon stops.
+fn stopped_text(summary: &SoakSummary) -> String {
+    if let Some(end) = &summary.edges.ended {
+        return format!(
+            "soak {} signed off at {}: {} ({}) after {} samples, T0 {}",
+            summary.soak_id,
+            end.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            signoff::verdict_words(end.verdict),
+            end.reason,
+            summary.samples,
+            summary
+                .t0
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
+    format!(
+        "soakwatch stopped: soak {}: {} ({}) after {} samples, T0 {}, last sample {}",
+        summary.soak_id,
+        summary.verdict.as_str(),
+        summary.verdict_reason,
+        summary.samples,
+        summary
+            .t0
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        summary
+            .now
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+/// The last delivery round of a stopping daemon, bounded by
+/// [`SHUTDOWN_GRACE`]; says what stays in the outbox.
+async fn finish_delivery(store: &Store, delivery: Delivery) {
+    tracing::info!(
+        grace_secs = SHUTDOWN_GRACE.as_secs(),
+        "delivery grace: a last round for every route"
+    );
+    let done = delivery.finish(SHUTDOWN_GRACE).await;
+    let pending = store.outbox_counts().await.map(|c| c.0).unwrap_or(0);
+    if !done.cut.is_empty() {
+        tracing::warn!(
+            routes = %done.cut.join(", "),
+            pending,
+            "delivery grace over: routes still sending were stopped; their notifications stay in the outbox for the next start"
+        );
+    } else if pending > 0 {
+        tracing::warn!(
+            pending,
+            "notifications stay in the outbox for the next start"
+        );
+    }
 }

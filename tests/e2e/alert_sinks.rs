@@ -118,7 +118,7 @@ fn assert_no_secrets(e: &SinkError) {
 /// A server process killed when the test ends, whatever the outcome, on a
 /// port reserved for it (it binds that port explicitly; the reservation
 /// outlives it, so nothing else can take the port in the meantime).
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     log: PathBuf,
     port: ReservedPort,
@@ -193,7 +193,7 @@ fn require_aiosmtpd() {
 }
 
 /// aiosmtpd's own command line, writing every message to a Maildir.
-async fn start_smtp_maildir(dir: &Path) -> (Proc, u16, PathBuf) {
+pub(crate) async fn start_smtp_maildir(dir: &Path) -> (Proc, u16, PathBuf) {
     require_aiosmtpd();
     let reserved = ReservedPort::new();
     let port = reserved.port();
@@ -262,7 +262,7 @@ fn email_sink(port: u16, tls: SmtpTls) -> EmailSink {
 }
 
 /// Messages in a Maildir's `new/`, oldest first by name.
-fn maildir_messages(maildir: &Path) -> Vec<String> {
+pub(crate) fn maildir_messages(maildir: &Path) -> Vec<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();

@@ -9,6 +9,9 @@
 //! - `soak`: 48 h replays and the daemon loop on a manual clock.
 //! - `rollback`: the runbook's steps with real processes, triggers on the real daemon.
 //! - `alert_sinks`: every sink against real receivers.
+//! - `deadman`: the dead-man's switch pings (`[heartbeat]`) and the exported watchdog rules.
+//! - `probes`: probes independent of each other; /metrics answers that are not an exposition.
+//! - `delivery`: the daemon's alert delivery when a receiver hangs, and on stop.
 //! - `ops`: running under systemd: the notify socket, the unit, sysusers and tmpfiles.
 //! - `adoption`: a new team's own service: optional probes, paths, preflight.
 //! - `testkit`: the replica's provisioning and the stand-in service themselves.
@@ -25,12 +28,15 @@ mod common;
 mod adoption;
 mod alert_sinks;
 mod check;
+mod deadman;
+mod delivery;
 mod edges;
 mod export;
 mod fleet;
 mod ha;
 mod ops;
 mod page;
+mod probes;
 mod rollback;
 mod soak;
 mod testkit;
