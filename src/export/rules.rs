@@ -452,11 +452,13 @@ fn visibility_rules(cfg: &Config, q: &Queries) -> Vec<Rule> {
 fn watchdog_rule(cfg: &Config, q: &Queries) -> Rule {
     let stale_after = cfg.watch.interval * 3;
     let info = q.soakwatch("soakwatch_soak_info", None);
+    // A soak signed off at its end samples nothing more, by design.
+    let ended = q.soakwatch("soakwatch_soak_ended", None);
     Rule {
         alert: "soakwatch_stale".into(),
         expr: format!(
-            "(time() - max(soakwatch_last_sample_timestamp_seconds and on(instance, job) {info}) > {}) \
-             or absent({info})",
+            "((time() - max(soakwatch_last_sample_timestamp_seconds and on(instance, job) {info}) > {}) \
+             unless on() (max({ended}) == 1)) or absent({info})",
             promql::number(stale_after.as_secs_f64()),
         ),
         hold: Duration::from_secs(60),

@@ -379,6 +379,17 @@ pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, Stri
             format!("standby: another watcher leads; taking over when its lease expires{probes}\n"),
         );
     }
+    // A signed-off soak samples nothing more, by design: healthy, and says so.
+    if let Some(end) = s.summary.as_ref().and_then(|x| x.edges.ended.as_ref()) {
+        return (
+            StatusCode::OK,
+            format!(
+                "ended: the soak was signed off at {} ({}); serving its frozen verdict\n",
+                end.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                crate::watch::signoff::verdict_words(end.verdict)
+            ),
+        );
+    }
     match s.last_sample_at {
         None => (StatusCode::OK, "starting: no cycle yet\n".into()),
         Some(t) => {

@@ -420,6 +420,19 @@ async fn the_rules_carry_a_watchdog_rule_and_an_opt_in_always_firing_watchdog() 
                 ],
             },
             {
+                "name": "the soak is signed off: no more cycles, by design",
+                "interval": "15s",
+                "input_series": [
+                    {"series": info, "values": "1x60"},
+                    {"series": last, "values": "0+15x20 300x40"},
+                    {"series": "soakwatch_soak_ended{soak=\"phase-b-staging\",job=\"soakwatch\",instance=\"w:9464\"}", "values": "0x20 1x40"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "7m", "alertname": "soakwatch_stale", "exp_alerts": []},
+                    {"eval_time": "14m", "alertname": "soakwatch_stale", "exp_alerts": []},
+                ],
+            },
+            {
                 "name": "the daemon is gone: its series end",
                 "interval": "15s",
                 "input_series": [
