@@ -466,52 +466,25 @@ impl Watch {
         start: StartOptions,
         shutdown: CancellationToken,
     ) -> Result<SoakSummary, WatchError> {
-        if !self.await_leadership(source, clock, &shutdown).await {
+        let Some(begun) = self
+            .lead_and_begin(source, clock, &start, &shutdown)
+            .await?
+        else {
             self.store.close().await;
             return Ok(self.summary());
-        }
-        let begun = match self.begin(source, &start, clock).await {
-            Ok(b) => b,
-            // A new leader that cannot read the shared state yet (a cluster
-            // still electing) gives the lease back and campaigns again.
-            Err(WatchError::Store(e @ StoreError::Nats(_))) if self.lease.is_some() => {
-                tracing::warn!(error = %e, "cannot resume the soak from the state: stepping down");
-                if let Ok(mut st) = self.status.write() {
-                    st.role = Some("standby");
-                }
-                return Err(WatchError::SteppedDown);
-            }
-            Err(e) => return Err(e),
         };
-        if self.lease.is_some() && self.store.may_act() {
-            // Leading in fact: the soak is resumed and this loop acts.
-            if let Ok(mut st) = self.status.write() {
-                st.role = Some("leader");
-            }
-        }
         if let Some(end) = self.ended.clone() {
             return self.after_end(end, clock, &shutdown).await;
         }
         let interval = chrono::Duration::from_std(self.cfg.watch.interval)
             .unwrap_or(chrono::Duration::seconds(10));
-        // A new soak's first cycle is taken at once (the preflight's passing
-        // round is that sample): a soak watched from its T0 is covered from
-        // its T0, never "unknown: coverage below 95 %" in its first minutes.
-        let mut first: Option<(DateTime<Utc>, Option<Snapshot>)> = None;
-        let mut pending_new = None;
-        if let Some((asked_t0, t0_is_now)) = begun {
-            // Only what happens from T0 on is judged: the log is read from
-            // where it ends now, never its pre-cutover tail.
-            source.forget_rounds();
-            let snap = if start.preflight {
-                Some(self.preflight(source, clock, &shutdown).await?)
-            } else {
-                None
-            };
-            let at = snap.as_ref().map_or_else(|| clock.now(), |s| s.taken_at);
-            pending_new = Some(if t0_is_now { at } else { asked_t0 });
-            first = Some((at, snap));
-        }
+        let (mut first, mut pending_new) = match begun {
+            Some(new) => {
+                self.first_sample(source, clock, &start, &shutdown, new)
+                    .await?
+            }
+            None => (None, None),
+        };
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
         let end = signoff::end_of(t0, self.cfg.soak.duration);
         let reached = |at: DateTime<Utc>| end.is_some_and(|e| at >= e);
@@ -541,7 +514,7 @@ impl Watch {
         while last_at.is_some_and(|l| t0 + interval * k as i32 <= l) {
             k += 1;
         }
-        while !ended && !start.max_cycles.is_some_and(|m| done_cycles >= m) {
+        while !ended && start.max_cycles.is_none_or(|m| done_cycles < m) {
             // The grid ends at T0 + duration exactly: the final cycle is there.
             let grid = t0 + interval * k as i32;
             let tick = end.map_or(grid, |e| grid.min(e));
@@ -591,6 +564,73 @@ impl Watch {
             serve_until_shutdown(&shutdown).await;
         }
         Ok(summary)
+    }
+
+    /// Waits to lead (JetStream state), then resumes or prepares the soak
+    /// (see [`Watch::begin`]). `None` when shutdown came first.
+    async fn lead_and_begin(
+        &mut self,
+        source: &dyn SampleSource,
+        clock: &dyn Clock,
+        start: &StartOptions,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Option<(DateTime<Utc>, bool)>>, WatchError> {
+        if !self.await_leadership(source, clock, shutdown).await {
+            return Ok(None);
+        }
+        let begun = match self.begin(source, start, clock).await {
+            Ok(b) => b,
+            // A new leader that cannot read the shared state yet (a cluster
+            // still electing) gives the lease back and campaigns again.
+            Err(WatchError::Store(e @ StoreError::Nats(_))) if self.lease.is_some() => {
+                tracing::warn!(error = %e, "cannot resume the soak from the state: stepping down");
+                if let Ok(mut st) = self.status.write() {
+                    st.role = Some("standby");
+                }
+                return Err(WatchError::SteppedDown);
+            }
+            Err(e) => return Err(e),
+        };
+        if self.lease.is_some() && self.store.may_act() {
+            // Leading in fact: the soak is resumed and this loop acts.
+            if let Ok(mut st) = self.status.write() {
+                st.role = Some("leader");
+            }
+        }
+        Ok(Some(begun))
+    }
+
+    /// A new soak's first sample, taken at once (the preflight's passing
+    /// round is that sample): a soak watched from its T0 is covered from
+    /// its T0, never "unknown: coverage below 95 %" in its first minutes.
+    /// Returns the first cycle (its time and the sample, if taken) and the
+    /// soak's T0.
+    #[allow(clippy::type_complexity)]
+    async fn first_sample(
+        &mut self,
+        source: &dyn SampleSource,
+        clock: &dyn Clock,
+        start: &StartOptions,
+        shutdown: &CancellationToken,
+        (asked_t0, t0_is_now): (DateTime<Utc>, bool),
+    ) -> Result<
+        (
+            Option<(DateTime<Utc>, Option<Snapshot>)>,
+            Option<DateTime<Utc>>,
+        ),
+        WatchError,
+    > {
+        // Only what happens from T0 on is judged: the log is read from
+        // where it ends now, never its pre-cutover tail.
+        source.forget_rounds();
+        let snap = if start.preflight {
+            Some(self.preflight(source, clock, shutdown).await?)
+        } else {
+            None
+        };
+        let at = snap.as_ref().map_or_else(|| clock.now(), |s| s.taken_at);
+        let t0 = if t0_is_now { at } else { asked_t0 };
+        Ok((Some((at, snap)), Some(t0)))
     }
 
     /// Resumes the active soak (history, alert states, rollback latch, last
