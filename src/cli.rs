@@ -376,7 +376,7 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
             target: "delivered".into(),
         }],
     };
-    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let http = soakwatch::http_client::notify_client(std::time::Duration::from_secs(10))?;
     let mut failed = 0;
     for r in &cfg.alerts.routes {
         match r.sink.send(&n, &http).await {
@@ -517,7 +517,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
     for line in soakwatch::watch::rollback::step_lines(&outcome.steps) {
         println!("{line}");
     }
-    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let http = soakwatch::http_client::notify_client(std::time::Duration::from_secs(10))?;
     let (ok, failed) =
         soakwatch::alert::engine::deliver_due(&store, &cfg.alerts, &http, chrono::Utc::now())
             .await?;

@@ -18,6 +18,7 @@ pub mod envfile;
 pub mod evaluate;
 pub mod export;
 pub mod histogram;
+pub mod http_client;
 pub mod logging;
 pub mod probe;
 pub mod promtext;

@@ -1201,7 +1201,7 @@ fn spawn_delivery(
     wake: Arc<tokio::sync::Notify>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
+        let http = match crate::http_client::notify_client(Duration::from_secs(10)) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client: alerts are queued, not delivered");

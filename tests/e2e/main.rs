@@ -15,6 +15,8 @@
 //! - `fleet`: many consumers per soak (named durables and selectors) with per-consumer ids.
 //! - `ha`: the state on JetStream, the migration, two watchers on a 3-node cluster (failover, node loss, partition).
 //! - `page`: the daemon's status page in a real headless Chromium.
+//! - `redirects`: no Referer anywhere, notifications never follow a redirect, the metrics probe only within its origin.
+//! - `no_panic`: closed stdout, edge values of every config key and subcommand: never exit 101.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -27,8 +29,10 @@ mod check;
 mod export;
 mod fleet;
 mod ha;
+mod no_panic;
 mod ops;
 mod page;
+mod redirects;
 mod rollback;
 mod soak;
 mod testkit;
