@@ -16,15 +16,21 @@ use crate::{AlertCommand, Cli, Command, StateCommand, EXIT_CONFIG};
 
 /// `--window`: a duration like `90s` or `5m`; the error shows one.
 pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; expected a duration like 90s, 5m or 0s (a single sample)"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; expected a duration like 90s, 5m or 0s (a single sample)"))?;
+    soakwatch::duration::check(d)?;
+    Ok(d)
 }
 
 /// `--t0`: an RFC 3339 instant; the error shows one.
 pub(crate) fn parse_t0(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
+    let t0 = chrono::DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("{e}; expected an RFC 3339 time like 2026-12-03T14:00:00Z"))
+        .map_err(|e| format!("{e}; expected an RFC 3339 time like 2026-12-03T14:00:00Z"))?;
+    match soakwatch::config::t0_in_future(t0, chrono::Utc::now()) {
+        Some(e) => Err(e),
+        None => Ok(t0),
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -34,7 +40,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
                 eprintln!("config refused ({} problem(s)):", problems.len());
                 eprintln!("{e}");
             }
-            ConfigError::Read { .. } => eprintln!("{e}"),
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => eprintln!("{e}"),
         }
         ExitCode::from(EXIT_CONFIG)
     })
@@ -538,6 +544,8 @@ mod tests {
     fn bad_values_say_what_a_good_one_looks_like() {
         assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_window("5m"), Ok(Duration::from_secs(300)));
+        let e = parse_window("1000000000d").unwrap_err();
+        assert!(e.contains("10 years"), "{e}");
         let e = parse_window("soon").unwrap_err();
         assert!(e.contains("90s") && e.contains("5m"), "{e}");
         assert!(parse_t0("2026-12-03T14:00:00Z").is_ok());

@@ -30,6 +30,7 @@ pub mod atomic_file;
 pub mod check;
 pub mod config;
 pub mod discover;
+pub mod duration;
 pub mod envfile;
 pub mod evaluate;
 pub mod export;

@@ -24,9 +24,9 @@ pub fn out(args: fmt::Arguments<'_>, newline: bool) {
         return;
     }
     let mut o = std::io::stdout().lock();
-    let written =
-        o.write_fmt(args)
-            .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    let written = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
     if let Err(e) = written {
         gone(&e);
     }

@@ -95,7 +95,7 @@ pub struct RollbackConfig {
     #[serde(default)]
     pub inherit_env: Vec<String>,
     /// Longest the restart command may run before its process group is killed (default 60s).
-    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[serde(default = "default_step_timeout", with = "crate::duration::bounded")]
     pub restart_timeout: Duration,
     /// The service's log, read from where it ended before the restart.
     pub log_file: PathBuf,
@@ -103,7 +103,7 @@ pub struct RollbackConfig {
     #[serde(default = "default_expect_log_lines")]
     pub expect_log_lines: Vec<String>,
     /// Longest to wait for the expected log lines (default 60s).
-    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[serde(default = "default_step_timeout", with = "crate::duration::bounded")]
     pub verify_timeout: Duration,
     /// The end-to-end probe; absent skips the step.
     #[serde(default)]

@@ -114,9 +114,8 @@ pub fn window_count(
     let Some(now) = cycles.get(k) else {
         return Err(NotCovered::TooEarly);
     };
-    let window = chrono::Duration::from_std(rule.window).unwrap_or(chrono::Duration::MAX);
-    let max_gap = chrono::Duration::from_std(rule.max_gap).unwrap_or(chrono::Duration::MAX);
-    let start = now.at - window;
+    let max_gap = crate::duration::delta(rule.max_gap);
+    let start = crate::duration::before(now.at, rule.window);
     let head = &cycles[..=k];
     // Earliest sample inside the window, and the one that covers its start.
     let b = head.partition_point(|c| c.at < start);

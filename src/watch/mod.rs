@@ -202,6 +202,17 @@ fn first_tick(t0: DateTime<Utc>, interval: chrono::Duration, now: DateTime<Utc>)
         / interval.num_milliseconds().max(1)
 }
 
+/// Tick `k` of the grid, `t0 + k * interval`; the latest representable time
+/// when that overflows (never a panic, never a wrapped `k`).
+fn tick_at(t0: DateTime<Utc>, interval: chrono::Duration, k: i64) -> DateTime<Utc> {
+    interval
+        .num_milliseconds()
+        .checked_mul(k)
+        .and_then(chrono::Duration::try_milliseconds)
+        .and_then(|d| t0.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A soak id: the name and T0, readable and unique per start.
 fn soak_id(name: &str, t0: DateTime<Utc>) -> String {
     let clean: String = name
@@ -461,8 +472,7 @@ impl Watch {
                 pending_new = Some(clock.now());
             }
         }
-        let interval = chrono::Duration::from_std(self.cfg.watch.interval)
-            .unwrap_or(chrono::Duration::seconds(10));
+        let interval = crate::duration::delta(self.cfg.watch.interval);
         let t0 = pending_new.unwrap_or(self.soak.meta.t0);
         let mut k = first_tick(t0, interval, clock.now());
         let mut done_cycles = 0u64;
@@ -476,7 +486,7 @@ impl Watch {
             self.wake.clone(),
         );
         loop {
-            let tick = t0 + interval * k as i32;
+            let tick = tick_at(t0, interval, k);
             self.promise_beat(clock, tick);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -507,7 +517,8 @@ impl Watch {
             // Next tick on the grid after now (a slow cycle skips, never bunches).
             let now = clock.now();
             k += 1;
-            while t0 + interval * k as i32 <= now - interval {
+            while tick_at(t0, interval, k) <= crate::duration::before(now, self.cfg.watch.interval)
+            {
                 k += 1;
             }
         }
@@ -577,7 +588,7 @@ impl Watch {
                 }
             }
         }
-        let end = t0 + chrono::Duration::from_std(self.cfg.soak.duration).unwrap_or_default();
+        let end = crate::duration::after(t0, self.cfg.soak.duration);
         if end <= clock.now() {
             return Err(WatchError::SoakOver { t0, end });
         }
@@ -620,9 +631,7 @@ impl Watch {
                 );
                 last = problems;
             }
-            let next = clock.now()
-                + chrono::Duration::from_std(self.cfg.watch.interval)
-                    .unwrap_or(chrono::Duration::seconds(10));
+            let next = crate::duration::after(clock.now(), self.cfg.watch.interval);
             self.promise_beat(clock, next);
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(WatchError::NotStarted { problems: last }),
@@ -724,8 +733,7 @@ impl Watch {
 
     /// Thins full snapshots older than `keep_full_snapshots`.
     async fn thin(&mut self, tick: DateTime<Utc>) {
-        let before = tick
-            - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots).unwrap_or_default();
+        let before = crate::duration::before(tick, self.cfg.watch.keep_full_snapshots);
         match self
             .store
             .thin(&self.soak.meta.id, before, self.cfg.watch.thin_to)
@@ -1146,7 +1154,7 @@ impl Watch {
         let mut first_error = String::new();
         for d in self.cfg.watch.checkpoints.clone() {
             let label = checkpoint_label(d);
-            let due = self.soak.meta.t0 + chrono::Duration::from_std(d).unwrap_or_default();
+            let due = crate::duration::after(self.soak.meta.t0, d);
             if summary.now < due || done.contains(&label) {
                 continue;
             }
@@ -1239,4 +1247,24 @@ fn spawn_delivery(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    #[test]
+    fn ticks_saturate_instead_of_wrapping_or_panicking() {
+        let t0 = Utc::now();
+        let second = chrono::Duration::seconds(1);
+        assert_eq!(tick_at(t0, second, 90), t0 + chrono::Duration::seconds(90));
+        // Past i32: the old `k as i32` wrapped to a tick in the past.
+        let k = i64::from(i32::MAX) + 10;
+        assert_eq!(tick_at(t0, second, k), t0 + chrono::Duration::seconds(k));
+        assert_eq!(tick_at(t0, second, i64::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            tick_at(t0, crate::duration::delta(crate::duration::MAX), 1_000_000),
+            DateTime::<Utc>::MAX_UTC
+        );
+    }
 }

@@ -77,7 +77,7 @@ pub fn fired_trigger(
                 let Some(text) = describe_spike(cycles, dlq_spike) else {
                     continue;
                 };
-                let hold = chrono::Duration::from_std(t.hold).unwrap_or_default();
+                let hold = crate::duration::delta(t.hold);
                 let Some(now) = cycles.last().map(|c| c.at) else {
                     continue;
                 };
