@@ -239,6 +239,8 @@ async fn run_watch(
     addr_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     use soakwatch::watch::{notify, SharedStatus, SystemClock, Watch};
+    // First: a terminal's hangup must not end the soak (logged, ignored).
+    soakwatch::shutdown::log_and_ignore_hangups();
     let status = SharedStatus::default();
     let token = tokio_util::sync::CancellationToken::new();
     // systemd (`Type=notify`): READY once serving, STOPPING on shutdown,

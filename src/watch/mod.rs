@@ -864,9 +864,14 @@ impl Watch {
 
     /// Saves the soak record (once) and every cycle not yet saved, oldest
     /// first; what the database refuses stays queued for the next cycle.
+    /// While writes fail, each retry starts with a WAL checkpoint, so space
+    /// freed on a full disk is not eaten by the WAL again.
     async fn save_pending(&mut self, now: DateTime<Utc>) {
         if self.soak.meta.id.is_empty() {
             return;
+        }
+        if self.health.target_failing(WriteTarget::State) {
+            self.store.checkpoint_wal().await;
         }
         if !self.soak_saved {
             match self.store.start_soak(&self.soak, now).await {
@@ -887,11 +892,9 @@ impl Watch {
                     self.unsaved.pop_front();
                 }
                 Err(e) => {
-                    let n = self.unsaved.len();
-                    self.note(
-                        WriteTarget::State,
-                        format!("appending a cycle ({n} waiting): {e}"),
-                    );
+                    // No count in the reason: it is logged once per change
+                    // (`soakwatch_unsaved_cycles` has the count).
+                    self.note(WriteTarget::State, format!("appending a cycle: {e}"));
                     self.bound_unsaved();
                     return;
                 }
@@ -956,11 +959,7 @@ impl Watch {
                     }
                 }
                 Err(e) => {
-                    let n = self.pending_alerts.len();
-                    self.note(
-                        WriteTarget::Outbox,
-                        format!("queueing {n} alert step(s): {e}"),
-                    );
+                    self.note(WriteTarget::Outbox, format!("queueing alert steps: {e}"));
                     return;
                 }
             }
