@@ -476,10 +476,15 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
             Ok(store) => {
                 if let Some(soak) = store.active_soak().await? {
                     match soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
-                        Some(v) => println!(
-                            "latch: TAKEN for soak {} ({}, trigger: {})",
-                            soak.meta.id, v.state, v.trigger
-                        ),
+                        Some(v) => {
+                            println!(
+                                "latch: TAKEN for soak {} ({}, trigger: {})",
+                                soak.meta.id, v.state, v.trigger
+                            );
+                            for line in soakwatch::watch::rollback::step_lines(&v.steps) {
+                                println!("  {line}");
+                            }
+                        }
                         None => println!("latch: free for soak {}", soak.meta.id),
                     }
                 }
