@@ -206,9 +206,9 @@ fn first_tick(t0: DateTime<Utc>, interval: chrono::Duration, now: DateTime<Utc>)
 /// when that overflows (never a panic, never a wrapped `k`).
 fn tick_at(t0: DateTime<Utc>, interval: chrono::Duration, k: i64) -> DateTime<Utc> {
     interval
-        .num_milliseconds()
-        .checked_mul(k)
-        .and_then(chrono::Duration::try_milliseconds)
+        .num_nanoseconds()
+        .and_then(|n| n.checked_mul(k))
+        .map(chrono::Duration::nanoseconds)
         .and_then(|d| t0.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
