@@ -16,15 +16,21 @@ use crate::{AlertCommand, Cli, Command, StateCommand, EXIT_CONFIG};
 
 /// `--window`: a duration like `90s` or `5m`; the error shows one.
 pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{e}; expected a duration like 90s, 5m or 0s (a single sample)"))
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{e}; expected a duration like 90s, 5m or 0s (a single sample)"))?;
+    soakwatch::duration::check(d)?;
+    Ok(d)
 }
 
 /// `--t0`: an RFC 3339 instant; the error shows one.
 pub(crate) fn parse_t0(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
+    let t0 = chrono::DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| format!("{e}; expected an RFC 3339 time like 2026-12-03T14:00:00Z"))
+        .map_err(|e| format!("{e}; expected an RFC 3339 time like 2026-12-03T14:00:00Z"))?;
+    match soakwatch::config::t0_in_future(t0, chrono::Utc::now()) {
+        Some(e) => Err(e),
+        None => Ok(t0),
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -34,7 +40,7 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
                 eprintln!("config refused ({} problem(s)):", problems.len());
                 eprintln!("{e}");
             }
-            ConfigError::Read { .. } => eprintln!("{e}"),
+            ConfigError::Read { .. } | ConfigError::TooLarge { .. } => eprintln!("{e}"),
         }
         ExitCode::from(EXIT_CONFIG)
     })
@@ -238,6 +244,33 @@ async fn e2e(config: &Path) -> anyhow::Result<ExitCode> {
 
 /// Runs the daemon until SIGINT/SIGTERM: the current cycle finishes, a final
 /// report is written and the state database is closed.
+/// Opens the daemon's state. A JetStream state that does not answer at
+/// once (a cluster still electing, a loaded node) is retried for half a
+/// minute before the start is refused; anything else is refused at once
+/// (said on stderr; `None`).
+async fn open_watch(
+    cfg: &Config,
+    status: &soakwatch::watch::SharedStatus,
+    token: &tokio_util::sync::CancellationToken,
+) -> Option<soakwatch::watch::Watch> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match soakwatch::watch::Watch::open(cfg.clone(), status.clone()).await {
+            Ok(w) => return Some(w),
+            Err(soakwatch::watch::WatchError::Store(soakwatch::soak::store::StoreError::Nats(
+                e,
+            ))) if tokio::time::Instant::now() < deadline && !token.is_cancelled() => {
+                tracing::warn!(error = %e, "the state on JetStream does not answer yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                eprintln!("soakwatch watch: {e}");
+                return None;
+            }
+        }
+    }
+}
+
 async fn run_watch(
     cfg: Config,
     mut start: soakwatch::watch::StartOptions,
@@ -247,6 +280,8 @@ async fn run_watch(
     for w in &cfg.warnings {
         tracing::warn!(key = %w.key, "config: {w}");
     }
+    // First: a terminal's hangup must not end the soak (logged, ignored).
+    soakwatch::shutdown::log_and_ignore_hangups();
     let status = SharedStatus::default();
     let token = tokio_util::sync::CancellationToken::new();
     // systemd (`Type=notify`): READY once serving, STOPPING on shutdown,
@@ -260,24 +295,8 @@ async fn run_watch(
         on_signal.stopping();
         t.cancel();
     });
-    // A JetStream state that does not answer at once (a cluster still
-    // electing, a loaded node) is retried for half a minute before the
-    // start is refused; anything else is refused at once.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let watch = loop {
-        match Watch::open(cfg.clone(), status.clone()).await {
-            Ok(w) => break w,
-            Err(soakwatch::watch::WatchError::Store(soakwatch::soak::store::StoreError::Nats(
-                e,
-            ))) if tokio::time::Instant::now() < deadline && !token.is_cancelled() => {
-                tracing::warn!(error = %e, "the state on JetStream does not answer yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                eprintln!("soakwatch watch: {e}");
-                return Ok(ExitCode::from(EXIT_CONFIG));
-            }
-        }
+    let Some(watch) = open_watch(&cfg, &status, &token).await else {
+        return Ok(ExitCode::from(EXIT_CONFIG));
     };
     let server = match cfg.watch.listen {
         Some(addr) => {
@@ -390,7 +409,7 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
             target: "delivered".into(),
         }],
     };
-    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let http = soakwatch::http_client::notify_client(std::time::Duration::from_secs(10))?;
     let mut failed = 0;
     for r in &cfg.alerts.routes {
         match r.sink.send(&n, &http).await {
@@ -482,10 +501,15 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
             Ok(store) => {
                 if let Some(soak) = store.active_soak().await? {
                     match soakwatch::watch::rollback::view(&store, &soak.meta.id).await? {
-                        Some(v) => println!(
-                            "latch: TAKEN for soak {} ({}, trigger: {})",
-                            soak.meta.id, v.state, v.trigger
-                        ),
+                        Some(v) => {
+                            println!(
+                                "latch: TAKEN for soak {} ({}, trigger: {})",
+                                soak.meta.id, v.state, v.trigger
+                            );
+                            for line in soakwatch::watch::rollback::step_lines(&v.steps) {
+                                println!("  {line}");
+                            }
+                        }
                         None => println!("latch: free for soak {}", soak.meta.id),
                     }
                 }
@@ -531,7 +555,7 @@ async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCod
     for line in soakwatch::watch::rollback::step_lines(&outcome.steps) {
         println!("{line}");
     }
-    let http = soakwatch::probe::metrics::http_client(std::time::Duration::from_secs(10))?;
+    let http = soakwatch::http_client::notify_client(std::time::Duration::from_secs(10))?;
     let (ok, failed) =
         soakwatch::alert::engine::deliver_due(&store, &cfg.alerts, &http, chrono::Utc::now())
             .await?;
@@ -552,6 +576,8 @@ mod tests {
     fn bad_values_say_what_a_good_one_looks_like() {
         assert_eq!(parse_window("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_window("5m"), Ok(Duration::from_secs(300)));
+        let e = parse_window("1000000000d").unwrap_err();
+        assert!(e.contains("10 years"), "{e}");
         let e = parse_window("soon").unwrap_err();
         assert!(e.contains("90s") && e.contains("5m"), "{e}");
         assert!(parse_t0("2026-12-03T14:00:00Z").is_ok());

@@ -9,15 +9,33 @@
 //! the Phase B topology, a stand-in service, the demo, synthetic soak
 //! histories) and the `soakwatch-testkit` binary that runs them.
 
+// `println!`, `print!` and `eprintln!` in this crate: std's
+// panic when the write fails (a closed stdout under `| head -1`); these
+// never do ([`stdio`]). Defined before every module, so they shadow std's
+// everywhere in the crate; the binary defines the same in main.rs.
+macro_rules! println {
+    () => { $crate::stdio::out(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::stdio::out(format_args!($($t)*), true) };
+}
+macro_rules! print {
+    ($($t:tt)*) => { $crate::stdio::out(format_args!($($t)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::stdio::err(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::stdio::err(format_args!($($t)*), true) };
+}
+
 pub mod alert;
 pub mod atomic_file;
 pub mod check;
 pub mod config;
 pub mod discover;
+pub mod duration;
 pub mod envfile;
 pub mod evaluate;
 pub mod export;
 pub mod histogram;
+pub mod http_client;
 pub mod logging;
 pub mod probe;
 pub mod promtext;
@@ -29,6 +47,7 @@ pub mod self_health;
 pub mod shutdown;
 pub mod soak;
 pub mod sql;
+pub mod stdio;
 pub mod subjects;
 #[cfg(feature = "testkit")]
 pub mod testkit;

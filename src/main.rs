@@ -14,6 +14,22 @@ use clap::{Parser, Subcommand};
 
 use soakwatch::render::check::Format;
 
+// `println!`, `print!`, `eprintln!` and `eprint!` in this binary: std's
+// panic when the write fails (a closed stdout under `check | head -1`);
+// these never do (`soakwatch::stdio`). Defined before `mod cli`, so they
+// shadow std's there too.
+macro_rules! println {
+    () => { soakwatch::stdio::out(format_args!(""), true) };
+    ($($t:tt)*) => { soakwatch::stdio::out(format_args!($($t)*), true) };
+}
+macro_rules! print {
+    ($($t:tt)*) => { soakwatch::stdio::out(format_args!($($t)*), false) };
+}
+macro_rules! eprintln {
+    () => { soakwatch::stdio::err(format_args!(""), true) };
+    ($($t:tt)*) => { soakwatch::stdio::err(format_args!($($t)*), true) };
+}
+
 mod cli;
 
 /// Exit code for a refused config or a usage error (Nagios "unknown").
@@ -274,5 +290,6 @@ fn main() -> ExitCode {
     // A probe thread stuck in a read the timeout gave up on (a hung network
     // file system) must not keep the process from exiting.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    soakwatch::stdio::flush_out();
     code
 }

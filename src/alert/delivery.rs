@@ -59,7 +59,7 @@ impl Delivery {
         if cfg.routes.is_empty() {
             return delivery;
         }
-        let http = match crate::probe::metrics::http_client(Duration::from_secs(10)) {
+        let http = match crate::http_client::notify_client(Duration::from_secs(10)) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client: alerts are queued, not delivered");

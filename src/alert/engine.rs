@@ -76,8 +76,7 @@ impl AlertEngine {
         let mut changes = Vec::new();
         let mut repeats = Vec::new();
         let mut changed = Vec::new();
-        let repeat =
-            chrono::Duration::from_std(cfg.repeat_interval).unwrap_or(chrono::Duration::hours(4));
+        let repeat = crate::duration::delta(cfg.repeat_interval);
         for cand in candidates(cfg, s, now, &self.tracks) {
             let track = self.tracks.get(&cand.key).cloned();
             let item = |state: AlertState,
@@ -226,7 +225,7 @@ fn candidates(
     now: DateTime<Utc>,
     tracks: &BTreeMap<String, AlertTrack>,
 ) -> Vec<Candidate> {
-    let unknown_after = chrono::Duration::from_std(cfg.unknown_after).unwrap_or_default();
+    let unknown_after = crate::duration::delta(cfg.unknown_after);
     let mut out = Vec::new();
     for c in &s.criteria {
         let since = s
@@ -564,7 +563,7 @@ async fn deliver_one(
         Err(e) if e.retryable => {
             let wait = backoff(item.attempts, cfg.max_backoff);
             tracing::warn!(route = %route.name, id = %item.id, error = %e.reason, retry_in_secs = wait.as_secs_f64(), "delivery failed");
-            let next = at + chrono::Duration::from_std(wait).unwrap_or_default();
+            let next = crate::duration::after(at, wait);
             let outcome = OutboxOutcome::Retry {
                 next,
                 error: e.reason,

@@ -33,6 +33,33 @@ pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use locate::line_of_key;
 pub use raw::MIN_INTERVAL;
 
+/// How far ahead of this machine's clock `[soak] started_at` (and `watch
+/// --t0`) may be: clock skew between the host that noted the cutover and
+/// this one. A T0 further ahead is refused; accepted, the daemon idled
+/// until it, looking like a preflight holding T0.
+pub const T0_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// Largest config file read, in bytes: a real checks.toml is a few KiB; a
+/// 49 MB one once took 28 s and 2.5 GB to be refused. Checked before parsing.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Why a T0 is refused: it lies more than [`T0_CLOCK_SKEW`] after `now`.
+pub fn t0_in_future(
+    t0: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let ahead = t0.signed_duration_since(now);
+    (ahead > crate::duration::delta(T0_CLOCK_SKEW)).then(|| {
+        let ahead = ahead.to_std().map(|d| Duration::from_secs(d.as_secs())).unwrap_or_default();
+        format!(
+            "`{}` is {} in the future: T0 is when the cutover happened (at most {} ahead of this clock is allowed, for clock skew); set the cutover's time, or remove it to start the soak at the first cycle",
+            t0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            humantime::format_duration(ahead),
+            humantime::format_duration(T0_CLOCK_SKEW)
+        )
+    })
+}
+
 use collect::*;
 use env::*;
 use locate::*;
@@ -77,6 +104,14 @@ pub enum ConfigError {
         file: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The file is larger than [`MAX_CONFIG_BYTES`]: refused unread.
+    #[error("{file}: {size} is over the largest config soakwatch reads, 1 MiB ({MAX_CONFIG_BYTES} bytes): refused before parsing")]
+    TooLarge {
+        /// The file as given.
+        file: String,
+        /// Its size as far as it was looked at (`1048577 bytes`, `more than ... bytes`).
+        size: String,
     },
     /// The file was read but is wrong; each problem is located.
     #[error("{}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
@@ -186,9 +221,13 @@ pub struct StateConfig {
 }
 
 impl StateConfig {
-    /// The leader lease's length: `lease_intervals` x `interval`.
+    /// The leader lease's length: `lease_intervals` x `interval`, at most
+    /// [`crate::duration::MAX`] (validation refuses a longer one).
     pub fn lease(&self, interval: Duration) -> Duration {
-        interval * self.lease_intervals.max(2)
+        interval
+            .checked_mul(self.lease_intervals.max(2))
+            .unwrap_or(crate::duration::MAX)
+            .min(crate::duration::MAX)
     }
 }
 
@@ -275,7 +314,7 @@ pub struct SoakConfig {
     #[serde(default)]
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Planned length of the soak.
-    #[serde(default = "default_soak_duration", with = "humantime_serde")]
+    #[serde(default = "default_soak_duration", with = "crate::duration::bounded")]
     pub duration: Duration,
 }
 
@@ -324,7 +363,7 @@ pub struct StreamSpec {
     #[serde(default)]
     pub replicas: Option<usize>,
     /// Max age, when it matters (0 = unlimited).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub max_age: Option<Duration>,
     /// Message count recorded at cutover (legacy and DLQ streams).
     #[serde(default)]
@@ -385,7 +424,7 @@ pub struct ConsumerConfig {
     #[serde(default = "default_ack_policy")]
     pub ack_policy: String,
     /// Expected ack wait; also what the service's env file must say.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::duration::bounded")]
     pub ack_wait: Duration,
     /// Expected max deliveries.
     pub max_deliver: i64,
@@ -696,7 +735,7 @@ pub struct CriteriaConfig {
     #[serde(default = "default_success_rate")]
     pub success_rate_min: f64,
     /// Maximum p95 processing time.
-    #[serde(default = "default_p95", with = "humantime_serde")]
+    #[serde(default = "default_p95", with = "crate::duration::bounded")]
     pub p95_max: Duration,
     /// Quantile for the latency criterion.
     #[serde(default = "default_quantile")]
@@ -705,7 +744,7 @@ pub struct CriteriaConfig {
     #[serde(default = "default_in_flight")]
     pub db_in_flight_tolerance: u64,
     /// A service restart this long after T0 or more is reported.
-    #[serde(default = "default_restart_grace", with = "humantime_serde")]
+    #[serde(default = "default_restart_grace", with = "crate::duration::bounded")]
     pub restart_grace: Duration,
 }
 
@@ -755,11 +794,38 @@ impl Default for CriteriaConfig {
 
 impl Config {
     /// Reads and validates a config file against the process environment.
+    /// A file over [`MAX_CONFIG_BYTES`] is refused before it is parsed (its
+    /// size first, then what a read actually returns, for a file that grows
+    /// or a pipe).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.display().to_string(),
+        use std::io::Read;
+        let file_name = || path.display().to_string();
+        let read_err = |source| ConfigError::Read {
+            file: file_name(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        if let Some(n) = file
+            .metadata()
+            .ok()
+            .map(|m| m.len())
+            .filter(|n| *n > MAX_CONFIG_BYTES)
+        {
+            return Err(ConfigError::TooLarge {
+                file: file_name(),
+                size: format!("{n} bytes"),
+            });
+        }
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read_err)?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                file: file_name(),
+                size: format!("more than {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
         Config::from_text(path, &text, &ProcessEnv)
     }
 

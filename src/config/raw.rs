@@ -91,7 +91,7 @@ pub(super) struct RawConsumerEntry {
     pub(super) filter_subject: Option<String>,
     #[serde(default)]
     pub(super) ack_policy: Option<String>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub(super) ack_wait: Option<Duration>,
     #[serde(default)]
     pub(super) max_deliver: Option<i64>,
@@ -127,7 +127,7 @@ pub(super) struct RawExpect {
     pub(super) filter_subject: Option<String>,
     #[serde(default)]
     pub(super) ack_policy: Option<String>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub(super) ack_wait: Option<Duration>,
     #[serde(default)]
     pub(super) max_deliver: Option<i64>,
@@ -182,7 +182,7 @@ pub(super) struct RawState {
     pub(super) replicas: usize,
     #[serde(default = "default_lease_intervals")]
     pub(super) lease_intervals: u32,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub(super) max_age: Option<Duration>,
     #[serde(default = "default_state_request_timeout", with = "humantime_serde")]
     pub(super) request_timeout: Duration,
@@ -233,11 +233,11 @@ pub(super) fn default_lease_intervals() -> u32 {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAlerts {
-    #[serde(default = "default_repeat", with = "humantime_serde")]
+    #[serde(default = "default_repeat", with = "crate::duration::bounded")]
     pub(super) repeat_interval: Duration,
-    #[serde(default = "default_unknown_after", with = "humantime_serde")]
+    #[serde(default = "default_unknown_after", with = "crate::duration::bounded")]
     pub(super) unknown_after: Duration,
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(default = "default_max_backoff", with = "crate::duration::bounded")]
     pub(super) max_backoff: Duration,
     #[serde(default = "default_severity")]
     pub(super) severity: BTreeMap<crate::verdict::CriterionId, crate::alert::model::Severity>,
@@ -298,7 +298,7 @@ pub(super) struct RawRoute {
     pub(super) severities: Vec<crate::alert::model::Severity>,
     #[serde(default)]
     pub(super) criteria: Vec<crate::verdict::CriterionId>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub(super) timeout: Option<Duration>,
     // email
     #[serde(default)]
@@ -327,7 +327,7 @@ pub(super) struct RawRoute {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWatch {
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(default = "default_interval", with = "crate::duration::bounded")]
     pub(super) interval: Duration,
     #[serde(default = "default_state")]
     pub(super) state: String,
@@ -337,21 +337,24 @@ pub(super) struct RawWatch {
     pub(super) checkpoints: Vec<String>,
     #[serde(default = "default_min_coverage")]
     pub(super) min_coverage: f64,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub(super) max_gap: Option<Duration>,
-    #[serde(default = "default_recover_after", with = "humantime_serde")]
+    #[serde(default = "default_recover_after", with = "crate::duration::bounded")]
     pub(super) recover_after: Duration,
     #[serde(default = "default_fail_for", rename = "for")]
     pub(super) fail_for: BTreeMap<crate::verdict::CriterionId, String>,
     #[serde(default = "default_dlq_spike")]
     pub(super) dlq_spike_per_min: f64,
-    #[serde(default = "default_dlq_spike_window", with = "humantime_serde")]
+    #[serde(
+        default = "default_dlq_spike_window",
+        with = "crate::duration::bounded"
+    )]
     pub(super) dlq_spike_window: Duration,
     #[serde(default = "default_listen")]
     pub(super) listen: String,
-    #[serde(default = "default_keep_full", with = "humantime_serde")]
+    #[serde(default = "default_keep_full", with = "crate::duration::bounded")]
     pub(super) keep_full_snapshots: Duration,
-    #[serde(default = "default_thin_to", with = "humantime_serde")]
+    #[serde(default = "default_thin_to", with = "crate::duration::bounded")]
     pub(super) thin_to: Duration,
     #[serde(default)]
     pub(super) at_end: super::AtEnd,
@@ -436,7 +439,7 @@ pub(super) fn default_soak() -> SoakConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProbes {
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crate::duration::bounded")]
     pub(super) timeout: Duration,
 }
 
@@ -524,7 +527,7 @@ pub(super) struct RawDatabase {
     pub(super) created_column: String,
     #[serde(default)]
     pub(super) updated_column: String,
-    #[serde(default = "default_recent", with = "humantime_serde")]
+    #[serde(default = "default_recent", with = "crate::duration::bounded")]
     pub(super) recent_window: Duration,
     #[serde(default)]
     pub(super) derived: Option<DerivedCheck>,

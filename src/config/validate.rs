@@ -64,6 +64,13 @@ pub(super) fn validate(
     if raw.probes.timeout.is_zero() {
         p("probes.timeout", "must be greater than 0".into());
     }
+    if let Some(e) = raw
+        .soak
+        .started_at
+        .and_then(|t0| super::t0_in_future(t0, chrono::Utc::now()))
+    {
+        p("soak.started_at", e);
+    }
 
     check_nats(&raw, &mut p);
     check_streams(&raw, &mut p);
@@ -671,6 +678,10 @@ fn validate_watch(raw: &RawConfig, base: &Path, p: Problems<'_>) -> WatchConfig 
                 &format!("watch.checkpoints[{i}]"),
                 format!("`{c}`: must be after T0 (greater than 0)"),
             ),
+            Ok(d) if d > crate::duration::MAX => p(
+                &format!("watch.checkpoints[{i}]"),
+                format!("`{c}`: {}", crate::duration::check(d).err().unwrap_or_default()),
+            ),
             Ok(d) if d > raw.soak.duration => p(
                 &format!("watch.checkpoints[{i}]"),
                 format!(
@@ -684,8 +695,9 @@ fn validate_watch(raw: &RawConfig, base: &Path, p: Problems<'_>) -> WatchConfig 
     }
     let mut fail_for = BTreeMap::new();
     for (id, d) in &w.fail_for {
-        match humantime::parse_duration(d) {
-            Ok(d) => {
+        match humantime::parse_duration(d).map(|d| (d, crate::duration::check(d))) {
+            Ok((_, Err(e))) => p(&format!("watch.for.{}", id.as_str()), format!("`{d}`: {e}")),
+            Ok((d, Ok(()))) => {
                 fail_for.insert(*id, d);
             }
             Err(e) => p(&format!("watch.for.{}", id.as_str()), format!("`{d}`: {e}")),
@@ -930,10 +942,15 @@ fn validate_rollback(raw: &RawConfig, base: &Path, p: Problems<'_>) -> Option<Ro
                     );
                     return None;
                 }
+                let hold = hold.into_inner();
+                if let Err(e) = crate::duration::check(hold) {
+                    p(&format!("rollback.triggers.{name}"), e);
+                    return None;
+                }
                 Some(RollbackTrigger {
                     name,
                     criterion,
-                    hold: hold.into_inner(),
+                    hold,
                 })
             })
             .collect(),
@@ -947,22 +964,10 @@ fn validate_rollback(raw: &RawConfig, base: &Path, p: Problems<'_>) -> Option<Ro
 
 /// `[state]`: the backend, its connection (the watched NATS unless
 /// `nats_url` is given) and the lease.
-fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig {
+/// `[state]` timing: the lease's length and the request timeout the
+/// fencing proof needs (docs/HA.md, "The fencing rule").
+fn validate_state_timing(raw: &RawConfig, backend: StateBackend, p: Problems<'_>) {
     let s = &raw.state;
-    let backend = match s.backend.as_str() {
-        "sqlite" => StateBackend::Sqlite,
-        "jetstream" => StateBackend::JetStream,
-        other => {
-            p(
-                "state.backend",
-                format!("`{other}`: expected `sqlite` or `jetstream`"),
-            );
-            StateBackend::Sqlite
-        }
-    };
-    if !(1..=5).contains(&s.replicas) {
-        p("state.replicas", "must be 1 to 5".into());
-    }
     if s.lease_intervals < 2 {
         p(
             "state.lease_intervals",
@@ -987,6 +992,36 @@ fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig 
     if s.request_timeout.is_zero() {
         p("state.request_timeout", "must be greater than 0".into());
     }
+    let lease = raw.watch.interval.checked_mul(s.lease_intervals);
+    if lease.is_none_or(|d| d > crate::duration::MAX) {
+        p(
+            "state.lease_intervals",
+            format!(
+                "{} x watch.interval is a lease over the longest duration soakwatch accepts, {}",
+                s.lease_intervals,
+                crate::duration::MAX_SHOWN
+            ),
+        );
+    }
+}
+
+fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig {
+    let s = &raw.state;
+    let backend = match s.backend.as_str() {
+        "sqlite" => StateBackend::Sqlite,
+        "jetstream" => StateBackend::JetStream,
+        other => {
+            p(
+                "state.backend",
+                format!("`{other}`: expected `sqlite` or `jetstream`"),
+            );
+            StateBackend::Sqlite
+        }
+    };
+    if !(1..=5).contains(&s.replicas) {
+        p("state.replicas", "must be 1 to 5".into());
+    }
+    validate_state_timing(raw, backend, p);
     if !s.bucket.is_empty()
         && !s
             .bucket
@@ -1062,8 +1097,10 @@ fn validate_state(raw: &RawConfig, base: &Path, p: Problems<'_>) -> StateConfig 
         lease_intervals: s.lease_intervals,
         request_timeout: s.request_timeout,
         max_clock_skew: s.max_clock_skew,
-        max_age: s
-            .max_age
-            .unwrap_or(raw.soak.duration + Duration::from_secs(7 * 24 * 3600)),
+        max_age: s.max_age.unwrap_or(
+            raw.soak
+                .duration
+                .saturating_add(Duration::from_secs(7 * 24 * 3600)),
+        ),
     }
 }

@@ -54,8 +54,15 @@ pub struct DiscoverArgs {
     #[arg(long, default_value = "soak")]
     pub name: String,
     /// Timeout of each look-up.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
     pub timeout: Duration,
+}
+
+/// `--timeout`: a humantime duration, at most [`crate::duration::MAX`].
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
+    crate::duration::check(d)?;
+    Ok(d)
 }
 
 fn parse_matcher(s: &str) -> Result<(String, String), String> {

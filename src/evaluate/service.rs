@@ -81,9 +81,7 @@ impl Ctx<'_> {
         {
             uptime = Some((now - ps).num_seconds().max(0) as f64);
             if let Some(t0) = self.cfg.soak.started_at {
-                let grace =
-                    chrono::Duration::from_std(self.cfg.criteria.restart_grace).unwrap_or_default();
-                if ps > t0 + grace {
+                if ps > crate::duration::after(t0, self.cfg.criteria.restart_grace) {
                     parts.push(part(
                         Status::Warn,
                         format!(

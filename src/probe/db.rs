@@ -164,8 +164,7 @@ async fn query_state(
     since: &[DateTime<Utc>],
 ) -> Probed<DbState> {
     let write_cols = write_columns(cols, d)?;
-    let window_start = now
-        - chrono::Duration::from_std(d.recent_window).unwrap_or_else(|_| chrono::Duration::zero());
+    let window_start = crate::duration::before(now, d.recent_window);
     let mut instants = vec![window_start];
     instants.extend_from_slice(since);
     let figures = table_figures(conn, d, &write_cols, &instants).await?;

@@ -21,27 +21,10 @@ const BLOCKING_PARSE_BYTES: usize = 1024 * 1024;
 /// How many bad lines are kept verbatim as evidence.
 const KEPT_ERRORS: usize = 5;
 
-/// Builds the HTTP client once (TLS via rustls; the provider is installed in
-/// main). The system's root certificates are read on the first https
-/// certificate to verify ([`super::lazy_roots`]), so a plain-http scrape
-/// never pays for them. It asks for gzip (`Accept-Encoding: gzip`, as
-/// Prometheus does) and decodes a gzip answer before anything reads it, so
-/// `[metrics] max_body_bytes` bounds the decoded body.
+/// Builds the HTTP client once: [`crate::http_client::probe_client`] (no
+/// Referer; redirects followed within the URL's origin only).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    let builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .gzip(true)
-        .user_agent(concat!("soakwatch/", env!("CARGO_PKG_VERSION")));
-    match super::lazy_roots::client_config() {
-        Ok((tls, _)) => builder.tls_backend_preconfigured(tls),
-        // Only a provider without TLS 1.2/1.3 gets here: reqwest's own set-up.
-        Err(e) => {
-            tracing::warn!(error = %e, "lazy TLS set-up unavailable: loading root certificates now");
-            builder
-        }
-    }
-    .build()
+    crate::http_client::probe_client(timeout)
 }
 
 fn fail(reason: String) -> ProbeFailure {
@@ -66,6 +49,9 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
         .await
         .map_err(|e| fail(format!("GET {shown}: {}", describe_reqwest(&e))))?;
     let status = resp.status();
+    if status.is_redirection() {
+        return Err(fail(redirect_reason(&resp, shown)));
+    }
     if !status.is_success() {
         return Err(fail(format!("GET {shown}: HTTP {status}")));
     }
@@ -102,6 +88,27 @@ impl Answer {
             content_type,
         }
     }
+}
+
+/// Why a 3xx the client did not follow fails the probe: it led to another
+/// origin (or past [`crate::http_client::MAX_HOPS`]); the Location is shown
+/// without credentials.
+fn redirect_reason(resp: &reqwest::Response, shown: &str) -> String {
+    let status = resp.status();
+    let Some(location) = crate::http_client::location_shown(resp.url(), resp.headers(), false)
+    else {
+        return format!("GET {shown}: HTTP {status} without a Location");
+    };
+    let location = crate::secret::scrub(&location);
+    let other_origin = url::Url::parse(&location)
+        .map(|to| !crate::http_client::same_origin(resp.url(), &to))
+        .unwrap_or(true);
+    let why = if other_origin {
+        "a redirect to another origin is not followed (only within the metrics URL's own scheme, host and port)"
+    } else {
+        "too many redirects"
+    };
+    format!("GET {shown}: HTTP {status} to {location}: {why}")
 }
 
 /// Parses a scraped body and extracts its facts; the parsed exposition

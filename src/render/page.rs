@@ -38,6 +38,7 @@ caption{text-align:left;color:var(--muted);padding:.2rem 0}\
 th,td{border:1px solid var(--line);padding:.25rem .45rem;text-align:left;vertical-align:top}\
 thead th{background:#f3f3f3}\
 td.evidence{min-width:14rem;overflow-wrap:anywhere}\
+td.evidence pre{white-space:pre-wrap;margin:.3rem 0 0;font-size:.85rem}\
 .status{font-weight:700;white-space:nowrap}\
 .status.s-pass{color:var(--pass)}.status.s-warn{color:var(--warn)}.status.s-fail{color:var(--fail)}\
 .status.s-unknown{color:var(--unknown)}.status.s-pending{color:var(--pending)}.status.s-not_configured{color:var(--muted)}\
@@ -522,10 +523,21 @@ fn rollback_section(v: &PageView, r: Option<&RollbackView>, out: &mut String) {
             text(&st.name),
             text(st.status.as_str()),
             st.duration_ms,
-            text(st.output.lines().next().unwrap_or("")),
+            step_output(&st.output),
         ));
     }
     out.push_str("</tbody>\n</table>\n</div>\n");
+}
+
+/// A step's output cell: the headline, then the output's first and last
+/// lines in a `<pre>` when it captured any.
+fn step_output(output: &str) -> String {
+    let v = crate::rollback::output_view(output);
+    if v.lines.is_empty() {
+        return text(&v.headline);
+    }
+    let lines: Vec<String> = v.lines.iter().map(|l| text(l)).collect();
+    format!("{}<pre>{}</pre>", text(&v.headline), lines.join("\n"))
 }
 
 fn coverage_table(s: &SoakSummary, out: &mut String) {

@@ -421,8 +421,30 @@ fn rollback_section(s: &SoakSummary, out: &mut String) {
                 cell(&st.name),
                 st.status.as_str(),
                 st.duration_ms,
-                cell(st.output.lines().next().unwrap_or(""))
+                cell(&crate::rollback::output_view(&st.output).headline)
             ));
+        }
+        out.push('\n');
+        step_outputs(&r.steps, out);
+    }
+}
+
+/// Under the steps table, the captured output of each step that has one:
+/// its first and last lines as an indented code block (literal text, one
+/// line each, nothing in it can break out of the block).
+fn step_outputs(steps: &[crate::rollback::StepRecord], out: &mut String) {
+    for st in steps {
+        let v = crate::rollback::output_view(&st.output);
+        if v.lines.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "Output of step {} ({}), first and last lines:\n\n",
+            st.n,
+            cell(&st.name)
+        ));
+        for l in &v.lines {
+            out.push_str(&format!("    {}\n", crate::untrusted::untrusted(l)));
         }
         out.push('\n');
     }

@@ -84,14 +84,14 @@ pub struct E2eConfig {
     #[serde(default)]
     pub payload: Option<String>,
     /// Longest to wait for the row after the publish (default 30s); also bounds each connect.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[serde(default = "default_timeout", with = "crate::duration::bounded")]
     pub timeout: Duration,
     /// Prefix of the synthetic user ids (default `soakwatch-e2e-`), so test rows can be found and removed.
     #[serde(default = "default_user_prefix")]
     pub user_prefix: String,
     /// Run the probe this often from `watch` as well (None: only in the
     /// rollback and `soakwatch e2e`). Each periodic run removes its rows.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::duration::bounded")]
     pub every: Option<Duration>,
 }
 

@@ -95,7 +95,7 @@ pub struct RollbackConfig {
     #[serde(default)]
     pub inherit_env: Vec<String>,
     /// Longest the restart command may run before its process group is killed (default 60s).
-    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[serde(default = "default_step_timeout", with = "crate::duration::bounded")]
     pub restart_timeout: Duration,
     /// The service's log, read from where it ended before the restart.
     pub log_file: PathBuf,
@@ -103,7 +103,7 @@ pub struct RollbackConfig {
     #[serde(default = "default_expect_log_lines")]
     pub expect_log_lines: Vec<String>,
     /// Longest to wait for the expected log lines (default 60s).
-    #[serde(default = "default_step_timeout", with = "humantime_serde")]
+    #[serde(default = "default_step_timeout", with = "crate::duration::bounded")]
     pub verify_timeout: Duration,
     /// The end-to-end probe; absent skips the step.
     #[serde(default)]
@@ -321,6 +321,72 @@ pub type ActGate<'a> = &'a (dyn Fn(
     Box<dyn std::future::Future<Output = Result<Option<u64>, String>> + Send>,
 > + Send
          + Sync);
+/// Lines of a step's captured output shown from its start, wherever the
+/// step is shown (CLI, report, page, alert); as many from its end
+/// ([`SHOWN_TAIL_LINES`]). The whole bounded output stays in the journal.
+pub const SHOWN_HEAD_LINES: usize = 5;
+/// Lines shown from the end of a step's output (where a failing command
+/// usually says why).
+pub const SHOWN_TAIL_LINES: usize = 5;
+/// Longest line of a step's output shown, in characters.
+pub const SHOWN_LINE_CHARS: usize = 200;
+
+/// A step's output as people are shown it: the line saying what the step
+/// did or why it failed, then the captured output's first and last lines.
+/// Before, only the first line was shown, so a failed restart read
+/// "exited with code 3; output:" and nothing after it. The text is as
+/// stored (already scrubbed and bounded, see [`clean_output`]); each
+/// renderer escapes it for its format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputView {
+    /// The first line: `systemctl exited with code 3; output:`.
+    pub headline: String,
+    /// Up to [`SHOWN_HEAD_LINES`] first and [`SHOWN_TAIL_LINES`] last lines
+    /// of the rest, each at most [`SHOWN_LINE_CHARS`], blank lines dropped,
+    /// with `… N more lines …` between them when lines were left out.
+    pub lines: Vec<String>,
+}
+
+impl OutputView {
+    /// Everything on one line (alerts, one-line logs): the headline, then
+    /// the lines joined with ` ⏎ `.
+    pub fn one_line(&self) -> String {
+        if self.lines.is_empty() {
+            return self.headline.clone();
+        }
+        format!("{} {}", self.headline, self.lines.join(" ⏎ "))
+    }
+}
+
+/// Splits a stored step output into what is shown ([`OutputView`]).
+pub fn output_view(output: &str) -> OutputView {
+    let mut all = output.lines();
+    let headline = all.next().unwrap_or("").trim_end().to_string();
+    let rest: Vec<&str> = all
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let bound = |l: &str| match l.char_indices().nth(SHOWN_LINE_CHARS) {
+        Some((at, _)) => format!("{}…", &l[..at]),
+        None => l.to_string(),
+    };
+    let lines = if rest.len() <= SHOWN_HEAD_LINES + SHOWN_TAIL_LINES {
+        rest.iter().map(|l| bound(l)).collect()
+    } else {
+        let left_out = rest.len() - SHOWN_HEAD_LINES - SHOWN_TAIL_LINES;
+        rest[..SHOWN_HEAD_LINES]
+            .iter()
+            .map(|l| bound(l))
+            .chain(std::iter::once(format!("… {left_out} more lines …")))
+            .chain(
+                rest[rest.len() - SHOWN_TAIL_LINES..]
+                    .iter()
+                    .map(|l| bound(l)),
+            )
+            .collect()
+    };
+    OutputView { headline, lines }
+}
 
 /// The result of [`execute`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -879,6 +945,33 @@ mod tests {
         cfg.backup_suffix = "/evil".into();
         let p = cfg.validate();
         assert_eq!(p.len(), 5, "{p:?}");
+    }
+
+    #[test]
+    fn a_step_output_shows_its_head_and_tail() {
+        let short = output_view("sh exited with code 3; output:\nboom\n\nbye");
+        assert_eq!(short.headline, "sh exited with code 3; output:");
+        assert_eq!(short.lines, vec!["boom", "bye"]);
+        assert_eq!(
+            short.one_line(),
+            "sh exited with code 3; output: boom ⏎ bye"
+        );
+        let mut long = String::from("sh exited with code 3; output:");
+        for i in 1..=30 {
+            long.push_str(&format!("\nline {i}"));
+        }
+        let v = output_view(&long);
+        assert_eq!(v.lines.len(), SHOWN_HEAD_LINES + 1 + SHOWN_TAIL_LINES);
+        assert_eq!(v.lines[0], "line 1");
+        assert_eq!(v.lines[4], "line 5");
+        assert_eq!(v.lines[5], "… 20 more lines …");
+        assert_eq!(v.lines[10], "line 30");
+        let wide = output_view(&format!("x\n{}", "é".repeat(500)));
+        assert_eq!(wide.lines[0].chars().count(), SHOWN_LINE_CHARS + 1);
+        let plain = output_view("set EVENT_STREAM_MODE=single");
+        assert!(plain.lines.is_empty());
+        assert_eq!(plain.one_line(), "set EVENT_STREAM_MODE=single");
+        assert_eq!(output_view("").headline, "");
     }
 
     #[test]

@@ -512,7 +512,7 @@ pub async fn current_holder(
         return Ok(None);
     };
     let age = chrono::Utc::now() - h.renewed_at;
-    let stands = age < chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+    let stands = age < crate::duration::delta(lease);
     Ok(stands.then_some((h.holder, h.renewed_at)))
 }
 

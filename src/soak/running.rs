@@ -101,8 +101,8 @@ impl CriterionRun {
         spike: bool,
         policy: &SoakPolicy,
     ) -> Status {
-        let fail_for = chrono::Duration::from_std(policy.fail_for(self.id)).unwrap_or_default();
-        let recover = chrono::Duration::from_std(policy.recover_after).unwrap_or_default();
+        let fail_for = crate::duration::delta(policy.fail_for(self.id));
+        let recover = crate::duration::delta(policy.recover_after);
         if gap_before {
             // A gap breaks every running `for` and recovery clock.
             self.pending_since = None;
@@ -381,7 +381,7 @@ impl RunningSummary {
 
     /// Folds in the next cycle (cycles arrive oldest first).
     pub fn push(&mut self, c: CycleRecord) {
-        let max_gap = chrono::Duration::from_std(self.policy.max_gap).unwrap_or_default();
+        let max_gap = crate::duration::delta(self.policy.max_gap);
         let prev_at = self.recent.last().map(|p| p.at);
         // The previous cycle stands for the time until this one (capped).
         if let Some(p) = prev_at {
@@ -526,8 +526,12 @@ impl RunningSummary {
         let Some(newest) = self.recent.last().map(|c| c.at) else {
             return;
         };
-        let reach = self.policy.dlq_spike.window + self.keep_recent;
-        let start = newest - chrono::Duration::from_std(reach).unwrap_or(chrono::Duration::MAX);
+        let reach = self
+            .policy
+            .dlq_spike
+            .window
+            .saturating_add(self.keep_recent);
+        let start = crate::duration::before(newest, reach);
         let drop = self
             .recent
             .partition_point(|c| c.at <= start)

@@ -2,8 +2,8 @@
 //! baselines, every cycle and the (thinned) snapshots.
 //!
 //! Each cycle is one transaction in WAL mode, so a SIGKILL loses at most the
-//! cycle in flight. One daemon per file: an exclusive lock file refuses a
-//! second writer instead of letting two interleave. A file that is not a
+//! cycle in flight. One daemon per file: an exclusive lock on the database
+//! file itself refuses a second writer, by whatever path or link it comes. A file that is not a
 //! soakwatch database is refused, never silently replaced by a new soak.
 
 use std::path::{Path, PathBuf};
@@ -78,6 +78,38 @@ fn canonical_file(path: &Path) -> std::io::Result<PathBuf> {
     )))
 }
 
+/// Takes the one-writer lock on the database file itself (`flock`, created
+/// empty if missing: SQLite takes an empty file as a new database). The lock
+/// belongs to the file, not to a name: a symlink, a `../` spelling or a hard
+/// link of the state meets it, where a `<path>.lock` beside a name did not
+/// (two daemons once wrote one state through a hard link, each to its own
+/// WAL, and cycles were lost). `flock` and SQLite's own `fcntl` locks do not
+/// interact; readers (`report`, `check --soak`) take no flock. The
+/// descriptor is held until [`SqliteStore::close`] has closed the pool:
+/// closing any descriptor of the file drops this process's `fcntl` locks.
+fn lock_database_file(given: &Path, path: &Path) -> Result<std::fs::File, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::Locked(given.to_path_buf(), path.to_path_buf()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Open {
+            path: path.to_path_buf(),
+            reason: format!("cannot lock the state file: {e}"),
+        }),
+    }
+}
+
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -91,38 +123,15 @@ impl SqliteStore {
                 reason: e.to_string(),
             })?;
         }
-        // The lock (and the database) is keyed on the file itself, not the
-        // path string: a symlink or `../` spelling of the same state must
-        // meet the same lock.
+        // The database is opened by its canonical path, so a symlink or
+        // `../` spelling reaches the same file and its WAL.
         let canonical = canonical_file(given).map_err(|e| StoreError::Open {
             path: given.to_path_buf(),
             reason: e.to_string(),
         })?;
         let path = canonical.as_path();
-        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock_existed = lock_path.exists();
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::Open {
-                path: lock_path.clone(),
-                reason: e.to_string(),
-            })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked(given.to_path_buf(), lock_path))
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::Open {
-                    path: lock_path,
-                    reason: e.to_string(),
-                })
-            }
-        }
-        let lock_was_new = !lock_existed;
+        let existed = path.exists();
+        let lock = lock_database_file(given, path)?;
         let result = async {
             let store = Self::connect(path, false, Some(lock)).await?;
             store.init_schema().await?;
@@ -133,8 +142,9 @@ impl SqliteStore {
             Ok::<_, StoreError>(store)
         }
         .await;
-        if result.is_err() && lock_was_new {
-            let _ = std::fs::remove_file(&lock_path);
+        // A file this call created and nothing wrote is not left behind.
+        if result.is_err() && !existed && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(path);
         }
         result
     }
@@ -756,6 +766,31 @@ impl SqliteStore {
             .map(|m| m.len())
             .unwrap_or(0);
         main + wal
+    }
+
+    /// `PRAGMA wal_checkpoint(TRUNCATE)`: the WAL into the database file and
+    /// the WAL cut to zero bytes (see [`crate::soak::store::Store::checkpoint_wal`]).
+    /// Best effort: on a full disk it may not complete, and is tried again.
+    /// It does not wait for a lock another process holds (the cycle must
+    /// not stall behind it): busy is a failed attempt, retried next time.
+    pub async fn checkpoint_wal(&self) {
+        let result = async {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut *conn)
+                .await?;
+            let done = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&mut *conn)
+                .await?;
+            done.map(|_| ())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "WAL checkpoint failed");
+        }
     }
 
     /// Checkpoints the WAL into the main file and closes: a clean shutdown.

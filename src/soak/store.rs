@@ -68,7 +68,7 @@ impl Store {
         }
     }
 
-    /// The leader fence of a JetStream state (None for SQLite: one writer by lock file).
+    /// The leader fence of a JetStream state (None for SQLite: one writer by its file lock).
     pub fn fence(&self) -> Option<Arc<Fence>> {
         match self {
             Store::Sqlite(_) => None,
@@ -339,6 +339,17 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.size_bytes(),
             Store::JetStream(_) => 0,
+        }
+    }
+
+    /// Moves the WAL into the database file and truncates it, so space
+    /// freed on a full disk goes to the cycles waiting to be written, not
+    /// to a WAL that auto-checkpoints only at ~4 MB (on a small filesystem:
+    /// never). Best effort, for when writes fail; JetStream has no WAL.
+    pub async fn checkpoint_wal(&self) {
+        match self {
+            Store::Sqlite(s) => s.checkpoint_wal().await,
+            Store::JetStream(_) => {}
         }
     }
 

@@ -12,7 +12,7 @@ use crate::soak::record::SoakMeta;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the lock (a second `watch` on the same state).
-    #[error("state database {0} is locked by another soakwatch process (lock file {1})")]
+    #[error("state database {0} is locked by another soakwatch process (it holds the lock on the file {1}, whatever path or link names it)")]
     Locked(PathBuf, PathBuf),
     /// The file exists but is not a soakwatch database (or is corrupt).
     #[error("state database {path} is not a usable soakwatch database: {reason}; refusing to start a new soak over it (move it away or pass another --state)")]

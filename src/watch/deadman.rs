@@ -329,7 +329,7 @@ impl Deadman {
         let Some(cfg) = cfg else {
             return Deadman::default();
         };
-        let http = match crate::probe::metrics::http_client(cfg.timeout) {
+        let http = match crate::http_client::notify_client(cfg.timeout) {
             Ok(h) => h,
             Err(e) => {
                 tracing::error!(error = %e, "dead-man's switch: cannot build the HTTP client; no pings");

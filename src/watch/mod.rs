@@ -204,6 +204,17 @@ fn first_tick(t0: DateTime<Utc>, interval: chrono::Duration, now: DateTime<Utc>)
         / interval.num_milliseconds().max(1)
 }
 
+/// Tick `k` of the grid, `t0 + k * interval`; the latest representable time
+/// when that overflows (never a panic, never a wrapped `k`).
+fn tick_at(t0: DateTime<Utc>, interval: chrono::Duration, k: i64) -> DateTime<Utc> {
+    interval
+        .num_nanoseconds()
+        .and_then(|n| n.checked_mul(k))
+        .map(chrono::Duration::nanoseconds)
+        .and_then(|d| t0.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A soak id: the name and T0, readable and unique per start.
 fn soak_id(name: &str, t0: DateTime<Utc>) -> String {
     let clean: String = name
@@ -476,8 +487,7 @@ impl Watch {
         if let Some(end) = self.ended.clone() {
             return self.after_end(end, clock, &shutdown).await;
         }
-        let interval = chrono::Duration::from_std(self.cfg.watch.interval)
-            .unwrap_or(chrono::Duration::seconds(10));
+        let interval = crate::duration::delta(self.cfg.watch.interval);
         let (mut first, mut pending_new) = match begun {
             Some(new) => {
                 self.first_sample(source, clock, &start, &shutdown, new)
@@ -511,12 +521,12 @@ impl Watch {
             ended = reached(at);
         }
         let mut k = first_tick(t0, interval, clock.now());
-        while last_at.is_some_and(|l| t0 + interval * k as i32 <= l) {
+        while last_at.is_some_and(|l| tick_at(t0, interval, k) <= l) {
             k += 1;
         }
         while !ended && start.max_cycles.is_none_or(|m| done_cycles < m) {
             // The grid ends at T0 + duration exactly: the final cycle is there.
-            let grid = t0 + interval * k as i32;
+            let grid = tick_at(t0, interval, k);
             let tick = end.map_or(grid, |e| grid.min(e));
             self.promise_beat(clock, tick);
             tokio::select! {
@@ -549,7 +559,8 @@ impl Watch {
             // Next tick on the grid after now (a slow cycle skips, never bunches).
             let now = clock.now();
             k += 1;
-            while t0 + interval * k as i32 <= now - interval {
+            while tick_at(t0, interval, k) <= crate::duration::before(now, self.cfg.watch.interval)
+            {
                 k += 1;
             }
         }
@@ -714,7 +725,7 @@ impl Watch {
                 }
             }
         }
-        let end = t0 + chrono::Duration::from_std(self.cfg.soak.duration).unwrap_or_default();
+        let end = crate::duration::after(t0, self.cfg.soak.duration);
         if end <= clock.now() {
             return Err(WatchError::SoakOver { t0, end });
         }
@@ -761,9 +772,7 @@ impl Watch {
                 );
                 last = problems;
             }
-            let next = clock.now()
-                + chrono::Duration::from_std(self.cfg.watch.interval)
-                    .unwrap_or(chrono::Duration::seconds(10));
+            let next = crate::duration::after(clock.now(), self.cfg.watch.interval);
             self.promise_beat(clock, next);
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(WatchError::NotStarted { problems: last }),
@@ -872,8 +881,7 @@ impl Watch {
 
     /// Thins full snapshots older than `keep_full_snapshots`.
     async fn thin(&mut self, tick: DateTime<Utc>) {
-        let before = tick
-            - chrono::Duration::from_std(self.cfg.watch.keep_full_snapshots).unwrap_or_default();
+        let before = crate::duration::before(tick, self.cfg.watch.keep_full_snapshots);
         match self
             .store
             .thin(&self.soak.meta.id, before, self.cfg.watch.thin_to)
@@ -1008,9 +1016,14 @@ impl Watch {
 
     /// Saves the soak record (once) and every cycle not yet saved, oldest
     /// first; what the database refuses stays queued for the next cycle.
+    /// While writes fail, each retry starts with a WAL checkpoint, so space
+    /// freed on a full disk is not eaten by the WAL again.
     async fn save_pending(&mut self, now: DateTime<Utc>) {
         if self.soak.meta.id.is_empty() {
             return;
+        }
+        if self.health.target_failing(WriteTarget::State) {
+            self.store.checkpoint_wal().await;
         }
         if !self.soak_saved {
             match self.store.start_soak(&self.soak, now).await {
@@ -1044,11 +1057,9 @@ impl Watch {
                     self.unsaved.pop_front();
                 }
                 Err(e) => {
-                    let n = self.unsaved.len();
-                    self.note(
-                        WriteTarget::State,
-                        format!("appending a cycle ({n} waiting): {e}"),
-                    );
+                    // No count in the reason: it is logged once per change
+                    // (`soakwatch_unsaved_cycles` has the count).
+                    self.note(WriteTarget::State, format!("appending a cycle: {e}"));
                     self.bound_unsaved();
                     return;
                 }
@@ -1113,11 +1124,7 @@ impl Watch {
                     }
                 }
                 Err(e) => {
-                    let n = self.pending_alerts.len();
-                    self.note(
-                        WriteTarget::Outbox,
-                        format!("queueing {n} alert step(s): {e}"),
-                    );
+                    self.note(WriteTarget::Outbox, format!("queueing alert steps: {e}"));
                     return;
                 }
             }
@@ -1486,7 +1493,7 @@ impl Watch {
         let mut first_error = String::new();
         for d in self.cfg.watch.checkpoints.clone() {
             let label = checkpoint_label(d);
-            let due = self.soak.meta.t0 + chrono::Duration::from_std(d).unwrap_or_default();
+            let due = crate::duration::after(self.soak.meta.t0, d);
             if summary.now < due || done.contains(&label) {
                 continue;
             }
@@ -1591,6 +1598,26 @@ async fn finish_delivery(store: &Store, delivery: Delivery) {
         tracing::warn!(
             pending,
             "notifications stay in the outbox for the next start"
+        );
+    }
+}
+
+#[cfg(test)]
+mod grid_tests {
+    use super::*;
+
+    #[test]
+    fn ticks_saturate_instead_of_wrapping_or_panicking() {
+        let t0 = Utc::now();
+        let second = chrono::Duration::seconds(1);
+        assert_eq!(tick_at(t0, second, 90), t0 + chrono::Duration::seconds(90));
+        // Past i32: the old `k as i32` wrapped to a tick in the past.
+        let k = i64::from(i32::MAX) + 10;
+        assert_eq!(tick_at(t0, second, k), t0 + chrono::Duration::seconds(k));
+        assert_eq!(tick_at(t0, second, i64::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            tick_at(t0, crate::duration::delta(crate::duration::MAX), 1_000_000),
+            DateTime::<Utc>::MAX_UTC
         );
     }
 }

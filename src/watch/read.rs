@@ -45,7 +45,7 @@ pub(crate) fn chart_thresholds(cfg: &Config) -> ChartThresholds {
 
 /// Samples further apart than this are not joined in a chart.
 pub(crate) fn chart_gap(cfg: &Config) -> chrono::Duration {
-    chrono::Duration::from_std(cfg.watch.max_gap).unwrap_or(chrono::Duration::seconds(30))
+    crate::duration::delta(cfg.watch.max_gap)
 }
 
 /// The soak in a state database as it stands, without a running daemon:

@@ -21,6 +21,7 @@ use crate::soak::dlq_spike::{describe_spike, is_spike, SpikeRule};
 use crate::soak::model::{RollbackView, SoakSummary};
 use crate::soak::record::CycleRecord;
 use crate::soak::store::{Store, StoreError};
+use crate::untrusted::untrusted;
 use crate::verdict::Status;
 
 /// The rollback record of a soak, if the latch was ever taken.
@@ -77,7 +78,7 @@ pub fn fired_trigger(
                 let Some(text) = describe_spike(cycles, dlq_spike) else {
                     continue;
                 };
-                let hold = chrono::Duration::from_std(t.hold).unwrap_or_default();
+                let hold = crate::duration::delta(t.hold);
                 let Some(now) = cycles.last().map(|c| c.at) else {
                     continue;
                 };
@@ -96,25 +97,49 @@ pub fn fired_trigger(
     None
 }
 
-/// One line per step for alerts and the CLI.
+/// The CLI's lines: one per step, each followed by its output's first and
+/// last lines, indented ([`crate::rollback::output_view`]); outside text
+/// made safe for a terminal.
 pub fn step_lines(steps: &[StepRecord]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in steps {
+        let v = crate::rollback::output_view(&s.output);
+        out.push(format!("{}{}", step_head(s), shown(&v.headline, ": ")));
+        out.extend(v.lines.iter().map(|l| format!("     {}", untrusted(l))));
+    }
+    out
+}
+
+/// One line per step with its output's head and tail (` ⏎ ` between
+/// lines), for an alert's evidence.
+pub fn step_summaries(steps: &[StepRecord]) -> Vec<String> {
     steps
         .iter()
         .map(|s| {
-            format!(
-                "{}. {} {} ({} ms){}",
-                s.n,
-                s.name,
-                s.status.as_str(),
-                s.duration_ms,
-                if s.output.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", s.output.lines().next().unwrap_or(""))
-                }
-            )
+            let v = crate::rollback::output_view(&s.output);
+            format!("{}{}", step_head(s), shown(&v.one_line(), ": "))
         })
         .collect()
+}
+
+/// `2. restart failed (12 ms)`.
+fn step_head(s: &StepRecord) -> String {
+    format!(
+        "{}. {} {} ({} ms)",
+        s.n,
+        s.name,
+        s.status.as_str(),
+        s.duration_ms
+    )
+}
+
+/// `prefix` and the text made safe, or nothing for an empty text.
+fn shown(text: &str, prefix: &str) -> String {
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}{}", untrusted(text))
+    }
 }
 
 /// The notification every route gets about a rollback.
@@ -132,13 +157,18 @@ pub fn outcome_notification(
         (Some(o), _) if o.dry_run => "rollback triggered (dry run): nothing was changed".to_string(),
         (Some(o), _) if o.success => "rollback completed successfully".to_string(),
         (Some(o), _) => match o.failed_step.and_then(|n| o.steps.iter().find(|s| s.n == n)) {
-            Some(s) => format!("rollback FAILED at step {} ({}): {}", s.n, s.name, s.output.lines().next().unwrap_or("")),
+            Some(s) => format!(
+                "rollback FAILED at step {} ({}): {}",
+                s.n,
+                s.name,
+                untrusted(&crate::rollback::output_view(&s.output).one_line())
+            ),
             None => "rollback did not run (disarmed or refused)".to_string(),
         },
         (None, false) => "rollback started".to_string(),
     };
     let evidence = outcome
-        .map(|o| step_lines(&o.steps).join(" | "))
+        .map(|o| step_summaries(&o.steps).join(" | "))
         .unwrap_or_default();
     Notification {
         id: format!("{soak_id}-rollback-{}", now.timestamp_millis()),

@@ -19,6 +19,9 @@
 //! - `fleet`: many consumers per soak (named durables and selectors) with per-consumer ids.
 //! - `ha`: the state on JetStream, the migration, two watchers on a 3-node cluster (failover, node loss, partition).
 //! - `page`: the daemon's status page in a real headless Chromium.
+//! - `redirects`: no Referer anywhere, notifications never follow a redirect, the metrics probe only within its origin.
+//! - `signals`: SIGHUP, the state lock through a hard link, a full state disk.
+//! - `no_panic`: closed stdout, edge values of every config key and subcommand: never exit 101.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -34,10 +37,13 @@ mod edges;
 mod export;
 mod fleet;
 mod ha;
+mod no_panic;
 mod ops;
 mod page;
 mod probes;
+mod redirects;
 mod rollback;
+mod signals;
 mod soak;
 mod testkit;
 mod watch;

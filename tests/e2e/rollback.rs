@@ -1503,3 +1503,123 @@ fn read_shipped() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
         .expect("shipped checks.toml")
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 20 §6: what the rollback did must be readable.
+
+/// A restart that fails noisily: its output's head and tail (scrubbed,
+/// bounded) are shown by `rollback --execute`, `rollback --dry-run` (the
+/// latch's journal), the report and the rollback alert, not just
+/// "exited with code 3; output:".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restart_shows_the_head_and_tail_of_its_output_everywhere() {
+    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (seen, port) = echoing_receiver().await;
+    let token = "Rst-T0ken-never-shown-81";
+    let env = dir.path().join(".env");
+    std::fs::write(&env, "EVENT_STREAM_MODE=multi\n").expect("env");
+    // First the reason, then 200 lines of noise, then the real error.
+    let script = "echo 'Job for normalize-service.service failed: first line'; \
+                  echo \"using token $RESTART_TOKEN\"; \
+                  for i in $(seq 1 200); do echo \"noise line $i\"; done; \
+                  echo 'ERROR: unit normalize-service not found (last line)' >&2; exit 3";
+    let state = dir.path().join("state.sqlite");
+    let reports = dir.path().join("reports");
+    let base = read_shipped();
+    let base = &base[..base.find("[[alerts.routes]]").expect("routes")];
+    let text = format!(
+        "{base}\n\
+         [[alerts.routes]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\n\
+         [rollback]\nmode = \"disarmed\"\nenv_file = {}\nlog_file = {}\n\
+         restart_command = [\"sh\", \"-c\", {script:?}]\n\
+         restart_env = {{ RESTART_TOKEN = \"{token}\" }}\nexpect_log_lines = []\n",
+        toml_str(&env),
+        toml_str(&dir.path().join("service.log")),
+    )
+    .replace(
+        "state = \"${SOAKWATCH_STATE:-reports/soakwatch-state.sqlite}\"",
+        &format!("state = {}", toml_str(&state)),
+    )
+    .replace(
+        "reports_dir = \"${SOAKWATCH_REPORTS:-reports}\"",
+        &format!("reports_dir = {}", toml_str(&reports)),
+    );
+    let cfg = dir.path().join("checks.toml");
+    std::fs::write(&cfg, &text).expect("config");
+    let store = Store::open(&state).await.expect("state");
+    store
+        .start_soak(
+            &SoakRecord {
+                meta: soakwatch::soak::timeline::SoakMeta {
+                    id: "soak-noisy".into(),
+                    name: "noisy".into(),
+                    t0: chrono::Utc::now(),
+                    planned_secs: 3600.0,
+                },
+                baselines: Baselines::default(),
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("soak");
+    store.close().await;
+    let c = cfg.display().to_string();
+
+    let head = "Job for normalize-service.service failed: first line";
+    let tail = "ERROR: unit normalize-service not found (last line)";
+    let assert_readable = |what: &str, text: &str| {
+        assert!(text.contains("exited with code 3"), "{what}:\n{text}");
+        assert!(
+            text.contains(head),
+            "{what} lacks the output's head:\n{text}"
+        );
+        assert!(
+            text.contains(tail),
+            "{what} lacks the output's tail:\n{text}"
+        );
+        assert!(
+            text.contains("more lines"),
+            "{what} is not bounded:\n{text}"
+        );
+        assert!(
+            !text.contains("noise line 100"),
+            "{what} is not bounded:\n{text}"
+        );
+        assert!(!text.contains(token), "{what} shows the token:\n{text}");
+    };
+
+    let run = common::run_bin(&["rollback", "--execute", "--config", &c], &[]).await;
+    assert_eq!(
+        run.code, 2,
+        "the restart failed: {}\n{}",
+        run.stdout, run.stderr
+    );
+    assert_readable("rollback --execute", &run.stdout);
+    assert!(run.stdout.contains("using token ***"), "{}", run.stdout);
+
+    let run = common::run_bin(&["rollback", "--dry-run", "--config", &c], &[]).await;
+    assert_readable("rollback --dry-run", &run.stdout);
+
+    let run = common::run_bin(&["report", "--config", &c], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = std::fs::read_to_string(run.stdout.trim()).expect("report");
+    let section = &report[report.find("## Rollback").expect("a rollback section")..];
+    assert_readable("the report", section);
+
+    let bodies: Vec<String> = seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(p, _, _)| p == "/hook")
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    let alert = bodies
+        .iter()
+        .find(|b| b.contains("rollback FAILED"))
+        .unwrap_or_else(|| panic!("no rollback alert: {bodies:?}"));
+    let v: serde_json::Value = serde_json::from_str(alert).expect("json");
+    let item = &v["alerts"][0];
+    let shown = format!("{}\n{}", item["summary"], item["evidence"]);
+    assert_readable("the alert", &shown);
+}

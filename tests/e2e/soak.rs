@@ -387,7 +387,7 @@ async fn a_corrupt_or_locked_state_database_is_refused() {
                     dir.path()
                         .canonicalize()
                         .expect("canon")
-                        .join("state.sqlite.lock")
+                        .join("state.sqlite")
                 );
             }
             Err(e) => panic!("unexpected error through {}: {e}", other.display()),

@@ -23,7 +23,7 @@ const UA: &str = concat!("soakwatch/", env!("CARGO_PKG_VERSION"));
 
 /// Whether an HTTP failure status may pass on a later attempt: 5xx, 408
 /// (request timeout) and 429 (rate limited) may; other 4xx (bad payload,
-/// bad token, gone) and unfollowed 3xx repeat until someone changes something.
+/// bad token, gone) and 3xx (never followed) repeat until someone changes something.
 pub(super) fn status_retryable(status: u16) -> bool {
     status >= 500 || status == 408 || status == 429
 }
@@ -145,6 +145,21 @@ async fn post(
         .await
         .map_err(|e| map_reqwest(ctx, e, timeout, secrets))?;
     let status = resp.status();
+    if status.is_redirection() {
+        // Never followed: a 302/303 turns the POST into a body-less GET that
+        // the target may answer 200 (an alert "delivered" that never
+        // arrived), and the target would learn the route's secret URL.
+        // A webhook's path is a secret (its secrets list it): only the
+        // Location's origin is shown then.
+        let hide_path = secrets.iter().any(|s| s.starts_with('/'));
+        let location = crate::http_client::location_shown(resp.url(), resp.headers(), hide_path)
+            .map(|l| format!("; Location: {}", scrub(&l, secrets)))
+            .unwrap_or_else(|| "; no Location".to_string());
+        return Err(SinkError::permanent(format!(
+            "{ctx}: HTTP {}: redirect not followed (notifications never follow redirects: point the route at the final URL){location}",
+            status_text(status)
+        )));
+    }
     // Read the body in both cases: on success it lets the connection be reused,
     // on failure it usually says why. A body that fails to arrive after a 2xx
     // does not undo the delivery.
