@@ -294,7 +294,7 @@ fn label_list(f: &FamilyFacts) -> String {
 fn check_metrics(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     let Ok(m) = &observed.metrics else { return };
     let mc = &cfg.metrics;
-    match m.family(&mc.messages_counter) {
+    match m.counter_family(&mc.messages_counter) {
         None => out.problem(
             "metrics.messages_counter",
             format!(
@@ -642,6 +642,17 @@ mod tests {
         assert!(keys.contains(&"metrics.stream_label"), "{f:?}");
         assert!(keys.contains(&"metrics.match.bogus"), "{f:?}\n{text}");
         assert!(keys.contains(&"service_env.ack_wait_key"), "{f:?}");
+    }
+
+    #[test]
+    fn a_counter_named_by_its_family_is_found_as_check_reads_it() {
+        let text = config_text().replace(
+            "messages_counter = \"normalize_hrv_messages_total\"",
+            "messages_counter = \"normalize_hrv_messages\"",
+        );
+        assert!(text.contains("messages_counter = \"normalize_hrv_messages\""));
+        let f = check(&load(&text), &text, &fixture::observed());
+        assert!(f.iter().all(|x| !x.key.starts_with("metrics.")), "{f:?}");
     }
 
     #[test]

@@ -127,6 +127,28 @@ impl MetricsFacts {
             .find(|f| f.name == name)
             .or_else(|| self.families.iter().find(|f| f.sample_names.contains(name)))
     }
+
+    /// The counter a config names by either spelling, its family name or
+    /// its `_total` sample name (the probe reads it the same way,
+    /// [`crate::promtext::Exposition::counter_sample_name`]): the spelling
+    /// as written when it has series, else the other one's counter family.
+    pub fn counter_family(&self, name: &str) -> Option<&FamilyFacts> {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let other = if base == name {
+            format!("{name}_total")
+        } else {
+            base.to_string()
+        };
+        let written = self.family(name);
+        let alt = self
+            .family(&other)
+            .filter(|f| f.kind == MetricType::Counter || other.ends_with("_total"));
+        match (written, alt) {
+            (Some(w), _) if w.samples > 0 => Some(w),
+            (w, Some(a)) if a.samples > 0 => Some(a),
+            (w, a) => w.or(a),
+        }
+    }
 }
 
 /// One index of the table: its name and key columns in order.

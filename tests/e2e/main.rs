@@ -19,6 +19,7 @@
 //! - `fleet`: many consumers per soak (named durables and selectors) with per-consumer ids.
 //! - `ha`: the state on JetStream, the migration, two watchers on a 3-node cluster (failover, node loss, partition).
 //! - `page`: the daemon's status page in a real headless Chromium.
+//! - `names`: counters by either spelling on real client-library output; the configured service's words.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -34,6 +35,7 @@ mod edges;
 mod export;
 mod fleet;
 mod ha;
+mod names;
 mod ops;
 mod page;
 mod probes;

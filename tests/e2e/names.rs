@@ -1,0 +1,250 @@
+//! Issue 19, names and agreement: a counter named by its family or by its
+//! `_total` sample name reads the same samples, in both text formats of
+//! the real client libraries (Python prometheus_client, Node.js prom-client,
+//! Go client_golang); the product speaks of the configured service.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// The evidence of zero events (src/evaluate/mod.rs `NO_TRAFFIC`).
+const NO_TRAFFIC: &str = "no messages processed since the service started";
+
+/// The Python interpreter that has python3-prometheus-client (Debian's).
+const PYTHON: &str = "/usr/bin/python3";
+
+/// A real client library serving one counter on a loopback port; killed on drop.
+struct Exporter {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+impl Exporter {
+    /// Starts `cmd` (which writes its bound port to `port_file`) and waits for the port.
+    async fn spawn(mut cmd: tokio::process::Command, port_file: &Path) -> Exporter {
+        let _ = std::fs::remove_file(port_file);
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("exporter starts");
+        for _ in 0..200 {
+            if let Some(port) = std::fs::read_to_string(port_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return Exporter {
+                    port,
+                    _child: child,
+                };
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = e.read_to_string(&mut err).await;
+                }
+                panic!("exporter exited ({st}): {err}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("exporter wrote no port within 10 s");
+    }
+
+    /// Python prometheus_client: `accept` is the format asked for (`text` or `openmetrics`).
+    async fn python(r: &Replica, counter: &str, counts: &[(&str, u64)], accept: &str) -> Exporter {
+        let ok = std::process::Command::new(PYTHON)
+            .args(["-c", "import prometheus_client"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "{PYTHON} lacks prometheus_client: run scripts/ensure-test-tools.sh (python3-prometheus-client)"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/exporters/prometheus_client_exporter.py");
+        let port_file = r.path(&format!("py-{counter}-{accept}.port"));
+        let mut cmd = tokio::process::Command::new(PYTHON);
+        cmd.arg(script).arg("--port-file").arg(&port_file);
+        cmd.args(["--counter", counter, "--accept", accept]);
+        add_series(&mut cmd, r, counts);
+        Exporter::spawn(cmd, &port_file).await
+    }
+
+    /// Node.js prom-client: `format` is the registry's content type (`text` or `openmetrics`).
+    async fn node(r: &Replica, counter: &str, counts: &[(&str, u64)], format: &str) -> Exporter {
+        let dir = node_standin_dir();
+        assert!(
+            dir.join("node_modules/prom-client").is_dir(),
+            "{}/node_modules is missing: run scripts/ensure-test-tools.sh (npm ci)",
+            dir.display()
+        );
+        let port_file = r.path(&format!("node-{counter}-{format}.port"));
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(dir.join("counter-exporter.js"))
+            .arg("--port-file")
+            .arg(&port_file);
+        cmd.args(["--counter", counter, "--format", format]);
+        add_series(&mut cmd, r, counts);
+        Exporter::spawn(cmd, &port_file).await
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.port)
+    }
+}
+
+/// The replica's stream and durable as constant labels, and the counts by result.
+fn add_series(cmd: &mut tokio::process::Command, r: &Replica, counts: &[(&str, u64)]) {
+    cmd.arg("--label")
+        .arg(format!("stream={}", r.names.core_stream))
+        .arg("--label")
+        .arg(format!("durable={}", r.names.durable));
+    for (result, n) in counts {
+        cmd.arg("--count").arg(format!("{result}={n}"));
+    }
+}
+
+/// A copy of the replica's config reading `url` with `messages_counter = counter`
+/// (and no latency histogram: these services have none).
+fn config_for(r: &Replica, url: &str, counter: &str, name: &str) -> PathBuf {
+    let text = read(&r.config)
+        .replace(&r.metrics_url, url)
+        .replace(
+            "messages_counter = \"normalize_hrv_messages_total\"",
+            &format!("messages_counter = {counter:?}"),
+        )
+        .replace(
+            "latency_histogram = \"normalize_hrv_processing_duration_seconds\"\n",
+            "",
+        );
+    let path = r.path(&format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// 743 successes and one dead-lettered message: read, `dlq` and `success_rate`
+/// fail on the counter (never "zero events", which would pass both).
+fn assert_counted(run: &Run, what: &str) {
+    let dlq = run.evidence("dlq");
+    assert_eq!(run.status("dlq"), "fail", "{what}: {dlq}");
+    assert!(dlq.contains("1 message(s) dead-lettered"), "{what}: {dlq}");
+    let sr = run.evidence("success_rate");
+    assert_eq!(run.status("success_rate"), "fail", "{what}: {sr}");
+    assert!(
+        sr.starts_with("743/744 since the service started"),
+        "{what}: {sr}"
+    );
+    let purity = run.evidence("stream_purity");
+    assert_eq!(run.status("stream_purity"), "pass", "{what}: {purity}");
+    assert!(!purity.contains(NO_TRAFFIC), "{what}: {purity}");
+}
+
+/// A freshly started service (the family declared, no sample): zero events, under either spelling.
+fn assert_zero_events(run: &Run, what: &str) {
+    for id in ["dlq", "success_rate", "stream_purity"] {
+        assert_eq!(run.status(id), "pass", "{what} {id}: {}", run.stdout);
+        assert!(
+            run.evidence(id).contains(NO_TRAFFIC),
+            "{what} {id}: {}",
+            run.evidence(id)
+        );
+    }
+}
+
+const COUNTS: [(&str, u64); 2] = [("success", 743), ("dlq", 1)];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_counter_named_by_family_or_sample_name_reads_prometheus_client_in_both_formats() {
+    let r = Replica::provisioned().await;
+    for accept in ["text", "openmetrics"] {
+        let exp = Exporter::python(&r, "orders_processed", &COUNTS, accept).await;
+        let fresh = Exporter::python(&r, "orders_fresh", &[], accept).await;
+        for spelled in ["orders_processed", "orders_processed_total"] {
+            let what = format!("prometheus_client {accept}, {spelled}");
+            let cfg = config_for(&r, &exp.url(), spelled, "py");
+            assert_counted(&run_check(&cfg, "json", "0s").await, &what);
+            let fresh_name = spelled.replace("processed", "fresh");
+            let cfg = config_for(&r, &fresh.url(), &fresh_name, "py-fresh");
+            assert_zero_events(&run_check(&cfg, "json", "0s").await, &what);
+        }
+        // A name of neither spelling is unknown, never zero events.
+        let cfg = config_for(&r, &exp.url(), "orders_processd", "py-typo");
+        let run = run_check(&cfg, "json", "0s").await;
+        assert_eq!(run.status("success_rate"), "unknown", "{}", run.stdout);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_counter_named_by_family_or_sample_name_reads_prom_client_in_both_formats() {
+    let r = Replica::provisioned().await;
+    for format in ["text", "openmetrics"] {
+        // prom-client takes the name as written: both are seen in services.
+        for defined in ["orders_processed", "orders_processed_total"] {
+            let exp = Exporter::node(&r, defined, &COUNTS, format).await;
+            for spelled in ["orders_processed", "orders_processed_total"] {
+                let what = format!("prom-client {format}, defined {defined}, configured {spelled}");
+                let cfg = config_for(&r, &exp.url(), spelled, "node");
+                assert_counted(&run_check(&cfg, "json", "0s").await, &what);
+            }
+        }
+        let fresh = Exporter::node(&r, "orders_fresh_total", &[], format).await;
+        for spelled in ["orders_fresh", "orders_fresh_total"] {
+            let cfg = config_for(&r, &fresh.url(), spelled, "node-fresh");
+            let what = format!("prom-client {format} fresh, {spelled}");
+            assert_zero_events(&run_check(&cfg, "json", "0s").await, &what);
+        }
+    }
+}
+
+/// Serves `body` with `content_type` on a loopback port (every path, every request).
+async fn serve_body(body: String, content_type: &'static str) -> String {
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, content_type)], body) }
+    });
+    let addr = serve_loopback(app).await;
+    format!("http://{addr}/metrics")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_counter_named_by_family_or_sample_name_reads_client_golang_in_both_formats() {
+    // No Go toolchain here: the committed real client_golang 1.14 output
+    // (tests/fixtures/promtext/README.md), label values renamed to the replica's.
+    let r = Replica::provisioned().await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/promtext");
+    for (file, content_type) in [
+        (
+            "go_service_traffic.prom",
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (
+            "go_service_traffic.openmetrics",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    ] {
+        let body = read(&dir.join(file))
+            .replace("\"AA_CORE_HOT\"", &format!("{:?}", r.names.core_stream))
+            .replace(
+                "\"normalize-hrv-durable\"",
+                &format!("{:?}", r.names.durable),
+            );
+        let url = serve_body(body, content_type).await;
+        for spelled in ["normalize_hrv_messages", "normalize_hrv_messages_total"] {
+            let cfg = config_for(&r, &url, spelled, "go");
+            let run = run_check(&cfg, "json", "0s").await;
+            let what = format!("client_golang {file}, {spelled}");
+            // 40 successes and one dead-lettered message.
+            assert_eq!(run.status("dlq"), "fail", "{what}: {}", run.stdout);
+            let sr = run.evidence("success_rate");
+            assert!(
+                sr.starts_with("40/41 since the service started"),
+                "{what}: {sr}"
+            );
+        }
+    }
+}
