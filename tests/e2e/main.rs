@@ -19,6 +19,7 @@
 //! - `fleet`: many consumers per soak (named durables and selectors) with per-consumer ids.
 //! - `ha`: the state on JetStream, the migration, two watchers on a 3-node cluster (failover, node loss, partition).
 //! - `page`: the daemon's status page in a real headless Chromium.
+//! - `totals`: a dead-lettered message counted once; whole-soak totals across service restarts; a stalled consumer.
 //! - `names`: counters by either spelling on real client-library output; the configured service's words.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
@@ -42,4 +43,5 @@ mod probes;
 mod rollback;
 mod soak;
 mod testkit;
+mod totals;
 mod watch;
