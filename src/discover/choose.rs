@@ -823,13 +823,27 @@ fn is_timestamp(t: &str) -> bool {
 }
 
 fn choose_columns(plan: &mut Plan, t: &TableFacts) {
+    if t.guessed {
+        plan.note(
+            "database",
+            NoteKind::Guess,
+            format!(
+                "table {}: the only table there (--table NAME to choose)",
+                t.table
+            ),
+        );
+    }
     if !t.exists {
+        let what = if t.table.is_empty() {
+            "no --table given: which table does the service write?".to_string()
+        } else {
+            format!("table {} does not exist", t.table)
+        };
         plan.note(
             "database",
             NoteKind::Conflict,
             format!(
-                "table {} does not exist{}",
-                t.table,
+                "{what}{}",
                 if t.other_tables.is_empty() {
                     String::new()
                 } else {

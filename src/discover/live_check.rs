@@ -561,6 +561,7 @@ mod tests {
             path: PathBuf::from("/svc/log"),
             size: Some(1),
             error: None,
+            tail: Vec::new(),
         });
         let f = check(&load(&text), &text, &o);
         assert_eq!(f, vec![], "{text}");
@@ -591,6 +592,7 @@ mod tests {
             path: PathBuf::from("/svc/log"),
             size: None,
             error: Some("does not exist".into()),
+            tail: Vec::new(),
         });
         let f = check(&cfg, &text, &o);
         let keys: Vec<&str> = f.iter().map(|x| x.key.as_str()).collect();

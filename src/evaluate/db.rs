@@ -141,7 +141,7 @@ impl Ctx<'_> {
                         } else {
                             parts.push(part(
                                 Status::Pass,
-                                format!("{rows} rows written (by {cols}) for {success} successes since the service started (an upsert of an existing user/date counts once)"),
+                                format!("{rows} rows written (by {cols}) for {success} successes since the service started (a row written twice counts once)"),
                             ));
                         }
                     }

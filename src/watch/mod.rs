@@ -1288,7 +1288,7 @@ impl Watch {
                             summary: if res.ok {
                                 "E2E probe passes again"
                             } else {
-                                "E2E probe failed: no row for an HRV event"
+                                "E2E probe failed: no row for the synthetic message"
                             },
                             evidence: &summary_line,
                         },

@@ -248,3 +248,149 @@ async fn a_counter_named_by_family_or_sample_name_reads_client_golang_in_both_fo
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The product speaks of the configured service, not of the seed's.
+
+/// Runs SQL on the replica's database.
+async fn sql(r: &Replica, statements: &[&str]) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&r.db_url)
+        .await
+        .expect("replica database");
+    for s in statements {
+        sqlx::query(sqlx::AssertSqlSafe(s.to_string()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    let _ = conn.close().await;
+}
+
+/// `discover` on the replica's streams with `extra` arguments.
+async fn discover_with(r: &Replica, extra: &[&str]) -> Run {
+    let filter = format!("^SW_{}_", r.names.tag.to_ascii_uppercase());
+    let nats = nats_url();
+    let mut args = vec![
+        "discover",
+        "--nats",
+        &nats,
+        "--metrics",
+        &r.metrics_url,
+        "--database",
+        &r.db_url,
+        "--streams",
+        &filter,
+    ];
+    args.extend_from_slice(extra);
+    run_bin(&args, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_proposes_only_the_table_and_log_patterns_it_sees() {
+    let r = Replica::healthy(2).await;
+    sql(
+        &r,
+        &[
+            r#"CREATE TABLE orders (id bigserial PRIMARY KEY, customer text, amount double precision, "createdAt" timestamp(3) NOT NULL DEFAULT now())"#,
+            r#"CREATE INDEX orders_created ON orders ("createdAt")"#,
+        ],
+    )
+    .await;
+    let own_log = r.path("orders-projector.log");
+    std::fs::write(
+        &own_log,
+        format!(
+            "orders-projector 1.4 starting\nconsumer bound on {}\n",
+            r.names.core_stream
+        ),
+    )
+    .expect("log");
+    let own_log = own_log.display().to_string();
+
+    // A service of its own: its table, its log. Nothing of the seed's is proposed.
+    let run = discover_with(&r, &["--table", "orders", "--log", &own_log]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stderr, run.stdout);
+    for seed in [
+        "hrv_data",
+        "Stream mode",
+        "Stream candidates",
+        "rmssd",
+        "lnRmssd",
+    ] {
+        assert!(
+            !run.stdout.contains(seed),
+            "{seed} proposed:\n{}",
+            run.stdout
+        );
+    }
+    assert!(run.stdout.contains("table = \"orders\""), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("ignore_patterns = []"),
+        "{}",
+        run.stdout
+    );
+
+    // No --table: no table is assumed; with two tables there, it asks for one.
+    let run = discover_with(&r, &["--log", &own_log]).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stderr, run.stdout);
+    assert!(
+        !run.stdout.contains("table = \"hrv_data\""),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("--table"), "{}", run.stderr);
+
+    // The seed's own service logs its stream mode and candidates: those are proposed,
+    // the candidates line ignored whatever its case.
+    let seed_log = r.files.log_file.display().to_string();
+    let run = discover_with(&r, &["--table", "hrv_data", "--log", &seed_log]).await;
+    assert!(
+        run.stdout.contains("'Stream mode: single'"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("'(?i)Stream candidates:'"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_e2e_probe_and_the_evidence_speak_of_the_configured_columns() {
+    let r = Replica::healthy(2).await;
+    // Another service's table: its own column names (a view over the stand-in's rows).
+    sql(
+        &r,
+        &[r#"CREATE VIEW orders AS SELECT "userId" AS customer, rmssd AS amount, "createdAt" FROM hrv_data"#],
+    )
+    .await;
+    let section = format!(
+        "\n[rollback]\nmode = \"disarmed\"\nenv_file = {env}\nrestart_command = []\nlog_file = {log}\n\n\
+         [rollback.e2e]\nnats_url = \"{nats}\"\nsubject = \"{subject}\"\ndatabase_url = \"{db}\"\n\
+         table = \"orders\"\nuser_column = \"customer\"\nvalue_column = \"amount\"\nderived_column = \"\"\n\
+         payload = '{payload}'\ntimeout = \"10s\"\n",
+        env = toml_path(&r.files.env_file),
+        log = toml_path(&r.files.log_file),
+        nats = nats_url(),
+        subject = r.names.hrv_subject,
+        db = r.db_url,
+        payload = r#"{"eventId": "{event_id}", "payload": {"userId": "{user_id}", "date": "{date}", "rMSSD": {value}, "capturedAt": "{captured_at}"}}"#,
+    );
+    r.edit_config(|t| t + &section);
+    let config = r.config.display().to_string();
+    let run = run_bin(&["e2e", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let line = run.stdout.trim();
+    assert!(line.contains("(customer soakwatch-e2e-"), "{line}");
+    assert!(line.contains("amount 62"), "{line}");
+    for seed in ["userId", "rMSSD", "lnRmssd", "HRV"] {
+        assert!(!line.contains(seed), "{seed} in: {line}");
+    }
+
+    let check = run_check(&r.config, "json", "0s").await;
+    let ev = check.evidence("db_integrity");
+    assert!(!ev.contains("user/date"), "{ev}");
+    assert!(ev.contains("counts once"), "{ev}");
+}
