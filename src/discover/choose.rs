@@ -770,18 +770,36 @@ fn choose_matchers(plan: &mut Plan, families: &[FamilyFacts], hints: &Hints) {
         }
     }
     let matchers = plan.matchers.clone();
+    let read: Vec<&FamilyFacts> = [&counter, &hist]
+        .into_iter()
+        .flatten()
+        .filter(|f| f.samples > 0)
+        .collect();
     for (k, v) in &matchers {
         for (what, f) in [("counter", &counter), ("histogram", &hist)] {
             let Some(f) = f else { continue };
             if f.samples == 0 {
                 continue;
             }
+            // As `check` applies it: a label one family lacks leaves that
+            // family unfiltered; one no family carries filters nothing.
+            let elsewhere = read
+                .iter()
+                .any(|o| o.name != f.name && o.labels.contains_key(k));
             match f.labels.get(k) {
+                None if elsewhere => plan.note(
+                    "metrics",
+                    NoteKind::Info,
+                    format!(
+                        "match label {k} is not on the {what} {}: it is read without that filter",
+                        f.name
+                    ),
+                ),
                 None => plan.note(
                     "metrics",
                     NoteKind::Conflict,
                     format!(
-                        "match label {k} is missing on the {what} {}: no series of it would be selected",
+                        "match label {k} is missing on the {what} {} and on every family read: the match filters nothing",
                         f.name
                     ),
                 ),

@@ -221,16 +221,19 @@ pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
     for f in &failures {
         println!("could not look: {f}");
     }
-    let problems = findings
-        .iter()
-        .filter(|f| f.severity == live_check::Severity::Problem)
-        .count();
+    let count = |s: live_check::Severity| findings.iter().filter(|f| f.severity == s).count();
+    let notes = count(live_check::Severity::Note);
     println!(
-        "{}: {} problem(s), {} warning(s), {} look-up(s) failed",
+        "{}: {} problem(s), {} warning(s), {} look-up(s) failed{}",
         path.display(),
-        problems,
-        findings.len() - problems,
-        failures.len()
+        count(live_check::Severity::Problem),
+        count(live_check::Severity::Warning),
+        failures.len(),
+        if notes > 0 {
+            format!(", {notes} note(s)")
+        } else {
+            String::new()
+        }
     );
     ExitCode::from(live_check::exit_code(&findings, failures.len()))
 }

@@ -394,3 +394,34 @@ async fn the_e2e_probe_and_the_evidence_speak_of_the_configured_columns() {
     assert!(!ev.contains("user/date"), "{ev}");
     assert!(ev.contains("counts once"), "{ev}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `validate --live` and `check` read `[metrics.match]` the same way.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_match_label_one_family_lacks_is_a_note_for_validate_as_check_reads_it() {
+    let mut r = Replica::provisioned().await;
+    // prom-client: the counter carries `durable`, the latency histogram only `stream`.
+    r.start_node_standin().await;
+    r.publish(3).await;
+    r.publish_poison().await;
+    r.wait_for("success", 3.0).await;
+    r.wait_for("dlq", 1.0).await;
+    let check = run_check(&r.config, "json", "0s").await;
+    assert_eq!(check.status("p95_latency"), "pass", "{}", check.stdout);
+    let cfg = r.config.display().to_string();
+    let run = run_bin(&["validate", "--live", "-c", &cfg], &[]).await;
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let note = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("note: ") && l.contains(": metrics.match.durable: "))
+        .unwrap_or_else(|| panic!("no note on metrics.match.durable:\n{}", run.stdout));
+    assert!(
+        note.contains("normalize_hrv_processing_duration_seconds")
+            && note.contains("check reads it without that filter"),
+        "{note}"
+    );
+    assert!(!run.stdout.contains("problem: "), "{}", run.stdout);
+    assert!(run.stdout.contains("1 note(s)"), "{}", run.stdout);
+}
