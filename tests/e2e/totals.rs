@@ -58,3 +58,40 @@ async fn three_dead_lettered_messages_read_three_in_every_output() {
     assert_eq!(value, Some(3.0), "{}", prom.stdout);
     let _ = Duration::ZERO;
 }
+
+/// A consumer that hangs with messages waiting is "database writes stop":
+/// pending while the stall seen is shorter than `watch.for.db_writes`,
+/// failing once it covers it; an idle service (nothing waiting) never fails
+/// `db_writes`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_consumer_with_work_waiting_fails_db_writes_an_idle_one_never() {
+    let mut r = Replica::healthy(3).await;
+    r.edit_config(|t| t + "\n[watch.for]\ndb_writes = \"3s\"\n");
+    // Idle: nothing waits, nothing is written: pass.
+    r.admin("pause").await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let idle = run_check(&r.config, "json", "1s").await;
+    assert_eq!(idle.status("db_writes"), "pass", "{}", idle.stdout);
+
+    // Work arrives and waits: pending within the hold…
+    r.publish(3).await;
+    let early = run_check(&r.config, "json", "1s").await;
+    let ev = early.evidence("db_writes");
+    assert_eq!(early.status("db_writes"), "pending", "{ev}");
+    assert!(ev.contains("3 message(s) waiting"), "{ev}");
+
+    // …and a failure once no row has landed for the hold, as a crash would be
+    // (check proves it over its window; the daemon holds it over its cycles).
+    let run = run_check(&r.config, "json", "4s").await;
+    let ev = run.evidence("db_writes");
+    assert_eq!(run.status("db_writes"), "fail", "{}", run.stdout);
+    assert!(ev.contains("none acknowledged"), "{ev}");
+    assert!(ev.contains("database writes stopped"), "{ev}");
+    assert_eq!(run.code, 2);
+
+    // It resumes: rows land again and db_writes passes.
+    r.admin("resume").await;
+    r.wait_for("success", 6.0).await;
+    let back = run_check(&r.config, "json", "1s").await;
+    assert_eq!(back.status("db_writes"), "pass", "{}", back.stdout);
+}
