@@ -163,6 +163,16 @@ fn rollback_reach(cfg: &Config) -> Duration {
         .unwrap_or_default()
 }
 
+/// The config the recorded soak is judged by: its baselines and its T0 in
+/// force (`[soak] started_at` may be absent, or differ after `--t0` or
+/// `--new-soak`), so a restart is judged against the soak's own T0 as
+/// `check` judges it.
+pub fn for_soak(cfg: &Config, rec: &SoakRecord) -> Config {
+    let mut c = with_baselines(cfg, &rec.baselines);
+    c.soak.started_at = Some(rec.meta.t0);
+    c
+}
+
 /// The config with the soak's recorded baselines in force (no re-baselining on restart).
 pub fn with_baselines(cfg: &Config, b: &Baselines) -> Config {
     let mut c = cfg.clone();
@@ -650,7 +660,7 @@ impl Watch {
         };
         if let Some(rec) = resumed {
             tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
-            self.eff = with_baselines(&self.cfg, &rec.baselines);
+            self.eff = for_soak(&self.cfg, &rec);
             // The history is folded as it is read, never held whole.
             let mut running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
             let mut dedupe = EvidenceDeduper::default();
@@ -863,7 +873,7 @@ impl Watch {
             dlq_last_seq = rec.baselines.dlq_last_seq,
             "new soak"
         );
-        self.eff = with_baselines(&self.cfg, &rec.baselines);
+        self.eff = for_soak(&self.cfg, &rec);
         self.soak = rec;
         self.soak_saved = false;
         self.term_started = false;

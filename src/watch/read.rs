@@ -58,7 +58,7 @@ pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchEr
             reason: "no soak recorded yet".into(),
         }));
     };
-    let eff = with_baselines(cfg, &soak.baselines);
+    let eff = for_soak(cfg, &soak);
     let policy = policy(cfg);
     let mut running = crate::soak::running::RunningSummary::new(&policy, Duration::ZERO);
     store

@@ -425,3 +425,76 @@ async fn a_match_label_one_family_lacks_is_a_note_for_validate_as_check_reads_it
     assert!(!run.stdout.contains("problem: "), "{}", run.stdout);
     assert!(run.stdout.contains("1 note(s)"), "{}", run.stdout);
 }
+
+// ---------------------------------------------------------------------------------------------
+// `check` and the daemon: one verdict on one state.
+
+/// `service_up` of one `check --window 1s` and of the daemon's /metrics (now, soak).
+async fn service_up_both(r: &Replica, d: &Daemon) -> (String, Option<f64>, Option<f64>) {
+    let run = run_check(&r.config, "json", "1s").await;
+    let body = d.metrics().await.unwrap_or_default();
+    let soak = soakwatch::promtext::parse(&body).sum(
+        "soakwatch_criterion_soak_status",
+        &[("criterion".to_string(), "service_up".to_string())],
+    );
+    (
+        run.status("service_up"),
+        criterion_status(&body, "service_up"),
+        soak,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_and_the_daemon_judge_a_restart_by_the_soaks_t0_and_restart_grace_alike() {
+    let mut r = Replica::healthy(3).await;
+    // T0 is when the daemon starts (no started_at): only the state knows it.
+    r.edit_config(|t| {
+        t.lines()
+            .filter(|l| !l.starts_with("started_at = "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replace("restart_grace = \"5m\"", "restart_grace = \"15s\"")
+    });
+    r.add_watch_section("");
+    let mut d = r.start_daemon("agree");
+    d.wait_cycles(2, Duration::from_secs(30)).await;
+    let t0 = std::time::Instant::now();
+
+    // The cutover's own restart, inside restart_grace: no failure anywhere.
+    r.kill_standin().await;
+    r.start_standin().await;
+    r.wait_for("success", 0.0).await;
+    d.wait_cycles(8, Duration::from_secs(30)).await;
+    let (check, now, soak) = service_up_both(&r, &d).await;
+    assert_eq!(check, "pass", "check inside the grace");
+    assert_eq!(now, Some(0.0), "the daemon now, inside the grace");
+    assert_eq!(soak, Some(0.0), "the daemon's soak, inside the grace");
+
+    // A restart after T0 + restart_grace: a warning in check and in the daemon
+    // once the restart's own cycle is behind it.
+    if let Some(left) = Duration::from_secs(17).checked_sub(t0.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    r.kill_standin().await;
+    r.start_standin().await;
+    d.wait_status(
+        "service_up",
+        "warn after the restart",
+        Duration::from_secs(30),
+        |s| s == 1.0,
+    )
+    .await;
+    let (check, now, _) = service_up_both(&r, &d).await;
+    assert_eq!(
+        (check.as_str(), now),
+        ("warn", Some(1.0)),
+        "after the grace"
+    );
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        d.stderr()
+    );
+}
