@@ -41,6 +41,7 @@ pub async fn run(mut cfg: Config, window: Duration) -> Result<CheckReport, Probe
         verdicts,
         last,
         edges: None,
+        totals: None,
     })
 }
 

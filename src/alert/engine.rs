@@ -652,6 +652,7 @@ mod tests {
             rollback: None,
             consumers: vec![],
             edges: Default::default(),
+            totals: Default::default(),
         }
     }
 

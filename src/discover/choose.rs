@@ -840,7 +840,10 @@ fn is_timestamp(t: &str) -> bool {
     t.starts_with("timestamp")
 }
 
-fn choose_columns(plan: &mut Plan, t: &TableFacts) {
+/// Which table: guessed as the only one there, or none (asked for, or
+/// missing: a conflict listing the tables there). False when there is no
+/// table to read columns from.
+fn note_table(plan: &mut Plan, t: &TableFacts) -> bool {
     if t.guessed {
         plan.note(
             "database",
@@ -851,27 +854,28 @@ fn choose_columns(plan: &mut Plan, t: &TableFacts) {
             ),
         );
     }
-    if !t.exists {
-        let what = if t.table.is_empty() {
-            "no --table given: which table does the service write?".to_string()
-        } else {
-            format!("table {} does not exist", t.table)
-        };
-        plan.note(
-            "database",
-            NoteKind::Conflict,
-            format!(
-                "{what}{}",
-                if t.other_tables.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (tables there: {}; --table NAME)",
-                        t.other_tables.join(", ")
-                    )
-                }
-            ),
-        );
+    if t.exists {
+        return true;
+    }
+    let what = if t.table.is_empty() {
+        "no --table given: which table does the service write?".to_string()
+    } else {
+        format!("table {} does not exist", t.table)
+    };
+    let there = if t.other_tables.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (tables there: {}; --table NAME)",
+            t.other_tables.join(", ")
+        )
+    };
+    plan.note("database", NoteKind::Conflict, format!("{what}{there}"));
+    false
+}
+
+fn choose_columns(plan: &mut Plan, t: &TableFacts) {
+    if !note_table(plan, t) {
         return;
     }
     let ts_named = |names: &[&str]| {

@@ -151,6 +151,7 @@ pub fn policy(cfg: &Config) -> SoakPolicy {
             max_gap: cfg.watch.max_gap,
         },
         probe_labels: crate::soak::timeline::probe_labels(cfg),
+        success_rate_min: cfg.criteria.success_rate_min,
     }
 }
 

@@ -95,3 +95,135 @@ async fn a_stalled_consumer_with_work_waiting_fails_db_writes_an_idle_one_never(
     let back = run_check(&r.config, "json", "1s").await;
     assert_eq!(back.status("db_writes"), "pass", "{}", back.stdout);
 }
+
+fn gauge(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let m: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    soakwatch::promtext::parse(body).sum(name, &m)
+}
+
+/// The soak's totals count what happened before a service restart (its
+/// counters start again from zero) and after it, in every output.
+#[tokio::test(flavor = "multi_thread")]
+async fn whole_soak_totals_span_a_service_restart() {
+    // Three messages before T0 are not the soak's.
+    let mut r = Replica::healthy(3).await;
+    let w = r.add_watch_section("");
+    let mut d = r.start_daemon("totals");
+    d.wait_cycles(2, Duration::from_secs(30)).await;
+    r.publish(5).await;
+    r.wait_for("success", 8.0).await;
+    d.wait_metrics(
+        "the five before the restart",
+        Duration::from_secs(30),
+        |m| {
+            m.sum(
+                "soakwatch_soak_processed_messages",
+                &[("result".to_string(), "success".to_string())],
+            ) == Some(5.0)
+        },
+    )
+    .await;
+
+    // The service restarts: its counters begin again at zero.
+    r.kill_standin().await;
+    r.start_standin().await;
+    r.publish(4).await;
+    r.publish_poison().await;
+    r.wait_for("success", 4.0).await;
+    r.wait_for("dlq", 1.0).await;
+    let body = d
+        .wait_metrics(
+            "the totals after the restart",
+            Duration::from_secs(30),
+            |m| {
+                m.sum("soakwatch_soak_service_restarts", &[]) == Some(1.0)
+                    && m.sum(
+                        "soakwatch_soak_processed_messages",
+                        &[("result".to_string(), "dlq".to_string())],
+                    ) == Some(1.0)
+                    && m.sum(
+                        "soakwatch_soak_processed_messages",
+                        &[("result".to_string(), "success".to_string())],
+                    ) == Some(9.0)
+            },
+        )
+        .await;
+    assert_eq!(
+        gauge(&body, "soakwatch_soak_dead_lettered_messages", &[]),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        gauge(&body, "soakwatch_soak_success_ratio", &[]),
+        Some(0.9),
+        "{body}"
+    );
+    assert!(
+        gauge(&body, "soakwatch_soak_delivered_messages", &[]).unwrap_or(0.0) >= 10.0,
+        "{body}"
+    );
+    assert!(
+        gauge(&body, "soakwatch_soak_rows_written", &[]).unwrap_or(0.0) >= 9.0,
+        "{body}"
+    );
+    assert_eq!(
+        gauge(&body, "soakwatch_soak_legacy_appends", &[]),
+        Some(0.0),
+        "{body}"
+    );
+
+    let (code, page) = d.get("/").await.expect("the status page");
+    assert_eq!(code, 200);
+    assert!(page.contains("9 of 10 succeeded (90 %)"), "{page}");
+
+    let soak = check_soak(&r.config).await;
+    let t = &soak.json()["soak_totals"];
+    assert_eq!(t["processed"]["success"], 9.0, "{t}");
+    assert_eq!(t["processed"]["dlq"], 1.0, "{t}");
+    assert_eq!(t["succeeded"], 9.0, "{t}");
+    assert_eq!(t["counted"], 10.0, "{t}");
+    assert_eq!(t["dead_lettered"], 1, "{t}");
+    assert_eq!(t["service_restarts"], 1, "{t}");
+
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        d.stderr()
+    );
+    let latest = std::fs::read_dir(&w.reports)
+        .expect("reports")
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with("-latest.md"))
+        .expect("latest report");
+    let md = read(&latest.path());
+    assert!(md.contains("## Totals"), "{md}");
+    assert!(md.contains("9 of 10 succeeded (90 %)"), "{md}");
+    assert!(md.contains("| Service restarts | 1 |"), "{md}");
+
+    // A restarted watcher folds the stored history again: the same totals.
+    let mut d = r.start_daemon("totals-again");
+    d.wait_metrics(
+        "the totals after a watcher restart",
+        Duration::from_secs(30),
+        |m| {
+            m.sum(
+                "soakwatch_soak_processed_messages",
+                &[("result".to_string(), "success".to_string())],
+            ) == Some(9.0)
+                && m.sum("soakwatch_soak_service_restarts", &[]) == Some(1.0)
+        },
+    )
+    .await;
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(30)).await,
+        0,
+        "{}",
+        d.stderr()
+    );
+}
