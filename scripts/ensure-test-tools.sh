@@ -3,7 +3,8 @@
 # promtool (package prometheus) validates the daemon's own /metrics and the
 # exported rules, and the prometheus server of that package evaluates them; an SMTP
 # server (python3-aiosmtpd) and Alertmanager (prometheus-alertmanager) receive
-# alerts; headless Chromium (chromium, with fonts-dejavu-core for legible
+# alerts; Python's prometheus_client (python3-prometheus-client) serves a real
+# client library's /metrics (tests/exporters/); headless Chromium (chromium, with fonts-dejavu-core for legible
 # screenshots) loads the daemon's status page. Installed when missing; the
 # services they come with are not started.
 set -euo pipefail
@@ -37,12 +38,13 @@ missing=()
 { command -v promtool >/dev/null 2>&1 && [ -x /usr/bin/prometheus ]; } || missing+=(prometheus)
 [ -x /usr/bin/prometheus-alertmanager ] || missing+=(prometheus-alertmanager)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || missing+=(python3-aiosmtpd)
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || missing+=(python3-prometheus-client)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 # libfaketime: a watcher under a skewed clock (tests/e2e/ha.rs).
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)
 if [ "${#missing[@]}" -eq 0 ]; then
-  log "promtool, prometheus, prometheus-alertmanager, python3-aiosmtpd, chromium and libfaketime present"
+  log "promtool, prometheus, prometheus-alertmanager, python3-aiosmtpd, python3-prometheus-client, chromium and libfaketime present"
   exit 0
 fi
 log "installing ${missing[*]}"
@@ -62,5 +64,6 @@ command -v promtool >/dev/null 2>&1 || { log "promtool still missing after insta
 [ -x /usr/bin/prometheus ] || { log "prometheus still missing after install"; exit 1; }
 [ -x /usr/bin/prometheus-alertmanager ] || { log "prometheus-alertmanager still missing"; exit 1; }
 /usr/bin/python3 -c 'import aiosmtpd' || { log "python3-aiosmtpd still missing"; exit 1; }
+/usr/bin/python3 -c 'import prometheus_client' || { log "python3-prometheus-client still missing"; exit 1; }
 command -v chromium >/dev/null 2>&1 || { log "chromium still missing after install"; exit 1; }
 log "installed ${missing[*]}"

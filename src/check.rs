@@ -12,7 +12,12 @@ use crate::render::check::CheckReport;
 /// Samples (twice when `window` > 0), evaluates and returns the report.
 /// The second sample also counts rows written since the first, so
 /// `db_writes` compares rows with successes over the same span.
-pub async fn run(cfg: Config, window: Duration) -> Result<CheckReport, ProberError> {
+pub async fn run(mut cfg: Config, window: Duration) -> Result<CheckReport, ProberError> {
+    // The soak's T0 is the daemon's when one records a soak in this
+    // config's state: `check` and the daemon judge a restart alike.
+    if let Some(t0) = crate::soak::store::soak_in_progress_t0(&cfg, cfg.probe_timeout).await {
+        cfg.soak.started_at = Some(t0);
+    }
     let prober = Prober::new(cfg)?;
     let t0 = Utc::now();
     let first = prober.snapshot(t0, &[]).await;
@@ -36,6 +41,7 @@ pub async fn run(cfg: Config, window: Duration) -> Result<CheckReport, ProberErr
         verdicts,
         last,
         edges: None,
+        totals: None,
     })
 }
 

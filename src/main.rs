@@ -165,7 +165,7 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
-    /// The end-to-end probe alone: an HRV event in, its row out (exit 0 ok, 2 failed).
+    /// The end-to-end probe alone: the [rollback.e2e] message in, its row out (exit 0 ok, 2 failed).
     E2e {
         /// The checks file.
         #[arg(long, short, default_value = "checks.toml")]

@@ -408,6 +408,50 @@ impl Exposition<'_> {
             .copied()
             .filter(|t| *t == MetricType::Counter)
     }
+
+    /// Where the counter a config names by either spelling is in this
+    /// scrape: its family name (`orders_processed`, as the service's code
+    /// and OpenMetrics call it) or its `_total` sample name. A counter is
+    /// exposed as `orders_processed_total` samples in both text formats
+    /// (0.0.4 declares the family as `orders_processed_total`, OpenMetrics
+    /// as `orders_processed`), so the family spelling read literally finds
+    /// no sample and would read as zero events.
+    ///
+    /// Samples under the spelling as written win; else those under the other
+    /// spelling (a bare `orders_processed` only when a counter family of that
+    /// name declares them, so a gauge of that name is never taken). Declared
+    /// means a `# TYPE` line of the family under either spelling.
+    pub fn counter_sample_name(&self, name: &str) -> CounterName {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let total = format!("{base}_total");
+        let has = |n: &str| self.samples.iter().any(|s| s.name == n);
+        let counter = |n: &str| self.types.get(n) == Some(&MetricType::Counter);
+        let sample_name = if has(name) {
+            name.to_string()
+        } else if name != total && has(&total) {
+            total.clone()
+        } else if name == total && counter(base) && has(base) {
+            base.to_string()
+        } else {
+            name.to_string()
+        };
+        CounterName {
+            declared: self.types.contains_key(name) || counter(base) || counter(&total),
+            sample_name,
+        }
+    }
+}
+
+/// A configured counter name resolved in one scrape
+/// ([`Exposition::counter_sample_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterName {
+    /// The sample name that carries the counter's series here (the
+    /// configured spelling when neither has samples).
+    pub sample_name: String,
+    /// A `# TYPE` line declares the family under either spelling: with no
+    /// sample, that is zero events, not a missing family.
+    pub declared: bool,
 }
 
 fn labels_match(s: &Sample<'_>, matchers: &[(String, String)]) -> bool {
@@ -2404,5 +2448,71 @@ m{\"label with space\"=\"v\"} 3
                 prop_assert_eq!(got.timestamp_ms, *ts);
             }
         }
+    }
+
+    /// Real client-library output (tests/fixtures/promtext/README.md): the
+    /// counter is found under its family name and its `_total` sample name
+    /// alike, in both text formats, traffic or fresh.
+    #[test]
+    fn a_counter_resolves_by_family_or_sample_name_in_both_formats() {
+        let fx = |name: &str| {
+            let path = format!(
+                "{}/tests/fixtures/promtext/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        for file in [
+            "python_service_traffic.prom",
+            "python_service_traffic.openmetrics",
+            "nodejs_service_traffic.prom",
+            "nodejs_service_traffic.openmetrics",
+            "go_service_traffic.prom",
+            "go_service_traffic.openmetrics",
+        ] {
+            let text = fx(file);
+            let e = clean(&text);
+            for spelled in ["normalize_hrv_messages", "normalize_hrv_messages_total"] {
+                let got = e.counter_sample_name(spelled);
+                assert_eq!(
+                    got.sample_name, "normalize_hrv_messages_total",
+                    "{file} {spelled}"
+                );
+                assert!(got.declared, "{file} {spelled}");
+            }
+        }
+        for file in [
+            "python_service_fresh.prom",
+            "python_service_fresh.openmetrics",
+            "nodejs_service_fresh.prom",
+            "nodejs_service_fresh.openmetrics",
+        ] {
+            let text = fx(file);
+            let e = clean(&text);
+            for spelled in ["normalize_hrv_messages", "normalize_hrv_messages_total"] {
+                let got = e.counter_sample_name(spelled);
+                assert!(got.declared, "{file} {spelled}: declared, zero events");
+                assert!(e.select(&got.sample_name, &[]).next().is_none());
+            }
+        }
+        // client_golang leaves a fresh vector out: neither spelling is declared.
+        let text = fx("go_service_fresh.prom");
+        let e = clean(&text);
+        assert!(!e.counter_sample_name("normalize_hrv_messages").declared);
+    }
+
+    #[test]
+    fn a_bare_counter_name_is_read_only_from_a_counter_family() {
+        // A counter without the suffix (0.0.4 allows it) is found by `_total` too…
+        let e = clean("# TYPE jobs counter\njobs 4\n");
+        assert_eq!(e.counter_sample_name("jobs_total").sample_name, "jobs");
+        // …but a gauge of the bare name never stands in for the counter.
+        let e = clean("# TYPE jobs gauge\njobs 4\n");
+        let got = e.counter_sample_name("jobs_total");
+        assert_eq!(got.sample_name, "jobs_total");
+        assert!(!got.declared);
+        // The spelling as written wins when both carry samples.
+        let e = clean("# TYPE jobs gauge\njobs 4\n# TYPE jobs_total counter\njobs_total 9\n");
+        assert_eq!(e.counter_sample_name("jobs").sample_name, "jobs");
     }
 }

@@ -220,6 +220,11 @@ pub struct FamilyFacts {
     /// out of the sums and the criteria reading them are unknown.
     #[serde(default)]
     pub invalid: Vec<String>,
+    /// The sample name read when it is not the configured one: a counter
+    /// configured by its family name (`orders_processed`) is read from its
+    /// `orders_processed_total` samples, and the evidence says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_as: Option<String>,
 }
 
 impl FamilyFacts {
@@ -259,10 +264,13 @@ impl FamilyFacts {
         self.presence == FamilyPresence::Declared
     }
 
-    /// Which `[metrics.match]` labels filtered this family, for evidence
-    /// (empty when no matcher is configured).
+    /// Which `[metrics.match]` labels filtered this family and under which
+    /// sample name it was read, for evidence (empty when neither applies).
     pub fn filter_note(&self) -> String {
         let mut parts = Vec::new();
+        if let Some(sample) = &self.read_as {
+            parts.push(format!("read as {sample}"));
+        }
         if !self.filtered_by.is_empty() {
             parts.push(format!("filtered by {}", self.filtered_by.join(", ")));
         }

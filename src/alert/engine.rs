@@ -651,6 +651,7 @@ mod tests {
             rollback: None,
             consumers: vec![],
             edges: Default::default(),
+            totals: Default::default(),
         }
     }
 

@@ -770,18 +770,36 @@ fn choose_matchers(plan: &mut Plan, families: &[FamilyFacts], hints: &Hints) {
         }
     }
     let matchers = plan.matchers.clone();
+    let read: Vec<&FamilyFacts> = [&counter, &hist]
+        .into_iter()
+        .flatten()
+        .filter(|f| f.samples > 0)
+        .collect();
     for (k, v) in &matchers {
         for (what, f) in [("counter", &counter), ("histogram", &hist)] {
             let Some(f) = f else { continue };
             if f.samples == 0 {
                 continue;
             }
+            // As `check` applies it: a label one family lacks leaves that
+            // family unfiltered; one no family carries filters nothing.
+            let elsewhere = read
+                .iter()
+                .any(|o| o.name != f.name && o.labels.contains_key(k));
             match f.labels.get(k) {
+                None if elsewhere => plan.note(
+                    "metrics",
+                    NoteKind::Info,
+                    format!(
+                        "match label {k} is not on the {what} {}: it is read without that filter",
+                        f.name
+                    ),
+                ),
                 None => plan.note(
                     "metrics",
                     NoteKind::Conflict,
                     format!(
-                        "match label {k} is missing on the {what} {}: no series of it would be selected",
+                        "match label {k} is missing on the {what} {} and on every family read: the match filters nothing",
                         f.name
                     ),
                 ),
@@ -822,24 +840,42 @@ fn is_timestamp(t: &str) -> bool {
     t.starts_with("timestamp")
 }
 
-fn choose_columns(plan: &mut Plan, t: &TableFacts) {
-    if !t.exists {
+/// Which table: guessed as the only one there, or none (asked for, or
+/// missing: a conflict listing the tables there). False when there is no
+/// table to read columns from.
+fn note_table(plan: &mut Plan, t: &TableFacts) -> bool {
+    if t.guessed {
         plan.note(
             "database",
-            NoteKind::Conflict,
+            NoteKind::Guess,
             format!(
-                "table {} does not exist{}",
-                t.table,
-                if t.other_tables.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (tables there: {}; --table NAME)",
-                        t.other_tables.join(", ")
-                    )
-                }
+                "table {}: the only table there (--table NAME to choose)",
+                t.table
             ),
         );
+    }
+    if t.exists {
+        return true;
+    }
+    let what = if t.table.is_empty() {
+        "no --table given: which table does the service write?".to_string()
+    } else {
+        format!("table {} does not exist", t.table)
+    };
+    let there = if t.other_tables.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (tables there: {}; --table NAME)",
+            t.other_tables.join(", ")
+        )
+    };
+    plan.note("database", NoteKind::Conflict, format!("{what}{there}"));
+    false
+}
+
+fn choose_columns(plan: &mut Plan, t: &TableFacts) {
+    if !note_table(plan, t) {
         return;
     }
     let ts_named = |names: &[&str]| {

@@ -29,9 +29,11 @@ pub struct DiscoverArgs {
     /// `[database]` (its criteria are not_configured).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
-    /// The table the service writes (`schema.table` allowed).
-    #[arg(long, default_value = "hrv_data")]
-    pub table: String,
+    /// The table the service writes (`schema.table` allowed); without it,
+    /// the only table of the database's schema, else none (a conflict
+    /// listing the tables there).
+    #[arg(long)]
+    pub table: Option<String>,
     /// Only streams whose names match this regular expression (a shared server holds others').
     #[arg(long)]
     pub streams: Option<String>,
@@ -110,12 +112,22 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         streams: StreamSelection::Matching(filter),
         metrics_url: SecretUrl::new(args.metrics.clone()),
         database_url: args.database.clone().map(SecretUrl::new),
-        table: args.table.clone(),
+        table: args.table.clone().unwrap_or_default(),
         env_file: args.env_file.clone(),
         files: args.log.iter().cloned().collect(),
         timeout: args.timeout,
     };
-    let observed = lookup(&targets).await;
+    let mut observed = lookup(&targets).await;
+    if args.table.is_none() {
+        guess_table(&targets, &mut observed).await;
+    }
+    let table = match &observed.table {
+        Some(Ok(t)) if !t.table.is_empty() => t.table.clone(),
+        _ => args
+            .table
+            .clone()
+            .unwrap_or_else(|| "CHANGE_ME_table".into()),
+    };
     let hints = Hints {
         legacy: args.legacy.clone(),
         durable: args.durable.clone(),
@@ -130,7 +142,7 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
             nats_url: args.nats.clone(),
             metrics_url: args.metrics.clone(),
             database_url: args.database.clone(),
-            table: args.table.clone(),
+            table,
             env_file: args.env_file.clone(),
             log: args.log.clone(),
             generated_at: chrono::Utc::now(),
@@ -152,6 +164,23 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
     } else {
         0
     }))
+}
+
+/// No `--table`: a database whose schema holds exactly one table is that
+/// table's (looked up and marked guessed); with more, none is assumed and
+/// the conflict lists them.
+async fn guess_table(targets: &LookupTargets, observed: &mut crate::discover::Observed) {
+    let (Some(url), Some(Ok(t))) = (&targets.database_url, &observed.table) else {
+        return;
+    };
+    let [only] = t.other_tables.as_slice() else {
+        return;
+    };
+    let mut facts = crate::discover::lookup_table(url, only, targets.timeout).await;
+    if let Ok(f) = &mut facts {
+        f.guessed = true;
+    }
+    observed.table = Some(facts);
 }
 
 /// Runs `soakwatch validate --live` on a loaded config: prints one line per
@@ -199,16 +228,19 @@ pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
     for f in &failures {
         println!("could not look: {f}");
     }
-    let problems = findings
-        .iter()
-        .filter(|f| f.severity == live_check::Severity::Problem)
-        .count();
+    let count = |s: live_check::Severity| findings.iter().filter(|f| f.severity == s).count();
+    let notes = count(live_check::Severity::Note);
     println!(
-        "{}: {} problem(s), {} warning(s), {} look-up(s) failed",
+        "{}: {} problem(s), {} warning(s), {} look-up(s) failed{}",
         path.display(),
-        problems,
-        findings.len() - problems,
-        failures.len()
+        count(live_check::Severity::Problem),
+        count(live_check::Severity::Warning),
+        failures.len(),
+        if notes > 0 {
+            format!(", {notes} note(s)")
+        } else {
+            String::new()
+        }
     );
     ExitCode::from(live_check::exit_code(&findings, failures.len()))
 }

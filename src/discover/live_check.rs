@@ -13,6 +13,9 @@ use crate::promtext::MetricType;
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
+    /// Worth knowing, and `check` handles it (a `[metrics.match]` label one
+    /// family lacks is read without that filter): never changes the exit code.
+    Note,
     /// A configured value differs from what is live (the checks would judge it).
     Warning,
     /// A configured name does not exist live (the checks cannot work).
@@ -41,6 +44,7 @@ impl Finding {
                 let sev = match self.0.severity {
                     Severity::Problem => "problem",
                     Severity::Warning => "warning",
+                    Severity::Note => "note",
                 };
                 match self.0.line {
                     Some(l) => write!(
@@ -65,13 +69,13 @@ impl Finding {
 }
 
 /// Exit code of `validate --live`: 2 a problem, 3 a look-up failed (and no
-/// problem), 1 warnings only, 0 all there.
+/// problem), 1 warnings only, 0 all there (notes alone are 0).
 pub fn exit_code(findings: &[Finding], lookup_failures: usize) -> u8 {
     if findings.iter().any(|f| f.severity == Severity::Problem) {
         2
     } else if lookup_failures > 0 {
         3
-    } else if !findings.is_empty() {
+    } else if findings.iter().any(|f| f.severity == Severity::Warning) {
         1
     } else {
         0
@@ -97,6 +101,9 @@ impl Out<'_> {
     }
     fn warning(&mut self, key: &str, message: String) {
         self.push(Severity::Warning, key, message);
+    }
+    fn note(&mut self, key: &str, message: String) {
+        self.push(Severity::Note, key, message);
     }
 }
 
@@ -294,7 +301,7 @@ fn label_list(f: &FamilyFacts) -> String {
 fn check_metrics(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     let Ok(m) = &observed.metrics else { return };
     let mc = &cfg.metrics;
-    match m.family(&mc.messages_counter) {
+    match m.counter_family(&mc.messages_counter) {
         None => out.problem(
             "metrics.messages_counter",
             format!(
@@ -346,7 +353,7 @@ fn check_metrics(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
                     }
                 }
             }
-            check_matchers(cfg, f, "counter", out);
+            check_matchers(cfg, f, "counter", &read_families(cfg, m), out);
         }
     }
     if let Some(h) = &mc.latency_histogram {
@@ -362,7 +369,9 @@ fn check_metrics(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
                 "metrics.latency_histogram",
                 format!("{h} is a {}, not a histogram", f.kind),
             ),
-            Some(f) if f.samples > 0 => check_matchers(cfg, f, "histogram", out),
+            Some(f) if f.samples > 0 => {
+                check_matchers(cfg, f, "histogram", &read_families(cfg, m), out)
+            }
             Some(_) => {}
         }
     }
@@ -376,15 +385,47 @@ fn check_metrics(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
     }
 }
 
-fn check_matchers(cfg: &Config, f: &FamilyFacts, what: &str, out: &mut Out<'_>) {
+/// The configured families `check` reads that have series (the counter
+/// and the latency histogram): what `[metrics.match]` can filter.
+fn read_families<'m>(cfg: &Config, m: &'m crate::discover::MetricsFacts) -> Vec<&'m FamilyFacts> {
+    let mc = &cfg.metrics;
+    let mut v: Vec<&FamilyFacts> = m.counter_family(&mc.messages_counter).into_iter().collect();
+    v.extend(mc.latency_histogram.as_ref().and_then(|h| m.family(h)));
+    v.retain(|f| f.samples > 0);
+    v
+}
+
+/// `[metrics.match]` against one family, as `check` applies it: a label
+/// the family carries filters it (a value it never has is a problem); a
+/// label it lacks while another read family carries it leaves it unfiltered
+/// (a note); a label no read family carries filters nothing (a problem: a
+/// typo, most likely).
+fn check_matchers(
+    cfg: &Config,
+    f: &FamilyFacts,
+    what: &str,
+    read: &[&FamilyFacts],
+    out: &mut Out<'_>,
+) {
     for (k, v) in &cfg.metrics.matchers {
         let key = format!("metrics.match.{k}");
+        let carried_elsewhere = read
+            .iter()
+            .any(|o| o.name != f.name && o.labels.contains_key(k));
         match f.labels.get(k) {
             None if v.is_empty() => {}
+            None if carried_elsewhere => out.note(
+                &key,
+                format!(
+                    "the {what} {} has no label {k} (labels: {}): check reads it without that filter",
+                    f.name,
+                    label_list(f)
+                ),
+            ),
             None => out.problem(
                 &key,
                 format!(
-                    "the {what} {} has no label {k} (labels: {}): no series would be selected",
+                    "the {what} {} has no label {k} (labels: {}), nor any family read: the match filters nothing",
                     f.name,
                     label_list(f)
                 ),
@@ -561,6 +602,7 @@ mod tests {
             path: PathBuf::from("/svc/log"),
             size: Some(1),
             error: None,
+            tail: Vec::new(),
         });
         let f = check(&load(&text), &text, &o);
         assert_eq!(f, vec![], "{text}");
@@ -591,6 +633,7 @@ mod tests {
             path: PathBuf::from("/svc/log"),
             size: None,
             error: Some("does not exist".into()),
+            tail: Vec::new(),
         });
         let f = check(&cfg, &text, &o);
         let keys: Vec<&str> = f.iter().map(|x| x.key.as_str()).collect();
@@ -642,6 +685,49 @@ mod tests {
         assert!(keys.contains(&"metrics.stream_label"), "{f:?}");
         assert!(keys.contains(&"metrics.match.bogus"), "{f:?}\n{text}");
         assert!(keys.contains(&"service_env.ack_wait_key"), "{f:?}");
+    }
+
+    #[test]
+    fn a_counter_named_by_its_family_is_found_as_check_reads_it() {
+        let text = config_text().replace(
+            "messages_counter = \"normalize_hrv_messages_total\"",
+            "messages_counter = \"normalize_hrv_messages\"",
+        );
+        assert!(text.contains("messages_counter = \"normalize_hrv_messages\""));
+        let f = check(&load(&text), &text, &fixture::observed());
+        assert!(f.iter().all(|x| !x.key.starts_with("metrics.")), "{f:?}");
+    }
+
+    #[test]
+    fn a_match_label_one_family_lacks_is_a_note_and_exits_0() {
+        let text = config_text();
+        let mut o = fixture::observed();
+        o.files.push(crate::discover::FileFacts {
+            path: PathBuf::from("/svc/log"),
+            size: Some(1),
+            ..Default::default()
+        });
+        if let Ok(m) = &mut o.metrics {
+            for f in &mut m.families {
+                if f.name == "normalize_hrv_processing_duration_seconds" {
+                    f.labels.remove("durable");
+                }
+            }
+        }
+        let f = check(&load(&text), &text, &o);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].severity, Severity::Note);
+        assert_eq!(f[0].key, "metrics.match.durable");
+        assert!(f[0].message.contains("check reads it without that filter"));
+        assert_eq!(exit_code(&f, 0), 0);
+        // A label no family read carries filters nothing: still a problem.
+        if let Ok(m) = &mut o.metrics {
+            for f in &mut m.families {
+                f.labels.remove("durable");
+            }
+        }
+        let f = check(&load(&text), &text, &o);
+        assert!(f.iter().any(|x| x.severity == Severity::Problem), "{f:?}");
     }
 
     #[test]

@@ -127,6 +127,28 @@ impl MetricsFacts {
             .find(|f| f.name == name)
             .or_else(|| self.families.iter().find(|f| f.sample_names.contains(name)))
     }
+
+    /// The counter a config names by either spelling, its family name or
+    /// its `_total` sample name (the probe reads it the same way,
+    /// [`crate::promtext::Exposition::counter_sample_name`]): the spelling
+    /// as written when it has series, else the other one's counter family.
+    pub fn counter_family(&self, name: &str) -> Option<&FamilyFacts> {
+        let base = name.strip_suffix("_total").unwrap_or(name);
+        let other = if base == name {
+            format!("{name}_total")
+        } else {
+            base.to_string()
+        };
+        let written = self.family(name);
+        let alt = self
+            .family(&other)
+            .filter(|f| f.kind == MetricType::Counter || other.ends_with("_total"));
+        match (written, alt) {
+            (Some(w), _) if w.samples > 0 => Some(w),
+            (_, Some(a)) if a.samples > 0 => Some(a),
+            (w, a) => w.or(a),
+        }
+    }
 }
 
 /// One index of the table: its name and key columns in order.
@@ -151,6 +173,8 @@ pub struct TableFacts {
     pub indexes: Vec<IndexFacts>,
     /// When it does not exist: the tables of the current schema (up to 50).
     pub other_tables: Vec<String>,
+    /// Chosen by `discover` as the only table there (no `--table` given).
+    pub guessed: bool,
 }
 
 impl TableFacts {
@@ -182,8 +206,9 @@ pub struct EnvFacts {
     pub values: BTreeMap<String, String>,
 }
 
-/// Whether a file exists (the log: only its existence and size matter here).
-#[derive(Debug, Clone, PartialEq)]
+/// Whether a file exists, and for the log the last lines it holds (what
+/// start-up lines the service writes, so only patterns seen are proposed).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FileFacts {
     /// The file.
     pub path: PathBuf,
@@ -191,6 +216,35 @@ pub struct FileFacts {
     pub size: Option<u64>,
     /// Why not, when it cannot be read.
     pub error: Option<String>,
+    /// The last lines of a log asked about (at most [`TAIL_BYTES`]); never
+    /// written out, only matched.
+    pub tail: Vec<String>,
+}
+
+/// How much of the end of a log `discover` reads for the lines it proposes patterns from.
+pub const TAIL_BYTES: u64 = 256 * 1024;
+
+/// The complete lines of the last `max` bytes of a regular file (empty
+/// when it cannot be read: its facts say why elsewhere).
+fn tail_lines(path: &Path, max: u64) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok((mut file, meta)) = crate::probe::file::open_regular(path, "log file") else {
+        return Vec::new();
+    };
+    let start = meta.len().saturating_sub(max);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    if file.take(max).read_to_end(&mut buf).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    // A tail that starts mid-line drops that partial line.
+    text.lines()
+        .skip(usize::from(start > 0))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Everything looked up; each part is its own result, so one unreachable
@@ -285,11 +339,20 @@ pub async fn lookup(t: &LookupTargets) -> Observed {
         if files.iter().any(|f: &FileFacts| &f.path == p) {
             continue;
         }
+        let is_env = t.env_file.as_ref() == Some(p);
         files.push(match tokio::fs::metadata(p).await {
             Ok(m) => FileFacts {
                 path: p.clone(),
                 size: Some(m.len()),
                 error: None,
+                tail: if is_env {
+                    Vec::new()
+                } else {
+                    let p = p.clone();
+                    tokio::task::spawn_blocking(move || tail_lines(&p, TAIL_BYTES))
+                        .await
+                        .unwrap_or_default()
+                },
             },
             Err(e) => FileFacts {
                 path: p.clone(),
@@ -298,6 +361,7 @@ pub async fn lookup(t: &LookupTargets) -> Observed {
                     std::io::ErrorKind::NotFound => "does not exist".into(),
                     _ => e.to_string(),
                 }),
+                tail: Vec::new(),
             },
         });
     }
@@ -747,12 +811,14 @@ process_start_time_seconds 1759338384\n";
                     },
                 ],
                 other_tables: Vec::new(),
+                guessed: false,
             })),
             env: Some(Ok(env_facts(Path::new("/svc/.env"), &env))),
             files: vec![FileFacts {
                 path: PathBuf::from("/svc/.env"),
                 size: Some(80),
                 error: None,
+                tail: Vec::new(),
             }],
         }
     }

@@ -612,23 +612,69 @@ fn log_section(
         ),
     }
     let legacy_re = regex::escape(legacy);
+    let seen = opts
+        .log
+        .as_deref()
+        .and_then(|p| observed.file(p))
+        .map(|f| StartupLines::of(&f.tail))
+        .unwrap_or_default();
     out.push_str(
-        "# A fallback: the service fell back to, bound, or even mentions the legacy stream.\n\
-         fallback_patterns = [\n",
+        "# A fallback: the service fell back to, bound, or even mentions the legacy stream.\n",
     );
-    for p in [
+    if seen.stream_mode {
+        out.push_str("# seen: the service logs its stream mode (`Stream mode: ...`); single mode is the fallback.\n");
+    }
+    out.push_str("fallback_patterns = [\n");
+    let mut patterns = vec![
         format!("\\b{legacy_re}\\b"),
         "(?i)\\bfall(ing|s)?[ -]?back\\b".to_string(),
         format!("(?i)consumer on {legacy_re}\\b"),
         format!("(?i)bound (to|on) {legacy_re}\\b"),
-        "Stream mode: single".to_string(),
-    ] {
+    ];
+    if seen.stream_mode {
+        patterns.push("Stream mode: single".to_string());
+    }
+    for p in patterns {
         let _ = writeln!(out, "  {},", toml_pattern(&p));
     }
-    out.push_str(
-        "]\n# The normal start-up line lists the legacy stream as a candidate: not a fallback.\n\
-         ignore_patterns = ['Stream candidates:']\n\n",
-    );
+    out.push_str("]\n");
+    if seen.candidates {
+        out.push_str(
+            "# seen: a start-up line lists the legacy stream as a candidate (`Stream candidates: ...`): not a fallback.\n\
+             ignore_patterns = ['(?i)Stream candidates:']\n\n",
+        );
+    } else {
+        out.push_str(
+            "# Lines a fallback pattern matches that are not a fallback (a start-up line\n\
+             # listing the legacy stream, say): add a pattern for each.\n\
+             ignore_patterns = []\n\n",
+        );
+    }
+}
+
+/// Start-up lines of a known shape seen in the service's log: `discover`
+/// proposes the patterns that go with them only when the log shows them,
+/// never for a service that writes no such line.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct StartupLines {
+    /// `Stream mode: multi` (the seed's service): `Stream mode: single` is its fallback.
+    stream_mode: bool,
+    /// `Stream candidates: HOT, LEGACY`: names the legacy stream, not a fallback.
+    candidates: bool,
+}
+
+impl StartupLines {
+    fn of(lines: &[String]) -> StartupLines {
+        let has = |needle: &str| {
+            lines
+                .iter()
+                .any(|l| l.to_ascii_lowercase().contains(needle))
+        };
+        StartupLines {
+            stream_mode: has("stream mode:"),
+            candidates: has("stream candidates:"),
+        }
+    }
 }
 
 /// `[service_env]`: the service's env file, its ack-wait key and expected values.
@@ -692,6 +738,37 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn seed_log_patterns_are_proposed_only_when_the_log_shows_their_lines() {
+        let render_with = |tail: &[&str]| {
+            let mut o = fixture::observed();
+            o.files.push(crate::discover::FileFacts {
+                path: PathBuf::from("/svc/log"),
+                size: Some(100),
+                error: None,
+                tail: tail.iter().map(|l| l.to_string()).collect(),
+            });
+            render(&plan(&o, &Hints::default()), &o, &opts())
+        };
+        let own = render_with(&["orders-projector starting", "bound on ORDERS_HOT"]);
+        assert!(!own.contains("Stream mode"), "{own}");
+        assert!(!own.contains("Stream candidates"), "{own}");
+        assert!(own.contains("ignore_patterns = []"), "{own}");
+        let seed = render_with(&[
+            "[event-bus] Stream mode: multi (EVENT_STREAM_MODE=\"multi\")",
+            "[normalize-service] stream candidates: AA_CORE_HOT, ATHLETE_ALLY_EVENTS",
+        ]);
+        assert!(seed.contains("'Stream mode: single',"), "{seed}");
+        assert!(
+            seed.contains("ignore_patterns = ['(?i)Stream candidates:']"),
+            "{seed}"
+        );
+        // Both written configs load.
+        for text in [own, seed] {
+            Config::from_text(Path::new("c.toml"), &text, &no_env).expect("valid");
+        }
     }
 
     #[test]

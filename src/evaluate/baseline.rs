@@ -172,7 +172,22 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (status, evidence) = combine(parts);
+        let (status, mut evidence) = combine(parts);
+        let grown = self.dlq_stream_growth();
+        // One dead-lettered message lands in the stream and in the counter:
+        // counted once, the larger of the two, as the DLQ spike counts it.
+        let value = match (grown, dlq_count) {
+            (Some(g), Some(n)) => Some((g as f64).max(n)),
+            (g, n) => g.map(|g| g as f64).or(n),
+        };
+        if let (Some(g), Some(n), Some(v)) = (grown, dlq_count, value) {
+            if g > 0 && n > 0.0 {
+                evidence.push_str(&format!(
+                    "; counted once: {v} dead-lettered (the larger of {} +{g} and the counter's {n}, never their sum)",
+                    spec.name
+                ));
+            }
+        }
         let observed = format!(
             "{} in {}, {} by counter",
             messages
@@ -183,11 +198,27 @@ impl Ctx<'_> {
                 .map(|n| n.to_string())
                 .unwrap_or_else(|| "?".into())
         );
-        let growth = match (messages, spec.baseline_messages) {
-            (Some(m), Some(b)) => m.saturating_sub(b) as f64,
-            _ => 0.0,
-        } + dlq_count.unwrap_or(0.0);
-        Verdict::new(C::Dlq, status, observed, target, evidence).with_value(growth, None, Some(1.0))
+        let v = Verdict::new(C::Dlq, status, observed, target, evidence);
+        match value {
+            Some(x) => v.with_value(x, None, Some(1.0)),
+            None => v,
+        }
+    }
+
+    /// Messages the DLQ stream gained past its baseline: by held messages
+    /// and by sequence, the larger (expiry lowers the first, not the
+    /// second). `None` when the stream was not seen or has no baseline.
+    fn dlq_stream_growth(&self) -> Option<u64> {
+        let spec = &self.cfg.streams.dlq;
+        let Ok(Some(s)) = self.stream(self.last, &spec.name) else {
+            return None;
+        };
+        let by_messages = spec.baseline_messages.map(|b| s.messages.saturating_sub(b));
+        let by_seq = spec.baseline_last_seq.map(|b| s.last_seq.saturating_sub(b));
+        match (by_messages, by_seq) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -231,6 +262,33 @@ mod tests {
             not_passing(&v),
             vec![("dlq", Status::Fail), ("success_rate", Status::Fail)]
         );
+    }
+
+    #[test]
+    fn a_dead_lettered_message_counts_once_the_larger_of_stream_and_counter() {
+        let c = cfg();
+        let base = c.streams.dlq.baseline_messages.unwrap_or(0);
+        let dlq_value = |grown: u64, counted: f64| {
+            let mut h = healthy_window(&c);
+            for snap in &mut h {
+                if let Some(Ok(Some(s))) = snap.streams.get_mut(&c.streams.dlq.name) {
+                    s.messages = base + grown;
+                    s.last_seq = base + grown;
+                }
+                if let Ok(m) = &mut snap.metrics {
+                    m.by_result.insert("dlq".into(), counted);
+                }
+            }
+            let v = evaluate(&c, &h);
+            let d = v.iter().find(|v| v.id == crate::verdict::CriterionId::Dlq);
+            d.map(|d| (d.value, d.evidence.clone())).expect("dlq")
+        };
+        let (value, evidence) = dlq_value(3, 3.0);
+        assert_eq!(value, Some(3.0), "{evidence}");
+        assert!(evidence.contains("counted once: 3"), "{evidence}");
+        assert_eq!(dlq_value(1, 0.0).0, Some(1.0));
+        assert_eq!(dlq_value(0, 2.0).0, Some(2.0));
+        assert_eq!(dlq_value(49, 46.0).0, Some(49.0));
     }
 
     #[test]

@@ -38,6 +38,17 @@ impl Ctx<'_> {
             Err(f) => return Verdict::unknown(C::DbWrites, target, f.reason.clone()),
             Ok(d) => d,
         };
+        // Work waiting with nothing acknowledged and no row landing is
+        // "database writes stop", whether the service answers or not.
+        if let Some(rows) = db.written_since(self.first.taken_at) {
+            if let Some((status, evidence)) = self.stalled_writes(rows, db) {
+                return Verdict::new(C::DbWrites, status, "stalled", target, evidence).with_value(
+                    rows as f64,
+                    None,
+                    None,
+                );
+            }
+        }
         let successes: Vec<f64> = history
             .iter()
             .filter_map(|s| s.metrics.as_ref().ok())
@@ -99,6 +110,69 @@ impl Ctx<'_> {
         .with_value(rows as f64, None, None)
     }
 
+    /// A stalled consumer: the service's named durables held messages at
+    /// both ends of the window (pending or delivered, not acknowledged), no
+    /// ack floor moved and no row was written. Pending while the window is
+    /// shorter than `watch.for.db_writes` (the daemon's debounce holds it
+    /// over the following cycles), a failure once the window alone covers
+    /// it. `None` when nothing waits (an idle service), a consumer
+    /// acknowledged, a row landed, or a listing is unknown.
+    fn stalled_writes(&self, rows: i64, db: &crate::sample::DbState) -> Option<(Status, String)> {
+        if rows > 0 || self.window_secs() <= 0.0 {
+            return None;
+        }
+        let mut waiting = 0u64;
+        let mut durables = Vec::new();
+        for n in &self.cfg.consumers.named {
+            let (crate::sample::ConsumerLookup::Found(a), crate::sample::ConsumerLookup::Found(b)) = (
+                self.first.consumer(&n.stream, &n.durable),
+                self.last.consumer(&n.stream, &n.durable),
+            ) else {
+                return None;
+            };
+            let held = |c: &crate::sample::ConsumerState| c.num_pending + c.num_ack_pending;
+            if b.ack_floor_stream_seq > a.ack_floor_stream_seq
+                || b.ack_floor_consumer_seq > a.ack_floor_consumer_seq
+            {
+                return None;
+            }
+            if held(a) > 0 && held(b) > 0 {
+                waiting += held(b);
+                durables.push(n.durable.as_str());
+            }
+        }
+        if waiting == 0 {
+            return None;
+        }
+        let w = self.window_secs();
+        let hold = self
+            .cfg
+            .watch
+            .fail_for
+            .get(&C::DbWrites)
+            .copied()
+            .unwrap_or_default();
+        let newest = db
+            .newest_write
+            .map(|t| format!("newest row {}", ago(self.last.taken_at, t)))
+            .unwrap_or_else(|| "table empty".into());
+        let text = format!(
+            "{waiting} message(s) waiting on {}, none acknowledged and no row written in the {w:.1}s window ({newest})",
+            durables.join(", ")
+        );
+        Some(if w >= hold.as_secs_f64() {
+            (Status::Fail, format!("{text}: database writes stopped"))
+        } else {
+            (
+                Status::Pending,
+                format!(
+                    "{text}: database writes stopped if it lasts {} (watch.for.db_writes)",
+                    humantime::format_duration(hold)
+                ),
+            )
+        })
+    }
+
     pub(super) fn db_integrity(&self) -> Verdict {
         let tol = self.cfg.criteria.db_in_flight_tolerance;
         let target = format!("rows written >= successes - {tol} (in flight) since service start; derived column exact");
@@ -141,7 +215,7 @@ impl Ctx<'_> {
                         } else {
                             parts.push(part(
                                 Status::Pass,
-                                format!("{rows} rows written (by {cols}) for {success} successes since the service started (an upsert of an existing user/date counts once)"),
+                                format!("{rows} rows written (by {cols}) for {success} successes since the service started (a row written twice counts once)"),
                             ));
                         }
                     }
@@ -210,6 +284,87 @@ mod tests {
             not_passing(&v),
             vec![("db_writes", Status::Fail), ("db_integrity", Status::Fail)]
         );
+    }
+
+    /// A window in which the service's durable holds `pending` messages at
+    /// both ends, nothing succeeds, no ack floor moves and no row is written.
+    fn stalled_window(
+        c: &crate::config::Config,
+        secs: i64,
+        pending: u64,
+    ) -> Vec<crate::sample::Snapshot> {
+        let mut h = vec![healthy(c, 0, 100.0), healthy(c, secs, 100.0)];
+        for snap in &mut h {
+            if let Some(cs) = first_consumer(snap) {
+                cs.num_pending = pending;
+            }
+        }
+        if let Ok(db) = &mut h[1].db {
+            db.written_since.push((t(0), 0));
+        }
+        h
+    }
+
+    fn db_writes(v: &[crate::verdict::Verdict]) -> &crate::verdict::Verdict {
+        get(v, crate::verdict::CriterionId::DbWrites)
+    }
+
+    #[test]
+    fn a_stalled_consumer_is_pending_then_failing_database_writes() {
+        let c = cfg();
+        // The shipped hold is 30 s: a 10 s window of stall is pending…
+        let v = evaluate(&c, &stalled_window(&c, 10, 4));
+        let w = db_writes(&v);
+        assert_eq!(w.status, Status::Pending, "{}", w.evidence);
+        assert!(w
+            .evidence
+            .contains("4 message(s) waiting on normalize-hrv-durable"));
+        assert!(w.evidence.contains("if it lasts 30s"), "{}", w.evidence);
+        // …a window that covers the hold fails, as a crash would.
+        let v = evaluate(&c, &stalled_window(&c, 30, 4));
+        let w = db_writes(&v);
+        assert_eq!(w.status, Status::Fail, "{}", w.evidence);
+        assert!(w.evidence.contains("database writes stopped"));
+        // The service is down too: still judged from NATS and the table.
+        let mut h = stalled_window(&c, 30, 4);
+        h[1].metrics = Err(crate::sample::ProbeFailure {
+            probe: crate::sample::ProbeKind::Metrics,
+            reason: "down".into(),
+        });
+        assert_eq!(db_writes(&evaluate(&c, &h)).status, Status::Fail);
+    }
+
+    #[test]
+    fn an_idle_or_progressing_consumer_never_fails_database_writes() {
+        let c = cfg();
+        // Idle: nothing waits, nothing is written.
+        let v = evaluate(&c, &stalled_window(&c, 60, 0));
+        assert_eq!(
+            db_writes(&v).status,
+            Status::Pass,
+            "{}",
+            db_writes(&v).evidence
+        );
+        // Work waits but the ack floor moved (slow, not stalled).
+        let mut h = stalled_window(&c, 60, 4);
+        if let Some(cs) = first_consumer(&mut h[1]) {
+            cs.ack_floor_stream_seq += 1;
+            cs.ack_floor_consumer_seq += 1;
+        }
+        assert_eq!(db_writes(&evaluate(&c, &h)).status, Status::Pass);
+        // Work arrived within the window only (nothing waited at its start).
+        let mut h = stalled_window(&c, 60, 4);
+        if let Some(cs) = first_consumer(&mut h[0]) {
+            cs.num_pending = 0;
+        }
+        assert_eq!(db_writes(&evaluate(&c, &h)).status, Status::Pass);
+        // A row landed: not stalled.
+        let mut h = stalled_window(&c, 60, 4);
+        if let Ok(db) = &mut h[1].db {
+            db.written_since.retain(|(at, _)| *at != t(0));
+            db.written_since.push((t(0), 1));
+        }
+        assert_eq!(db_writes(&evaluate(&c, &h)).status, Status::Pass);
     }
 
     #[test]

@@ -47,52 +47,12 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let starts: Vec<f64> = history
-            .iter()
-            .filter_map(|s| s.metrics.as_ref().ok().and_then(|m| m.process_start))
-            .collect();
-        if starts.windows(2).any(|w| (w[1] - w[0]).abs() > 0.5) {
-            parts.push(part(
-                Status::Fail,
-                "the service restarted during the window (process start time changed)",
-            ));
-        }
-        let totals: Vec<f64> = history
-            .iter()
-            .filter_map(|s| {
-                s.metrics
-                    .as_ref()
-                    .ok()
-                    .map(|m| m.by_result.values().sum::<f64>())
-            })
-            .collect();
-        let (_, resets) = histogram::counter_increase(&totals);
-        if resets > 0 {
-            parts.push(part(
-                Status::Fail,
-                format!("counter reset seen {resets} time(s): the service restarted"),
-            ));
-        }
         let now = self.last.taken_at;
-        let mut uptime = None;
-        if let Some(ps) = ms
+        let started = ms
             .process_start
-            .and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64))
-        {
-            uptime = Some((now - ps).num_seconds().max(0) as f64);
-            if let Some(t0) = self.cfg.soak.started_at {
-                if ps > crate::duration::after(t0, self.cfg.criteria.restart_grace) {
-                    parts.push(part(
-                        Status::Warn,
-                        format!(
-                            "the service (re)started at {}, after the soak began at {}",
-                            ps.format("%Y-%m-%d %H:%M:%SZ"),
-                            t0.format("%Y-%m-%d %H:%M:%SZ")
-                        ),
-                    ));
-                }
-            }
-        }
+            .and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64));
+        parts.extend(self.restart_parts(history, started));
+        let uptime = started.map(|ps| (now - ps).num_seconds().max(0) as f64);
         parts.push(part(
             Status::Pass,
             format!(
@@ -116,6 +76,86 @@ impl Ctx<'_> {
         };
         let v = Verdict::new(C::ServiceUp, status, observed, target, evidence);
         v.with_value(1.0, None, Some(0.0))
+    }
+}
+
+impl Ctx<'_> {
+    /// A restart judged by one rule, seen in the window (the process start
+    /// moved, a counter reset) or only from the process start time (one
+    /// sample, or a later window): a (re)start within `restart_grace` of
+    /// the soak's T0 is the cutover's own and passes; later, seen happening
+    /// in the window it fails, and the process it left warns for as long as
+    /// it runs. `check` and the daemon judge it alike (both with the soak's
+    /// T0: the daemon's recorded one, `check`'s from the same state).
+    fn restart_parts(
+        &self,
+        history: &[Snapshot],
+        started: Option<DateTime<chrono::Utc>>,
+    ) -> Vec<super::Part> {
+        let mut parts = Vec::new();
+        let t0 = self.cfg.soak.started_at;
+        let in_grace = match (t0, started) {
+            (Some(t0), Some(ps)) => {
+                ps <= crate::duration::after(t0, self.cfg.criteria.restart_grace)
+            }
+            _ => false,
+        };
+        let grace_text = || {
+            format!(
+                "within restart_grace ({}) of T0: the cutover's own restart",
+                humantime::format_duration(self.cfg.criteria.restart_grace)
+            )
+        };
+        let starts: Vec<f64> = history
+            .iter()
+            .filter_map(|s| s.metrics.as_ref().ok().and_then(|m| m.process_start))
+            .collect();
+        let totals: Vec<f64> = history
+            .iter()
+            .filter_map(|s| {
+                s.metrics
+                    .as_ref()
+                    .ok()
+                    .map(|m| m.by_result.values().sum::<f64>())
+            })
+            .collect();
+        let (_, resets) = histogram::counter_increase(&totals);
+        let moved = starts.windows(2).any(|w| (w[1] - w[0]).abs() > 0.5);
+        if moved || resets > 0 {
+            let how = if moved {
+                "process start time changed".to_string()
+            } else {
+                format!("counter reset seen {resets} time(s)")
+            };
+            parts.push(if in_grace {
+                part(
+                    Status::Pass,
+                    format!(
+                        "the service restarted during the window ({how}), {}",
+                        grace_text()
+                    ),
+                )
+            } else {
+                part(
+                    Status::Fail,
+                    format!("the service restarted during the window ({how})"),
+                )
+            });
+        }
+        if let (Some(t0), Some(ps)) = (t0, started) {
+            if !in_grace {
+                parts.push(part(
+                    Status::Warn,
+                    format!(
+                        "the service (re)started at {}, after the soak began at {} (+ restart_grace {})",
+                        ps.format("%Y-%m-%d %H:%M:%SZ"),
+                        t0.format("%Y-%m-%d %H:%M:%SZ"),
+                        humantime::format_duration(self.cfg.criteria.restart_grace)
+                    ),
+                ));
+            }
+        }
+        parts
     }
 }
 
@@ -169,7 +209,9 @@ mod tests {
 
     #[test]
     fn restart_in_window_and_after_t0() {
-        let c = cfg();
+        let mut c = cfg();
+        // T0 well before the restart at t(5), beyond the 5 min grace.
+        c.soak.started_at = Some(t(-1000));
         let mut h = healthy_window(&c);
         if let Ok(m) = &mut h[1].metrics {
             m.process_start = Some(t(5).timestamp() as f64);
@@ -178,6 +220,21 @@ mod tests {
         }
         let s = statuses(&evaluate(&c, &h));
         assert_eq!(s["service_up"], Status::Fail);
+
+        // The same restart within restart_grace of T0: the cutover's own, a pass.
+        let mut c2 = cfg();
+        c2.soak.started_at = Some(t(-200));
+        let v = evaluate(&c2, &h);
+        let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
+        assert_eq!(up.status, Status::Pass, "{}", up.evidence);
+        assert!(
+            up.evidence.contains("the cutover's own restart"),
+            "{}",
+            up.evidence
+        );
+        // No T0 known at all: a restart in the window still fails.
+        c2.soak.started_at = None;
+        assert_eq!(statuses(&evaluate(&c2, &h))["service_up"], Status::Fail);
 
         // One sample, but the service started well after T0 (+ 5 min grace): a warning.
         let mut c = cfg();

@@ -196,8 +196,23 @@ impl Queries {
         self.histogram.is_some()
     }
 
+    /// The message counter. Configured by its family name (`orders_processed`,
+    /// no `_total`), it is selected under both spellings, as `check` reads
+    /// it: Prometheus stores a counter's samples as `orders_processed_total`
+    /// from either text format, so the family name alone selects nothing and
+    /// the rules would never fire.
     fn counter(&self) -> Selector {
-        Selector::new(&self.counter, &self.matchers)
+        if self.counter.ends_with("_total") {
+            return Selector::new(&self.counter, &self.matchers);
+        }
+        let mut sel = Selector::new("", &[]).with(
+            "__name__",
+            "=~",
+            &format!("{}(_total)?", regex::escape(&self.counter)),
+        );
+        sel.matchers
+            .extend(Selector::new("", &self.matchers).matchers);
+        sel
     }
 
     /// The service's dead-letter counter, summed over its series.
@@ -345,6 +360,23 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(duration(Duration::from_secs(48 * 3600 + 1)), "48h1s");
         assert_eq!(duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn a_counter_named_by_its_family_selects_both_spellings() {
+        let text = include_str!("../../checks.toml");
+        let mut cfg = Config::from_text(std::path::Path::new("checks.toml"), text, &|_: &str| None)
+            .expect("shipped config");
+        let q = Queries::new(&cfg).expect("queries");
+        assert!(q
+            .dlq_total()
+            .starts_with("sum(normalize_hrv_messages_total{"));
+        cfg.metrics.messages_counter = "normalize_hrv_messages".into();
+        let q = Queries::new(&cfg).expect("queries");
+        assert_eq!(
+            q.dlq_total(),
+            "sum({__name__=~\"normalize_hrv_messages(_total)?\",durable=\"normalize-hrv-durable\",result=\"dlq\"})"
+        );
     }
 
     #[test]

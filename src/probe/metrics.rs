@@ -406,8 +406,19 @@ fn select_counter<'a>(
     name: &str,
     matchers: &[(String, String)],
 ) -> Selection<'a> {
-    let declared = expo.declared_type(name).is_some();
-    let mut sel = select_samples(expo, name, name, declared, matchers, &[]);
+    // Either spelling, family or `_total` sample name, finds the same samples.
+    let spelled = expo.counter_sample_name(name);
+    let mut sel = select_samples(
+        expo,
+        name,
+        &spelled.sample_name,
+        spelled.declared,
+        matchers,
+        &[],
+    );
+    if spelled.sample_name != name {
+        sel.facts.read_as = Some(spelled.sample_name);
+    }
     let mut bad = Vec::new();
     sel.samples.retain(|s| {
         let ok = s.value.is_finite() && s.value >= 0.0;
@@ -680,6 +691,34 @@ mod tests {
         let node = extract_fixture("nodejs_service_traffic.prom", &c);
         assert_eq!(node.by_result.get("retry"), Some(&2.0));
         assert_eq!(node.counter.as_ref().map(|f| f.series), Some(3));
+    }
+
+    #[test]
+    fn a_counter_configured_by_its_family_name_reads_its_total_samples() {
+        let mut c = cfg();
+        c.metrics.messages_counter = "normalize_hrv_messages".into();
+        for name in [
+            "python_service_traffic.prom",
+            "python_service_traffic.openmetrics",
+            "go_service_traffic.openmetrics",
+            "nodejs_service_traffic.openmetrics",
+        ] {
+            let ms = extract_fixture(name, &c);
+            assert_eq!(ms.by_result.get("success"), Some(&40.0), "{name}");
+            let counter = ms.counter.as_ref().expect("counter facts");
+            assert_eq!(counter.presence, FamilyPresence::Selected, "{name}");
+            assert_eq!(
+                counter.read_as.as_deref(),
+                Some("normalize_hrv_messages_total")
+            );
+            assert!(counter
+                .filter_note()
+                .contains("read as normalize_hrv_messages_total"));
+        }
+        // Declared, no sample, under the family spelling: zero events, not absent.
+        let ms = extract_fixture("python_service_fresh.prom", &c);
+        let counter = ms.counter.as_ref().expect("counter facts");
+        assert_eq!(counter.presence, FamilyPresence::Declared);
     }
 
     #[test]

@@ -1072,6 +1072,7 @@ mod tests {
             rollback: None,
             consumers: vec![],
             edges: Default::default(),
+            totals: Default::default(),
         }
     }
 

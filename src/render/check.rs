@@ -39,6 +39,8 @@ pub struct CheckReport {
     /// `check --soak`: where the record begins (a late watcher's unobserved
     /// head) and the frozen sign-off once the soak ended.
     pub edges: Option<crate::soak::model::SoakEdges>,
+    /// `check --soak`: the soak's totals, across service restarts.
+    pub totals: Option<crate::soak::model::SoakTotals>,
 }
 
 impl CheckReport {
@@ -136,6 +138,14 @@ pub fn text(r: &CheckReport) -> String {
         r.generated_at.format("%Y-%m-%d %H:%M:%SZ"),
         window_label(r.window_secs)
     );
+    if let Some(t) = &r.totals {
+        let rows: Vec<String> = t
+            .rows()
+            .into_iter()
+            .map(|(what, v)| format!("{}: {v}", what.to_lowercase()))
+            .collect();
+        out.push_str(&format!("totals: {}\n", untrusted(&rows.join("; "))));
+    }
     let failed = failed_probes(&r.last);
     for (labels, reason) in &failed {
         out.push_str(&format!(
@@ -222,6 +232,13 @@ pub fn markdown(r: &CheckReport) -> String {
         r.overall().as_str().to_uppercase()
     );
     out.push_str(&state_tables_markdown(&r.last));
+    if let Some(t) = &r.totals {
+        out.push_str("## Totals\n\n| Total | Over the soak |\n|-------|---------------|\n");
+        for (what, v) in t.rows() {
+            out.push_str(&format!("| {what} | {} |\n", md_cell(&v)));
+        }
+        out.push('\n');
+    }
     // A dead probe is said once, above the table; criteria refer to it.
     let failed = failed_probes(&r.last);
     if !failed.is_empty() {
@@ -298,6 +315,18 @@ struct JsonDoc<'a> {
     /// `ended` (the frozen sign-off: at, signed_at, verdict, reason).
     #[serde(skip_serializing_if = "Option::is_none")]
     soak_edges: Option<&'a crate::soak::model::SoakEdges>,
+    /// `check --soak` only: the soak's totals across service restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    soak_totals: Option<JsonTotals<'a>>,
+}
+
+/// The soak's totals with the whole-soak success ratio (0..1, null before
+/// a message was counted).
+#[derive(Serialize)]
+struct JsonTotals<'a> {
+    #[serde(flatten)]
+    totals: &'a crate::soak::model::SoakTotals,
+    success_ratio: Option<f64>,
 }
 
 /// The probes that ran, labelled as in the JSON document (the consumer
@@ -334,6 +363,10 @@ pub fn json(r: &CheckReport) -> String {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         window_seconds: r.window_secs,
         soak_edges: r.edges.as_ref(),
+        soak_totals: r.totals.as_ref().map(|t| JsonTotals {
+            totals: t,
+            success_ratio: t.success_ratio(),
+        }),
         overall: o.as_str(),
         exit_code: exit_code(o),
         criteria: r
@@ -745,6 +778,68 @@ pub fn probe_up_family(w: &mut crate::promtext::ExpositionWriter, soak: &str, s:
     }
 }
 
+/// The soak's totals across service restarts, for the daemon's /metrics
+/// and `check --soak --format prometheus` alike. Gauges: a new soak starts
+/// them again. A total never seen is left out, never written as 0.
+pub fn soak_totals_families(
+    w: &mut crate::promtext::ExpositionWriter,
+    soak: &str,
+    t: &crate::soak::model::SoakTotals,
+) {
+    let one =
+        |w: &mut crate::promtext::ExpositionWriter, name: &str, help: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                w.family(name, "gauge", help).sample(&[("soak", soak)], v);
+            }
+        };
+    one(
+        w,
+        "soakwatch_soak_delivered_messages",
+        "Deliveries to the service's durables over the soak (JetStream consumer sequences, redeliveries included).",
+        t.delivered.map(|n| n as f64),
+    );
+    if !t.processed.is_empty() {
+        w.family(
+            "soakwatch_soak_processed_messages",
+            "gauge",
+            "Messages processed over the soak by result, across service restarts.",
+        );
+        for (result, n) in &t.processed {
+            w.sample(&[("soak", soak), ("result", result)], *n);
+        }
+    }
+    one(
+        w,
+        "soakwatch_soak_success_ratio",
+        "Succeeded / counted messages over the whole soak (0..1).",
+        t.success_ratio(),
+    );
+    one(
+        w,
+        "soakwatch_soak_dead_lettered_messages",
+        "Messages dead-lettered over the soak, counted once (the larger of the DLQ stream's growth and the counter).",
+        t.dead_lettered.map(|n| n as f64),
+    );
+    one(
+        w,
+        "soakwatch_soak_rows_written",
+        "Rows written to the service's table over the soak.",
+        t.rows_written.map(|n| n as f64),
+    );
+    one(
+        w,
+        "soakwatch_soak_legacy_appends",
+        "Messages appended to the legacy stream over the soak.",
+        t.legacy_appends.map(|n| n as f64),
+    );
+    one(
+        w,
+        "soakwatch_soak_service_restarts",
+        "Service restarts seen over the soak.",
+        Some(t.service_restarts as f64),
+    );
+}
+
 /// node_exporter textfile: per-criterion status and value, probe health.
 /// Labels are those of the daemon's /metrics for the same things: `soak` is
 /// the soak's name, `criterion` its id, `probe` the probe.
@@ -753,6 +848,9 @@ pub fn prometheus(r: &CheckReport) -> String {
     let soak = r.name.as_str();
     if let Some((id, t0)) = &r.recorded {
         soak_info_families(&mut w, soak, id, *t0);
+    }
+    if let Some(t) = &r.totals {
+        soak_totals_families(&mut w, soak, t);
     }
     w.family(
         "soakwatch_criterion_status",
@@ -1017,6 +1115,7 @@ mod tests {
             verdicts,
             last: failing_snapshot(),
             edges: None,
+            totals: None,
         }
     }
 

@@ -197,6 +197,7 @@ pub fn render_page(v: &PageView) -> String {
         Some(s) => {
             verdict_banner(s, &mut out);
             glance(v, s, &mut out);
+            totals_table(s, &mut out);
             criteria_table(s, &mut out);
             incidents_table(s, &mut out);
             consumers_table(s, &mut out);
@@ -540,6 +541,22 @@ fn step_output(output: &str) -> String {
     format!("{}<pre>{}</pre>", text(&v.headline), lines.join("\n"))
 }
 
+/// The soak's totals, across service restarts.
+fn totals_table(s: &SoakSummary, out: &mut String) {
+    out.push_str(
+        "<h2 id=\"totals\">Totals</h2>\n<div class=\"scroll\">\n<table id=\"totals-table\">\n\
+         <caption>Over the soak so far, across service restarts</caption>\n<tbody>\n",
+    );
+    for (what, value) in s.totals.rows() {
+        out.push_str(&format!(
+            "<tr><th scope=\"row\">{}</th><td>{}</td></tr>\n",
+            text(what),
+            text(&value)
+        ));
+    }
+    out.push_str("</tbody>\n</table>\n</div>\n");
+}
+
 fn coverage_table(s: &SoakSummary, out: &mut String) {
     out.push_str("<h2 id=\"coverage\">Probe coverage</h2>\n");
     if s.coverage.is_empty() {
@@ -706,6 +723,7 @@ mod tests {
             }),
             consumers: vec![],
             edges: Default::default(),
+            totals: Default::default(),
         }
     }
 
@@ -811,6 +829,20 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn the_totals_are_a_table_on_the_page() {
+        let mut s = summary();
+        s.totals.succeeded = Some(9.0);
+        s.totals.counted = Some(10.0);
+        s.totals.service_restarts = 1;
+        let html = render_page(&view(Some(&s), &[]));
+        assert!(html.contains("<table id=\"totals-table\">"), "{html}");
+        assert!(
+            html.contains("<th scope=\"row\">Succeeded</th><td>9 of 10 succeeded (90 %)</td>"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -450,6 +450,27 @@ fn step_outputs(steps: &[crate::rollback::StepRecord], out: &mut String) {
     }
 }
 
+/// The soak's totals, across service restarts (not since the last start).
+fn totals_table(s: &SoakSummary, out: &mut String) {
+    out.push_str(
+        "## Totals
+
+Over the soak so far, across service restarts.
+
+| Total | Over the soak |
+|-------|---------------|
+",
+    );
+    for (what, value) in s.totals.rows() {
+        out.push_str(&format!(
+            "| {what} | {} |
+",
+            line(&value)
+        ));
+    }
+    out.push('\n');
+}
+
 /// A checkpoint or on-demand report in Markdown, in the style of the
 /// deployment record: header, verdict, health checks, stream and consumer
 /// state, criteria, probe coverage, incidents and restarts, chart links
@@ -499,6 +520,7 @@ pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, St
     out.push('\n');
 
     state_tables(s, &mut out);
+    totals_table(s, &mut out);
     criteria_table(s, &mut out);
     coverage_table(s, &mut out);
     incidents(s, &mut out);
@@ -705,6 +727,7 @@ mod tests {
             rollback: None,
             consumers: vec![],
             edges: Default::default(),
+            totals: Default::default(),
         }
     }
 
@@ -790,6 +813,25 @@ mod tests {
         // Deterministic.
         assert_eq!(md, render_markdown(&s, "48h final", &charts()));
         assert!(md.ends_with('\n') && !md.ends_with("\n\n"));
+    }
+
+    #[test]
+    fn totals_are_a_table_over_the_whole_soak() {
+        let mut s = summary(48);
+        s.totals.succeeded = Some(89_955.0);
+        s.totals.counted = Some(90_000.0);
+        s.totals.service_restarts = 2;
+        let md = render_markdown(&s, "48h final", &[]);
+        assert!(
+            md.contains("## Totals\n\nOver the soak so far, across service restarts."),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Succeeded | 89,955 of 90,000 succeeded (99.95 %) |"),
+            "{md}"
+        );
+        assert!(md.contains("| Service restarts | 2 |"), "{md}");
+        assert!(md.contains("| Rows written | not seen |"), "{md}");
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl E2eConfig {
         format!(
             "publish one {} (value {E2E_RMSSD}, user {}<ts>-<pid>-<n>) to {} on {} and wait for the JetStream ack; \
              then expect a row in {} ({} = that user) on {} within {}, with {}{derived}",
-            if self.payload.is_some() { "message from the payload template" } else { "HRV event" },
+            if self.payload.is_some() { "message from the payload template" } else { "HRV event (the default payload)" },
             self.user_prefix,
             self.subject,
             redact_url(&self.nats_url),
@@ -283,20 +283,56 @@ pub struct E2eResult {
     pub ok: bool,
     /// Why not ok, or what was verified.
     pub reason: String,
+    /// The configured user, value and derived columns, so the result speaks
+    /// of the service's own names (empty in records made before they were kept).
+    #[serde(default)]
+    pub columns: E2eColumns,
+}
+
+/// The column names a result is told in (`[rollback.e2e]` user_column,
+/// value_column, derived_column).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct E2eColumns {
+    /// Column of the synthetic user.
+    pub user: String,
+    /// Column of the published value.
+    pub value: String,
+    /// Column derived from the value ("" when none is checked).
+    pub derived: String,
+}
+
+impl E2eColumns {
+    fn of(cfg: &E2eConfig) -> E2eColumns {
+        E2eColumns {
+            user: cfg.user_column.clone(),
+            value: cfg.value_column.clone(),
+            derived: cfg.derived_column.clone(),
+        }
+    }
 }
 
 impl E2eResult {
     /// One line for a step record.
     pub fn summary(&self) -> String {
+        let named = |c: &str, fallback: &'static str| {
+            if c.is_empty() {
+                fallback.to_string()
+            } else {
+                c.to_string()
+            }
+        };
+        let c = &self.columns;
         format!(
-            "{}: event {} (userId {}, rMSSD {}), latency {} ms{}",
+            "{}: message {} ({} {}, {} {}), latency {} ms{}",
             self.reason,
             self.event_id,
+            named(&c.user, "user"),
             self.user_id,
+            named(&c.value, "value"),
             self.rmssd,
             self.latency_ms,
             match self.ln_rmssd {
-                Some(v) => format!(", lnRmssd {v}"),
+                Some(v) => format!(", {} {v}", named(&c.derived, "derived")),
                 None => String::new(),
             }
         )
@@ -398,6 +434,7 @@ fn not_run(cfg: &E2eConfig, suffix: &str, reason: String) -> E2eResult {
         ln_rmssd: None,
         ok: false,
         reason: cfg.scrub(&reason),
+        columns: E2eColumns::of(cfg),
     }
 }
 
@@ -445,6 +482,7 @@ async fn publish_and_wait(
         ln_rmssd: None,
         ok: false,
         reason: String::new(),
+        columns: E2eColumns::of(cfg),
     };
     let body = match &cfg.payload {
         Some(t) => fill_template(

@@ -208,6 +208,7 @@ mod tests {
             dlq_last_seq: seq,
             dlq_counter: counter,
             consumers: vec![],
+            counts: Default::default(),
         }
     }
 

@@ -13,4 +13,5 @@ pub mod series;
 pub mod sqlite;
 pub mod store;
 pub mod timeline;
+pub mod totals;
 pub mod types;

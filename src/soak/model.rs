@@ -145,6 +145,9 @@ pub struct SoakSummary {
     /// frozen end (a signed-off soak is never judged again).
     #[serde(default)]
     pub edges: SoakEdges,
+    /// The soak's totals so far (across service and watcher restarts).
+    #[serde(default)]
+    pub totals: SoakTotals,
 }
 
 /// Where a soak's record begins and ends, as opposed to where the soak
@@ -176,6 +179,136 @@ pub struct SoakEnd {
     pub verdict: Status,
     /// Why, in one line.
     pub reason: String,
+}
+
+/// What happened over the whole soak, across service restarts (whose
+/// counters begin again at zero) and watcher restarts: the numbers a team
+/// signs off with ("89,955 of 90,000 succeeded"). `None`: never seen.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SoakTotals {
+    /// Deliveries to the service's durables (JetStream's consumer
+    /// sequences; redeliveries included).
+    pub delivered: Option<u64>,
+    /// Messages processed, by the counter's result label value.
+    pub processed: std::collections::BTreeMap<String, f64>,
+    /// Messages that succeeded.
+    pub succeeded: Option<f64>,
+    /// Messages counted for the success rate (every result but `uncounted_results`).
+    pub counted: Option<f64>,
+    /// Messages dead-lettered, counted once: the larger of the DLQ stream's
+    /// growth and the service's dead-letter counter.
+    pub dead_lettered: Option<u64>,
+    /// The DLQ stream's growth over the soak.
+    pub dead_lettered_stream: Option<u64>,
+    /// The service's dead-letter counter over the soak.
+    pub dead_lettered_counter: Option<f64>,
+    /// Rows written (created or updated) to the service's table.
+    pub rows_written: Option<i64>,
+    /// Messages appended to the legacy stream.
+    pub legacy_appends: Option<u64>,
+    /// Service restarts seen.
+    pub service_restarts: usize,
+}
+
+impl SoakTotals {
+    /// Succeeded / counted over the whole soak; `None` before a message was counted.
+    pub fn success_ratio(&self) -> Option<f64> {
+        match (self.succeeded, self.counted) {
+            (Some(s), Some(c)) if c > 0.0 => Some(s / c),
+            _ => None,
+        }
+    }
+
+    /// "89,955 of 90,000 succeeded (99.95 %)", or `None` before any message was counted.
+    pub fn success_line(&self) -> Option<String> {
+        let ratio = self.success_ratio()?;
+        Some(format!(
+            "{} of {} succeeded ({} %)",
+            grouped(self.succeeded.unwrap_or(0.0)),
+            grouped(self.counted.unwrap_or(0.0)),
+            percent(ratio)
+        ))
+    }
+}
+
+impl SoakTotals {
+    /// The totals as (what, how many) rows for a person, in the order every
+    /// output shows them (report, status page, `check --soak`).
+    pub fn rows(&self) -> Vec<(&'static str, String)> {
+        let count =
+            |x: Option<u64>| x.map_or_else(|| "not seen".to_string(), |n| grouped(n as f64));
+        let processed = if self.processed.is_empty() {
+            "not seen".to_string()
+        } else {
+            let parts: Vec<String> = self
+                .processed
+                .iter()
+                .map(|(k, v)| format!("{k} {}", grouped(*v)))
+                .collect();
+            format!(
+                "{} ({})",
+                grouped(self.processed.values().sum()),
+                parts.join(", ")
+            )
+        };
+        let dead = match (
+            self.dead_lettered,
+            self.dead_lettered_stream,
+            self.dead_lettered_counter,
+        ) {
+            (Some(n), Some(s), Some(c)) => format!(
+                "{} (DLQ stream +{}, counter {}: counted once)",
+                grouped(n as f64),
+                grouped(s as f64),
+                grouped(c)
+            ),
+            (n, _, _) => count(n),
+        };
+        vec![
+            ("Delivered to the consumer", count(self.delivered)),
+            ("Processed", processed),
+            (
+                "Succeeded",
+                self.success_line()
+                    .unwrap_or_else(|| "no message counted".into()),
+            ),
+            ("Dead-lettered", dead),
+            (
+                "Rows written",
+                self.rows_written
+                    .map_or_else(|| "not seen".to_string(), |n| grouped(n as f64)),
+            ),
+            ("Legacy appends", count(self.legacy_appends)),
+            ("Service restarts", self.service_restarts.to_string()),
+        ]
+    }
+}
+
+/// A count with thousands separators (`89,955`; a fraction kept as is).
+pub fn grouped(x: f64) -> String {
+    if x.fract() != 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let digits = format!("{}", x.abs() as u64);
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if x < 0.0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// A ratio as a percentage with two decimals, rounded down so a ratio
+/// below a threshold never reads as it (`99.95`, `90`), trailing zeros dropped.
+fn percent(ratio: f64) -> String {
+    let s = format!("{:.2}", (ratio * 10_000.0).floor() / 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// One consumer's part of one per-consumer criterion over the soak.
@@ -256,4 +389,47 @@ pub struct RollbackView {
     pub finished: Option<DateTime<Utc>>,
     /// Steps recorded.
     pub steps: Vec<StepRecord>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_read_as_a_team_signs_off_with_them() {
+        let t = SoakTotals {
+            delivered: Some(90_012),
+            processed: [("success".to_string(), 89_955.0), ("dlq".to_string(), 45.0)]
+                .into_iter()
+                .collect(),
+            succeeded: Some(89_955.0),
+            counted: Some(90_000.0),
+            dead_lettered: Some(45),
+            dead_lettered_stream: Some(45),
+            dead_lettered_counter: Some(45.0),
+            rows_written: Some(89_955),
+            legacy_appends: Some(0),
+            service_restarts: 2,
+        };
+        assert_eq!(
+            t.success_line().as_deref(),
+            Some("89,955 of 90,000 succeeded (99.95 %)")
+        );
+        let rows = t.rows();
+        assert_eq!(rows[0], ("Delivered to the consumer", "90,012".to_string()));
+        assert_eq!(rows[1].1, "90,000 (dlq 45, success 89,955)");
+        assert_eq!(rows[3].1, "45 (DLQ stream +45, counter 45: counted once)");
+        assert_eq!(rows[6], ("Service restarts", "2".to_string()));
+        // A ratio just below a threshold never reads as it.
+        let below = SoakTotals {
+            succeeded: Some(99_899.0),
+            counted: Some(100_000.0),
+            ..Default::default()
+        };
+        assert!(below
+            .success_line()
+            .unwrap_or_default()
+            .contains("(99.89 %)"));
+        assert_eq!(SoakTotals::default().rows()[2].1, "no message counted");
+    }
 }

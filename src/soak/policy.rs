@@ -26,6 +26,10 @@ pub struct SoakPolicy {
     pub dlq_spike: SpikeRule,
     /// Every probe label, so coverage lists probes that never failed too.
     pub probe_labels: Vec<String>,
+    /// `success_rate`'s threshold, which the whole soak's ratio must meet
+    /// too (a failing stretch before a service restart is not forgotten
+    /// when its counters begin again at zero). 0: not judged.
+    pub success_rate_min: f64,
 }
 
 impl SoakPolicy {

@@ -57,6 +57,46 @@ pub struct CycleRecord {
     /// amount.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumers: Vec<ConsumerMark>,
+    /// The cumulative counts the soak's totals are folded from (records
+    /// made before they were kept have none: their cycles add nothing).
+    #[serde(default, skip_serializing_if = "CycleCounts::is_empty")]
+    pub counts: CycleCounts,
+}
+
+/// What a cycle saw of the soak's running counts, as the sources report
+/// them: the service's counters (since it started: they begin again at
+/// zero when it restarts), JetStream's sequences and the rows written since
+/// the previous cycle. The soak's totals are the reset-aware fold of these
+/// ([`crate::soak::totals`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleCounts {
+    /// The message counter by result label value, since the service started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub results: BTreeMap<String, f64>,
+    /// Its successes, since the service started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<f64>,
+    /// Its counted messages (every result but `uncounted_results`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<f64>,
+    /// Deliveries to the service's named durables: the sum of their
+    /// consumer sequences (redeliveries included; JetStream's own count,
+    /// which a service restart does not reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_seq: Option<u64>,
+    /// Rows written (created or updated) since the previous cycle's sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<i64>,
+    /// The legacy stream's last sequence: every append ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy_last_seq: Option<u64>,
+}
+
+impl CycleCounts {
+    /// Nothing seen (no field worth storing).
+    pub fn is_empty(&self) -> bool {
+        *self == CycleCounts::default()
+    }
 }
 
 /// The marks of one cycle's verdicts (see [`CycleRecord::consumers`]).

@@ -329,6 +329,8 @@ pub struct RunningSummary {
     criteria: Vec<CriterionRun>,
     probes: Vec<(String, ProbeRun)>,
     restarts: RestartRun,
+    /// The soak's totals (reset-aware counts over the whole soak).
+    totals: crate::soak::totals::TotalsRun,
     series: SeriesRun,
     /// Consumers ever marked not passing, by id (bounded by the fleet).
     consumers: std::collections::BTreeMap<String, ConsumerSummary>,
@@ -363,6 +365,7 @@ impl RunningSummary {
                 })
                 .collect(),
             restarts: RestartRun::default(),
+            totals: Default::default(),
             series: SeriesRun::default(),
             consumers: Default::default(),
         }
@@ -417,6 +420,7 @@ impl RunningSummary {
         let gap_before = prev_at.is_some_and(|p| c.at - p > max_gap);
         self.note_consumers(&c);
         self.restarts.push(&c);
+        self.totals.push(&c);
         self.push_series(&c);
         self.note_probes(&c);
         self.first_at.get_or_insert(c.at);
@@ -587,7 +591,12 @@ impl RunningSummary {
             .filter(|s| s.status == Status::Fail)
             .cloned()
             .collect();
+        let totals = self.totals.totals(self.restarts.at.len());
+        let whole = whole_soak_success(&mut criteria, &totals, policy.success_rate_min);
         let (verdict, mut verdict_reason) = soak_verdict(&criteria, policy, empty);
+        if let Some(w) = whole {
+            verdict_reason.push_str(&w);
+        }
         if verdict == Status::Fail {
             if let Some(hint) = start_over_hint(self.first_at, &incidents) {
                 verdict_reason.push_str(hint);
@@ -617,6 +626,7 @@ impl RunningSummary {
                 unobserved_head_secs: self.unobserved_head_secs(meta.t0),
                 ended: None,
             },
+            totals,
         }
     }
 
@@ -725,6 +735,34 @@ fn criterion_summary(
     }
 }
 
+/// `success_rate` over the whole soak: the ratio of the totals must meet
+/// the threshold as well as every span (the live criterion reads the
+/// counters since the service started, so a failing stretch before a
+/// restart would be forgotten). Fails the criterion's soak status when it
+/// does not, and says so for the verdict's reason.
+fn whole_soak_success(
+    criteria: &mut [CriterionSummary],
+    totals: &crate::soak::model::SoakTotals,
+    min: f64,
+) -> Option<String> {
+    let ratio = totals.success_ratio()?;
+    if min <= 0.0 || ratio >= min {
+        return None;
+    }
+    let c = criteria
+        .iter_mut()
+        .find(|c| c.id == CriterionId::SuccessRate)?;
+    if c.soak == Status::NotConfigured {
+        return None;
+    }
+    c.soak = Status::Fail;
+    Some(format!(
+        " (success_rate over the whole soak: {}, below {} %)",
+        totals.success_line().unwrap_or_default(),
+        min * 100.0
+    ))
+}
+
 /// When every incident began at the soak's first cycle, the failure may be
 /// the monitor's own configuration (a wrong URL, path or name) rather than
 /// the system: say how to start over without losing this record.
@@ -813,6 +851,7 @@ mod tests {
                 max_gap: Duration::from_secs(30),
             },
             probe_labels: vec!["metrics".into()],
+            success_rate_min: 0.999,
         }
     }
 
@@ -835,6 +874,7 @@ mod tests {
             dlq_counter: None,
             consumers: vec![],
             lag: Some(lag),
+            counts: Default::default(),
         }
     }
 
@@ -892,6 +932,59 @@ mod tests {
         assert_eq!(s.verdict, Status::Unknown, "{}", s.verdict_reason);
         let cov = s.criteria[0].coverage;
         assert!((cov - 400.0 / 600.0).abs() < 0.02, "{cov}");
+    }
+
+    #[test]
+    fn the_whole_soaks_success_ratio_fails_success_rate_though_no_span_failed() {
+        // 100 failures before a restart (the live criterion forgets them
+        // when the counters begin again at zero), then 1,000 successes.
+        let mut r = RunningSummary::new(&policy(), Duration::ZERO);
+        let counts = |success: f64, failed: f64| crate::soak::record::CycleCounts {
+            results: [
+                ("success".to_string(), success),
+                ("failed".to_string(), failed),
+            ]
+            .into_iter()
+            .collect(),
+            success: Some(success),
+            counted: Some(success + failed),
+            ..Default::default()
+        };
+        for (k, (start, ok, bad)) in [
+            (1.0, 0.0, 0.0),
+            (1.0, 0.0, 100.0),
+            (900.0, 500.0, 0.0),
+            (900.0, 1000.0, 0.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut c = cycle(k as i64, 0, 0);
+            c.process_start = Some(start);
+            c.counts = counts(ok, bad);
+            r.push(c);
+        }
+        let meta = SoakMeta {
+            id: "t".into(),
+            name: "t".into(),
+            t0: cycle(0, 0, 0).at,
+            planned_secs: 40.0,
+        };
+        let s = r.summary(&meta, &[], None);
+        assert_eq!(s.totals.succeeded, Some(1000.0));
+        assert_eq!(s.totals.counted, Some(1100.0));
+        assert_eq!(s.totals.service_restarts, 1);
+        assert_eq!(
+            s.criterion(CriterionId::SuccessRate).map(|c| c.soak),
+            Some(Status::Fail)
+        );
+        assert_eq!(s.verdict, Status::Fail);
+        assert!(
+            s.verdict_reason
+                .contains("whole soak: 1,000 of 1,100 succeeded (90.9 %)"),
+            "{}",
+            s.verdict_reason
+        );
     }
 
     #[test]

@@ -18,6 +18,30 @@ use crate::soak::record::CycleRecord;
 pub use crate::soak::sqlite::SqliteStore;
 pub use crate::soak::types::*;
 
+/// The T0 of the soak in progress in the configured state (one that has
+/// not ended), so a one-shot `check` judges a restart against the same T0
+/// as the daemon, also when `[soak] started_at` is absent or was
+/// overridden (`--t0`, `--new-soak`). `None` when no daemon ever wrote the
+/// state, on any error, or after `timeout`: `check` then uses `started_at`.
+pub async fn soak_in_progress_t0(cfg: &Config, timeout: Duration) -> Option<DateTime<Utc>> {
+    if cfg.state.backend == StateBackend::Sqlite && !cfg.watch.state.exists() {
+        return None;
+    }
+    let look = async {
+        let store = Store::open_config(cfg, &cfg.watch.state, Access::ReadOnly)
+            .await
+            .ok()?;
+        let soak = store.active_soak().await.ok().flatten();
+        let ended = match &soak {
+            Some(s) => !matches!(store.soak_end(&s.meta.id).await, Ok(None)),
+            None => true,
+        };
+        store.close().await;
+        soak.filter(|_| !ended).map(|s| s.meta.t0)
+    };
+    tokio::time::timeout(timeout, look).await.ok().flatten()
+}
+
 /// The soak's state, on either backend.
 pub enum Store {
     /// `[watch] state`, a local SQLite file.

@@ -37,7 +37,11 @@ impl CycleRecord {
             Some(p) => evaluate(cfg, &[p.clone(), snap.clone()]),
             None => evaluate(cfg, std::slice::from_ref(snap)),
         };
-        (CycleRecord::from_verdicts(cfg, snap, &verdicts), verdicts)
+        let mut rec = CycleRecord::from_verdicts(cfg, snap, &verdicts);
+        // Rows written since the previous sample, also across a gap (the
+        // table keeps them), for the soak's totals.
+        rec.counts.rows = prev.and_then(|p| snap.db.as_ref().ok()?.written_since(p.taken_at));
+        (rec, verdicts)
     }
 
     /// Compacts verdicts and the snapshot's chart facts.
@@ -100,6 +104,7 @@ impl CycleRecord {
                 .map(|c| c.num_pending + c.num_ack_pending)
                 .max(),
             consumers: crate::soak::record::consumer_marks(verdicts),
+            counts: crate::soak::totals::counts_of(cfg, snap),
         }
     }
 }
@@ -242,6 +247,7 @@ mod tests {
                 max_gap: Duration::from_secs(30),
             },
             probe_labels: vec![],
+            success_rate_min: 0.999,
         }
     }
 
@@ -279,6 +285,7 @@ mod tests {
             dlq_last_seq: Some(1),
             dlq_counter: Some(0.0),
             consumers: vec![],
+            counts: Default::default(),
         }
     }
 

@@ -471,11 +471,21 @@ mod tests {
             "{start}"
         );
         assert!(stalls[0].end <= t0() + chrono::Duration::minutes(9 * 60 + 5));
+        // Data stopped landing while work waited: `db_writes` fails too (a
+        // stalled consumer is "database writes stop"), within the stall.
+        let writes: Vec<_> = s
+            .incidents
+            .iter()
+            .filter(|i| i.criterion == C::DbWrites)
+            .collect();
+        assert_eq!(writes.len(), 1, "{:?}", s.incidents);
+        assert!(writes[0].start >= t0() + chrono::Duration::minutes(6 * 60 + 20));
+        assert!(writes[0].end <= t0() + chrono::Duration::minutes(9 * 60 + 5));
         // Nothing else is blamed on the quiet hours.
         let others: Vec<_> = s
             .incidents
             .iter()
-            .filter(|i| i.criterion != C::ConsumerLag)
+            .filter(|i| !matches!(i.criterion, C::ConsumerLag | C::DbWrites))
             .map(|i| i.criterion)
             .collect();
         assert!(others.is_empty(), "{others:?}");

@@ -624,6 +624,7 @@ fn soak_families(w: &mut ExpositionWriter, sum: &SoakSummary) {
         "Soak verdict so far: 0 pass, 1 warn, 2 fail, 3 unknown.",
     )
     .sample(&[("soak", soak)], sum.verdict.code());
+    check::soak_totals_families(w, soak, &sum.totals);
     w.family(
         "soakwatch_incidents",
         "gauge",
@@ -708,6 +709,7 @@ mod tests {
             rollback: None,
             consumers: vec![],
             edges: Default::default(),
+            totals: Default::default(),
         }
     }
 

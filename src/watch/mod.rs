@@ -151,6 +151,7 @@ pub fn policy(cfg: &Config) -> SoakPolicy {
             max_gap: cfg.watch.max_gap,
         },
         probe_labels: crate::soak::timeline::probe_labels(cfg),
+        success_rate_min: cfg.criteria.success_rate_min,
     }
 }
 
@@ -161,6 +162,16 @@ fn rollback_reach(cfg: &Config) -> Duration {
         .as_ref()
         .and_then(|r| r.triggers.iter().map(|t| t.hold).max())
         .unwrap_or_default()
+}
+
+/// The config the recorded soak is judged by: its baselines and its T0 in
+/// force (`[soak] started_at` may be absent, or differ after `--t0` or
+/// `--new-soak`), so a restart is judged against the soak's own T0 as
+/// `check` judges it.
+pub fn for_soak(cfg: &Config, rec: &SoakRecord) -> Config {
+    let mut c = with_baselines(cfg, &rec.baselines);
+    c.soak.started_at = Some(rec.meta.t0);
+    c
 }
 
 /// The config with the soak's recorded baselines in force (no re-baselining on restart).
@@ -661,7 +672,7 @@ impl Watch {
         };
         if let Some(rec) = resumed {
             tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
-            self.eff = with_baselines(&self.cfg, &rec.baselines);
+            self.eff = for_soak(&self.cfg, &rec);
             // The history is folded as it is read, never held whole.
             let mut running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
             let mut dedupe = EvidenceDeduper::default();
@@ -872,7 +883,7 @@ impl Watch {
             dlq_last_seq = rec.baselines.dlq_last_seq,
             "new soak"
         );
-        self.eff = with_baselines(&self.cfg, &rec.baselines);
+        self.eff = for_soak(&self.cfg, &rec);
         self.soak = rec;
         self.soak_saved = false;
         self.term_started = false;
@@ -1295,7 +1306,7 @@ impl Watch {
                             summary: if res.ok {
                                 "E2E probe passes again"
                             } else {
-                                "E2E probe failed: no row for an HRV event"
+                                "E2E probe failed: no row for the synthetic message"
                             },
                             evidence: &summary_line,
                         },

@@ -58,7 +58,7 @@ pub async fn load_summary(cfg: &Config) -> Result<(Config, SoakSummary), WatchEr
             reason: "no soak recorded yet".into(),
         }));
     };
-    let eff = with_baselines(cfg, &soak.baselines);
+    let eff = for_soak(cfg, &soak);
     let policy = policy(cfg);
     let mut running = crate::soak::running::RunningSummary::new(&policy, Duration::ZERO);
     store
@@ -96,8 +96,15 @@ pub fn summary_as_check(
             let mut v = c.last.clone();
             v.status = c.soak;
             let fails = s.incidents.iter().filter(|i| i.criterion == c.id).count();
+            // The whole soak's ratio, across service restarts.
+            let whole = match s.totals.success_line() {
+                Some(l) if c.id == crate::verdict::CriterionId::SuccessRate => {
+                    format!("; whole soak: {l}")
+                }
+                _ => String::new(),
+            };
             v.evidence = format!(
-                "soak: {} fail span(s), {:.0}s failing, coverage {:.1}%; now: {}",
+                "soak: {} fail span(s), {:.0}s failing, coverage {:.1}%{whole}; now: {}",
                 fails,
                 c.fail_secs,
                 c.coverage * 100.0,
@@ -133,5 +140,6 @@ pub fn summary_as_check(
         verdicts,
         last,
         edges: Some(s.edges.clone()),
+        totals: Some(s.totals.clone()),
     })
 }

@@ -22,6 +22,8 @@
 //! - `redirects`: no Referer anywhere, notifications never follow a redirect, the metrics probe only within its origin.
 //! - `signals`: SIGHUP, the state lock through a hard link, a full state disk.
 //! - `no_panic`: closed stdout, edge values of every config key and subcommand: never exit 101.
+//! - `totals`: a dead-lettered message counted once; whole-soak totals across service restarts; a stalled consumer.
+//! - `names`: counters by either spelling on real client-library output; the configured service's words.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
 //! module with `cargo test --features testkit --test e2e check::`.
@@ -37,6 +39,7 @@ mod edges;
 mod export;
 mod fleet;
 mod ha;
+mod names;
 mod no_panic;
 mod ops;
 mod page;
@@ -46,4 +49,5 @@ mod rollback;
 mod signals;
 mod soak;
 mod testkit;
+mod totals;
 mod watch;
