@@ -134,21 +134,25 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         matchers: args.matchers.clone(),
     };
     let plan = choose::plan(&observed, &hints);
-    let text = render::render(
-        &plan,
-        &observed,
-        &render::RenderOptions {
-            soak_name: args.name.clone(),
-            nats_url: args.nats.clone(),
-            metrics_url: args.metrics.clone(),
-            database_url: args.database.clone(),
-            table,
-            env_file: args.env_file.clone(),
-            log: args.log.clone(),
-            generated_at: chrono::Utc::now(),
-        },
-    );
+    let opts = render::RenderOptions {
+        soak_name: args.name.clone(),
+        nats_url: args.nats.clone(),
+        metrics_url: args.metrics.clone(),
+        database_url: args.database.clone(),
+        table,
+        env_file: args.env_file.clone(),
+        log: args.log.clone(),
+        generated_at: chrono::Utc::now(),
+    };
+    let text = render::render(&plan, &observed, &opts);
     print!("{text}");
+    if let Some(w) = plan
+        .legacy
+        .as_ref()
+        .and_then(|l| render::log_fallback_warning(&observed, &opts, &l.name))
+    {
+        eprintln!("warning: {w}");
+    }
     let failures = observed.failures();
     for f in &failures {
         eprintln!("could not look: {f}");

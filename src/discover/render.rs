@@ -624,17 +624,11 @@ fn log_section(
     if seen.stream_mode {
         out.push_str("# seen: the service logs its stream mode (`Stream mode: ...`); single mode is the fallback.\n");
     }
-    out.push_str("fallback_patterns = [\n");
-    let mut patterns = vec![
-        format!("\\b{legacy_re}\\b"),
-        "(?i)\\bfall(ing|s)?[ -]?back\\b".to_string(),
-        format!("(?i)consumer on {legacy_re}\\b"),
-        format!("(?i)bound (to|on) {legacy_re}\\b"),
-    ];
-    if seen.stream_mode {
-        patterns.push("Stream mode: single".to_string());
+    if let Some(w) = log_fallback_warning(observed, opts, legacy) {
+        let _ = writeln!(out, "# WARNING: {w}");
     }
-    for p in patterns {
+    out.push_str("fallback_patterns = [\n");
+    for p in fallback_patterns(&legacy_re, seen) {
         let _ = writeln!(out, "  {},", toml_pattern(&p));
     }
     out.push_str("]\n");
@@ -650,6 +644,53 @@ fn log_section(
              ignore_patterns = []\n\n",
         );
     }
+}
+
+/// The fallback patterns proposed for the legacy stream (regex-escaped).
+fn fallback_patterns(legacy_re: &str, seen: StartupLines) -> Vec<String> {
+    let mut patterns = vec![
+        format!("\\b{legacy_re}\\b"),
+        "(?i)\\bfall(ing|s)?[ -]?back\\b".to_string(),
+        format!("(?i)consumer on {legacy_re}\\b"),
+        format!("(?i)bound (to|on) {legacy_re}\\b"),
+    ];
+    if seen.stream_mode {
+        patterns.push("Stream mode: single".to_string());
+    }
+    patterns
+}
+
+/// When the log's tail already holds lines the proposed fallback patterns
+/// match (and no proposed ignore pattern does): what to tell the team. A
+/// soak judges only lines written after its T0, so a pre-cutover line never
+/// fails it; but a match may also be a fallback happening now. `None`
+/// without `--log` or without such a line.
+pub fn log_fallback_warning(
+    observed: &Observed,
+    opts: &RenderOptions,
+    legacy: &str,
+) -> Option<String> {
+    let tail = &observed.file(opts.log.as_deref()?)?.tail;
+    let seen = StartupLines::of(tail);
+    let compile = |v: Vec<String>| -> Vec<regex::Regex> {
+        v.iter().filter_map(|p| regex::Regex::new(p).ok()).collect()
+    };
+    let fallback = compile(fallback_patterns(&regex::escape(legacy), seen));
+    let ignore = compile(if seen.candidates {
+        vec!["(?i)Stream candidates:".to_string()]
+    } else {
+        Vec::new()
+    });
+    let hits: Vec<&String> = tail
+        .iter()
+        .filter(|l| fallback.iter().any(|r| r.is_match(l)) && !ignore.iter().any(|r| r.is_match(l)))
+        .collect();
+    let first = hits.first()?;
+    Some(format!(
+        "the log already holds {} line(s) a fallback pattern matches; the soak judges only lines written after its T0, but check this is not a fallback now. First: {}",
+        hits.len(),
+        crate::probe::log::evidence_line(first)
+    ))
 }
 
 /// Start-up lines of a known shape seen in the service's log: `discover`

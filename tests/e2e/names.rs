@@ -498,3 +498,60 @@ async fn check_and_the_daemon_judge_a_restart_by_the_soaks_t0_and_restart_grace_
         d.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn discover_warns_about_fallback_lines_already_in_the_log_and_leaves_baselines_to_t0() {
+    let r = Replica::healthy(2).await;
+    let log = r.path("pre-cutover.log");
+    let line = format!(
+        "2026-11-27T05:00:00.000Z [normalize] Found existing HRV consumer on {}: normalize-hrv-durable",
+        r.names.legacy_stream
+    );
+    std::fs::write(&log, format!("starting\n{line}\nready\n")).expect("log");
+    let log = log.display().to_string();
+    let run = discover_with(&r, &["--table", "hrv_data", "--log", &log]).await;
+    assert!(
+        run.stderr
+            .contains("warning: the log already holds 1 line(s) a fallback pattern matches"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Found existing HRV consumer"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout
+            .contains("# WARNING: the log already holds 1 line(s)"),
+        "{}",
+        run.stdout
+    );
+    // Baselines belong to T0: written only as comments.
+    assert!(
+        run.stdout.contains("# baseline_messages = "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout
+            .lines()
+            .any(|l| l.starts_with("baseline_messages")),
+        "{}",
+        run.stdout
+    );
+    // A clean log: no warning.
+    let clean = r.path("clean.log");
+    std::fs::write(&clean, "starting\nready\n").expect("log");
+    let run = discover_with(
+        &r,
+        &["--table", "hrv_data", "--log", &clean.display().to_string()],
+    )
+    .await;
+    assert!(
+        !run.stderr.contains("warning: the log already holds"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stdout.contains("# WARNING"), "{}", run.stdout);
+}
