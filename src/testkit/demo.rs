@@ -660,7 +660,12 @@ async fn compressed_soak(
 ) -> anyhow::Result<()> {
     let soak = args.soak;
     let interval = Duration::from_millis(500);
-    let reports = args.reports_dir.join(format!("demo-{}", names.tag));
+    // Relative to where the demo runs (the config lives in the replica's
+    // temporary folder, which the teardown removes).
+    let reports = std::env::current_dir()
+        .map(|d| d.join(&args.reports_dir))
+        .unwrap_or_else(|_| args.reports_dir.clone())
+        .join(format!("demo-{}", names.tag));
     let state = dir.join("soak-state.sqlite");
     // The DLQ already holds the checks' poison message: let the soak record
     // its own DLQ baseline at T0 instead of the seed's 1.
@@ -685,7 +690,7 @@ async fn compressed_soak(
         }
     }
     let text = format!(
-        "{base}\n[watch]\ninterval = \"500ms\"\nmax_gap = \"2s\"\nrecover_after = \"2s\"\nstate = {}\nreports_dir = {}\ncheckpoints = [\"{}\", \"{}\"]\nlisten = \"\"\nat_end = \"exit\"\n\n[watch.for]\ndlq = \"3s\"\n",
+        "{base}\n[watch]\ninterval = \"500ms\"\nmax_gap = \"2s\"\nrecover_after = \"2s\"\nstate = {}\nreports_dir = {}\ncheckpoints = [\"{}\", \"{}\"]\nlisten = \"\"\nat_end = \"exit\"\n\n[watch.for]\ndlq = \"3s\"\ndb_writes = \"5s\"\n",
         toml_string(&state.display().to_string()),
         toml_string(&reports.display().to_string()),
         humantime::format_duration(soak / 2),
