@@ -757,25 +757,7 @@ impl JetStreamStore {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem<N>>, StoreError> {
-        let mut rows: Vec<OutboxRow> = self
-            .outbox_rows()
-            .await?
-            .into_iter()
-            .map(|(_, _, r)| r)
-            .filter(|r| r.delivered_ms.is_none() && !r.dead && r.next_ms <= ms(now))
-            .collect();
-        rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-        rows.truncate(limit.max(0) as usize);
-        rows.into_iter()
-            .map(|r| {
-                Ok(OutboxItem {
-                    body: decode(&r.body)?,
-                    id: r.id,
-                    route: r.route,
-                    attempts: r.attempts,
-                })
-            })
-            .collect()
+        self.due(None, now, limit).await
     }
 
     /// Undelivered notifications of `route` due at `now`, oldest first.
@@ -785,13 +767,26 @@ impl JetStreamStore {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        self.due(Some(route), now, limit).await
+    }
+
+    /// Undelivered notifications due at `now` (of one route, or all).
+    async fn due<N: serde::de::DeserializeOwned>(
+        &self,
+        route: Option<&str>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
         let mut rows: Vec<OutboxRow> = self
             .outbox_rows()
             .await?
             .into_iter()
             .map(|(_, _, r)| r)
             .filter(|r| {
-                r.route == route && r.delivered_ms.is_none() && !r.dead && r.next_ms <= ms(now)
+                route.is_none_or(|x| r.route == x)
+                    && r.delivered_ms.is_none()
+                    && !r.dead
+                    && r.next_ms <= ms(now)
             })
             .collect();
         rows.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));

@@ -546,24 +546,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem<N>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, route, body, attempts FROM outbox WHERE delivered_ms IS NULL AND dead = 0 AND next_ms <= ? \
-             ORDER BY created_ms, id LIMIT ?",
-        )
-        .bind(ms(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(OutboxItem {
-                    id: r.get(0),
-                    route: r.get(1),
-                    body: decode(r.get::<&[u8], _>(2))?,
-                    attempts: r.get(3),
-                })
-            })
-            .collect()
+        self.due(None, now, limit).await
     }
 
     /// Undelivered notifications of `route` due at `now`, oldest first.
@@ -573,10 +556,21 @@ impl SqliteStore {
         now: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<OutboxItem<N>>, StoreError> {
+        self.due(Some(route), now, limit).await
+    }
+
+    /// Undelivered notifications due at `now` (of one route, or all).
+    async fn due<N: serde::de::DeserializeOwned>(
+        &self,
+        route: Option<&str>,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem<N>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, route, body, attempts FROM outbox WHERE route = ? AND delivered_ms IS NULL AND dead = 0 \
-             AND next_ms <= ? ORDER BY created_ms, id LIMIT ?",
+            "SELECT id, route, body, attempts FROM outbox WHERE (? IS NULL OR route = ?) \
+             AND delivered_ms IS NULL AND dead = 0 AND next_ms <= ? ORDER BY created_ms, id LIMIT ?",
         )
+        .bind(route)
         .bind(route)
         .bind(ms(now))
         .bind(limit)

@@ -1140,3 +1140,12 @@ impl Replica {
 
 // END Node.js stand-in
 // ---------------------------------------------------------------------------------------------
+
+/// The sum of a family's samples with these labels in a /metrics body.
+pub fn metric_in(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let m: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    soakwatch::promtext::parse(body).sum(name, &m)
+}

@@ -39,14 +39,6 @@ fn soak_duration(r: &Replica, d: &str) {
     r.edit_config(|t| t.replace("duration = \"48h\"\n", &format!("duration = \"{d}\"\n")));
 }
 
-fn gauge(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let m: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    soakwatch::promtext::parse(body).sum(name, &m)
-}
-
 /// Every criterion's whole-soak status in a /metrics body.
 fn soak_statuses(body: &str) -> Vec<(String, f64)> {
     let expo = soakwatch::promtext::parse(body);
@@ -82,12 +74,12 @@ async fn a_soak_watched_from_t0_is_covered_from_its_first_cycle() {
             .collect();
         assert!(unknown.is_empty(), "cycle {n}: unknown {unknown:?}\n{body}");
         assert_eq!(
-            gauge(&body, "soakwatch_soak_verdict", &[]),
+            metric_in(&body, "soakwatch_soak_verdict", &[]),
             Some(PASS),
             "cycle {n}\n{body}"
         );
         assert_eq!(
-            gauge(&body, "soakwatch_soak_unobserved_head_seconds", &[]),
+            metric_in(&body, "soakwatch_soak_unobserved_head_seconds", &[]),
             Some(0.0)
         );
     }
@@ -117,7 +109,7 @@ async fn a_late_watcher_names_the_head_it_did_not_see() {
     r.add_watch_section("");
     let mut d = r.start_daemon("late");
     let body = d.wait_cycles(2, secs(60)).await;
-    let head = gauge(&body, "soakwatch_soak_unobserved_head_seconds", &[]).unwrap_or(0.0);
+    let head = metric_in(&body, "soakwatch_soak_unobserved_head_seconds", &[]).unwrap_or(0.0);
     assert!((590.0..700.0).contains(&head), "head {head}\n{body}");
     let (_, page) = d.get("/").await.expect("the page answers");
     assert!(page.contains("Watched from"), "{page}");
@@ -302,12 +294,15 @@ async fn after_the_end_the_daemon_serves_the_frozen_verdict_until_sigterm() {
             m.sum("soakwatch_soak_ended", &[]) == Some(1.0)
         })
         .await;
-    let cycles = gauge(&body, "soakwatch_cycles_total", &[]).unwrap_or(0.0);
+    let cycles = metric_in(&body, "soakwatch_cycles_total", &[]).unwrap_or(0.0);
     // Still up, and no more cycles are taken.
     tokio::time::sleep(secs(3)).await;
     d.assert_running("after the sign-off");
     let later = d.metrics().await.expect("still serving");
-    assert_eq!(gauge(&later, "soakwatch_cycles_total", &[]), Some(cycles));
+    assert_eq!(
+        metric_in(&later, "soakwatch_cycles_total", &[]),
+        Some(cycles)
+    );
     let (_, page) = d.get("/").await.expect("the page answers");
     assert!(page.contains("signed off"), "{page}");
     stop(&mut d).await;

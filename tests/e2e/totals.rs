@@ -96,14 +96,6 @@ async fn a_stalled_consumer_with_work_waiting_fails_db_writes_an_idle_one_never(
     assert_eq!(back.status("db_writes"), "pass", "{}", back.stdout);
 }
 
-fn gauge(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let m: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    soakwatch::promtext::parse(body).sum(name, &m)
-}
-
 /// The soak's totals count what happened before a service restart (its
 /// counters start again from zero) and after it, in every output.
 #[tokio::test(flavor = "multi_thread")]
@@ -152,25 +144,25 @@ async fn whole_soak_totals_span_a_service_restart() {
         )
         .await;
     assert_eq!(
-        gauge(&body, "soakwatch_soak_dead_lettered_messages", &[]),
+        metric_in(&body, "soakwatch_soak_dead_lettered_messages", &[]),
         Some(1.0),
         "{body}"
     );
     assert_eq!(
-        gauge(&body, "soakwatch_soak_success_ratio", &[]),
+        metric_in(&body, "soakwatch_soak_success_ratio", &[]),
         Some(0.9),
         "{body}"
     );
     assert!(
-        gauge(&body, "soakwatch_soak_delivered_messages", &[]).unwrap_or(0.0) >= 10.0,
+        metric_in(&body, "soakwatch_soak_delivered_messages", &[]).unwrap_or(0.0) >= 10.0,
         "{body}"
     );
     assert!(
-        gauge(&body, "soakwatch_soak_rows_written", &[]).unwrap_or(0.0) >= 9.0,
+        metric_in(&body, "soakwatch_soak_rows_written", &[]).unwrap_or(0.0) >= 9.0,
         "{body}"
     );
     assert_eq!(
-        gauge(&body, "soakwatch_soak_legacy_appends", &[]),
+        metric_in(&body, "soakwatch_soak_legacy_appends", &[]),
         Some(0.0),
         "{body}"
     );

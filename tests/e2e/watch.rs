@@ -35,14 +35,6 @@ fn soak_label(body: &str) -> String {
     id
 }
 
-fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let m: Vec<(String, String)> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    soakwatch::promtext::parse(body).sum(name, &m)
-}
-
 /// Soak ids that have files in the reports directory (`<id>-<label>.md`, `<id>-<label>-<chart>.svg`).
 fn soak_ids_in(reports: &Path, tag: &str) -> BTreeSet<String> {
     let prefix = format!("demo-replica-{tag}-");
@@ -259,7 +251,7 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
     let body = d.wait_cycles(3, secs(20)).await;
     let id = soak_label(&body);
     let before_kill = d.metrics().await.unwrap_or(body);
-    let first_cycles = metric(&before_kill, "soakwatch_cycles_total", &[]).unwrap_or(0.0);
+    let first_cycles = metric_in(&before_kill, "soakwatch_cycles_total", &[]).unwrap_or(0.0);
     d.signal("KILL");
     let code = d.wait_exit(secs(5)).await;
     assert_eq!(code, -1, "killed by a signal");
@@ -274,7 +266,7 @@ async fn sigkill_then_restart_resumes_the_same_soak() {
     assert!(d.stderr().contains("resuming soak"), "{}", d.stderr());
     let stdout = stop_cleanly(&mut d).await;
     assert!(stdout.contains(&format!("soak {id}: ")), "{stdout}");
-    let second_cycles = metric(&body, "soakwatch_cycles_total", &[]).unwrap_or(0.0);
+    let second_cycles = metric_in(&body, "soakwatch_cycles_total", &[]).unwrap_or(0.0);
 
     // One soak, whose history kept growing across the kill.
     assert_eq!(soaks_recorded(&w.state).await, 1);
@@ -365,7 +357,7 @@ async fn nats_outage_is_unknown_then_recovers() {
         .await;
     let body = d.metrics().await.unwrap_or_default();
     assert!(
-        metric(
+        metric_in(
             &body,
             "soakwatch_probe_errors_total",
             &[("probe", "consumer")]
@@ -439,7 +431,7 @@ async fn metrics_down_and_back() {
     assert_eq!(code, 200, "{text}");
     let body = d.metrics().await.unwrap_or_default();
     assert!(
-        metric(
+        metric_in(
             &body,
             "soakwatch_probe_errors_total",
             &[("probe", "metrics")]
@@ -449,7 +441,7 @@ async fn metrics_down_and_back() {
         "{body}"
     );
     assert!(
-        metric(&body, "soakwatch_incidents", &[]).unwrap_or(0.0) >= 1.0,
+        metric_in(&body, "soakwatch_incidents", &[]).unwrap_or(0.0) >= 1.0,
         "{body}"
     );
     stop_cleanly(&mut d).await;
@@ -527,7 +519,7 @@ async fn database_refused_leaves_db_criteria_unknown() {
         assert_eq!(criterion_status(&body, id), Some(PASS), "{id}:\n{body}");
     }
     assert!(
-        metric(
+        metric_in(
             &body,
             "soakwatch_probe_errors_total",
             &[("probe", "database")]
@@ -537,7 +529,7 @@ async fn database_refused_leaves_db_criteria_unknown() {
         "{body}"
     );
     assert_eq!(
-        metric(
+        metric_in(
             &body,
             "soakwatch_probe_coverage_ratio",
             &[("probe", "database")]
@@ -577,7 +569,7 @@ async fn log_truncated_and_rotated() {
     let before = d
         .metrics()
         .await
-        .and_then(|b| metric(&b, "soakwatch_cycles_total", &[]))
+        .and_then(|b| metric_in(&b, "soakwatch_cycles_total", &[]))
         .unwrap_or(0.0);
     d.wait_cycles(before as u64 + 2, secs(10)).await;
     assert_eq!(d.status("fallback").await, Some(PASS));
@@ -929,7 +921,7 @@ async fn periodic_e2e_probe_reports_and_its_rows_are_removed() {
             m.sum("soakwatch_e2e_ok", &[]) == Some(1.0)
         })
         .await;
-    let latency = metric(&body, "soakwatch_e2e_latency_seconds", &[]).unwrap_or(-1.0);
+    let latency = metric_in(&body, "soakwatch_e2e_latency_seconds", &[]).unwrap_or(-1.0);
     assert!((0.0..2.0).contains(&latency), "{body}");
 
     // The service stops consuming: the probe fails and says so.
@@ -1260,7 +1252,7 @@ async fn a_fallback_inside_a_100_mb_burst_is_caught_and_rotation_never_resolves_
     std::fs::rename(&log, r.path("normalize-service.log.1")).expect("rotate");
     std::fs::File::create(&log).expect("new log");
     r.append_log("2026-11-27T06:10:00.000Z [normalize] all good");
-    let cycles = |b: &str| metric(b, "soakwatch_cycles_total", &[]).unwrap_or(0.0) as u64;
+    let cycles = |b: &str| metric_in(b, "soakwatch_cycles_total", &[]).unwrap_or(0.0) as u64;
     let now = cycles(&d.metrics().await.unwrap_or_default());
     d.wait_cycles(now + 3, secs(20)).await;
     assert_eq!(d.status("fallback").await, Some(FAIL), "{}", d.stderr());
@@ -1369,7 +1361,7 @@ async fn series_keep_their_labels_across_soaks_and_match_check_and_json_logs_hol
         assert_eq!(info.len(), 1, "{body}");
         assert_eq!(info[0].label("soak"), Some(name.as_str()), "{body}");
         assert!(
-            metric(
+            metric_in(
                 body,
                 "soakwatch_soak_start_timestamp_seconds",
                 &[("soak", &name)]
