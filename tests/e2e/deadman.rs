@@ -6,7 +6,6 @@
 //! the opt-in always-firing `Watchdog`, checked by promtool.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::export::promtool;
 
 /// The check's token: the path secret that must never be logged.
 const TOKEN: &str = "hc-token-3f9a1c7e55";
@@ -323,23 +323,6 @@ async fn validate_refuses_a_bad_heartbeat_url_with_file_line_and_key() {
     }
 }
 
-/// Runs promtool with `args` in `dir`: (success, output).
-async fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = tokio::process::Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("promtool cannot run ({e}): run scripts/ensure-test-tools.sh"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn rule<'a>(v: &'a Value, alert: &str) -> &'a Value {
     v["groups"]

@@ -31,7 +31,7 @@ async fn export(config: &Path, what: &str, out: &Path) -> Value {
 }
 
 /// Runs promtool with `args` in `dir`: (success, stdout + stderr).
-async fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) async fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::new("promtool")
         .args(args)
         .current_dir(dir)
