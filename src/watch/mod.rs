@@ -691,7 +691,7 @@ impl Watch {
                 // act: judged only after a lease and the fence margin.
                 let v = rollback::view(&self.store, &rec.meta.id).await?;
                 self.rollback_latched = v.is_some();
-                if v.is_some_and(|v| v.state == "started") {
+                if v.is_some_and(|v| v.state == crate::soak::model::RollbackState::Started) {
                     let wait =
                         self.cfg.state.lease(self.cfg.watch.interval) + self.cfg.watch.interval;
                     tracing::warn!(
