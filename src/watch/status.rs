@@ -49,11 +49,32 @@ pub struct DaemonStatus {
     pub lost_cycles: u64,
     /// What the status page shows beyond the summary.
     pub page: PageInputs,
-    /// With a JetStream state: `leader` or `standby` (None with SQLite,
+    /// With a JetStream state: leader or standby (None with SQLite,
     /// where the one watcher always acts).
-    pub role: Option<&'static str>,
+    pub role: Option<Role>,
     /// Times this watcher became leader since it started.
     pub leader_terms: u64,
+}
+
+/// What a watcher sharing a JetStream state does now, as published to its
+/// listener (`/healthz`, `soakwatch_leader`). The lease's own view, with its
+/// term count, is [`crate::soak::lease::Role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the lease and has resumed the soak: samples, records, acts.
+    Leader,
+    /// Another watcher leads: this one keeps its connections and campaigns.
+    Standby,
+}
+
+impl Role {
+    /// The role's name, as logs and health lines spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Standby => "standby",
+        }
+    }
 }
 
 /// What the status page (`/`) needs beyond the summary, published each
