@@ -141,3 +141,104 @@ pub struct ConsumerMark {
     /// Its evidence.
     pub evidence: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::CriterionId;
+
+    /// `CriterionId::ALL` when the fixture was written.
+    const ORDER_WHEN_WRITTEN: [CriterionId; 13] = [
+        CriterionId::Topology,
+        CriterionId::ConsumerConfig,
+        CriterionId::ConsumerLag,
+        CriterionId::Redeliveries,
+        CriterionId::LegacyIdle,
+        CriterionId::Dlq,
+        CriterionId::Fallback,
+        CriterionId::StreamPurity,
+        CriterionId::SuccessRate,
+        CriterionId::P95Latency,
+        CriterionId::DbWrites,
+        CriterionId::DbIntegrity,
+        CriterionId::ServiceUp,
+    ];
+
+    /// A record as the state stores it (MessagePack with field names).
+    fn encode(c: &CycleRecord) -> Vec<u8> {
+        rmp_serde::to_vec_named(c).unwrap_or_default()
+    }
+
+    /// The record in `tests/fixtures/cycle_record_positional.msgpack`:
+    /// each criterion has its own status, value and evidence, so a record
+    /// read with its criteria shuffled cannot pass.
+    fn fixture_record() -> CycleRecord {
+        let at = DateTime::from_timestamp_millis(1_790_000_000_000).unwrap_or_default();
+        let statuses = [
+            Status::Pass,
+            Status::Warn,
+            Status::Fail,
+            Status::Pending,
+            Status::Unknown,
+            Status::NotConfigured,
+        ];
+        // What criterion `id` held, by its position when the fixture was
+        // written; the record in memory lists them in today's order.
+        let pos = |id: &CriterionId| {
+            ORDER_WHEN_WRITTEN
+                .iter()
+                .position(|o| o == id)
+                .unwrap_or_default()
+        };
+        CycleRecord {
+            at,
+            status: CriterionId::ALL
+                .iter()
+                .map(|id| statuses[pos(id) % statuses.len()])
+                .collect(),
+            value: CriterionId::ALL
+                .iter()
+                .map(|id| (pos(id) % 3 != 2).then_some(pos(id) as f64 + 0.5))
+                .collect(),
+            evidence: CriterionId::ALL
+                .iter()
+                .map(|id| (pos(id) % 2 == 1).then(|| format!("evidence of {}", id.as_str())))
+                .collect(),
+            probe_errors: [("metrics".to_string(), "timeout after 5s".to_string())].into(),
+            process_start: Some(1_789_999_000.0),
+            processed_total: Some(1234.0),
+            dlq_messages: Some(3),
+            lag: Some(17),
+            dlq_last_seq: Some(9),
+            dlq_counter: Some(3.0),
+            consumers: vec![ConsumerMark {
+                id: "consumer_lag/orders".into(),
+                stream: "EVENTS".into(),
+                status: Status::Fail,
+                value: Some(17.0),
+                evidence: "17 pending".into(),
+            }],
+            counts: CycleCounts {
+                results: [("success".to_string(), 1200.0)].into(),
+                success: Some(1200.0),
+                counted: Some(1234.0),
+                delivered_seq: Some(1240),
+                rows: Some(40),
+                legacy_last_seq: Some(77),
+            },
+        }
+    }
+
+    /// History written before records were keyed by criterion id (each
+    /// criterion's status, value and evidence at its position in the
+    /// criteria's order of that time) still reads as written.
+    #[test]
+    fn a_cycle_record_in_the_old_positional_form_still_reads() {
+        let old = include_bytes!("../../tests/fixtures/cycle_record_positional.msgpack");
+        let rec: CycleRecord = rmp_serde::from_slice(old).expect("the old record decodes");
+        assert_eq!(rec, fixture_record());
+        // Written again (in the form of the day), it reads the same.
+        let again: CycleRecord = rmp_serde::from_slice(&encode(&rec)).expect("decodes");
+        assert_eq!(again, rec);
+    }
+}
