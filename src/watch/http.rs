@@ -271,7 +271,10 @@ fn page_view<'a>(
         interval_secs: s.interval_secs,
         cycles: s.cycles,
         firing: &s.firing,
-        rollback_mode: s.page.rollback_mode,
+        rollback_mode: s
+            .page
+            .rollback_mode
+            .map(crate::rollback::RollbackMode::as_str),
         rollback_latched: s.page.rollback_latched,
         write_failing: &s.write_failing,
         unsaved_cycles: s.unsaved_cycles,

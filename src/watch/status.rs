@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::render::chart::ChartThresholds;
+use crate::rollback::RollbackMode;
 use crate::soak::model::SoakSummary;
 
 /// What the daemon publishes about itself (read by its HTTP listener).
@@ -87,7 +88,7 @@ pub struct PageInputs {
     pub chart_gap: chrono::Duration,
     /// `[rollback] mode` (`armed`, `dry_run`, `disarmed`); None without a
     /// `[rollback]` section.
-    pub rollback_mode: Option<&'static str>,
+    pub rollback_mode: Option<RollbackMode>,
     /// Whether the once-per-soak rollback latch is taken.
     pub rollback_latched: bool,
     /// The soak's checkpoint reports as the daemon names them, in config
@@ -116,7 +117,7 @@ impl PageInputs {
         PageInputs {
             chart_thresholds: Some(super::read::chart_thresholds(eff)),
             chart_gap: super::read::chart_gap(eff),
-            rollback_mode: eff.rollback.as_ref().map(|r| r.run.mode.as_str()),
+            rollback_mode: eff.rollback.as_ref().map(|r| r.run.mode),
             rollback_latched,
             reports,
         }
