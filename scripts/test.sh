@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 python3 scripts/check-layers.py
 # No product function over 120 lines (each reads as a whole).
 python3 scripts/check-fn-length.py
+# No new Result<_, String> and no role or state as &'static str (meaning in types).
+python3 scripts/check-typed.py
 cargo test --locked --features testkit "$@"

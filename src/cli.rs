@@ -18,7 +18,7 @@ use crate::{AlertCommand, Cli, Command, StateCommand, EXIT_CONFIG};
 pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("{e}; expected a duration like 90s, 5m or 0s (a single sample)"))?;
-    soakwatch::duration::check(d)?;
+    soakwatch::duration::check(d).map_err(|e| e.to_string())?;
     Ok(d)
 }
 

@@ -19,12 +19,15 @@ pub const MAX: Duration = Duration::from_secs(3650 * 24 * 3600);
 /// [`MAX`] as people read it.
 pub const MAX_SHOWN: &str = "3650d (10 years)";
 
+/// A duration over [`MAX`]: refused wherever one is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("longer than the longest duration soakwatch accepts, {MAX_SHOWN} (longer ones overflow its date arithmetic)")]
+pub struct TooLong;
+
 /// Why `d` is refused, when it is over [`MAX`].
-pub fn check(d: Duration) -> Result<(), String> {
+pub fn check(d: Duration) -> Result<(), TooLong> {
     if d > MAX {
-        Err(format!(
-            "longer than the longest duration soakwatch accepts, {MAX_SHOWN} (longer ones overflow its date arithmetic)"
-        ))
+        Err(TooLong)
     } else {
         Ok(())
     }
@@ -106,7 +109,8 @@ mod tests {
     fn the_maximum_is_refused_past_and_fits_every_range() {
         assert!(check(MAX).is_ok());
         let e = check(MAX + Duration::from_secs(1)).expect_err("over");
-        assert!(e.contains("3650d (10 years)"), "{e}");
+        assert_eq!(e, TooLong);
+        assert!(e.to_string().contains("3650d (10 years)"), "{e}");
         // JetStream keeps ages in i64 nanoseconds: MAX and a week more fit.
         assert!((MAX + Duration::from_secs(7 * 86_400)).as_nanos() < i64::MAX as u128 / 4);
         let now = Utc::now();

@@ -115,9 +115,29 @@ fn key_eq(s: &str, at: usize) -> Option<(usize, usize)> {
     }
 }
 
+/// Why a line that is neither blank nor a comment is not an assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum LineError {
+    /// An `=` with no valid key before it.
+    #[error("invalid key before '=' (expected [export ]KEY=value)")]
+    BadKey,
+    /// No `=` at all.
+    #[error("not a KEY=value assignment (no '=')")]
+    NoEquals,
+    /// A `"` value never closed.
+    #[error("unterminated double-quoted value")]
+    UnterminatedDouble,
+    /// A `'` value never closed.
+    #[error("unterminated single-quoted value")]
+    UnterminatedSingle,
+    /// Text after a quoted value's closing quote.
+    #[error("unexpected text after closing quote")]
+    AfterQuote,
+}
+
 /// Parse one line's text. `Ok(None)` for blank and comment lines,
 /// `Err(reason)` for lines that are neither and not an assignment.
-fn parse_line(s: &str, first_line: bool) -> Result<Option<Assignment>, String> {
+fn parse_line(s: &str, first_line: bool) -> Result<Option<Assignment>, LineError> {
     let trimmed =
         s.trim_start_matches(|c: char| c.is_whitespace() || (first_line && c == '\u{feff}'));
     let body_start = s.len() - trimmed.len();
@@ -139,9 +159,9 @@ fn parse_line(s: &str, first_line: bool) -> Result<Option<Assignment>, String> {
     }
     let Some((key_start, key_end, after_eq)) = found else {
         return Err(if trimmed.contains('=') {
-            "invalid key before '=' (expected [export ]KEY=value)".to_string()
+            LineError::BadKey
         } else {
-            "not a KEY=value assignment (no '=')".to_string()
+            LineError::NoEquals
         });
     };
     let key = s[key_start..key_end].to_string();
@@ -177,12 +197,12 @@ fn parse_line(s: &str, first_line: bool) -> Result<Option<Assignment>, String> {
             }
         }
         let Some(i) = close else {
-            return Err("unterminated double-quoted value".to_string());
+            return Err(LineError::UnterminatedDouble);
         };
         (out, vstart + 1 + i + 1, Quote::Double)
     } else if let Some(inner) = v.strip_prefix('\'') {
         let Some(i) = inner.find('\'') else {
-            return Err("unterminated single-quoted value".to_string());
+            return Err(LineError::UnterminatedSingle);
         };
         (inner[..i].to_string(), vstart + 1 + i + 1, Quote::Single)
     } else {
@@ -220,7 +240,7 @@ fn parse_line(s: &str, first_line: bool) -> Result<Option<Assignment>, String> {
 
     let tail = s[end..].trim_start();
     if !(tail.is_empty() || tail.starts_with('#')) {
-        return Err("unexpected text after closing quote".to_string());
+        return Err(LineError::AfterQuote);
     }
     Ok(Some(Assignment {
         key,
@@ -327,9 +347,9 @@ impl EnvFile {
                     line.assign = Some(a);
                 }
                 Ok(None) => {}
-                Err(reason) => {
-                    invalid.push((n, reason.clone()));
-                    warnings.push((n, reason));
+                Err(e) => {
+                    invalid.push((n, e.to_string()));
+                    warnings.push((n, e.to_string()));
                 }
             }
         }

@@ -680,7 +680,7 @@ fn validate_watch(raw: &RawConfig, base: &Path, p: Problems<'_>) -> WatchConfig 
             ),
             Ok(d) if d > crate::duration::MAX => p(
                 &format!("watch.checkpoints[{i}]"),
-                format!("`{c}`: {}", crate::duration::check(d).err().unwrap_or_default()),
+                format!("`{c}`: {}", crate::duration::TooLong),
             ),
             Ok(d) if d > raw.soak.duration => p(
                 &format!("watch.checkpoints[{i}]"),
@@ -944,7 +944,7 @@ fn validate_rollback(raw: &RawConfig, base: &Path, p: Problems<'_>) -> Option<Ro
                 }
                 let hold = hold.into_inner();
                 if let Err(e) = crate::duration::check(hold) {
-                    p(&format!("rollback.triggers.{name}"), e);
+                    p(&format!("rollback.triggers.{name}"), e.to_string());
                     return None;
                 }
                 Some(RollbackTrigger {

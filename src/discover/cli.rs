@@ -63,7 +63,7 @@ pub struct DiscoverArgs {
 /// `--timeout`: a humantime duration, at most [`crate::duration::MAX`].
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s.trim()).map_err(|e| e.to_string())?;
-    crate::duration::check(d)?;
+    crate::duration::check(d).map_err(|e| e.to_string())?;
     Ok(d)
 }
 

@@ -8,24 +8,92 @@
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a file a probe reads cannot be read; `what` names the file ("log
+/// file", "env file") and the text is the probe's one-line reason.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Nothing at the path.
+    #[error("{what} {} does not exist", .path.display())]
+    Missing {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Opening, inspecting or reading it failed.
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A FIFO, a directory, a device...: never opened or read.
+    #[error("{what} {} is {kind}, not a regular file", .path.display())]
+    NotRegular {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What it is ([`check_regular`]).
+        kind: &'static str,
+    },
+    /// Larger than the probe reads.
+    #[error("{what} {} is {size} bytes, more than the {max} read", .path.display())]
+    TooLarge {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Its size, bytes.
+        size: u64,
+        /// The most read, bytes.
+        max: u64,
+    },
+}
+
+impl FileError {
+    /// An I/O error on `path`: [`FileError::Missing`] when nothing is there.
+    pub fn io(what: &'static str, path: &Path, e: std::io::Error) -> FileError {
+        let path = path.to_path_buf();
+        match e.kind() {
+            std::io::ErrorKind::NotFound => FileError::Missing { what, path },
+            _ => FileError::Io {
+                what,
+                path,
+                source: e,
+            },
+        }
+    }
+
+    /// `path` is not a regular file but `kind`.
+    pub fn not_regular(what: &'static str, path: &Path, kind: &'static str) -> FileError {
+        FileError::NotRegular {
+            what,
+            path: path.to_path_buf(),
+            kind,
+        }
+    }
+}
 
 /// Opens `path` for reading without blocking and accepts only a regular file.
 /// `what` names the file in reasons ("log file", "env file").
-pub fn open_regular(path: &Path, what: &str) -> Result<(File, Metadata), String> {
-    let shown = path.display();
+pub fn open_regular(path: &Path, what: &'static str) -> Result<(File, Metadata), FileError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!("{what} {shown} does not exist"),
-            _ => format!("{what} {shown}: {e}"),
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{what} {shown}: {e}"))?;
-    check_regular(&meta).map_err(|kind| format!("{what} {shown} is {kind}, not a regular file"))?;
+        .map_err(|e| FileError::io(what, path, e))?;
+    let meta = file.metadata().map_err(|source| FileError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    check_regular(&meta).map_err(|kind| FileError::not_regular(what, path, kind))?;
     Ok((file, meta))
 }
 
@@ -51,20 +119,25 @@ pub fn check_regular(meta: &Metadata) -> Result<(), &'static str> {
 
 /// Reads a whole regular file of at most `max` bytes (an env file is small;
 /// a huge one is a mistake, not something to load).
-pub fn read_regular(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, String> {
+pub fn read_regular(path: &Path, what: &'static str, max: u64) -> Result<Vec<u8>, FileError> {
     use std::io::Read;
     let (file, meta) = open_regular(path, what)?;
     if meta.len() > max {
-        return Err(format!(
-            "{what} {} is {} bytes, more than the {max} read",
-            path.display(),
-            meta.len()
-        ));
+        return Err(FileError::TooLarge {
+            what,
+            path: path.to_path_buf(),
+            size: meta.len(),
+            max,
+        });
     }
     let mut buf = Vec::with_capacity(meta.len() as usize);
     file.take(max)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        .map_err(|source| FileError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(buf)
 }
 
@@ -80,11 +153,23 @@ mod tests {
         // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = open_regular(&fifo, "log file").expect_err("a FIFO is refused");
-        assert!(e.contains("is a FIFO, not a regular file"), "{e}");
+        assert!(
+            matches!(e, FileError::NotRegular { kind: "a FIFO", .. }),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("log file {} is a FIFO, not a regular file", fifo.display())
+        );
         let e = open_regular(dir.path(), "env file").expect_err("a directory is refused");
-        assert!(e.contains("is a directory"), "{e}");
-        let e = open_regular(&dir.path().join("none"), "env file").expect_err("missing");
-        assert!(e.contains("does not exist"), "{e}");
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let none = dir.path().join("none");
+        let e = open_regular(&none, "env file").expect_err("missing");
+        assert!(matches!(e, FileError::Missing { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("env file {} does not exist", none.display())
+        );
     }
 
     #[test]
@@ -94,6 +179,9 @@ mod tests {
         std::fs::write(&p, "A=1\n").expect("write");
         assert_eq!(read_regular(&p, "env file", 100).expect("read"), b"A=1\n");
         let e = read_regular(&p, "env file", 2).expect_err("too big");
-        assert!(e.contains("more than the 2"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("env file {} is 4 bytes, more than the 2 read", p.display())
+        );
     }
 }

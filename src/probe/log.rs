@@ -4,6 +4,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::sync::OnceLock;
 
 use crate::config::LogConfig;
+use crate::probe::file::FileError;
 use crate::sample::{LogState, ProbeFailure, ProbeKind, Probed};
 
 /// Longest evidence line kept: enough to recognise it, short enough for a report.
@@ -203,19 +204,18 @@ impl LogTail {
         match opened {
             Ok(_) => Ok(state),
             // Fallbacks seen before stay failing while the log is unreadable.
-            Err(reason) if self.totals.fallback > 0 => Ok(LogState {
-                unreadable: Some(reason),
+            Err(e) if self.totals.fallback > 0 => Ok(LogState {
+                unreadable: Some(e.to_string()),
                 ..state
             }),
-            Err(reason) => Err(fail(reason)),
+            Err(e) => Err(fail(e.to_string())),
         }
     }
 
     /// Checks the path: same file (maybe truncated), a new file (rotation),
     /// or none. Returns the current size of the file at the path.
-    fn follow(&mut self, cfg: &LogConfig) -> Result<u64, String> {
+    fn follow(&mut self, cfg: &LogConfig) -> Result<u64, FileError> {
         use std::os::unix::fs::MetadataExt;
-        let shown = cfg.path.display();
         let meta = match std::fs::metadata(&cfg.path) {
             Ok(m) => m,
             Err(e) => {
@@ -223,14 +223,11 @@ impl LogTail {
                 if let Some(cur) = self.cur.take() {
                     self.retire(cur);
                 }
-                return Err(match e.kind() {
-                    std::io::ErrorKind::NotFound => format!("log file {shown} does not exist"),
-                    _ => format!("log file {shown}: {e}"),
-                });
+                return Err(FileError::io("log file", &cfg.path, e));
             }
         };
         super::file::check_regular(&meta)
-            .map_err(|kind| format!("log file {shown} is {kind}, not a regular file"))?;
+            .map_err(|kind| FileError::not_regular("log file", &cfg.path, kind))?;
         let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
         if let Some(cur) = self.cur.as_mut() {
             if (cur.dev, cur.ino) == (dev, ino) {

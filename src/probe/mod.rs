@@ -32,6 +32,19 @@ pub enum ProberError {
     Http(#[from] reqwest::Error),
 }
 
+/// Why the NATS probes have no client this round (each of them then fails
+/// with this reason).
+#[derive(Debug, Clone, thiserror::Error)]
+enum NatsClientError {
+    /// The kept client lost its server; it reconnects in the background and
+    /// a probe reports the outage instead of waiting for it.
+    #[error("NATS at {0} is disconnected (reconnecting)")]
+    Disconnected(String),
+    /// The first connection failed.
+    #[error(transparent)]
+    Connect(#[from] nats::NatsConnectError),
+}
+
 /// Clients for every probe, reused across rounds.
 pub struct Prober {
     cfg: Config,
@@ -125,7 +138,7 @@ impl Prober {
     }
 
     /// A connected NATS client, connecting (again) when needed.
-    async fn nats_client(&self) -> Result<async_nats::Client, String> {
+    async fn nats_client(&self) -> Result<async_nats::Client, NatsClientError> {
         let mut guard = self.nats.lock().await;
         if let Some(c) = guard.as_ref() {
             if c.connection_state() == async_nats::connection::State::Connected {
@@ -133,14 +146,11 @@ impl Prober {
             }
             // A client that lost its server keeps retrying in the background;
             // a probe reports the outage instead of waiting for it.
-            return Err(format!(
-                "NATS at {} is disconnected (reconnecting)",
-                self.cfg.nats.url.shown()
+            return Err(NatsClientError::Disconnected(
+                self.cfg.nats.url.shown().to_string(),
             ));
         }
-        let c = nats::connect(&self.cfg.nats, self.cfg.probe_timeout)
-            .await
-            .map_err(|e| e.0)?;
+        let c = nats::connect(&self.cfg.nats, self.cfg.probe_timeout).await?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -249,9 +259,9 @@ impl Prober {
                 async move {
                     match js {
                         Ok(js) => nats::stream_state(&js, &name, timeout).await,
-                        Err(reason) => Err(ProbeFailure {
+                        Err(e) => Err(ProbeFailure {
                             probe: ProbeKind::Stream,
-                            reason,
+                            reason: e.to_string(),
                         }),
                     }
                 },
@@ -267,9 +277,9 @@ impl Prober {
                 async move {
                     match js {
                         Ok(js) => nats::consumer_listing(&js, &name, timeout).await,
-                        Err(reason) => Err(ProbeFailure {
+                        Err(e) => Err(ProbeFailure {
                             probe: ProbeKind::Consumer,
-                            reason,
+                            reason: e.to_string(),
                         }),
                     }
                 },

@@ -9,7 +9,7 @@ use crate::config::NatsConfig;
 use crate::sample::{ConsumerListing, ConsumerState, ProbeFailure, ProbeKind, Probed, StreamState};
 
 /// Why a NATS connection could not be made (one line, URL redacted).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct NatsConnectError(pub String);
 

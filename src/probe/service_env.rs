@@ -36,7 +36,8 @@ fn fail(reason: String) -> ProbeFailure {
 
 /// The blocking part: read (bounded), decode, parse, pick.
 fn read_and_extract(cfg: &ServiceEnvConfig) -> Probed<EnvState> {
-    let bytes = super::file::read_regular(&cfg.path, "env file", MAX_ENV_BYTES).map_err(fail)?;
+    let bytes = super::file::read_regular(&cfg.path, "env file", MAX_ENV_BYTES)
+        .map_err(|e| fail(e.to_string()))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| fail(format!("env file {}: not valid UTF-8", cfg.path.display())))?;
     Ok(extract(&EnvFile::parse(&text), cfg))

@@ -500,7 +500,7 @@ fn rollback_section(v: &PageView, r: Option<&RollbackView>, out: &mut String) {
         out.push_str("</dl>\n");
         return;
     };
-    fact(out, "State", &text(&r.state));
+    fact(out, "State", &text(r.state.as_str()));
     fact(out, "Trigger", &text(&r.trigger));
     fact(out, "Started", &ts(r.started));
     fact(
@@ -715,7 +715,7 @@ mod tests {
             verdict_reason: format!("dlq failed: {HOSTILE}"),
             last_snapshot: None,
             rollback: Some(RollbackView {
-                state: "done".into(),
+                state: crate::soak::model::RollbackState::Done,
                 trigger: format!("dlq for 5m: {HOSTILE}"),
                 started: now - Duration::minutes(1),
                 finished: Some(now),

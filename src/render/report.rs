@@ -407,7 +407,7 @@ fn rollback_section(s: &SoakSummary, out: &mut String) {
     out.push_str("## Rollback\n\n");
     out.push_str(&format!(
         "**State:** {}  \n**Trigger:** {}  \n**Started:** {}  \n**Finished:** {}\n\n",
-        cell(&r.state),
+        cell(r.state.as_str()),
         cell(&r.trigger),
         ts(r.started),
         r.finished.map(ts).unwrap_or_else(|| "-".into())

@@ -25,7 +25,8 @@ use crate::sample::Snapshot;
 use crate::soak::lease::Fence;
 use crate::soak::record::{CycleRecord, SoakMeta};
 use crate::soak::types::{
-    Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, SoakEnd, SoakRecord, StoreError,
+    Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, RollbackState, SoakEnd,
+    SoakRecord, StoreError,
 };
 
 /// Largest snapshot published whole: below NATS' default 1 MB max_payload
@@ -90,7 +91,7 @@ struct OutboxRow {
 
 #[derive(Serialize, Deserialize)]
 struct RollbackRec {
-    state: String,
+    state: RollbackState,
     trigger: String,
     started_ms: i64,
     finished_ms: Option<i64>,
@@ -545,7 +546,7 @@ impl JetStreamStore {
         r: &RollbackRow<T>,
     ) -> Result<(), StoreError> {
         let rec = RollbackRec {
-            state: r.state.clone(),
+            state: r.state,
             trigger: r.trigger.clone(),
             started_ms: ms(r.started),
             finished_ms: r.finished.map(ms),
@@ -871,7 +872,7 @@ impl JetStreamStore {
         self.may_write()?;
         let held = self.fence.held();
         let rec = RollbackRec {
-            state: "started".into(),
+            state: RollbackState::Started,
             trigger: trigger.to_string(),
             started_ms: ms(now),
             finished_ms: None,
@@ -964,7 +965,8 @@ impl JetStreamStore {
         // The env edit sets fixed keys to fixed values (idempotent): a
         // holder marked at it, or before, never restarted anything. The
         // restart is marked before it runs.
-        let never_acted = rec.state == "started" && rec.acting.is_none_or(|(step, _)| step <= 1);
+        let never_acted =
+            rec.state == RollbackState::Started && rec.acting.is_none_or(|(step, _)| step <= 1);
         let Some(held) = self.fence.held().filter(|_| never_acted) else {
             return Ok(false);
         };
@@ -982,7 +984,7 @@ impl JetStreamStore {
     pub async fn save_rollback<T: Serialize>(
         &self,
         soak_id: &str,
-        state: &str,
+        state: RollbackState,
         steps: &T,
         finished: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
@@ -995,7 +997,7 @@ impl JetStreamStore {
                 return Ok(());
             };
             let mut rec: RollbackRec = decode(&e.value)?;
-            rec.state = state.to_string();
+            rec.state = state;
             rec.steps = Some(body.clone());
             rec.finished_ms = finished.map(ms);
             self.may_write()?;
@@ -1044,5 +1046,48 @@ mod tests {
             assert_eq!(hex::decode(&k).ok().as_deref(), Some(name.as_bytes()));
         }
         assert_ne!(part("a.b"), part("a_b"));
+    }
+
+    /// The rollback record as written before its state was typed.
+    #[derive(Serialize)]
+    struct OldRollbackRec {
+        state: String,
+        trigger: String,
+        started_ms: i64,
+        finished_ms: Option<i64>,
+        steps: Option<Vec<u8>>,
+        holder: Option<String>,
+        lease_revision: Option<u64>,
+        acting: Option<(usize, u64)>,
+    }
+
+    #[test]
+    fn a_rollback_record_written_with_the_old_strings_still_reads() {
+        for (old, new) in [
+            ("started", RollbackState::Started),
+            ("done", RollbackState::Done),
+            ("failed", RollbackState::Failed),
+            ("dry_run", RollbackState::DryRun),
+            ("interrupted", RollbackState::Interrupted),
+        ] {
+            let bytes = encode(&OldRollbackRec {
+                state: old.into(),
+                trigger: "dlq for 5m".into(),
+                started_ms: 1_700_000_000_000,
+                finished_ms: None,
+                steps: None,
+                holder: Some("w1".into()),
+                lease_revision: Some(7),
+                acting: Some((2, 7)),
+            })
+            .expect("encode");
+            let rec: RollbackRec = decode(&bytes).expect("an old record decodes");
+            assert_eq!(rec.state, new);
+            assert_eq!(rec.acting, Some((2, 7)));
+            // And it is written back with the same string.
+            let again = encode(&rec).expect("encode");
+            let raw: serde_json::Value = decode(&again).expect("raw");
+            assert_eq!(raw.get("state").and_then(|v| v.as_str()), Some(old));
+        }
     }
 }

@@ -376,11 +376,64 @@ impl SoakSummary {
     }
 }
 
+/// Where the one-shot rollback of a soak stands: the latch's state, stored
+/// in the state database and shown in reports. Its stored and shown
+/// spelling is the snake_case name (`started`, `done`, `failed`, `dry_run`,
+/// `interrupted`), the strings written before this type existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackState {
+    /// The latch is taken and the steps run (or a previous process stopped
+    /// while they ran: found at start-up, it becomes `Interrupted`).
+    Started,
+    /// Every step succeeded.
+    Done,
+    /// A step failed.
+    Failed,
+    /// Dry run: nothing was changed.
+    DryRun,
+    /// The process stopped while the steps ran; never re-run.
+    Interrupted,
+}
+
+impl RollbackState {
+    /// Every state, for parsing.
+    pub const ALL: [RollbackState; 5] = [
+        RollbackState::Started,
+        RollbackState::Done,
+        RollbackState::Failed,
+        RollbackState::DryRun,
+        RollbackState::Interrupted,
+    ];
+
+    /// The stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackState::Started => "started",
+            RollbackState::Done => "done",
+            RollbackState::Failed => "failed",
+            RollbackState::DryRun => "dry_run",
+            RollbackState::Interrupted => "interrupted",
+        }
+    }
+
+    /// The state stored as `s` (a SQLite column), None when unknown.
+    pub fn parse(s: &str) -> Option<RollbackState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RollbackState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The rollback as shown in reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RollbackView {
-    /// started (running or interrupted), done, failed, interrupted.
-    pub state: String,
+    /// Where the rollback stands.
+    pub state: RollbackState,
     /// What fired it.
     pub trigger: String,
     /// When the latch was taken.
@@ -394,6 +447,21 @@ pub struct RollbackView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollback_state_keeps_the_strings_stored_before_it_was_typed() {
+        for st in RollbackState::ALL {
+            let json = serde_json::to_string(&st).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(RollbackState::parse(st.as_str()), Some(st));
+            assert_eq!(st.to_string(), st.as_str());
+        }
+        assert_eq!(
+            ["started", "done", "failed", "dry_run", "interrupted"].map(RollbackState::parse),
+            RollbackState::ALL.map(Some)
+        );
+        assert_eq!(RollbackState::parse("running"), None);
+    }
 
     #[test]
     fn totals_read_as_a_team_signs_off_with_them() {

@@ -655,12 +655,12 @@ impl SqliteStore {
     pub async fn save_rollback<T: Serialize>(
         &self,
         soak_id: &str,
-        state: &str,
+        state: RollbackState,
         steps: &T,
         finished: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE rollback SET state = ?, steps = ?, finished_ms = ? WHERE soak_id = ?")
-            .bind(state)
+            .bind(state.as_str())
             .bind(encode(steps)?)
             .bind(finished.map(ms))
             .bind(soak_id)
@@ -682,8 +682,11 @@ impl SqliteStore {
         .await?;
         let Some(r) = row else { return Ok(None) };
         let steps: Option<Vec<u8>> = r.get(4);
+        let state: String = r.get(0);
+        let state = RollbackState::parse(&state)
+            .ok_or_else(|| StoreError::Decode(format!("unknown rollback state {state:?}")))?;
         Ok(Some(RollbackRow {
-            state: r.get(0),
+            state,
             trigger: r.get(1),
             started: DateTime::from_timestamp_millis(r.get(2)).unwrap_or_default(),
             finished: r
@@ -796,5 +799,65 @@ impl SqliteStore {
         if let Ok(mut l) = self.lock.lock() {
             l.take();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_rollback_state_stored_as_the_old_strings_still_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("state.db"))
+            .await
+            .expect("open");
+        let now = DateTime::from_timestamp_millis(1_700_000_000_000).unwrap_or_default();
+        // The latch is written by SQL with the literal 'started'.
+        assert!(store
+            .take_rollback_latch("s1", "manual", now)
+            .await
+            .expect("latch"));
+        let row = store
+            .rollback_record::<Vec<u8>>("s1")
+            .await
+            .expect("read")
+            .expect("a row");
+        assert_eq!(row.state, RollbackState::Started);
+        for (old, new) in [
+            ("done", RollbackState::Done),
+            ("failed", RollbackState::Failed),
+            ("dry_run", RollbackState::DryRun),
+            ("interrupted", RollbackState::Interrupted),
+        ] {
+            sqlx::query("UPDATE rollback SET state = ? WHERE soak_id = 's1'")
+                .bind(old)
+                .execute(&store.pool)
+                .await
+                .expect("update");
+            let row = store
+                .rollback_record::<Vec<u8>>("s1")
+                .await
+                .expect("read")
+                .expect("a row");
+            assert_eq!(row.state, new);
+            // Written back as the same string.
+            store
+                .save_rollback("s1", new, &Vec::<u8>::new(), None)
+                .await
+                .expect("save");
+            let (stored,): (String,) =
+                sqlx::query_as("SELECT state FROM rollback WHERE soak_id = 's1'")
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("select");
+            assert_eq!(stored, old);
+        }
+        sqlx::query("UPDATE rollback SET state = 'running' WHERE soak_id = 's1'")
+            .execute(&store.pool)
+            .await
+            .expect("update");
+        assert!(store.rollback_record::<Vec<u8>>("s1").await.is_err());
+        store.close().await;
     }
 }

@@ -343,7 +343,7 @@ impl Store {
     pub async fn save_rollback<T: Serialize>(
         &self,
         soak_id: &str,
-        state: &str,
+        state: RollbackState,
         steps: &T,
         finished: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {

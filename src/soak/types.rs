@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use crate::soak::model::SoakEnd;
+pub use crate::soak::model::{RollbackState, SoakEnd};
 use crate::soak::record::SoakMeta;
 
 /// Why the state database cannot be used.
@@ -142,8 +142,8 @@ pub enum OutboxOutcome {
 /// The rollback latch and journal of a soak.
 #[derive(Debug, Clone)]
 pub struct RollbackRow<T> {
-    /// started, done or failed.
-    pub state: String,
+    /// Where the rollback stands.
+    pub state: RollbackState,
     /// What triggered it.
     pub trigger: String,
     /// When the latch was taken.

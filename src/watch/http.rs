@@ -23,7 +23,7 @@ use crate::render::check;
 use crate::render::page::{self, PageView, ReportLink};
 use crate::self_health::WriteTarget;
 use crate::soak::model::SoakSummary;
-use crate::watch::{DaemonStatus, SharedStatus};
+use crate::watch::{DaemonStatus, Role, SharedStatus};
 
 /// Binds the listener; the bound address is returned for port 0.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -271,7 +271,10 @@ fn page_view<'a>(
         interval_secs: s.interval_secs,
         cycles: s.cycles,
         firing: &s.firing,
-        rollback_mode: s.page.rollback_mode,
+        rollback_mode: s
+            .page
+            .rollback_mode
+            .map(crate::rollback::RollbackMode::as_str),
         rollback_latched: s.page.rollback_latched,
         write_failing: &s.write_failing,
         unsaved_cycles: s.unsaved_cycles,
@@ -368,7 +371,7 @@ pub fn report_path(
 pub fn health(s: &DaemonStatus, now: chrono::DateTime<Utc>) -> (StatusCode, String) {
     // A standby is healthy while it keeps its connections and campaigns;
     // it samples nothing, so the sample age says nothing about it.
-    if s.role == Some("standby") {
+    if s.role == Some(Role::Standby) {
         let probes = match s.standby_failing.as_deref() {
             None => String::new(),
             Some([]) => "; every probe answers".to_string(),
@@ -435,7 +438,7 @@ fn process_families(w: &mut ExpositionWriter, s: &DaemonStatus, now: chrono::Dat
             "gauge",
             "1 while this watcher holds the leader lease of a JetStream state, 0 on standby.",
         )
-        .sample(&[], u64::from(role == "leader"));
+        .sample(&[], u64::from(role == Role::Leader));
         w.family(
             "soakwatch_leader_terms_total",
             "counter",
@@ -711,6 +714,31 @@ mod tests {
             edges: Default::default(),
             totals: Default::default(),
         }
+    }
+
+    /// The role reads as before it was typed: `soakwatch_leader` 1 or 0,
+    /// a standby healthy with its own line, nothing of either with SQLite.
+    #[test]
+    fn the_role_shows_as_the_leader_gauge_and_the_standby_health_line() {
+        let now = Utc::now();
+        let mut s = DaemonStatus {
+            role: Some(Role::Leader),
+            leader_terms: 2,
+            ..DaemonStatus::default()
+        };
+        let m = render_metrics(&s, now);
+        assert!(m.contains("\nsoakwatch_leader 1\n"), "{m}");
+        assert!(m.contains("\nsoakwatch_leader_terms_total 2\n"), "{m}");
+        s.role = Some(Role::Standby);
+        let m = render_metrics(&s, now);
+        assert!(m.contains("\nsoakwatch_leader 0\n"), "{m}");
+        let (code, body) = health(&s, now);
+        assert_eq!(code, StatusCode::OK);
+        assert!(body.starts_with("standby: another watcher leads"), "{body}");
+        s.role = None;
+        assert!(!render_metrics(&s, now).contains("soakwatch_leader"));
+        assert_eq!(Role::Leader.as_str(), "leader");
+        assert_eq!(Role::Standby.as_str(), "standby");
     }
 
     /// The listener on loopback with a published status and one written report.

@@ -45,7 +45,7 @@ mod status;
 
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use read::{load_summary, summary_as_check, write_summary_report};
-pub use status::{DaemonStatus, PageInputs, SharedStatus};
+pub use status::{DaemonStatus, PageInputs, Role, SharedStatus};
 
 /// Produces one snapshot per cycle; the real one is [`Prober`].
 pub trait SampleSource: Send + Sync {
@@ -339,7 +339,7 @@ impl Watch {
             l.publish_role(fence, move |leader, term| {
                 if let Ok(mut s) = st.write() {
                     if !leader {
-                        s.role = Some("standby");
+                        s.role = Some(Role::Standby);
                     }
                     s.leader_terms = term;
                 }
@@ -407,7 +407,7 @@ impl Watch {
             return true;
         };
         if let Ok(mut st) = self.status.write() {
-            st.role = Some("standby");
+            st.role = Some(Role::Standby);
             st.interval_secs = self.cfg.watch.interval.as_secs_f64();
         }
         if !lease.role().leader {
@@ -550,7 +550,7 @@ impl Watch {
                 delivery.abort();
                 tracing::warn!(soak = %self.soak.meta.id, "leader lease lost: stepping down");
                 if let Ok(mut st) = self.status.write() {
-                    st.role = Some("standby");
+                    st.role = Some(Role::Standby);
                 }
                 return Err(WatchError::SteppedDown);
             }
@@ -607,7 +607,7 @@ impl Watch {
             Err(WatchError::Store(e @ StoreError::Nats(_))) if self.lease.is_some() => {
                 tracing::warn!(error = %e, "cannot resume the soak from the state: stepping down");
                 if let Ok(mut st) = self.status.write() {
-                    st.role = Some("standby");
+                    st.role = Some(Role::Standby);
                 }
                 return Err(WatchError::SteppedDown);
             }
@@ -616,7 +616,7 @@ impl Watch {
         if self.lease.is_some() && self.store.may_act() {
             // Leading in fact: the soak is resumed and this loop acts.
             if let Ok(mut st) = self.status.write() {
-                st.role = Some("leader");
+                st.role = Some(Role::Leader);
             }
         }
         Ok(Some(begun))
@@ -691,7 +691,7 @@ impl Watch {
                 // act: judged only after a lease and the fence margin.
                 let v = rollback::view(&self.store, &rec.meta.id).await?;
                 self.rollback_latched = v.is_some();
-                if v.is_some_and(|v| v.state == "started") {
+                if v.is_some_and(|v| v.state == crate::soak::model::RollbackState::Started) {
                     let wait =
                         self.cfg.state.lease(self.cfg.watch.interval) + self.cfg.watch.interval;
                     tracing::warn!(

@@ -18,7 +18,7 @@ use crate::alert::routes::AlertsConfig;
 use crate::config::{RollbackSettings, RollbackTrigger};
 use crate::rollback::{execute_gated, RollbackMode, RollbackOutcome, StepRecord, StepStatus};
 use crate::soak::dlq_spike::{describe_spike, is_spike, SpikeRule};
-use crate::soak::model::{RollbackView, SoakSummary};
+use crate::soak::model::{RollbackState, RollbackView, SoakSummary};
 use crate::soak::record::CycleRecord;
 use crate::soak::store::{Store, StoreError};
 use crate::untrusted::untrusted;
@@ -267,7 +267,10 @@ pub(super) async fn run_latched(
             while let Some(rec) = rx.recv().await {
                 tracing::warn!(step = rec.n, name = %rec.name, status = rec.status.as_str(), "rollback step");
                 steps.push(rec);
-                if let Err(e) = store.save_rollback(&soak_id, "started", &steps, None).await {
+                if let Err(e) = store
+                    .save_rollback(&soak_id, RollbackState::Started, &steps, None)
+                    .await
+                {
                     tracing::error!(error = %e, "cannot journal the rollback step");
                 }
             }
@@ -308,11 +311,11 @@ pub(super) async fn run_latched(
     drop(tx);
     let _ = journal.await;
     let state = if outcome.dry_run {
-        "dry_run"
+        RollbackState::DryRun
     } else if outcome.success {
-        "done"
+        RollbackState::Done
     } else {
-        "failed"
+        RollbackState::Failed
     };
     let now = clock.now();
     store
@@ -328,7 +331,7 @@ pub(super) async fn run_latched(
         now,
     );
     enqueue_notifications(&store, &alerts, &soak_id, &[n], &[], now).await?;
-    tracing::error!(soak = %soak_id, state, "ROLLBACK finished");
+    tracing::error!(soak = %soak_id, state = state.as_str(), "ROLLBACK finished");
     Ok(outcome)
 }
 
@@ -344,10 +347,10 @@ pub async fn check_interrupted(
     let Some(v) = view(store, soak_id).await? else {
         return Ok(false);
     };
-    if v.state == "started" {
+    if v.state == RollbackState::Started {
         tracing::error!(soak = %soak_id, steps = v.steps.len(), "an interrupted rollback was found: it is NOT re-run");
         store
-            .save_rollback(soak_id, "interrupted", &v.steps, None)
+            .save_rollback(soak_id, RollbackState::Interrupted, &v.steps, None)
             .await?;
         let o = RollbackOutcome {
             success: false,

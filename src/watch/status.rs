@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::render::chart::ChartThresholds;
+use crate::rollback::RollbackMode;
 use crate::soak::model::SoakSummary;
 
 /// What the daemon publishes about itself (read by its HTTP listener).
@@ -49,11 +50,32 @@ pub struct DaemonStatus {
     pub lost_cycles: u64,
     /// What the status page shows beyond the summary.
     pub page: PageInputs,
-    /// With a JetStream state: `leader` or `standby` (None with SQLite,
+    /// With a JetStream state: leader or standby (None with SQLite,
     /// where the one watcher always acts).
-    pub role: Option<&'static str>,
+    pub role: Option<Role>,
     /// Times this watcher became leader since it started.
     pub leader_terms: u64,
+}
+
+/// What a watcher sharing a JetStream state does now, as published to its
+/// listener (`/healthz`, `soakwatch_leader`). The lease's own view, with its
+/// term count, is [`crate::soak::lease::Role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the lease and has resumed the soak: samples, records, acts.
+    Leader,
+    /// Another watcher leads: this one keeps its connections and campaigns.
+    Standby,
+}
+
+impl Role {
+    /// The role's name, as logs and health lines spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Standby => "standby",
+        }
+    }
 }
 
 /// What the status page (`/`) needs beyond the summary, published each
@@ -66,7 +88,7 @@ pub struct PageInputs {
     pub chart_gap: chrono::Duration,
     /// `[rollback] mode` (`armed`, `dry_run`, `disarmed`); None without a
     /// `[rollback]` section.
-    pub rollback_mode: Option<&'static str>,
+    pub rollback_mode: Option<RollbackMode>,
     /// Whether the once-per-soak rollback latch is taken.
     pub rollback_latched: bool,
     /// The soak's checkpoint reports as the daemon names them, in config
@@ -95,7 +117,7 @@ impl PageInputs {
         PageInputs {
             chart_thresholds: Some(super::read::chart_thresholds(eff)),
             chart_gap: super::read::chart_gap(eff),
-            rollback_mode: eff.rollback.as_ref().map(|r| r.run.mode.as_str()),
+            rollback_mode: eff.rollback.as_ref().map(|r| r.run.mode),
             rollback_latched,
             reports,
         }

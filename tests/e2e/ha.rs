@@ -566,7 +566,7 @@ async fn a_rollback_in_flight_at_a_failover_runs_once_and_no_notification_is_sen
     let cfg = soakwatch::config::Config::load(&r.config).expect("config");
     let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
     let rb = s.rollback.expect("the rollback is recorded");
-    assert_eq!(rb.state, "interrupted", "{rb:?}\n{}", new.stderr());
+    assert_eq!(rb.state.as_str(), "interrupted", "{rb:?}\n{}", new.stderr());
     assert!(
         new.stderr().contains("interrupted rollback was found"),
         "{}",
@@ -770,7 +770,7 @@ async fn frozen_at_latch_trial(cluster: &Cluster, trial: usize) -> (usize, Strin
         .unwrap_or(0);
     let cfg = soakwatch::config::Config::load(&r.config).expect("config");
     let (_, s) = soakwatch::watch::load_summary(&cfg).await.expect("state");
-    let state = s.rollback.map(|v| v.state).unwrap_or_default();
+    let state = s.rollback.map(|v| v.state.to_string()).unwrap_or_default();
     let logs = format!(
         "--- old ---\n{}\n--- new ---\n{}",
         old.stderr(),

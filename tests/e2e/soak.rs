@@ -610,7 +610,7 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
     let clock = ManualClock::new(t0());
     let s = run_watch_cycles(&c, &source, &clock, 40).await;
     let rb = s.rollback.clone().expect("the rollback fired");
-    assert_eq!(rb.state, "done", "{rb:?}");
+    assert_eq!(rb.state.as_str(), "done", "{rb:?}");
     assert!(rb.trigger.starts_with("dlq_spike"), "{}", rb.trigger);
     let names: Vec<(&str, &str)> = rb
         .steps
@@ -646,7 +646,7 @@ async fn a_dlq_spike_fires_the_rollback_once_and_never_again() {
     std::fs::write(&env_file, original).expect("env");
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
     let s2 = run_watch_cycles(&c, &source, &clock, 5).await;
-    assert_eq!(s2.rollback.map(|r| r.state), Some("done".to_string()));
+    assert_eq!(s2.rollback.map(|r| r.state.as_str()), Some("done"));
     assert_eq!(
         std::fs::read_to_string(&env_file).expect("env"),
         original,
@@ -686,10 +686,7 @@ async fn an_interrupted_rollback_is_reported_not_rerun() {
     }
     let clock = ManualClock::new(clock_now_plus(&clock, 10));
     let s2 = run_watch_cycles(&c, &source, &clock, 2).await;
-    assert_eq!(
-        s2.rollback.map(|r| r.state),
-        Some("interrupted".to_string())
-    );
+    assert_eq!(s2.rollback.map(|r| r.state.as_str()), Some("interrupted"));
     assert_eq!(
         std::fs::read_to_string(&env_file).expect("env"),
         "EVENT_STREAM_MODE=multi\n",
