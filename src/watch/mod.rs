@@ -823,7 +823,7 @@ impl Watch {
         // database locked): the failure is recorded and retried on later
         // cycles, and the soak goes on from what is in memory.
         self.unsaved.push_back((rec.clone(), snap.clone()));
-        self.save_pending(clock.now()).await;
+        self.save_within_budget(clock.now()).await;
         let errors: Vec<String> = rec.probe_errors.keys().cloned().collect();
         for (p, e) in &rec.probe_errors {
             tracing::warn!(probe = %p, reason = %e, "probe failed");
@@ -1089,6 +1089,31 @@ impl Watch {
             }
         }
         self.noted_ok(WriteTarget::State);
+    }
+
+    /// [`Watch::save_pending`], bounded on a shared state: a JetStream that
+    /// is slow to answer (its stream leader being re-elected, a node lost)
+    /// must not make sampling and judging late. Writing waits at most half
+    /// an interval; what did not land stays queued for the next cycle (a
+    /// cycle written again carries the same `Nats-Msg-Id` and is stored
+    /// once). Only a lost lease makes this watcher step down.
+    async fn save_within_budget(&mut self, now: DateTime<Utc>) {
+        if self.store.fence().is_none() {
+            self.save_pending(now).await;
+            return;
+        }
+        let budget = self.cfg.watch.interval / 2;
+        if tokio::time::timeout(budget, self.save_pending(now))
+            .await
+            .is_err()
+        {
+            let waiting = self.unsaved.len();
+            self.note(
+                WriteTarget::State,
+                "the state on JetStream did not take the cycle within half an interval; it stays queued".into(),
+            );
+            tracing::debug!(waiting, "state writes left for the next cycle");
+        }
     }
 
     /// Drops the oldest unsaved cycles beyond the bound (they stay in the

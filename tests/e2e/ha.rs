@@ -478,7 +478,68 @@ async fn a_leader_cut_off_from_the_cluster_steps_down_and_never_acts_beside_the_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(leaders_now, 1, "{}\n-----\n{}", a.stderr(), b.stderr());
+    // Node 0 applied whatever it held when it resumed: no cycle the cut-off
+    // leader sent before its fence closed landed inside the new term (it
+    // would be stored after the new leader's records, stamped before them).
+    let times = cycle_times_in_stream_order(&cluster.url(1), &bucket).await;
+    assert!(times.len() >= 5, "{times:?}");
+    for w in times.windows(2) {
+        assert!(
+            w[0] <= w[1],
+            "a cycle stamped {} was stored after one stamped {}: a deposed leader's write landed in the next term\n{}\n-----\n{}",
+            w[1],
+            w[0],
+            a.stderr(),
+            b.stderr()
+        );
+    }
     drop_state(&cluster.url(1), &bucket).await;
+}
+
+/// The times of the cycle records in a state's cycle stream, in the order
+/// the server stored them (term markers, which are empty, left out). Read
+/// again while the cluster answers "temporarily unavailable" (a stream
+/// leader being elected after a node rejoined).
+async fn cycle_times_in_stream_order(
+    url: &str,
+    bucket: &str,
+) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let c = async_nats::connect(url).await.expect("state NATS");
+    let js = async_nats::jetstream::new(c);
+    let mut last_error = String::new();
+    for _ in 0..30 {
+        let Ok(mut s) = js.get_stream(format!("{bucket}_cycles")).await else {
+            tokio::time::sleep(secs(1)).await;
+            continue;
+        };
+        let Ok(info) = s.info().await else {
+            tokio::time::sleep(secs(1)).await;
+            continue;
+        };
+        let st = info.state.clone();
+        let mut out = Vec::new();
+        let mut complete = true;
+        for seq in st.first_sequence..=st.last_sequence {
+            match s.get_raw_message(seq).await {
+                Ok(m) if m.payload.is_empty() => {}
+                Ok(m) => {
+                    let rec: soakwatch::soak::record::CycleRecord =
+                        rmp_serde::from_slice(&m.payload).expect("a cycle record");
+                    out.push(rec.at);
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if complete {
+            return out;
+        }
+        tokio::time::sleep(secs(1)).await;
+    }
+    panic!("the cycle stream could not be read within 30 s: {last_error}");
 }
 
 /// An HTTP receiver that counts every delivery per `X-Soakwatch-Id`.
