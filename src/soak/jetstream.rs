@@ -893,9 +893,10 @@ impl JetStreamStore {
                     return Err(nats_err("taking the rollback latch", "the latch vanished"));
                 };
                 let stored: RollbackRec = decode(&entry.value)?;
-                let mine = held.is_some()
-                    && stored.holder == rec.holder
-                    && stored.started_ms == rec.started_ms;
+                // The holder id names this watcher and its term, and only
+                // this term's loop takes latches: a latch naming it is its
+                // own, whichever attempt's write landed.
+                let mine = held.is_some() && stored.holder == rec.holder;
                 if mine {
                     tracing::warn!(
                         "the rollback latch write timed out but landed: it is this watcher's"
