@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::verdict::JudgedId;
+
 /// How bad: decides routes and whether the rollback may fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,8 +50,9 @@ impl AlertState {
 pub struct AlertItem {
     /// Stable name: `soakwatch_<criterion>` or `soakwatch_rollback`, `soakwatch_test`.
     pub name: String,
-    /// Criterion id, when the alert is about one.
-    pub criterion: Option<String>,
+    /// The criterion (or one consumer's part of one), when the alert is
+    /// about one.
+    pub criterion: Option<JudgedId>,
     /// Severity.
     pub severity: Severity,
     /// Firing or resolved.
@@ -133,17 +136,21 @@ impl Notification {
 
     /// A subject line: "[soakwatch] FIRING critical: dlq, success_rate (phase-b-staging)".
     pub fn subject(&self) -> String {
-        let firing: Vec<&str> = self
+        let shown = |a: &AlertItem| match &a.criterion {
+            Some(c) => c.to_string(),
+            None => a.name.clone(),
+        };
+        let firing: Vec<String> = self
             .alerts
             .iter()
             .filter(|a| a.state == AlertState::Firing)
-            .map(|a| a.criterion.as_deref().unwrap_or(a.name.as_str()))
+            .map(shown)
             .collect();
-        let resolved: Vec<&str> = self
+        let resolved: Vec<String> = self
             .alerts
             .iter()
             .filter(|a| a.state == AlertState::Resolved)
-            .map(|a| a.criterion.as_deref().unwrap_or(a.name.as_str()))
+            .map(shown)
             .collect();
         let mut parts = Vec::new();
         if !firing.is_empty() {
@@ -212,7 +219,7 @@ mod tests {
     fn item(criterion: &str, severity: Severity, state: AlertState) -> AlertItem {
         AlertItem {
             name: format!("soakwatch_{criterion}"),
-            criterion: Some(criterion.into()),
+            criterion: Some(criterion.parse().expect("a criterion id")),
             severity,
             state,
             starts_at: DateTime::<Utc>::UNIX_EPOCH,

@@ -323,7 +323,6 @@ async fn validate_refuses_a_bad_heartbeat_url_with_file_line_and_key() {
     }
 }
 
-
 fn rule<'a>(v: &'a Value, alert: &str) -> &'a Value {
     v["groups"]
         .as_array()
