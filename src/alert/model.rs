@@ -119,6 +119,31 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// The notification `soakwatch alert test` sends down every route: one
+    /// firing warning, `soakwatch_test`, about no criterion, naming the
+    /// config file (`source`) it was sent with.
+    pub fn test(soak_name: &str, source: &std::path::Path, now: DateTime<Utc>) -> Notification {
+        Notification {
+            id: format!("test-{}-{}", now.timestamp_millis(), std::process::id()),
+            soak_id: "test".into(),
+            soak_name: soak_name.to_string(),
+            created_at: now,
+            kind: NotificationKind::Test,
+            alerts: vec![AlertItem {
+                name: "soakwatch_test".into(),
+                criterion: None,
+                severity: Severity::Warning,
+                state: AlertState::Firing,
+                starts_at: now,
+                ends_at: None,
+                summary: "Test notification from soakwatch: this route works".into(),
+                evidence: format!("sent by `soakwatch alert test` with {}", source.display()),
+                value: None,
+                target: "delivered".into(),
+            }],
+        }
+    }
+
     /// Highest severity among its firing alerts (among all when none fires).
     pub fn severity(&self) -> Severity {
         // What is firing sets the severity: a critical that resolved in the
@@ -215,6 +240,35 @@ impl Notification {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `alert test`'s notification: one firing warning about no criterion,
+    /// saying which config sent it.
+    #[test]
+    fn the_test_notification_is_one_firing_warning_naming_its_config() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let n = Notification::test("phase-b", std::path::Path::new("/etc/checks.toml"), now);
+        assert_eq!(n.kind, NotificationKind::Test);
+        assert_eq!(n.soak_id, "test");
+        assert_eq!(n.soak_name, "phase-b");
+        assert!(n.id.starts_with("test-0-"), "{}", n.id);
+        let [a] = n.alerts.as_slice() else {
+            panic!("one alert: {:?}", n.alerts);
+        };
+        assert_eq!(a.name, "soakwatch_test");
+        assert_eq!(a.criterion, None);
+        assert_eq!(
+            (a.severity, a.state),
+            (Severity::Warning, AlertState::Firing)
+        );
+        assert_eq!(
+            a.evidence,
+            "sent by `soakwatch alert test` with /etc/checks.toml"
+        );
+        assert_eq!(
+            n.subject(),
+            Notification::test("phase-b", std::path::Path::new("x"), now).subject()
+        );
+    }
 
     fn item(criterion: &str, severity: Severity, state: AlertState) -> AlertItem {
         AlertItem {
