@@ -242,130 +242,31 @@ async fn e2e(config: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs the daemon until SIGINT/SIGTERM: the current cycle finishes, a final
-/// report is written and the state database is closed.
-/// Opens the daemon's state. A JetStream state that does not answer at
-/// once (a cluster still electing, a loaded node) is retried for half a
-/// minute before the start is refused; anything else is refused at once
-/// (said on stderr; `None`).
-async fn open_watch(
-    cfg: &Config,
-    status: &soakwatch::watch::SharedStatus,
-    token: &tokio_util::sync::CancellationToken,
-) -> Option<soakwatch::watch::Watch> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        match soakwatch::watch::Watch::open(cfg.clone(), status.clone()).await {
-            Ok(w) => return Some(w),
-            Err(soakwatch::watch::WatchError::Store(soakwatch::soak::store::StoreError::Nats(
-                e,
-            ))) if tokio::time::Instant::now() < deadline && !token.is_cancelled() => {
-                tracing::warn!(error = %e, "the state on JetStream does not answer yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Err(e) => {
-                eprintln!("soakwatch watch: {e}");
-                return None;
-            }
-        }
-    }
-}
-
+/// `soakwatch watch`: the daemon until SIGINT/SIGTERM (the current cycle
+/// finishes, a final report is written and the state is closed).
 async fn run_watch(
     cfg: Config,
-    mut start: soakwatch::watch::StartOptions,
+    start: soakwatch::watch::StartOptions,
     addr_file: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    use soakwatch::watch::{notify, SharedStatus, SystemClock, Watch};
+    use soakwatch::watch::supervisor::{run_daemon, DaemonEnd, DaemonError};
     for w in &cfg.warnings {
         tracing::warn!(key = %w.key, "config: {w}");
     }
     // First: a terminal's hangup must not end the soak (logged, ignored).
     soakwatch::shutdown::log_and_ignore_hangups();
-    let status = SharedStatus::default();
-    let token = tokio_util::sync::CancellationToken::new();
-    // systemd (`Type=notify`): READY once serving, STOPPING on shutdown,
-    // watchdog pings while the cycle loop beats.
-    let systemd = notify::SystemdLink::from_env();
-    let t = token.clone();
-    let on_signal = systemd.clone();
-    tokio::spawn(async move {
-        soakwatch::shutdown::shutdown_signal().await;
-        tracing::info!("shutdown requested: finishing the cycle");
-        on_signal.stopping();
-        t.cancel();
-    });
-    let Some(watch) = open_watch(&cfg, &status, &token).await else {
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    };
-    let server = match cfg.watch.listen {
-        Some(addr) => {
-            let listener = soakwatch::watch::http::bind(addr)
-                .await
-                .with_context(|| format!("binding the status listener on {addr}"))?;
-            let local = listener.local_addr()?;
-            tracing::info!(addr = %local, "serving the status page /, /metrics and /healthz");
-            if let Some(f) = &addr_file {
-                atomic_file::write_atomic(f, &format!("{local}\n"))
-                    .with_context(|| format!("writing the listener address to {}", f.display()))?;
-            }
-            Some(tokio::spawn(soakwatch::watch::http::serve(
-                listener,
-                status.clone(),
-                token.clone(),
-            )))
-        }
-        None => None,
-    };
-    let prober = soakwatch::probe::Prober::new(cfg.clone())?;
-    let heartbeat = notify::Heartbeat::default();
-    let mut watch = watch.with_heartbeat(heartbeat.clone());
-    systemd.ready(heartbeat.clone());
-    // A leader that loses its lease (JetStream state) steps down and
-    // campaigns again as a standby, on a fresh view of the shared state.
-    let result = loop {
-        match watch
-            .run(&prober, &SystemClock, start.clone(), token.clone())
-            .await
-        {
-            Err(soakwatch::watch::WatchError::SteppedDown) if !token.is_cancelled() => {
-                // The soak goes on: a later term resumes it, never starts one.
-                start.new_soak = false;
-                start.t0 = None;
-                // The state's NATS may be out of reach (that is often why the
-                // lease was lost): a standby keeps trying until shutdown.
-                let reopened = loop {
-                    match Watch::open(cfg.clone(), status.clone()).await {
-                        Ok(w) => break Some(w),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "standby: the state is out of reach; retrying");
-                            tokio::select! {
-                                _ = token.cancelled() => break None,
-                                _ = tokio::time::sleep(cfg.watch.interval.max(Duration::from_secs(1))) => {}
-                            }
-                        }
-                    }
-                };
-                match reopened {
-                    Some(w) => watch = w.with_heartbeat(heartbeat.clone()),
-                    None => break Err(soakwatch::watch::WatchError::SteppedDown),
-                }
-            }
-            r => break r,
-        }
-    };
-    systemd.stopping();
-    token.cancel();
-    if let Some(s) = server {
-        let _ = s.await;
-    }
-    let summary = match result {
-        // Stopped while a standby: nothing to summarise, a clean exit.
-        Err(soakwatch::watch::WatchError::SteppedDown) => {
+    let shutdown = soakwatch::shutdown::shutdown_signal();
+    let summary = match run_daemon(cfg, start, addr_file, shutdown).await {
+        Ok(DaemonEnd::Finished(summary)) => summary,
+        Ok(DaemonEnd::StandbyStopped) => {
             println!("standby stopped: another watcher leads the soak");
             return Ok(ExitCode::SUCCESS);
         }
-        r => r?,
+        Err(DaemonError::Open(e)) => {
+            eprintln!("soakwatch watch: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
     };
     println!(
         "soak {}: {} ({}) after {} samples",
@@ -379,36 +280,15 @@ async fn run_watch(
 
 /// `soakwatch alert test`.
 async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
-    use soakwatch::alert::model::{
-        AlertItem, AlertState, Notification, NotificationKind, Severity,
-    };
     if cfg.alerts.routes.is_empty() {
         println!("no enabled alert routes in {}", cfg.source.display());
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
-    let now = chrono::Utc::now();
-    let n = Notification {
-        id: format!("test-{}-{}", now.timestamp_millis(), std::process::id()),
-        soak_id: "test".into(),
-        soak_name: cfg.soak.name.clone(),
-        created_at: now,
-        kind: NotificationKind::Test,
-        alerts: vec![AlertItem {
-            name: "soakwatch_test".into(),
-            criterion: None,
-            severity: Severity::Warning,
-            state: AlertState::Firing,
-            starts_at: now,
-            ends_at: None,
-            summary: "Test notification from soakwatch: this route works".into(),
-            evidence: format!(
-                "sent by `soakwatch alert test` with {}",
-                cfg.source.display()
-            ),
-            value: None,
-            target: "delivered".into(),
-        }],
-    };
+    let n = soakwatch::alert::model::Notification::test(
+        &cfg.soak.name,
+        &cfg.source,
+        chrono::Utc::now(),
+    );
     let http = soakwatch::http_client::notify_client(std::time::Duration::from_secs(10))?;
     let mut failed = 0;
     for r in &cfg.alerts.routes {

@@ -181,12 +181,198 @@ pub struct Verdict {
     pub instances: Vec<InstanceVerdict>,
 }
 
+/// Which watched consumer a per-consumer judgement is about: its durable,
+/// and its stream when the same durable name is watched on two streams
+/// (then the one name is two consumers). Shown as `<durable>` or
+/// `<durable>@<stream>`, the text stored history, alert labels, JSON,
+/// perfdata and `/metrics` carry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConsumerKey {
+    /// The durable name.
+    pub durable: String,
+    /// The stream, only when the durable alone is ambiguous.
+    pub stream: Option<String>,
+}
+
+impl ConsumerKey {
+    /// A consumer known by its durable name alone.
+    pub fn durable(durable: impl Into<String>) -> ConsumerKey {
+        ConsumerKey {
+            durable: durable.into(),
+            stream: None,
+        }
+    }
+
+    /// A durable named on more than one watched stream: this stream's.
+    pub fn on_stream(durable: impl Into<String>, stream: impl Into<String>) -> ConsumerKey {
+        ConsumerKey {
+            durable: durable.into(),
+            stream: Some(stream.into()),
+        }
+    }
+
+    /// Reads a shown key back. Stream names cannot hold `@`, so the last
+    /// `@` splits; whatever the split, the key shows as the text it was
+    /// read from.
+    pub fn parse(text: &str) -> ConsumerKey {
+        match text.rsplit_once('@') {
+            Some((durable, stream)) if !durable.is_empty() && !stream.is_empty() => {
+                ConsumerKey::on_stream(durable, stream)
+            }
+            _ => ConsumerKey::durable(text),
+        }
+    }
+}
+
+impl std::fmt::Display for ConsumerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.stream {
+            Some(stream) => write!(f, "{}@{stream}", self.durable),
+            None => f.write_str(&self.durable),
+        }
+    }
+}
+
+/// The stable id of one consumer's part of a per-consumer criterion,
+/// shown (and stored) as `<criterion>/<consumer key>`
+/// (`consumer_lag/normalize-hrv-durable`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId {
+    /// The per-consumer criterion.
+    pub criterion: CriterionId,
+    /// The consumer.
+    pub consumer: ConsumerKey,
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.criterion.as_str(), self.consumer)
+    }
+}
+
+/// What an id names: a whole criterion, or one consumer's part of one.
+/// The id alerts, alert state and the outbox carry; shown and stored as
+/// `<criterion>` or `<criterion>/<consumer key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JudgedId {
+    /// A criterion as a whole.
+    Criterion(CriterionId),
+    /// One consumer of a per-consumer criterion.
+    Instance(InstanceId),
+}
+
+impl JudgedId {
+    /// The criterion judged, whole or in part.
+    pub fn criterion(&self) -> CriterionId {
+        match self {
+            JudgedId::Criterion(c) => *c,
+            JudgedId::Instance(i) => i.criterion,
+        }
+    }
+
+    /// The consumer, when the id is one consumer's.
+    pub fn consumer(&self) -> Option<&ConsumerKey> {
+        match self {
+            JudgedId::Criterion(_) => None,
+            JudgedId::Instance(i) => Some(&i.consumer),
+        }
+    }
+}
+
+impl std::fmt::Display for JudgedId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JudgedId::Criterion(c) => f.write_str(c.as_str()),
+            JudgedId::Instance(i) => i.fmt(f),
+        }
+    }
+}
+
+/// An id that names no criterion (text from elsewhere, or a criterion this
+/// build does not know).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` names no criterion")]
+pub struct UnknownId(pub String);
+
+impl std::str::FromStr for InstanceId {
+    type Err = UnknownId;
+
+    fn from_str(text: &str) -> Result<InstanceId, UnknownId> {
+        let unknown = || UnknownId(text.to_string());
+        let (criterion, key) = text.split_once('/').ok_or_else(unknown)?;
+        let criterion = CriterionId::parse(criterion).ok_or_else(unknown)?;
+        if key.is_empty() {
+            return Err(unknown());
+        }
+        Ok(InstanceId {
+            criterion,
+            consumer: ConsumerKey::parse(key),
+        })
+    }
+}
+
+impl std::str::FromStr for JudgedId {
+    type Err = UnknownId;
+
+    fn from_str(text: &str) -> Result<JudgedId, UnknownId> {
+        if text.contains('/') {
+            return text.parse().map(JudgedId::Instance);
+        }
+        CriterionId::parse(text)
+            .map(JudgedId::Criterion)
+            .ok_or_else(|| UnknownId(text.to_string()))
+    }
+}
+
+/// Ordered as the shown text, the order lists and maps keyed by the old
+/// string ids had.
+macro_rules! ord_as_text {
+    ($t:ty) => {
+        impl Ord for $t {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.to_string().cmp(&other.to_string())
+            }
+        }
+
+        impl PartialOrd for $t {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+    };
+}
+
+ord_as_text!(ConsumerKey);
+ord_as_text!(InstanceId);
+ord_as_text!(JudgedId);
+
+/// Serde as the shown text, so stored records and JSON keep their strings.
+macro_rules! serde_as_text {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+serde_as_text!(InstanceId);
+serde_as_text!(JudgedId);
+
 /// One consumer's part of a per-consumer criterion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceVerdict {
     /// Stable id, `<criterion>/<durable>` (`consumer_lag/normalize-hrv-durable`);
     /// a durable name found on two watched streams is `<durable>@<stream>`.
-    pub id: String,
+    pub id: InstanceId,
     /// The durable.
     pub consumer: String,
     /// The stream it lives on.
@@ -334,5 +520,74 @@ mod tests {
                 .as_deref(),
             Some("\"p95_latency\"")
         );
+    }
+
+    /// The typed ids show, serialize and sort as the strings stored history,
+    /// alert names and labels, JSON, perfdata and `/metrics` carried.
+    #[test]
+    fn consumer_ids_show_as_the_old_strings() {
+        let lag = InstanceId {
+            criterion: CriterionId::ConsumerLag,
+            consumer: ConsumerKey::durable("normalize-hrv-durable"),
+        };
+        assert_eq!(lag.to_string(), "consumer_lag/normalize-hrv-durable");
+        let twice = InstanceId {
+            criterion: CriterionId::Redeliveries,
+            consumer: ConsumerKey::on_stream("shared", "AA_CORE_HOT"),
+        };
+        assert_eq!(twice.to_string(), "redeliveries/shared@AA_CORE_HOT");
+        assert_eq!(twice.consumer.to_string(), "shared@AA_CORE_HOT");
+        assert_eq!(
+            serde_json::to_value(&lag).expect("json"),
+            serde_json::json!("consumer_lag/normalize-hrv-durable")
+        );
+        let whole = JudgedId::Criterion(CriterionId::Dlq);
+        assert_eq!(whole.to_string(), "dlq");
+        assert_eq!(
+            serde_json::to_value(JudgedId::Instance(twice.clone())).expect("json"),
+            serde_json::json!("redeliveries/shared@AA_CORE_HOT")
+        );
+        // Ordered as the text: `a-b` before `a@S` (the fields would say otherwise).
+        let mut keys = [
+            ConsumerKey::on_stream("a", "S"),
+            ConsumerKey::durable("a-b"),
+        ];
+        keys.sort();
+        let shown: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        assert_eq!(shown, vec!["a-b", "a@S"]);
+    }
+
+    /// The old strings read back as the typed ids; a text naming no
+    /// criterion is refused, not guessed.
+    #[test]
+    fn consumer_ids_read_back_from_the_old_strings() {
+        for text in [
+            "consumer_lag/vendor-a",
+            "consumer_config/shared@AA_VENDOR_HOT",
+            "redeliveries/core-x",
+        ] {
+            let id: InstanceId = text.parse().expect("an instance id");
+            assert_eq!(id.to_string(), text);
+            let judged: JudgedId = text.parse().expect("a judged id");
+            assert_eq!(judged, JudgedId::Instance(id.clone()));
+            assert_eq!(judged.criterion(), id.criterion);
+            assert_eq!(judged.consumer(), Some(&id.consumer));
+            let back: InstanceId =
+                serde_json::from_value(serde_json::json!(text)).expect("from json");
+            assert_eq!(back, id);
+        }
+        let id: InstanceId = "consumer_config/shared@AA_VENDOR_HOT".parse().expect("id");
+        assert_eq!(
+            id.consumer,
+            ConsumerKey::on_stream("shared", "AA_VENDOR_HOT")
+        );
+        assert_eq!(
+            "consumer_lag".parse::<JudgedId>(),
+            Ok(JudgedId::Criterion(CriterionId::ConsumerLag))
+        );
+        assert!("retired/x".parse::<JudgedId>().is_err());
+        assert!("consumer_lag/".parse::<InstanceId>().is_err());
+        assert!("soakwatch_rollback".parse::<JudgedId>().is_err());
+        assert!(serde_json::from_value::<JudgedId>(serde_json::json!("nope")).is_err());
     }
 }

@@ -24,14 +24,16 @@ use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind,
 use crate::alert::routes::AlertsConfig;
 use crate::soak::model::SoakSummary;
 use crate::soak::store::{OutboxItem, OutboxOutcome, Store, StoreError};
-use crate::verdict::Status;
+use crate::verdict::{ConsumerKey, InstanceId, JudgedId, Status};
 
 /// What is known about one alert between cycles (persisted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertTrack {
     /// Alert name (`soakwatch_<criterion>`).
     pub name: String,
-    /// Criterion id.
+    /// What the alert is about, as shown: a [`JudgedId`]'s text, or the
+    /// alert's name for an alert about no criterion. Text, so the stored
+    /// state reads the same in every version.
     pub criterion: String,
     /// Currently firing.
     pub firing: bool,
@@ -110,7 +112,7 @@ impl AlertEngine {
                     changes.push(item(AlertState::Firing, sev, cand.since, summary));
                     let t = AlertTrack {
                         name: cand.key.clone(),
-                        criterion: cand.criterion.clone(),
+                        criterion: cand.criterion.to_string(),
                         firing: true,
                         severity: sev,
                         since: cand.since,
@@ -177,9 +179,10 @@ fn notification_id(
     }
     let mut h = sha2::Sha256::new();
     for a in alerts {
+        let criterion = a.criterion.as_ref().map(|c| c.to_string());
         for part in [
             a.name.as_str(),
-            a.criterion.as_deref().unwrap_or(""),
+            criterion.as_deref().unwrap_or(""),
             a.state.as_str(),
             &a.starts_at.timestamp_millis().to_string(),
         ] {
@@ -199,8 +202,8 @@ struct Candidate {
     key: String,
     /// Alert name (`soakwatch_<criterion>`), the same for every consumer.
     name: String,
-    /// Criterion id or per-consumer id (`consumer_lag/<durable>`).
-    criterion: String,
+    /// The criterion, or one consumer's part of it (`consumer_lag/<durable>`).
+    criterion: JudgedId,
     /// Severity and summary when it should fire now.
     desired: Option<(Severity, String)>,
     since: DateTime<Utc>,
@@ -257,8 +260,7 @@ fn candidates(
         let mut listed = std::collections::BTreeSet::new();
         let mut consumer_alerts = Vec::new();
         for i in c.last.instances.iter().filter(|_| per_consumer) {
-            let consumer_key = i.id.split_once('/').map_or(i.id.as_str(), |(_, k)| k);
-            let key = format!("{prefix}{consumer_key}");
+            let key = format!("{prefix}{}", i.id.consumer);
             listed.insert(key.clone());
             // Fires with the criterion's confirmed failure; once firing it
             // holds until the criterion recovers (its recovery hold is the
@@ -274,7 +276,7 @@ fn candidates(
             consumer_alerts.push(Candidate {
                 key,
                 name: name.clone(),
-                criterion: i.id.clone(),
+                criterion: JudgedId::Instance(i.id.clone()),
                 desired,
                 // The criterion's span: stable across a redone step.
                 since,
@@ -290,7 +292,7 @@ fn candidates(
         out.push(Candidate {
             key: name.clone(),
             name: name.clone(),
-            criterion: c.id.as_str().to_string(),
+            criterion: JudgedId::Criterion(c.id),
             desired: if carried {
                 unknown
             } else {
@@ -311,10 +313,14 @@ fn candidates(
                 break;
             }
             if t.firing && !listed.contains(key) {
+                let consumer = ConsumerKey::parse(&key[prefix.len()..]);
                 out.push(Candidate {
                     key: key.clone(),
                     name: name.clone(),
-                    criterion: t.criterion.clone(),
+                    criterion: JudgedId::Instance(InstanceId {
+                        criterion: c.id,
+                        consumer,
+                    }),
                     desired: None,
                     since: t.since,
                     recovered: format!("{} recovered: no longer failing", c.id.title()),
@@ -661,7 +667,10 @@ mod tests {
         s.criteria[0].last.instances = consumers
             .iter()
             .map(|(name, st)| crate::verdict::InstanceVerdict {
-                id: format!("consumer_lag/{name}"),
+                id: crate::verdict::InstanceId {
+                    criterion: CriterionId::ConsumerLag,
+                    consumer: crate::verdict::ConsumerKey::durable(*name),
+                },
                 consumer: name.to_string(),
                 stream: "AA_VENDOR_HOT".into(),
                 status: *st,
@@ -681,7 +690,7 @@ mod tests {
             .iter()
             .flat_map(|n| &n.alerts)
             .filter(|a| a.state == state)
-            .filter_map(|a| a.criterion.clone())
+            .filter_map(|a| a.criterion.as_ref().map(|c| c.to_string()))
             .collect()
     }
 

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::verdict::JudgedId;
+
 /// How bad: decides routes and whether the rollback may fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,8 +50,9 @@ impl AlertState {
 pub struct AlertItem {
     /// Stable name: `soakwatch_<criterion>` or `soakwatch_rollback`, `soakwatch_test`.
     pub name: String,
-    /// Criterion id, when the alert is about one.
-    pub criterion: Option<String>,
+    /// The criterion (or one consumer's part of one), when the alert is
+    /// about one.
+    pub criterion: Option<JudgedId>,
     /// Severity.
     pub severity: Severity,
     /// Firing or resolved.
@@ -116,6 +119,31 @@ pub struct Notification {
 }
 
 impl Notification {
+    /// The notification `soakwatch alert test` sends down every route: one
+    /// firing warning, `soakwatch_test`, about no criterion, naming the
+    /// config file (`source`) it was sent with.
+    pub fn test(soak_name: &str, source: &std::path::Path, now: DateTime<Utc>) -> Notification {
+        Notification {
+            id: format!("test-{}-{}", now.timestamp_millis(), std::process::id()),
+            soak_id: "test".into(),
+            soak_name: soak_name.to_string(),
+            created_at: now,
+            kind: NotificationKind::Test,
+            alerts: vec![AlertItem {
+                name: "soakwatch_test".into(),
+                criterion: None,
+                severity: Severity::Warning,
+                state: AlertState::Firing,
+                starts_at: now,
+                ends_at: None,
+                summary: "Test notification from soakwatch: this route works".into(),
+                evidence: format!("sent by `soakwatch alert test` with {}", source.display()),
+                value: None,
+                target: "delivered".into(),
+            }],
+        }
+    }
+
     /// Highest severity among its firing alerts (among all when none fires).
     pub fn severity(&self) -> Severity {
         // What is firing sets the severity: a critical that resolved in the
@@ -133,17 +161,21 @@ impl Notification {
 
     /// A subject line: "[soakwatch] FIRING critical: dlq, success_rate (phase-b-staging)".
     pub fn subject(&self) -> String {
-        let firing: Vec<&str> = self
+        let shown = |a: &AlertItem| match &a.criterion {
+            Some(c) => c.to_string(),
+            None => a.name.clone(),
+        };
+        let firing: Vec<String> = self
             .alerts
             .iter()
             .filter(|a| a.state == AlertState::Firing)
-            .map(|a| a.criterion.as_deref().unwrap_or(a.name.as_str()))
+            .map(shown)
             .collect();
-        let resolved: Vec<&str> = self
+        let resolved: Vec<String> = self
             .alerts
             .iter()
             .filter(|a| a.state == AlertState::Resolved)
-            .map(|a| a.criterion.as_deref().unwrap_or(a.name.as_str()))
+            .map(shown)
             .collect();
         let mut parts = Vec::new();
         if !firing.is_empty() {
@@ -209,10 +241,39 @@ impl Notification {
 mod tests {
     use super::*;
 
+    /// `alert test`'s notification: one firing warning about no criterion,
+    /// saying which config sent it.
+    #[test]
+    fn the_test_notification_is_one_firing_warning_naming_its_config() {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        let n = Notification::test("phase-b", std::path::Path::new("/etc/checks.toml"), now);
+        assert_eq!(n.kind, NotificationKind::Test);
+        assert_eq!(n.soak_id, "test");
+        assert_eq!(n.soak_name, "phase-b");
+        assert!(n.id.starts_with("test-0-"), "{}", n.id);
+        let [a] = n.alerts.as_slice() else {
+            panic!("one alert: {:?}", n.alerts);
+        };
+        assert_eq!(a.name, "soakwatch_test");
+        assert_eq!(a.criterion, None);
+        assert_eq!(
+            (a.severity, a.state),
+            (Severity::Warning, AlertState::Firing)
+        );
+        assert_eq!(
+            a.evidence,
+            "sent by `soakwatch alert test` with /etc/checks.toml"
+        );
+        assert_eq!(
+            n.subject(),
+            Notification::test("phase-b", std::path::Path::new("x"), now).subject()
+        );
+    }
+
     fn item(criterion: &str, severity: Severity, state: AlertState) -> AlertItem {
         AlertItem {
             name: format!("soakwatch_{criterion}"),
-            criterion: Some(criterion.into()),
+            criterion: Some(criterion.parse().expect("a criterion id")),
             severity,
             state,
             starts_at: DateTime::<Utc>::UNIX_EPOCH,

@@ -29,9 +29,8 @@ impl Route {
         let sev = self.severities.is_empty() || self.severities.contains(&a.severity);
         let crit = self.criteria.is_empty()
             || a.criterion
-                .as_deref()
-                .map(|c| c.split_once('/').map_or(c, |(kind, _)| kind))
-                .is_none_or(|c| self.criteria.iter().any(|id| id.as_str() == c));
+                .as_ref()
+                .is_none_or(|c| self.criteria.contains(&c.criterion()));
         sev && crit
     }
 

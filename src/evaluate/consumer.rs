@@ -13,16 +13,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::{ago, combine, part, secs, Ctx, Part};
 use crate::config::{Config, ConsumerExpect, ServiceEnvConfig};
 use crate::sample::{ConsumerLookup, ConsumerState, EnvState, Snapshot};
-use crate::verdict::{CriterionId as C, InstanceVerdict, Status, Verdict};
+use crate::verdict::{ConsumerKey, CriterionId as C, InstanceId, InstanceVerdict, Status, Verdict};
 
 /// Most consumers named in one criterion's evidence; the rest are counted.
 const SHOWN: usize = 5;
 
 /// One consumer the soak watches in this snapshot.
 pub(super) struct Watched {
-    /// The id's consumer part: the durable, or `durable@stream` when the
-    /// name is on two watched streams.
-    key: String,
+    /// The id's consumer part: the durable, with its stream when the name
+    /// is on two watched streams.
+    key: ConsumerKey,
     durable: String,
     stream: String,
     expect: ConsumerExpect,
@@ -63,7 +63,7 @@ impl Fleet {
             .named
             .iter()
             .map(|c| Watched {
-                key: c.durable.clone(),
+                key: ConsumerKey::durable(&c.durable),
                 durable: c.durable.clone(),
                 stream: c.stream.clone(),
                 expect: c.expectation(),
@@ -95,7 +95,7 @@ impl Fleet {
                             count += 1;
                             if taken.insert((stream.clone(), c.name.clone())) {
                                 watched.push(Watched {
-                                    key: c.name.clone(),
+                                    key: ConsumerKey::durable(&c.name),
                                     durable: c.name.clone(),
                                     stream: stream.clone(),
                                     expect: sel.expectation_of(&c.name),
@@ -131,7 +131,7 @@ impl Fleet {
             .collect();
         for w in &mut watched {
             if twice.contains(&w.durable) {
-                w.key = format!("{}@{}", w.durable, w.stream);
+                w.key = ConsumerKey::on_stream(&w.durable, &w.stream);
             }
         }
         Fleet {
@@ -150,7 +150,10 @@ fn instance(
     evidence: impl Into<String>,
 ) -> InstanceVerdict {
     InstanceVerdict {
-        id: format!("{}/{}", id.as_str(), w.key),
+        id: InstanceId {
+            criterion: id,
+            consumer: w.key.clone(),
+        },
         consumer: w.durable.clone(),
         stream: w.stream.clone(),
         status,
@@ -759,7 +762,7 @@ mod tests {
     fn instance<'v>(v: &'v Verdict, id: &str) -> &'v crate::verdict::InstanceVerdict {
         v.instances
             .iter()
-            .find(|i| i.id == id)
+            .find(|i| i.id.to_string() == id)
             .unwrap_or_else(|| panic!("no {id} in {:?}", v.instances))
     }
 
@@ -771,7 +774,7 @@ mod tests {
         let lag = get(&v, C::ConsumerLag);
         // The named durable, core-x, vendor-a, vendor-b: not the ephemeral
         // consumer, not the excluded one.
-        let ids: Vec<&str> = lag.instances.iter().map(|i| i.id.as_str()).collect();
+        let ids: Vec<String> = lag.instances.iter().map(|i| i.id.to_string()).collect();
         assert_eq!(
             ids,
             vec![

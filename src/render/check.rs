@@ -206,7 +206,7 @@ fn instance_lines(v: &Verdict) -> String {
         out.push_str(&format!(
             "         - {} {}: {} ({})\n",
             i.status.as_str().to_uppercase(),
-            untrusted(&i.id),
+            untrusted(&i.id.to_string()),
             untrusted(&i.observed),
             untrusted(&i.evidence)
         ));
@@ -290,7 +290,7 @@ struct JsonCriterion<'a> {
 
 #[derive(Serialize)]
 struct JsonInstance<'a> {
-    id: &'a str,
+    id: String,
     consumer: &'a str,
     stream: &'a str,
     status: &'a str,
@@ -383,7 +383,7 @@ pub fn json(r: &CheckReport) -> String {
                     .instances
                     .iter()
                     .map(|i| JsonInstance {
-                        id: &i.id,
+                        id: i.id.to_string(),
                         consumer: &i.consumer,
                         stream: &i.stream,
                         status: i.status.as_str(),
@@ -591,7 +591,7 @@ pub fn perf_item(v: &Verdict) -> Option<String> {
 pub fn perf_items(v: &Verdict) -> Vec<String> {
     let mut out: Vec<String> = perf_item(v).into_iter().collect();
     for i in &v.instances {
-        out.extend(perf_item_labelled(&i.to_verdict(v.id), &i.id));
+        out.extend(perf_item_labelled(&i.to_verdict(v.id), &i.id.to_string()));
     }
     out
 }
@@ -733,7 +733,7 @@ pub fn consumer_families<'a>(
         for i in &v.instances {
             let labels = [
                 ("soak", soak),
-                ("criterion", i.id.as_str()),
+                ("criterion", &i.id.to_string()),
                 ("consumer", i.consumer.as_str()),
                 ("stream", i.stream.as_str()),
             ];
@@ -753,7 +753,7 @@ pub fn consumer_families<'a>(
             {
                 let labels = [
                     ("soak", soak),
-                    ("criterion", i.id.as_str()),
+                    ("criterion", &i.id.to_string()),
                     ("consumer", i.consumer.as_str()),
                     ("stream", i.stream.as_str()),
                 ];

@@ -435,7 +435,7 @@ fn consumers_table(s: &SoakSummary, out: &mut String) {
     for c in s.consumers.iter().take(MAX_CONSUMERS_SHOWN) {
         out.push_str(&format!(
             "<tr><th scope=\"row\"><code>{}</code></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"evidence\">{}</td></tr>\n",
-            text(&c.id),
+            text(&c.id.to_string()),
             text(&c.stream),
             status_cell(c.now),
             status_cell(c.worst),

@@ -358,7 +358,7 @@ fn consumers_section(s: &SoakSummary, out: &mut String) {
     for c in s.consumers.iter().take(REPORT_CONSUMERS) {
         out.push_str(&format!(
             "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            line(&c.id).replace('`', "'"),
+            line(&c.id.to_string()).replace('`', "'"),
             cell(&c.stream),
             c.now.as_str(),
             c.worst.as_str(),

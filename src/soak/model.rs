@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rollback::StepRecord;
 use crate::sample::Snapshot;
-use crate::verdict::{CriterionId, Status, Verdict};
+use crate::verdict::{CriterionId, InstanceId, Status, Verdict};
 
 /// A stretch of time during which a criterion held one (debounced) status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,8 +314,8 @@ fn percent(ratio: f64) -> String {
 /// One consumer's part of one per-consumer criterion over the soak.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsumerSummary {
-    /// Stable id, `consumer_lag/<durable>`.
-    pub id: String,
+    /// Stable id, stored as `consumer_lag/<durable>`.
+    pub id: InstanceId,
     /// The stream it lives on.
     pub stream: String,
     /// Its raw status in the newest cycle (pass when it is not marked).

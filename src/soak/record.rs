@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::{CriterionId, Status, Verdict};
+use crate::verdict::{CriterionId, InstanceId, Status, Verdict};
 
 /// The soak's identity, recorded once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,8 +272,8 @@ pub const MAX_MARKS_PER_CRITERION: usize = 50;
 /// One consumer not passing one per-consumer criterion in one cycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsumerMark {
-    /// Stable id, `consumer_lag/<durable>`.
-    pub id: String,
+    /// Stable id, stored as `consumer_lag/<durable>`.
+    pub id: InstanceId,
     /// The stream it lives on.
     pub stream: String,
     /// Its raw status.
@@ -353,7 +353,7 @@ mod tests {
             dlq_last_seq: Some(9),
             dlq_counter: Some(3.0),
             consumers: vec![ConsumerMark {
-                id: "consumer_lag/orders".into(),
+                id: "consumer_lag/orders".parse().expect("an instance id"),
                 stream: "EVENTS".into(),
                 status: Status::Fail,
                 value: Some(17.0),
@@ -384,6 +384,41 @@ mod tests {
         assert_eq!(rec.status_of(CriterionId::Topology), Status::Pass);
         assert_eq!(rec.status_of(CriterionId::ConsumerLag), Status::Fail);
         assert_eq!(rec.status_of(CriterionId::Dlq), Status::NotConfigured);
+        // Its consumer mark's id, stored as text, reads as a typed id.
+        assert_eq!(
+            rec.consumers[0].id,
+            InstanceId {
+                criterion: CriterionId::ConsumerLag,
+                consumer: crate::verdict::ConsumerKey::durable("orders"),
+            }
+        );
+    }
+
+    /// A consumer mark stores its id as the text it always had
+    /// (`<criterion>/<durable>`, `<criterion>/<durable>@<stream>`), and a
+    /// stored mark with such a text reads back as the typed id.
+    #[test]
+    fn a_consumer_marks_id_is_stored_as_its_old_text() {
+        let rec = fixture_record();
+        let raw: serde_json::Value = rmp_serde::from_slice(&encode(&rec)).expect("raw");
+        assert_eq!(raw["consumers"][0]["id"], "consumer_lag/orders");
+
+        let mut old = raw.clone();
+        old["consumers"][0]["id"] = serde_json::json!("redeliveries/shared@AA_CORE_HOT");
+        let back: CycleRecord =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&old).unwrap_or_default())
+                .expect("decodes");
+        let id = &back.consumers[0].id;
+        assert_eq!(id.criterion, CriterionId::Redeliveries);
+        assert_eq!(
+            id.consumer,
+            crate::verdict::ConsumerKey::on_stream("shared", "AA_CORE_HOT")
+        );
+        let again: serde_json::Value = rmp_serde::from_slice(&encode(&back)).expect("raw");
+        assert_eq!(
+            again["consumers"][0]["id"],
+            "redeliveries/shared@AA_CORE_HOT"
+        );
     }
 
     /// The stored form names each criterion; an id this build does not know

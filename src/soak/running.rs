@@ -333,7 +333,7 @@ pub struct RunningSummary {
     totals: crate::soak::totals::TotalsRun,
     series: SeriesRun,
     /// Consumers ever marked not passing, by id (bounded by the fleet).
-    consumers: std::collections::BTreeMap<String, ConsumerSummary>,
+    consumers: std::collections::BTreeMap<crate::verdict::InstanceId, ConsumerSummary>,
 }
 
 impl RunningSummary {
@@ -991,7 +991,7 @@ mod tests {
     fn consumers_that_did_not_pass_are_tallied_by_id_and_the_rest_cost_nothing() {
         use crate::soak::record::ConsumerMark;
         let mark = |id: &str, status, lag| ConsumerMark {
-            id: id.into(),
+            id: id.parse().expect("an instance id"),
             stream: "AA_VENDOR_HOT".into(),
             status,
             value: Some(lag),
@@ -1015,7 +1015,7 @@ mod tests {
             planned_secs: 3600.0,
         };
         let s = r.summary(&meta, &[], None);
-        let ids: Vec<&str> = s.consumers.iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<String> = s.consumers.iter().map(|c| c.id.to_string()).collect();
         assert_eq!(ids, vec!["consumer_lag/vendor-a", "consumer_lag/vendor-b"]);
         let a = &s.consumers[0];
         assert_eq!((a.worst, a.now), (Status::Fail, Status::Pass));

@@ -42,6 +42,7 @@ mod read;
 pub mod rollback;
 pub mod signoff;
 mod status;
+pub mod supervisor;
 
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use read::{load_summary, summary_as_check, write_summary_report};

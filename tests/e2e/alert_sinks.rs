@@ -63,7 +63,7 @@ fn alert(
 ) -> AlertItem {
     AlertItem {
         name: format!("soakwatch_{criterion}"),
-        criterion: Some(criterion.to_string()),
+        criterion: Some(criterion.parse().expect("a criterion id")),
         severity,
         state,
         starts_at,

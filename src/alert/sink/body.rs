@@ -110,9 +110,9 @@ pub fn soakwatch_json(n: &Notification) -> Value {
 pub fn alertmanager_labels(n: &Notification, a: &AlertItem) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     l.insert("alertname".to_string(), a.name.clone());
-    if let Some(c) = a.criterion.as_deref().filter(|c| !c.is_empty()) {
+    if let Some(c) = &a.criterion {
         l.insert("criterion".to_string(), c.to_string());
-        if let Some((_, consumer)) = c.split_once('/') {
+        if let Some(consumer) = c.consumer() {
             l.insert("consumer".to_string(), consumer.to_string());
         }
     }
@@ -354,6 +354,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::alert::model::{NotificationKind, Severity};
+    use crate::verdict::{CriterionId, JudgedId};
     use chrono::TimeZone;
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -372,7 +373,7 @@ mod tests {
             alerts: vec![
                 AlertItem {
                     name: "soakwatch_dlq".into(),
-                    criterion: Some("dlq".into()),
+                    criterion: Some(JudgedId::Criterion(CriterionId::Dlq)),
                     severity: Severity::Critical,
                     state: AlertState::Firing,
                     starts_at: t("2026-11-27T05:30:00Z"),
@@ -384,7 +385,7 @@ mod tests {
                 },
                 AlertItem {
                     name: "soakwatch_consumer_lag".into(),
-                    criterion: Some("consumer_lag".into()),
+                    criterion: Some(JudgedId::Criterion(CriterionId::ConsumerLag)),
                     severity: Severity::Warning,
                     state: AlertState::Resolved,
                     starts_at: t("2026-11-27T05:00:00Z"),
@@ -396,6 +397,26 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// A consumer's alert is labelled with the same strings as before the
+    /// typed id: `criterion` the full id, `consumer` its consumer part.
+    #[test]
+    fn a_consumer_alerts_labels_keep_their_strings() {
+        let mut n = sample();
+        let id: JudgedId = "consumer_lag/shared@AA_CORE_HOT".parse().expect("id");
+        n.alerts[1].criterion = Some(id);
+        let l = alertmanager_labels(&n, &n.alerts[1]);
+        assert_eq!(l["criterion"], "consumer_lag/shared@AA_CORE_HOT");
+        assert_eq!(l["consumer"], "shared@AA_CORE_HOT");
+        let whole = alertmanager_labels(&n, &n.alerts[0]);
+        assert_eq!(whole["criterion"], "dlq");
+        assert!(!whole.contains_key("consumer"));
+        let v = soakwatch_json(&n);
+        assert_eq!(
+            v["alerts"][1]["criterion"],
+            "consumer_lag/shared@AA_CORE_HOT"
+        );
     }
 
     #[test]
