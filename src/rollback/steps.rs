@@ -22,6 +22,9 @@ const OUTPUT_TAIL: usize = 2560;
 /// After the restart command exits, how long its output pipes may stay open
 /// (a daemon it started may hold them) before reading stops.
 const PIPE_DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// Longest the pipes are read after the command exited, however much still
+/// arrives (a daemon the command started writing to them).
+const PIPE_DRAIN_CAP: Duration = Duration::from_secs(5);
 /// How often the log is polled for new lines.
 const LOG_POLL: Duration = Duration::from_millis(150);
 /// Most bytes read from the log per poll, so a flood cannot exhaust memory.
@@ -408,10 +411,13 @@ struct Captured {
     head: Vec<u8>,
     tail: std::collections::VecDeque<u8>,
     cut: usize,
+    /// Bytes received in all (the drain watches it move).
+    received: usize,
 }
 
 impl Captured {
     fn push(&mut self, mut data: &[u8]) {
+        self.received += data.len();
         if self.head.len() < OUTPUT_HEAD {
             let n = (OUTPUT_HEAD - self.head.len()).min(data.len());
             self.head.extend_from_slice(&data[..n]);
@@ -438,6 +444,44 @@ impl Captured {
 }
 
 /// Copies a pipe into the shared buffer until EOF.
+/// Waits for the output pumps after the command exited: until both pipes
+/// are at their end, or no byte arrived for [`PIPE_DRAIN_GRACE`], or
+/// [`PIPE_DRAIN_CAP`] passed (a daemon holding the pipes open).
+async fn drain(
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+    buf: &Arc<Mutex<Captured>>,
+    pgid: Option<u32>,
+) {
+    let cap = tokio::time::Instant::now() + PIPE_DRAIN_CAP;
+    let seen = |b: &Arc<Mutex<Captured>>| match b.lock() {
+        Ok(c) => c.received,
+        Err(p) => p.into_inner().received,
+    };
+    let mut last = (seen(buf), tokio::time::Instant::now());
+    loop {
+        if pumps.iter().all(|p| p.is_finished()) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let got = seen(buf);
+        if got != last.0 {
+            last = (got, now);
+        }
+        // With nothing left in the command's process group, the pipes are
+        // bound to end: wait for that (up to the cap) however slowly a
+        // loaded machine delivers it. Something left (a daemon it started)
+        // may hold them open: stop once they were quiet for the grace.
+        let quiet = now.duration_since(last.1) >= PIPE_DRAIN_GRACE && group_alive(pgid);
+        if now >= cap || quiet {
+            for p in &pumps {
+                p.abort();
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, buf: Arc<Mutex<Captured>>) {
     let mut chunk = [0u8; 4096];
     loop {
@@ -515,14 +559,10 @@ pub async fn restart_with_env(
         let _ = child.kill().await;
     }
     // Output written before the exit is in the pipes; a daemon the command
-    // started may keep them open, so stop reading after a short grace.
-    let drain_deadline = tokio::time::Instant::now() + PIPE_DRAIN_GRACE;
-    for p in pumps {
-        let abort = p.abort_handle();
-        if tokio::time::timeout_at(drain_deadline, p).await.is_err() {
-            abort.abort();
-        }
-    }
+    // started may keep them open. Reading goes on while output still
+    // arrives (a loaded machine may deliver the last lines late) and stops
+    // once the pipes were quiet for a short grace, or at a hard cap.
+    drain(pumps, &buf, pgid).await;
     let output = match buf.lock() {
         Ok(b) => b.text(),
         Err(p) => p.into_inner().text(),
@@ -613,6 +653,24 @@ fn is_executable_file(p: &Path) -> bool {
 
 /// SIGKILLs the process group `pgid` (the restart command and everything it
 /// started in its group) with kill(1), since the crate has no libc binding.
+/// Whether any process of the command's process group is still alive.
+fn group_alive(pgid: Option<u32>) -> bool {
+    #[cfg(unix)]
+    {
+        let Some(pgid) = pgid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) else {
+            return true;
+        };
+        // SAFETY: kill(2) with signal 0 only checks that the group exists
+        // and may be signalled; it sends nothing.
+        unsafe { libc::kill(-pgid, 0) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pgid;
+        true
+    }
+}
+
 async fn kill_group(pgid: Option<u32>) {
     #[cfg(unix)]
     if let Some(pgid) = pgid.filter(|p| *p > 1) {
