@@ -497,8 +497,11 @@ pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, St
         verdict_line(s),
     );
     if let Some(end) = &s.edges.ended {
+        // Before the verdict line (each header line ends in a Markdown
+        // line break; the verdict line closes the block).
+        let at = out.find("**Verdict:**").unwrap_or(out.len());
         out.insert_str(
-            out.len() - 1,
+            at,
             &format!(
                 "**Signed off:** {} at T0 + {}; the verdict is frozen (a restarted watcher or a later config does not change it)  \n",
                 ts(end.at),
@@ -507,10 +510,8 @@ pub fn render_markdown(summary: &SoakSummary, title: &str, charts: &[(String, St
         );
     }
     if let Some(head) = s.head_note() {
-        out.insert_str(
-            out.len() - 1,
-            &format!("**Watched from:** {}  \n", line(&head)),
-        );
+        let at = out.find("**Verdict:**").unwrap_or(out.len());
+        out.insert_str(at, &format!("**Watched from:** {}  \n", line(&head)));
     }
 
     out.push_str("## Health checks\n\n");

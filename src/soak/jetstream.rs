@@ -952,35 +952,6 @@ impl JetStreamStore {
         ))
     }
 
-    /// Takes over a latch a previous leader took but never acted on beyond
-    /// the idempotent env edit (no restart marked): compare-and-set on the journal, so
-    /// a late mark of the old holder and this takeover cannot both win.
-    /// True when this watcher now holds the latch and may run it.
-    pub async fn retake_rollback_latch(&self, soak_id: &str) -> Result<bool, StoreError> {
-        self.may_write()?;
-        let key = format!("rollback.{soak_id}");
-        let Some(e) = self.get(&key).await? else {
-            return Ok(false);
-        };
-        let mut rec: RollbackRec = decode(&e.value)?;
-        // The env edit sets fixed keys to fixed values (idempotent): a
-        // holder marked at it, or before, never restarted anything. The
-        // restart is marked before it runs.
-        let never_acted =
-            rec.state == RollbackState::Started && rec.acting.is_none_or(|(step, _)| step <= 1);
-        let Some(held) = self.fence.held().filter(|_| never_acted) else {
-            return Ok(false);
-        };
-        rec.holder = Some(held.term_id());
-        rec.lease_revision = Some(held.revision);
-        self.may_write()?;
-        match self.kv.update(&key, encode(&rec)?.into(), e.revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(nats_err("taking over the rollback latch", e)),
-        }
-    }
-
     /// Saves the rollback's progress or its end (on the latch's revision).
     pub async fn save_rollback<T: Serialize>(
         &self,

@@ -709,11 +709,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// One writer by lock file: a latch is never taken over.
-    pub async fn retake_rollback_latch(&self, _soak_id: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-
     /// Every outbox row of a soak as stored (for the migration).
     pub async fn outbox_rows(&self, soak_id: &str) -> Result<Vec<OutboxCopy>, StoreError> {
         let rows = sqlx::query(

@@ -333,12 +333,6 @@ impl Store {
         both!(self, s => s.mark_acting(soak_id, step, rev, term_id).await)
     }
 
-    /// Takes over a previous leader's latch it never acted on (JetStream);
-    /// true when this watcher may now run the rollback.
-    pub async fn retake_rollback_latch(&self, soak_id: &str) -> Result<bool, StoreError> {
-        both!(self, s => s.retake_rollback_latch(soak_id).await)
-    }
-
     /// Saves the rollback's progress or its end.
     pub async fn save_rollback<T: Serialize>(
         &self,

@@ -1468,28 +1468,6 @@ impl Watch {
         if crate::soak::lease::boot_now() < at || !self.store.may_act() {
             return;
         }
-        // Never acted on (no step marked or journaled): the previous leader
-        // was stopped between its latch and its first step, and can no
-        // longer act. This leader takes the latch over and runs it, once.
-        match self.store.retake_rollback_latch(&self.soak.meta.id).await {
-            Ok(true) => {
-                self.interrupted_check_at = None;
-                let trigger = match rollback::view(&self.store, &self.soak.meta.id).await {
-                    Ok(Some(v)) => v.trigger,
-                    _ => "the previous leader's trigger".to_string(),
-                };
-                tracing::warn!(trigger = %trigger, "the previous leader took the rollback latch but never acted: this leader runs the rollback");
-                if let Some(settings) = self.cfg.rollback.clone() {
-                    self.spawn_rollback_with(settings, trigger, now, clock.handle());
-                }
-                return;
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "the previous leader's rollback latch could not be taken over; retrying");
-                return;
-            }
-        }
         match rollback::check_interrupted(
             &self.store,
             &self.cfg.alerts,

@@ -855,16 +855,18 @@ async fn a_leader_frozen_at_its_latch_never_runs_the_rollback_beside_the_new_lea
             runs <= 1,
             "trial {trial}: the restart ran {runs} times\n{logs}"
         );
-        // Frozen before it marked the restart, the old leader never runs it
-        // (the lease names another watcher when it wakes) and the new
-        // leader takes the latch over and runs the rollback: exactly once.
-        // Frozen after marking the restart, it is reported interrupted,
-        // never re-run.
-        match runs {
-            1 => assert!(state == "done", "trial {trial}: state {state}\n{logs}"),
-            _ => assert_eq!(state, "interrupted", "trial {trial}\n{logs}"),
+        // Frozen before its restart, the old leader never runs it when it
+        // wakes (the lease names another watcher), and the new leader
+        // reports the rollback interrupted once that lease could no longer
+        // act, never re-running it: at most once. A restart that ran before
+        // the freeze is reported interrupted as well (its end is not known).
+        assert_eq!(state, "interrupted", "trial {trial}\n{logs}");
+        if runs == 0 {
+            assert!(
+                logs.contains("NOT run"),
+                "trial {trial}: the woken leader\n{logs}"
+            );
         }
-
         eprintln!("trial {trial}: restart ran {runs} time(s), journal {state}");
     }
 }
