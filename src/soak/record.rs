@@ -288,7 +288,9 @@ pub struct ConsumerMark {
 mod tests {
     use super::*;
 
-    /// `CriterionId::ALL` when the fixture was written.
+    /// `CriterionId::ALL` when the fixture was written. Written out apart
+    /// from `POSITIONAL_ORDER` on purpose (the duplicate the tools flag):
+    /// an edit of that list must make this test fail, not follow it.
     const ORDER_WHEN_WRITTEN: [CriterionId; 13] = [
         CriterionId::Topology,
         CriterionId::ConsumerConfig,
