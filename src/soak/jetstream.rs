@@ -25,8 +25,8 @@ use crate::sample::Snapshot;
 use crate::soak::lease::Fence;
 use crate::soak::record::{CycleRecord, SoakMeta};
 use crate::soak::types::{
-    Baselines, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, RollbackState, SoakEnd,
-    SoakRecord, StoreError,
+    Baselines, LatchClaim, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, RollbackState,
+    SoakEnd, SoakRecord, StoreError,
 };
 
 /// Largest snapshot published whole: below NATS' default 1 MB max_payload
@@ -132,6 +132,21 @@ pub struct JetStreamStore {
     /// [`JetStreamStore::begin_term`]): every cycle append expects it, so a
     /// deposed leader's late append is refused by the server.
     cycle_seq: std::sync::Mutex<Option<u64>>,
+    /// Held across every read-and-compare-and-set of the rollback latch key
+    /// (the latch, the step marks, the journal, a takeover), so this process
+    /// never sends two of them at once. nats-server before 2.9.21 checks
+    /// `Nats-Expected-Last-Subject-Sequence` of a clustered stream before the
+    /// Raft proposal, not in it: two concurrent updates expecting the same
+    /// revision may both be accepted (nats-io/nats-server#4320; Debian ships
+    /// 2.9.10). A journal save racing a step mark then erased the mark, and a
+    /// later leader took a rollback whose restart had run for one never
+    /// acted on. Writes of two processes are apart by the fence margin.
+    rollback_writes: tokio::sync::Mutex<()>,
+    /// The revision this term last wrote to each state key (alert tracks,
+    /// checkpoints, the soak's record and end), cleared when a term begins:
+    /// every later write of the key expects it, so a key another term wrote
+    /// since is never overwritten, and this writer learns it was deposed.
+    written: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// Header naming the lease revision of a term marker on the cycle subject.
@@ -235,6 +250,8 @@ impl JetStreamStore {
             fence: Arc::new(Fence::new(access == Access::Leader)),
             read_only: access == Access::ReadOnly,
             cycle_seq: std::sync::Mutex::new(None),
+            rollback_writes: tokio::sync::Mutex::new(()),
+            written: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -274,12 +291,62 @@ impl JetStreamStore {
         Ok(e.filter(|e| e.operation == kv::Operation::Put))
     }
 
+    /// Writes a state key as this term's leader (compare-and-set). The
+    /// first write of a key in a term expects the revision read just before
+    /// (read again if another write slips in); every later one expects the
+    /// revision this term wrote last. A mismatch then means another term
+    /// wrote the key meanwhile: this watcher was deposed, its fence closes
+    /// and the write is refused, so a deposed leader's late write never
+    /// overwrites the new leader's state. Without an enforced fence (a tool
+    /// beside the daemon) it is a plain put.
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<u64, StoreError> {
         self.may_write()?;
-        self.kv
-            .put(key, value.into())
+        if !self.fence.is_enforced() {
+            return self
+                .kv
+                .put(key, value.into())
+                .await
+                .map_err(|e| nats_err(&format!("writing {key}"), e));
+        }
+        let known = self.written.lock().ok().and_then(|w| w.get(key).copied());
+        let mut expect = match known {
+            Some(rev) => rev,
+            None => self.current_revision(key).await?,
+        };
+        for _ in 0..3 {
+            self.may_write()?;
+            match self.kv.update(key, value.clone().into(), expect).await {
+                Ok(rev) => {
+                    if let Ok(mut w) = self.written.lock() {
+                        w.insert(key.to_string(), rev);
+                    }
+                    return Ok(rev);
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    if known.is_some() {
+                        tracing::error!(key, "a state key was written by another term since this one wrote it: this watcher no longer leads");
+                        self.fence.close_for_write();
+                        return Err(StoreError::NotLeader);
+                    }
+                    // This term never wrote it: the revision read was
+                    // stale (a follower's answer) or a write slipped in.
+                    expect = self.current_revision(key).await?;
+                }
+                Err(e) => return Err(nats_err(&format!("writing {key}"), e)),
+            }
+        }
+        Err(nats_err(&format!("writing {key}"), "the key kept changing"))
+    }
+
+    /// The key's last revision on the server, deleted or not (0 when never
+    /// written): what a first compare-and-set of this term expects.
+    async fn current_revision(&self, key: &str) -> Result<u64, StoreError> {
+        let e = self
+            .kv
+            .entry(key)
             .await
-            .map_err(|e| nats_err(&format!("writing {key}"), e))
+            .map_err(|e| nats_err(&format!("reading {key}"), e))?;
+        Ok(e.map(|e| e.revision).unwrap_or(0))
     }
 
     /// Keys starting with `prefix` (which ends in `.`), from the bucket
@@ -443,6 +510,9 @@ impl JetStreamStore {
             Err(e) => return Err(nats_err(&format!("reading {subject}"), e)),
         };
         let rev = self.fence.held().map(|h| h.revision).unwrap_or(0);
+        if let Ok(mut w) = self.written.lock() {
+            w.clear();
+        }
         let seq = self
             .publish_expecting(
                 subject,
@@ -869,8 +939,15 @@ impl JetStreamStore {
         trigger: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _one_writer = self.rollback_writes.lock().await;
         self.may_write()?;
-        let held = self.fence.held();
+        // A latch names a term: without a held lease there is none to name,
+        // and a latch naming nobody could be taken over by nobody's check.
+        let held = match self.fence.held() {
+            Some(h) => Some(h),
+            None if self.fence.is_enforced() => return Err(StoreError::NotLeader),
+            None => None,
+        };
         let rec = RollbackRec {
             state: RollbackState::Started,
             trigger: trigger.to_string(),
@@ -918,6 +995,7 @@ impl JetStreamStore {
         rev: u64,
         term_id: &str,
     ) -> Result<(), StoreError> {
+        let _one_writer = self.rollback_writes.lock().await;
         self.may_write()?;
         let key = format!("rollback.{soak_id}");
         let Some(e) = self.get(&key).await? else {
@@ -953,22 +1031,32 @@ impl JetStreamStore {
     }
 
     /// Saves the rollback's progress or its end (on the latch's revision).
+    /// With `term_id`, only while the latch still names that term: a
+    /// deposed holder's journal never overwrites the one of the leader that
+    /// took its latch over.
     pub async fn save_rollback<T: Serialize>(
         &self,
         soak_id: &str,
         state: RollbackState,
         steps: &T,
         finished: Option<DateTime<Utc>>,
+        term_id: Option<&str>,
     ) -> Result<(), StoreError> {
+        let _one_writer = self.rollback_writes.lock().await;
         let key = format!("rollback.{soak_id}");
         let body = encode(steps)?;
-        // A step's mark (written by the rollback's gate) may land at the
-        // same moment: a lost compare-and-set is read again and retried.
+        // Another process's write may land meanwhile: a lost
+        // compare-and-set is read again and retried.
         for _ in 0..5 {
             let Some(e) = self.get(&key).await? else {
                 return Ok(());
             };
             let mut rec: RollbackRec = decode(&e.value)?;
+            if let (Some(want), Some(h)) = (term_id, rec.holder.as_deref()) {
+                if h != want {
+                    return Err(StoreError::NotLeader);
+                }
+            }
             rec.state = state;
             rec.steps = Some(body.clone());
             rec.finished_ms = finished.map(ms);
@@ -981,6 +1069,51 @@ impl JetStreamStore {
         }
         Err(nats_err(
             "journaling the rollback",
+            "the journal kept changing",
+        ))
+    }
+
+    /// Makes a `started` latch of an earlier term this leader's (a
+    /// compare-and-set of its holder), so the earlier holder's marks and
+    /// journal are refused from now on whatever it does when it wakes.
+    /// Called only once that holder's lease could no longer act. Returns
+    /// what the journal said at the takeover, or None when the latch is
+    /// not `started` (finished, or absent).
+    pub async fn claim_rollback_latch(
+        &self,
+        soak_id: &str,
+    ) -> Result<Option<LatchClaim>, StoreError> {
+        let _one_writer = self.rollback_writes.lock().await;
+        let key = format!("rollback.{soak_id}");
+        let Some(held) = self.fence.held() else {
+            return Err(StoreError::NotLeader);
+        };
+        for _ in 0..5 {
+            let Some(e) = self.get(&key).await? else {
+                return Ok(None);
+            };
+            let mut rec: RollbackRec = decode(&e.value)?;
+            if rec.state != RollbackState::Started {
+                return Ok(None);
+            }
+            let claim = LatchClaim {
+                acted_step: rec.acting.map(|(step, _)| step),
+                previous_holder: rec.holder.clone(),
+            };
+            if rec.holder.as_deref() == Some(held.term_id().as_str()) {
+                return Ok(Some(claim));
+            }
+            rec.holder = Some(held.term_id());
+            rec.lease_revision = Some(held.revision);
+            self.may_write()?;
+            match self.kv.update(&key, encode(&rec)?.into(), e.revision).await {
+                Ok(_) => return Ok(Some(claim)),
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(err) => return Err(nats_err("taking over the rollback latch", err)),
+            }
+        }
+        Err(nats_err(
+            "taking over the rollback latch",
             "the journal kept changing",
         ))
     }
@@ -1061,5 +1194,68 @@ mod tests {
             let raw: serde_json::Value = decode(&again).expect("raw");
             assert_eq!(raw.get("state").and_then(|v| v.as_str()), Some(old));
         }
+    }
+
+    /// Two terms' stores on one real bucket (the shared NATS, R1).
+    async fn two_terms(bucket: &str) -> Option<(JetStreamStore, JetStreamStore)> {
+        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+            .expect("checks.toml");
+        let text = format!("{shipped}\n[state]\nbackend = \"jetstream\"\nbucket = \"{bucket}\"\n");
+        let cfg =
+            crate::config::Config::from_text(std::path::Path::new("t.toml"), &text, &|_: &str| {
+                None::<String>
+            })
+            .expect("config");
+        let open = || JetStreamStore::open(&cfg.state, Access::Leader);
+        let a = open()
+            .await
+            .expect("NATS at 127.0.0.1:4222 (scripts/ensure-services.sh)");
+        let b = open().await.expect("second store");
+        Some((a, b))
+    }
+
+    async fn drop_bucket(s: &JetStreamStore) {
+        for name in [
+            format!("KV_{}", s.prefix),
+            s.cycles_stream.clone(),
+            s.snaps_stream.clone(),
+        ] {
+            let _ = s.js.delete_stream(&name).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deposed_terms_late_state_write_is_refused_and_closes_its_fence() {
+        let bucket = format!("swtest_fenced_{}", std::process::id());
+        let (a, b) = two_terms(&bucket).await.expect("stores");
+        let held = |holder: &str, term| crate::soak::lease::Held {
+            holder: holder.into(),
+            revision: term,
+            term,
+        };
+        a.fence()
+            .open_for_test(Duration::from_secs(60), held("a", 1));
+        let key = "alert.s1.x";
+        a.put(key, b"a1".to_vec()).await.expect("a's first write");
+        a.put(key, b"a2".to_vec()).await.expect("a's second write");
+        // B wins the lease while A still believes its fence is open (a
+        // write A sent before it closed, applied late).
+        b.fence()
+            .open_for_test(Duration::from_secs(60), held("b", 2));
+        b.put(key, b"b1".to_vec())
+            .await
+            .expect("b's first write in its term");
+        let late = a.put(key, b"a3".to_vec()).await;
+        assert!(matches!(late, Err(StoreError::NotLeader)), "{late:?}");
+        assert!(!a.fence().is_open(), "a deposed writer's fence closes");
+        let now = b.get(key).await.expect("read").expect("key");
+        assert_eq!(&now.value[..], b"b1", "the new term's value stands");
+        // The new term goes on writing; a key it never wrote is written
+        // whatever revision it has.
+        b.put(key, b"b2".to_vec()).await.expect("b again");
+        b.put("ckpt.s1.x", b"p".to_vec())
+            .await
+            .expect("a fresh key");
+        drop_bucket(&b).await;
     }
 }

@@ -124,6 +124,13 @@ impl Fence {
         }
     }
 
+    /// Opens the fence for `for_how_long` as term `held` (tests of what a
+    /// store does with a term, without a lease campaign's timing).
+    #[cfg(test)]
+    pub(crate) fn open_for_test(&self, for_how_long: Duration, held: Held) {
+        self.open_until(boot_now() + for_how_long, held);
+    }
+
     /// Closes the fence because the server refused a write of this term
     /// (a newer term wrote since): nothing more is written or done.
     pub fn close_for_write(&self) {

@@ -333,15 +333,44 @@ impl Store {
         both!(self, s => s.mark_acting(soak_id, step, rev, term_id).await)
     }
 
-    /// Saves the rollback's progress or its end.
+    /// Saves the rollback's progress or its end; with `term_id` (a daemon's
+    /// rollback on JetStream) only while the latch still names that term.
     pub async fn save_rollback<T: Serialize>(
         &self,
         soak_id: &str,
         state: RollbackState,
         steps: &T,
         finished: Option<DateTime<Utc>>,
+        term_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        both!(self, s => s.save_rollback(soak_id, state, steps, finished).await)
+        match self {
+            Store::Sqlite(s) => s.save_rollback(soak_id, state, steps, finished).await,
+            Store::JetStream(j) => {
+                j.save_rollback(soak_id, state, steps, finished, term_id)
+                    .await
+            }
+        }
+    }
+
+    /// Takes over a `started` latch of an earlier holder for this leader
+    /// (JetStream). SQLite has one writer by lock file: a latch left
+    /// `started` there is the dead process's own, and is reported as acted
+    /// on (its steps are journaled after they run, never marked before).
+    pub async fn claim_rollback_latch(
+        &self,
+        soak_id: &str,
+    ) -> Result<Option<LatchClaim>, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(s
+                .rollback_record::<serde::de::IgnoredAny>(soak_id)
+                .await?
+                .filter(|r| r.state == RollbackState::Started)
+                .map(|_| LatchClaim {
+                    acted_step: Some(usize::MAX),
+                    previous_holder: None,
+                })),
+            Store::JetStream(j) => j.claim_rollback_latch(soak_id).await,
+        }
     }
 
     /// The rollback record of a soak.

@@ -160,3 +160,24 @@ pub struct RollbackRow<T> {
     /// with no steps and no such mark was never acted on.
     pub acting: Option<(usize, u64)>,
 }
+
+/// What a new leader found when it took over a `started` latch of an
+/// earlier term: whether that holder may have acted, which decides between
+/// running the rollback (never acted) and reporting it interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatchClaim {
+    /// The last step the earlier holder marked before acting on it (None:
+    /// it never marked one).
+    pub acted_step: Option<usize>,
+    /// The earlier holder's term id, for the log.
+    pub previous_holder: Option<String>,
+}
+
+impl LatchClaim {
+    /// Whether the earlier holder did nothing that running the rollback
+    /// again could repeat: no step marked, or only the env edit (step 1),
+    /// which sets fixed keys to fixed values.
+    pub fn never_acted(&self) -> bool {
+        self.acted_step.is_none_or(|s| s <= 1)
+    }
+}

@@ -702,14 +702,17 @@ impl Watch {
                     self.interrupted_check_at = Some(crate::soak::lease::boot_now() + wait);
                 }
             } else {
-                self.rollback_latched = rollback::check_interrupted(
+                // One writer (SQLite's lock file): a latch left `started` is
+                // the dead process's own, reported interrupted.
+                self.rollback_latched = rollback::resolve_started(
                     &self.store,
                     &self.cfg.alerts,
                     &rec.meta.id,
                     &rec.meta.name,
                     clock.now(),
                 )
-                .await?;
+                .await?
+                    != rollback::StartedLatch::Free;
             }
             self.rollback_view = rollback::view(&self.store, &rec.meta.id).await?;
             self.prev = self.store.last_snapshot(&rec.meta.id).await?;
@@ -1458,8 +1461,9 @@ impl Watch {
     }
 
     /// A previous leader's rollback left `started`: once that leader can
-    /// no longer act, the journal is read again; still `started`, it was
-    /// interrupted (reported, never re-run); finished, it stands.
+    /// no longer act, this leader takes the latch over and the journal
+    /// decides: never acted on, this leader runs it (exactly once); acted
+    /// on, it was interrupted (reported, never re-run); finished, it stands.
     async fn due_interrupted_check(&mut self, clock: &dyn Clock) {
         let now = clock.now();
         let Some(at) = self.interrupted_check_at else {
@@ -1468,7 +1472,7 @@ impl Watch {
         if crate::soak::lease::boot_now() < at || !self.store.may_act() {
             return;
         }
-        match rollback::check_interrupted(
+        match rollback::resolve_started(
             &self.store,
             &self.cfg.alerts,
             &self.soak.meta.id,
@@ -1477,6 +1481,17 @@ impl Watch {
         )
         .await
         {
+            Ok(rollback::StartedLatch::Retaken { trigger }) => {
+                self.interrupted_check_at = None;
+                match self.cfg.rollback.clone() {
+                    Some(settings) => {
+                        self.spawn_rollback_with(settings, trigger, now, clock.handle())
+                    }
+                    None => tracing::error!(
+                        "this leader took over a rollback latch but has no [rollback] section to run it with"
+                    ),
+                }
+            }
             Ok(_) => {
                 self.interrupted_check_at = None;
                 self.refresh_rollback_view().await;

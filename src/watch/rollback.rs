@@ -3,8 +3,9 @@
 //!
 //! The latch is a row in the state database taken before anything runs, so
 //! the rollback fires at most once per soak, across restarts and crashes. A
-//! rollback found `started` at start-up was interrupted half-way: it is
-//! reported as such (alert and report), never re-run blindly.
+//! rollback found `started` by a later holder was either never acted on
+//! (run once, by the new holder) or interrupted half-way (reported, never
+//! re-run blindly): see [`resolve_started`].
 
 use std::sync::Arc;
 
@@ -258,17 +259,29 @@ pub(super) async fn run_latched(
         soak_name,
     } = target;
     tracing::error!(soak = %soak_id, trigger = %trigger, mode = settings.run.mode.as_str(), "ROLLBACK triggered");
+    // The term this rollback began in: a task that outlives its term (the
+    // process lost the lease and won it again) is refused like another
+    // watcher would be, and its journal never overwrites a latch another
+    // term took over.
+    let term = store.term_id();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StepRecord>();
     let journal = {
         let store = store.clone();
         let soak_id = soak_id.clone();
+        let term = term.clone();
         tokio::spawn(async move {
             let mut steps = Vec::new();
             while let Some(rec) = rx.recv().await {
                 tracing::warn!(step = rec.n, name = %rec.name, status = rec.status.as_str(), "rollback step");
                 steps.push(rec);
                 if let Err(e) = store
-                    .save_rollback(&soak_id, RollbackState::Started, &steps, None)
+                    .save_rollback(
+                        &soak_id,
+                        RollbackState::Started,
+                        &steps,
+                        None,
+                        term.as_deref(),
+                    )
                     .await
                 {
                     tracing::error!(error = %e, "cannot journal the rollback step");
@@ -282,20 +295,27 @@ pub(super) async fn run_latched(
     // The mark written before each step lets a later leader tell a latch
     // never acted on (it runs the rollback) from one interrupted half-way
     // (reported, never re-run).
-    // The term this rollback began in: a task that outlives its term (the
-    // process lost the lease and won it again) is refused like another
-    // watcher would be.
-    let term = store.term_id();
     let gate_store = store.clone();
     let gate_soak = soak_id.clone();
+    let gate_term = term.clone();
     let gate = move |step: usize| {
-        let (s, id, term) = (gate_store.clone(), gate_soak.clone(), term.clone());
+        let (s, id, term) = (gate_store.clone(), gate_soak.clone(), gate_term.clone());
         Box::pin(async move {
             let rev = s.confirm_acting(term.as_deref()).await?;
-            if let (Some(r), Some(t)) = (rev, term.as_deref()) {
-                s.mark_acting(&id, step, r, t)
+            match (rev, term.as_deref()) {
+                (Some(r), Some(t)) => s
+                    .mark_acting(&id, step, r, t)
                     .await
-                    .map_err(|e| format!("the step could not be marked in the journal: {e}"))?;
+                    .map_err(|e| format!("the step could not be marked in the journal: {e}"))?,
+                // A leader's rollback with no term would act unmarked, and a
+                // later leader could not tell it from one never acted on.
+                (Some(_), None) => {
+                    return Err(
+                        "this rollback began with no lease term to mark its steps under"
+                            .to_string(),
+                    )
+                }
+                (None, _) => {}
             }
             Ok(rev)
         }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
@@ -319,7 +339,7 @@ pub(super) async fn run_latched(
     };
     let now = clock.now();
     store
-        .save_rollback(&soak_id, state, &outcome.steps, Some(now))
+        .save_rollback(&soak_id, state, &outcome.steps, Some(now), term.as_deref())
         .await?;
     let n = outcome_notification(
         &soak_id,
@@ -335,45 +355,88 @@ pub(super) async fn run_latched(
     Ok(outcome)
 }
 
-/// At start-up: a rollback left `started` was interrupted. Marks it and
-/// notifies; returns true when the latch is taken (so nothing fires again).
-pub async fn check_interrupted(
+/// What became of a latch a previous holder left `started`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartedLatch {
+    /// No latch was taken: the rollback may still fire.
+    Free,
+    /// The rollback ended (done, failed, dry run, interrupted): it stands.
+    Finished,
+    /// The previous holder may have acted: reported interrupted, never
+    /// re-run.
+    Interrupted,
+    /// The previous holder never acted beyond the idempotent env edit and
+    /// can no longer act: this leader now holds the latch and runs it.
+    Retaken {
+        /// The previous holder's trigger.
+        trigger: String,
+    },
+}
+
+/// A previous holder's latch left `started`, judged once that holder can no
+/// longer act (a lease and the fence margin after the takeover on
+/// JetStream; at start-up with SQLite, whose one writer is dead). The latch
+/// is first taken over by this term (compare-and-set), so the previous
+/// holder's marks and journal are refused from then on; then the journal
+/// as it stood at the takeover decides: no step marked beyond the env edit,
+/// this leader runs the rollback (exactly once); a restart or E2E step
+/// marked, it may have run: reported interrupted to every route.
+pub async fn resolve_started(
     store: &Store,
     alerts: &AlertsConfig,
     soak_id: &str,
     soak_name: &str,
     now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+) -> Result<StartedLatch, StoreError> {
     let Some(v) = view(store, soak_id).await? else {
-        return Ok(false);
+        return Ok(StartedLatch::Free);
     };
-    if v.state == RollbackState::Started {
-        tracing::error!(soak = %soak_id, steps = v.steps.len(), "an interrupted rollback was found: it is NOT re-run");
-        store
-            .save_rollback(soak_id, RollbackState::Interrupted, &v.steps, None)
-            .await?;
-        let o = RollbackOutcome {
-            success: false,
-            failed_step: v
-                .steps
-                .iter()
-                .find(|s| s.status == StepStatus::Failed)
-                .map(|s| s.n),
-            dry_run: false,
-            steps: v.steps.clone(),
-        };
-        let n = outcome_notification(
-            soak_id,
-            soak_name,
-            &v.trigger,
-            v.started,
-            Some(&o),
-            true,
-            now,
-        );
-        enqueue_notifications(store, alerts, soak_id, &[n], &[], now).await?;
+    if v.state != RollbackState::Started {
+        return Ok(StartedLatch::Finished);
     }
-    Ok(true)
+    let Some(claim) = store.claim_rollback_latch(soak_id).await? else {
+        return Ok(StartedLatch::Finished);
+    };
+    if claim.never_acted() {
+        tracing::warn!(
+            previous = claim.previous_holder.as_deref().unwrap_or("unknown"),
+            marked = ?claim.acted_step,
+            "the previous leader took the rollback latch but never acted: this leader runs the rollback"
+        );
+        return Ok(StartedLatch::Retaken { trigger: v.trigger });
+    }
+    tracing::error!(soak = %soak_id, steps = v.steps.len(), "an interrupted rollback was found: it is NOT re-run");
+    let term = store.term_id();
+    store
+        .save_rollback(
+            soak_id,
+            RollbackState::Interrupted,
+            &v.steps,
+            None,
+            term.as_deref(),
+        )
+        .await?;
+    let o = RollbackOutcome {
+        success: false,
+        failed_step: v
+            .steps
+            .iter()
+            .find(|s| s.status == StepStatus::Failed)
+            .map(|s| s.n),
+        dry_run: false,
+        steps: v.steps.clone(),
+    };
+    let n = outcome_notification(
+        soak_id,
+        soak_name,
+        &v.trigger,
+        v.started,
+        Some(&o),
+        true,
+        now,
+    );
+    enqueue_notifications(store, alerts, soak_id, &[n], &[], now).await?;
+    Ok(StartedLatch::Interrupted)
 }
 
 /// Whether the rollback can fire at all.
