@@ -39,6 +39,7 @@ pub mod http;
 pub mod notify;
 pub mod preflight;
 mod read;
+pub mod recorder;
 pub mod rollback;
 pub mod signoff;
 mod status;
@@ -269,16 +270,10 @@ pub struct Watch {
     e2e: PeriodicE2e,
     /// Write failures of this process, per target (the `soakwatch_self` alert).
     health: SelfHealth,
-    /// Whether the soak record is in the state database yet.
-    soak_saved: bool,
-    /// Cycles evaluated but not yet in the state database (oldest first).
-    unsaved: std::collections::VecDeque<(CycleRecord, Snapshot)>,
-    /// Cycles dropped from `unsaved` when it overflowed.
-    lost_cycles: u64,
+    /// The stage that writes the soak's record (its own task).
+    recorder: recorder::Recorder,
     /// Alert steps not yet in the outbox (oldest first).
     pending_alerts: std::collections::VecDeque<alert_engine::StepOutput>,
-    /// Checkpoints written whose marks are not yet in the state database.
-    unmarked_checkpoints: Vec<(String, PathBuf)>,
     /// Outbox rows (pending, delivered, given up) as last read.
     outbox: (i64, i64, i64),
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
@@ -294,15 +289,7 @@ pub struct Watch {
     /// When (boot clock) to read again a rollback journal a previous
     /// leader left `started`: after its lease could no longer act.
     interrupted_check_at: Option<Duration>,
-    /// Whether this process's term marker is on the soak's record (the
-    /// fence of every later cycle append; see `Store::begin_term`).
-    term_started: bool,
 }
-
-/// Cycles kept in memory while the state database refuses writes: about
-/// 5.5 h at 10 s; older ones are dropped (and counted) rather than letting
-/// memory grow for the rest of the soak.
-const MAX_UNSAVED_CYCLES: usize = 2000;
 
 /// Alert steps kept while the outbox refuses writes.
 const MAX_PENDING_ALERTS: usize = 1000;
@@ -358,6 +345,7 @@ impl Watch {
             },
             baselines: Baselines::default(),
         };
+        let recorder = recorder::Recorder::start(store.clone());
         Ok(Watch {
             eff: cfg.clone(),
             cfg,
@@ -376,18 +364,14 @@ impl Watch {
             wake: Arc::new(tokio::sync::Notify::new()),
             e2e: PeriodicE2e::default(),
             health: SelfHealth::default(),
-            soak_saved: true,
-            unsaved: Default::default(),
-            lost_cycles: 0,
+            recorder,
             pending_alerts: Default::default(),
-            unmarked_checkpoints: Vec::new(),
             outbox: (0, 0, 0),
             heartbeat: notify::Heartbeat::default(),
             deadman: deadman::Deadman::new(cfg_heartbeat.as_ref(), cfg_interval),
             lease,
             ended: None,
             interrupted_check_at: None,
-            term_started: false,
         })
     }
 
@@ -818,7 +802,7 @@ impl Watch {
             None => source.snapshot(tick, &since).await,
         };
         if let Some(t0_new) = pending_new.take() {
-            self.new_soak(t0_new, &snap);
+            self.new_soak(t0_new, &snap, clock.now());
         }
         let (mut rec, verdicts) =
             CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
@@ -826,8 +810,8 @@ impl Watch {
         // Every write below may fail (disk full, directory replaced, the
         // database locked): the failure is recorded and retried on later
         // cycles, and the soak goes on from what is in memory.
-        self.unsaved.push_back((rec.clone(), snap.clone()));
-        self.save_within_budget(clock.now()).await;
+        self.recorder.cycle(&self.soak.meta.id, &rec, &snap);
+        self.record_within_budget().await;
         let errors: Vec<String> = rec.probe_errors.keys().cloned().collect();
         for (p, e) in &rec.probe_errors {
             tracing::warn!(probe = %p, reason = %e, "probe failed");
@@ -852,7 +836,7 @@ impl Watch {
         if self.rollback_latched {
             self.refresh_rollback_view().await;
         }
-        if self.running.samples().is_multiple_of(360) && self.unsaved.is_empty() {
+        if self.running.samples().is_multiple_of(360) && self.recorder.progress().unsaved == 0 {
             self.thin(tick).await;
         }
         self.self_alert(tick).await;
@@ -868,7 +852,7 @@ impl Watch {
     }
 
     /// Starts the new soak at `t0` with baselines observed in its first snapshot.
-    fn new_soak(&mut self, t0: DateTime<Utc>, first: &Snapshot) {
+    fn new_soak(&mut self, t0: DateTime<Utc>, first: &Snapshot, now: DateTime<Utc>) {
         let rec = SoakRecord {
             meta: SoakMeta {
                 id: soak_id(&self.cfg.soak.name, t0),
@@ -888,9 +872,8 @@ impl Watch {
             "new soak"
         );
         self.eff = for_soak(&self.cfg, &rec);
+        self.recorder.new_soak(&rec, now);
         self.soak = rec;
-        self.soak_saved = false;
-        self.term_started = false;
         self.running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
     }
 
@@ -929,17 +912,10 @@ impl Watch {
         st.soak_id = self.soak.meta.id.clone();
         st.soak_name = self.soak.meta.name.clone();
         st.outbox = self.outbox;
-        st.write_failures = WriteTarget::ALL
-            .iter()
-            .map(|t| (t.as_str().to_string(), self.health.failures(*t)))
-            .collect();
-        st.write_failing = WriteTarget::ALL
-            .iter()
-            .filter(|t| self.health.target_failing(**t))
-            .map(|t| t.as_str().to_string())
-            .collect();
-        st.unsaved_cycles = self.unsaved.len() as u64;
-        st.lost_cycles = self.lost_cycles;
+        self.write_health_into(&mut st);
+        let recorded = self.recorder.progress();
+        st.unsaved_cycles = recorded.unsaved as u64;
+        st.lost_cycles = recorded.lost;
         st.firing = self
             .alerts
             .firing()
@@ -971,7 +947,8 @@ impl Watch {
             let _ = task.await;
         }
         // A last try at what the state database refused during the soak.
-        self.save_pending(clock.now()).await;
+        self.recorder.flush(SHUTDOWN_GRACE).await;
+        self.noted_recorder();
         self.flush_alerts(clock.now()).await;
         if !self.soak.meta.id.is_empty() {
             let path = self
@@ -996,10 +973,11 @@ impl Watch {
         // The report is out: deliveries get a bounded grace, the rest waits
         // in the outbox for the next start.
         finish_delivery(&self.store, delivery).await;
-        if !self.unsaved.is_empty() || self.lost_cycles > 0 {
+        let recorded = self.recorder.progress();
+        if recorded.unsaved > 0 || recorded.lost > 0 {
             tracing::error!(
-                unsaved = self.unsaved.len(),
-                lost = self.lost_cycles,
+                unsaved = recorded.unsaved,
+                lost = recorded.lost,
                 "stopping with cycles the state database refused"
             );
         }
@@ -1019,6 +997,7 @@ impl Watch {
                 reason = %r,
                 "write failed; retrying on later cycles"
             );
+            self.publish_write_health();
         }
     }
 
@@ -1026,112 +1005,61 @@ impl Watch {
     fn noted_ok(&mut self, target: WriteTarget) {
         if self.health.succeeded(target) == Change::Recovered {
             tracing::info!(target_kind = target.as_str(), "writes work again");
+            self.publish_write_health();
         }
     }
 
-    /// Saves the soak record (once) and every cycle not yet saved, oldest
-    /// first; what the database refuses stays queued for the next cycle.
-    /// While writes fail, each retry starts with a WAL checkpoint, so space
-    /// freed on a full disk is not eaten by the WAL again.
-    async fn save_pending(&mut self, now: DateTime<Utc>) {
+    /// Shows a change of write health on /metrics and /healthz at once,
+    /// not at the end of a cycle that may itself be waiting on a write.
+    fn publish_write_health(&self) {
+        if let Ok(mut st) = self.status.write() {
+            self.write_health_into(&mut st);
+        }
+    }
+
+    fn write_health_into(&self, st: &mut status::DaemonStatus) {
+        st.write_failures = WriteTarget::ALL
+            .iter()
+            .map(|t| (t.as_str().to_string(), self.health.failures(*t)))
+            .collect();
+        st.write_failing = WriteTarget::ALL
+            .iter()
+            .filter(|t| self.health.target_failing(**t))
+            .map(|t| t.as_str().to_string())
+            .collect();
+    }
+
+    /// Waits for the recorder to write what this cycle handed over, at
+    /// most a budget: half an interval on a shared state (a JetStream slow
+    /// to answer, its stream leader being re-elected, must not make the
+    /// next sample late), an interval on the local SQLite. What did not land
+    /// stays queued in the recorder, which goes on writing it. Only a lost
+    /// lease makes this watcher step down.
+    async fn record_within_budget(&mut self) {
         if self.soak.meta.id.is_empty() {
             return;
         }
-        if self.health.target_failing(WriteTarget::State) {
-            self.store.checkpoint_wal().await;
-        }
-        if !self.soak_saved {
-            match self.store.start_soak(&self.soak, now).await {
-                Ok(()) => {
-                    self.soak_saved = true;
-                    tracing::info!(soak = %self.soak.meta.id, "new soak recorded");
-                }
-                Err(e) => {
-                    self.note(WriteTarget::State, format!("recording the soak: {e}"));
-                    self.bound_unsaved();
-                    return;
-                }
-            }
-        }
-        if !self.term_started {
-            match self.store.begin_term(&self.soak.meta.id).await {
-                Ok(()) => self.term_started = true,
-                Err(e) => {
-                    self.note(
-                        WriteTarget::State,
-                        format!("starting this leader's term: {e}"),
-                    );
-                    self.bound_unsaved();
-                    return;
-                }
-            }
-        }
-        while let Some((rec, snap)) = self.unsaved.front() {
-            match self.store.append(&self.soak.meta.id, rec, snap).await {
-                Ok(()) => {
-                    self.unsaved.pop_front();
-                }
-                Err(e) => {
-                    // No count in the reason: it is logged once per change
-                    // (`soakwatch_unsaved_cycles` has the count).
-                    self.note(WriteTarget::State, format!("appending a cycle: {e}"));
-                    self.bound_unsaved();
-                    return;
-                }
-            }
-        }
-        let marks = std::mem::take(&mut self.unmarked_checkpoints);
-        for (label, path) in marks {
-            if let Err(e) = self
-                .store
-                .mark_checkpoint(&self.soak.meta.id, &label, &path, now)
-                .await
-            {
-                self.unmarked_checkpoints.push((label, path));
-                self.note(WriteTarget::State, format!("marking a checkpoint: {e}"));
-                return;
-            }
-        }
-        self.noted_ok(WriteTarget::State);
-    }
-
-    /// [`Watch::save_pending`], bounded on a shared state: a JetStream that
-    /// is slow to answer (its stream leader being re-elected, a node lost)
-    /// must not make sampling and judging late. Writing waits at most half
-    /// an interval; what did not land stays queued for the next cycle (a
-    /// cycle written again carries the same `Nats-Msg-Id` and is stored
-    /// once). Only a lost lease makes this watcher step down.
-    async fn save_within_budget(&mut self, now: DateTime<Utc>) {
-        if self.store.fence().is_none() {
-            self.save_pending(now).await;
-            return;
-        }
-        let budget = self.cfg.watch.interval / 2;
-        if tokio::time::timeout(budget, self.save_pending(now))
-            .await
-            .is_err()
-        {
-            let waiting = self.unsaved.len();
+        let budget = match self.store.fence() {
+            Some(_) => self.cfg.watch.interval / 2,
+            None => self.cfg.watch.interval,
+        };
+        if !self.recorder.flush(budget).await {
+            let waiting = self.recorder.progress().unsaved;
             self.note(
                 WriteTarget::State,
-                "the state on JetStream did not take the cycle within half an interval; it stays queued".into(),
+                "the state did not take the cycle within its budget; it stays queued".into(),
             );
-            tracing::debug!(waiting, "state writes left for the next cycle");
+            tracing::debug!(waiting, "state writes go on after the cycle");
+            return;
         }
+        self.noted_recorder();
     }
 
-    /// Drops the oldest unsaved cycles beyond the bound (they stay in the
-    /// in-memory history, so this process's reports still show them).
-    fn bound_unsaved(&mut self) {
-        while self.unsaved.len() > MAX_UNSAVED_CYCLES {
-            self.unsaved.pop_front();
-            self.lost_cycles += 1;
-            if self.lost_cycles == 1 || self.lost_cycles.is_multiple_of(100) {
-                tracing::error!(
-                    lost = self.lost_cycles,
-                    "state database unwritable for too long: oldest unsaved cycles dropped"
-                );
-            }
+    /// Carries the recorder's last outcome into this process's write health.
+    fn noted_recorder(&mut self) {
+        match self.recorder.progress().failing {
+            Some(reason) => self.note(WriteTarget::State, reason),
+            None => self.noted_ok(WriteTarget::State),
         }
     }
 
@@ -1149,7 +1077,7 @@ impl Watch {
 
     /// Writes queued alert steps to the outbox, oldest first.
     async fn flush_alerts(&mut self, now: DateTime<Utc>) {
-        if self.soak.meta.id.is_empty() || !self.soak_saved {
+        if self.soak.meta.id.is_empty() || !self.recorder.progress().soak_saved {
             return;
         }
         while let Some(out) = self.pending_alerts.front() {
@@ -1224,6 +1152,9 @@ impl Watch {
         end_at: DateTime<Utc>,
         clock: &dyn Clock,
     ) -> SoakSummary {
+        // The last cycles go into the record before the end that closes it.
+        self.recorder.flush(SHUTDOWN_GRACE).await;
+        self.noted_recorder();
         let now = clock.now();
         let end = signoff::freeze(&summary, end_at, now);
         summary.freeze(&end);
@@ -1516,7 +1447,7 @@ impl Watch {
                 return;
             }
         };
-        done.extend(self.unmarked_checkpoints.iter().map(|(l, _)| l.clone()));
+        done.extend(self.recorder.progress().unmarked);
         // One reason per cycle for all that failed, so a lasting failure is
         // one state (logged once), not a flip between checkpoints.
         let mut failed: Vec<String> = Vec::new();
@@ -1543,7 +1474,8 @@ impl Watch {
                 continue;
             }
             tracing::info!(report = %path.display(), "checkpoint written");
-            self.unmarked_checkpoints.push((label, path));
+            self.recorder
+                .checkpoint(&self.soak.meta.id, &label, path, now);
         }
         if failed.is_empty() {
             self.noted_ok(WriteTarget::Report);
@@ -1553,9 +1485,6 @@ impl Watch {
                 WriteTarget::Report,
                 format!("checkpoint {labels}: {first_error}"),
             );
-        }
-        if !self.unmarked_checkpoints.is_empty() {
-            self.save_pending(now).await;
         }
     }
 

@@ -1,0 +1,267 @@
+//! The recorder: the daemon's one stage that writes the soak's record (the
+//! soak itself, this leader's term marker, every cycle with its snapshot,
+//! checkpoint marks) to the state, in order, on its own task.
+//!
+//! Why a task: a state that is slow to answer (a JetStream stream leader
+//! being re-elected, a node lost, a full disk) must not make sampling and
+//! judging late, and a write that takes longer than a cycle's budget must
+//! go on rather than be cancelled and started again. The loop hands each
+//! cycle over and waits for it at most its budget; what is not written yet
+//! stays queued here (bounded: the oldest are dropped and counted) and is
+//! retried until it lands or this watcher stops leading (the store's fence
+//! then refuses every write).
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sample::Snapshot;
+use crate::soak::store::{SoakRecord, Store};
+use crate::soak::timeline::CycleRecord;
+
+/// Cycles kept while the state refuses writes: about 5.5 h at 10 s; older
+/// ones are dropped (and counted) rather than letting memory grow for the
+/// rest of the soak.
+pub const MAX_UNSAVED_CYCLES: usize = 2000;
+
+/// How long the recorder waits before trying a refused write again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What the loop hands the recorder.
+enum Job {
+    /// A new soak: recorded before any of its cycles.
+    NewSoak(Box<SoakRecord>, DateTime<Utc>),
+    /// One judged cycle and the snapshot it was judged on.
+    Cycle(String, Box<CycleRecord>, Box<Snapshot>),
+    /// A checkpoint report written to disk, to mark as written.
+    Checkpoint(String, String, PathBuf, DateTime<Utc>),
+    /// Answer once everything handed over before is written or was tried.
+    Flush(oneshot::Sender<()>),
+}
+
+/// How far the recorder is, for the status (`soakwatch_unsaved_cycles`,
+/// `soakwatch_lost_cycles_total`) and the `soakwatch_self` alert.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecorderProgress {
+    /// Cycles handed over and not yet in the state.
+    pub unsaved: usize,
+    /// Cycles dropped because the queue overflowed.
+    pub lost: u64,
+    /// Whether the current soak's record is in the state.
+    pub soak_saved: bool,
+    /// Checkpoint marks not yet written, by label.
+    pub unmarked: Vec<String>,
+    /// Why the last attempt failed (None: everything handed over is written).
+    pub failing: Option<String>,
+}
+
+/// The handle the loop keeps; the task stops when it is dropped.
+pub struct Recorder {
+    jobs: mpsc::UnboundedSender<Job>,
+    progress: Arc<Mutex<RecorderProgress>>,
+}
+
+impl Recorder {
+    /// Starts the recorder's task on `store`.
+    pub fn start(store: Arc<Store>) -> Recorder {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let progress = Arc::new(Mutex::new(RecorderProgress {
+            soak_saved: true,
+            ..Default::default()
+        }));
+        tokio::spawn(run(store, rx, progress.clone()));
+        Recorder { jobs, progress }
+    }
+
+    /// Records a new soak (before its cycles).
+    pub fn new_soak(&self, rec: &SoakRecord, now: DateTime<Utc>) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.soak_saved = false;
+        }
+        let _ = self.jobs.send(Job::NewSoak(Box::new(rec.clone()), now));
+    }
+
+    /// Hands over one cycle of soak `soak_id`.
+    pub fn cycle(&self, soak_id: &str, rec: &CycleRecord, snap: &Snapshot) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.unsaved += 1;
+        }
+        let _ = self.jobs.send(Job::Cycle(
+            soak_id.to_string(),
+            Box::new(rec.clone()),
+            Box::new(snap.clone()),
+        ));
+    }
+
+    /// Hands over a checkpoint mark.
+    pub fn checkpoint(&self, soak_id: &str, label: &str, path: PathBuf, now: DateTime<Utc>) {
+        if let Ok(mut p) = self.progress.lock() {
+            p.unmarked.push(label.to_string());
+        }
+        let _ = self.jobs.send(Job::Checkpoint(
+            soak_id.to_string(),
+            label.to_string(),
+            path,
+            now,
+        ));
+    }
+
+    /// Waits until what was handed over so far has been written (or tried
+    /// once), at most `budget`; the writes go on after it either way.
+    pub async fn flush(&self, budget: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Flush(tx)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(budget, rx).await, Ok(Ok(())))
+    }
+
+    /// Where the recorder stands now.
+    pub fn progress(&self) -> RecorderProgress {
+        self.progress
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// What the task holds: the soak record to write, whether this term's
+/// marker is written, the cycles and marks in order.
+#[derive(Default)]
+struct Queue {
+    soak: Option<(Box<SoakRecord>, DateTime<Utc>)>,
+    /// Soak ids whose term marker this process has written.
+    term_begun: Option<String>,
+    cycles: VecDeque<(String, Box<CycleRecord>, Box<Snapshot>)>,
+    marks: VecDeque<(String, String, PathBuf, DateTime<Utc>)>,
+    lost: u64,
+    failing: Option<String>,
+}
+
+impl Queue {
+    fn take(&mut self, job: Job, flushes: &mut Vec<oneshot::Sender<()>>) {
+        match job {
+            Job::NewSoak(rec, now) => self.soak = Some((rec, now)),
+            Job::Cycle(id, rec, snap) => {
+                self.cycles.push_back((id, rec, snap));
+                while self.cycles.len() > MAX_UNSAVED_CYCLES {
+                    self.cycles.pop_front();
+                    self.lost += 1;
+                    if self.lost == 1 || self.lost.is_multiple_of(100) {
+                        tracing::error!(
+                            lost = self.lost,
+                            "state unwritable for too long: oldest unsaved cycles dropped"
+                        );
+                    }
+                }
+            }
+            Job::Checkpoint(id, label, path, now) => self.marks.push_back((id, label, path, now)),
+            Job::Flush(tx) => flushes.push(tx),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.soak.is_none() && self.cycles.is_empty() && self.marks.is_empty()
+    }
+
+    /// Writes what is queued, oldest first, stopping at the first refusal
+    /// (kept, with its reason, for the next try).
+    async fn write(&mut self, store: &Store) {
+        if self.failing.is_some() {
+            // Space freed on a full disk is not eaten by the WAL again.
+            store.checkpoint_wal().await;
+        }
+        self.failing = self.try_write(store).await.err();
+    }
+
+    async fn try_write(&mut self, store: &Store) -> Result<(), String> {
+        if let Some((rec, now)) = &self.soak {
+            store
+                .start_soak(rec, *now)
+                .await
+                .map_err(|e| format!("recording the soak: {e}"))?;
+            tracing::info!(soak = %rec.meta.id, "new soak recorded");
+            self.soak = None;
+        }
+        while let Some((id, rec, snap)) = self.cycles.front() {
+            if self.term_begun.as_deref() != Some(id.as_str()) {
+                store
+                    .begin_term(id)
+                    .await
+                    .map_err(|e| format!("starting this leader's term: {e}"))?;
+                self.term_begun = Some(id.clone());
+            }
+            // No count in the reason: it is logged once per change
+            // (`soakwatch_unsaved_cycles` has the count).
+            store
+                .append(id, rec, snap)
+                .await
+                .map_err(|e| format!("appending a cycle: {e}"))?;
+            self.cycles.pop_front();
+        }
+        while let Some((id, label, path, now)) = self.marks.front() {
+            store
+                .mark_checkpoint(id, label, path, *now)
+                .await
+                .map_err(|e| format!("marking a checkpoint: {e}"))?;
+            self.marks.pop_front();
+        }
+        Ok(())
+    }
+
+    fn progress(&self) -> RecorderProgress {
+        RecorderProgress {
+            unsaved: self.cycles.len(),
+            lost: self.lost,
+            soak_saved: self.soak.is_none(),
+            unmarked: self.marks.iter().map(|m| m.1.clone()).collect(),
+            failing: self.failing.clone(),
+        }
+    }
+}
+
+/// The task: takes every job handed over, writes, publishes its progress,
+/// and retries a refused write after [`RETRY_AFTER`].
+async fn run(
+    store: Arc<Store>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    progress: Arc<Mutex<RecorderProgress>>,
+) {
+    let mut q = Queue::default();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        let job = if q.is_empty() {
+            match jobs.recv().await {
+                Some(j) => Some(j),
+                None => return,
+            }
+        } else {
+            tokio::select! {
+                j = jobs.recv() => match j {
+                    Some(j) => Some(j),
+                    None => return,
+                },
+                _ = tokio::time::sleep(RETRY_AFTER) => None,
+            }
+        };
+        if let Some(j) = job {
+            q.take(j, &mut flushes);
+        }
+        while let Ok(j) = jobs.try_recv() {
+            q.take(j, &mut flushes);
+        }
+        if !q.is_empty() {
+            q.write(&store).await;
+        }
+        if let Ok(mut p) = progress.lock() {
+            *p = q.progress();
+        }
+        for tx in flushes.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
