@@ -1,6 +1,7 @@
 //! Where alerts go: the routes of `[[alerts.route]]` and the alerting
-//! policy of `[alerts]`, as validated data. Kept apart from the engine so
-//! that the config can build them without depending on the lifecycle and the
+//! policy of `[alerts]`, as validated data (each route's sink built by
+//! [`crate::alert::sink::Sink::from_spec`]). Kept apart from the engine so
+//! that the config can hold them without depending on the lifecycle and the
 //! outbox above it.
 
 use std::collections::BTreeMap;

@@ -915,31 +915,26 @@ impl Config {
 }
 
 impl Config {
-    /// Every credential this config names (NATS token and password, the
-    /// URLs' passwords and secret query values, SMTP passwords, webhook
-    /// secrets and secret URL paths, the rollback's URLs and secret-named
-    /// `restart_env` values), for cutting out of text from elsewhere.
+    /// Every credential this config names (the tokens and passwords of
+    /// `[nats]` and of `[state]`'s own connection, the URLs' passwords and
+    /// secret query values, SMTP passwords, webhook secrets and secret URL
+    /// paths, the rollback's URLs and secret-named `restart_env` values),
+    /// for cutting out of text from elsewhere.
     pub fn scrubber(&self) -> crate::secret::Scrubber {
-        use crate::alert::sink::Sink;
         let mut s = crate::secret::Scrubber::default();
-        s.add(self.nats.token.expose());
-        s.add_credentials(&self.nats.user, self.nats.password.expose());
-        for part in self.nats.url.expose().split(',') {
-            s.add_url(part, false);
+        for nats in [&self.nats, &self.state.nats] {
+            s.add(nats.token.expose());
+            s.add_credentials(&nats.user, nats.password.expose());
+            for part in nats.url.expose().split(',') {
+                s.add_url(part, false);
+            }
         }
         s.add_url(self.metrics.url.expose(), false);
         if let Some(d) = &self.database {
             s.add_url(d.url.expose(), false);
         }
         for r in &self.alerts.routes {
-            match &r.sink {
-                Sink::Email(e) => s.add_credentials(&e.username, e.password.expose()),
-                Sink::Webhook(w) => {
-                    s.add_url(w.url.expose(), true);
-                    s.add(w.hmac_secret.expose());
-                }
-                Sink::Alertmanager(a) => s.add_url(a.base_url.expose(), false),
-            }
+            r.sink.add_secrets_to(&mut s);
         }
         if let Some(h) = &self.heartbeat {
             for u in h.url.iter().chain(h.standby_url.iter()) {
@@ -1173,6 +1168,122 @@ ack_policy = "sometimes"
         ] {
             assert!(e.contains(key), "{key} not reported: {e}");
         }
+    }
+
+    /// The problems of `text` (which must be refused), as checked.
+    fn refused(file: &str, text: &str) -> Vec<ConfigProblem> {
+        match Config::from_text(Path::new(file), text, &no_env) {
+            Err(ConfigError::Invalid { problems }) => problems,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
+    /// 1-based line of the first line starting with `prefix` at or after
+    /// the line `section` (a `[state]` appended to the shipped file).
+    fn line_in(text: &str, section: &str, prefix: &str) -> Option<usize> {
+        let start = text.find(&format!("\n{section}\n"))? + 1;
+        let before = text[..start].lines().count();
+        text[start..]
+            .lines()
+            .position(|l| l.starts_with(prefix))
+            .map(|i| before + 1 + i)
+    }
+
+    #[test]
+    fn state_connection_is_held_to_the_nats_rules_at_its_own_keys() {
+        // A server of a scheme the client does not speak.
+        let text = shipped()
+            + "\n[state]\nbackend = \"jetstream\"\nnats_url = \"nats://a:4222,http://b:4222\"\n";
+        let problems = refused("ha.toml", &text);
+        let [p] = problems.as_slice() else {
+            panic!("one problem: {problems:?}")
+        };
+        assert_eq!(p.key, "state.nats_url");
+        assert!(p.file.is_absolute() && p.file.ends_with("ha.toml"), "{p:?}");
+        let line = line_in(&text, "[state]", "nats_url =").expect("line");
+        assert_eq!(p.line, Some(line));
+        assert_eq!(
+            p.message,
+            "server 2 has scheme `http`; expected nats, tls, ws or wss"
+        );
+        assert!(
+            p.to_string()
+                .ends_with(&format!("ha.toml:{line}: state.nats_url: server 2 has scheme `http`; expected nats, tls, ws or wss")),
+            "{p}"
+        );
+
+        // Two kinds of auth, a user without a password, a certificate
+        // without its key: each at the `[state]` key, on its line.
+        let text = shipped()
+            + "\n[state]\nbackend = \"jetstream\"\nnats_url = \"tls://a:4222\"\ntoken = \"t0k3n-state\"\nuser = \"watcher\"\ntls_cert_file = \"client.pem\"\n";
+        let problems = refused("ha.toml", &text);
+        let got: Vec<(&str, Option<usize>, &str)> = problems
+            .iter()
+            .map(|p| (p.key.as_str(), p.line, p.message.as_str()))
+            .collect();
+        let at = |prefix: &str| line_in(&text, "[state]", prefix);
+        assert_eq!(
+            got,
+            [
+                // Keys absent from the file are located at their table.
+                (
+                    "state.password",
+                    at("[state]"),
+                    "user and password must be set together"
+                ),
+                (
+                    "state.tls_key_file",
+                    at("[state]"),
+                    "tls_cert_file and tls_key_file must be set together"
+                ),
+                (
+                    "state.token",
+                    at("token ="),
+                    "choose one of token, user/password or creds_file"
+                ),
+            ]
+        );
+        assert!(problems.iter().all(|p| !p.to_string().contains("t0k3n")));
+
+        // Without `nats_url` the [nats] connection is used: its URL is not
+        // judged twice, but the credentials of [state] still must agree.
+        let text = shipped() + "\n[state]\ntoken = \"t\"\ncreds_file = \"state.creds\"\n";
+        let keys: Vec<String> = refused("ha.toml", &text)
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["state.token"]);
+    }
+
+    #[test]
+    fn nats_connection_rules_name_the_nats_keys() {
+        let text = shipped()
+            .replace(
+                "url = \"${NATS_URL:-nats://127.0.0.1:4222}\"",
+                "url = \"ws://a:80, ftp://b\"",
+            )
+            .replace("token = \"${NATS_TOKEN:-}\"", "token = \"t\"")
+            .replace(
+                "creds_file = \"${NATS_CREDS:-}\"",
+                "creds_file = \"n.creds\"",
+            );
+        let got: Vec<(String, String)> = refused("c.toml", &text)
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "nats.url".to_string(),
+                    "server 2 has scheme `ftp`; expected nats, tls, ws or wss".to_string()
+                ),
+                (
+                    "nats.token".to_string(),
+                    "choose one of token, user/password or creds_file".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]

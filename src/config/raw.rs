@@ -47,7 +47,7 @@ pub(super) struct RawHeartbeat {
     pub(super) standby_url: String,
     #[serde(default = "default_heartbeat_every", with = "humantime_serde")]
     pub(super) every: Duration,
-    #[serde(default = "default_sink_timeout", with = "humantime_serde")]
+    #[serde(default = "default_heartbeat_timeout", with = "humantime_serde")]
     pub(super) timeout: Duration,
 }
 
@@ -57,7 +57,7 @@ impl Default for RawHeartbeat {
             url: String::new(),
             standby_url: String::new(),
             every: default_heartbeat_every(),
-            timeout: default_sink_timeout(),
+            timeout: default_heartbeat_timeout(),
         }
     }
 }
@@ -282,7 +282,8 @@ pub(super) fn default_severity(
 pub(super) fn default_true() -> bool {
     true
 }
-pub(super) fn default_sink_timeout() -> Duration {
+/// A heartbeat ping is bounded like an alert delivery: 10 s.
+pub(super) fn default_heartbeat_timeout() -> Duration {
     Duration::from_secs(10)
 }
 

@@ -14,11 +14,13 @@
 //! The bodies are built by pure functions ([`soakwatch_json`],
 //! [`alertmanager_webhook_json`], [`alertmanager_api_alerts_at`],
 //! [`slack_json`], [`signature`]) so they can be tested and documented without
-//! a network.
+//! a network. A route's settings become a sink in [`Sink::from_spec`], which
+//! owns the defaults (SMTP port by TLS mode, STARTTLS, the webhook body).
 
 mod body;
 mod email;
 mod http;
+mod spec;
 
 use std::fmt;
 use std::time::Duration;
@@ -31,6 +33,7 @@ pub use body::{
     alertmanager_labels, alertmanager_webhook_json, signature, slack_json, soakwatch_json,
     AM_RESEND_HORIZON, SOAKWATCH_SCHEMA,
 };
+pub use spec::{SinkSpec, DEFAULT_TIMEOUT};
 
 /// Header carrying `sha256=<hex HMAC of the body>` so receivers can check origin and integrity.
 pub const SIGNATURE_HEADER: &str = "X-Soakwatch-Signature";
