@@ -41,6 +41,7 @@ pub mod preflight;
 mod read;
 pub mod recorder;
 pub mod rollback;
+pub mod rollback_supervisor;
 pub mod signoff;
 mod status;
 pub mod supervisor;
@@ -263,9 +264,8 @@ pub struct Watch {
     last_verdicts: Vec<Verdict>,
     status: SharedStatus,
     dedupe: EvidenceDeduper,
-    rollback_latched: bool,
-    rollback_task: Option<tokio::task::JoinHandle<()>>,
-    rollback_view: Option<crate::soak::model::RollbackView>,
+    /// The stage that owns the soak's one rollback.
+    rollback: rollback_supervisor::RollbackSupervisor,
     wake: Arc<tokio::sync::Notify>,
     e2e: PeriodicE2e,
     /// Write failures of this process, per target (the `soakwatch_self` alert).
@@ -286,9 +286,6 @@ pub struct Watch {
     /// The sign-off, once the soak reached its end: the soak is then
     /// never sampled or judged again.
     ended: Option<SoakEnd>,
-    /// When (boot clock) to read again a rollback journal a previous
-    /// leader left `started`: after its lease could no longer act.
-    interrupted_check_at: Option<Duration>,
 }
 
 /// Alert steps kept while the outbox refuses writes.
@@ -346,6 +343,13 @@ impl Watch {
             baselines: Baselines::default(),
         };
         let recorder = recorder::Recorder::start(store.clone());
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let rollback = rollback_supervisor::RollbackSupervisor::new(
+            store.clone(),
+            cfg.alerts.clone(),
+            cfg.rollback.clone(),
+            wake.clone(),
+        );
         Ok(Watch {
             eff: cfg.clone(),
             cfg,
@@ -358,10 +362,8 @@ impl Watch {
             last_verdicts: Vec::new(),
             status,
             dedupe: EvidenceDeduper::default(),
-            rollback_latched: false,
-            rollback_task: None,
-            rollback_view: None,
-            wake: Arc::new(tokio::sync::Notify::new()),
+            rollback,
+            wake,
             e2e: PeriodicE2e::default(),
             health: SelfHealth::default(),
             recorder,
@@ -371,7 +373,6 @@ impl Watch {
             deadman: deadman::Deadman::new(cfg_heartbeat.as_ref(), cfg_interval),
             lease,
             ended: None,
-            interrupted_check_at: None,
         })
     }
 
@@ -670,35 +671,11 @@ impl Watch {
             self.running = running;
             self.dedupe = dedupe;
             self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
-            if self.store.fence().is_some() {
-                // A rollback "started" by the previous leader may still be
-                // running there until that leader's lease could no longer
-                // act: judged only after a lease and the fence margin.
-                let v = rollback::view(&self.store, &rec.meta.id).await?;
-                self.rollback_latched = v.is_some();
-                if v.is_some_and(|v| v.state == crate::soak::model::RollbackState::Started) {
-                    let wait =
-                        self.cfg.state.lease(self.cfg.watch.interval) + self.cfg.watch.interval;
-                    tracing::warn!(
-                        wait_ms = wait.as_millis() as u64,
-                        "a rollback started by the previous leader: its journal is read again once that leader's lease can no longer act"
-                    );
-                    self.interrupted_check_at = Some(crate::soak::lease::boot_now() + wait);
-                }
-            } else {
-                // One writer (SQLite's lock file): a latch left `started` is
-                // the dead process's own, reported interrupted.
-                self.rollback_latched = rollback::resolve_started(
-                    &self.store,
-                    &self.cfg.alerts,
-                    &rec.meta.id,
-                    &rec.meta.name,
-                    clock.now(),
-                )
-                .await?
-                    != rollback::StartedLatch::Free;
-            }
-            self.rollback_view = rollback::view(&self.store, &rec.meta.id).await?;
+            let previous_lease_ends =
+                self.cfg.state.lease(self.cfg.watch.interval) + self.cfg.watch.interval;
+            self.rollback
+                .resume(&rec.meta, previous_lease_ends, clock.now())
+                .await?;
             self.prev = self.store.last_snapshot(&rec.meta.id).await?;
             // The log tail goes on from the stored cursor: lines written while
             // the daemon was down are read, none twice.
@@ -830,12 +807,24 @@ impl Watch {
             Ok(counts) => self.outbox = counts,
             Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
         }
-        self.maybe_fire_rollback(&summary, clock).await;
-        self.due_interrupted_check(clock).await;
-        self.periodic_e2e(clock.now()).await;
-        if self.rollback_latched {
-            self.refresh_rollback_view().await;
+        if let Some(f) = self
+            .rollback
+            .maybe_fire(
+                &self.soak.meta,
+                &summary,
+                self.running.recent(),
+                &self.policy.dlq_spike,
+                clock,
+            )
+            .await
+        {
+            self.note(WriteTarget::State, f.0);
         }
+        self.rollback
+            .judge_started_when_due(&self.soak.meta, clock)
+            .await;
+        self.periodic_e2e(clock.now()).await;
+        self.rollback.refresh_if_latched(&self.soak.meta.id).await;
         if self.running.samples().is_multiple_of(360) && self.recorder.progress().unsaved == 0 {
             self.thin(tick).await;
         }
@@ -922,7 +911,7 @@ impl Watch {
             .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
             .collect();
         st.summary = Some(summary.clone());
-        st.page = status::PageInputs::of(&self.eff, &self.soak.meta.id, self.rollback_latched);
+        st.page = status::PageInputs::of(&self.eff, &self.soak.meta.id, self.rollback.latched());
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,
@@ -936,11 +925,8 @@ impl Watch {
         delivery: Delivery,
     ) -> Result<SoakSummary, WatchError> {
         // A rollback in flight finishes (its steps have their own timeouts).
-        if let Some(task) = self.rollback_task.take() {
-            tracing::info!("waiting for the rollback in flight to finish");
-            let _ = task.await;
-            self.refresh_rollback_view().await;
-            summary.rollback = self.rollback_view.clone();
+        if let Some(view) = self.rollback.finish(&self.soak.meta.id).await {
+            summary.rollback = view;
         }
         // A periodic E2E probe in flight finishes (bounded by its timeout) and removes its rows.
         if let Some(task) = self.e2e.task.take() {
@@ -1122,19 +1108,11 @@ impl Watch {
         self.queue_alerts(out, now).await;
     }
 
-    /// Re-reads the rollback's journal; a failed read keeps the last view.
-    async fn refresh_rollback_view(&mut self) {
-        match rollback::view(&self.store, &self.soak.meta.id).await {
-            Ok(v) => self.rollback_view = v,
-            Err(e) => tracing::debug!(error = %e, "rollback journal unreadable this cycle"),
-        }
-    }
-
     fn summary(&self) -> SoakSummary {
         let mut s = self
             .running
             .summary(&self.soak.meta, &self.last_verdicts, self.prev.clone());
-        s.rollback = self.rollback_view.clone();
+        s.rollback = self.rollback.view().cloned();
         if let Some(end) = &self.ended {
             s.freeze(end);
         }
@@ -1279,7 +1257,7 @@ impl Watch {
             }
         }
         let due = self.e2e.last_started.is_none_or(|t| t.elapsed() >= every);
-        if due && self.e2e.task.is_none() && self.rollback_task.is_none() {
+        if due && self.e2e.task.is_none() && !self.rollback.running() {
             self.e2e.last_started = Some(std::time::Instant::now());
             self.e2e.task = Some(tokio::spawn(async move {
                 let res = crate::rollback::run_e2e(&cfg).await;
@@ -1298,138 +1276,6 @@ impl Watch {
         }
         if let (Some((at, res)), Ok(mut st)) = (&self.e2e.last, self.status.write()) {
             st.e2e = Some((*at, res.ok, res.latency_ms));
-        }
-    }
-
-    /// Takes the latch and starts the rollback (beside the cycles) when a
-    /// trigger holds and the rollback is armed or in dry-run mode.
-    async fn maybe_fire_rollback(&mut self, summary: &SoakSummary, clock: &dyn Clock) {
-        let now = clock.now();
-        let Some(settings) = self.cfg.rollback.clone() else {
-            return;
-        };
-        if self.rollback_latched || !rollback::enabled(&self.cfg.rollback) || !self.store.may_act()
-        {
-            return;
-        }
-        let Some(trigger) = rollback::fired_trigger(
-            &settings.triggers,
-            summary,
-            self.running.recent(),
-            &self.policy.dlq_spike,
-        ) else {
-            return;
-        };
-        self.rollback_latched = true;
-        match self
-            .store
-            .take_rollback_latch(&self.soak.meta.id, &trigger, now)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(
-                    "rollback trigger holds but the latch was already taken: not firing again"
-                );
-                return;
-            }
-            // Not the leader (any more): the leader decides, never this one.
-            Err(StoreError::NotLeader) => {
-                self.rollback_latched = false;
-                return;
-            }
-            // Shared state: never act without a latch that names this
-            // watcher, or a later leader could take the free latch and run
-            // the rollback a second time. The trigger is looked at again
-            // next cycle; a create that landed after all is then found to
-            // be this watcher's and runs once.
-            Err(e) if self.store.fence().is_some() => {
-                self.rollback_latched = false;
-                self.note(
-                    WriteTarget::State,
-                    format!("taking the rollback latch: {e}"),
-                );
-                tracing::error!(trigger = %trigger, error = %e, "rollback latch not taken: NOT firing without it; retrying next cycle");
-                return;
-            }
-            // The trigger is the critical condition the rollback exists for:
-            // it fires, latched in this process; a restart could fire it once
-            // more (the runbook's steps are idempotent), which is better than
-            // leaving a failing cutover in place because a disk is full.
-            Err(e) => {
-                self.note(
-                    WriteTarget::State,
-                    format!("recording the rollback latch: {e}"),
-                );
-                tracing::error!(trigger = %trigger, "rollback latch not recorded: firing once in this process");
-            }
-        }
-        self.spawn_rollback_with(settings, trigger, now, clock.handle());
-    }
-
-    /// Runs the rollback whose latch this watcher holds, beside the cycles.
-    fn spawn_rollback_with(
-        &mut self,
-        settings: crate::config::RollbackSettings,
-        trigger: String,
-        now: DateTime<Utc>,
-        clock: Arc<dyn Clock>,
-    ) {
-        let target = rollback::RollbackTarget {
-            store: self.store.clone(),
-            alerts: self.cfg.alerts.clone(),
-            soak_id: self.soak.meta.id.clone(),
-            soak_name: self.soak.meta.name.clone(),
-        };
-        let wake = self.wake.clone();
-        self.rollback_task = Some(tokio::spawn(async move {
-            if let Err(e) = rollback::run_latched(target, settings, trigger, now, clock).await {
-                tracing::error!(error = %e, "rollback journal failed");
-            }
-            // Deliver the outcome now, not at the next cycle.
-            wake.notify_one();
-        }));
-    }
-
-    /// A previous leader's rollback left `started`: once that leader can
-    /// no longer act, this leader takes the latch over and the journal
-    /// decides: never acted on, this leader runs it (exactly once); acted
-    /// on, it was interrupted (reported, never re-run); finished, it stands.
-    async fn due_interrupted_check(&mut self, clock: &dyn Clock) {
-        let now = clock.now();
-        let Some(at) = self.interrupted_check_at else {
-            return;
-        };
-        if crate::soak::lease::boot_now() < at || !self.store.may_act() {
-            return;
-        }
-        match rollback::resolve_started(
-            &self.store,
-            &self.cfg.alerts,
-            &self.soak.meta.id,
-            &self.soak.meta.name,
-            now,
-        )
-        .await
-        {
-            Ok(rollback::StartedLatch::Retaken { trigger }) => {
-                self.interrupted_check_at = None;
-                match self.cfg.rollback.clone() {
-                    Some(settings) => {
-                        self.spawn_rollback_with(settings, trigger, now, clock.handle())
-                    }
-                    None => tracing::error!(
-                        "this leader took over a rollback latch but has no [rollback] section to run it with"
-                    ),
-                }
-            }
-            Ok(_) => {
-                self.interrupted_check_at = None;
-                self.refresh_rollback_view().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the previous leader's rollback journal is unreadable; retrying")
-            }
         }
     }
 

@@ -122,10 +122,7 @@ impl Recorder {
 
     /// Where the recorder stands now.
     pub fn progress(&self) -> RecorderProgress {
-        self.progress
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default()
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
     }
 }
 
@@ -263,5 +260,119 @@ async fn run(
         for tx in flushes.drain(..) {
             let _ = tx.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{ProbeFailure, ProbeKind};
+    use crate::soak::store::Baselines;
+    use crate::soak::timeline::SoakMeta;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
+    }
+
+    /// A snapshot with every probe not configured, taken at `s`.
+    fn snap(s: i64) -> Snapshot {
+        let nc = ProbeFailure::not_configured;
+        Snapshot {
+            taken_at: at(s),
+            streams: Default::default(),
+            consumers: Default::default(),
+            metrics: Err(nc(ProbeKind::Metrics, "metrics")),
+            db: Err(nc(ProbeKind::Database, "database")),
+            log: Err(nc(ProbeKind::Log, "log")),
+            env: Err(nc(ProbeKind::ServiceEnv, "service_env")),
+            probe_ms: Default::default(),
+            consumers_elided: false,
+        }
+    }
+
+    fn soak() -> SoakRecord {
+        SoakRecord {
+            meta: SoakMeta {
+                id: "s1".into(),
+                name: "s".into(),
+                t0: at(0),
+                planned_secs: 3600.0,
+            },
+            baselines: Baselines::default(),
+        }
+    }
+
+    fn cycle(cfg: &crate::config::Config, s: i64) -> (CycleRecord, Snapshot) {
+        let sn = snap(s);
+        let (rec, _) = CycleRecord::evaluate(cfg, None, &sn, Duration::from_secs(60));
+        (rec, sn)
+    }
+
+    fn shipped() -> crate::config::Config {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
+            .expect("checks.toml");
+        crate::config::Config::from_text(std::path::Path::new("checks.toml"), &text, &|_: &str| {
+            None::<String>
+        })
+        .expect("the shipped config is valid")
+    }
+
+    #[tokio::test]
+    async fn cycles_handed_over_land_in_order_after_the_soak_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            Store::open(&dir.path().join("s.sqlite"))
+                .await
+                .expect("open"),
+        );
+        let cfg = shipped();
+        let r = Recorder::start(store.clone());
+        r.new_soak(&soak(), at(0));
+        assert!(!r.progress().soak_saved, "not saved until written");
+        for s in [0, 10, 20] {
+            let (rec, sn) = cycle(&cfg, s);
+            r.cycle("s1", &rec, &sn);
+        }
+        r.checkpoint("s1", "24h", dir.path().join("s1-24h.md"), at(20));
+        assert!(r.flush(Duration::from_secs(10)).await, "flushed");
+        let p = r.progress();
+        assert_eq!(
+            (p.unsaved, p.lost, p.soak_saved, p.failing.clone()),
+            (0, 0, true, None),
+            "{p:?}"
+        );
+        let stored: Vec<_> = store
+            .cycles("s1")
+            .await
+            .expect("read")
+            .iter()
+            .map(|c| c.at)
+            .collect();
+        assert_eq!(stored, vec![at(0), at(10), at(20)]);
+        assert!(store
+            .checkpoints_done("s1")
+            .await
+            .expect("marks")
+            .contains(&"24h".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_write_stays_queued_with_its_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.sqlite");
+        drop(Store::open(&path).await.expect("create"));
+        // Opened read-only: every write is refused.
+        let store = Arc::new(Store::open_read_only(&path).await.expect("open"));
+        let cfg = shipped();
+        let r = Recorder::start(store);
+        r.new_soak(&soak(), at(0));
+        let (rec, sn) = cycle(&cfg, 0);
+        r.cycle("s1", &rec, &sn);
+        assert!(r.flush(Duration::from_secs(10)).await, "tried once");
+        let p = r.progress();
+        assert!(!p.soak_saved, "{p:?}");
+        assert_eq!(p.unsaved, 1, "{p:?}");
+        let why = p.failing.unwrap_or_default();
+        assert!(why.starts_with("recording the soak:"), "{why}");
     }
 }
