@@ -443,7 +443,7 @@ pub async fn lookup_nats(
 ) -> Result<NatsFacts, String> {
     let client = crate::probe::nats::connect(cfg, timeout)
         .await
-        .map_err(|e| e.0)?;
+        .map_err(|e| e.to_string())?;
     let js = jetstream::new(client);
     let mut facts = NatsFacts::default();
     match selection {
@@ -597,7 +597,7 @@ pub async fn lookup_table(
         recent_window: Duration::from_secs(600),
         derived: None,
     };
-    let opts = crate::probe::db::connect_options(&db, timeout).map_err(|f| f.reason)?;
+    let opts = crate::probe::db::connect_options(&db, timeout).map_err(|f| f.to_string())?;
     let mut conn = within(
         &format!("database {}", url.shown()),
         timeout,
