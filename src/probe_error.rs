@@ -405,4 +405,32 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn every_shape_of_variant_survives_the_store_encodings() {
+        let all = [
+            ProbeError::ListingNotKept,
+            ProbeError::Other("text".into()),
+            ProbeError::timeout("stream S", Duration::from_millis(2500)),
+            ProbeError::OverCap {
+                url: "u".into(),
+                body: OverCapBody::ReadMoreThan(3),
+                cap: 2,
+            },
+            ProbeError::RedirectRefused {
+                url: "u".into(),
+                status: "302 Found".into(),
+                to: "http://elsewhere/".into(),
+                why: RedirectRefusal::OtherOrigin,
+            },
+        ];
+        for e in all {
+            let bytes = rmp_serde::to_vec_named(&e).expect("encode");
+            let back: ProbeError = rmp_serde::from_slice(&bytes).expect("msgpack");
+            assert_eq!(back, e);
+            let json = serde_json::to_string(&e).expect("json");
+            let back: ProbeError = serde_json::from_str(&json).expect("json back");
+            assert_eq!(back, e);
+        }
+    }
 }
