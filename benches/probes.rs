@@ -62,8 +62,11 @@ fn metrics_case(total: usize, content_length: bool) {
         let outcome = match r {
             Err(_) => "probe timeout".to_string(),
             Ok(Ok(m)) => format!("ok, {} bytes parsed", m.body_bytes),
-            Ok(Err(f)) if f.reason.contains("max_body_bytes") => "refused over the cap".into(),
-            Ok(Err(f)) => format!("error: {}", f.reason),
+            Ok(Err(soakwatch::sample::ProbeFailure {
+                error: soakwatch::sample::ProbeError::OverCap { .. },
+                ..
+            })) => "refused over the cap".into(),
+            Ok(Err(f)) => format!("error: {f}"),
         };
         println!(
             "| {:>9} MB | {:<14} | {:>8.0} | {:>13.1} | {outcome} |",

@@ -47,10 +47,7 @@ pub async fn run(mut cfg: Config, window: Duration) -> Result<CheckReport, Probe
 
 /// History always holds at least one snapshot; this only satisfies the types.
 fn unreachable_snapshot(t: chrono::DateTime<Utc>) -> crate::sample::Snapshot {
-    let f = |probe| crate::sample::ProbeFailure {
-        probe,
-        reason: "not sampled".into(),
-    };
+    let f = |probe| crate::sample::ProbeFailure::new(probe, crate::sample::ProbeError::NotSampled);
     use crate::sample::ProbeKind as K;
     crate::sample::Snapshot {
         taken_at: t,

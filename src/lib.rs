@@ -38,6 +38,7 @@ pub mod histogram;
 pub mod http_client;
 pub mod logging;
 pub mod probe;
+pub mod probe_error;
 pub mod promtext;
 pub mod render;
 pub mod rollback;

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::probe_error::ProbeError;
+
 /// Which probe produced a sample or a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,33 +44,72 @@ impl ProbeKind {
     }
 }
 
-/// A probe that could not produce its sample, and why (one line, no secrets).
+/// A probe that could not produce its sample, and why.
+///
+/// Stored in history as `{probe, reason, error}`: `reason` is the error's
+/// one-line text (all that records written before [`ProbeError`] existed
+/// hold, and what they are read back from), `error` the typed value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredProbeFailure", into = "StoredProbeFailure")]
 pub struct ProbeFailure {
     /// The probe that failed.
     pub probe: ProbeKind,
-    /// One line for a person: what was tried and what went wrong.
-    pub reason: String,
+    /// What went wrong; its `Display` is the one line shown to a person.
+    pub error: ProbeError,
 }
 
-/// How a [`ProbeFailure::not_configured`] reason begins; kept in the reason
-/// itself so stored snapshots need no new field.
-const NOT_CONFIGURED: &str = "not configured: ";
-
 impl ProbeFailure {
+    /// `probe` failed with `error`.
+    pub fn new(probe: ProbeKind, error: ProbeError) -> Self {
+        ProbeFailure { probe, error }
+    }
+
     /// The probe's section is not in the config, so it did not run. Its
     /// criteria are `not_configured` (never blocking a verdict), not
     /// `unknown`, and outputs list the probe as not configured, not failed.
     pub fn not_configured(probe: ProbeKind, section: &str) -> Self {
-        ProbeFailure {
-            probe,
-            reason: format!("{NOT_CONFIGURED}no [{section}] section in the config"),
-        }
+        ProbeFailure::new(probe, ProbeError::not_configured(section))
     }
 
     /// Whether this is a [`ProbeFailure::not_configured`] rather than a failure.
     pub fn is_not_configured(&self) -> bool {
-        self.reason.starts_with(NOT_CONFIGURED)
+        matches!(self.error, ProbeError::NotConfigured { .. })
+    }
+}
+
+impl std::fmt::Display for ProbeFailure {
+    /// The error's one line (the probe is named in it where it matters).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+/// [`ProbeFailure`] as stored: the text beside the typed value, so history
+/// from before [`ProbeError`] (text only) still reads.
+#[derive(Serialize, Deserialize)]
+struct StoredProbeFailure {
+    probe: ProbeKind,
+    reason: String,
+    #[serde(default)]
+    error: Option<ProbeError>,
+}
+
+impl From<StoredProbeFailure> for ProbeFailure {
+    fn from(s: StoredProbeFailure) -> Self {
+        let error = s
+            .error
+            .unwrap_or_else(|| ProbeError::from_recorded(&s.reason));
+        ProbeFailure::new(s.probe, error)
+    }
+}
+
+impl From<ProbeFailure> for StoredProbeFailure {
+    fn from(f: ProbeFailure) -> Self {
+        StoredProbeFailure {
+            probe: f.probe,
+            reason: f.error.to_string(),
+            error: Some(f.error),
+        }
     }
 }
 
@@ -541,9 +582,8 @@ impl Snapshot {
     pub fn consumer(&self, stream: &str, name: &str) -> ConsumerLookup<'_> {
         if self.consumers_elided {
             static ELIDED: std::sync::OnceLock<ProbeFailure> = std::sync::OnceLock::new();
-            return ConsumerLookup::Unknown(ELIDED.get_or_init(|| ProbeFailure {
-                probe: ProbeKind::Consumer,
-                reason: "consumer listings are kept for the newest sample only".into(),
+            return ConsumerLookup::Unknown(ELIDED.get_or_init(|| {
+                ProbeFailure::new(ProbeKind::Consumer, ProbeError::ListingNotKept)
             }));
         }
         match self.consumers.get(stream) {
@@ -617,10 +657,7 @@ mod tests {
             durable_name: Some("normalize-hrv-durable".into()),
             deliver_subject: None,
         };
-        let failed = |probe| ProbeFailure {
-            probe,
-            reason: "down".into(),
-        };
+        let failed = |probe| ProbeFailure::new(probe, ProbeError::Other("down".into()));
         let old = Before {
             taken_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
             streams: BTreeMap::new(),
@@ -652,6 +689,76 @@ mod tests {
             back.consumer("AA_CORE_HOT", "normalize-hrv-durable"),
             ConsumerLookup::Unknown(_)
         ));
+    }
+
+    /// A failure as stored before [`ProbeError`]: the probe and its text.
+    #[derive(Serialize)]
+    struct OldFailure {
+        probe: ProbeKind,
+        reason: String,
+    }
+
+    #[test]
+    fn a_failure_stored_as_text_reads_back_as_its_variant() {
+        let over_cap = "GET http://127.0.0.1:9/metrics: body of 9 bytes (Content-Length) is over the cap of 1 bytes ([metrics] max_body_bytes)";
+        let cases = [
+            (
+                ProbeKind::Database,
+                "not configured: no [database] section in the config",
+                ProbeError::not_configured("database"),
+            ),
+            (
+                ProbeKind::Metrics,
+                over_cap,
+                ProbeError::OverCap {
+                    url: "http://127.0.0.1:9/metrics".into(),
+                    body: crate::probe_error::OverCapBody::ContentLength(9),
+                    cap: 1,
+                },
+            ),
+            (
+                ProbeKind::Stream,
+                "stream S: cannot connect",
+                ProbeError::Other("stream S: cannot connect".into()),
+            ),
+        ];
+        for (probe, reason, want) in cases {
+            let old = OldFailure {
+                probe,
+                reason: reason.to_string(),
+            };
+            let bytes = rmp_serde::to_vec_named(&old).expect("encode");
+            let back: ProbeFailure = rmp_serde::from_slice(&bytes).expect("old msgpack decodes");
+            assert_eq!(back, ProbeFailure::new(probe, want.clone()));
+            assert_eq!(back.to_string(), reason);
+            let json = serde_json::to_string(&old).expect("json");
+            let back: ProbeFailure = serde_json::from_str(&json).expect("old JSON decodes");
+            assert_eq!(back, ProbeFailure::new(probe, want));
+        }
+        assert!(serde_json::from_str::<ProbeFailure>(
+            r#"{"probe":"log","reason":"not configured: no [log] section in the config"}"#
+        )
+        .expect("json")
+        .is_not_configured());
+    }
+
+    #[test]
+    fn a_failure_is_stored_with_its_text_and_its_variant() {
+        let f = ProbeFailure::new(
+            ProbeKind::Stream,
+            ProbeError::timeout("stream S", std::time::Duration::from_secs(5)),
+        );
+        let raw: serde_json::Value =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&f).expect("encode")).expect("raw");
+        // An older soakwatch reading this record finds the text it knows.
+        assert_eq!(raw["reason"], "stream S: no answer within 5s");
+        assert_eq!(raw["probe"], "stream");
+        let back: ProbeFailure =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&f).expect("encode")).expect("decode");
+        assert_eq!(back, f);
+        let back: ProbeFailure =
+            serde_json::from_str(&serde_json::to_string(&f).expect("json")).expect("decode");
+        assert_eq!(back, f);
     }
 
     #[test]

@@ -1206,9 +1206,9 @@ mod tests {
     #[test]
     fn nothing_seen_means_placeholders_and_conflicts() {
         let o = Observed {
-            nats: Err("no NATS".into()),
-            metrics: Err("no metrics".into()),
-            table: Some(Err("no db".into())),
+            nats: Err(crate::probe_error::ProbeError::Other("no NATS".into())),
+            metrics: Err(crate::probe_error::ProbeError::Other("no metrics".into())),
+            table: Some(Err(crate::probe_error::ProbeError::Other("no db".into()))),
             env: None,
             files: Vec::new(),
         };

@@ -225,8 +225,9 @@ pub async fn run_validate_live(cfg: &Config, path: &Path) -> ExitCode {
         .is_some_and(|f| f.size.is_none());
     let mut failures = observed.failures();
     if env_missing {
+        // The missing env file is already reported as a missing file.
         if let Some(Err(e)) = &observed.env {
-            failures.retain(|f| f != e);
+            failures.retain(|f| !std::ptr::eq(*f, e));
         }
     }
     for f in &failures {

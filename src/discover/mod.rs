@@ -23,6 +23,7 @@ use sqlx::{Connection, Row};
 
 use crate::config::{DatabaseConfig, NatsConfig};
 use crate::envfile::EnvFile;
+use crate::probe_error::ProbeError;
 use crate::promtext::{self, MetricType};
 use crate::secret::SecretUrl;
 
@@ -251,33 +252,34 @@ fn tail_lines(path: &Path, max: u64) -> Vec<String> {
 /// server still leaves the others' facts.
 #[derive(Debug, Clone)]
 pub struct Observed {
-    /// JetStream; Err = one line why it could not be looked at.
-    pub nats: Result<NatsFacts, String>,
+    /// JetStream; Err = why it could not be looked at.
+    pub nats: Result<NatsFacts, ProbeError>,
     /// `/metrics`.
-    pub metrics: Result<MetricsFacts, String>,
+    pub metrics: Result<MetricsFacts, ProbeError>,
     /// The table; None when no database was given.
-    pub table: Option<Result<TableFacts, String>>,
+    pub table: Option<Result<TableFacts, ProbeError>>,
     /// The env file, when one was given.
-    pub env: Option<Result<EnvFacts, String>>,
+    pub env: Option<Result<EnvFacts, ProbeError>>,
     /// Files whose existence was asked about (log, env, rollback files).
     pub files: Vec<FileFacts>,
 }
 
 impl Observed {
-    /// One-line reasons of every look-up that could not be made.
-    pub fn failures(&self) -> Vec<String> {
+    /// Why each look-up that could not be made failed (its `Display` is
+    /// the one line shown).
+    pub fn failures(&self) -> Vec<&ProbeError> {
         let mut v = Vec::new();
         if let Err(e) = &self.nats {
-            v.push(e.clone());
+            v.push(e);
         }
         if let Err(e) = &self.metrics {
-            v.push(e.clone());
+            v.push(e);
         }
         if let Some(Err(e)) = &self.table {
-            v.push(e.clone());
+            v.push(e);
         }
         if let Some(Err(e)) = &self.env {
-            v.push(e.clone());
+            v.push(e);
         }
         v
     }
@@ -389,14 +391,11 @@ async fn within<T, E: std::fmt::Display>(
     what: &str,
     timeout: Duration,
     fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+) -> Result<T, ProbeError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {}", one_line(&e.to_string()))),
-        Err(_) => Err(format!(
-            "{what}: no answer within {}",
-            humantime::format_duration(timeout)
-        )),
+        Ok(Err(e)) => Err(ProbeError::failed(what, one_line(&e.to_string()))),
+        Err(_) => Err(ProbeError::timeout(what, timeout)),
     }
 }
 
@@ -440,7 +439,7 @@ pub async fn lookup_nats(
     cfg: &NatsConfig,
     selection: &StreamSelection,
     timeout: Duration,
-) -> Result<NatsFacts, String> {
+) -> Result<NatsFacts, ProbeError> {
     let client = crate::probe::nats::connect(cfg, timeout)
         .await
         .map_err(|e| e.0)?;
@@ -468,12 +467,7 @@ pub async fn lookup_nats(
         StreamSelection::Named(names) => {
             for name in names {
                 match tokio::time::timeout(timeout, js.get_stream(name)).await {
-                    Err(_) => {
-                        return Err(format!(
-                            "stream {name}: no answer within {}",
-                            humantime::format_duration(timeout)
-                        ))
-                    }
+                    Err(_) => return Err(ProbeError::timeout(format!("stream {name}"), timeout)),
                     Ok(Ok(s)) => facts.streams.push(stream_facts(s.cached_info().clone())),
                     Ok(Err(e)) => {
                         use jetstream::context::GetStreamErrorKind as K;
@@ -485,7 +479,10 @@ pub async fn lookup_nats(
                                 facts.missing.push(name.clone())
                             }
                             _ => {
-                                return Err(format!("stream {name}: {}", one_line(&e.to_string())))
+                                return Err(ProbeError::failed(
+                                    format!("stream {name}"),
+                                    one_line(&e.to_string()),
+                                ))
                             }
                         }
                     }
@@ -494,10 +491,9 @@ pub async fn lookup_nats(
         }
     }
     for s in &mut facts.streams {
-        let stream = js
-            .get_stream_no_info(&s.name)
-            .await
-            .map_err(|e| format!("stream {}: {}", s.name, one_line(&e.to_string())))?;
+        let stream = js.get_stream_no_info(&s.name).await.map_err(|e| {
+            ProbeError::failed(format!("stream {}", s.name), one_line(&e.to_string()))
+        })?;
         let consumers: Vec<jetstream::consumer::Info> = within(
             &format!("consumers of {}", s.name),
             timeout,
@@ -512,28 +508,37 @@ pub async fn lookup_nats(
 }
 
 /// Scrapes `/metrics` once and groups the samples into families.
-pub async fn lookup_metrics(url: &SecretUrl, timeout: Duration) -> Result<MetricsFacts, String> {
+pub async fn lookup_metrics(
+    url: &SecretUrl,
+    timeout: Duration,
+) -> Result<MetricsFacts, ProbeError> {
     let shown = url.shown();
+    let get = format!("GET {shown}");
     let http = crate::probe::metrics::http_client(timeout)
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        .map_err(|e| ProbeError::failed("cannot build the HTTP client", e))?;
     let resp = http
         .get(url.expose())
         .send()
         .await
-        .map_err(|e| format!("GET {shown}: {}", innermost(&e)))?;
+        .map_err(|e| ProbeError::failed(get.clone(), innermost(&e)))?;
     if !resp.status().is_success() {
-        return Err(format!("GET {shown}: HTTP {}", resp.status()));
+        return Err(ProbeError::HttpStatus {
+            url: shown.to_string(),
+            status: resp.status().to_string(),
+        });
     }
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("GET {shown}: body cut off: {}", innermost(&e)))?;
+    let body = resp.text().await.map_err(|e| {
+        ProbeError::failed(get.clone(), format_args!("body cut off: {}", innermost(&e)))
+    })?;
     let expo = promtext::parse(&body);
     if expo.samples.is_empty() && expo.types.is_empty() {
-        return Err(format!(
-            "GET {shown}: not a Prometheus exposition ({} bytes, {} bad lines)",
-            body.len(),
-            expo.errors.len()
+        return Err(ProbeError::failed(
+            get,
+            format_args!(
+                "not a Prometheus exposition ({} bytes, {} bad lines)",
+                body.len(),
+                expo.errors.len()
+            ),
         ));
     }
     Ok(families_of(&expo))
@@ -588,7 +593,7 @@ pub async fn lookup_table(
     url: &SecretUrl,
     table: &str,
     timeout: Duration,
-) -> Result<TableFacts, String> {
+) -> Result<TableFacts, ProbeError> {
     let db = DatabaseConfig {
         url: url.clone(),
         table: table.to_string(),
@@ -597,7 +602,7 @@ pub async fn lookup_table(
         recent_window: Duration::from_secs(600),
         derived: None,
     };
-    let opts = crate::probe::db::connect_options(&db, timeout).map_err(|f| f.reason)?;
+    let opts = crate::probe::db::connect_options(&db, timeout).map_err(|f| f.error)?;
     let mut conn = within(
         &format!("database {}", url.shown()),
         timeout,
@@ -606,7 +611,7 @@ pub async fn lookup_table(
     .await?;
     let res = query_table(&mut conn, table).await;
     let _ = conn.close().await;
-    res.map_err(|e| format!("table {table}: {}", describe_sqlx(&e)))
+    res.map_err(|e| ProbeError::failed(format!("table {table}"), describe_sqlx(&e)))
 }
 
 fn describe_sqlx(e: &sqlx::Error) -> String {
@@ -688,15 +693,14 @@ pub fn is_safe_env_key(key: &str) -> bool {
     k.contains("ACK_WAIT") || k.ends_with("_MODE")
 }
 
-async fn lookup_env(path: &Path) -> Result<EnvFacts, String> {
+async fn lookup_env(path: &Path) -> Result<EnvFacts, ProbeError> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| {
-        format!(
-            "env file {}: {}",
-            path.display(),
+        ProbeError::failed(
+            format!("env file {}", path.display()),
             match e.kind() {
                 std::io::ErrorKind::NotFound => "does not exist".to_string(),
                 _ => e.to_string(),
-            }
+            },
         )
     })?;
     Ok(env_facts(path, &EnvFile::parse(&text)))

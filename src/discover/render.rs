@@ -903,9 +903,15 @@ mod tests {
     #[test]
     fn nothing_seen_still_renders_a_valid_config() {
         let o = Observed {
-            nats: Err("cannot connect to NATS at nats://127.0.0.1:1".into()),
-            metrics: Err("GET x: connection failed".into()),
-            table: Some(Err("database: refused".into())),
+            nats: Err(crate::probe_error::ProbeError::Other(
+                "cannot connect to NATS at nats://127.0.0.1:1".into(),
+            )),
+            metrics: Err(crate::probe_error::ProbeError::Other(
+                "GET x: connection failed".into(),
+            )),
+            table: Some(Err(crate::probe_error::ProbeError::Other(
+                "database: refused".into(),
+            ))),
             env: None,
             files: Vec::new(),
         };

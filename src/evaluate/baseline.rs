@@ -17,7 +17,7 @@ impl Ctx<'_> {
     fn baseline_growth(&self, spec: &StreamSpec, what: &str) -> (Vec<Part>, Option<u64>) {
         let mut parts = Vec::new();
         let s = match self.stream(self.last, &spec.name) {
-            Err(f) => return (vec![part(Status::Unknown, f.reason.clone())], None),
+            Err(f) => return (vec![part(Status::Unknown, f.to_string())], None),
             Ok(None) => {
                 return (
                     vec![part(
@@ -142,7 +142,7 @@ impl Ctx<'_> {
         let (mut parts, messages) = self.baseline_growth(spec, "DLQ");
         let mut dlq_count = None;
         match self.counter() {
-            Err(r) => parts.push(part(Status::Unknown, r)),
+            Err(r) => parts.push(part(Status::Unknown, r.to_string())),
             Ok(ms) => {
                 let n = ms.by_result.get(&m.dlq_result).copied().unwrap_or(0.0);
                 dlq_count = Some(n);
@@ -237,10 +237,13 @@ mod tests {
             s.messages = 2;
             s.last_seq = 2;
         }
-        h[1].metrics = Err(ProbeFailure {
-            probe: ProbeKind::Metrics,
-            reason: "GET http://x/metrics: HTTP 500".into(),
-        });
+        h[1].metrics = Err(ProbeFailure::new(
+            ProbeKind::Metrics,
+            crate::sample::ProbeError::HttpStatus {
+                url: "http://x/metrics".into(),
+                status: "500".into(),
+            },
+        ));
         let s = statuses(&evaluate(&c, &h));
         assert_eq!(s["dlq"], Status::Fail);
         assert_eq!(s["service_up"], Status::Fail);

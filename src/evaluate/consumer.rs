@@ -84,7 +84,7 @@ impl Fleet {
                         blind = true;
                         selector_parts.push(part(
                             Status::Unknown,
-                            format!("{}: cannot list {stream}: {}", sel.key, f.reason),
+                            format!("{}: cannot list {stream}: {f}", sel.key),
                         ));
                     }
                     Some(Ok(Some(list))) => {
@@ -263,7 +263,7 @@ impl Ctx<'_> {
         }
         match self.last.consumer(&w.stream, &w.durable) {
             ConsumerLookup::Found(c) => Ok(c),
-            ConsumerLookup::Unknown(f) => Err((Status::Unknown, f.reason.clone())),
+            ConsumerLookup::Unknown(f) => Err((Status::Unknown, f.to_string())),
             ConsumerLookup::Missing => Err((
                 Status::Fail,
                 format!(
@@ -361,7 +361,7 @@ impl Ctx<'_> {
         let mut parts = Vec::new();
         match (&self.cfg.service_env, &self.last.env) {
             (None, _) => {}
-            (Some(_), Err(f)) => parts.push(part(Status::Unknown, f.reason.clone())),
+            (Some(_), Err(f)) => parts.push(part(Status::Unknown, f.to_string())),
             (Some(env_cfg), Ok(env)) => {
                 if let (Some(key), Some(primary)) =
                     (&env_cfg.ack_wait_key, self.cfg.consumers.primary())
@@ -854,10 +854,13 @@ mod tests {
         let mut h = fleet_history(&fleet_cfg(1), &[("vendor-a", 0)], &[]);
         h[1].consumers.insert(
             "AA_VENDOR_HOT".into(),
-            Err(ProbeFailure {
-                probe: ProbeKind::Consumer,
-                reason: "consumers of AA_VENDOR_HOT: no answer within 5s".into(),
-            }),
+            Err(ProbeFailure::new(
+                ProbeKind::Consumer,
+                crate::sample::ProbeError::timeout(
+                    "consumers of AA_VENDOR_HOT",
+                    std::time::Duration::from_secs(5),
+                ),
+            )),
         );
         let v = evaluate(&fleet_cfg(1), &h);
         // The vendor fleet cannot be seen: never a silent pass.

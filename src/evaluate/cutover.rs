@@ -20,7 +20,7 @@ impl Ctx<'_> {
             .unwrap_or_default();
         match &self.last.log {
             _ if self.cfg.log.is_none() => {}
-            Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
+            Err(f) => parts.push(part(Status::Unknown, f.to_string())),
             // Counted since the tail started: a fallback seen stays failing for
             // the soak, through rotations and while the log is unreadable.
             Ok(l) if l.fallback_total.max(l.fallback_count) > 0 => {
@@ -72,7 +72,7 @@ impl Ctx<'_> {
             )),
         }
         match self.metrics(self.last) {
-            Err(r) => parts.push(part(Status::Unknown, r)),
+            Err(r) => parts.push(part(Status::Unknown, r.to_string())),
             Ok(ms) => {
                 let active: Vec<&(String, f64)> =
                     ms.legacy_series.iter().filter(|(_, v)| *v > 0.0).collect();
@@ -121,7 +121,7 @@ impl Ctx<'_> {
             self.cfg.metrics.stream_label
         );
         let ms = match self.counter() {
-            Err(r) => return Verdict::unknown(C::StreamPurity, target, r),
+            Err(r) => return Verdict::unknown(C::StreamPurity, target, r.to_string()),
             Ok(ms) => ms,
         };
         let total: f64 = ms.by_stream.values().sum();

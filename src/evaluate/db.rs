@@ -35,7 +35,7 @@ impl Ctx<'_> {
             );
         }
         let db = match &self.last.db {
-            Err(f) => return Verdict::unknown(C::DbWrites, target, f.reason.clone()),
+            Err(f) => return Verdict::unknown(C::DbWrites, target, f.to_string()),
             Ok(d) => d,
         };
         // Work waiting with nothing acknowledged and no row landing is
@@ -64,6 +64,7 @@ impl Ctx<'_> {
                 .metrics(self.last)
                 .err()
                 .or_else(|| self.metrics(self.first).err())
+                .map(ToString::to_string)
                 .unwrap_or_default();
             return Verdict::unknown(C::DbWrites, target, reason);
         }
@@ -180,13 +181,13 @@ impl Ctx<'_> {
             return not_configured(C::DbIntegrity, target);
         }
         let db = match &self.last.db {
-            Err(f) => return Verdict::unknown(C::DbIntegrity, target, f.reason.clone()),
+            Err(f) => return Verdict::unknown(C::DbIntegrity, target, f.to_string()),
             Ok(d) => d,
         };
         let mut parts = Vec::new();
         let mut missing_val = None;
         match self.metrics(self.last) {
-            Err(r) => parts.push(part(Status::Unknown, r)),
+            Err(r) => parts.push(part(Status::Unknown, r.to_string())),
             Ok(ms) => match ms.process_start.and_then(|s| DateTime::from_timestamp_micros((s * 1e6) as i64)) {
                 None => parts.push(part(
                     Status::Unknown,
@@ -327,10 +328,10 @@ mod tests {
         assert!(w.evidence.contains("database writes stopped"));
         // The service is down too: still judged from NATS and the table.
         let mut h = stalled_window(&c, 30, 4);
-        h[1].metrics = Err(crate::sample::ProbeFailure {
-            probe: crate::sample::ProbeKind::Metrics,
-            reason: "down".into(),
-        });
+        h[1].metrics = Err(crate::sample::ProbeFailure::new(
+            crate::sample::ProbeKind::Metrics,
+            crate::sample::ProbeError::Other("down".into()),
+        ));
         assert_eq!(db_writes(&evaluate(&c, &h)).status, Status::Fail);
     }
 

@@ -25,7 +25,9 @@ mod topology;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::sample::{MetricsState, Probed, Snapshot, StreamState};
+use crate::sample::{
+    MetricsState, ProbeError, ProbeFailure, ProbeKind, Probed, Snapshot, StreamState,
+};
 use crate::verdict::{CriterionId as C, Status, Verdict};
 
 /// One piece of evidence inside a criterion; the criterion takes the worst.
@@ -139,6 +141,22 @@ struct Ctx<'a> {
     fleet: consumer::Fleet,
 }
 
+/// Why the newest sample's message counter gives no number; its text is
+/// the evidence of the criteria that need the counter.
+#[derive(Debug, thiserror::Error)]
+enum CounterUnreadable<'s> {
+    /// The metrics probe failed.
+    #[error("{0}")]
+    Probe(&'s ProbeFailure),
+    /// The family is absent, unmatched or holds values that cannot be
+    /// trusted ([`crate::sample::FamilyFacts::unusable`] says which).
+    #[error("{0}")]
+    Unusable(String),
+    /// A record from before the family facts were kept, without the counter.
+    #[error("counter {0} not found in /metrics")]
+    NotFound(String),
+}
+
 impl Ctx<'_> {
     fn window_secs(&self) -> f64 {
         (self.last.taken_at - self.first.taken_at).num_milliseconds() as f64 / 1000.0
@@ -149,16 +167,18 @@ impl Ctx<'_> {
             std::sync::OnceLock::new();
         snap.streams.get(name).unwrap_or_else(|| {
             MISSING.get_or_init(|| {
-                Err(crate::sample::ProbeFailure {
-                    probe: crate::sample::ProbeKind::Stream,
-                    reason: "stream was not probed".into(),
-                })
+                Err(ProbeFailure::new(
+                    ProbeKind::Stream,
+                    ProbeError::NotProbed {
+                        what: "stream".into(),
+                    },
+                ))
             })
         })
     }
 
-    fn metrics<'s>(&self, snap: &'s Snapshot) -> Result<&'s MetricsState, String> {
-        snap.metrics.as_ref().map_err(|f| f.reason.clone())
+    fn metrics<'s>(&self, snap: &'s Snapshot) -> Result<&'s MetricsState, &'s ProbeFailure> {
+        snap.metrics.as_ref()
     }
 
     /// The newest sample's message counter, when it can be read. A family
@@ -166,18 +186,17 @@ impl Ctx<'_> {
     /// prometheus_client print a labelled counter that way until its first
     /// event); an absent or unmatched family, NaN/infinite/negative values or
     /// duplicate series are the reason it cannot be read.
-    fn counter(&self) -> Result<&MetricsState, String> {
-        let ms = self.metrics(self.last)?;
+    fn counter(&self) -> Result<&MetricsState, CounterUnreadable<'_>> {
+        let ms = self.metrics(self.last).map_err(CounterUnreadable::Probe)?;
         match &ms.counter {
             Some(f) => match f.unusable() {
-                Some(reason) => Err(reason),
+                Some(reason) => Err(CounterUnreadable::Unusable(reason)),
                 None => Ok(ms),
             },
             // A record from before the family facts were kept.
             None if ms.counter_found => Ok(ms),
-            None => Err(format!(
-                "counter {} not found in /metrics",
-                self.cfg.metrics.messages_counter
+            None => Err(CounterUnreadable::NotFound(
+                self.cfg.metrics.messages_counter.clone(),
             )),
         }
     }
@@ -214,10 +233,7 @@ mod tests {
     fn probe_failures_make_dependents_unknown_never_pass() {
         let c = cfg();
         let mut h = healthy_window(&c);
-        let f = |probe| ProbeFailure {
-            probe,
-            reason: "down".into(),
-        };
+        let f = |probe| ProbeFailure::new(probe, ProbeError::Other("down".into()));
         for l in h[1].consumers.values_mut() {
             *l = Err(f(ProbeKind::Consumer));
         }

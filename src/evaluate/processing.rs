@@ -27,7 +27,7 @@ impl Ctx<'_> {
         let min = self.cfg.criteria.success_rate_min;
         let target = format!(">= {}", pct(min));
         let ms = match self.counter() {
-            Err(r) => return Verdict::unknown(C::SuccessRate, target, r),
+            Err(r) => return Verdict::unknown(C::SuccessRate, target, r.to_string()),
             Ok(ms) => ms,
         };
         let (success, counted) = self.success_counts(ms);
@@ -91,7 +91,7 @@ impl Ctx<'_> {
             );
         };
         let ms = match self.metrics(self.last) {
-            Err(r) => return Verdict::unknown(C::P95Latency, target, r),
+            Err(r) => return Verdict::unknown(C::P95Latency, target, r.to_string()),
             Ok(ms) => ms,
         };
         if let Some(f) = &ms.latency {

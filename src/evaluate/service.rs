@@ -4,7 +4,7 @@ use chrono::DateTime;
 
 use super::{combine, part, Ctx};
 use crate::histogram;
-use crate::sample::Snapshot;
+use crate::sample::{ProbeError, ProbeFailure, Snapshot};
 use crate::verdict::{CriterionId as C, Status, Verdict};
 
 impl Ctx<'_> {
@@ -12,27 +12,32 @@ impl Ctx<'_> {
         let target = "metrics endpoint answers; no restart".to_string();
         let ms = match self.metrics(self.last) {
             // It answered, but more than we agreed to read: not known to be down.
-            Err(r) if r.contains(crate::probe::metrics::OVER_CAP_MARK) => {
-                return Verdict::unknown(C::ServiceUp, target, r)
-            }
+            Err(
+                f @ ProbeFailure {
+                    error: ProbeError::OverCap { .. },
+                    ..
+                },
+            ) => return Verdict::unknown(C::ServiceUp, target, f.to_string()),
             // It answered, with something else (a login page, an empty
             // 200): not down, which would feed the `service_up` rollback
             // trigger, and not up either: nobody can tell.
-            Err(r) if r.contains(crate::probe::metrics::NOT_EXPOSITION_MARK) => {
+            Err(
+                f @ ProbeFailure {
+                    error: ProbeError::NotExposition { .. },
+                    ..
+                },
+            ) => {
                 return Verdict::new(
                     C::ServiceUp,
                     Status::Unknown,
                     "answers, not with metrics",
                     target,
-                    format!("the endpoint answers, with something else: {r}"),
+                    format!("the endpoint answers, with something else: {f}"),
                 )
             }
-            Err(r) => {
-                return Verdict::new(C::ServiceUp, Status::Fail, "down", target, r).with_value(
-                    0.0,
-                    None,
-                    Some(0.0),
-                )
+            Err(f) => {
+                return Verdict::new(C::ServiceUp, Status::Fail, "down", target, f.to_string())
+                    .with_value(0.0, None, Some(0.0))
             }
             Ok(ms) => ms,
         };
@@ -163,19 +168,21 @@ impl Ctx<'_> {
 mod tests {
     use crate::evaluate::evaluate;
     use crate::evaluate::fixtures::*;
+    use crate::sample::{ProbeError, ProbeFailure, ProbeKind};
     use crate::verdict::{CriterionId as C, Status};
 
     #[test]
     fn a_metrics_body_over_the_cap_is_unknown_not_down() {
         let c = cfg();
         let mut h = healthy_window(&c);
-        h[1].metrics = Err(crate::sample::ProbeFailure {
-            probe: crate::sample::ProbeKind::Metrics,
-            reason: format!(
-                "GET x: body of 9 bytes (Content-Length) is over the cap of 1 bytes ({})",
-                crate::probe::metrics::OVER_CAP_MARK
-            ),
-        });
+        h[1].metrics = Err(ProbeFailure::new(
+            ProbeKind::Metrics,
+            ProbeError::OverCap {
+                url: "x".into(),
+                body: crate::probe_error::OverCapBody::ContentLength(9),
+                cap: 1,
+            },
+        ));
         let v = evaluate(&c, &h);
         let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
         assert_eq!(up.status, Status::Unknown);
@@ -185,23 +192,27 @@ mod tests {
     fn an_answer_that_is_not_an_exposition_is_unknown_never_down() {
         let c = cfg();
         let mut h = healthy_window(&c);
-        h[1].metrics = Err(crate::sample::ProbeFailure {
-            probe: crate::sample::ProbeKind::Metrics,
-            reason: format!(
-                "GET x: HTTP 200 OK but {} (text/html, 90 bytes, 2 bad lines)",
-                crate::probe::metrics::NOT_EXPOSITION_MARK
-            ),
-        });
+        h[1].metrics = Err(ProbeFailure::new(
+            ProbeKind::Metrics,
+            ProbeError::NotExposition {
+                url: "x".into(),
+                status: "200 OK".into(),
+                detail: "text/html, 90 bytes, 2 bad lines".into(),
+            },
+        ));
         let v = evaluate(&c, &h);
         let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
         assert_eq!(up.status, Status::Unknown);
         assert!(!up.observed.contains("down"), "{}", up.observed);
         assert!(up.evidence.contains("answers, with something else"));
         // A refused connection is still down.
-        h[1].metrics = Err(crate::sample::ProbeFailure {
-            probe: crate::sample::ProbeKind::Metrics,
-            reason: "GET x: connection failed: refused".into(),
-        });
+        h[1].metrics = Err(ProbeFailure::new(
+            ProbeKind::Metrics,
+            ProbeError::Connect {
+                what: "GET x".into(),
+                detail: "connection failed: refused".into(),
+            },
+        ));
         let v = evaluate(&c, &h);
         let up = v.iter().find(|v| v.id == C::ServiceUp).expect("service_up");
         assert_eq!(up.status, Status::Fail);

@@ -17,7 +17,7 @@ impl Ctx<'_> {
         for spec in &specs {
             let is_dlq = spec.name == self.cfg.streams.dlq.name;
             match self.stream(self.last, &spec.name) {
-                Err(f) => parts.push(part(Status::Unknown, f.reason.clone())),
+                Err(f) => parts.push(part(Status::Unknown, f.to_string())),
                 Ok(None) => parts.push(part(
                     Status::Fail,
                     format!(

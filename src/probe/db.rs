@@ -12,14 +12,19 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::config::{DatabaseConfig, DerivedCheck};
-use crate::sample::{DbState, ProbeFailure, ProbeKind, Probed};
+use crate::sample::{DbState, ProbeError, ProbeFailure, ProbeKind, Probed};
 use crate::sql::{quote_ident, quote_table};
 
-fn fail(reason: String) -> ProbeFailure {
-    ProbeFailure {
-        probe: ProbeKind::Database,
-        reason,
-    }
+fn fail(error: ProbeError) -> ProbeFailure {
+    ProbeFailure::new(ProbeKind::Database, error)
+}
+
+/// No connection to the database (refused, auth, TLS, server down).
+fn connect_failed(cfg: &DatabaseConfig, e: &sqlx::Error) -> ProbeFailure {
+    fail(ProbeError::Connect {
+        what: format!("database {}", cfg.url.shown()),
+        detail: describe(e),
+    })
 }
 
 /// Connection options, parsed once. Each probe round opens one connection
@@ -29,8 +34,12 @@ pub fn connect_options(
     cfg: &DatabaseConfig,
     timeout: Duration,
 ) -> Result<PgConnectOptions, ProbeFailure> {
-    let opts = PgConnectOptions::from_str(cfg.url.expose())
-        .map_err(|e| fail(format!("database url {}: {e}", cfg.url.shown())))?;
+    let opts = PgConnectOptions::from_str(cfg.url.expose()).map_err(|e| {
+        fail(ProbeError::failed(
+            format!("database url {}", cfg.url.shown()),
+            e,
+        ))
+    })?;
     Ok(opts.application_name("soakwatch").options([
         ("statement_timeout", timeout.as_millis().to_string()),
         ("TimeZone", "UTC".to_string()),
@@ -80,7 +89,7 @@ pub async fn probe(
 ) -> Probed<DbState> {
     let mut conn = PgConnection::connect_with(opts)
         .await
-        .map_err(|e| fail(format!("database {}: {}", cfg.url.shown(), describe(&e))))?;
+        .map_err(|e| connect_failed(cfg, &e))?;
     let res = match table_columns(&mut conn, cfg).await {
         Ok(cols) => query_state(&mut conn, &cols, cfg, now, since).await,
         Err(e) => Err(e),
@@ -122,7 +131,7 @@ impl DbSession {
             Some(c) => c,
             None => PgConnection::connect_with(&self.opts)
                 .await
-                .map_err(|e| fail(format!("database {}: {}", cfg.url.shown(), describe(&e))))?,
+                .map_err(|e| connect_failed(cfg, &e))?,
         };
         let cols = table_columns(&mut conn, cfg).await?;
         Ok(Prepared { conn, cols })
@@ -220,7 +229,7 @@ async fn table_columns(
     .bind(quote_table(&d.table))
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| fail(format!("table {}: {}", d.table, describe(&e))))?;
+    .map_err(|e| fail(ProbeError::failed(format!("table {}", d.table), describe(&e))))?;
     rows.iter()
         .map(|r| {
             Ok(Column {
@@ -230,7 +239,12 @@ async fn table_columns(
             })
         })
         .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| fail(format!("table {}: {}", d.table, describe(&e))))
+        .map_err(|e| {
+            fail(ProbeError::failed(
+                format!("table {}", d.table),
+                describe(&e),
+            ))
+        })
 }
 
 /// The table's write columns (created, and updated when set) with their
@@ -241,10 +255,9 @@ fn write_columns(
     d: &DatabaseConfig,
 ) -> Result<Vec<(String, TsKind)>, ProbeFailure> {
     if cols.is_empty() {
-        return Err(fail(format!(
-            "table {} does not exist in the database",
-            d.table
-        )));
+        return Err(fail(ProbeError::MissingTable {
+            table: d.table.clone(),
+        }));
     }
     let kind_of = |col: &str| -> Result<TsKind, ProbeFailure> {
         match cols
@@ -252,13 +265,14 @@ fn write_columns(
             .find(|c| c.name == col)
             .map(|c| c.data_type.as_str())
         {
-            None => Err(fail(format!("table {} has no column {col}", d.table))),
+            None => Err(missing_column(d, col)),
             Some("timestamp with time zone") => Ok(TsKind::WithTz),
             Some("timestamp without time zone") => Ok(TsKind::NoTz),
-            Some(t) => Err(fail(format!(
-                "column {}.{col} is {t}, not a timestamp",
-                d.table
-            ))),
+            Some(t) => Err(fail(ProbeError::NotTimestamp {
+                table: d.table.clone(),
+                column: col.to_string(),
+                found: t.to_string(),
+            })),
         }
     };
     let mut write_cols = vec![(d.created_column.clone(), kind_of(&d.created_column)?)];
@@ -268,11 +282,19 @@ fn write_columns(
     if let Some(der) = &d.derived {
         for c in [&der.column, &der.source] {
             if !cols.iter().any(|col| col.name == *c) {
-                return Err(fail(format!("table {} has no column {c}", d.table)));
+                return Err(missing_column(d, c));
             }
         }
     }
     Ok(write_cols)
+}
+
+/// A configured column that is not in the table.
+fn missing_column(d: &DatabaseConfig, column: &str) -> ProbeFailure {
+    fail(ProbeError::MissingColumn {
+        table: d.table.clone(),
+        column: column.to_string(),
+    })
 }
 
 /// A note for each write column that leads no index: counting writes by it
@@ -338,10 +360,12 @@ async fn table_figures(
     if let Some(der) = &d.derived {
         q = q.bind(der.tolerance).bind(der.sample_rows);
     }
-    let row = q
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| fail(format!("querying {}: {}", d.table, describe(&e))))?;
+    let row = q.fetch_one(&mut *conn).await.map_err(|e| {
+        fail(ProbeError::failed(
+            format!("querying {}", d.table),
+            describe(&e),
+        ))
+    })?;
     let read = || -> Result<Figures, sqlx::Error> {
         let k = instants.len();
         let counts = (0..k).map(|i| row.try_get(i)).collect::<Result<_, _>>()?;
@@ -360,10 +384,9 @@ async fn table_figures(
         })
     };
     read().map_err(|e| {
-        fail(format!(
-            "reading the figures of {}: {}",
-            d.table,
-            describe(&e)
+        fail(ProbeError::failed(
+            format!("reading the figures of {}", d.table),
+            describe(&e),
         ))
     })
 }

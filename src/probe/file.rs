@@ -80,6 +80,34 @@ impl FileError {
     }
 }
 
+impl From<FileError> for crate::sample::ProbeError {
+    /// The probe's failure: same text, typed by what is wrong with the file.
+    fn from(e: FileError) -> Self {
+        use crate::sample::ProbeError;
+        let file = |what: &str, path: &Path| format!("{what} {}", path.display());
+        match e {
+            FileError::Missing { what, path } => ProbeError::MissingFile {
+                file: file(what, &path),
+            },
+            FileError::Io { what, path, source } => ProbeError::failed(file(what, &path), source),
+            FileError::NotRegular { what, path, kind } => ProbeError::NotRegularFile {
+                file: file(what, &path),
+                kind: kind.to_string(),
+            },
+            FileError::TooLarge {
+                what,
+                path,
+                size,
+                max,
+            } => ProbeError::FileTooLarge {
+                file: file(what, &path),
+                size,
+                max,
+            },
+        }
+    }
+}
+
 /// Opens `path` for reading without blocking and accepts only a regular file.
 /// `what` names the file in reasons ("log file", "env file").
 pub fn open_regular(path: &Path, what: &'static str) -> Result<(File, Metadata), FileError> {
@@ -183,5 +211,24 @@ mod tests {
             e.to_string(),
             format!("env file {} is 4 bytes, more than the 2 read", p.display())
         );
+    }
+
+    #[test]
+    fn a_file_error_is_the_probe_error_of_the_same_text() {
+        use crate::sample::ProbeError;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("x.env");
+        std::fs::write(&p, "A=1\n").expect("write");
+        let cases = [
+            read_regular(&p, "env file", 2).expect_err("too big"),
+            open_regular(dir.path(), "env file").expect_err("a directory"),
+            open_regular(&dir.path().join("none"), "log file").expect_err("missing"),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            let probe: ProbeError = e.into();
+            assert_eq!(probe.to_string(), text);
+            assert!(!matches!(probe, ProbeError::Other(_)), "{probe:?}");
+        }
     }
 }

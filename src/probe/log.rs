@@ -5,16 +5,13 @@ use std::sync::OnceLock;
 
 use crate::config::LogConfig;
 use crate::probe::file::FileError;
-use crate::sample::{LogState, ProbeFailure, ProbeKind, Probed};
+use crate::sample::{LogState, ProbeError, ProbeFailure, ProbeKind, Probed};
 
 /// Longest evidence line kept: enough to recognise it, short enough for a report.
 const MAX_EVIDENCE_CHARS: usize = 200;
 
-fn fail(reason: String) -> ProbeFailure {
-    ProbeFailure {
-        probe: ProbeKind::Log,
-        reason,
-    }
+fn fail(error: ProbeError) -> ProbeFailure {
+    ProbeFailure::new(ProbeKind::Log, error)
 }
 
 /// Reads on from where the previous cycle stopped, on a blocking thread that
@@ -31,16 +28,16 @@ pub async fn probe(
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
-                return Err(fail(format!(
-                    "log file {}: the previous cycle's read is still running",
-                    cfg.path.display()
+                return Err(fail(ProbeError::failed(
+                    format!("log file {}", cfg.path.display()),
+                    "the previous cycle's read is still running",
                 )))
             }
         };
         guard.poll(&cfg, deadline)
     })
     .await
-    .map_err(|e| fail(format!("log scan task failed: {e}")))?
+    .map_err(|e| fail(ProbeError::failed("log scan task failed", e)))?
 }
 
 /// Bytes read per `read(2)`; lines are classified a block at a time.
@@ -208,7 +205,7 @@ impl LogTail {
                 unreadable: Some(e.to_string()),
                 ..state
             }),
-            Err(e) => Err(fail(e.to_string())),
+            Err(e) => Err(fail(e.into())),
         }
     }
 

@@ -3,17 +3,11 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::probe_error::{OverCapBody, RedirectRefusal};
 use crate::promtext::{self, Exposition, Sample};
-use crate::sample::{FamilyFacts, FamilyPresence, MetricsState, ProbeFailure, ProbeKind, Probed};
-
-/// Names the cap in the reason of a refused body; the evaluator reads it to
-/// say `unknown` (the service answered, we refused to read it) instead of `down`.
-pub const OVER_CAP_MARK: &str = "[metrics] max_body_bytes";
-
-/// Names a successful answer that is not an exposition (an HTML login
-/// page, an empty body): the evaluator reads it to say the endpoint answers
-/// with something else (`unknown`), never that the service is down.
-pub const NOT_EXPOSITION_MARK: &str = "not a Prometheus exposition";
+use crate::sample::{
+    FamilyFacts, FamilyPresence, MetricsState, ProbeError, ProbeFailure, ProbeKind, Probed,
+};
 
 /// A body at least this large is parsed on a blocking thread, so a big
 /// exposition cannot stall the runtime (and the probe timeout stays in force).
@@ -27,11 +21,13 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error>
     crate::http_client::probe_client(timeout)
 }
 
-fn fail(reason: String) -> ProbeFailure {
-    ProbeFailure {
-        probe: ProbeKind::Metrics,
-        reason,
-    }
+fn fail(error: ProbeError) -> ProbeFailure {
+    ProbeFailure::new(ProbeKind::Metrics, error)
+}
+
+/// `GET <url>` failed with the HTTP client's words.
+fn get_failed(shown: &str, detail: impl std::fmt::Display) -> ProbeFailure {
+    fail(ProbeError::failed(format!("GET {shown}"), detail))
 }
 
 /// Scrapes and extracts. A body with no valid sample at all is a failure
@@ -47,13 +43,26 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
         )
         .send()
         .await
-        .map_err(|e| fail(format!("GET {shown}: {}", describe_reqwest(&e))))?;
+        .map_err(|e| {
+            let detail = describe_reqwest(&e);
+            if e.is_connect() {
+                fail(ProbeError::Connect {
+                    what: format!("GET {shown}"),
+                    detail,
+                })
+            } else {
+                get_failed(shown, detail)
+            }
+        })?;
     let status = resp.status();
     if status.is_redirection() {
-        return Err(fail(redirect_reason(&resp, shown)));
+        return Err(fail(redirect_error(&resp, shown)));
     }
     if !status.is_success() {
-        return Err(fail(format!("GET {shown}: HTTP {status}")));
+        return Err(fail(ProbeError::HttpStatus {
+            url: shown.to_string(),
+            status: status.to_string(),
+        }));
     }
     let answer = Answer::of(&resp);
     let body = read_capped(resp, cfg.metrics.max_body_bytes, shown).await?;
@@ -62,7 +71,7 @@ pub async fn probe(http: &reqwest::Client, cfg: &Config) -> Probed<MetricsState>
         let (cfg, shown_owned) = (cfg.clone(), shown.to_string());
         tokio::task::spawn_blocking(move || parse_and_extract(&body, &cfg, &shown_owned, &answer))
             .await
-            .map_err(|e| fail(format!("GET {shown}: parse task failed: {e}")))?
+            .map_err(|e| get_failed(shown, format_args!("parse task failed: {e}")))?
     } else {
         parse_and_extract(&body, cfg, shown, &answer)
     }
@@ -93,22 +102,27 @@ impl Answer {
 /// Why a 3xx the client did not follow fails the probe: it led to another
 /// origin (or past [`crate::http_client::MAX_HOPS`]); the Location is shown
 /// without credentials.
-fn redirect_reason(resp: &reqwest::Response, shown: &str) -> String {
-    let status = resp.status();
+fn redirect_error(resp: &reqwest::Response, shown: &str) -> ProbeError {
+    let (url, status) = (shown.to_string(), resp.status().to_string());
     let Some(location) = crate::http_client::location_shown(resp.url(), resp.headers(), false)
     else {
-        return format!("GET {shown}: HTTP {status} without a Location");
+        return ProbeError::RedirectWithoutLocation { url, status };
     };
     let location = crate::secret::scrub(&location);
     let other_origin = url::Url::parse(&location)
         .map(|to| !crate::http_client::same_origin(resp.url(), &to))
         .unwrap_or(true);
     let why = if other_origin {
-        "a redirect to another origin is not followed (only within the metrics URL's own scheme, host and port)"
+        RedirectRefusal::OtherOrigin
     } else {
-        "too many redirects"
+        RedirectRefusal::TooMany
     };
-    format!("GET {shown}: HTTP {status} to {location}: {why}")
+    ProbeError::RedirectRefused {
+        url,
+        status,
+        to: location,
+        why,
+    }
 }
 
 /// Parses a scraped body and extracts its facts; the parsed exposition
@@ -130,10 +144,9 @@ fn parse_and_extract(
     Ok(extract(&expo, cfg, len as u64))
 }
 
-/// The reason of a successful answer that is not an exposition: what it
-/// was (status, content type, size, first bad line), marked with
-/// [`NOT_EXPOSITION_MARK`].
-fn not_exposition(shown: &str, answer: &Answer, len: usize, expo: &Exposition<'_>) -> String {
+/// A successful answer that is not an exposition: what it was (status,
+/// content type, size, first bad line).
+fn not_exposition(shown: &str, answer: &Answer, len: usize, expo: &Exposition<'_>) -> ProbeError {
     let kind = if answer.content_type.is_empty() {
         "no content type".to_string()
     } else {
@@ -149,10 +162,11 @@ fn not_exposition(shown: &str, answer: &Answer, len: usize, expo: &Exposition<'_
             .unwrap_or_default();
         format!("{len} bytes, {} bad lines{first}", expo.errors.len())
     };
-    format!(
-        "GET {shown}: HTTP {} but {NOT_EXPOSITION_MARK} ({kind}, {what})",
-        answer.status
-    )
+    ProbeError::NotExposition {
+        url: shown.to_string(),
+        status: answer.status.to_string(),
+        detail: format!("{kind}, {what}"),
+    }
 }
 
 /// Reads the body chunk by chunk and stops as soon as it exceeds `cap`,
@@ -163,27 +177,28 @@ async fn read_capped(
     cap: u64,
     shown: &str,
 ) -> Result<Vec<u8>, ProbeFailure> {
-    let too_big = |what: String| {
-        fail(format!(
-            "GET {shown}: body {what} is over the cap of {cap} bytes ({OVER_CAP_MARK})"
-        ))
+    let too_big = |body| {
+        fail(ProbeError::OverCap {
+            url: shown.to_string(),
+            body,
+            cap,
+        })
     };
     if let Some(n) = resp.content_length().filter(|n| *n > cap) {
-        return Err(too_big(format!("of {n} bytes (Content-Length)")));
+        return Err(too_big(OverCapBody::ContentLength(n)));
     }
     let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap) as usize);
     loop {
         let chunk = resp.chunk().await.map_err(|e| {
-            fail(format!(
-                "GET {shown}: body cut off: {}",
-                describe_reqwest(&e)
-            ))
+            get_failed(
+                shown,
+                format_args!("body cut off: {}", describe_reqwest(&e)),
+            )
         })?;
         let Some(chunk) = chunk else { break };
         if (body.len() + chunk.len()) as u64 > cap {
-            return Err(too_big(format!(
-                "(more than {} bytes read)",
-                body.len() + chunk.len()
+            return Err(too_big(OverCapBody::ReadMoreThan(
+                (body.len() + chunk.len()) as u64,
             )));
         }
         body.extend_from_slice(&chunk);
@@ -577,15 +592,15 @@ mod tests {
         };
         let page = "<html><body><form>Sign in</form></body></html>\n";
         let expo = promtext::parse(page);
-        let r = not_exposition("http://x/metrics", &answer, page.len(), &expo);
-        assert!(r.contains(NOT_EXPOSITION_MARK), "{r}");
+        let r = not_exposition("http://x/metrics", &answer, page.len(), &expo).to_string();
+        assert!(r.contains(crate::probe_error::NOT_EXPOSITION_MARK), "{r}");
         assert!(r.contains("HTTP 200 OK") && r.contains("text/html"), "{r}");
         let empty = promtext::parse("");
         let plain = Answer {
             status: reqwest::StatusCode::OK,
             content_type: String::new(),
         };
-        let r = not_exposition("http://x/metrics", &plain, 0, &empty);
+        let r = not_exposition("http://x/metrics", &plain, 0, &empty).to_string();
         assert!(
             r.contains("an empty body") && r.contains("no content type"),
             "{r}"

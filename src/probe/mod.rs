@@ -21,7 +21,8 @@ use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::sample::{
-    ConsumerState, DbState, MetricsState, ProbeFailure, ProbeKind, Probed, Snapshot, StreamState,
+    ConsumerState, DbState, MetricsState, ProbeError, ProbeFailure, ProbeKind, Probed, Snapshot,
+    StreamState,
 };
 
 /// Why the prober could not even be built (bad client settings).
@@ -30,19 +31,6 @@ pub enum ProberError {
     /// The HTTP client could not be built (TLS set-up).
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-}
-
-/// Why the NATS probes have no client this round (each of them then fails
-/// with this reason).
-#[derive(Debug, Clone, thiserror::Error)]
-enum NatsClientError {
-    /// The kept client lost its server; it reconnects in the background and
-    /// a probe reports the outage instead of waiting for it.
-    #[error("NATS at {0} is disconnected (reconnecting)")]
-    Disconnected(String),
-    /// The first connection failed.
-    #[error(transparent)]
-    Connect(#[from] nats::NatsConnectError),
 }
 
 /// Clients for every probe, reused across rounds.
@@ -69,13 +57,10 @@ async fn timed<T>(
     let start = Instant::now();
     let res = match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(ProbeFailure {
-            probe: kind,
-            reason: format!(
-                "{label}: no answer within {}",
-                humantime::format_duration(timeout)
-            ),
-        }),
+        Err(_) => Err(ProbeFailure::new(
+            kind,
+            ProbeError::timeout(label.clone(), timeout),
+        )),
     };
     (label, start.elapsed().as_millis() as u64, res)
 }
@@ -137,8 +122,9 @@ impl Prober {
         &self.cfg
     }
 
-    /// A connected NATS client, connecting (again) when needed.
-    async fn nats_client(&self) -> Result<async_nats::Client, NatsClientError> {
+    /// A connected NATS client, connecting (again) when needed; the error
+    /// is what each NATS probe fails with this round.
+    async fn nats_client(&self) -> Result<async_nats::Client, ProbeError> {
         let mut guard = self.nats.lock().await;
         if let Some(c) = guard.as_ref() {
             if c.connection_state() == async_nats::connection::State::Connected {
@@ -146,11 +132,13 @@ impl Prober {
             }
             // A client that lost its server keeps retrying in the background;
             // a probe reports the outage instead of waiting for it.
-            return Err(NatsClientError::Disconnected(
-                self.cfg.nats.url.shown().to_string(),
-            ));
+            return Err(ProbeError::Disconnected {
+                server: self.cfg.nats.url.shown().to_string(),
+            });
         }
-        let c = nats::connect(&self.cfg.nats, self.cfg.probe_timeout).await?;
+        let c = nats::connect(&self.cfg.nats, self.cfg.probe_timeout)
+            .await
+            .map_err(|e| e.0)?;
         *guard = Some(c.clone());
         Ok(c)
     }
@@ -173,9 +161,11 @@ impl Prober {
                 self.metrics_round(metrics_tx),
             )
             .await;
+            // The probe's own failures name the URL; this round's timeout
+            // names only the label.
             let res = res.map_err(|mut f| {
-                if !f.reason.contains(metrics_url) {
-                    f.reason = format!("GET {metrics_url}: {}", f.reason);
+                if let ProbeError::Timeout { what, .. } = &mut f.error {
+                    *what = format!("GET {metrics_url}: {what}");
                 }
                 f
             });
@@ -259,10 +249,7 @@ impl Prober {
                 async move {
                     match js {
                         Ok(js) => nats::stream_state(&js, &name, timeout).await,
-                        Err(e) => Err(ProbeFailure {
-                            probe: ProbeKind::Stream,
-                            reason: e.to_string(),
-                        }),
+                        Err(e) => Err(ProbeFailure::new(ProbeKind::Stream, e)),
                     }
                 },
             )
@@ -277,10 +264,7 @@ impl Prober {
                 async move {
                     match js {
                         Ok(js) => nats::consumer_listing(&js, &name, timeout).await,
-                        Err(e) => Err(ProbeFailure {
-                            probe: ProbeKind::Consumer,
-                            reason: e.to_string(),
-                        }),
+                        Err(e) => Err(ProbeFailure::new(ProbeKind::Consumer, e)),
                     }
                 },
             )
@@ -358,11 +342,8 @@ impl Prober {
         .await;
         let res = res.map_err(|mut f| {
             // The reason names the whole probe's timeout, not what was left of it.
-            if f.reason.starts_with("database: no answer within") {
-                f.reason = format!(
-                    "database: no answer within {}",
-                    humantime::format_duration(timeout)
-                );
+            if let ProbeError::Timeout { after, .. } = &mut f.error {
+                *after = timeout;
             }
             f
         });

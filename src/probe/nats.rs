@@ -6,12 +6,15 @@ use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 
 use crate::config::NatsConfig;
-use crate::sample::{ConsumerListing, ConsumerState, ProbeFailure, ProbeKind, Probed, StreamState};
+use crate::sample::{
+    ConsumerListing, ConsumerState, ProbeError, ProbeFailure, ProbeKind, Probed, StreamState,
+};
 
-/// Why a NATS connection could not be made (one line, URL redacted).
+/// Why a NATS connection could not be made (one line, URL redacted); the
+/// probes fail with the [`ProbeError`] inside.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct NatsConnectError(pub String);
+#[error(transparent)]
+pub struct NatsConnectError(pub ProbeError);
 
 /// Connects with the configured auth and TLS. Fails fast (within `timeout`)
 /// when the server is down, so `check` reports instead of hanging.
@@ -32,9 +35,9 @@ pub async fn connect(
     }
     if let Some(creds) = &cfg.creds_file {
         opts = opts.credentials_file(creds).await.map_err(|e| {
-            NatsConnectError(format!(
-                "cannot read NATS creds file {}: {e}",
-                creds.display()
+            NatsConnectError(ProbeError::failed(
+                format!("cannot read NATS creds file {}", creds.display()),
+                e,
             ))
         })?;
     }
@@ -53,16 +56,21 @@ pub async fn connect(
         .split(',')
         .map(|s| s.trim().parse::<async_nats::ServerAddr>())
         .collect::<Result<_, _>>()
-        .map_err(|_| NatsConnectError(format!("bad NATS url {shown}")))?;
+        .map_err(|_| {
+            NatsConnectError(ProbeError::BadUrl {
+                service: "NATS".into(),
+                url: shown.clone(),
+            })
+        })?;
     match tokio::time::timeout(timeout, opts.connect(addrs)).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(NatsConnectError(format!(
-            "cannot connect to NATS at {shown}: {}",
-            one_line(&e.to_string())
-        ))),
-        Err(_) => Err(NatsConnectError(format!(
-            "cannot connect to NATS at {shown}: no answer within {}",
-            humantime::format_duration(timeout)
+        Ok(Err(e)) => Err(NatsConnectError(ProbeError::Connect {
+            what: format!("cannot connect to NATS at {shown}"),
+            detail: one_line(&e.to_string()),
+        })),
+        Err(_) => Err(NatsConnectError(ProbeError::timeout(
+            format!("cannot connect to NATS at {shown}"),
+            timeout,
         ))),
     }
 }
@@ -89,18 +97,10 @@ pub async fn stream_state(
     name: &str,
     timeout: Duration,
 ) -> Probed<Option<StreamState>> {
-    let fail = |reason: String| ProbeFailure {
-        probe: ProbeKind::Stream,
-        reason,
-    };
+    let fail = |error| ProbeFailure::new(ProbeKind::Stream, error);
     let res = tokio::time::timeout(timeout, js.get_stream(name)).await;
     let stream = match res {
-        Err(_) => {
-            return Err(fail(format!(
-                "stream {name}: no answer within {}",
-                humantime::format_duration(timeout)
-            )))
-        }
+        Err(_) => return Err(fail(ProbeError::timeout(format!("stream {name}"), timeout))),
         Ok(Err(e)) => {
             if let jetstream::context::GetStreamErrorKind::JetStream(js_err) = e.kind() {
                 if js_err.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
@@ -109,7 +109,10 @@ pub async fn stream_state(
                     return Ok(None);
                 }
             }
-            return Err(fail(format!("stream {name}: {}", one_line(&e.to_string()))));
+            return Err(fail(ProbeError::failed(
+                format!("stream {name}"),
+                one_line(&e.to_string()),
+            )));
         }
         Ok(Ok(s)) => s,
     };
@@ -143,14 +146,12 @@ pub async fn consumer_listing(
     timeout: Duration,
 ) -> ConsumerListing {
     use futures::TryStreamExt;
-    let fail = |reason: String| ProbeFailure {
-        probe: ProbeKind::Consumer,
-        reason,
-    };
+    let what = format!("consumers of {stream_name}");
+    let fail = |error| ProbeFailure::new(ProbeKind::Consumer, error);
     let stream = js
         .get_stream_no_info(stream_name)
         .await
-        .map_err(|e| fail(format!("consumers of {stream_name}: {e}")))?;
+        .map_err(|e| fail(ProbeError::failed(what.clone(), e)))?;
     let listing = async {
         let mut pages = stream.consumers();
         let mut out: Vec<ConsumerState> = Vec::new();
@@ -164,10 +165,7 @@ pub async fn consumer_listing(
         Ok::<_, jetstream::stream::ConsumersError>(out)
     };
     match tokio::time::timeout(timeout, listing).await {
-        Err(_) => Err(fail(format!(
-            "consumers of {stream_name}: no answer within {}",
-            humantime::format_duration(timeout)
-        ))),
+        Err(_) => Err(fail(ProbeError::timeout(what, timeout))),
         Ok(Ok(list)) => Ok(Some(list)),
         Ok(Err(e)) => {
             if is_stream_not_found(&e) {
@@ -175,11 +173,12 @@ pub async fn consumer_listing(
             }
             let text = one_line(&error_chain(&e));
             if text.contains("no responders") {
-                return Err(fail(format!(
-                    "consumers of {stream_name}: JetStream is not available on the server (no responders)"
+                return Err(fail(ProbeError::failed(
+                    what,
+                    "JetStream is not available on the server (no responders)",
                 )));
             }
-            Err(fail(format!("consumers of {stream_name}: {text}")))
+            Err(fail(ProbeError::failed(what, text)))
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::config::ServiceEnvConfig;
 use crate::envfile::EnvFile;
-use crate::sample::{EnvState, ProbeFailure, ProbeKind, Probed};
+use crate::sample::{EnvState, ProbeError, ProbeFailure, ProbeKind, Probed};
 
 /// Largest env file read: a real one is a few KiB.
 const MAX_ENV_BYTES: u64 = 4 * 1024 * 1024;
@@ -18,28 +18,28 @@ pub async fn probe(cfg: &ServiceEnvConfig, timeout: Duration) -> Probed<EnvState
     let task = tokio::task::spawn_blocking(move || read_and_extract(&owned));
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Err(fail(format!("env file read task failed: {e}"))),
-        Err(_) => Err(fail(format!(
-            "env file {}: not read and parsed within {}",
-            cfg.path.display(),
-            humantime::format_duration(timeout)
-        ))),
+        Ok(Err(e)) => Err(fail(ProbeError::failed("env file read task failed", e))),
+        Err(_) => Err(fail(ProbeError::NotReadInTime {
+            what: format!("env file {}", cfg.path.display()),
+            after: timeout,
+        })),
     }
 }
 
-fn fail(reason: String) -> ProbeFailure {
-    ProbeFailure {
-        probe: ProbeKind::ServiceEnv,
-        reason,
-    }
+fn fail(error: ProbeError) -> ProbeFailure {
+    ProbeFailure::new(ProbeKind::ServiceEnv, error)
 }
 
 /// The blocking part: read (bounded), decode, parse, pick.
 fn read_and_extract(cfg: &ServiceEnvConfig) -> Probed<EnvState> {
     let bytes = super::file::read_regular(&cfg.path, "env file", MAX_ENV_BYTES)
-        .map_err(|e| fail(e.to_string()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| fail(format!("env file {}: not valid UTF-8", cfg.path.display())))?;
+        .map_err(|e| fail(e.into()))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        fail(ProbeError::failed(
+            format!("env file {}", cfg.path.display()),
+            "not valid UTF-8",
+        ))
+    })?;
     Ok(extract(&EnvFile::parse(&text), cfg))
 }
 

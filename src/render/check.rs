@@ -105,9 +105,9 @@ fn failed_probes(s: &Snapshot) -> Vec<(Vec<String>, String)> {
         let Some(reason) = err.filter(|e| !e.is_empty()) else {
             continue;
         };
-        match groups.iter_mut().find(|(_, r)| r.as_str() == reason) {
+        match groups.iter_mut().find(|(_, r)| *r == reason) {
             Some((labels, _)) => labels.push(label),
-            None => groups.push((vec![label], reason.to_string())),
+            None => groups.push((vec![label], reason)),
         }
     }
     groups
@@ -331,7 +331,7 @@ struct JsonTotals<'a> {
 
 /// The probes that ran, labelled as in the JSON document (the consumer
 /// with its durable, as timed), each with its failure reason if any.
-fn probe_outcomes(s: &Snapshot) -> Vec<(String, Option<&str>)> {
+fn probe_outcomes(s: &Snapshot) -> Vec<(String, Option<String>)> {
     let consumer = s
         .probe_ms
         .keys()
@@ -346,7 +346,7 @@ fn probe_outcomes(s: &Snapshot) -> Vec<(String, Option<&str>)> {
             } else {
                 label
             };
-            (label, f.map(|f| f.reason.as_str()))
+            (label, f.map(ToString::to_string))
         })
         .collect()
 }
@@ -404,7 +404,7 @@ pub fn json(r: &CheckReport) -> String {
                     JsonProbe {
                         ok: e.is_none(),
                         ms,
-                        error: e.map(crate::secret::scrub),
+                        error: e.as_deref().map(crate::secret::scrub),
                     },
                 )
             })
@@ -1081,9 +1081,8 @@ mod tests {
     }
 
     fn failing_snapshot() -> Snapshot {
-        let f = |probe, reason: &str| ProbeFailure {
-            probe,
-            reason: reason.into(),
+        let f = |probe, reason: &str| {
+            ProbeFailure::new(probe, crate::sample::ProbeError::Other(reason.into()))
         };
         let refused = "GET http://127.0.0.1:9/metrics: connection refused";
         Snapshot {

@@ -62,7 +62,7 @@ pub fn state_tables_markdown(snap: &Snapshot) -> String {
             Err(f) => out.push_str(&format!(
                 "| {} | unknown: {} | | | | | |\n",
                 md_cell(name),
-                md_cell(&f.reason)
+                md_cell(&f.to_string())
             )),
         }
     }
@@ -90,7 +90,7 @@ fn consumer_table(snap: &Snapshot) -> String {
                 "Stream {} does not exist: no consumers.\n\n",
                 md_cell(stream)
             )),
-            Err(f) => out.push_str(&format!("Unknown: {}\n\n", md_cell(&f.reason))),
+            Err(f) => out.push_str(&format!("Unknown: {}\n\n", md_cell(&f.to_string()))),
         }
     }
     if rows.is_empty() {

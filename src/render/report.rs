@@ -588,10 +588,10 @@ mod tests {
         streams.insert("AA_VENDOR_HOT".to_string(), Ok(None));
         streams.insert(
             "AA_DLQ".to_string(),
-            Err(ProbeFailure {
-                probe: ProbeKind::Stream,
-                reason: "timeout | after 5s <none>\r\nnext".into(),
-            }),
+            Err(ProbeFailure::new(
+                ProbeKind::Stream,
+                crate::sample::ProbeError::Other("timeout | after 5s <none>\r\nnext".into()),
+            )),
         );
         Snapshot {
             taken_at: at,
@@ -621,22 +621,22 @@ mod tests {
                 }])),
             )]
             .into(),
-            metrics: Err(ProbeFailure {
-                probe: ProbeKind::Metrics,
-                reason: "not needed".into(),
-            }),
-            db: Err(ProbeFailure {
-                probe: ProbeKind::Database,
-                reason: "not needed".into(),
-            }),
-            log: Err(ProbeFailure {
-                probe: ProbeKind::Log,
-                reason: "not needed".into(),
-            }),
-            env: Err(ProbeFailure {
-                probe: ProbeKind::ServiceEnv,
-                reason: "not needed".into(),
-            }),
+            metrics: Err(ProbeFailure::new(
+                ProbeKind::Metrics,
+                crate::sample::ProbeError::Other("not needed".into()),
+            )),
+            db: Err(ProbeFailure::new(
+                ProbeKind::Database,
+                crate::sample::ProbeError::Other("not needed".into()),
+            )),
+            log: Err(ProbeFailure::new(
+                ProbeKind::Log,
+                crate::sample::ProbeError::Other("not needed".into()),
+            )),
+            env: Err(ProbeFailure::new(
+                ProbeKind::ServiceEnv,
+                crate::sample::ProbeError::Other("not needed".into()),
+            )),
             probe_ms: BTreeMap::new(),
             consumers_elided: false,
         }

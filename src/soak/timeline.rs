@@ -67,7 +67,7 @@ impl CycleRecord {
         let mut probe_errors = BTreeMap::new();
         for (label, err) in snap.probe_outcomes() {
             if let Some(e) = err {
-                probe_errors.insert(label, e.reason.clone());
+                probe_errors.insert(label, e.to_string());
             }
         }
         let metrics = snap.metrics.as_ref().ok();

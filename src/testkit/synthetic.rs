@@ -176,9 +176,14 @@ impl Scenario {
             .sum();
         let process_start =
             self.t0 + chrono::Duration::milliseconds((restart_at * 1000.0) as i64 - 60_000);
-        let down = |probe| ProbeFailure {
-            probe,
-            reason: "cannot connect to NATS at nats://127.0.0.1:4222: Connection refused".into(),
+        let down = |probe| {
+            ProbeFailure::new(
+                probe,
+                crate::sample::ProbeError::Connect {
+                    what: "cannot connect to NATS at nats://127.0.0.1:4222".into(),
+                    detail: "Connection refused".into(),
+                },
+            )
         };
         let stream = |name: &str, subjects: &[String], messages: u64| StreamState {
             name: name.to_string(),

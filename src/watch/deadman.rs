@@ -123,7 +123,7 @@ pub fn blindness(snap: &Snapshot, verdict: Status) -> Option<String> {
         e.0 += 1;
         if let Some(f) = failure {
             e.1 += 1;
-            e.2.get_or_insert_with(|| f.reason.clone());
+            e.2.get_or_insert_with(|| f.to_string());
         }
     }
     let blind: Vec<String> = kinds
@@ -143,10 +143,7 @@ pub fn blindness(snap: &Snapshot, verdict: Status) -> Option<String> {
     }
     if verdict == Status::Unknown {
         if let Some((label, Some(f))) = outcomes.iter().find(|(_, f)| f.is_some()) {
-            return Some(format!(
-                "the verdict is unknown; probe {label} failed: {}",
-                f.reason
-            ));
+            return Some(format!("the verdict is unknown; probe {label} failed: {f}"));
         }
     }
     None
@@ -624,10 +621,10 @@ mod tests {
                     let r = if *ok {
                         Ok(None)
                     } else {
-                        Err(ProbeFailure {
-                            probe: ProbeKind::Stream,
-                            reason: "connection refused".into(),
-                        })
+                        Err(ProbeFailure::new(
+                            ProbeKind::Stream,
+                            crate::sample::ProbeError::Other("connection refused".into()),
+                        ))
                     };
                     (n.to_string(), r)
                 })

@@ -21,13 +21,13 @@ pub fn snapshot_problems(cfg: &Config, snap: &Snapshot) -> Vec<String> {
                 "stream {} ({key}.name) does not exist on the server",
                 spec.name
             )),
-            Some(Err(f)) => out.push(format!("stream {}: {}", spec.name, f.reason)),
+            Some(Err(f)) => out.push(format!("stream {}: {f}", spec.name)),
             None => out.push(format!("stream {}: not probed", spec.name)),
         }
     }
     for (stream, listing) in &snap.consumers {
         if let Err(f) = listing {
-            out.push(format!("consumers of {stream}: {}", f.reason));
+            out.push(format!("consumers of {stream}: {f}"));
         }
     }
     for c in &cfg.consumers.named {
@@ -52,7 +52,7 @@ pub fn snapshot_problems(cfg: &Config, snap: &Snapshot) -> Vec<String> {
         .flatten()
         .filter(|f| !f.is_not_configured())
     {
-        out.push(format!("{}: {}", f.probe.as_str(), f.reason));
+        out.push(format!("{}: {f}", f.probe.as_str()));
     }
     out
 }
@@ -113,10 +113,13 @@ mod tests {
         };
         let mut snap = scenario.snapshot(&cfg, 0.0).expect("a sample at T0");
         assert_eq!(snapshot_problems(&cfg, &snap), Vec::<String>::new());
-        snap.metrics = Err(ProbeFailure {
-            probe: ProbeKind::Metrics,
-            reason: "GET http://127.0.0.1:1/metrics: connection refused".into(),
-        });
+        snap.metrics = Err(ProbeFailure::new(
+            ProbeKind::Metrics,
+            crate::sample::ProbeError::failed(
+                "GET http://127.0.0.1:1/metrics",
+                "connection refused",
+            ),
+        ));
         snap.streams.insert(cfg.streams.dlq.name.clone(), Ok(None));
         let p = snapshot_problems(&cfg, &snap);
         assert_eq!(p.len(), 2, "{p:?}");
