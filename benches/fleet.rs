@@ -186,8 +186,8 @@ async fn daemon_cycles(text: &str) -> ((f64, f64), f64) {
 /// Appends the cycles to a fresh SQLite state: median ms per append, and
 /// the file's bytes per cycle (WAL checkpointed).
 async fn sqlite_append(cycles: &[(CycleRecord, soakwatch::sample::Snapshot)]) -> (f64, f64) {
-    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
     use soakwatch::soak::timeline::SoakMeta;
+    use soakwatch::state::store::{Baselines, SoakRecord, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.sqlite");
     let store = Store::open(&path).await.expect("open state");

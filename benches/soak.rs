@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use soakwatch::config::Config;
 use soakwatch::soak::running::RunningSummary;
-use soakwatch::soak::store::{Baselines, SoakRecord, Store};
 use soakwatch::soak::timeline::{replay, summarize, CycleRecord, SoakMeta};
+use soakwatch::state::store::{Baselines, SoakRecord, Store};
 use soakwatch::testkit::synthetic::Scenario;
 use soakwatch::watch;
 

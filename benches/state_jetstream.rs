@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use soakwatch::config::{Config, StateBackend};
-use soakwatch::soak::jetstream::{Access, JetStreamStore};
-use soakwatch::soak::store::{Baselines, SoakRecord};
 use soakwatch::soak::timeline::{CycleRecord, SoakMeta};
+use soakwatch::state::jetstream::{Access, JetStreamStore};
+use soakwatch::state::store::{Baselines, SoakRecord};
 use soakwatch::testkit::synthetic::Scenario;
 use soakwatch::watch;
 

@@ -15,7 +15,7 @@ use crate::render::check::CheckReport;
 pub async fn run(mut cfg: Config, window: Duration) -> Result<CheckReport, ProberError> {
     // The soak's T0 is the daemon's when one records a soak in this
     // config's state: `check` and the daemon judge a restart alike.
-    if let Some(t0) = crate::soak::store::soak_in_progress_t0(&cfg, cfg.probe_timeout).await {
+    if let Some(t0) = crate::state::store::soak_in_progress_t0(&cfg, cfg.probe_timeout).await {
         cfg.soak.started_at = Some(t0);
     }
     let prober = Prober::new(cfg)?;

@@ -233,7 +233,7 @@ async fn e2e(config: &Path) -> anyhow::Result<ExitCode> {
         .as_ref()
         .and_then(|r| r.run.e2e.clone())
         .context("no [rollback.e2e] section in the config")?;
-    let r = soakwatch::rollback::run_e2e(&e2e).await;
+    let r = soakwatch::rollback::run_round_trip(&e2e).await;
     println!("{}", r.summary());
     Ok(if r.ok {
         ExitCode::SUCCESS
@@ -309,8 +309,8 @@ async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 /// `soakwatch state migrate`: the SQLite soak into JetStream.
 async fn migrate_command(cfg: &Config) -> anyhow::Result<ExitCode> {
-    use soakwatch::soak::jetstream::{Access, JetStreamStore};
-    use soakwatch::soak::store::SqliteStore;
+    use soakwatch::state::jetstream::{Access, JetStreamStore};
+    use soakwatch::state::store::SqliteStore;
     // Shared: the copy is not a leader's write (no watcher runs yet).
     let mut js_cfg = cfg.state.clone();
     js_cfg.backend = soakwatch::config::StateBackend::JetStream;
@@ -318,12 +318,12 @@ async fn migrate_command(cfg: &Config) -> anyhow::Result<ExitCode> {
     drop(JetStreamStore::open(&js_cfg, Access::Leader).await?);
     let to = JetStreamStore::open(&js_cfg, Access::Shared).await?;
     let lease = cfg.state.lease(cfg.watch.interval);
-    if let Err(e) = soakwatch::soak::migrate::refuse_beside_leader(&to, lease).await {
+    if let Err(e) = soakwatch::state::migrate::refuse_beside_leader(&to, lease).await {
         eprintln!("soakwatch state migrate: {e}");
         return Ok(ExitCode::from(2));
     }
     let from = SqliteStore::open_read_only(&cfg.watch.state).await?;
-    let result = soakwatch::soak::migrate::migrate(&from, &to, lease).await;
+    let result = soakwatch::state::migrate::migrate(&from, &to, lease).await;
     from.close().await;
     match result {
         Ok(m) => {
@@ -348,8 +348,8 @@ async fn migrate_command(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 /// `soakwatch rollback --dry-run | --execute`.
 async fn rollback_command(cfg: &Config, dry_run: bool) -> anyhow::Result<ExitCode> {
-    use soakwatch::soak::jetstream::Access;
-    use soakwatch::soak::store::Store;
+    use soakwatch::state::jetstream::Access;
+    use soakwatch::state::store::Store;
     let settings = cfg
         .rollback
         .clone()

@@ -48,6 +48,7 @@ pub mod self_health;
 pub mod shutdown;
 pub mod soak;
 pub mod sql;
+pub mod state;
 pub mod stdio;
 pub mod subjects;
 #[cfg(feature = "testkit")]

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::engine::{self, backoff, RouteRound};
 use crate::alert::routes::AlertsConfig;
-use crate::soak::store::Store;
+use crate::state::store::Store;
 
 /// How long a stopping daemon waits for deliveries after its final report:
 /// well under systemd's `TimeoutStopSec=180s` (deploy/soakwatch.service),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::alert::model::{AlertItem, AlertState, Notification, NotificationKind, Severity};
 use crate::alert::routes::AlertsConfig;
 use crate::soak::model::SoakSummary;
-use crate::soak::store::{OutboxItem, OutboxOutcome, Store, StoreError};
+use crate::state::store::{OutboxItem, OutboxOutcome, Store, StoreError};
 use crate::verdict::{ConsumerKey, InstanceId, JudgedId, Status};
 
 /// What is known about one alert between cycles (persisted).

@@ -16,7 +16,7 @@
 //! *whether* to roll back lives with the caller, not here). Step outputs are
 //! trimmed, bounded and have URLs redacted, so they can be stored and shown.
 
-pub mod e2e;
+pub mod round_trip;
 pub mod steps;
 
 use std::collections::BTreeMap;
@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use e2e::{cleanup_e2e_rows, run_e2e, run_e2e_with, E2eConfig, E2eError, E2eResult};
+pub use round_trip::{
+    cleanup_round_trip_rows, run_round_trip, run_round_trip_with, RoundTripConfig, RoundTripError,
+    RoundTripResult,
+};
 pub use steps::{LogMark, StepError};
 
 /// Largest step output kept, in bytes: enough for a command's error tail,
@@ -107,7 +110,7 @@ pub struct RollbackConfig {
     pub verify_timeout: Duration,
     /// The end-to-end probe; absent skips the step.
     #[serde(default)]
-    pub e2e: Option<E2eConfig>,
+    pub e2e: Option<RoundTripConfig>,
     /// `[rollback.triggers]`: criterion id (or `dlq_spike`) = how long it
     /// must hold before the rollback fires. The runbook never reads it; it
     /// lives here so the whole section is one typed, collected parse (the
@@ -616,7 +619,11 @@ async fn run_steps(
         Ok(rev) => rev,
         Err(why) => return refused(out, 4, why, push),
     };
-    if record_step(&mut out, with_revision(e2e_step(cfg).await, rev), push) {
+    if record_step(
+        &mut out,
+        with_revision(round_trip_step(cfg).await, rev),
+        push,
+    ) {
         return stop_after(out, 4, push);
     }
     out.success = true;
@@ -706,12 +713,12 @@ async fn verify_logs_step(cfg: &RollbackConfig, mark: &LogMark) -> StepRecord {
 }
 
 /// Step 4: the end-to-end message check, skipped when not configured.
-async fn e2e_step(cfg: &RollbackConfig) -> StepRecord {
+async fn round_trip_step(cfg: &RollbackConfig) -> StepRecord {
     let t = Timer::start();
     let r = match &cfg.e2e {
         None => Ok(None),
         Some(e) => {
-            let res = run_e2e(e).await;
+            let res = run_round_trip(e).await;
             if res.ok {
                 Ok(Some(res.summary()))
             } else {

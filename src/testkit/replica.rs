@@ -251,7 +251,7 @@ pub fn replica_database_url(admin_url: &str, names: &ReplicaNames) -> Result<Str
     Ok(url.to_string())
 }
 
-pub use crate::rollback::e2e::{HrvEvent, HrvPayload};
+pub use crate::rollback::round_trip::{HrvEvent, HrvPayload};
 
 impl HrvEvent {
     /// A valid synthetic event: userId `sw-<tag>-user-<n>` is unique per `n`, so each one

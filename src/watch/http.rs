@@ -519,7 +519,11 @@ fn self_health_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
 /// The outbox, firing alerts and the periodic E2E probe.
 fn alert_families(w: &mut ExpositionWriter, s: &DaemonStatus) {
     let soak = s.soak_name.as_str();
-    let (pending, delivered, dead) = s.outbox;
+    let crate::state::store::OutboxTally {
+        pending,
+        delivered,
+        given_up: dead,
+    } = s.outbox;
     w.family(
         "soakwatch_outbox_notifications",
         "gauge",

@@ -25,12 +25,12 @@ use crate::render::chart::{self, ChartThresholds};
 use crate::render::report;
 use crate::sample::Snapshot;
 use crate::self_health::{Change, SelfHealth, WriteTarget};
-use crate::soak::jetstream::Access;
-use crate::soak::lease::Lease;
 use crate::soak::model::{SoakEnd, SoakSummary};
 use crate::soak::running::RunningSummary;
-use crate::soak::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::soak::timeline::{CycleRecord, EvidenceDeduper, SoakMeta, SoakPolicy};
+use crate::state::jetstream::Access;
+use crate::state::lease::Lease;
+use crate::state::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::verdict::Verdict;
 
 mod clock;
@@ -251,8 +251,11 @@ pub fn checkpoint_label(d: Duration) -> String {
 
 /// The running daemon's state between cycles.
 pub struct Watch {
+    /// The config as loaded.
     cfg: Config,
-    eff: Config,
+    /// The config as this soak judges by: `cfg` with the soak's observed
+    /// baselines (and T0) applied.
+    soak_cfg: Config,
     policy: SoakPolicy,
     store: Arc<Store>,
     soak: SoakRecord,
@@ -267,7 +270,7 @@ pub struct Watch {
     /// The stage that owns the soak's one rollback.
     rollback: rollback_supervisor::RollbackSupervisor,
     wake: Arc<tokio::sync::Notify>,
-    e2e: PeriodicE2e,
+    e2e: PeriodicRoundTrip,
     /// Write failures of this process, per target (the `soakwatch_self` alert).
     health: SelfHealth,
     /// The stage that writes the soak's record (its own task).
@@ -275,7 +278,7 @@ pub struct Watch {
     /// Alert steps not yet in the outbox (oldest first).
     pending_alerts: std::collections::VecDeque<alert_engine::StepOutput>,
     /// Outbox rows (pending, delivered, given up) as last read.
-    outbox: (i64, i64, i64),
+    outbox: crate::state::store::OutboxTally,
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
     heartbeat: notify::Heartbeat,
     /// The dead-man's switch (`[heartbeat]` pings to a healthchecks.io URL),
@@ -293,10 +296,10 @@ const MAX_PENDING_ALERTS: usize = 1000;
 
 /// The periodic E2E probe: one run at a time, beside the cycles.
 #[derive(Default)]
-struct PeriodicE2e {
+struct PeriodicRoundTrip {
     last_started: Option<std::time::Instant>,
-    task: Option<tokio::task::JoinHandle<crate::rollback::E2eResult>>,
-    last: Option<(DateTime<Utc>, crate::rollback::E2eResult)>,
+    task: Option<tokio::task::JoinHandle<crate::rollback::RoundTripResult>>,
+    last: Option<(DateTime<Utc>, crate::rollback::RoundTripResult)>,
 }
 
 impl Watch {
@@ -308,7 +311,7 @@ impl Watch {
             (Store::JetStream(j), Some(fence)) => Some(Lease::start(
                 j.kv().clone(),
                 fence,
-                crate::soak::lease::LeaseTiming {
+                crate::state::lease::LeaseTiming {
                     interval: cfg.watch.interval,
                     lease: cfg.state.lease(cfg.watch.interval),
                     max_clock_skew: cfg.state.max_clock_skew,
@@ -351,7 +354,7 @@ impl Watch {
             wake.clone(),
         );
         Ok(Watch {
-            eff: cfg.clone(),
+            soak_cfg: cfg.clone(),
             cfg,
             policy,
             store,
@@ -364,11 +367,11 @@ impl Watch {
             dedupe: EvidenceDeduper::default(),
             rollback,
             wake,
-            e2e: PeriodicE2e::default(),
+            e2e: PeriodicRoundTrip::default(),
             health: SelfHealth::default(),
             recorder,
             pending_alerts: Default::default(),
-            outbox: (0, 0, 0),
+            outbox: Default::default(),
             heartbeat: notify::Heartbeat::default(),
             deadman: deadman::Deadman::new(cfg_heartbeat.as_ref(), cfg_interval),
             lease,
@@ -658,7 +661,7 @@ impl Watch {
         };
         if let Some(rec) = resumed {
             tracing::info!(soak = %rec.meta.id, t0 = %rec.meta.t0, "resuming soak");
-            self.eff = for_soak(&self.cfg, &rec);
+            self.soak_cfg = for_soak(&self.cfg, &rec);
             // The history is folded as it is read, never held whole.
             let mut running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
             let mut dedupe = EvidenceDeduper::default();
@@ -781,8 +784,12 @@ impl Watch {
         if let Some(t0_new) = pending_new.take() {
             self.new_soak(t0_new, &snap, clock.now());
         }
-        let (mut rec, verdicts) =
-            CycleRecord::evaluate(&self.eff, self.prev.as_ref(), &snap, self.policy.max_gap);
+        let (mut rec, verdicts) = CycleRecord::evaluate(
+            &self.soak_cfg,
+            self.prev.as_ref(),
+            &snap,
+            self.policy.max_gap,
+        );
         self.dedupe.apply(&mut rec);
         // Every write below may fail (disk full, directory replaced, the
         // database locked): the failure is recorded and retried on later
@@ -823,7 +830,7 @@ impl Watch {
         self.rollback
             .judge_started_when_due(&self.soak.meta, clock)
             .await;
-        self.periodic_e2e(clock.now()).await;
+        self.periodic_round_trip(clock.now()).await;
         self.rollback.refresh_if_latched(&self.soak.meta.id).await;
         if self.running.samples().is_multiple_of(360) && self.recorder.progress().unsaved == 0 {
             self.thin(tick).await;
@@ -860,7 +867,7 @@ impl Watch {
             dlq_last_seq = rec.baselines.dlq_last_seq,
             "new soak"
         );
-        self.eff = for_soak(&self.cfg, &rec);
+        self.soak_cfg = for_soak(&self.cfg, &rec);
         self.recorder.new_soak(&rec, now);
         self.soak = rec;
         self.running = RunningSummary::new(&self.policy, rollback_reach(&self.cfg));
@@ -911,7 +918,8 @@ impl Watch {
             .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
             .collect();
         st.summary = Some(summary.clone());
-        st.page = status::PageInputs::of(&self.eff, &self.soak.meta.id, self.rollback.latched());
+        st.page =
+            status::PageInputs::of(&self.soak_cfg, &self.soak.meta.id, self.rollback.latched());
     }
 
     /// After the last cycle: let a rollback and an E2E run in flight finish,
@@ -1219,7 +1227,7 @@ impl Watch {
 
     /// Starts the E2E probe when due and turns a finished run into an alert
     /// state change (`soakwatch_e2e`). Never runs while a rollback is in flight.
-    async fn periodic_e2e(&mut self, now: DateTime<Utc>) {
+    async fn periodic_round_trip(&mut self, now: DateTime<Utc>) {
         let Some(cfg) = self.cfg.rollback.as_ref().and_then(|r| r.run.e2e.clone()) else {
             return;
         };
@@ -1260,8 +1268,8 @@ impl Watch {
         if due && self.e2e.task.is_none() && !self.rollback.running() {
             self.e2e.last_started = Some(std::time::Instant::now());
             self.e2e.task = Some(tokio::spawn(async move {
-                let res = crate::rollback::run_e2e(&cfg).await;
-                if let Err(e) = crate::rollback::cleanup_e2e_rows(
+                let res = crate::rollback::run_round_trip(&cfg).await;
+                if let Err(e) = crate::rollback::cleanup_round_trip_rows(
                     &cfg.database_url,
                     &cfg.table,
                     &cfg.user_column,
@@ -1340,7 +1348,7 @@ impl Watch {
         title: &str,
         path: &std::path::Path,
     ) -> Result<(), WatchError> {
-        write_summary_report(&self.eff, summary, title, path)
+        write_summary_report(&self.soak_cfg, summary, title, path)
     }
 }
 
@@ -1392,7 +1400,7 @@ async fn finish_delivery(store: &Store, delivery: Delivery) {
         "delivery grace: a last round for every route"
     );
     let done = delivery.finish(SHUTDOWN_GRACE).await;
-    let pending = store.outbox_counts().await.map(|c| c.0).unwrap_or(0);
+    let pending = store.outbox_counts().await.map(|c| c.pending).unwrap_or(0);
     if !done.cut.is_empty() {
         tracing::warn!(
             routes = %done.cut.join(", "),

@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sample::Snapshot;
-use crate::soak::store::{SoakRecord, Store};
 use crate::soak::timeline::CycleRecord;
+use crate::state::store::{SoakRecord, Store, StoreError};
 
 /// Cycles kept while the state refuses writes: about 5.5 h at 10 s; older
 /// ones are dropped (and counted) rather than letting memory grow for the
@@ -126,6 +126,20 @@ impl Recorder {
     }
 }
 
+/// A write the state refused, named by what it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+struct Refused {
+    what: &'static str,
+    source: StoreError,
+}
+
+impl Refused {
+    fn by(what: &'static str) -> impl FnOnce(StoreError) -> Refused {
+        move |source| Refused { what, source }
+    }
+}
+
 /// What the task holds: the soak record to write, whether this term's
 /// marker is written, the cycles and marks in order.
 #[derive(Default)]
@@ -172,15 +186,15 @@ impl Queue {
             // Space freed on a full disk is not eaten by the WAL again.
             store.checkpoint_wal().await;
         }
-        self.failing = self.try_write(store).await.err();
+        self.failing = self.try_write(store).await.err().map(|e| e.to_string());
     }
 
-    async fn try_write(&mut self, store: &Store) -> Result<(), String> {
+    async fn try_write(&mut self, store: &Store) -> Result<(), Refused> {
         if let Some((rec, now)) = &self.soak {
             store
                 .start_soak(rec, *now)
                 .await
-                .map_err(|e| format!("recording the soak: {e}"))?;
+                .map_err(Refused::by("recording the soak"))?;
             tracing::info!(soak = %rec.meta.id, "new soak recorded");
             self.soak = None;
         }
@@ -189,7 +203,7 @@ impl Queue {
                 store
                     .begin_term(id)
                     .await
-                    .map_err(|e| format!("starting this leader's term: {e}"))?;
+                    .map_err(Refused::by("starting this leader's term"))?;
                 self.term_begun = Some(id.clone());
             }
             // No count in the reason: it is logged once per change
@@ -197,14 +211,14 @@ impl Queue {
             store
                 .append(id, rec, snap)
                 .await
-                .map_err(|e| format!("appending a cycle: {e}"))?;
+                .map_err(Refused::by("appending a cycle"))?;
             self.cycles.pop_front();
         }
         while let Some((id, label, path, now)) = self.marks.front() {
             store
                 .mark_checkpoint(id, label, path, *now)
                 .await
-                .map_err(|e| format!("marking a checkpoint: {e}"))?;
+                .map_err(Refused::by("marking a checkpoint"))?;
             self.marks.pop_front();
         }
         Ok(())
@@ -267,8 +281,8 @@ async fn run(
 mod tests {
     use super::*;
     use crate::sample::{ProbeFailure, ProbeKind};
-    use crate::soak::store::Baselines;
     use crate::soak::timeline::SoakMeta;
+    use crate::state::store::Baselines;
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()

@@ -21,7 +21,7 @@ use crate::rollback::{execute_gated, RollbackMode, RollbackOutcome, StepRecord, 
 use crate::soak::dlq_spike::{describe_spike, is_spike, SpikeRule};
 use crate::soak::model::{RollbackState, RollbackView, SoakSummary};
 use crate::soak::record::CycleRecord;
-use crate::soak::store::{Store, StoreError};
+use crate::state::store::{Store, StoreError};
 use crate::untrusted::untrusted;
 use crate::verdict::Status;
 

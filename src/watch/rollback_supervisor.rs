@@ -17,7 +17,7 @@ use crate::config::RollbackSettings;
 use crate::soak::dlq_spike::SpikeRule;
 use crate::soak::model::{RollbackState, RollbackView, SoakSummary};
 use crate::soak::record::{CycleRecord, SoakMeta};
-use crate::soak::store::{Store, StoreError};
+use crate::state::store::{Store, StoreError};
 
 /// Why the latch could not be written, for the `soakwatch_self` alert
 /// (the write-health of the state).
@@ -79,7 +79,7 @@ impl RollbackSupervisor {
                     wait_ms = previous_lease_ends.as_millis() as u64,
                     "a rollback started by the previous leader: its journal is read again once that leader's lease can no longer act"
                 );
-                self.judge_started_at = Some(crate::soak::lease::boot_now() + previous_lease_ends);
+                self.judge_started_at = Some(crate::state::lease::boot_now() + previous_lease_ends);
             }
         } else {
             self.latched =
@@ -186,7 +186,7 @@ impl RollbackSupervisor {
         let Some(at) = self.judge_started_at else {
             return;
         };
-        if crate::soak::lease::boot_now() < at || !self.store.may_act() {
+        if crate::state::lease::boot_now() < at || !self.store.may_act() {
             return;
         }
         match rollback::resolve_started(&self.store, &self.alerts, &soak.id, &soak.name, now).await

@@ -34,8 +34,8 @@ pub struct DaemonStatus {
     pub soak_id: String,
     /// The soak's name from the config: the `soak` label of every series.
     pub soak_name: String,
-    /// Outbox rows: (pending, delivered, given up).
-    pub outbox: (i64, i64, i64),
+    /// The outbox as last counted.
+    pub outbox: crate::state::store::OutboxTally,
     /// Alerts firing now: (criterion, severity).
     pub firing: Vec<(String, String)>,
     /// Last periodic E2E run: (when, ok, latency ms).
@@ -59,7 +59,7 @@ pub struct DaemonStatus {
 
 /// What a watcher sharing a JetStream state does now, as published to its
 /// listener (`/healthz`, `soakwatch_leader`). The lease's own view, with its
-/// term count, is [`crate::soak::lease::Role`].
+/// term count, is [`crate::state::lease::Role`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Holds the lease and has resumed the soak: samples, records, acts.

@@ -16,7 +16,7 @@ use super::{notify, SharedStatus, StartOptions, SystemClock, Watch, WatchError};
 use crate::config::Config;
 use crate::probe::{Prober, ProberError};
 use crate::soak::model::SoakSummary;
-use crate::soak::store::StoreError;
+use crate::state::store::StoreError;
 
 /// How long a JetStream state that does not answer at start is retried.
 const OPEN_RETRY_FOR: Duration = Duration::from_secs(30);

@@ -312,9 +312,10 @@ async fn a_service_with_only_nats_and_metrics_gets_a_verdict_with_the_rest_not_c
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_e2e_probe_publishes_the_configured_payload_and_checks_only_what_is_configured() {
-    use soakwatch::rollback::{run_e2e, E2eConfig};
+    use soakwatch::rollback::{run_round_trip, RoundTripConfig};
     let r = Replica::healthy(1).await;
-    let mut cfg = E2eConfig::new(&nats_url(), &r.names.hrv_subject, &r.db_url, &r.names.table);
+    let mut cfg =
+        RoundTripConfig::new(&nats_url(), &r.names.hrv_subject, &r.db_url, &r.names.table);
     cfg.timeout = Duration::from_secs(10);
     // Another service's message shape (here the same fields, written by hand),
     // and no derived column to check.
@@ -324,7 +325,7 @@ async fn the_e2e_probe_publishes_the_configured_payload_and_checks_only_what_is_
     );
     cfg.derived_column = String::new();
     assert_eq!(cfg.validate(), Vec::<String>::new());
-    let res = run_e2e(&cfg).await;
+    let res = run_round_trip(&cfg).await;
     assert!(res.ok, "{res:?}");
     assert!(res.reason.contains("rmssd = 62"), "{}", res.reason);
     assert!(!res.reason.contains("ln("), "{}", res.reason);

@@ -144,7 +144,7 @@ async fn a_dlq_burst_right_after_t0_fails_dlq_at_the_first_cycle_that_sees_it() 
     stop(&mut d).await;
     // From the stored history: the first cycle whose DLQ growth since T0
     // exceeds the limit (10 a minute) is where `dlq` failed, with no hold.
-    let store = soakwatch::soak::store::Store::open_read_only(&w.state)
+    let store = soakwatch::state::store::Store::open_read_only(&w.state)
         .await
         .expect("state");
     let soak = store.active_soak().await.expect("read").expect("a soak");

@@ -304,8 +304,8 @@ async fn the_daemon_alerts_once_per_failing_consumer_and_exports_each_on_metrics
 async fn only_the_newest_stored_snapshot_keeps_a_fleets_listing() {
     use soakwatch::config::Config;
     use soakwatch::sample::ConsumerLookup;
-    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
     use soakwatch::soak::timeline::{CycleRecord, SoakMeta};
+    use soakwatch::state::store::{Baselines, SoakRecord, Store};
     use soakwatch::testkit::synthetic::Scenario;
 
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::{nats_url, serve_loopback, Replica, TESTKIT};
 use soakwatch::rollback::{
-    self, cleanup_e2e_rows, run_e2e, steps, E2eConfig, LogMark, RollbackConfig, RollbackMode,
-    StepRecord, StepStatus,
+    self, cleanup_round_trip_rows, run_round_trip, steps, LogMark, RollbackConfig, RollbackMode,
+    RoundTripConfig, StepRecord, StepStatus,
 };
 use soakwatch::verdict::{CriterionId, Status};
 
@@ -758,8 +758,8 @@ async fn execute_runs_the_runbook_and_stops_at_the_first_failure() {
 // ---------------------------------------------------------------------------------------------
 // 4. e2e against a real replica
 
-fn e2e_config(r: &Replica, subject: &str, timeout: Duration) -> E2eConfig {
-    let mut c = E2eConfig::new(&nats_url(), subject, &r.db_url, &r.names.table);
+fn e2e_config(r: &Replica, subject: &str, timeout: Duration) -> RoundTripConfig {
+    let mut c = RoundTripConfig::new(&nats_url(), subject, &r.db_url, &r.names.table);
     c.timeout = timeout;
     c
 }
@@ -769,7 +769,7 @@ async fn e2e_sees_the_row_and_reports_when_it_does_not_come() {
     let r = Replica::healthy(1).await;
     let cfg = e2e_config(&r, &r.names.hrv_subject, Duration::from_secs(10));
 
-    let res = run_e2e(&cfg).await;
+    let res = run_round_trip(&cfg).await;
     assert!(res.ok, "{res:?}");
     assert!(
         res.user_id.starts_with("soakwatch-e2e-") && res.event_id.starts_with("soakwatch-e2e-")
@@ -778,7 +778,7 @@ async fn e2e_sees_the_row_and_reports_when_it_does_not_come() {
     let ln = res.ln_rmssd.expect("lnRmssd");
     assert!((ln - 62f64.ln()).abs() < 1e-12, "{ln}");
     assert!(res.latency_ms < 10_000, "{res:?}");
-    let second = run_e2e(&cfg).await;
+    let second = run_round_trip(&cfg).await;
     assert!(second.ok && second.user_id != res.user_id, "{second:?}");
 
     // Paused service: the event is stored but never becomes a row.
@@ -787,7 +787,7 @@ async fn e2e_sees_the_row_and_reports_when_it_does_not_come() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let slow = e2e_config(&r, &r.names.hrv_subject, Duration::from_secs(2));
     let t0 = Instant::now();
-    let res = run_e2e(&slow).await;
+    let res = run_round_trip(&slow).await;
     assert!(!res.ok);
     assert!(res.reason.starts_with("no row within 2s"), "{}", res.reason);
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
@@ -795,15 +795,15 @@ async fn e2e_sees_the_row_and_reports_when_it_does_not_come() {
 
     // Test rows are removable by their prefix; real rows stay.
     r.wait_for("success", 4.0).await;
-    let deleted = cleanup_e2e_rows(&r.db_url, &r.names.table, "userId", "soakwatch-e2e-")
+    let deleted = cleanup_round_trip_rows(&r.db_url, &r.names.table, "userId", "soakwatch-e2e-")
         .await
         .expect("cleanup");
     assert_eq!(deleted, 3);
-    let again = cleanup_e2e_rows(&r.db_url, &r.names.table, "userId", "soakwatch-e2e-")
+    let again = cleanup_round_trip_rows(&r.db_url, &r.names.table, "userId", "soakwatch-e2e-")
         .await
         .expect("cleanup");
     assert_eq!(again, 0);
-    let err = cleanup_e2e_rows(&r.db_url, &r.names.table, "userId", "%").await;
+    let err = cleanup_round_trip_rows(&r.db_url, &r.names.table, "userId", "%").await;
     assert!(err.is_err(), "a wildcard prefix must be refused");
 }
 
@@ -817,7 +817,7 @@ async fn e2e_failures_say_why_without_leaking_credentials() {
         &format!("sw.{}.nowhere.hrv", r.names.tag),
         Duration::from_secs(3),
     );
-    let res = run_e2e(&cfg).await;
+    let res = run_round_trip(&cfg).await;
     assert!(!res.ok);
     assert!(
         res.reason.contains("not stored by JetStream"),
@@ -831,7 +831,7 @@ async fn e2e_failures_say_why_without_leaking_credentials() {
         "postgres://postgres:hunter2secret@127.0.0.1:5432/{}_missing",
         r.names.database
     );
-    let res = run_e2e(&cfg).await;
+    let res = run_round_trip(&cfg).await;
     assert!(!res.ok);
     assert!(
         res.reason.starts_with("nothing published"),
@@ -855,7 +855,7 @@ async fn e2e_failures_say_why_without_leaking_credentials() {
     let mut cfg = e2e_config(&r, &r.names.hrv_subject, Duration::from_secs(2));
     let closed = common::ReservedPort::new();
     cfg.nats_url = format!("nats://s3cretoken@127.0.0.1:{}", closed.port());
-    let res = run_e2e(&cfg).await;
+    let res = run_round_trip(&cfg).await;
     assert!(
         !res.ok && res.reason.contains("cannot connect to NATS"),
         "{}",
@@ -1072,7 +1072,7 @@ async fn full_rollback_restarts_the_standin_into_single_mode_and_sees_a_row() {
     assert_ne!(_standin.pid(), Some(second_pid));
 
     let e2e = cfg.e2e.as_ref().expect("e2e");
-    let deleted = cleanup_e2e_rows(
+    let deleted = cleanup_round_trip_rows(
         &e2e.database_url,
         &e2e.table,
         &e2e.user_column,
@@ -1352,7 +1352,7 @@ fn toml_str(p: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_restart_gets_only_the_named_environment_and_no_secret_reaches_the_record_logs_or_alerts(
 ) {
-    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    use soakwatch::state::store::{Baselines, SoakRecord, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let (seen, port) = echoing_receiver().await;
     // The mail route's server is not there: its delivery fails, nothing else.
@@ -1513,7 +1513,7 @@ fn read_shipped() -> String {
 /// "exited with code 3; output:".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restart_shows_the_head_and_tail_of_its_output_everywhere() {
-    use soakwatch::soak::store::{Baselines, SoakRecord, Store};
+    use soakwatch::state::store::{Baselines, SoakRecord, Store};
     let dir = tempfile::tempdir().expect("tempdir");
     let (seen, port) = echoing_receiver().await;
     let token = "Rst-T0ken-never-shown-81";

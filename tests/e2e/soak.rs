@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use soakwatch::config::Config;
-use soakwatch::soak::store::{Store, StoreError};
 use soakwatch::soak::timeline::{replay, SoakMeta};
+use soakwatch::state::store::{Store, StoreError};
 use soakwatch::testkit::synthetic::{Fault, Scenario};
 use soakwatch::verdict::{CriterionId as C, Status};
 use soakwatch::watch::{self, BoxFuture, ManualClock, SampleSource, StartOptions};
@@ -495,7 +495,11 @@ async fn alerts_fire_resolve_and_survive_a_receiver_outage_and_a_restart() {
     );
     {
         let store = Store::open_read_only(&c.watch.state).await.expect("state");
-        let (pending, delivered, dead) = store.outbox_counts().await.expect("counts");
+        let soakwatch::state::store::OutboxTally {
+            pending,
+            delivered,
+            given_up: dead,
+        } = store.outbox_counts().await.expect("counts");
         assert_eq!(
             (pending, delivered, dead),
             (2, 0, 0),

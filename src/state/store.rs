@@ -12,11 +12,11 @@ use serde::Serialize;
 
 use crate::config::{Config, StateBackend};
 use crate::sample::Snapshot;
-use crate::soak::jetstream::{Access, JetStreamStore};
-use crate::soak::lease::Fence;
 use crate::soak::record::CycleRecord;
-pub use crate::soak::sqlite::SqliteStore;
-pub use crate::soak::types::*;
+use crate::state::jetstream::{Access, JetStreamStore};
+use crate::state::lease::Fence;
+pub use crate::state::sqlite::SqliteStore;
+pub use crate::state::types::*;
 
 /// The T0 of the soak in progress in the configured state (one that has
 /// not ended), so a one-shot `check` judges a restart against the same T0
@@ -116,7 +116,7 @@ impl Store {
             Store::Sqlite(_) => Ok(None),
             // A manual `rollback --execute` beside the daemon holds no lease.
             Store::JetStream(j) if !j.fence().is_enforced() => Ok(None),
-            Store::JetStream(j) => crate::soak::lease::confirm(j.kv(), &j.fence(), term_id)
+            Store::JetStream(j) => crate::state::lease::confirm(j.kv(), &j.fence(), term_id)
                 .await
                 .map(Some),
         }
@@ -307,7 +307,7 @@ impl Store {
     }
 
     /// (pending, delivered, dead) counts of the outbox.
-    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+    pub async fn outbox_counts(&self) -> Result<OutboxTally, StoreError> {
         both!(self, s => s.outbox_counts().await)
     }
 

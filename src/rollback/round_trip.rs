@@ -1,13 +1,15 @@
-//! The end-to-end probe: one synthetic HRV event in, one database row out.
+//! The round-trip probe (the product's "E2E probe" in its output and
+//! config): one synthetic HRV event in, one database row out. Named for
+//! what it does, so it is never confused with the test suite (`tests/e2e`).
 //!
 //! The seed's last rollback step ("E2E test: POST /ingest/hrv → DB row
 //! appears") proves the service really consumes and writes after a restart,
-//! which log lines alone cannot. [`run_e2e`] publishes an event shaped like
+//! which log lines alone cannot. [`run_round_trip`] publishes an event shaped like
 //! [`HrvEvent`] to the service's subject through JetStream
 //! (waiting for the stream's ack, so "not stored" and "not processed" are told
 //! apart), then polls the service's table for the row and checks the derived
 //! column (`lnRmssd = ln(rmssd)`). The user id carries a fixed prefix
-//! (`soakwatch-e2e-`), so test rows are recognisable and [`cleanup_e2e_rows`]
+//! (`soakwatch-e2e-`), so test rows are recognisable and [`cleanup_round_trip_rows`]
 //! can delete exactly them. `soakwatch e2e` runs it alone.
 
 use std::str::FromStr;
@@ -58,7 +60,7 @@ const DERIVED_TOLERANCE: f64 = 1e-9;
 /// Where the probe publishes and where it expects the row.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct E2eConfig {
+pub struct RoundTripConfig {
     /// NATS server (a token or password in it is never shown).
     pub nats_url: String,
     /// Subject the service consumes (through a stream, since the publish waits for its ack).
@@ -111,9 +113,9 @@ fn default_user_prefix() -> String {
     "soakwatch-e2e-".to_string()
 }
 
-impl std::fmt::Debug for E2eConfig {
+impl std::fmt::Debug for RoundTripConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("E2eConfig")
+        f.debug_struct("RoundTripConfig")
             .field("nats_url", &redact_url(&self.nats_url))
             .field("subject", &self.subject)
             .field("database_url", &redact_url(&self.database_url))
@@ -127,10 +129,10 @@ impl std::fmt::Debug for E2eConfig {
     }
 }
 
-impl E2eConfig {
+impl RoundTripConfig {
     /// A config with the default columns, prefix and a 30 s timeout.
     pub fn new(nats_url: &str, subject: &str, database_url: &str, table: &str) -> Self {
-        E2eConfig {
+        RoundTripConfig {
             nats_url: nats_url.to_string(),
             subject: subject.to_string(),
             database_url: database_url.to_string(),
@@ -239,9 +241,9 @@ impl E2eConfig {
     }
 }
 
-/// Errors of [`cleanup_e2e_rows`] (and the probe's own steps); messages never hold the URL.
+/// Errors of [`cleanup_round_trip_rows`] (and the probe's own steps); messages never hold the URL.
 #[derive(Debug, thiserror::Error)]
-pub enum E2eError {
+pub enum RoundTripError {
     /// The database URL does not parse.
     #[error("database URL {0} is not a PostgreSQL URL")]
     DatabaseUrl(String),
@@ -268,7 +270,7 @@ pub enum E2eError {
 
 /// What the probe saw.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct E2eResult {
+pub struct RoundTripResult {
     /// Id of the published event.
     pub event_id: String,
     /// The synthetic user (prefix + unique part).
@@ -286,13 +288,13 @@ pub struct E2eResult {
     /// The configured user, value and derived columns, so the result speaks
     /// of the service's own names (empty in records made before they were kept).
     #[serde(default)]
-    pub columns: E2eColumns,
+    pub columns: RoundTripColumns,
 }
 
 /// The column names a result is told in (`[rollback.e2e]` user_column,
 /// value_column, derived_column).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct E2eColumns {
+pub struct RoundTripColumns {
     /// Column of the synthetic user.
     pub user: String,
     /// Column of the published value.
@@ -301,9 +303,9 @@ pub struct E2eColumns {
     pub derived: String,
 }
 
-impl E2eColumns {
-    fn of(cfg: &E2eConfig) -> E2eColumns {
-        E2eColumns {
+impl RoundTripColumns {
+    fn of(cfg: &RoundTripConfig) -> RoundTripColumns {
+        RoundTripColumns {
             user: cfg.user_column.clone(),
             value: cfg.value_column.clone(),
             derived: cfg.derived_column.clone(),
@@ -311,7 +313,7 @@ impl E2eColumns {
     }
 }
 
-impl E2eResult {
+impl RoundTripResult {
     /// One line for a step record.
     pub fn summary(&self) -> String {
         let named = |c: &str, fallback: &'static str| {
@@ -362,18 +364,18 @@ fn describe_db(e: &sqlx::Error) -> String {
     }
 }
 
-async fn connect_db(url: &str, timeout: Duration) -> Result<PgConnection, E2eError> {
+async fn connect_db(url: &str, timeout: Duration) -> Result<PgConnection, RoundTripError> {
     let opts = PgConnectOptions::from_str(url)
-        .map_err(|_| E2eError::DatabaseUrl(redact_url(url)))?
+        .map_err(|_| RoundTripError::DatabaseUrl(redact_url(url)))?
         .application_name("soakwatch-e2e")
         .options([("statement_timeout", timeout.as_millis().max(1).to_string())]);
     match tokio::time::timeout(timeout, PgConnection::connect_with(&opts)).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(E2eError::Database {
+        Ok(Err(e)) => Err(RoundTripError::Database {
             op: "connect",
             message: describe_db(&e),
         }),
-        Err(_) => Err(E2eError::Timeout {
+        Err(_) => Err(RoundTripError::Timeout {
             op: "connect",
             after: humantime::format_duration(timeout).to_string(),
         }),
@@ -383,8 +385,8 @@ async fn connect_db(url: &str, timeout: Duration) -> Result<PgConnection, E2eErr
 /// Publishes a synthetic HRV event and waits for its row; never panics and
 /// never returns an error: every failure is an `ok: false` result with a
 /// one-line reason (connecting to NATS with the URL alone; see
-/// [`run_e2e_with`] for a caller-built client with auth/TLS).
-pub async fn run_e2e(cfg: &E2eConfig) -> E2eResult {
+/// [`run_round_trip_with`] for a caller-built client with auth/TLS).
+pub async fn run_round_trip(cfg: &RoundTripConfig) -> RoundTripResult {
     let suffix = unique_suffix();
     let connect = async_nats::ConnectOptions::new()
         .name("soakwatch-e2e")
@@ -417,16 +419,19 @@ pub async fn run_e2e(cfg: &E2eConfig) -> E2eResult {
     result
 }
 
-/// Like [`run_e2e`], on a JetStream context the caller connected (so the
+/// Like [`run_round_trip`], on a JetStream context the caller connected (so the
 /// config's NATS auth, TLS and credentials files apply); `cfg.nats_url` is
 /// then only shown.
-pub async fn run_e2e_with(js: &jetstream::Context, cfg: &E2eConfig) -> E2eResult {
+pub async fn run_round_trip_with(
+    js: &jetstream::Context,
+    cfg: &RoundTripConfig,
+) -> RoundTripResult {
     probe(js, cfg, &unique_suffix()).await
 }
 
 /// A result for a probe that published nothing.
-fn not_run(cfg: &E2eConfig, suffix: &str, reason: String) -> E2eResult {
-    E2eResult {
+fn not_run(cfg: &RoundTripConfig, suffix: &str, reason: String) -> RoundTripResult {
+    RoundTripResult {
         event_id: format!("soakwatch-e2e-{suffix}"),
         user_id: format!("{}{suffix}", cfg.user_prefix),
         rmssd: E2E_RMSSD,
@@ -434,11 +439,11 @@ fn not_run(cfg: &E2eConfig, suffix: &str, reason: String) -> E2eResult {
         ln_rmssd: None,
         ok: false,
         reason: cfg.scrub(&reason),
-        columns: E2eColumns::of(cfg),
+        columns: RoundTripColumns::of(cfg),
     }
 }
 
-async fn probe(js: &jetstream::Context, cfg: &E2eConfig, suffix: &str) -> E2eResult {
+async fn probe(js: &jetstream::Context, cfg: &RoundTripConfig, suffix: &str) -> RoundTripResult {
     let problems = cfg.validate();
     if !problems.is_empty() {
         return not_run(
@@ -461,9 +466,9 @@ async fn probe(js: &jetstream::Context, cfg: &E2eConfig, suffix: &str) -> E2eRes
 async fn publish_and_wait(
     js: &jetstream::Context,
     db: &mut PgConnection,
-    cfg: &E2eConfig,
+    cfg: &RoundTripConfig,
     suffix: &str,
-) -> E2eResult {
+) -> RoundTripResult {
     let now = Utc::now();
     let event = HrvEvent {
         event_id: format!("soakwatch-e2e-{suffix}"),
@@ -474,7 +479,7 @@ async fn publish_and_wait(
             captured_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         },
     };
-    let mut res = E2eResult {
+    let mut res = RoundTripResult {
         event_id: event.event_id.clone(),
         user_id: event.payload.user_id.clone(),
         rmssd: E2E_RMSSD,
@@ -482,7 +487,7 @@ async fn publish_and_wait(
         ln_rmssd: None,
         ok: false,
         reason: String::new(),
-        columns: E2eColumns::of(cfg),
+        columns: RoundTripColumns::of(cfg),
     };
     let body = match &cfg.payload {
         Some(t) => fill_template(
@@ -503,7 +508,7 @@ async fn publish_and_wait(
     let elapsed_ms = |t0: Instant| u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     let stream = match publish_event(js, cfg, body).await {
         Ok(stream) => stream,
-        Err(reason) => return failed(cfg, res, reason),
+        Err(e) => return failed(cfg, res, e.to_string()),
     };
     let row = wait_for_row(db, cfg, &res.user_id, t0 + cfg.timeout).await;
     res.latency_ms = elapsed_ms(t0);
@@ -518,12 +523,24 @@ async fn publish_and_wait(
                 cfg.table
             ),
         ),
-        Err(reason) => failed(cfg, res, reason),
+        Err(e) => failed(cfg, res, e.to_string()),
     }
 }
 
+/// Why the round trip broke off before judging a row (one line, shown in
+/// the step's output and the probe's evidence after scrubbing).
+#[derive(Debug, thiserror::Error)]
+enum TripBroken {
+    #[error("publish to {subject} was not stored by JetStream: {detail}")]
+    NotStored { subject: String, detail: String },
+    #[error("publish to {subject}: no JetStream ack within {after}")]
+    NoAck { subject: String, after: String },
+    #[error("query of {table}: {detail}")]
+    Query { table: String, detail: String },
+}
+
 /// `res` failed for `reason` (scrubbed of the config's secrets).
-fn failed(cfg: &E2eConfig, mut res: E2eResult, reason: String) -> E2eResult {
+fn failed(cfg: &RoundTripConfig, mut res: RoundTripResult, reason: String) -> RoundTripResult {
     res.reason = cfg.scrub(&reason);
     res
 }
@@ -532,9 +549,9 @@ fn failed(cfg: &E2eConfig, mut res: E2eResult, reason: String) -> E2eResult {
 /// JetStream acknowledged it within the timeout.
 async fn publish_event(
     js: &jetstream::Context,
-    cfg: &E2eConfig,
+    cfg: &RoundTripConfig,
     body: Vec<u8>,
-) -> Result<String, String> {
+) -> Result<String, TripBroken> {
     let publish = async {
         let ack = js
             .publish(cfg.subject.clone(), body.into())
@@ -544,15 +561,14 @@ async fn publish_event(
     };
     match tokio::time::timeout(cfg.timeout, publish).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!(
-            "publish to {} was not stored by JetStream: {e}",
-            cfg.subject
-        )),
-        Err(_) => Err(format!(
-            "publish to {}: no JetStream ack within {}",
-            cfg.subject,
-            humantime::format_duration(cfg.timeout)
-        )),
+        Ok(Err(detail)) => Err(TripBroken::NotStored {
+            subject: cfg.subject.clone(),
+            detail,
+        }),
+        Err(_) => Err(TripBroken::NoAck {
+            subject: cfg.subject.clone(),
+            after: humantime::format_duration(cfg.timeout).to_string(),
+        }),
     }
 }
 
@@ -560,10 +576,10 @@ async fn publish_event(
 /// columns, `None` when it did not appear in time.
 async fn wait_for_row(
     db: &mut PgConnection,
-    cfg: &E2eConfig,
+    cfg: &RoundTripConfig,
     user_id: &str,
     deadline: Instant,
-) -> Result<Option<(Option<f64>, Option<f64>)>, String> {
+) -> Result<Option<(Option<f64>, Option<f64>)>, TripBroken> {
     let derived = if cfg.derived_column.is_empty() {
         "NULL".to_string()
     } else {
@@ -584,11 +600,10 @@ async fn wait_for_row(
         let row = match tokio::time::timeout(remaining.max(POLL_EVERY), q).await {
             Ok(Ok(row)) => row,
             Ok(Err(e)) => {
-                return Err(format!(
-                    "query of {}: {}",
-                    quote_table(&cfg.table),
-                    describe_db(&e)
-                ))
+                return Err(TripBroken::Query {
+                    table: quote_table(&cfg.table),
+                    detail: describe_db(&e),
+                })
             }
             Err(_) => None,
         };
@@ -605,12 +620,12 @@ async fn wait_for_row(
 
 /// The row's value must be what was published and its derived column ln(value).
 fn judge_row(
-    cfg: &E2eConfig,
-    mut res: E2eResult,
+    cfg: &RoundTripConfig,
+    mut res: RoundTripResult,
     value: Option<f64>,
     derived: Option<f64>,
     stream: &str,
-) -> E2eResult {
+) -> RoundTripResult {
     res.ln_rmssd = derived;
     let want = E2E_RMSSD.ln();
     match (value, derived) {
@@ -686,14 +701,14 @@ fn fill_template(
 /// repeated probes leave no trace; returns how many were deleted. The prefix
 /// must be non-empty and free of LIKE wildcards, so this can never match
 /// real users wholesale.
-pub async fn cleanup_e2e_rows(
+pub async fn cleanup_round_trip_rows(
     database_url: &str,
     table: &str,
     user_column: &str,
     user_prefix: &str,
-) -> Result<u64, E2eError> {
+) -> Result<u64, RoundTripError> {
     if user_prefix.is_empty() || user_prefix.contains(['%', '_', '\\']) {
-        return Err(E2eError::Prefix(user_prefix.to_string()));
+        return Err(RoundTripError::Prefix(user_prefix.to_string()));
     }
     let timeout = Duration::from_secs(30);
     let mut db = connect_db(database_url, timeout).await?;
@@ -712,11 +727,11 @@ pub async fn cleanup_e2e_rows(
     let _ = db.close().await;
     match r {
         Ok(Ok(done)) => Ok(done.rows_affected()),
-        Ok(Err(e)) => Err(E2eError::Database {
+        Ok(Err(e)) => Err(RoundTripError::Database {
             op: "delete",
             message: describe_db(&e),
         }),
-        Err(_) => Err(E2eError::Timeout {
+        Err(_) => Err(RoundTripError::Timeout {
             op: "delete",
             after: humantime::format_duration(timeout).to_string(),
         }),
@@ -736,7 +751,7 @@ mod tests {
 
     #[test]
     fn config_is_checked_and_never_shows_secrets() {
-        let mut c = E2eConfig::new(
+        let mut c = RoundTripConfig::new(
             "nats://tok3nvalue@127.0.0.1:4222",
             "a.b",
             "postgres://u:hunter2pw@h/db",

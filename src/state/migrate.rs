@@ -3,9 +3,9 @@
 //! rollback latch and journal, checkpoints), so a soak begun on one host
 //! continues under replicated watchers.
 
-use crate::soak::jetstream::JetStreamStore;
-use crate::soak::sqlite::SqliteStore;
-use crate::soak::types::StoreError;
+use crate::state::jetstream::JetStreamStore;
+use crate::state::sqlite::SqliteStore;
+use crate::state::types::StoreError;
 
 /// What was copied.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub async fn refuse_beside_leader(
     to: &JetStreamStore,
     lease: std::time::Duration,
 ) -> Result<(), MigrateError> {
-    match crate::soak::lease::current_holder(to.kv(), lease).await {
+    match crate::state::lease::current_holder(to.kv(), lease).await {
         Ok(Some((holder, renewed))) => Err(MigrateError::Leader { holder, renewed }),
         Ok(None) => Ok(()),
         Err(e) => Err(MigrateError::Store(StoreError::Open {

@@ -161,6 +161,18 @@ pub struct RollbackRow<T> {
     pub acting: Option<(usize, u64)>,
 }
 
+/// The outbox's notifications by where they stand (`/metrics`, and what a
+/// stop leaves for the next start).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxTally {
+    /// Not delivered yet, still being tried.
+    pub pending: i64,
+    /// Delivered (never sent again).
+    pub delivered: i64,
+    /// Given up after the route's attempts.
+    pub given_up: i64,
+}
+
 /// What a new leader found when it took over a `started` latch of an
 /// earlier term: whether that holder may have acted, which decides between
 /// running the rollback (never acted) and reporting it interrupted.

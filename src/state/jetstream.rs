@@ -22,11 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::StateConfig;
 use crate::sample::Snapshot;
-use crate::soak::lease::Fence;
 use crate::soak::record::{CycleRecord, SoakMeta};
-use crate::soak::types::{
-    Baselines, LatchClaim, OutboxCopy, OutboxItem, OutboxOutcome, RollbackRow, RollbackState,
-    SoakEnd, SoakRecord, StoreError,
+use crate::state::lease::Fence;
+use crate::state::types::{
+    Baselines, LatchClaim, OutboxCopy, OutboxItem, OutboxOutcome, OutboxTally, RollbackRow,
+    RollbackState, SoakEnd, SoakRecord, StoreError,
 };
 
 /// Largest snapshot published whole: below NATS' default 1 MB max_payload
@@ -332,7 +332,16 @@ impl JetStreamStore {
                     // stale (a follower's answer) or a write slipped in.
                     expect = self.current_revision(key).await?;
                 }
-                Err(e) => return Err(nats_err(&format!("writing {key}"), e)),
+                Err(e) => {
+                    // The write may have landed with its answer lost (a
+                    // request timeout): the next write reads the revision
+                    // again rather than take its own landed write for
+                    // another term's.
+                    if let Ok(mut w) = self.written.lock() {
+                        w.remove(key);
+                    }
+                    return Err(nats_err(&format!("writing {key}"), e));
+                }
             }
         }
         Err(nats_err(&format!("writing {key}"), "the key kept changing"))
@@ -916,19 +925,19 @@ impl JetStreamStore {
         Ok(())
     }
 
-    /// (pending, delivered, dead) counts of the outbox.
-    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
-        let (mut p, mut d, mut x) = (0, 0, 0);
+    /// The outbox's notifications by where they stand.
+    pub async fn outbox_counts(&self) -> Result<OutboxTally, StoreError> {
+        let mut t = OutboxTally::default();
         for (_, _, r) in self.outbox_rows().await? {
             if r.delivered_ms.is_some() {
-                d += 1;
+                t.delivered += 1;
             } else if r.dead {
-                x += 1;
+                t.given_up += 1;
             } else {
-                p += 1;
+                t.pending += 1;
             }
         }
-        Ok((p, d, x))
+        Ok(t)
     }
 
     /// Takes the one-shot latch with an atomic create: across every watcher
@@ -1228,7 +1237,7 @@ mod tests {
     async fn a_deposed_terms_late_state_write_is_refused_and_closes_its_fence() {
         let bucket = format!("swtest_fenced_{}", std::process::id());
         let (a, b) = two_terms(&bucket).await.expect("stores");
-        let held = |holder: &str, term| crate::soak::lease::Held {
+        let held = |holder: &str, term| crate::state::lease::Held {
             holder: holder.into(),
             revision: term,
             term,

@@ -18,7 +18,7 @@ use sqlx::Row;
 use crate::sample::Snapshot;
 use crate::soak::record::{CycleRecord, SoakMeta};
 
-use crate::soak::types::*;
+use crate::state::types::*;
 
 /// Schema version written in `meta`; bumped on incompatible changes.
 const SCHEMA_VERSION: &str = "1";
@@ -621,15 +621,19 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// (pending, delivered, dead) counts of the outbox.
-    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+    /// The outbox's notifications by where they stand.
+    pub async fn outbox_counts(&self) -> Result<OutboxTally, StoreError> {
         let row = sqlx::query(
             "SELECT count(*) FILTER (WHERE delivered_ms IS NULL AND dead = 0), \
                     count(*) FILTER (WHERE delivered_ms IS NOT NULL), count(*) FILTER (WHERE dead = 1) FROM outbox",
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok((row.get(0), row.get(1), row.get(2)))
+        Ok(OutboxTally {
+            pending: row.get(0),
+            delivered: row.get(1),
+            given_up: row.get(2),
+        })
     }
 
     /// Takes the one-shot rollback latch of a soak. False when it was already
@@ -761,7 +765,7 @@ impl SqliteStore {
     }
 
     /// `PRAGMA wal_checkpoint(TRUNCATE)`: the WAL into the database file and
-    /// the WAL cut to zero bytes (see [`crate::soak::store::Store::checkpoint_wal`]).
+    /// the WAL cut to zero bytes (see [`crate::state::store::Store::checkpoint_wal`]).
     /// Best effort: on a full disk it may not complete, and is tried again.
     /// It does not wait for a lock another process holds (the cycle must
     /// not stall behind it): busy is a failed attempt, retried next time.
