@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::delivery::{Delivery, SHUTDOWN_GRACE};
-use crate::alert::engine::{self as alert_engine, AlertEngine};
+use crate::alert::engine as alert_engine;
 use crate::atomic_file::write_atomic;
 use crate::config::{AtEnd, Config};
 use crate::probe::Prober;
@@ -33,6 +33,7 @@ use crate::state::lease::Lease;
 use crate::state::store::{Baselines, SoakRecord, Store, StoreError};
 use crate::verdict::Verdict;
 
+pub mod alerting;
 mod clock;
 pub mod deadman;
 pub mod http;
@@ -259,7 +260,8 @@ pub struct Watch {
     policy: SoakPolicy,
     store: Arc<Store>,
     soak: SoakRecord,
-    alerts: AlertEngine,
+    /// The stage that steps the alerts and queues them in the outbox.
+    alerting: alerting::Alerting,
     /// The soak so far, folded cycle by cycle: memory and per-cycle cost
     /// stay flat however old the soak is.
     running: RunningSummary,
@@ -275,10 +277,6 @@ pub struct Watch {
     health: SelfHealth,
     /// The stage that writes the soak's record (its own task).
     recorder: recorder::Recorder,
-    /// Alert steps not yet in the outbox (oldest first).
-    pending_alerts: std::collections::VecDeque<alert_engine::StepOutput>,
-    /// Outbox rows (pending, delivered, given up) as last read.
-    outbox: crate::state::store::OutboxTally,
     /// Proof of life for the systemd watchdog, and the state for `STATUS=`.
     heartbeat: notify::Heartbeat,
     /// The dead-man's switch (`[heartbeat]` pings to a healthchecks.io URL),
@@ -290,9 +288,6 @@ pub struct Watch {
     /// never sampled or judged again.
     ended: Option<SoakEnd>,
 }
-
-/// Alert steps kept while the outbox refuses writes.
-const MAX_PENDING_ALERTS: usize = 1000;
 
 /// The periodic E2E probe: one run at a time, beside the cycles.
 #[derive(Default)]
@@ -347,6 +342,7 @@ impl Watch {
         };
         let recorder = recorder::Recorder::start(store.clone());
         let wake = Arc::new(tokio::sync::Notify::new());
+        let alerting = alerting::Alerting::new(store.clone(), cfg.alerts.clone(), wake.clone());
         let rollback = rollback_supervisor::RollbackSupervisor::new(
             store.clone(),
             cfg.alerts.clone(),
@@ -359,7 +355,7 @@ impl Watch {
             policy,
             store,
             soak: placeholder,
-            alerts: AlertEngine::default(),
+            alerting,
             running,
             prev: None,
             last_verdicts: Vec::new(),
@@ -370,8 +366,6 @@ impl Watch {
             e2e: PeriodicRoundTrip::default(),
             health: SelfHealth::default(),
             recorder,
-            pending_alerts: Default::default(),
-            outbox: Default::default(),
             heartbeat: notify::Heartbeat::default(),
             deadman: deadman::Deadman::new(cfg_heartbeat.as_ref(), cfg_interval),
             lease,
@@ -673,7 +667,8 @@ impl Watch {
                 .await?;
             self.running = running;
             self.dedupe = dedupe;
-            self.alerts = AlertEngine::from_tracks(self.store.alert_states(&rec.meta.id).await?);
+            self.alerting
+                .resume(self.store.alert_states(&rec.meta.id).await?);
             let previous_lease_ends =
                 self.cfg.state.lease(self.cfg.watch.interval) + self.cfg.watch.interval;
             self.rollback
@@ -804,16 +799,10 @@ impl Watch {
         self.last_verdicts = verdicts;
         self.prev = Some(snap);
         let summary = self.summary();
-        let out = self.alerts.step(&self.cfg.alerts, &summary, tick);
-        for n in &out.notifications {
-            tracing::warn!(id = %n.id, subject = %n.subject(), "alert");
-        }
-        self.queue_alerts(out, clock.now()).await;
+        self.alerting.step(&summary, tick);
+        self.flush_alerts(clock.now()).await;
         self.write_due_checkpoints(&summary, clock.now()).await;
-        match self.store.outbox_counts().await {
-            Ok(counts) => self.outbox = counts,
-            Err(e) => tracing::debug!(error = %e, "outbox counts unavailable"),
-        }
+        self.alerting.count_outbox().await;
         if let Some(f) = self
             .rollback
             .maybe_fire(
@@ -907,13 +896,13 @@ impl Watch {
         st.interval_secs = self.cfg.watch.interval.as_secs_f64();
         st.soak_id = self.soak.meta.id.clone();
         st.soak_name = self.soak.meta.name.clone();
-        st.outbox = self.outbox;
+        st.outbox = self.alerting.tally();
         self.write_health_into(&mut st);
         let recorded = self.recorder.progress();
         st.unsaved_cycles = recorded.unsaved as u64;
         st.lost_cycles = recorded.lost;
         st.firing = self
-            .alerts
+            .alerting
             .firing()
             .map(|t| (t.criterion.clone(), t.severity.as_str().to_string()))
             .collect();
@@ -1057,48 +1046,23 @@ impl Watch {
         }
     }
 
-    /// Queues an alert step for the outbox and writes what is queued.
-    async fn queue_alerts(&mut self, out: alert_engine::StepOutput, now: DateTime<Utc>) {
-        if !out.notifications.is_empty() || !out.changed.is_empty() {
-            self.pending_alerts.push_back(out);
-            while self.pending_alerts.len() > MAX_PENDING_ALERTS {
-                self.pending_alerts.pop_front();
-                tracing::error!("alert outbox unwritable for too long: oldest alert dropped");
-            }
-        }
-        self.flush_alerts(now).await;
-    }
-
-    /// Writes queued alert steps to the outbox, oldest first.
+    /// Writes the alerting stage's queued steps to the outbox once the
+    /// soak is recorded (an outbox row names its soak).
     async fn flush_alerts(&mut self, now: DateTime<Utc>) {
         if self.soak.meta.id.is_empty() || !self.recorder.progress().soak_saved {
             return;
         }
-        while let Some(out) = self.pending_alerts.front() {
-            match alert_engine::enqueue(&self.store, &self.cfg.alerts, &self.soak.meta.id, out, now)
-                .await
-            {
-                Ok(queued) => {
-                    self.pending_alerts.pop_front();
-                    if queued > 0 {
-                        // Deliver now rather than at the next delivery tick.
-                        self.wake.notify_one();
-                    }
-                }
-                Err(e) => {
-                    self.note(WriteTarget::Outbox, format!("queueing alert steps: {e}"));
-                    return;
-                }
-            }
+        match self.alerting.flush(&self.soak.meta.id, now).await {
+            Ok(()) => self.noted_ok(WriteTarget::Outbox),
+            Err(e) => self.note(WriteTarget::Outbox, e.to_string()),
         }
-        self.noted_ok(WriteTarget::Outbox);
     }
 
     /// The `soakwatch_self` alert: fires while any write fails, resolves
     /// when all work again.
     async fn self_alert(&mut self, now: DateTime<Utc>) {
         let evidence = self.health.evidence();
-        let out = self.alerts.step_named(
+        self.alerting.step_named(
             &alert_engine::NamedAlert {
                 name: "soakwatch_self",
                 failing: self.health.is_failing(),
@@ -1113,7 +1077,7 @@ impl Watch {
             (&self.soak.meta.id, &self.soak.meta.name),
             now,
         );
-        self.queue_alerts(out, now).await;
+        self.flush_alerts(now).await;
     }
 
     fn summary(&self) -> SoakSummary {
@@ -1244,7 +1208,7 @@ impl Watch {
                         res.summary()
                     );
                     let summary_line = res.summary();
-                    let out = self.alerts.step_named(
+                    self.alerting.step_named(
                         &alert_engine::NamedAlert {
                             name: "soakwatch_e2e",
                             failing: !res.ok,
@@ -1259,7 +1223,7 @@ impl Watch {
                         (&self.soak.meta.id, &self.soak.meta.name),
                         now,
                     );
-                    self.queue_alerts(out, now).await;
+                    self.flush_alerts(now).await;
                     self.e2e.last = Some((now, res));
                 }
             }
