@@ -280,6 +280,16 @@ impl Drop for Cluster {
     }
 }
 
+/// The index of the node that leads `stream` (its Raft group), if known.
+async fn stream_leader(cluster: &Cluster, stream: &str) -> Option<usize> {
+    let c = async_nats::connect(cluster.urls()).await.ok()?;
+    let js = async_nats::jetstream::new(c);
+    let mut st = js.get_stream(stream).await.ok()?;
+    let info = st.info().await.ok()?;
+    let leader = info.cluster.as_ref()?.leader.clone()?;
+    leader.strip_prefix('n')?.parse().ok()
+}
+
 /// (leader?, cycles by this process) of a watcher, None while it does not answer.
 async fn role(d: &Daemon) -> Option<(bool, f64)> {
     let body = d.metrics().await?;
@@ -371,14 +381,75 @@ async fn sigkill_of_the_leader_hands_over_within_the_lease_and_a_nats_node_may_d
     // Lease + one interval, plus the first cycle's probes and the poll here.
     assert!(took < secs(3 + 1 + 6), "takeover took {took:?}");
 
-    // One NATS node dies: the R3 state keeps its quorum, the soak goes on.
+    // The node that leads the state's KV stream dies: the R3 state keeps
+    // its quorum and elects another stream leader. Sampling never waits on
+    // the state (the recorder queues; a cycle's other state reads are
+    // bounded by `request_timeout`), so no cycle is slow; if the election
+    // outlasts the fence (2 s here), the leader cannot prove its lease and
+    // steps down, as it must, and leads again one lease later.
+    let kv_leader = stream_leader(&cluster, &format!("KV_{bucket}")).await;
     let before = gauge(
         &new.metrics().await.expect("metrics"),
         "soakwatch_cycles_total",
     )
     .unwrap_or(0.0);
-    cluster.kill(2);
-    new.wait_cycles(before as u64 + 4, secs(40)).await;
+    let victim = kv_leader.unwrap_or(2);
+    let log_before = new.stderr().len();
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let (mut last, mut last_at, mut stall) = (before, Instant::now(), Duration::ZERO);
+    while killed.elapsed() < secs(25) {
+        if let Some(n) = new
+            .metrics()
+            .await
+            .and_then(|b| gauge(&b, "soakwatch_cycles_total"))
+        {
+            if n > last {
+                stall = stall.max(last_at.elapsed());
+                (last, last_at) = (n, Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stall = stall.max(last_at.elapsed());
+    let after_kill = new
+        .stderr()
+        .get(log_before..)
+        .unwrap_or_default()
+        .to_string();
+    let slowest_ms = after_kill
+        .lines()
+        .filter(|l| l.contains("cycle done"))
+        .filter_map(|l| {
+            l.split("took_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let stepped_down = after_kill.contains("stepping down");
+    eprintln!(
+        "KV stream leader n{victim} killed: longest time without a cycle {:.2} s, slowest cycle {slowest_ms} ms, {} cycles in 25 s, stepped down: {stepped_down} (interval 1 s, lease 3 s)",
+        stall.as_secs_f64(),
+        last - before
+    );
+    assert!(
+        slowest_ms < 2_500,
+        "a cycle waited {slowest_ms} ms on the state\n{after_kill}"
+    );
+    let bound = if stepped_down { secs(14) } else { secs(3) };
+    assert!(
+        stall < bound,
+        "sampling stalled {stall:?} (stepped down: {stepped_down})\n{after_kill}"
+    );
+    assert!(
+        last - before >= 12.0,
+        "cycles went on: {} in 25 s\n{after_kill}",
+        last - before
+    );
     let body = new.metrics().await.expect("metrics");
     assert_eq!(gauge(&body, "soakwatch_leader"), Some(1.0), "{body}");
     new.signal("TERM");
