@@ -85,6 +85,20 @@ pub(super) fn validate(
     let rollback = validate_rollback(&raw, &base, &mut p);
     let state = validate_state(&raw, &base, &mut p);
     let heartbeat = validate_heartbeat(&raw, &mut p);
+    let ledger = raw.ledger.as_ref().and_then(|l| {
+        let ctx = super::ledger::LedgerContext {
+            database: raw.database.as_ref().map(|d| {
+                (
+                    d.table.as_str(),
+                    d.created_column.as_str(),
+                    d.updated_column.as_str(),
+                )
+            }),
+            dlq_stream: &raw.streams.dlq.name,
+            interval: raw.watch.interval,
+        };
+        super::ledger::validate_ledger(l, &ctx, &consumers, &mut p)
+    });
 
     let opt = |s: String| (!s.trim().is_empty()).then_some(s);
     Config {
@@ -143,6 +157,7 @@ pub(super) fn validate(
         rollback,
         state,
         heartbeat,
+        ledger,
         warnings: Vec::new(),
     }
 }
