@@ -474,3 +474,49 @@ async fn advisories_count_messages_across_a_restart_and_server_terminations_are_
     assert!(r.unexplained[0].max_delivered);
     assert_eq!(r.advisories.map(|a| a.max_deliveries), Some(1));
 }
+
+/// `soakwatch ledger explain` on the seed's replica, with an empty
+/// `[ledger]` (the seed's defaults: payload userId and date, updatedAt,
+/// X-DLQ-Stream-Seq): the real binary, the real stand-in service.
+#[tokio::test]
+async fn explain_prints_a_replica_messages_fate_with_the_seeds_defaults() {
+    use crate::common::{run_bin, Replica};
+    let mut r = Replica::healthy(3).await;
+    r.publish_poison().await;
+    r.wait_for("dlq", 1.0).await;
+    let config = r.config.to_string_lossy().to_string();
+    let run = run_bin(&["ledger", "explain", "2", "--config", &config], &[]).await;
+    assert_eq!(run.code, 3, "no [ledger] yet: {}", run.stderr);
+    assert!(run.stderr.contains("no [ledger] section"), "{}", run.stderr);
+
+    r.edit_config(|c| c + "\n[ledger]\n");
+    let run = run_bin(&["ledger", "explain", "2", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("message 2 of "), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("key: userId=sw-{}-user-", r.names.tag)),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("acked by normalize-hrv-durable"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  row: ") && !run.stdout.contains("row: none"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("fate: written"), "{}", run.stdout);
+
+    let run = run_bin(&["ledger", "explain", "4", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("fate: dead_lettered"), "{}", run.stdout);
+    assert!(run.stdout.contains("DLQ: "), "{}", run.stdout);
+
+    let run = run_bin(&["ledger", "explain", "a,b,c", "--config", &config], &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(run.stderr.contains("userId=…,date=…"), "{}", run.stderr);
+}
