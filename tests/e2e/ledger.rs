@@ -151,10 +151,7 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        let (js, names) = (
-            self.js.clone(),
-            [self.stream.clone(), self.dlq.clone(), self.adv.clone()],
-        );
+        let names = [self.stream.clone(), self.dlq.clone(), self.adv.clone()];
         let table = self.table.clone();
         // Cleanup on a thread of its own: Drop may run inside the runtime.
         let _ = std::thread::spawn(move || {
@@ -163,6 +160,12 @@ impl Drop for World {
                 .build()
                 .expect("rt");
             rt.block_on(async move {
+                // A connection of this thread's own: the test's client runs
+                // on the runtime this drop is blocking.
+                let Ok(client) = async_nats::connect(nats_url()).await else {
+                    return;
+                };
+                let js = jetstream::new(client);
                 for n in names {
                     let _ = js.delete_stream(&n).await;
                 }
@@ -519,4 +522,75 @@ async fn explain_prints_a_replica_messages_fate_with_the_seeds_defaults() {
     let run = run_bin(&["ledger", "explain", "a,b,c", "--config", &config], &[]).await;
     assert_eq!(run.code, 3, "{}", run.stdout);
     assert!(run.stderr.contains("userId=…,date=…"), "{}", run.stderr);
+}
+
+/// A key carried in headers: the ledger reads headers only (no payload
+/// crosses the wire) and still finds every row.
+#[tokio::test]
+async fn a_key_in_headers_is_read_headers_only() {
+    let w = World::new("c").await;
+    let durable = "hdr";
+    w.streams(durable, Duration::from_secs(30), 5).await;
+    w.table().await;
+    let mut pg = w.pg().await;
+    let mut cfg = w.config(durable, false, Duration::from_secs(30));
+    cfg.key = vec![
+        KeyField {
+            column: "userId".into(),
+            source: KeySource::Header("X-User".into()),
+        },
+        KeyField {
+            column: "date".into(),
+            source: KeySource::Header("X-Date".into()),
+        },
+    ];
+    cfg.dlq.key = cfg.key.clone();
+    assert!(soakwatch::ledger::key::headers_only(&cfg.key));
+    let upsert = format!(
+        r#"INSERT INTO {t} ("userId", date, rmssd) VALUES ($1, DATE '2025-10-02', 62)"#,
+        t = soakwatch::sql::quote_ident(&w.table)
+    );
+    let mut last = 0;
+    for i in 0..50 {
+        let user = format!("h{i}");
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("X-User", user.as_str());
+        h.insert("X-Date", "2025-10-02");
+        // A payload that is no JSON: only the headers can hold the key.
+        last =
+            w.js.publish_with_headers(w.subject("hrv"), h, "opaque".into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack")
+                .sequence;
+        if i != 7 {
+            sqlx::query(AssertSqlSafe(upsert.clone()))
+                .bind(&user)
+                .execute(&mut pg)
+                .await
+                .expect("row");
+        }
+    }
+    let mut ledger = Ledger::new(cfg);
+    let now = Utc::now() + chrono::TimeDelta::seconds(5);
+    ledger
+        .reconcile(&w.nats, &mut pg, last, now, TIMEOUT)
+        .await
+        .expect("reconcile");
+    let r = ledger
+        .reconcile(
+            &w.nats,
+            &mut pg,
+            last,
+            now + chrono::TimeDelta::seconds(120),
+            TIMEOUT,
+        )
+        .await
+        .expect("reconcile");
+    assert_eq!((r.counts.written, r.counts.unexplained), (49, 1), "{r:?}");
+    assert_eq!(
+        r.unexplained[0].key,
+        Some(vec!["h7".to_string(), "2025-10-02".to_string()])
+    );
 }
