@@ -248,12 +248,27 @@ async fn exactly_the_message_acked_without_its_row_is_unexplained() {
     let mut pg = w.pg().await;
     let cfg = w.config(durable, false, ack_wait);
 
-    let n = 300u64;
+    let n = 10_000u64;
+    // One row in 10,000 is dropped (the test); published pipelined.
     let mut seqs = Vec::new();
+    let mut acks = Vec::new();
     for i in 0..n {
-        seqs.push(w.publish("hrv", &format!("u{i}")).await);
+        let body = serde_json::json!({
+            "eventId": format!("e-u{i}"),
+            "payload": {"userId": format!("u{i}"), "date": "2025-10-02", "rMSSD": 62}
+        });
+        acks.push(
+            w.js.publish(w.subject("hrv"), body.to_string().into())
+                .await
+                .expect("publish"),
+        );
+        if acks.len() == 500 || i + 1 == n {
+            for a in acks.drain(..) {
+                seqs.push(a.await.expect("ack").sequence);
+            }
+        }
     }
-    let dropped = seqs[137];
+    let dropped = seqs[7_137];
     let poison = w.publish("hrv", "poison-1").await;
     let skipped = w.publish("test.hrv", "t1").await;
     // Deleted before the service could take it: a removal.
@@ -302,7 +317,7 @@ async fn exactly_the_message_acked_without_its_row_is_unexplained() {
     assert_eq!(u.seq, dropped);
     assert_eq!(
         u.key,
-        Some(vec!["u137".to_string(), "2025-10-02".to_string()])
+        Some(vec!["u7137".to_string(), "2025-10-02".to_string()])
     );
     assert!(!r.passes());
 
