@@ -34,7 +34,7 @@ pub use account::{
 pub use read_table::IndexEvidence;
 
 use account::{CycleInput, DlqEntry};
-use read_stream::{RangeRead, RangeRequest};
+use read_stream::{RangeRead, RangeReader, RangeRequest};
 use read_table::TableLookup;
 
 /// Why a reconcile could not finish; the progress made before is kept.
@@ -187,29 +187,19 @@ impl Ledger {
         }
         self.read_advisories(&js, timeout).await?;
         self.read_dlq(&js, timeout).await?;
-        let mut read = 0u64;
-        let mut first = true;
-        loop {
-            let from = self.progress_ref().reconciled_up_to;
-            let over_budget = started.elapsed() >= self.cfg.cycle_budget;
-            if !first && (from >= ack_floor || over_budget) {
-                break;
-            }
-            first = false;
-            let range = if from < ack_floor && !over_budget {
-                self.read_batch(&js, from, ack_floor, timeout).await?
-            } else {
-                RangeRead {
-                    covered_to: from,
-                    ..Default::default()
-                }
-            };
-            read += range.messages.len() as u64;
-            self.judge_batch(&js, pg, range, from, now, timeout).await?;
-            if self.progress_ref().reconciled_up_to == from && from < ack_floor {
-                break;
-            }
+        let from = self.progress_ref().reconciled_up_to;
+        let mut reader = if from < ack_floor {
+            Some(self.open_reader(&js, from, ack_floor, timeout).await?)
+        } else {
+            None
+        };
+        let judged = self
+            .judge_range(&js, pg, reader.as_mut(), ack_floor, started, now, timeout)
+            .await;
+        if let Some(r) = reader {
+            r.close().await;
         }
+        let read = judged?;
         let p = self.progress_ref();
         Ok(LedgerReport {
             counts: p.counts,
@@ -232,14 +222,14 @@ impl Ledger {
             .unwrap_or_else(|| EMPTY.get_or_init(LedgerProgress::default))
     }
 
-    async fn read_batch(
+    async fn open_reader(
         &self,
         js: &jetstream::Context,
         from: u64,
         ack_floor: u64,
         timeout: Duration,
-    ) -> Result<RangeRead, LedgerError> {
-        read_stream::read_range(
+    ) -> Result<RangeReader, LedgerError> {
+        RangeReader::open(
             js,
             &RangeRequest {
                 stream: &self.cfg.stream,
@@ -253,6 +243,39 @@ impl Ledger {
             },
         )
         .await
+    }
+
+    /// Reads and judges batches until the ack floor or the budget; once
+    /// at least, so messages in flight are judged again even when nothing
+    /// is new. Returns how many messages were read.
+    #[allow(clippy::too_many_arguments)]
+    async fn judge_range(
+        &mut self,
+        js: &jetstream::Context,
+        pg: &mut PgConnection,
+        mut reader: Option<&mut RangeReader>,
+        ack_floor: u64,
+        started: Instant,
+        now: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Result<u64, LedgerError> {
+        let mut read = 0u64;
+        loop {
+            let from = self.progress_ref().reconciled_up_to;
+            let range = match reader.as_deref_mut() {
+                Some(r) if from < ack_floor => r.next_batch(self.cfg.batch_size).await?,
+                _ => RangeRead {
+                    covered_to: from,
+                    ..Default::default()
+                },
+            };
+            read += range.messages.len() as u64;
+            self.judge_batch(js, pg, range, from, now, timeout).await?;
+            let to = self.progress_ref().reconciled_up_to;
+            if to >= ack_floor || to == from || started.elapsed() >= self.cfg.cycle_budget {
+                return Ok(read);
+            }
+        }
     }
 
     /// Judges one read: rows looked up in batches, gaps checked against

@@ -89,75 +89,143 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
-/// Reads `(after, up_to]` of a stream on its filter (see module doc).
+/// Reads `(after, up_to]` of a stream on its filter (see module doc), at
+/// most `max` messages, with a reader of its own.
 pub async fn read_range(
     js: &jetstream::Context,
     req: &RangeRequest<'_>,
 ) -> Result<RangeRead, LedgerError> {
-    let op = format!("read stream {}", req.stream);
-    let mut stream = timed(&op, req.timeout, js.get_stream(req.stream)).await?;
-    let state = timed(&op, req.timeout, stream.info()).await?.state.clone();
-    let up_to = req.up_to.min(state.last_sequence);
-    let start = (req.after + 1).max(state.first_sequence);
-    let mut out = RangeRead {
-        messages: Vec::new(),
-        covered_to: req.after.max(up_to),
-        first_seq: state.first_sequence,
-        last_seq: state.last_sequence,
-        deleted_count: state.deleted_count.unwrap_or(0),
-    };
-    if start > up_to || req.max == 0 {
-        out.covered_to = if req.max == 0 {
-            req.after
-        } else {
-            out.covered_to
+    let mut reader = RangeReader::open(js, req).await?;
+    let read = reader.next_batch(req.max).await;
+    reader.close().await;
+    read
+}
+
+/// One reader consumer kept over the batches of a range: a catch-up pays
+/// for creating and deleting it once, not per batch.
+pub struct RangeReader {
+    stream: jetstream::stream::Stream,
+    consumer: Option<consumer::PullConsumer>,
+    op: String,
+    batch: usize,
+    timeout: Duration,
+    up_to: u64,
+    covered: u64,
+    first_fetch: bool,
+    first_seq: u64,
+    last_seq: u64,
+    deleted_count: u64,
+}
+
+impl RangeReader {
+    /// Opens a reader of `(req.after, req.up_to]` (no consumer at all when
+    /// the stream has nothing there).
+    pub async fn open(
+        js: &jetstream::Context,
+        req: &RangeRequest<'_>,
+    ) -> Result<RangeReader, LedgerError> {
+        let op = format!("read stream {}", req.stream);
+        let mut stream = timed(&op, req.timeout, js.get_stream(req.stream)).await?;
+        let state = timed(&op, req.timeout, stream.info()).await?.state.clone();
+        let up_to = req.up_to.min(state.last_sequence);
+        let start = (req.after + 1).max(state.first_sequence);
+        let mut reader = RangeReader {
+            stream,
+            consumer: None,
+            op,
+            batch: req.batch,
+            timeout: req.timeout,
+            up_to: req.after.max(up_to),
+            covered: req.after,
+            first_fetch: true,
+            first_seq: state.first_sequence,
+            last_seq: state.last_sequence,
+            deleted_count: state.deleted_count.unwrap_or(0),
         };
-        return Ok(out);
+        if start > up_to {
+            reader.covered = reader.up_to;
+            return Ok(reader);
+        }
+        let cfg = consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            filter_subject: req.filter.unwrap_or_default().to_string(),
+            headers_only: req.headers_only,
+            inactive_threshold: READER_INACTIVE,
+            memory_storage: true,
+            num_replicas: 1,
+            ..Default::default()
+        };
+        reader.consumer =
+            Some(timed(&reader.op, req.timeout, reader.stream.create_consumer(cfg)).await?);
+        Ok(reader)
     }
-    let cfg = consumer::pull::Config {
-        deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: start,
-        },
-        ack_policy: consumer::AckPolicy::None,
-        filter_subject: req.filter.unwrap_or_default().to_string(),
-        headers_only: req.headers_only,
-        inactive_threshold: READER_INACTIVE,
-        memory_storage: true,
-        num_replicas: 1,
-        ..Default::default()
-    };
-    let reader: consumer::PullConsumer =
-        timed(&op, req.timeout, stream.create_consumer(cfg)).await?;
-    let name = reader.cached_info().name.clone();
-    let result = fetch_range(&reader, req, up_to, &mut out.messages, &op).await;
-    // Leave nothing behind; the inactive threshold covers a failed delete.
-    let _ = tokio::time::timeout(req.timeout, stream.delete_consumer(&name)).await;
-    out.covered_to = result?.max(req.after);
-    Ok(out)
+
+    /// The next at most `max` messages; `covered_to` says how far the
+    /// range is read (the whole range once it equals the bound).
+    pub async fn next_batch(&mut self, max: usize) -> Result<RangeRead, LedgerError> {
+        let mut out = RangeRead {
+            messages: Vec::new(),
+            covered_to: self.covered,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            deleted_count: self.deleted_count,
+        };
+        let Some(c) = self
+            .consumer
+            .as_ref()
+            .filter(|_| self.covered < self.up_to && max > 0)
+        else {
+            return Ok(out);
+        };
+        if self.first_fetch && c.cached_info().num_pending == 0 {
+            self.covered = self.up_to;
+        } else {
+            let got = fetch_range(
+                c,
+                self.batch,
+                max,
+                self.timeout,
+                self.up_to,
+                &mut out.messages,
+                &self.op,
+            )
+            .await?;
+            self.covered = got.max(self.covered);
+        }
+        self.first_fetch = false;
+        out.covered_to = self.covered;
+        Ok(out)
+    }
+
+    /// Deletes the reader consumer (the inactive threshold covers a
+    /// failed delete, or a reader never closed).
+    pub async fn close(self) {
+        if let Some(c) = self.consumer {
+            let name = c.cached_info().name.clone();
+            let _ = tokio::time::timeout(self.timeout, self.stream.delete_consumer(&name)).await;
+        }
+    }
 }
 
 /// Fetches until `up_to`, the end of the filter's messages, or `max`;
 /// returns how far the range is covered.
 async fn fetch_range(
     reader: &consumer::PullConsumer,
-    req: &RangeRequest<'_>,
+    batch_size: usize,
+    max: usize,
+    timeout: Duration,
     up_to: u64,
     into: &mut Vec<RawMessage>,
     op: &str,
 ) -> Result<u64, LedgerError> {
-    if reader.cached_info().num_pending == 0 {
-        return Ok(up_to);
-    }
     loop {
-        let want = req.batch.min(req.max - into.len()).max(1);
-        let mut batch = timed(
-            op,
-            req.timeout,
-            reader.fetch().max_messages(want).messages(),
-        )
-        .await?;
+        let want = batch_size.min(max - into.len()).max(1);
+        let mut batch = timed(op, timeout, reader.fetch().max_messages(want).messages()).await?;
         let mut got = 0usize;
-        while let Some(m) = timed(op, req.timeout, async {
+        while let Some(m) = timed(op, timeout, async {
             Ok::<_, LedgerError>(batch.next().await)
         })
         .await?
@@ -184,7 +252,7 @@ async fn fetch_range(
             if seq == up_to || pending == 0 {
                 return Ok(up_to);
             }
-            if into.len() >= req.max {
+            if into.len() >= max {
                 return Ok(seq);
             }
         }
