@@ -177,8 +177,11 @@ pub struct LedgerProgress {
     pub pending: BTreeMap<u64, Pending>,
     /// The first unexplained messages (at most `show_unexplained`).
     pub unexplained_first: Vec<Unexplained>,
-    /// DLQ entries naming an original sequence not yet judged.
-    pub dlq_by_seq: BTreeSet<u64>,
+    /// DLQ entries naming an original sequence not yet judged, with the
+    /// key they carry: when both are known both must match, so an entry
+    /// from another stream sharing the DLQ (same sequence number, another
+    /// message) explains nothing.
+    pub dlq_by_seq: BTreeMap<u64, Option<Key>>,
     /// DLQ entries without a sequence, by key, each usable once.
     pub dlq_by_key: BTreeMap<Key, u32>,
     /// Last DLQ stream sequence read.
@@ -295,8 +298,8 @@ impl LedgerProgress {
     pub fn add_dlq(&mut self, dlq_seq: u64, entry: DlqEntry) {
         self.dlq_cursor = self.dlq_cursor.max(dlq_seq);
         match (entry.original_seq, entry.key) {
-            (Some(seq), _) => {
-                self.dlq_by_seq.insert(seq);
+            (Some(seq), key) => {
+                self.dlq_by_seq.insert(seq, key);
             }
             (None, Some(key)) => *self.dlq_by_key.entry(key).or_insert(0) += 1,
             (None, None) => {}
@@ -399,7 +402,7 @@ impl LedgerProgress {
         let key = e.key.as_ref().ok();
         let fate = if rules.skips(e) {
             Fate::Skipped
-        } else if self.dlq_by_seq.remove(&e.seq) {
+        } else if self.take_dlq_seq(e.seq, key) {
             Fate::DeadLettered
         } else if key
             .and_then(|k| rows.get(k))
@@ -453,6 +456,18 @@ impl LedgerProgress {
         }
     }
 
+    fn take_dlq_seq(&mut self, seq: u64, key: Option<&Key>) -> bool {
+        let matches = match self.dlq_by_seq.get(&seq) {
+            None => false,
+            Some(None) => true,
+            Some(Some(dk)) => key.is_none_or(|k| k == dk),
+        };
+        if matches {
+            self.dlq_by_seq.remove(&seq);
+        }
+        matches
+    }
+
     fn take_dlq_key(&mut self, k: &Key) -> bool {
         match self.dlq_by_key.get_mut(k) {
             Some(n) if *n > 1 => {
@@ -477,8 +492,8 @@ impl LedgerProgress {
             .copied()
             .unwrap_or(u64::MAX)
             .min(self.reconciled_up_to.saturating_add(1));
+        self.dlq_by_seq = self.dlq_by_seq.split_off(&keep_from);
         for set in [
-            &mut self.dlq_by_seq,
             &mut self.removed_seqs,
             &mut self.max_delivered,
             &mut self.terminated,
@@ -654,6 +669,22 @@ mod tests {
         // One DLQ entry by key explains one message, not every message of that key.
         assert_eq!(p.in_flight(), 1);
         assert!(p.dlq_by_key.is_empty() && p.dlq_by_seq.is_empty());
+    }
+
+    #[test]
+    fn a_dlq_entry_of_another_stream_with_the_same_sequence_explains_nothing() {
+        let ms = [msg(1, "ours")];
+        let mut p = LedgerProgress::starting_at(1);
+        p.add_dlq(
+            3,
+            DlqEntry {
+                original_seq: Some(1),
+                key: Some(key("someone-else")),
+            },
+        );
+        cycle(1, &ms).run(&mut p, t(0));
+        cycle(1, &[]).run(&mut p, t(1000));
+        assert_eq!((p.counts.dead_lettered, p.counts.unexplained), (0, 1));
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub async fn explain(
             .iter()
             .filter(|m| {
                 let e = dlq_entry(cfg, m);
-                (seq.is_some() && e.original_seq == seq)
+                let same_key = e.key.is_none() || key.is_none() || e.key == key;
+                (seq.is_some() && e.original_seq == seq && same_key)
                     || (e.original_seq.is_none() && key.is_some() && e.key == key)
             })
             .map(|m| (m.seq, m.subject.clone()))
