@@ -143,6 +143,14 @@ impl Ledger {
         }
     }
 
+    /// A ledger whose first judged sequence is `first_seq`: the daemon
+    /// passes the stream's last sequence at T0 plus one, so messages from
+    /// before the soak are not judged (`[ledger] start_seq` overrides it).
+    pub fn starting_at(cfg: LedgerConfig, first_seq: u64) -> Ledger {
+        let start = cfg.start_seq.unwrap_or(first_seq.max(1));
+        Ledger::resume(cfg, LedgerProgress::starting_at(start))
+    }
+
     /// A ledger that goes on from stored progress.
     pub fn resume(cfg: LedgerConfig, progress: LedgerProgress) -> Ledger {
         let mut l = Ledger::new(cfg);

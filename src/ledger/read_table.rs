@@ -2,7 +2,9 @@
 //! key column (`unnest(...) WITH ORDINALITY`), each value cast to its
 //! column's type, so the table's own index on the key serves the join.
 //! Whether an index does is looked up once (pg_index) and said in the
-//! evidence: without one, every batch scans the table.
+//! evidence: without one, every batch scans the table. The write time is
+//! read as `extract(epoch from column)`: a `timestamp without time zone`
+//! (Prisma's columns) is taken as UTC, a `timestamptz` as the instant it is.
 
 use std::collections::HashMap;
 

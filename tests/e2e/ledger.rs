@@ -609,3 +609,55 @@ async fn a_key_in_headers_is_read_headers_only() {
         Some(vec!["h7".to_string(), "2025-10-02".to_string()])
     );
 }
+
+/// A purge takes messages nobody acknowledged: the ledger counts them
+/// removed (the stream's first sequence moved past them), never lost.
+#[tokio::test]
+async fn a_purge_is_counted_as_removals() {
+    let w = World::new("d").await;
+    let durable = "purged";
+    w.streams(durable, Duration::from_secs(30), 5).await;
+    w.table().await;
+    let mut pg = w.pg().await;
+    let cfg = w.config(durable, false, Duration::from_secs(30));
+    for i in 0..5 {
+        w.publish("hrv", &format!("p{i}")).await;
+    }
+    w.js.get_stream(&w.stream)
+        .await
+        .expect("stream")
+        .purge()
+        .await
+        .expect("purge");
+    let last = w.publish("hrv", "after").await;
+    let sql = format!(
+        r#"INSERT INTO {t} ("userId", date, rmssd) VALUES ('after', DATE '2025-10-02', 62)"#,
+        t = soakwatch::sql::quote_ident(&w.table)
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&mut pg)
+        .await
+        .expect("row");
+    let mut ledger = Ledger::starting_at(cfg, 1);
+    let r = ledger
+        .reconcile(
+            &w.nats,
+            &mut pg,
+            last,
+            Utc::now() + chrono::TimeDelta::seconds(5),
+            TIMEOUT,
+        )
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        (
+            r.counts.removed,
+            r.counts.removed_unread,
+            r.counts.written,
+            r.counts.unexplained
+        ),
+        (5, 5, 1, 0),
+        "{r:?}"
+    );
+    assert_eq!(r.reconciled_up_to, last);
+}
