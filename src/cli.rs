@@ -12,7 +12,7 @@ use soakwatch::config::{Config, ConfigError};
 use soakwatch::render::{self, check::Format};
 use soakwatch::verdict::exit_code;
 
-use crate::{AlertCommand, Cli, Command, StateCommand, EXIT_CONFIG};
+use crate::{AlertCommand, Cli, Command, LedgerCommand, StateCommand, EXIT_CONFIG};
 
 /// `--window`: a duration like `90s` or `5m`; the error shows one.
 pub(crate) fn parse_window(s: &str) -> Result<Duration, String> {
@@ -119,6 +119,15 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             alert_test(&cfg).await
+        }
+        Command::Ledger {
+            command: LedgerCommand::Explain { config, target },
+        } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            ledger_explain(&cfg, &target).await
         }
         Command::Discover(args) => soakwatch::discover::cli::run_discover(args).await,
         Command::Export { command } => export(command),
@@ -279,6 +288,25 @@ async fn run_watch(
 }
 
 /// `soakwatch alert test`.
+/// `soakwatch ledger explain`: the text from src/ledger/explain.rs.
+async fn ledger_explain(cfg: &Config, target: &str) -> anyhow::Result<ExitCode> {
+    use soakwatch::ledger::explain::{explain_command, ExplainError};
+    match explain_command(cfg, target).await {
+        Ok(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ExplainError::NotConfigured(_) | ExplainError::Target(_))) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
 async fn alert_test(cfg: &Config) -> anyhow::Result<ExitCode> {
     if cfg.alerts.routes.is_empty() {
         println!("no enabled alert routes in {}", cfg.source.display());

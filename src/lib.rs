@@ -36,6 +36,7 @@ pub mod evaluate;
 pub mod export;
 pub mod histogram;
 pub mod http_client;
+pub mod ledger;
 pub mod logging;
 pub mod probe;
 pub mod probe_error;

@@ -176,6 +176,11 @@ enum Command {
         #[command(subcommand)]
         command: AlertCommand,
     },
+    /// The per-message ledger (`[ledger]`): `soakwatch ledger explain <seq|key>`.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Writes the soak's criteria for other tools: Prometheus alerting rules
     /// or a Grafana dashboard (JSON, which Prometheus reads as YAML).
     Export {
@@ -230,6 +235,22 @@ enum StateCommand {
         /// The SQLite state to copy (default: watch.state in the config).
         #[arg(long)]
         state: Option<PathBuf>,
+    },
+}
+
+/// What `soakwatch ledger` does.
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Prints one message's fate: the stream message (subject, time, key),
+    /// whether the durable acked it, its advisories, its DLQ entry, its row
+    /// (exit 0 answered, 3 config, 2 NATS or the database failed).
+    Explain {
+        /// The checks file (its `[ledger]`).
+        #[arg(long, short, default_value = "checks.toml")]
+        config: PathBuf,
+        /// A stream sequence (42) or the key's values separated by `,`
+        /// (`userId=u1,date=2025-10-02` or `u1,2025-10-02`).
+        target: String,
     },
 }
 

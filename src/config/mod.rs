@@ -22,6 +22,7 @@ use crate::subjects;
 
 mod collect;
 mod env;
+mod ledger;
 mod locate;
 mod raw;
 #[cfg(test)]
@@ -30,6 +31,9 @@ mod validate;
 pub use validate::resolve_path;
 
 pub use env::{expand_env, EnvLookup, ProcessEnv};
+pub use ledger::{
+    KeyField, KeyPrefixSkip, KeySource, LedgerConfig, LedgerDlqConfig, MAX_LEDGER_BATCH,
+};
 pub use locate::line_of_key;
 pub use raw::MIN_INTERVAL;
 
@@ -163,6 +167,9 @@ pub struct Config {
     /// that a watcher that dies, hangs or goes blind is noticed by someone
     /// else; None when no URL is set.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `[ledger]`: every message of the watched consumer accounted for,
+    /// from the stream to the table; None when the section is absent.
+    pub ledger: Option<LedgerConfig>,
     /// What is allowed but probably not meant (an interval shorter than the
     /// probe timeout), located like a problem: `validate` prints them and
     /// `watch` logs them at start.

@@ -35,6 +35,8 @@ pub(super) struct RawConfig {
     pub(super) state: RawState,
     #[serde(default)]
     pub(super) heartbeat: RawHeartbeat,
+    #[serde(default)]
+    pub(super) ledger: Option<super::ledger::RawLedger>,
 }
 
 /// `[heartbeat]`: the dead-man's switch pings (healthchecks.io-compatible).

@@ -23,6 +23,7 @@
 //! - `signals`: SIGHUP, the state lock through a hard link, a full state disk.
 //! - `no_panic`: closed stdout, edge values of every config key and subcommand: never exit 101.
 //! - `totals`: a dead-lettered message counted once; whole-soak totals across service restarts; a stalled consumer.
+//! - `ledger`: the per-message ledger on real NATS and PostgreSQL: one row dropped in hundreds named, DLQ, deletes, skips, advisories.
 //! - `names`: counters by either spelling on real client-library output; the configured service's words.
 //!
 //! Needs the `testkit` feature (`./scripts/test.sh` passes it). Run one
@@ -39,6 +40,7 @@ mod edges;
 mod export;
 mod fleet;
 mod ha;
+mod ledger;
 mod names;
 mod no_panic;
 mod ops;

@@ -131,6 +131,7 @@ pub(super) fn validate(
     let rollback = validate_rollback(&raw, &base, &mut p);
     let state = validate_state(&raw, &base, &mut p);
     let heartbeat = validate_heartbeat(&raw, &mut p);
+    let ledger = validate_ledger_section(&raw, &consumers, &mut p);
     Config {
         source: base.join(path.file_name().unwrap_or_default()),
         soak: raw.soak,
@@ -148,8 +149,31 @@ pub(super) fn validate(
         rollback,
         state,
         heartbeat,
+        ledger,
         warnings: Vec::new(),
     }
+}
+
+/// `[ledger]`: its rules live with its types (`config/ledger.rs`); it
+/// needs the table, the DLQ stream and the interval it is judged beside.
+fn validate_ledger_section(
+    raw: &RawConfig,
+    consumers: &super::ConsumersConfig,
+    p: Problems<'_>,
+) -> Option<super::ledger::LedgerConfig> {
+    let l = raw.ledger.as_ref()?;
+    let ctx = super::ledger::LedgerContext {
+        database: raw.database.as_ref().map(|d| {
+            (
+                d.table.as_str(),
+                d.created_column.as_str(),
+                d.updated_column.as_str(),
+            )
+        }),
+        dlq_stream: &raw.streams.dlq.name,
+        interval: raw.watch.interval,
+    };
+    super::ledger::validate_ledger(l, &ctx, consumers, p)
 }
 
 /// `[soak]`: a T0 not ahead of this clock (beyond the skew allowed).
