@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{Config, NatsConfig};
 use crate::discover::choose::{self, Hints};
-use crate::discover::{live_check, lookup, render, LookupTargets, StreamSelection};
+use crate::discover::{checks_toml, live_check, lookup, LookupTargets, StreamSelection};
 use crate::secret::{Secret, SecretUrl};
 
 /// `soakwatch discover`: writes a commented checks.toml from the live system to stdout.
@@ -134,7 +134,7 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         matchers: args.matchers.clone(),
     };
     let plan = choose::plan(&observed, &hints);
-    let opts = render::RenderOptions {
+    let opts = checks_toml::RenderOptions {
         soak_name: args.name.clone(),
         nats_url: args.nats.clone(),
         metrics_url: args.metrics.clone(),
@@ -144,12 +144,12 @@ pub async fn run_discover(mut args: DiscoverArgs) -> anyhow::Result<ExitCode> {
         log: args.log.clone(),
         generated_at: chrono::Utc::now(),
     };
-    let text = render::render(&plan, &observed, &opts);
+    let text = checks_toml::render(&plan, &observed, &opts);
     print!("{text}");
     if let Some(w) = plan
         .legacy
         .as_ref()
-        .and_then(|l| render::log_fallback_warning(&observed, &opts, &l.name))
+        .and_then(|l| checks_toml::log_fallback_warning(&observed, &opts, &l.name))
     {
         eprintln!("warning: {w}");
     }

@@ -562,15 +562,15 @@ fn check_files(cfg: &Config, observed: &Observed, out: &mut Out<'_>) {
 mod tests {
     use super::*;
     use crate::discover::choose::{plan, Hints};
-    use crate::discover::{fixture, render};
+    use crate::discover::{checks_toml, fixture};
     use std::path::PathBuf;
 
     fn config_text() -> String {
         let o = fixture::observed();
-        render::render(
+        checks_toml::render(
             &plan(&o, &Hints::default()),
             &o,
-            &render::RenderOptions {
+            &checks_toml::RenderOptions {
                 soak_name: "t".into(),
                 nats_url: "nats://127.0.0.1:4222".into(),
                 metrics_url: "http://127.0.0.1:4102/metrics".into(),

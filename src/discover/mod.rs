@@ -8,10 +8,10 @@
 //! and names a checks.toml needs, [`render`] writes it, [`live_check`] compares
 //! an existing config with what is there.
 
+pub mod checks_toml;
 pub mod choose;
 pub mod cli;
 pub mod live_check;
-pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

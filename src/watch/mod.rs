@@ -43,6 +43,7 @@ mod read;
 pub mod recorder;
 pub mod rollback;
 pub mod rollback_supervisor;
+pub mod round_trip;
 pub mod signoff;
 mod status;
 pub mod supervisor;
@@ -272,7 +273,8 @@ pub struct Watch {
     /// The stage that owns the soak's one rollback.
     rollback: rollback_supervisor::RollbackSupervisor,
     wake: Arc<tokio::sync::Notify>,
-    e2e: PeriodicRoundTrip,
+    /// The stage that runs the periodic E2E (round-trip) probe.
+    round_trip: round_trip::PeriodicRoundTrip,
     /// Write failures of this process, per target (the `soakwatch_self` alert).
     health: SelfHealth,
     /// The stage that writes the soak's record (its own task).
@@ -287,14 +289,6 @@ pub struct Watch {
     /// The sign-off, once the soak reached its end: the soak is then
     /// never sampled or judged again.
     ended: Option<SoakEnd>,
-}
-
-/// The periodic E2E probe: one run at a time, beside the cycles.
-#[derive(Default)]
-struct PeriodicRoundTrip {
-    last_started: Option<std::time::Instant>,
-    task: Option<tokio::task::JoinHandle<crate::rollback::RoundTripResult>>,
-    last: Option<(DateTime<Utc>, crate::rollback::RoundTripResult)>,
 }
 
 impl Watch {
@@ -363,7 +357,7 @@ impl Watch {
             dedupe: EvidenceDeduper::default(),
             rollback,
             wake,
-            e2e: PeriodicRoundTrip::default(),
+            round_trip: Default::default(),
             health: SelfHealth::default(),
             recorder,
             heartbeat: notify::Heartbeat::default(),
@@ -926,9 +920,7 @@ impl Watch {
             summary.rollback = view;
         }
         // A periodic E2E probe in flight finishes (bounded by its timeout) and removes its rows.
-        if let Some(task) = self.e2e.task.take() {
-            let _ = task.await;
-        }
+        self.round_trip.finish().await;
         // A last try at what the state database refused during the soak.
         self.recorder.flush(SHUTDOWN_GRACE).await;
         self.noted_recorder();
@@ -1189,65 +1181,37 @@ impl Watch {
         Ok(summary)
     }
 
-    /// Starts the E2E probe when due and turns a finished run into an alert
-    /// state change (`soakwatch_e2e`). Never runs while a rollback is in flight.
+    /// Asks the periodic round-trip stage: a finished run becomes the
+    /// `soakwatch_e2e` alert's state; a due one starts.
     async fn periodic_round_trip(&mut self, now: DateTime<Utc>) {
         let Some(cfg) = self.cfg.rollback.as_ref().and_then(|r| r.run.e2e.clone()) else {
             return;
         };
-        let Some(every) = cfg.every else {
+        if cfg.every.is_none() {
             return;
-        };
-        if self.e2e.task.as_ref().is_some_and(|t| t.is_finished()) {
-            if let Some(task) = self.e2e.task.take() {
-                if let Ok(res) = task.await {
-                    tracing::info!(
-                        ok = res.ok,
-                        latency_ms = res.latency_ms,
-                        "periodic e2e: {}",
-                        res.summary()
-                    );
-                    let summary_line = res.summary();
-                    self.alerting.step_named(
-                        &alert_engine::NamedAlert {
-                            name: "soakwatch_e2e",
-                            failing: !res.ok,
-                            severity: crate::alert::model::Severity::Critical,
-                            summary: if res.ok {
-                                "E2E probe passes again"
-                            } else {
-                                "E2E probe failed: no row for the synthetic message"
-                            },
-                            evidence: &summary_line,
-                        },
-                        (&self.soak.meta.id, &self.soak.meta.name),
-                        now,
-                    );
-                    self.flush_alerts(now).await;
-                    self.e2e.last = Some((now, res));
-                }
-            }
         }
-        let due = self.e2e.last_started.is_none_or(|t| t.elapsed() >= every);
-        if due && self.e2e.task.is_none() && !self.rollback.running() {
-            self.e2e.last_started = Some(std::time::Instant::now());
-            self.e2e.task = Some(tokio::spawn(async move {
-                let res = crate::rollback::run_round_trip(&cfg).await;
-                if let Err(e) = crate::rollback::cleanup_round_trip_rows(
-                    &cfg.database_url,
-                    &cfg.table,
-                    &cfg.user_column,
-                    &cfg.user_prefix,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "could not remove the E2E probe's rows");
-                }
-                res
-            }));
+        if let Some(res) = self.round_trip.take_finished(now).await {
+            let (ok, summary_line) = (res.ok, res.summary());
+            self.alerting.step_named(
+                &alert_engine::NamedAlert {
+                    name: "soakwatch_e2e",
+                    failing: !ok,
+                    severity: crate::alert::model::Severity::Critical,
+                    summary: if ok {
+                        "E2E probe passes again"
+                    } else {
+                        "E2E probe failed: no row for the synthetic message"
+                    },
+                    evidence: &summary_line,
+                },
+                (&self.soak.meta.id, &self.soak.meta.name),
+                now,
+            );
+            self.flush_alerts(now).await;
         }
-        if let (Some((at, res)), Ok(mut st)) = (&self.e2e.last, self.status.write()) {
-            st.e2e = Some((*at, res.ok, res.latency_ms));
+        self.round_trip.start_if_due(&cfg, self.rollback.running());
+        if let (Some(latest), Ok(mut st)) = (self.round_trip.latest(), self.status.write()) {
+            st.e2e = Some(latest);
         }
     }
 
