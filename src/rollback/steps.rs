@@ -482,6 +482,35 @@ async fn drain(
     }
 }
 
+/// The two ends of the restart command's output: one pipe written by both
+/// its stdout and its stderr, and the reading end.
+struct MergedOutput {
+    stdout: Stdio,
+    stderr: Stdio,
+    reader: tokio::net::unix::pipe::Receiver,
+}
+
+/// An anonymous pipe (close-on-exec in this process) whose write end is
+/// given to the child twice. Written with libc because std makes a pipe
+/// only per stream; the reading end is tokio's non-blocking pipe.
+fn merged_output() -> std::io::Result<MergedOutput> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds` on success; each
+    // is owned exactly once below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let write2 = write.try_clone()?;
+    Ok(MergedOutput {
+        stdout: Stdio::from(write),
+        stderr: Stdio::from(write2),
+        reader: tokio::net::unix::pipe::Receiver::from_owned_fd(read)?,
+    })
+}
+
 async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, buf: Arc<Mutex<Captured>>) {
     let mut chunk = [0u8; 4096];
     loop {
@@ -525,32 +554,35 @@ pub async fn restart_with_env(
     }
     let mut cmd = tokio::process::Command::new(program);
     cmd.env_clear().envs(env);
+    let spawn_error = |source: std::io::Error| StepError::Spawn {
+        program: program.clone(),
+        source,
+    };
+    // One pipe for stdout and stderr, as a terminal shows them: with two,
+    // a loaded machine may hand the reader the last stderr line before the
+    // last stdout lines, and the kept tail would lose it.
+    let merged = merged_output().map_err(spawn_error)?;
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(merged.stdout)
+        .stderr(merged.stderr)
         .kill_on_drop(true);
     #[cfg(unix)]
     cmd.process_group(0);
-    let mut child = cmd.spawn().map_err(|source| {
+    let spawned = cmd.spawn();
+    // The command's copies of the write end go now, or the pipe never ends.
+    drop(cmd);
+    let child = spawned.map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             StepError::CommandNotFound(program.clone())
         } else {
-            StepError::Spawn {
-                program: program.clone(),
-                source,
-            }
+            spawn_error(source)
         }
     })?;
+    let mut child = child;
     let pgid = child.id();
     let buf = Arc::new(Mutex::new(Captured::default()));
-    let mut pumps = Vec::new();
-    if let Some(o) = child.stdout.take() {
-        pumps.push(tokio::spawn(pump(o, buf.clone())));
-    }
-    if let Some(e) = child.stderr.take() {
-        pumps.push(tokio::spawn(pump(e, buf.clone())));
-    }
+    let pumps = vec![tokio::spawn(pump(merged.reader, buf.clone()))];
     let started = Instant::now();
     let waited = tokio::time::timeout(timeout, child.wait()).await;
     let timed_out = waited.is_err();
@@ -908,5 +940,26 @@ mod tests {
             backup_path(Path::new("/srv/app/.env"), ".soakwatch-bak"),
             PathBuf::from("/srv/app/.env.soakwatch-bak")
         );
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_are_kept_in_the_order_they_were_written() {
+        // Many stdout lines, then the one stderr line that says why: it is
+        // the output's last line whatever the machine's load.
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do echo noise $i; i=$((i+1)); done; echo 'the reason (last line)' >&2; exit 3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let err = restart(&argv, Duration::from_secs(20))
+            .await
+            .expect_err("exit 3 fails the step");
+        let text = err.to_string();
+        let last = text.trim_end().lines().last().unwrap_or_default();
+        assert!(last.contains("the reason (last line)"), "{text}");
+        assert!(text.contains("noise 0"), "{text}");
     }
 }
