@@ -452,6 +452,26 @@ pub struct Snapshot {
     pub consumers_elided: bool,
 }
 
+/// A snapshot at `taken_at` in which no probe is configured: the base unit
+/// tests build theirs on.
+#[cfg(test)]
+impl Snapshot {
+    pub(crate) fn nothing_configured(taken_at: DateTime<Utc>) -> Snapshot {
+        let nc = ProbeFailure::not_configured;
+        Snapshot {
+            taken_at,
+            streams: Default::default(),
+            consumers: Default::default(),
+            metrics: Err(nc(ProbeKind::Metrics, "metrics")),
+            db: Err(nc(ProbeKind::Database, "database")),
+            log: Err(nc(ProbeKind::Log, "log")),
+            env: Err(nc(ProbeKind::ServiceEnv, "service_env")),
+            probe_ms: Default::default(),
+            consumers_elided: false,
+        }
+    }
+}
+
 /// Listings with more consumers than this are left out of older stored
 /// snapshots.
 pub const KEEP_LISTINGS_UP_TO: usize = 32;

@@ -963,6 +963,18 @@ impl Config {
     }
 }
 
+/// The shipped `checks.toml`, validated: the config unit tests across the
+/// crate judge by (one loader, not one per test module).
+#[cfg(test)]
+pub(crate) fn shipped_for_tests() -> Config {
+    Config::from_text(
+        Path::new("checks.toml"),
+        include_str!("../../checks.toml"),
+        &|_: &str| None::<String>,
+    )
+    .expect("the shipped checks.toml is valid")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,11 +346,9 @@ fn uid(soak: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn shipped() -> Config {
-        let text = include_str!("../../checks.toml");
-        Config::from_text(Path::new("checks.toml"), text, &|_: &str| None).expect("valid")
+        crate::config::shipped_for_tests()
     }
 
     fn exprs(v: &Value) -> Vec<String> {

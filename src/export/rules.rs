@@ -514,11 +514,9 @@ fn watchdog_alert(q: &Queries) -> Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn shipped() -> Config {
-        let text = include_str!("../../checks.toml");
-        Config::from_text(Path::new("checks.toml"), text, &|_: &str| None).expect("valid")
+        crate::config::shipped_for_tests()
     }
 
     fn rules(v: &Value) -> Vec<&Value> {

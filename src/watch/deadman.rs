@@ -612,9 +612,7 @@ mod tests {
     /// probes not configured.
     fn snap(streams: &[(&str, bool)]) -> Snapshot {
         use crate::sample::{ProbeFailure, ProbeKind};
-        let nc = ProbeFailure::not_configured;
         Snapshot {
-            taken_at: t(0),
             streams: streams
                 .iter()
                 .map(|(n, ok)| {
@@ -629,13 +627,7 @@ mod tests {
                     (n.to_string(), r)
                 })
                 .collect(),
-            consumers: Default::default(),
-            metrics: Err(nc(ProbeKind::Metrics, "metrics")),
-            db: Err(nc(ProbeKind::Database, "database")),
-            log: Err(nc(ProbeKind::Log, "log")),
-            env: Err(nc(ProbeKind::ServiceEnv, "service_env")),
-            probe_ms: Default::default(),
-            consumers_elided: false,
+            ..Snapshot::nothing_configured(t(0))
         }
     }
 

@@ -1187,9 +1187,6 @@ impl Watch {
         let Some(cfg) = self.cfg.rollback.as_ref().and_then(|r| r.run.e2e.clone()) else {
             return;
         };
-        if cfg.every.is_none() {
-            return;
-        }
         if let Some(res) = self.round_trip.take_finished(now).await {
             let (ok, summary_line) = (res.ok, res.summary());
             self.alerting.step_named(

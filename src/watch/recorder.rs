@@ -280,7 +280,6 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::{ProbeFailure, ProbeKind};
     use crate::soak::timeline::SoakMeta;
     use crate::state::store::Baselines;
 
@@ -288,20 +287,8 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
     }
 
-    /// A snapshot with every probe not configured, taken at `s`.
     fn snap(s: i64) -> Snapshot {
-        let nc = ProbeFailure::not_configured;
-        Snapshot {
-            taken_at: at(s),
-            streams: Default::default(),
-            consumers: Default::default(),
-            metrics: Err(nc(ProbeKind::Metrics, "metrics")),
-            db: Err(nc(ProbeKind::Database, "database")),
-            log: Err(nc(ProbeKind::Log, "log")),
-            env: Err(nc(ProbeKind::ServiceEnv, "service_env")),
-            probe_ms: Default::default(),
-            consumers_elided: false,
-        }
+        Snapshot::nothing_configured(at(s))
     }
 
     fn soak() -> SoakRecord {
@@ -323,12 +310,7 @@ mod tests {
     }
 
     fn shipped() -> crate::config::Config {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/checks.toml"))
-            .expect("checks.toml");
-        crate::config::Config::from_text(std::path::Path::new("checks.toml"), &text, &|_: &str| {
-            None::<String>
-        })
-        .expect("the shipped config is valid")
+        crate::config::shipped_for_tests()
     }
 
     #[tokio::test]
