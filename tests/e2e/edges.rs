@@ -15,6 +15,8 @@ use soakwatch::verdict::{CriterionId, Status};
 const PASS: f64 = 0.0;
 const FAIL: f64 = 2.0;
 const UNKNOWN: f64 = 3.0;
+/// A criterion still waiting for its evidence (`Status::Pending`).
+const PENDING: f64 = 4.0;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -73,10 +75,13 @@ async fn a_soak_watched_from_t0_is_covered_from_its_first_cycle() {
             .map(|(c, _)| c)
             .collect();
         assert!(unknown.is_empty(), "cycle {n}: unknown {unknown:?}\n{body}");
-        assert_eq!(
-            metric_in(&body, "soakwatch_soak_verdict", &[]),
-            Some(PASS),
-            "cycle {n}\n{body}"
+        // Pass, or still waiting for evidence: on a loaded machine the
+        // stand-in may write no row between two samples (`db_writes`
+        // pending), which is no coverage gap and no failure.
+        let verdict = metric_in(&body, "soakwatch_soak_verdict", &[]);
+        assert!(
+            verdict == Some(PASS) || verdict == Some(PENDING),
+            "cycle {n}: verdict {verdict:?}\n{body}"
         );
         assert_eq!(
             metric_in(&body, "soakwatch_soak_unobserved_head_seconds", &[]),
